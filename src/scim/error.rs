@@ -1,0 +1,139 @@
+//! SCIM layer errors, rendered as RFC 7644 section 3.12 error bodies.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+
+/// Every way a SCIM request can fail. The `status` / `scim_type` matches below have no
+/// wildcard arm, so a new variant forces a decision about how it renders.
+#[derive(Debug, thiserror::Error)]
+pub enum ScimError {
+    #[error("{0}")]
+    InvalidFilter(String),
+    #[error("{0}")]
+    InvalidSyntax(String),
+    #[error("{0}")]
+    InvalidPath(String),
+    #[error("{0}")]
+    NoTarget(String),
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error("{0}")]
+    Mutability(String),
+    #[error("{0}")]
+    Uniqueness(String),
+    #[error("{0}")]
+    TooMany(String),
+    #[error("{0}")]
+    InvalidVersion(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("authentication required: {0}")]
+    Unauthorized(String),
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Anything the client cannot fix. The cause goes to the log, never to the client.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ScimError {
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        ScimError::Internal(err.into())
+    }
+
+    pub fn scim_type(&self) -> Option<&'static str> {
+        match self {
+            ScimError::InvalidFilter(_) => Some("invalidFilter"),
+            ScimError::InvalidSyntax(_) => Some("invalidSyntax"),
+            ScimError::InvalidPath(_) => Some("invalidPath"),
+            ScimError::NoTarget(_) => Some("noTarget"),
+            ScimError::InvalidValue(_) => Some("invalidValue"),
+            ScimError::Mutability(_) => Some("mutability"),
+            ScimError::Uniqueness(_) => Some("uniqueness"),
+            ScimError::TooMany(_) => Some("tooMany"),
+            ScimError::InvalidVersion(_) => Some("invalidVers"),
+            ScimError::NotFound(_)
+            | ScimError::PreconditionFailed(_)
+            | ScimError::Unauthorized(_)
+            | ScimError::RateLimited { .. }
+            | ScimError::PayloadTooLarge(_)
+            | ScimError::MethodNotAllowed(_)
+            | ScimError::NotImplemented(_)
+            | ScimError::UnsupportedMediaType(_)
+            | ScimError::Internal(_) => None,
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ScimError::Internal(_) => "internal error; see the bridge log".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl ResponseError for ScimError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ScimError::InvalidFilter(_)
+            | ScimError::InvalidSyntax(_)
+            | ScimError::InvalidPath(_)
+            | ScimError::NoTarget(_)
+            | ScimError::InvalidValue(_)
+            | ScimError::Mutability(_)
+            | ScimError::TooMany(_)
+            | ScimError::InvalidVersion(_) => StatusCode::BAD_REQUEST,
+            ScimError::Uniqueness(_) => StatusCode::CONFLICT,
+            ScimError::NotFound(_) => StatusCode::NOT_FOUND,
+            ScimError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ScimError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ScimError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ScimError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ScimError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ScimError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ScimError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ScimError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ScimError::Internal(cause) = self {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let status = self.status_code();
+        let mut body = json!({
+            "schemas": [ERROR_SCHEMA],
+            "status": status.as_u16().to_string(),
+            "detail": self.detail(),
+        });
+        if let Some(scim_type) = self.scim_type() {
+            body["scimType"] = json!(scim_type);
+        }
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE));
+        match self {
+            ScimError::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"scim-bridge\""));
+            }
+            ScimError::RateLimited { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
+        }
+        response.body(body.to_string())
+    }
+}

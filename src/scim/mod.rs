@@ -1,0 +1,3 @@
+//! Inbound side of the flow: the SCIM 2.0 service provider identity providers talk to.
+
+pub mod error;

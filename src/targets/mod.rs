@@ -1,0 +1,105 @@
+//! Outbound side of the flow: one adapter per third-party user API behind the `Target` trait.
+//! The fan-out worker only ever talks to `dyn Target`.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// A payload in the target's own field names, as the mapping engine rendered it.
+pub type Payload = Map<String, Value>;
+
+/// An account as the target holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteAccount {
+    /// The target's own id for the account (Appgate uuid, Kibo id, Primavera userId, ...).
+    pub id: String,
+    /// The account's fields as the target returned them (write-only fields absent).
+    pub fields: Payload,
+}
+
+/// Why a call did not deliver. Every outbound answer is classified into exactly one of
+/// delivered (`Ok`), retryable or rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TargetError {
+    /// Worth trying again later: 429, 408, 5xx, timeouts, connection errors.
+    #[error("retryable: {reason}")]
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Permanent until the data or the mapping changes: other 4xx, with the target's own text.
+    #[error("rejected ({status}): {message}")]
+    Rejected { status: u16, message: String },
+}
+
+pub type TargetResult<T> = Result<T, TargetError>;
+
+/// The type of a target field, as the target API declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    String,
+    Boolean,
+    Integer,
+    StringArray,
+    /// A JSON object or an array of objects (e.g. Primavera `userProducts`).
+    Object,
+    ObjectArray,
+}
+
+/// One field of a target's user schema. Mapping files are validated against these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    pub required_on_create: bool,
+    pub required_on_update: bool,
+    pub max_len: Option<usize>,
+    /// Allowed values for an enumerated string field; empty when any value is allowed.
+    pub allowed: &'static [&'static str],
+    /// Never returned by the target (passwords, secrets).
+    pub write_only: bool,
+    /// Assigned by the target; a mapping must not set it.
+    pub read_only: bool,
+}
+
+/// The user schema of one target API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSchema {
+    pub fields: Vec<FieldSpec>,
+    /// The payload field(s) that form the natural key used to adopt existing accounts.
+    pub natural_key: &'static [&'static str],
+}
+
+impl TargetSchema {
+    pub fn field(&self, name: &str) -> Option<&FieldSpec> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// The contract every vendor adapter implements. Each method authenticates as needed
+/// (logging in again once on 401) and classifies the answer.
+#[async_trait::async_trait]
+pub trait Target: Send + Sync {
+    /// The configured name of this target (`appgate`, `kibo`, ...).
+    fn name(&self) -> &str;
+
+    fn schema(&self) -> &TargetSchema;
+
+    /// Looks an account up by the natural key found in `payload`, to adopt it rather than
+    /// create a duplicate.
+    async fn find(&self, payload: &Payload) -> TargetResult<Option<RemoteAccount>>;
+
+    async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount>;
+
+    /// Brings the account `id` to `payload`, respecting the API's update semantics.
+    async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount>;
+
+    /// Disables the account `id`; `payload` is the latest full state, for APIs whose update
+    /// replaces the whole object.
+    async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount>;
+
+    async fn delete(&self, id: &str) -> TargetResult<()>;
+
+    /// Reads the account back; `Ok(None)` when it no longer exists.
+    async fn read(&self, id: &str) -> TargetResult<Option<RemoteAccount>>;
+}
