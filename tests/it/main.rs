@@ -1,0 +1,10 @@
+//! The one integration-test binary: the real server on port 0, a temporary database, and the
+//! sandbox emulators on loopback.
+
+mod scim_bulk;
+mod scim_dialects;
+mod scim_discovery;
+mod scim_errors;
+mod scim_groups;
+mod scim_users;
+mod support;
