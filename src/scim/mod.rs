@@ -1,3 +1,7 @@
 //! Inbound side of the flow: the SCIM 2.0 service provider identity providers talk to.
 
 pub mod error;
+pub mod filter;
+pub mod path;
+pub mod resource;
+pub mod schema;
