@@ -602,6 +602,12 @@ fn compare_all(def: &AttributeDef, actual: &[&Value], op: CompareOp, expected: &
     }
 }
 
+/// Equality as `eq` means it for this attribute: case-insensitive unless caseExact, numbers by
+/// value, date-times as instants.
+pub(crate) fn values_equal(def: &AttributeDef, a: &Value, b: &Value) -> bool {
+    compare_one(def, a, CompareOp::Eq, b)
+}
+
 fn compare_one(def: &AttributeDef, actual: &Value, op: CompareOp, expected: &Value) -> bool {
     match def.attr_type {
         AttrType::String | AttrType::Reference | AttrType::Binary => {
