@@ -4,5 +4,7 @@ pub mod error;
 pub mod filter;
 pub mod patch;
 pub mod path;
+pub mod projection;
 pub mod resource;
 pub mod schema;
+pub mod sort;
