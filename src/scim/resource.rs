@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::scim::error::ScimError;
 use crate::scim::filter::{as_bool, instant};
+use crate::scim::path::parse_attr_path;
 use crate::scim::schema::{AttrType, AttributeDef, Mutability, Resolved, ResourceSchema};
 
 /// A resource ready to store, and the password it carried, which is never stored with it.
@@ -20,7 +21,8 @@ pub struct Prepared {
 ///
 /// Read-only attributes (`id`, `meta`, `groups`) are dropped, as are attributes no schema
 /// defines; the caller sets `id` and `meta`. Unknown schema URNs, whether in `schemas` or as
-/// a key, are refused. `existing` is the stored resource on PUT, against which immutable
+/// a key, are refused; URN-prefixed keys naming a known attribute
+/// (`urn:...:enterprise:2.0:User:department`) are accepted. `existing` is the stored resource on PUT, against which immutable
 /// attributes are checked.
 pub fn prepare(
     schema: &ResourceSchema,
@@ -52,10 +54,25 @@ pub fn prepare(
                 }
             }
         } else if looks_like_urn(key) {
-            return Err(ScimError::InvalidSyntax(format!(
-                "'{key}' is not a schema of {} resources",
-                schema.name
-            )));
+            // Some clients flatten an extension into URN-prefixed keys such as
+            // `urn:...:enterprise:2.0:User:department`.
+            let at = parse_attr_path(key)
+                .ok()
+                .and_then(|path| schema.locate(&path))
+                .filter(|at| at.sub_attr.is_none())
+                .ok_or_else(|| {
+                    ScimError::InvalidSyntax(format!(
+                        "'{key}' is neither a schema nor a top-level attribute of {} resources",
+                        schema.name
+                    ))
+                })?;
+            match at
+                .extension
+                .and_then(|ext| extension_index(schema, &ext.id))
+            {
+                Some(index) => absorb(&mut extensions[index], at.attr, value)?,
+                None => absorb(&mut top, at.attr, value)?,
+            }
         } else if let Some(def) = schema.top_level(key) {
             absorb(&mut top, def, value)?;
         }
@@ -157,7 +174,8 @@ fn extension_index(schema: &ResourceSchema, urn: &str) -> Option<usize> {
         .position(|(ext, _)| ext.id.eq_ignore_ascii_case(urn))
 }
 
-/// Attribute names never contain ':', so a key that does is meant as a schema URN.
+/// Attribute names never contain ':', so a key that does is a schema URN or a URN-prefixed
+/// attribute path.
 fn looks_like_urn(key: &str) -> bool {
     key.contains(':')
 }
@@ -550,6 +568,25 @@ mod tests {
     }
 
     #[test]
+    fn flattened_extension_keys_are_accepted() {
+        let out = prepared(json!({
+            "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
+            "userName": "a",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "Sales",
+            "urn:ietf:params:scim:schemas:core:2.0:User:title": "Guide"
+        }));
+        assert_eq!(
+            out.resource,
+            json!({
+                "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
+                "userName": "a",
+                "title": "Guide",
+                ENTERPRISE_USER_SCHEMA: {"department": "Sales"}
+            })
+        );
+    }
+
+    #[test]
     fn password_is_taken_out() {
         let out = prepared(json!({
             "schemas": [USER_SCHEMA], "userName": "a", "PASSWORD": "t1meMa$heen"
@@ -580,6 +617,11 @@ mod tests {
             json!({"schemas": [GROUP_SCHEMA], "userName": "a"}),
             json!({"schemas": [USER_SCHEMA, "urn:example:custom"], "userName": "a"}),
             json!({"schemas": [USER_SCHEMA], "userName": "a", "urn:example:custom": {"x": 1}}),
+            json!({"schemas": [USER_SCHEMA], "userName": "a", "urn:example:custom:1.0:User:x": 1}),
+            json!({"schemas": [USER_SCHEMA], "userName": "a",
+                   "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:bogus": 1}),
+            json!({"schemas": [USER_SCHEMA], "userName": "a",
+                   "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value": "m"}),
             json!({"schemas": [USER_SCHEMA], "userName": "a", ENTERPRISE_USER_SCHEMA: "x"}),
             json!({"schemas": [1], "userName": "a"}),
             json!({"schemas": {"a": 1}, "userName": "a"}),
