@@ -163,7 +163,10 @@ impl<'s> Patcher<'s> {
                 path: Some(path),
                 value,
             } => self.write(top, Mode::Replace, path, value),
-            PatchOperation::Remove { path, value } => self.remove(top, path, value.as_ref(), false),
+            PatchOperation::Remove { path, value } => {
+                let listed = value.as_ref().filter(|v| !v.is_null());
+                self.remove(top, path, listed, false)
+            }
         }
     }
 
@@ -1315,7 +1318,7 @@ mod tests {
             ),
             (
                 "removing every member",
-                json!([{"op": "remove", "path": "members"}]),
+                json!([{"op": "remove", "path": "members", "value": null}]),
                 {
                     let mut g = group();
                     g.as_object_mut().map(|o| o.shift_remove("members"));
