@@ -146,7 +146,12 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// One more accepted bearer token, for scripts and tests.
-    #[arg(long, env = "SCIM_BRIDGE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "SCIM_BRIDGE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
 }
 
@@ -274,11 +279,17 @@ async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
         }
         LedgerCommand::Pause { target } => {
             operator.set_paused(&target, true).await?;
-            print(serde_json::json!({"target": target, "paused": true}), format!("{target} paused\n"));
+            print(
+                serde_json::json!({"target": target, "paused": true}),
+                format!("{target} paused\n"),
+            );
         }
         LedgerCommand::Resume { target } => {
             operator.set_paused(&target, false).await?;
-            print(serde_json::json!({"target": target, "paused": false}), format!("{target} resumed\n"));
+            print(
+                serde_json::json!({"target": target, "paused": false}),
+                format!("{target} resumed\n"),
+            );
         }
     }
     Ok(())

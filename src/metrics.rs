@@ -177,8 +177,15 @@ mod tests {
             ..TargetLag::default()
         }];
         let text = metrics.render(&lag, 6_000);
-        assert!(text.contains("scim_bridge_accepted_writes_total{resource=\"User\",operation=\"create\"} 1"), "{text}");
-        assert!(text.contains("scim_bridge_deliveries_total{target=\"kibo\",outcome=\"delivered\"} 1"));
+        assert!(
+            text.contains(
+                "scim_bridge_accepted_writes_total{resource=\"User\",operation=\"create\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("scim_bridge_deliveries_total{target=\"kibo\",outcome=\"delivered\"} 1")
+        );
         assert!(text.contains("scim_bridge_delivery_queue{target=\"kibo\",state=\"pending\"} 3"));
         assert!(text.contains("scim_bridge_delivery_lag_seconds{target=\"kibo\"} 5.0"));
     }

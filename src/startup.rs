@@ -11,10 +11,10 @@ use tracing_actix_web::TracingLogger;
 
 use crate::admin::{self, AdminAuth};
 use crate::clock::{unix_millis, SharedClock, SystemClock};
-use crate::fanout::operator::Operator;
-use crate::metrics::Metrics;
 use crate::config::Settings;
+use crate::fanout::operator::Operator;
 use crate::ledger::{Db, DbOptions, LedgerError};
+use crate::metrics::Metrics;
 use crate::scim::auth::{Authenticator, ScimAuth};
 use crate::scim::routes::{self, ScimState};
 use crate::scim::service::ScimService;

@@ -40,7 +40,10 @@ impl ResponseError for AdminError {
         };
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, AdminError::Unauthorized(_)) {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"scim-bridge-admin\""));
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"scim-bridge-admin\"",
+            ));
         }
         response.json(json!({"error": kind, "detail": detail}))
     }

@@ -45,7 +45,9 @@ async fn require_admin(
         .map(|auth| auth.0.authenticate(header).is_ok())
         .unwrap_or(false);
     if !allowed {
-        return Err(AdminError::Unauthorized("a valid admin bearer token is required".into()).into());
+        return Err(
+            AdminError::Unauthorized("a valid admin bearer token is required".into()).into(),
+        );
     }
     next.call(req).await
 }
@@ -89,7 +91,9 @@ pub fn parse_states(state: Option<&str>) -> Result<Vec<DeliveryState>, String> {
     match state {
         None | Some("failed") => Ok(vec![DeliveryState::Rejected, DeliveryState::Dead]),
         Some(name) => DeliveryState::parse(name).map(|s| vec![s]).ok_or_else(|| {
-            format!("unknown state {name}: use pending, retrying, rejected, dead, delivered or failed")
+            format!(
+                "unknown state {name}: use pending, retrying, rejected, dead, delivered or failed"
+            )
         }),
     }
 }
@@ -106,7 +110,9 @@ async fn deliveries(ops: Ops, params: web::Query<ListParams>) -> Reply {
 async fn user(ops: Ops, id: web::Path<String>) -> Reply {
     let status = ops.user(&id).await?;
     if status.deliveries.is_empty() && status.history.is_empty() {
-        return Err(AdminError::NotFound(format!("the ledger has nothing for user {id}")));
+        return Err(AdminError::NotFound(format!(
+            "the ledger has nothing for user {id}"
+        )));
     }
     Ok(HttpResponse::Ok().json(status))
 }

@@ -61,14 +61,21 @@ impl BenchReport {
             out.push_str(&phase.line());
             out.push('\n');
         }
-        if let (Some(seconds), Some(rate)) = (self.delivery_seconds, self.users_delivered_per_second) {
+        if let (Some(seconds), Some(rate)) =
+            (self.delivery_seconds, self.users_delivered_per_second)
+        {
             out.push_str(&format!(
                 "all targets delivered      {seconds:.2} s ({rate:.0} users/s fully delivered)\n"
             ));
         }
         for (target, delivered) in &self.deliveries_per_target {
-            let rate = self.delivery_seconds.map(|s| *delivered as f64 / s).unwrap_or(0.0);
-            out.push_str(&format!("  {target:<12} {delivered:>8} delivered  {rate:>8.0}/s\n"));
+            let rate = self
+                .delivery_seconds
+                .map(|s| *delivered as f64 / s)
+                .unwrap_or(0.0);
+            out.push_str(&format!(
+                "  {target:<12} {delivered:>8} delivered  {rate:>8.0}/s\n"
+            ));
         }
         if let Some(rss) = self.peak_rss_mib {
             out.push_str(&format!("bridge peak RSS            {rss:.1} MiB\n"));
@@ -109,7 +116,10 @@ impl Bridge {
             .arg(&db_path)
             .env("SCIM_BRIDGE_TOKEN", BENCH_TOKEN)
             .env("SCIM_BRIDGE__SCIM__REQUESTS_PER_SECOND", "1000000")
-            .env("SCIM_BRIDGE__FANOUT__KEY_FILE", dir.path().join("secret.key"))
+            .env(
+                "SCIM_BRIDGE__FANOUT__KEY_FILE",
+                dir.path().join("secret.key"),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -122,7 +132,12 @@ impl Bridge {
         };
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if client.get(format!("{}/healthz", bridge.base)).send().await.is_ok() {
+            if client
+                .get(format!("{}/healthz", bridge.base))
+                .send()
+                .await
+                .is_ok()
+            {
                 return Ok(bridge);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,7 +162,9 @@ impl Bridge {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Writes `count` users straight into a fresh database, in large transactions.
@@ -205,7 +222,12 @@ fn bench_user(n: usize) -> Value {
 }
 
 /// Runs `count` requests at `concurrency`, returning latencies of successes and an error count.
-async fn phase<F, Fut>(name: &str, count: usize, concurrency: usize, request: F) -> (PhaseReport, Vec<Option<Value>>)
+async fn phase<F, Fut>(
+    name: &str,
+    count: usize,
+    concurrency: usize,
+    request: F,
+) -> (PhaseReport, Vec<Option<Value>>)
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<Value, String>>,
@@ -250,7 +272,10 @@ async fn send(request: reqwest::RequestBuilder, expect: u16) -> Result<Value, St
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(|e| e.to_string())?;
     if status != expect {
-        return Err(format!("status {status}: {}", String::from_utf8_lossy(&body)));
+        return Err(format!(
+            "status {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
     }
     if body.is_empty() {
         return Ok(Value::Null);
@@ -395,9 +420,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 }
 
 async fn target_names(client: &reqwest::Client, admin: &str) -> anyhow::Result<Vec<String>> {
-    let body = send(client.get(format!("{admin}/targets")).bearer_auth(ADMIN_TOKEN), 200)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let body = send(
+        client
+            .get(format!("{admin}/targets"))
+            .bearer_auth(ADMIN_TOKEN),
+        200,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     Ok(body["targets"]
         .as_array()
         .map(|targets| {
@@ -417,17 +447,25 @@ async fn wait_for_deliveries(
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let deadline = Instant::now() + DELIVERY_DEADLINE;
     loop {
-        let body = send(client.get(format!("{admin}/targets")).bearer_auth(ADMIN_TOKEN), 200)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let body = send(
+            client
+                .get(format!("{admin}/targets"))
+                .bearer_auth(ADMIN_TOKEN),
+            200,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
         let targets = body["targets"].as_array().cloned().unwrap_or_default();
         let outstanding: u64 = targets
             .iter()
             .map(|t| t["pending"].as_u64().unwrap_or(0) + t["retrying"].as_u64().unwrap_or(0))
             .sum();
-        let all_there = targets
-            .iter()
-            .all(|t| t["delivered"].as_u64().unwrap_or(0) + t["rejected"].as_u64().unwrap_or(0) + t["dead"].as_u64().unwrap_or(0) >= users);
+        let all_there = targets.iter().all(|t| {
+            t["delivered"].as_u64().unwrap_or(0)
+                + t["rejected"].as_u64().unwrap_or(0)
+                + t["dead"].as_u64().unwrap_or(0)
+                >= users
+        });
         if outstanding == 0 && all_there {
             return Ok(targets
                 .iter()

@@ -18,7 +18,12 @@ pub struct PhaseReport {
 }
 
 impl PhaseReport {
-    pub fn new(name: &str, mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> PhaseReport {
+    pub fn new(
+        name: &str,
+        mut latencies: Vec<Duration>,
+        errors: usize,
+        elapsed: Duration,
+    ) -> PhaseReport {
         latencies.sort_unstable();
         let quantile = |q: f64| -> f64 {
             if latencies.is_empty() {
@@ -34,7 +39,11 @@ impl PhaseReport {
             requests,
             errors,
             seconds,
-            per_second: if seconds > 0.0 { requests as f64 / seconds } else { 0.0 },
+            per_second: if seconds > 0.0 {
+                requests as f64 / seconds
+            } else {
+                0.0
+            },
             p50_ms: quantile(0.50),
             p99_ms: quantile(0.99),
             max_ms: quantile(1.0),
@@ -44,7 +53,13 @@ impl PhaseReport {
     pub fn line(&self) -> String {
         format!(
             "{:<26} {:>8} req {:>6} err {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms",
-            self.name, self.requests, self.errors, self.per_second, self.p50_ms, self.p99_ms, self.max_ms
+            self.name,
+            self.requests,
+            self.errors,
+            self.per_second,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms
         )
     }
 }

@@ -198,7 +198,10 @@ pub struct Overrides {
 
 impl Settings {
     /// Loads settings from `file` (or the embedded default), the environment and `overrides`.
-    pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
         let base = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -244,14 +247,23 @@ impl Settings {
         if scim.default_page_size == 0 || scim.default_page_size > scim.max_page_size {
             return Err(ConfigError::key(
                 "scim.default_page_size",
-                format!("must be between 1 and scim.max_page_size ({})", scim.max_page_size),
+                format!(
+                    "must be between 1 and scim.max_page_size ({})",
+                    scim.max_page_size
+                ),
             ));
         }
         if self.server.max_body_bytes < 1024 {
-            return Err(ConfigError::key("server.max_body_bytes", "must be at least 1024"));
+            return Err(ConfigError::key(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         if scim.requests_per_second == 0 {
-            return Err(ConfigError::key("scim.requests_per_second", "must be at least 1"));
+            return Err(ConfigError::key(
+                "scim.requests_per_second",
+                "must be at least 1",
+            ));
         }
         for (index, client) in scim.clients.iter().enumerate() {
             let key = format!("scim.clients[{index}]");
@@ -284,7 +296,10 @@ impl Settings {
         }
         let fanout = &self.fanout;
         if fanout.max_attempts == 0 {
-            return Err(ConfigError::key("fanout.max_attempts", "must be at least 1"));
+            return Err(ConfigError::key(
+                "fanout.max_attempts",
+                "must be at least 1",
+            ));
         }
         if fanout.backoff_base_ms == 0 || fanout.backoff_cap_ms < fanout.backoff_base_ms {
             return Err(ConfigError::key(

@@ -13,7 +13,12 @@ pub struct Backoff {
 impl Backoff {
     /// The wait before retry number `attempt` (1 for the first retry). Full jitter spreads
     /// the retries of many users over the whole window instead of in synchronized waves.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
+    pub fn delay(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Duration {
         let ceiling = self
             .base
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)))

@@ -13,7 +13,13 @@ fn when(millis: i64) -> String {
 pub fn lag(lag: &[TargetLag]) -> String {
     let mut out = format!(
         "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {}\n",
-        "target", "pending", "retrying", "rejected", "dead", "delivered", "oldest undelivered change"
+        "target",
+        "pending",
+        "retrying",
+        "rejected",
+        "dead",
+        "delivered",
+        "oldest undelivered change"
     );
     for t in lag {
         let oldest = t.oldest_change_at.map(when).unwrap_or_else(|| "-".into());
@@ -45,7 +51,9 @@ pub fn deliveries(rows: &[Delivery]) -> String {
             d.state.as_str(),
             d.desired.operation.as_str(),
             d.attempts,
-            d.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            d.last_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             d.last_error.as_deref().unwrap_or(""),
         );
     }
@@ -65,7 +73,9 @@ pub fn user(status: &UserStatus) -> String {
                 a.target,
                 a.operation,
                 a.outcome,
-                a.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                a.status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 a.duration_ms,
                 a.error.as_deref().unwrap_or(""),
             );

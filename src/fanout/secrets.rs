@@ -63,8 +63,12 @@ impl SecretBox {
                 .ok_or(SecretError::BadKeyFile { path }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = ChaCha20Poly1305::generate_key(&mut OsRng).into();
-                write_key_file(key_file, &BASE64.encode(key))
-                    .map_err(|source| SecretError::KeyFile { path: path.clone(), source })?;
+                write_key_file(key_file, &BASE64.encode(key)).map_err(|source| {
+                    SecretError::KeyFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 tracing::warn!(
                     path = %path,
                     "created a new key for passwords at rest; back it up, or set {KEY_ENV} in production"
@@ -140,7 +144,9 @@ mod tests {
         let opened = sb.open("user-1", &sealed).unwrap();
         assert_eq!(opened.expose_secret(), "Pa55word!");
         assert!(sb.open("user-2", &sealed).is_err(), "bound to its user");
-        assert!(SecretBox::from_key(&[8; 32]).open("user-1", &sealed).is_err());
+        assert!(SecretBox::from_key(&[8; 32])
+            .open("user-1", &sealed)
+            .is_err());
     }
 
     #[test]
@@ -151,6 +157,9 @@ mod tests {
         let sealed = first.seal("u", &SecretString::from("x".to_owned()));
         let second = SecretBox::load(None, &path).unwrap();
         assert_eq!(second.open("u", &sealed).unwrap().expose_secret(), "x");
-        assert!(matches!(SecretBox::load(Some("short"), &path), Err(SecretError::BadEnvKey)));
+        assert!(matches!(
+            SecretBox::load(Some("short"), &path),
+            Err(SecretError::BadEnvKey)
+        ));
     }
 }

@@ -101,7 +101,10 @@ impl Worker {
             }
         }
         // Let in-flight deliveries finish: each holds a slot until its result is recorded.
-        let _ = self.slots.acquire_many(self.policy.concurrency.max(1) as u32).await;
+        let _ = self
+            .slots
+            .acquire_many(self.policy.concurrency.max(1) as u32)
+            .await;
     }
 
     /// Starts every delivery that is due now, up to the free concurrency; returns how many.
@@ -238,10 +241,10 @@ impl Worker {
                         error: format!("gave up after {attempt} attempts: {reason}"),
                     };
                 }
-                let delay = self
-                    .policy
-                    .backoff
-                    .delay(attempt, retry_after, &mut rand::thread_rng());
+                let delay =
+                    self.policy
+                        .backoff
+                        .delay(attempt, retry_after, &mut rand::thread_rng());
                 AttemptOutcome::Retry {
                     status: None,
                     error: reason,
@@ -257,7 +260,10 @@ impl Worker {
         let mut payload = desired.payload.clone();
         let password = self.password_for(delivery).await?;
         if let (Some(field), Some(password)) = (&desired.password_field, &password) {
-            payload.insert(field.clone(), Value::String(password.expose_secret().to_owned()));
+            payload.insert(
+                field.clone(),
+                Value::String(password.expose_secret().to_owned()),
+            );
         }
         let existing = match &delivery.remote_id {
             Some(id) => Some(id.clone()),
@@ -404,7 +410,8 @@ mod tests {
                 .map(|()| account(id, payload))
         }
         async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
-            self.answer(format!("disable {id}")).map(|()| account(id, payload))
+            self.answer(format!("disable {id}"))
+                .map(|()| account(id, payload))
         }
         async fn delete(&self, id: &str) -> TargetResult<()> {
             self.answer(format!("delete {id}"))
@@ -429,7 +436,9 @@ mod tests {
             readers: 1,
         })
         .unwrap();
-        let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000)));
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+        ));
         let target = Scripted::new(answers);
         let worker = Worker::new(
             target.clone(),
@@ -498,7 +507,10 @@ mod tests {
         let calls = f.target.calls();
         assert_eq!(calls[0], "find");
         assert!(calls[1].starts_with("create ") && calls[1].contains("never-here"));
-        assert!(calls[2].starts_with("update r1 ") && !calls[2].contains("password"), "{calls:?}");
+        assert!(
+            calls[2].starts_with("update r1 ") && !calls[2].contains("password"),
+            "{calls:?}"
+        );
         let row = f.row().await;
         assert_eq!(row.state, DeliveryState::Delivered);
         assert_eq!(row.delivered_hash.as_deref(), Some("v2"));
@@ -531,7 +543,11 @@ mod tests {
         assert_eq!(row.state, DeliveryState::Dead);
         assert!(row.last_error.unwrap().contains("gave up after 3 attempts"));
         f.clock.advance(Duration::from_secs(3600));
-        assert_eq!(f.worker.drain().await.unwrap(), 0, "dead letters wait for a replay");
+        assert_eq!(
+            f.worker.drain().await.unwrap(),
+            0,
+            "dead letters wait for a replay"
+        );
     }
 
     #[tokio::test]
@@ -562,7 +578,10 @@ mod tests {
         let row = f.row().await;
         assert_eq!(row.state, DeliveryState::Rejected);
         assert_eq!(row.last_status, Some(422));
-        assert_eq!(row.last_error.as_deref(), Some("lastName: must not be empty"));
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some("lastName: must not be empty")
+        );
         f.clock.advance(Duration::from_secs(3600));
         assert_eq!(f.worker.drain().await.unwrap(), 0);
         f.want("v2", DeliveryOp::Upsert).await;
@@ -573,10 +592,14 @@ mod tests {
     #[tokio::test]
     async fn paused_targets_receive_nothing_and_delete_of_a_missing_account_is_done() {
         let f = fixture(vec![]);
-        f.db.write(|s| s.set_paused("scripted", true)).await.unwrap();
+        f.db.write(|s| s.set_paused("scripted", true))
+            .await
+            .unwrap();
         f.want("gone", DeliveryOp::Delete).await;
         assert_eq!(f.worker.drain().await.unwrap(), 0);
-        f.db.write(|s| s.set_paused("scripted", false)).await.unwrap();
+        f.db.write(|s| s.set_paused("scripted", false))
+            .await
+            .unwrap();
         assert_eq!(f.worker.drain().await.unwrap(), 1);
         assert_eq!(f.target.calls(), ["find"], "no account: nothing to delete");
         assert_eq!(f.row().await.state, DeliveryState::Delivered);

@@ -25,9 +25,12 @@ pub struct DbOptions {
 /// the closure succeeded, and hands back how to answer the caller once the batch commits.
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
+/// Answers the caller once the batch is committed (`None`) or failed to commit.
+type Finish = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
+
 struct Completion {
     succeeded: bool,
-    finish: Box<dyn FnOnce(Option<&LedgerError>) + Send>,
+    finish: Finish,
 }
 
 /// Handle to the database. Cheap to clone.
@@ -291,7 +294,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 180);
-        let gone: Option<ResourceRow> = db.read(|s| s.get(ResourceKind::User, "id10")).await.unwrap();
+        let gone: Option<ResourceRow> = db
+            .read(|s| s.get(ResourceKind::User, "id10"))
+            .await
+            .unwrap();
         assert!(gone.is_none());
     }
 }

@@ -4,8 +4,8 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
-use sha2::Digest;
 use serde_json::{Map, Value};
+use sha2::Digest;
 
 use super::{LedgerError, Store};
 
@@ -134,9 +134,8 @@ impl AttemptOutcome {
     pub fn failure(&self) -> (Option<u16>, Option<&str>) {
         match self {
             AttemptOutcome::Delivered { status, .. } => (*status, None),
-            AttemptOutcome::Retry { status, error, .. } | AttemptOutcome::Dead { status, error } => {
-                (*status, Some(error))
-            }
+            AttemptOutcome::Retry { status, error, .. }
+            | AttemptOutcome::Dead { status, error } => (*status, Some(error)),
             AttemptOutcome::Rejected { status, error } => (Some(*status), Some(error)),
         }
     }
@@ -236,9 +235,8 @@ impl Store<'_> {
     }
 
     pub fn delivery(&self, user_id: &str, target: &str) -> Result<Option<Delivery>, LedgerError> {
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 AND target = ?2"
-        );
+        let sql =
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 AND target = ?2");
         Ok(self.deliveries(&sql, params![user_id, target])?.pop())
     }
 
@@ -259,13 +257,15 @@ impl Store<'_> {
         }
         // A state that carries no new password is already there when the target received
         // the same payload with a password (`<hash>+pw:<secret>`).
-        let already_there = current.as_ref().and_then(|c| c.delivered_hash.as_deref()).is_some_and(
-            |delivered| {
+        let already_there = current
+            .as_ref()
+            .and_then(|c| c.delivered_hash.as_deref())
+            .is_some_and(|delivered| {
                 delivered == desired.hash
                     || (desired.secret_id.is_none()
-                        && delivered.split_once(PASSWORD_MARK).map(|(h, _)| h) == Some(desired.hash.as_str()))
-            },
-        );
+                        && delivered.split_once(PASSWORD_MARK).map(|(h, _)| h)
+                            == Some(desired.hash.as_str()))
+            });
         let state = if already_there {
             DeliveryState::Delivered
         } else {
@@ -308,7 +308,10 @@ impl Store<'_> {
         reason: &str,
         now: i64,
     ) -> Result<(), LedgerError> {
-        let hash = format!("rejected:{}", hex::encode(sha2::Sha256::digest(reason.as_bytes())));
+        let hash = format!(
+            "rejected:{}",
+            hex::encode(sha2::Sha256::digest(reason.as_bytes()))
+        );
         self.conn()
             .prepare_cached(
                 "INSERT INTO deliveries (user_id, target, operation, payload, create_only, \
@@ -389,7 +392,14 @@ impl Store<'_> {
                      next_attempt_at = ?3, last_status = ?4, last_error = ?5, updated_at = ?6 \
                      WHERE user_id = ?1 AND target = ?2",
                 )?
-                .execute(params![attempt.user_id, attempt.target, next, status, error, now])?;
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    next,
+                    status,
+                    error,
+                    now
+                ])?;
             }
             AttemptOutcome::Dead { .. } | AttemptOutcome::Rejected { .. } if moved_on => {
                 let (status, error) = outcome.failure();
@@ -399,7 +409,13 @@ impl Store<'_> {
                      last_status = ?4, last_error = ?5, updated_at = ?3 \
                      WHERE user_id = ?1 AND target = ?2",
                 )?
-                .execute(params![attempt.user_id, attempt.target, now, status, error])?;
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    now,
+                    status,
+                    error
+                ])?;
             }
             AttemptOutcome::Dead { status, error } => {
                 conn.prepare_cached(
@@ -407,14 +423,26 @@ impl Store<'_> {
                      last_status = ?3, last_error = ?4, updated_at = ?5 \
                      WHERE user_id = ?1 AND target = ?2",
                 )?
-                .execute(params![attempt.user_id, attempt.target, status, error, now])?;
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    status,
+                    error,
+                    now
+                ])?;
             }
             AttemptOutcome::Rejected { status, error } => {
                 conn.prepare_cached(
                     "UPDATE deliveries SET state = 'rejected', last_status = ?3, last_error = ?4, \
                      updated_at = ?5 WHERE user_id = ?1 AND target = ?2",
                 )?
-                .execute(params![attempt.user_id, attempt.target, status, error, now])?;
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    status,
+                    error,
+                    now
+                ])?;
             }
         }
         self.append_attempt(attempt)
@@ -451,9 +479,8 @@ impl Store<'_> {
     }
 
     pub fn deliveries_of(&self, user_id: &str) -> Result<Vec<Delivery>, LedgerError> {
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 ORDER BY target"
-        );
+        let sql =
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 ORDER BY target");
         self.deliveries(&sql, [user_id])
     }
 
@@ -535,7 +562,11 @@ impl Store<'_> {
         )?;
         let rows = stmt
             .query_map([target], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (state, count, oldest) in rows {
@@ -601,7 +632,13 @@ impl Store<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO UPDATE SET \
                  secret_id = ?2, nonce = ?3, ciphertext = ?4, created_at = ?5",
             )?
-            .execute(params![user_id, secret.secret_id, secret.nonce, secret.ciphertext, now])?;
+            .execute(params![
+                user_id,
+                secret.secret_id,
+                secret.nonce,
+                secret.ciphertext,
+                now
+            ])?;
         Ok(())
     }
 
@@ -718,7 +755,10 @@ mod tests {
             remote_id: Some("r1".into()),
             status: Some(200),
         };
-        run(&db, move |s| s.record_attempt(&attempt("h11", 30), &delivered)).await;
+        run(&db, move |s| {
+            s.record_attempt(&attempt("h11", 30), &delivered)
+        })
+        .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Delivered);
         assert_eq!(row.remote_id.as_deref(), Some("r1"));
@@ -738,7 +778,10 @@ mod tests {
             status: 400,
             error: "bad".into(),
         };
-        run(&db, move |s| s.record_attempt(&attempt("old", 3), &rejected)).await;
+        run(&db, move |s| {
+            s.record_attempt(&attempt("old", 3), &rejected)
+        })
+        .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Pending);
         assert_eq!(run(&db, |s| s.due("kibo", 3, 10)).await.len(), 1);
@@ -754,7 +797,10 @@ mod tests {
             next_attempt_at: 500,
         };
         run(&db, move |s| s.record_attempt(&attempt("h", 110), &retry)).await;
-        assert!(run(&db, |s| s.due("kibo", 499, 10)).await.is_empty(), "not before its time");
+        assert!(
+            run(&db, |s| s.due("kibo", 499, 10)).await.is_empty(),
+            "not before its time"
+        );
         assert_eq!(run(&db, |s| s.due("kibo", 500, 10)).await.len(), 1);
         assert_eq!(run(&db, |s| s.next_due_at("kibo")).await, Some(500));
 
@@ -762,15 +808,24 @@ mod tests {
             status: 422,
             error: "lastName is required".into(),
         };
-        run(&db, move |s| s.record_attempt(&attempt("h", 600), &rejected)).await;
+        run(&db, move |s| {
+            s.record_attempt(&attempt("h", 600), &rejected)
+        })
+        .await;
         let lag = run(&db, |s| s.lag("kibo")).await;
         assert_eq!((lag.rejected, lag.oldest_change_at), (1, Some(100)));
         let failed = run(&db, |s| {
             s.deliveries_in(&[DeliveryState::Rejected, DeliveryState::Dead], None, 10)
         })
         .await;
-        assert_eq!(failed[0].last_error.as_deref(), Some("lastName is required"));
-        assert!(run(&db, |s| s.due("kibo", 10_000, 10)).await.is_empty(), "rejections wait");
+        assert_eq!(
+            failed[0].last_error.as_deref(),
+            Some("lastName is required")
+        );
+        assert!(
+            run(&db, |s| s.due("kibo", 10_000, 10)).await.is_empty(),
+            "rejections wait"
+        );
 
         let replayed = run(&db, |s| {
             s.replay(Some("u1"), None, &[DeliveryState::Rejected], 700)
@@ -804,19 +859,26 @@ mod tests {
             status: None,
         };
         let first = delivered.clone();
-        assert!(!run(&db, move |s| {
-            s.record_attempt(&attempt("h+s1", 2), &first)?;
-            s.erase_secret_if_delivered("u1")
-        })
-        .await);
-        assert!(run(&db, |s| s.secret("u1")).await.is_some(), "appgate still needs it");
+        assert!(
+            !run(&db, move |s| {
+                s.record_attempt(&attempt("h+s1", 2), &first)?;
+                s.erase_secret_if_delivered("u1")
+            })
+            .await
+        );
+        assert!(
+            run(&db, |s| s.secret("u1")).await.is_some(),
+            "appgate still needs it"
+        );
         let mut second = attempt("h+s1", 3);
         second.target = "appgate".into();
-        assert!(run(&db, move |s| {
-            s.record_attempt(&second, &delivered)?;
-            s.erase_secret_if_delivered("u1")
-        })
-        .await);
+        assert!(
+            run(&db, move |s| {
+                s.record_attempt(&second, &delivered)?;
+                s.erase_secret_if_delivered("u1")
+            })
+            .await
+        );
         assert!(run(&db, |s| s.secret("u1")).await.is_none());
     }
 

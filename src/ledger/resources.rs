@@ -86,7 +86,13 @@ pub fn fold(value: &str) -> String {
 const COLUMNS: &str = "id, version, created, last_modified, body";
 
 fn read_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, String, String)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 fn into_resource(

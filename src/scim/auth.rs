@@ -35,7 +35,9 @@ pub struct Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.clients.iter().map(|c| &*c.name).collect();
-        f.debug_struct("Authenticator").field("clients", &names).finish()
+        f.debug_struct("Authenticator")
+            .field("clients", &names)
+            .finish()
     }
 }
 
@@ -89,7 +91,9 @@ impl Authenticator {
             return Err(ScimError::Unauthorized("no bearer token given".into()));
         };
         let Some((scheme, token)) = value.trim().split_once(' ') else {
-            return Err(ScimError::Unauthorized("malformed Authorization header".into()));
+            return Err(ScimError::Unauthorized(
+                "malformed Authorization header".into(),
+            ));
         };
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ScimError::Unauthorized(
@@ -117,10 +121,7 @@ impl Authenticator {
     }
 }
 
-fn client_digest(
-    client: &ClientSettings,
-    key: &str,
-) -> Result<[u8; 32], ConfigError> {
+fn client_digest(client: &ClientSettings, key: &str) -> Result<[u8; 32], ConfigError> {
     if let Some(hex_digest) = &client.token_sha256 {
         let bytes = hex::decode(hex_digest.trim())
             .map_err(|_| ConfigError::key(&format!("{key}.token_sha256"), "is not hex"))?;
@@ -186,14 +187,22 @@ mod tests {
     #[test]
     fn accepts_known_tokens_and_names_the_client() {
         let auth = authenticator(100);
-        assert_eq!(&*auth.authenticate(Some("Bearer secret")).unwrap(), "development");
+        assert_eq!(
+            &*auth.authenticate(Some("Bearer secret")).unwrap(),
+            "development"
+        );
         assert_eq!(&*auth.authenticate(Some("bearer from-env")).unwrap(), "env");
     }
 
     #[test]
     fn refuses_missing_wrong_and_basic_credentials() {
         let auth = authenticator(100);
-        for header in [None, Some("Bearer nope"), Some("Basic c2VjcmV0"), Some("secret")] {
+        for header in [
+            None,
+            Some("Bearer nope"),
+            Some("Basic c2VjcmV0"),
+            Some("secret"),
+        ] {
             let err = auth.authenticate(header).unwrap_err();
             assert!(matches!(err, ScimError::Unauthorized(_)), "{header:?}");
         }
@@ -204,7 +213,12 @@ mod tests {
         let auth = authenticator(1);
         auth.authenticate(Some("Bearer secret")).unwrap();
         let err = auth.authenticate(Some("Bearer secret")).unwrap_err();
-        assert!(matches!(err, ScimError::RateLimited { retry_after_secs: 1 }));
+        assert!(matches!(
+            err,
+            ScimError::RateLimited {
+                retry_after_secs: 1
+            }
+        ));
         // Another client has its own budget.
         auth.authenticate(Some("Bearer from-env")).unwrap();
     }
@@ -219,6 +233,9 @@ mod tests {
             requests_per_second: None,
         }];
         let err = Authenticator::new("scim", &clients, None, None, 10).unwrap_err();
-        assert!(err.to_string().contains("scim.clients[0].token_sha256"), "{err}");
+        assert!(
+            err.to_string().contains("scim.clients[0].token_sha256"),
+            "{err}"
+        );
     }
 }

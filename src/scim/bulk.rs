@@ -47,7 +47,11 @@ struct Operation {
     data: Option<Value>,
 }
 
-pub async fn handle(state: web::Data<ScimState>, req: HttpRequest, body: ScimBody) -> Result<HttpResponse, ScimError> {
+pub async fn handle(
+    state: web::Data<ScimState>,
+    req: HttpRequest,
+    body: ScimBody,
+) -> Result<HttpResponse, ScimError> {
     let settings = &state.settings;
     let size = body.0.to_string().len();
     if size > settings.bulk_max_payload_bytes {
@@ -74,12 +78,21 @@ pub async fn handle(state: web::Data<ScimState>, req: HttpRequest, body: ScimBod
 
 fn parse(body: &Value) -> Result<(Vec<Operation>, Option<usize>), ScimError> {
     let Value::Object(map) = body else {
-        return Err(ScimError::InvalidSyntax("a bulk request must be a JSON object".into()));
+        return Err(ScimError::InvalidSyntax(
+            "a bulk request must be a JSON object".into(),
+        ));
     };
-    let get = |name: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-    let listed = get("schemas")
-        .and_then(Value::as_array)
-        .is_some_and(|s| s.iter().any(|u| u.as_str().is_some_and(|u| u.eq_ignore_ascii_case(BULK_REQUEST_SCHEMA))));
+    let get = |name: &str| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    let listed = get("schemas").and_then(Value::as_array).is_some_and(|s| {
+        s.iter().any(|u| {
+            u.as_str()
+                .is_some_and(|u| u.eq_ignore_ascii_case(BULK_REQUEST_SCHEMA))
+        })
+    });
     if !listed {
         return Err(ScimError::InvalidSyntax(format!(
             "a bulk request must list the schema {BULK_REQUEST_SCHEMA}"
@@ -87,16 +100,14 @@ fn parse(body: &Value) -> Result<(Vec<Operation>, Option<usize>), ScimError> {
     }
     let fail_on_errors = match get("failOnErrors") {
         None | Some(Value::Null) => None,
-        Some(value) => Some(
-            value
-                .as_u64()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ScimError::InvalidValue("failOnErrors must be a positive integer".into()))?
-                as usize,
-        ),
+        Some(value) => Some(value.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+            ScimError::InvalidValue("failOnErrors must be a positive integer".into())
+        })? as usize),
     };
     let Some(Value::Array(raw)) = get("Operations") else {
-        return Err(ScimError::InvalidSyntax("a bulk request needs an \"Operations\" array".into()));
+        return Err(ScimError::InvalidSyntax(
+            "a bulk request needs an \"Operations\" array".into(),
+        ));
     };
     let operations = raw
         .iter()
@@ -108,9 +119,15 @@ fn parse(body: &Value) -> Result<(Vec<Operation>, Option<usize>), ScimError> {
 
 fn parse_operation(index: usize, op: &Value) -> Result<Operation, ScimError> {
     let Value::Object(op) = op else {
-        return Err(ScimError::InvalidSyntax(format!("Operations[{index}] must be an object")));
+        return Err(ScimError::InvalidSyntax(format!(
+            "Operations[{index}] must be an object"
+        )));
     };
-    let get = |name: &str| op.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+    let get = |name: &str| {
+        op.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
     let text = |name: &str| get(name).and_then(Value::as_str).map(str::to_owned);
     let method = match text("method").map(|m| m.to_ascii_uppercase()).as_deref() {
         Some("POST") => Method::Post,
@@ -133,7 +150,9 @@ fn parse_operation(index: usize, op: &Value) -> Result<Operation, ScimError> {
     }
     let data = get("data").cloned();
     if method != Method::Delete && data.is_none() {
-        return Err(ScimError::InvalidSyntax(format!("Operations[{index}] needs \"data\"")));
+        return Err(ScimError::InvalidSyntax(format!(
+            "Operations[{index}] needs \"data\""
+        )));
     }
     Ok(Operation {
         method,
@@ -146,7 +165,12 @@ fn parse_operation(index: usize, op: &Value) -> Result<Operation, ScimError> {
 
 /// Runs operations in request order, deferring those that reference a bulkId created by a
 /// later operation, until everything ran or nothing more can.
-async fn run(state: &ScimState, base: &str, operations: Vec<Operation>, fail_on_errors: Option<usize>) -> Vec<Value> {
+async fn run(
+    state: &ScimState,
+    base: &str,
+    operations: Vec<Operation>,
+    fail_on_errors: Option<usize>,
+) -> Vec<Value> {
     let pending_ids: Vec<Option<String>> = operations.iter().map(|op| op.bulk_id.clone()).collect();
     let mut results: Vec<Option<Value>> = vec![None; operations.len()];
     let mut created: HashMap<String, String> = HashMap::new();
@@ -163,10 +187,9 @@ async fn run(state: &ScimState, base: &str, operations: Vec<Operation>, fail_on_
             let refs = references(&op);
             let waiting = refs.iter().any(|r| {
                 !created.contains_key(r)
-                    && pending_ids
-                        .iter()
-                        .enumerate()
-                        .any(|(i, id)| id.as_deref() == Some(r.as_str()) && results[i].is_none() && i != index)
+                    && pending_ids.iter().enumerate().any(|(i, id)| {
+                        id.as_deref() == Some(r.as_str()) && results[i].is_none() && i != index
+                    })
             });
             if waiting {
                 deferred.push((index, op));
@@ -239,7 +262,12 @@ fn substitute(value: &Value, created: &HashMap<String, String>) -> Result<Value,
             Some(id) => Value::String(resolve(id, created)?),
             None => value.clone(),
         },
-        Value::Array(items) => Value::Array(items.iter().map(|v| substitute(v, created)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| substitute(v, created))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), substitute(v, created)?)))
@@ -251,7 +279,9 @@ fn substitute(value: &Value, created: &HashMap<String, String>) -> Result<Value,
 
 fn resolve(bulk_id: &str, created: &HashMap<String, String>) -> Result<String, ScimError> {
     created.get(bulk_id).cloned().ok_or_else(|| {
-        ScimError::InvalidValue(format!("bulkId {bulk_id} does not name a resource created in this request"))
+        ScimError::InvalidValue(format!(
+            "bulkId {bulk_id} does not name a resource created in this request"
+        ))
     })
 }
 
@@ -261,7 +291,11 @@ async fn execute(
     created: &HashMap<String, String>,
 ) -> Result<(StatusCode, Option<Resource>), ScimError> {
     let (kind, id) = parse_path(&op.path, created)?;
-    let data = op.data.as_ref().map(|d| substitute(d, created)).transpose()?;
+    let data = op
+        .data
+        .as_ref()
+        .map(|d| substitute(d, created))
+        .transpose()?;
     let condition = op.version.as_deref().map(Precondition::parse);
     let service = &state.service;
     match (op.method, id) {
@@ -270,11 +304,15 @@ async fn execute(
             Ok((StatusCode::CREATED, Some(resource)))
         }
         (Method::Put, Some(id)) => {
-            let resource = service.replace(kind, &id, data.unwrap_or_default(), condition).await?;
+            let resource = service
+                .replace(kind, &id, data.unwrap_or_default(), condition)
+                .await?;
             Ok((StatusCode::OK, Some(resource)))
         }
         (Method::Patch, Some(id)) => {
-            let resource = service.patch(kind, &id, data.unwrap_or_default(), condition).await?;
+            let resource = service
+                .patch(kind, &id, data.unwrap_or_default(), condition)
+                .await?;
             Ok((StatusCode::OK, Some(resource)))
         }
         (Method::Delete, Some(id)) => {
@@ -293,7 +331,10 @@ async fn execute(
     }
 }
 
-fn parse_path(path: &str, created: &HashMap<String, String>) -> Result<(ResourceKind, Option<String>), ScimError> {
+fn parse_path(
+    path: &str,
+    created: &HashMap<String, String>,
+) -> Result<(ResourceKind, Option<String>), ScimError> {
     let mut segments = path.trim_matches('/').splitn(2, '/');
     let kind = match segments.next() {
         Some(s) if s.eq_ignore_ascii_case("Users") => ResourceKind::User,
@@ -314,7 +355,13 @@ fn parse_path(path: &str, created: &HashMap<String, String>) -> Result<(Resource
     Ok((kind, id))
 }
 
-fn success_entry(state: &ScimState, base: &str, op: &Operation, status: StatusCode, resource: Option<&Resource>) -> Value {
+fn success_entry(
+    state: &ScimState,
+    base: &str,
+    op: &Operation,
+    status: StatusCode,
+    resource: Option<&Resource>,
+) -> Value {
     let mut entry = json!({"method": op.method.as_str(), "status": status.as_u16().to_string()});
     if let Some(bulk_id) = &op.bulk_id {
         entry["bulkId"] = json!(bulk_id);

@@ -96,11 +96,7 @@ pub async fn schemas(state: web::Data<ScimState>, req: HttpRequest) -> Reply {
     Ok(list(schemas))
 }
 
-pub async fn schema(
-    state: web::Data<ScimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> Reply {
+pub async fn schema(state: web::Data<ScimState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     let base = base_url(&req);
     all_schemas(&state)
         .into_iter()

@@ -209,7 +209,12 @@ impl<'s> Patcher<'s> {
     ) -> Result<(), ScimError> {
         match value {
             Value::Object(members) => {
-                for (name, item) in members {
+                // Clients that serialise the extension as a resource of its own add its
+                // `schemas`; it names no attribute.
+                for (name, item) in members
+                    .iter()
+                    .filter(|(n, _)| !n.eq_ignore_ascii_case("schemas"))
+                {
                     self.write(top, mode, &relative_path(Some(urn), name)?, item)?;
                 }
                 Ok(())

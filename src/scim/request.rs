@@ -44,7 +44,9 @@ impl FromRequest for ScimBody {
             }
             let bytes = bytes.await.map_err(|err| {
                 if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ScimError::PayloadTooLarge("the request body is larger than this server accepts".into())
+                    ScimError::PayloadTooLarge(
+                        "the request body is larger than this server accepts".into(),
+                    )
                 } else {
                     ScimError::InvalidSyntax(format!("cannot read the request body: {err}"))
                 }
@@ -52,9 +54,9 @@ impl FromRequest for ScimBody {
             if bytes.is_empty() {
                 return Err(ScimError::InvalidSyntax("the request body is empty".into()));
             }
-            serde_json::from_slice(&bytes)
-                .map(ScimBody)
-                .map_err(|err| ScimError::InvalidSyntax(format!("the body is not valid JSON: {err}")))
+            serde_json::from_slice(&bytes).map(ScimBody).map_err(|err| {
+                ScimError::InvalidSyntax(format!("the body is not valid JSON: {err}"))
+            })
         })
     }
 }
@@ -122,16 +124,21 @@ impl ListRequest {
 
     pub fn from_search(body: &Value, limits: &ScimSettings) -> Result<ListRequest, ScimError> {
         let Value::Object(map) = body else {
-            return Err(ScimError::InvalidSyntax("a search request must be a JSON object".into()));
+            return Err(ScimError::InvalidSyntax(
+                "a search request must be a JSON object".into(),
+            ));
         };
         let get = |name: &str| {
             map.iter()
                 .find(|(key, _)| key.eq_ignore_ascii_case(name))
                 .map(|(_, value)| value)
         };
-        let schemas_ok = get("schemas")
-            .and_then(Value::as_array)
-            .is_some_and(|s| s.iter().any(|u| u.as_str().is_some_and(|u| u.eq_ignore_ascii_case(SEARCH_REQUEST_SCHEMA))));
+        let schemas_ok = get("schemas").and_then(Value::as_array).is_some_and(|s| {
+            s.iter().any(|u| {
+                u.as_str()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(SEARCH_REQUEST_SCHEMA))
+            })
+        });
         if !schemas_ok {
             return Err(ScimError::InvalidSyntax(format!(
                 "a search request must list the schema {SEARCH_REQUEST_SCHEMA}"
@@ -141,18 +148,21 @@ impl ListRequest {
             match get(name) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(ScimError::InvalidValue(format!("\"{name}\" must be a string"))),
+                Some(_) => Err(ScimError::InvalidValue(format!(
+                    "\"{name}\" must be a string"
+                ))),
             }
         };
         let number = |name: &str| -> Result<Option<i64>, ScimError> {
             match get(name) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => n
-                    .as_i64()
-                    .map(Some)
-                    .ok_or_else(|| ScimError::InvalidValue(format!("\"{name}\" must be an integer"))),
+                Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
+                    ScimError::InvalidValue(format!("\"{name}\" must be an integer"))
+                }),
                 Some(Value::String(s)) => parse_number(Some(s), name),
-                Some(_) => Err(ScimError::InvalidValue(format!("\"{name}\" must be an integer"))),
+                Some(_) => Err(ScimError::InvalidValue(format!(
+                    "\"{name}\" must be an integer"
+                ))),
             }
         };
         let list = |name: &str| -> Result<Vec<AttrPath>, ScimError> {
@@ -162,12 +172,16 @@ impl ListRequest {
                     .iter()
                     .map(|item| {
                         item.as_str()
-                            .ok_or_else(|| ScimError::InvalidValue(format!("\"{name}\" must list strings")))
+                            .ok_or_else(|| {
+                                ScimError::InvalidValue(format!("\"{name}\" must list strings"))
+                            })
                             .and_then(parse_attr_path)
                     })
                     .collect(),
                 Some(Value::String(s)) => parse_attribute_list(s),
-                Some(_) => Err(ScimError::InvalidValue(format!("\"{name}\" must be a list of attribute names"))),
+                Some(_) => Err(ScimError::InvalidValue(format!(
+                    "\"{name}\" must be a list of attribute names"
+                ))),
             }
         };
         let raw = RawList {
@@ -194,7 +208,11 @@ struct RawList {
 }
 
 impl RawList {
-    fn into_request(self, projection: Projection, limits: &ScimSettings) -> Result<ListRequest, ScimError> {
+    fn into_request(
+        self,
+        projection: Projection,
+        limits: &ScimSettings,
+    ) -> Result<ListRequest, ScimError> {
         let filter = match self.filter.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(filter::parse(text)?),
@@ -235,9 +253,9 @@ impl RawList {
 fn parse_number(value: Option<&str>, name: &str) -> Result<Option<i64>, ScimError> {
     value
         .map(|v| {
-            v.trim()
-                .parse::<i64>()
-                .map_err(|_| ScimError::InvalidValue(format!("{name} must be an integer, not \"{v}\"")))
+            v.trim().parse::<i64>().map_err(|_| {
+                ScimError::InvalidValue(format!("{name} must be an integer, not \"{v}\""))
+            })
         })
         .transpose()
 }

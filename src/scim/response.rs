@@ -14,7 +14,12 @@ use crate::scim::service::{ListPage, Resource, ScimService};
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
 /// The resource as the client sees it: with its location, and only the requested attributes.
-pub fn render(resource: &Resource, schema: &ResourceSchema, base: &str, projection: &Projection) -> Value {
+pub fn render(
+    resource: &Resource,
+    schema: &ResourceSchema,
+    base: &str,
+    projection: &Projection,
+) -> Value {
     let mut value = resource.value.clone();
     value["meta"]["location"] = Value::String(location(schema, base, &resource.id));
     add_references(&mut value, base);
@@ -29,12 +34,16 @@ fn add_references(value: &mut Value, base: &str) {
             continue;
         };
         for entry in entries {
-            let Some(id) = entry.get("value").and_then(Value::as_str).map(str::to_owned) else {
+            let Some(id) = entry
+                .get("value")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+            else {
                 continue;
             };
             // A user's `groups` are always groups; a member is a group only when typed so.
-            let is_group = attribute == "groups"
-                || entry.get("type").and_then(Value::as_str) == Some("Group");
+            let is_group =
+                attribute == "groups" || entry.get("type").and_then(Value::as_str) == Some("Group");
             let endpoint = if is_group { "Groups" } else { "Users" };
             entry["$ref"] = Value::String(format!("{base}/{endpoint}/{id}"));
         }
@@ -64,7 +73,12 @@ pub fn resource(
     response.body(body.to_string())
 }
 
-pub fn list(req: &HttpRequest, page: &ListPage, schema: &ResourceSchema, projection: &Projection) -> HttpResponse {
+pub fn list(
+    req: &HttpRequest,
+    page: &ListPage,
+    schema: &ResourceSchema,
+    projection: &Projection,
+) -> HttpResponse {
     let base = base_url(req);
     let resources: Vec<Value> = page
         .resources

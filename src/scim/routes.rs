@@ -97,7 +97,13 @@ async fn create(state: State, kind: Kind, req: HttpRequest, body: ScimBody) -> R
     let projection = Projection::from_query(&req)?;
     let created = state.service.create(**kind, body.0).await?;
     let schema = state.service.schema(**kind);
-    Ok(response::resource(StatusCode::CREATED, &req, &created, schema, &projection))
+    Ok(response::resource(
+        StatusCode::CREATED,
+        &req,
+        &created,
+        schema,
+        &projection,
+    ))
 }
 
 async fn get(state: State, kind: Kind, req: HttpRequest, id: web::Path<String>) -> Reply {
@@ -109,27 +115,57 @@ async fn get(state: State, kind: Kind, req: HttpRequest, id: web::Path<String>) 
             .finish());
     }
     let schema = state.service.schema(**kind);
-    Ok(response::resource(StatusCode::OK, &req, &found, schema, &projection))
+    Ok(response::resource(
+        StatusCode::OK,
+        &req,
+        &found,
+        schema,
+        &projection,
+    ))
 }
 
-async fn replace(state: State, kind: Kind, req: HttpRequest, id: web::Path<String>, body: ScimBody) -> Reply {
+async fn replace(
+    state: State,
+    kind: Kind,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: ScimBody,
+) -> Reply {
     let projection = Projection::from_query(&req)?;
     let replaced = state
         .service
         .replace(**kind, &id, body.0, if_match(req.headers()))
         .await?;
     let schema = state.service.schema(**kind);
-    Ok(response::resource(StatusCode::OK, &req, &replaced, schema, &projection))
+    Ok(response::resource(
+        StatusCode::OK,
+        &req,
+        &replaced,
+        schema,
+        &projection,
+    ))
 }
 
-async fn patch(state: State, kind: Kind, req: HttpRequest, id: web::Path<String>, body: ScimBody) -> Reply {
+async fn patch(
+    state: State,
+    kind: Kind,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: ScimBody,
+) -> Reply {
     let projection = Projection::from_query(&req)?;
     let patched = state
         .service
         .patch(**kind, &id, body.0, if_match(req.headers()))
         .await?;
     let schema = state.service.schema(**kind);
-    Ok(response::resource(StatusCode::OK, &req, &patched, schema, &projection))
+    Ok(response::resource(
+        StatusCode::OK,
+        &req,
+        &patched,
+        schema,
+        &projection,
+    ))
 }
 
 async fn delete(state: State, kind: Kind, req: HttpRequest, id: web::Path<String>) -> Reply {
@@ -158,7 +194,12 @@ async fn search(state: State, kind: Kind, req: HttpRequest, body: ScimBody) -> R
 async fn search_all(state: State, req: HttpRequest, body: ScimBody) -> Reply {
     let request = ListRequest::from_search(&body.0, &state.settings)?;
     let page = state.service.search_all(request.query).await?;
-    Ok(response::list_mixed(&req, &page, &state.service, &request.projection))
+    Ok(response::list_mixed(
+        &req,
+        &page,
+        &state.service,
+        &request.projection,
+    ))
 }
 
 async fn me() -> Reply {
@@ -176,5 +217,8 @@ async fn method_not_allowed(req: HttpRequest) -> Reply {
 }
 
 async fn not_found(req: HttpRequest) -> Reply {
-    Err(ScimError::NotFound(format!("no SCIM endpoint at {}", req.path())))
+    Err(ScimError::NotFound(format!(
+        "no SCIM endpoint at {}",
+        req.path()
+    )))
 }

@@ -58,7 +58,12 @@ impl Precondition {
         Precondition::Versions(
             header
                 .split(',')
-                .map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').to_owned())
+                .map(|tag| {
+                    tag.trim()
+                        .trim_start_matches("W/")
+                        .trim_matches('"')
+                        .to_owned()
+                })
                 .filter(|tag| !tag.is_empty())
                 .collect(),
         )
@@ -232,6 +237,9 @@ impl ScimService {
 
     pub async fn list(&self, kind: ResourceKind, query: ListQuery) -> Result<ListPage, ScimError> {
         let schema = self.schema(kind).clone();
+        if let Some(filter) = &query.filter {
+            filter::validate(filter, &schema)?;
+        }
         self.db
             .read(move |store| list_in(store, kind, &schema, &query))
             .await
@@ -535,7 +543,8 @@ fn assemble(
                 let members = members
                     .into_iter()
                     .map(|member| {
-                        let mut entry = json!({"value": member.value, "type": member.kind.as_str()});
+                        let mut entry =
+                            json!({"value": member.value, "type": member.kind.as_str()});
                         if let Some(display) = member.display {
                             entry["display"] = Value::String(display);
                         }

@@ -1,6 +1,9 @@
 //! The one integration-test binary: the real server on port 0, a temporary database, and the
 //! sandbox emulators on loopback.
 
+// Test helpers outside `#[test]` functions may unwrap too: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod scim_bulk;
 mod scim_dialects;
 mod scim_discovery;

@@ -18,8 +18,10 @@ async fn group_lifecycle_and_derived_user_groups() {
     let member = json_of(app.get(&format!("/Users/{uid}")).await, 200).await;
     assert_eq!(
         member["groups"],
-        json!([{"value": gid, "display": "Schedulers", "type": "direct"}])
+        json!([{"value": gid, "display": "Schedulers", "type": "direct",
+                "$ref": app.url(&format!("/Groups/{gid}"))}])
     );
+    assert_eq!(g["members"][0]["$ref"], app.url(&format!("/Users/{uid}")));
 
     // groups is read-only on the user.
     let mut body = user("member");
