@@ -71,7 +71,7 @@ impl Application {
         );
 
         let scim = web::Data::new(ScimState {
-            service: ScimService::new(db.clone(), options.clock.clone()),
+            service: ScimService::new(db.clone(), options.clock.clone(), None),
             settings: settings.scim.clone(),
         });
         let admin_auth = Authenticator::new(

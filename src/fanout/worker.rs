@@ -3,14 +3,12 @@
 //! and records it. A row is never in flight twice, so one user's deliveries stay in order.
 
 use std::collections::HashSet;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::backoff::Backoff;
@@ -22,10 +20,9 @@ use crate::targets::{Payload, Target, TargetError};
 /// How a target is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TargetPolicy {
-    /// Deliveries in flight at once.
+    /// Deliveries in flight at once. (Requests per second are paced by the adapter's own
+    /// transport, which sees every request, logins and look-ups included.)
     pub concurrency: usize,
-    /// Requests per second towards the target (each delivery makes one to three).
-    pub requests_per_second: u32,
     /// Retryable failures before a delivery is dead-lettered.
     pub max_attempts: u32,
     pub backoff: Backoff,
@@ -40,7 +37,6 @@ pub struct Worker {
     secrets: Arc<SecretBox>,
     metrics: Arc<Metrics>,
     policy: TargetPolicy,
-    limiter: Arc<DefaultDirectRateLimiter>,
     slots: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
@@ -55,11 +51,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         policy: TargetPolicy,
     ) -> Worker {
-        let rate = NonZeroU32::new(policy.requests_per_second).unwrap_or(NonZeroU32::MIN);
         Worker {
-            limiter: Arc::new(RateLimiter::direct(
-                Quota::per_second(rate).allow_burst(NonZeroU32::MIN),
-            )),
             slots: Arc::new(Semaphore::new(policy.concurrency.max(1))),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             wake: Arc::new(Notify::new()),
@@ -81,9 +73,12 @@ impl Worker {
         self.wake.notify_one();
     }
 
-    /// Runs until `stop` fires: deliver what is due, then wait for a wake-up or the poll.
-    pub async fn run(self, poll: Duration, stop: Arc<Notify>) {
+    /// Runs until `stop` turns true: deliver what is due, then wait for a wake-up or the poll.
+    pub async fn run(self, poll: Duration, mut stop: watch::Receiver<bool>) {
         loop {
+            if *stop.borrow() {
+                break;
+            }
             let started = match self.dispatch_due().await {
                 Ok(started) => started,
                 Err(err) => {
@@ -95,7 +90,7 @@ impl Worker {
                 continue;
             }
             tokio::select! {
-                _ = stop.notified() => break,
+                _ = stop.changed() => {}
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
@@ -267,12 +262,8 @@ impl Worker {
         }
         let existing = match &delivery.remote_id {
             Some(id) => Some(id.clone()),
-            None => {
-                self.pace().await;
-                self.target.find(&payload).await?.map(|account| account.id)
-            }
+            None => self.target.find(&payload).await?.map(|account| account.id),
         };
-        self.pace().await;
         match (desired.operation, existing) {
             (DeliveryOp::Upsert, None) => Ok(Some(self.target.create(&payload).await?.id)),
             (DeliveryOp::Upsert, Some(id)) => {
@@ -320,10 +311,6 @@ impl Worker {
             // Already delivered and erased, or superseded by a newer password.
             None => Ok(None),
         }
-    }
-
-    async fn pace(&self) {
-        self.limiter.until_ready().await;
     }
 }
 
@@ -448,7 +435,6 @@ mod tests {
             Arc::new(Metrics::new()),
             TargetPolicy {
                 concurrency: 4,
-                requests_per_second: 10_000,
                 max_attempts: 3,
                 backoff: Backoff {
                     base: Duration::from_secs(1),

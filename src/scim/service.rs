@@ -1,13 +1,17 @@
 //! The SCIM operations on users and groups, between the thin route handlers and the store:
 //! validation, uniqueness, preconditions, PATCH, and filtering with indexed fast paths.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use secrecy::SecretString;
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::clock::SharedClock;
+use crate::clock::{unix_millis, SharedClock};
+use crate::fanout::plan::{Planner, UserChange};
+use crate::fanout::Fanout;
 use crate::ledger::{Db, GroupMember, LedgerError, Lookup, ResourceKind, ResourceRow, Store};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, CompareOp, Filter};
@@ -95,21 +99,34 @@ pub struct ListPage {
     pub resources: Vec<Resource>,
 }
 
+/// What keeps the targets in step with SCIM writes: the planner records desired states in
+/// the write's own transaction, the fan-out is woken once it commits.
+#[derive(Clone)]
+pub struct Sync {
+    pub planner: Arc<Planner>,
+    pub fanout: Arc<Fanout>,
+}
+
 #[derive(Clone)]
 pub struct ScimService {
     db: Db,
     users: ResourceSchema,
     groups: ResourceSchema,
     clock: SharedClock,
+    sync: Option<Sync>,
 }
 
+/// The outcome of a write inside its transaction: the resource, and the targets with work.
+type Written<T> = Result<(T, Vec<String>), ScimError>;
+
 impl ScimService {
-    pub fn new(db: Db, clock: SharedClock) -> Self {
+    pub fn new(db: Db, clock: SharedClock, sync: Option<Sync>) -> Self {
         ScimService {
             db,
             users: ResourceSchema::user(),
             groups: ResourceSchema::group(),
             clock,
+            sync,
         }
     }
 
@@ -124,12 +141,30 @@ impl ScimService {
         timestamp(self.clock.now())
     }
 
+    fn planner(&self) -> Option<Arc<Planner>> {
+        self.sync.as_ref().map(|sync| Arc::clone(&sync.planner))
+    }
+
+    /// Wakes the workers of targets that received work, once the write has committed.
+    fn committed<T>(&self, (value, due): (T, Vec<String>)) -> T {
+        if let Some(sync) = &self.sync {
+            if !due.is_empty() {
+                sync.fanout.wake(&due);
+            }
+        }
+        value
+    }
+
     pub async fn create(&self, kind: ResourceKind, body: Value) -> Result<Resource, ScimError> {
-        let Prepared { resource, .. } = resource::prepare(self.schema(kind), &body, None)?;
+        let Prepared { resource, password } = resource::prepare(self.schema(kind), &body, None)?;
+        let password = password.map(SecretString::from);
         let now = self.now();
+        let now_ms = unix_millis(self.clock.as_ref());
         let id = uuid::Uuid::new_v4().to_string();
-        self.db
-            .write(move |store| {
+        let planner = self.planner();
+        let written = self
+            .db
+            .write(move |store| -> Written<Resource> {
                 let row = ResourceRow {
                     id,
                     version: 1,
@@ -137,9 +172,12 @@ impl ScimService {
                     last_modified: now,
                     body: into_object(resource),
                 };
-                save(store, kind, row, true)
+                let created = save(store, kind, row, true)?;
+                let due = sync_targets(store, planner.as_deref(), None, Some(&created), password.as_ref(), now_ms)?;
+                Ok((created, due))
             })
-            .await
+            .await?;
+        Ok(self.committed(written))
     }
 
     pub async fn get(&self, kind: ResourceKind, id: &str) -> Result<Resource, ScimError> {
@@ -156,17 +194,7 @@ impl ScimService {
         body: Value,
         condition: Option<Precondition>,
     ) -> Result<Resource, ScimError> {
-        let schema = self.schema(kind).clone();
-        let now = self.now();
-        let id = id.to_owned();
-        self.db
-            .write(move |store| {
-                let existing = load_for_write(store, kind, &id, condition.as_ref())?;
-                let Prepared { resource, .. } =
-                    resource::prepare(&schema, &body, Some(&existing.value))?;
-                store_change(store, kind, existing, resource, now)
-            })
-            .await
+        self.update(kind, id, condition, move |_, _| Ok(body)).await
     }
 
     pub async fn patch(
@@ -177,19 +205,46 @@ impl ScimService {
         condition: Option<Precondition>,
     ) -> Result<Resource, ScimError> {
         let operations = patch::parse_request(&body)?;
+        self.update(kind, id, condition, move |existing, schema| {
+            let mut patched = existing.clone();
+            patch::apply(&mut patched, &operations, schema)?;
+            Ok(patched)
+        })
+        .await
+    }
+
+    /// PUT and PATCH: `change` turns the stored resource into the requested one, inside the
+    /// transaction, so concurrent writes to one resource apply one after the other.
+    async fn update(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        condition: Option<Precondition>,
+        change: impl FnOnce(&Value, &ResourceSchema) -> Result<Value, ScimError> + Send + 'static,
+    ) -> Result<Resource, ScimError> {
         let schema = self.schema(kind).clone();
         let now = self.now();
+        let now_ms = unix_millis(self.clock.as_ref());
         let id = id.to_owned();
-        self.db
-            .write(move |store| {
+        let planner = self.planner();
+        let written = self
+            .db
+            .write(move |store| -> Written<Resource> {
                 let existing = load_for_write(store, kind, &id, condition.as_ref())?;
-                let mut patched = existing.value.clone();
-                patch::apply(&mut patched, &operations, &schema)?;
-                let Prepared { resource, .. } =
-                    resource::prepare(&schema, &patched, Some(&existing.value))?;
-                store_change(store, kind, existing, resource, now)
+                let requested = change(&existing.value, &schema)?;
+                let Prepared { resource, password } =
+                    resource::prepare(&schema, &requested, Some(&existing.value))?;
+                let password = password.map(SecretString::from);
+                let (after, changed) = store_change(store, kind, existing.clone(), resource, now)?;
+                let due = if changed || password.is_some() {
+                    sync_targets(store, planner.as_deref(), Some(&existing), Some(&after), password.as_ref(), now_ms)?
+                } else {
+                    Vec::new()
+                };
+                Ok((after, due))
             })
-            .await
+            .await?;
+        Ok(self.committed(written))
     }
 
     pub async fn delete(
@@ -199,13 +254,52 @@ impl ScimService {
         condition: Option<Precondition>,
     ) -> Result<(), ScimError> {
         let id = id.to_owned();
-        self.db
-            .write(move |store| {
-                load_for_write(store, kind, &id, condition.as_ref())?;
+        let now_ms = unix_millis(self.clock.as_ref());
+        let planner = self.planner();
+        let written = self
+            .db
+            .write(move |store| -> Written<()> {
+                let existing = load_for_write(store, kind, &id, condition.as_ref())?;
                 store.delete(kind, &id)?;
-                Ok(())
+                let due = sync_targets(store, planner.as_deref(), Some(&existing), None, None, now_ms)?;
+                Ok(((), due))
             })
-            .await
+            .await?;
+        self.committed(written);
+        Ok(())
+    }
+
+    /// Records every user's desired state again, e.g. after the mappings changed. Works in
+    /// batches so no single transaction holds the writer for long.
+    pub async fn replan_all(&self) -> Result<usize, ScimError> {
+        let Some(planner) = self.planner() else {
+            return Ok(0);
+        };
+        const BATCH: u64 = 500;
+        let mut offset = 0;
+        let mut total = 0;
+        loop {
+            let planner = Arc::clone(&planner);
+            let now_ms = unix_millis(self.clock.as_ref());
+            let (count, due) = self
+                .db
+                .write(move |store| -> Result<(usize, Vec<String>), ScimError> {
+                    let rows = store.page(ResourceKind::User, offset, BATCH)?;
+                    let mut due = Vec::new();
+                    for row in &rows {
+                        let user = assemble(store, ResourceKind::User, row.clone())?;
+                        due.extend(planner.plan(store, &user.value, UserChange::Changed, None, now_ms)?);
+                    }
+                    Ok((rows.len(), due))
+                })
+                .await?;
+            self.committed(((), due));
+            total += count;
+            if (count as u64) < BATCH {
+                return Ok(total);
+            }
+            offset += BATCH;
+        }
     }
 
     /// Searches users and groups together: the filter applies to both, users come first.
@@ -399,10 +493,10 @@ fn store_change(
     existing: Resource,
     resource: Value,
     now: String,
-) -> Result<Resource, ScimError> {
+) -> Result<(Resource, bool), ScimError> {
     let previous = strip_server_attributes(kind, existing.value.clone());
     if previous == resource {
-        return Ok(existing);
+        return Ok((existing, false));
     }
     let created = existing.value["meta"]["created"]
         .as_str()
@@ -415,7 +509,67 @@ fn store_change(
         last_modified: now,
         body: into_object(resource),
     };
-    save(store, kind, row, false)
+    Ok((save(store, kind, row, false)?, true))
+}
+
+/// Records the desired state of every user a write touched: the user itself, or the users
+/// whose group memberships changed.
+fn sync_targets(
+    store: &Store<'_>,
+    planner: Option<&Planner>,
+    before: Option<&Resource>,
+    after: Option<&Resource>,
+    password: Option<&SecretString>,
+    now_ms: i64,
+) -> Result<Vec<String>, ScimError> {
+    let Some(planner) = planner else {
+        return Ok(Vec::new());
+    };
+    let Some(kind) = after.or(before).map(|r| r.kind) else {
+        return Ok(Vec::new());
+    };
+    let mut due = Vec::new();
+    match (kind, after) {
+        (ResourceKind::User, Some(user)) => {
+            due.extend(planner.plan(store, &user.value, UserChange::Changed, password, now_ms)?);
+        }
+        (ResourceKind::User, None) => {
+            if let Some(user) = before {
+                due.extend(planner.plan(store, &user.value, UserChange::Deleted, None, now_ms)?);
+            }
+        }
+        (ResourceKind::Group, _) => {
+            let mut members: Vec<String> = [before, after]
+                .into_iter()
+                .flatten()
+                .flat_map(|group| user_members(&group.value))
+                .collect();
+            members.sort();
+            members.dedup();
+            for member in members {
+                if let Some(user) = load(store, ResourceKind::User, &member)? {
+                    due.extend(planner.plan(store, &user.value, UserChange::Changed, None, now_ms)?);
+                }
+            }
+        }
+    }
+    due.sort();
+    due.dedup();
+    Ok(due)
+}
+
+fn user_members(group: &Value) -> Vec<String> {
+    group
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|members| {
+            members
+                .iter()
+                .filter(|m| m.get("type").and_then(Value::as_str) != Some("Group"))
+                .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Inserts or updates a prepared resource with its lookup columns and memberships.
