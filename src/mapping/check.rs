@@ -723,17 +723,286 @@ pub(crate) fn closest<'a>(
         .map(|(_, candidate)| candidate)
 }
 
-/// Levenshtein distance over characters.
+/// Edit distance over characters, a swap of neighbours counting as one edit (the commonest
+/// typo: "emial").
 fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous[j] + usize::from(ca != *cb);
-            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+    let mut rows = vec![(0..=b.len()).collect::<Vec<usize>>()];
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(row[j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            row[j] = best;
         }
-        previous = current;
+        rows.push(row);
     }
-    previous[b.len()]
+    rows[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::mapping::test_support::{load, with_fields};
+    use crate::mapping::MappingError;
+
+    /// Loads a mapping that must fail, returning each error as `line:column: message`.
+    fn errors(text: &str) -> Vec<String> {
+        let errors = load(text).expect_err("the mapping should be refused");
+        errors
+            .iter()
+            .map(|error| {
+                let at = error.location().expect("a located error");
+                assert_eq!(at.file.to_str(), Some("mappings/test.toml"));
+                format!("{}:{}: {}", at.line, at.column, error.headline())
+            })
+            .collect()
+    }
+
+    fn only_error(text: &str) -> MappingError {
+        let mut errors = load(text).expect_err("the mapping should be refused");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.remove(0)
+    }
+
+    #[test]
+    fn the_baseline_is_valid() {
+        load(&with_fields("")).expect("valid");
+    }
+
+    #[test]
+    fn unknown_target_field() {
+        let error = only_error(&with_fields("emial = \"userName\""));
+        assert!(matches!(error, MappingError::UnknownTargetField { .. }));
+        assert_eq!(
+            error.to_string(),
+            "mappings/test.toml:10:1: test has no field 'emial' (hint: did you mean 'email'?)"
+        );
+        assert_eq!(error.location().map(|at| at.width), Some(5));
+    }
+
+    #[test]
+    fn read_only_field() {
+        let error = only_error(&with_fields("userId = \"id\""));
+        assert_eq!(
+            error.to_string(),
+            "mappings/test.toml:10:1: test assigns 'userId' itself; a mapping cannot set it \
+             (hint: remove this field)"
+        );
+    }
+
+    #[test]
+    fn required_field_left_unmapped() {
+        let text = with_fields("").replace("lastName = \"name.familyName\"\n", "");
+        let error = only_error(&text);
+        assert!(matches!(error, MappingError::RequiredUnmapped { .. }));
+        assert_eq!(
+            error.to_string(),
+            "mappings/test.toml:6:2: test requires 'lastName', but the mapping does not set it \
+             (hint: add under [fields]: lastName = \"name.familyName\")"
+        );
+    }
+
+    #[test]
+    fn value_table_outside_the_enum() {
+        let error = only_error(&with_fields(
+            "status = { from = \"active\", transform = [{ table = { true = \"ACTIVE\", false = \"INACTIV\" } }] }",
+        ));
+        assert!(matches!(error, MappingError::OutsideEnum { .. }));
+        assert_eq!(
+            error.to_string(),
+            "mappings/test.toml:10:79: 'status' only accepts ACTIVE, INACTIVE, but this gives \
+             'INACTIV' (hint: did you mean 'INACTIVE'?)"
+        );
+    }
+
+    #[test]
+    fn constants_and_defaults_outside_the_enum() {
+        let found = errors(&with_fields(
+            "status = { value = \"Active\" }\nuserLocale = { from = \"locale\", transform = [{ default = \"fr\" }] }",
+        ));
+        assert_eq!(
+            found,
+            [
+                "10:20: 'status' only accepts ACTIVE, INACTIVE, but this gives 'Active'",
+                "11:46: 'userLocale' only accepts en, de, pt_BR, but this gives 'fr'",
+            ]
+        );
+    }
+
+    #[test]
+    fn type_mismatches() {
+        let found = errors(&with_fields(
+            "title = \"active\"\n\
+             enabled = \"userName\"\n\
+             firstName = { from = \"active\", transform = [\"lower\"] }\n\
+             tags = { value = [\"a\"], transform = [\"not\"] }",
+        ));
+        assert_eq!(
+            found,
+            [
+                "10:9: 'title' expects text, but gets a boolean",
+                "11:11: 'enabled' expects a boolean, but gets text",
+                "12:45: transform 'lower' expects text, but gets a boolean",
+                "13:38: transform 'not' expects a boolean, but gets a list of text values",
+            ]
+        );
+        let error = only_error(&with_fields("title = \"active\""));
+        assert!(matches!(error, MappingError::TypeMismatch { .. }));
+        assert!(error.hint().unwrap_or("").contains("table"), "{error}");
+    }
+
+    #[test]
+    fn source_paths_that_are_not_scim_paths() {
+        let found = errors(&with_fields(
+            "title = \"name.givenNmae\"\n\
+             firstName = 'emails[type eq \"work\"'\n\
+             mobile = 'phoneNumbers[kind eq \"mobile\"].value'\n\
+             countryCode = \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:departmnt\"",
+        ));
+        assert_eq!(
+            found,
+            [
+                "10:9: 'name.givenNmae' is not a SCIM attribute path: 'name' has no \
+                 sub-attribute 'givenNmae'",
+                "11:13: 'emails[type eq \"work\"' is not a SCIM attribute path: invalid \
+                 attribute path 'emails[type eq \"work\"': '[' without a matching ']'",
+                "12:10: 'phoneNumbers[kind eq \"mobile\"].value' is not a SCIM attribute path: \
+                 'phoneNumbers' has no sub-attribute 'kind'",
+                "13:15: 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:departmnt' \
+                 is not a SCIM attribute path: the SCIM User has no attribute 'departmnt'",
+            ]
+        );
+        let error = only_error(&with_fields("title = \"name.givenNmae\""));
+        assert!(matches!(error, MappingError::InvalidSourcePath { .. }));
+        assert_eq!(error.hint(), Some("did you mean 'name.givenName'?"));
+    }
+
+    #[test]
+    fn a_constant_written_as_a_path_gets_a_hint() {
+        let error = only_error(&with_fields("title = \"Sales rep\""));
+        assert_eq!(
+            error.hint(),
+            Some("for the constant text write { value = \"Sales rep\" }")
+        );
+    }
+
+    #[test]
+    fn template_placeholders_are_located_inside_the_string() {
+        let found = errors(&with_fields(
+            "title = { template = \"{name.givenName} {nmae.familyName}\" }",
+        ));
+        assert_eq!(
+            found,
+            [
+                "10:41: 'nmae.familyName' is not a SCIM attribute path: the SCIM User has no \
+              attribute 'nmae'"
+            ]
+        );
+    }
+
+    #[test]
+    fn conditions_are_checked() {
+        let found = errors(&with_fields(
+            "title = { from = \"title\", when = 'titel pr' }\n\
+             mobile = { from = \"title\", when = 'title eq' }",
+        ));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("10:34: 'titel' is not a SCIM attribute path"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("11:35: 'title eq' is not a SCIM filter"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn structure_mistakes() {
+        let found = errors(&with_fields(
+            "title = { form = \"title\" }\n\
+             mobile = { from = \"title\", value = \"x\" }\n\
+             firstName = { template = \"Hello\" }\n\
+             tags = [\"a\"]",
+        ));
+        assert_eq!(
+            found,
+            [
+                "10:11: unknown key 'form' in a field rule",
+                "11:28: a rule takes one source, but this one has 'from' and 'value'",
+                "12:26: this template has no {placeholder}",
+                "13:8: a list here is ambiguous",
+            ]
+        );
+    }
+
+    #[test]
+    fn deprovisioning_must_be_spelled_out() {
+        let text = with_fields("").replace("delete = \"delete\"\n", "delete = \"purge\"\n");
+        assert_eq!(
+            errors(&text),
+            ["3:10: 'delete' must be one of: disable, delete, ignore"]
+        );
+        let text = with_fields("").replace(
+            "disable_sets = { status = \"INACTIVE\", enabled = false }",
+            "disable_sets = { status = \"DISABLED\", enabled = \"no\" }",
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                "4:27: 'status' only accepts ACTIVE, INACTIVE, but this gives 'DISABLED'",
+                "4:49: 'enabled' expects a boolean, but gets text",
+            ]
+        );
+        let missing =
+            "[fields]\nemail = \"userName\"\nlastName = \"userName\"\npassword = \"password\"\n";
+        assert_eq!(
+            errors(missing),
+            ["1:1: the file has no [deprovision] section"]
+        );
+    }
+
+    #[test]
+    fn grants_fit_the_list_they_fill() {
+        let found = errors(&with_fields(
+            "tags = { grants = [{ group = \"Admins\", entry = { name = \"x\" } }] }\n\
+             userProducts = { grants = [{ group = \"S\", entry = \"SCHEDULE\" }] }\n\
+             title = { grants = [{ group = \"S\", entry = \"x\" }] }",
+        ));
+        assert_eq!(
+            found,
+            [
+                "10:48: an entry of 'tags' expects text, but gets an object",
+                "11:51: an entry of 'userProducts' expects a table, but gets text",
+                "12:9: 'title' expects text, but gets a list of entries (grants)",
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_toml_is_located() {
+        let error = only_error(&with_fields("title = \"unterminated"));
+        assert!(matches!(error, MappingError::Syntax { .. }));
+        let at = error.location().expect("located");
+        assert_eq!((at.line, at.column), (10, 22), "{error}");
+    }
+
+    #[test]
+    fn every_error_is_reported_not_just_the_first() {
+        let text = with_fields(
+            "emial = \"userName\"\n\
+             title = \"active\"\n\
+             status = { value = \"ON\" }\n\
+             mobile = \"phoneNumbers[type eq \\\"mobile\\\"].valeu\"",
+        )
+        .replace("lastName = \"name.familyName\"\n", "");
+        let found = errors(&text);
+        assert_eq!(found.len(), 5, "{found:#?}");
+    }
 }

@@ -488,3 +488,207 @@ fn write_canonical(value: &Value, out: &mut String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::mapping::test_support::{load, with_fields};
+
+    fn user() -> Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "2819c223",
+            "userName": "ana.lima@example.com",
+            "name": {"givenName": "Ana", "familyName": "Lima"},
+            "title": "Principal Engineer, Platform Reliability",
+            "locale": "pt-BR",
+            "active": "False",
+            "emails": [
+                {"value": "ana@home.example", "type": "home"},
+                {"value": "ana.lima@example.com", "type": "work", "primary": true}
+            ],
+            "phoneNumbers": [{"value": "+1 415 555 0132", "type": "mobile"}],
+            "groups": [{"value": "g1", "display": "Schedulers"}]
+        })
+    }
+
+    fn send(rendered: Render) -> (Operation, Value, Vec<String>, Option<String>) {
+        match rendered {
+            Render::Send {
+                operation,
+                payload,
+                create_only,
+                password_field,
+                ..
+            } => (
+                operation,
+                Value::Object(payload),
+                create_only,
+                password_field,
+            ),
+            other => panic!("expected a payload, got {other:?}"),
+        }
+    }
+
+    fn rejected(rendered: Render) -> String {
+        match rendered {
+            Render::Rejected { reason } => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_upsert_maps_every_kind_of_rule() {
+        let mapping = load(&with_fields(
+            r#"firstName = { template = "{name.givenName} ({userName})", create_only = true }
+title = { from = "title", transform = [{ truncate = 25 }, "trim"] }
+status = { from = "active", transform = [{ table = { true = "ACTIVE", false = "INACTIVE" } }] }
+userLocale = { from = "locale", transform = [{ replace = { find = "-", with = "_" } }, { table = { pt_BR = "pt_BR", en_US = "en" } }] }
+mobile = { from = 'phoneNumbers[type eq "mobile"].value', transform = ["phone_national"] }
+countryCode = { from = 'phoneNumbers[type eq "mobile"].value', transform = ["phone_country_code"] }
+enabled = "active"
+tags = { from = "emails.type", transform = ["upper"] }
+userKey = { object = { username = "userName", authenticator = { value = "local" } } }
+userProducts = { grants = [{ group = "Schedulers", entry = { productName = "SCHEDULE" } }, { group = "Portfolio", entry = { productName = "PORTFOLIO" } }], revoke = { action = "DELETE" } }"#,
+        ))
+        .expect("valid mapping");
+        let (operation, payload, create_only, password) =
+            send(mapping.render(&user(), Event::Upsert));
+        assert_eq!(operation, Operation::Upsert);
+        assert_eq!(
+            payload,
+            json!({
+                "email": "ana.lima@example.com",
+                "lastName": "Lima",
+                "firstName": "Ana (ana.lima@example.com)",
+                "title": "Principal Engineer, Platf",
+                "status": "INACTIVE",
+                "userLocale": "pt_BR",
+                "mobile": "4155550132",
+                "countryCode": "1",
+                "enabled": false,
+                "tags": ["HOME", "WORK"],
+                "userKey": {"username": "ana.lima@example.com", "authenticator": "local"},
+                "userProducts": [
+                    {"productName": "SCHEDULE"},
+                    {"productName": "PORTFOLIO", "action": "DELETE"}
+                ]
+            })
+        );
+        assert_eq!(create_only, ["firstName"]);
+        assert_eq!(password.as_deref(), Some("password"));
+    }
+
+    #[test]
+    fn fallbacks_templates_and_conditions() {
+        let mapping = load(&with_fields(
+            r#"firstName = { first_of = [{ template = "{name.givenName} {name.middleName}" }, "displayName", "userName"] }
+title = { from = "title", when = 'groups[display eq "Managers"]' }
+mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }] }"#,
+        ))
+        .expect("valid mapping");
+        let (_, payload, _, _) = send(mapping.render(&user(), Event::Upsert));
+        assert_eq!(payload["firstName"], json!("ana.lima@example.com"));
+        assert_eq!(payload["mobile"], json!("none"));
+        assert!(payload.get("title").is_none(), "{payload}");
+    }
+
+    #[test]
+    fn deprovisioning_follows_the_policy() {
+        let mapping = load(&with_fields("status = { value = \"ACTIVE\" }")).expect("valid");
+        let (operation, payload, _, password) = send(mapping.render(&user(), Event::Deactivated));
+        assert_eq!(operation, Operation::Disable);
+        assert_eq!(payload["status"], json!("INACTIVE"));
+        assert_eq!(payload["enabled"], json!(false));
+        assert_eq!(password, None, "a disable never sends the password");
+        let (operation, _, _, _) = send(mapping.render(&user(), Event::Deleted));
+        assert_eq!(operation, Operation::Delete);
+
+        let ignoring = with_fields("").replace("delete = \"delete\"", "delete = \"ignore\"");
+        let mapping = load(&ignoring).expect("valid");
+        match mapping.render(&user(), Event::Deleted) {
+            Render::Skip { reason } => assert_eq!(
+                reason,
+                "SCIM DELETE is ignored for test: [deprovision] delete = \"ignore\" in \
+                 mappings/test.toml"
+            ),
+            other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_the_target_would_refuse_are_rejected_with_a_reason() {
+        let mapping = load(&with_fields("title = \"title\"")).expect("valid");
+        assert_eq!(
+            rejected(mapping.render(&user(), Event::Upsert)),
+            "'title' would be 'Principal Engineer, Platform Reliability' (40 characters), but \
+             test accepts at most 25; add { truncate = 25 } to its transform to cut it instead"
+        );
+        // A disable is not held up by an optional field: it is left out.
+        let (_, payload, _, _) = send(mapping.render(&user(), Event::Deactivated));
+        assert!(payload.get("title").is_none());
+
+        let mapping = load(&with_fields("userLocale = \"locale\"")).expect("valid");
+        assert_eq!(
+            rejected(mapping.render(&user(), Event::Upsert)),
+            "'userLocale' would be 'pt-BR', which test does not accept; it accepts en, de, pt_BR"
+        );
+
+        let mapping = load(&with_fields(
+            "mobile = { from = \"title\", transform = [\"phone_e164\"] }",
+        ))
+        .expect("valid");
+        assert_eq!(
+            rejected(mapping.render(&user(), Event::Upsert)),
+            "'mobile': 'Principal Engineer, Platform Reliability' is not a readable phone number \
+             (it has no +country code and the transform names no region)"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_value_is_rejected() {
+        let mapping = load(&with_fields("")).expect("valid");
+        let mut user = user();
+        user["name"] = json!({"givenName": "Ana"});
+        assert_eq!(
+            rejected(mapping.render(&user, Event::Upsert)),
+            "test needs 'lastName', but 'name.familyName' gives no value for this user"
+        );
+    }
+
+    #[test]
+    fn equal_payloads_hash_equal_whatever_the_order() {
+        let a = Payload::from_iter([
+            ("a".to_owned(), json!(1)),
+            ("b".to_owned(), json!({"y": 1, "x": [true]})),
+        ]);
+        let b = Payload::from_iter([
+            ("b".to_owned(), json!({"x": [true], "y": 1})),
+            ("a".to_owned(), json!(1)),
+        ]);
+        assert_eq!(payload_hash(&a), payload_hash(&b));
+        let c = Payload::from_iter([("a".to_owned(), json!(2))]);
+        assert_ne!(payload_hash(&a), payload_hash(&c));
+    }
+
+    #[test]
+    fn odd_json_is_rendered_or_rejected_never_panicked_on() {
+        let mapping = load(&with_fields(
+            "firstName = \"name.givenName\"\nenabled = \"active\"",
+        ))
+        .expect("valid");
+        for odd in [
+            json!(null),
+            json!([]),
+            json!("user"),
+            json!({"emails": "x", "name": 5}),
+            json!({"emails": [{"value": {"a": 1}, "primary": "yes"}], "name": {"familyName": ["L"]}}),
+            json!({"emails": [{"value": "a@b", "primary": true}], "name": {"familyName": "L", "givenName": {"x": 1}}, "active": 3}),
+        ] {
+            let rendered = mapping.render(&odd, Event::Upsert);
+            assert!(!matches!(rendered, Render::Skip { .. }), "{rendered:?}");
+        }
+    }
+}

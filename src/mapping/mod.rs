@@ -246,6 +246,8 @@ impl Mapping {
         let scim = ResourceSchema::user();
         let (spec, mut errors) = spec::parse(&source).map_err(|error| vec![error])?;
         errors.extend(check::check(&spec, &source, target, schema, &scim));
+        // In file order, the way an admin reads and fixes them.
+        errors.sort_by_key(|error| error.location().map(|at| (at.line, at.column)));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -368,4 +370,97 @@ fn load_file(
         }]);
     };
     Mapping::parse(path, &text, target, schema)
+}
+
+/// A made-up target that has one field of every kind and constraint, so the layer's unit tests
+/// do not depend on any vendor's schema.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use crate::targets::{FieldKind, FieldSpec, TargetSchema};
+
+    use super::{Mapping, MappingError};
+
+    pub fn schema() -> TargetSchema {
+        let field = |name, kind| FieldSpec {
+            name,
+            kind,
+            required_on_create: false,
+            required_on_update: false,
+            max_len: None,
+            allowed: &[],
+            write_only: false,
+            read_only: false,
+        };
+        TargetSchema {
+            fields: vec![
+                FieldSpec {
+                    required_on_create: true,
+                    required_on_update: true,
+                    max_len: Some(320),
+                    ..field("email", FieldKind::String)
+                },
+                FieldSpec {
+                    max_len: Some(100),
+                    ..field("firstName", FieldKind::String)
+                },
+                FieldSpec {
+                    required_on_create: true,
+                    required_on_update: true,
+                    max_len: Some(100),
+                    ..field("lastName", FieldKind::String)
+                },
+                FieldSpec {
+                    max_len: Some(25),
+                    ..field("title", FieldKind::String)
+                },
+                FieldSpec {
+                    allowed: &["ACTIVE", "INACTIVE"],
+                    ..field("status", FieldKind::String)
+                },
+                FieldSpec {
+                    allowed: &["en", "de", "pt_BR"],
+                    ..field("userLocale", FieldKind::String)
+                },
+                field("mobile", FieldKind::String),
+                field("countryCode", FieldKind::String),
+                field("enabled", FieldKind::Boolean),
+                field("tags", FieldKind::StringArray),
+                field("userProducts", FieldKind::ObjectArray),
+                field("userKey", FieldKind::Object),
+                field("employeeNumber", FieldKind::Integer),
+                FieldSpec {
+                    required_on_create: true,
+                    write_only: true,
+                    ..field("password", FieldKind::String)
+                },
+                FieldSpec {
+                    read_only: true,
+                    ..field("userId", FieldKind::Integer)
+                },
+            ],
+            natural_key: &["email"],
+        }
+    }
+
+    pub fn load(text: &str) -> Result<Mapping, Vec<MappingError>> {
+        Mapping::parse(Path::new("mappings/test.toml"), text, "test", &schema())
+    }
+
+    /// The smallest valid mapping, with `extra` lines added under `[fields]`.
+    pub fn with_fields(extra: &str) -> String {
+        format!(
+            "[deprovision]\n\
+             deactivate = \"disable\"\n\
+             delete = \"delete\"\n\
+             disable_sets = {{ status = \"INACTIVE\", enabled = false }}\n\
+             \n\
+             [fields]\n\
+             email = 'emails[primary eq true].value'\n\
+             lastName = \"name.familyName\"\n\
+             password = \"password\"\n\
+             {extra}\n"
+        )
+    }
 }

@@ -331,8 +331,9 @@ impl Reader<'_> {
         });
     }
 
-    /// Reports keys not in `known`, with the nearest known key as a hint.
-    fn unknown_keys(&mut self, entries: &[Entry], known: &[&str], context: &str) {
+    /// Reports keys not in `known`, with the nearest known key as a hint; true if any.
+    fn unknown_keys(&mut self, entries: &[Entry], known: &[&str], context: &str) -> bool {
+        let before = self.errors.len();
         for entry in entries.iter().filter(|e| !known.contains(&e.key.as_str())) {
             let hint = match closest(&entry.key, known.iter().copied()) {
                 Some(close) => format!("did you mean '{close}'?"),
@@ -344,6 +345,7 @@ impl Reader<'_> {
                 Some(hint),
             );
         }
+        self.errors.len() > before
     }
 
     fn table<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n [Entry]> {
@@ -538,13 +540,15 @@ impl Reader<'_> {
             .copied()
             .filter(|k| top || !matches!(*k, "create_only" | "grants" | "revoke"))
             .collect();
-        self.unknown_keys(entries, &known, "a field rule");
+        let misspelt = self.unknown_keys(entries, &known, "a field rule");
         let sources: Vec<&Entry> = entries
             .iter()
             .filter(|e| SOURCE_KEYS.contains(&e.key.as_str()) && known.contains(&e.key.as_str()))
             .collect();
         let source_entry = match sources.as_slice() {
             [one] => *one,
+            // A misspelt source key ("form") has been reported already.
+            [] if misspelt => return None,
             [] => {
                 self.invalid(
                     &node.span,
