@@ -3,5 +3,6 @@
 //! SQLite ledger.
 
 pub mod clock;
+pub mod sandbox;
 pub mod scim;
 pub mod targets;
