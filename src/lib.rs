@@ -4,5 +4,6 @@
 
 pub mod clock;
 pub mod mapping;
+pub mod sandbox;
 pub mod scim;
 pub mod targets;
