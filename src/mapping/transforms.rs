@@ -893,3 +893,31 @@ mod tests {
         assert!(step("{ default = 3 }").output(text).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Phone numbers come from identity providers as typed by people; the parser must
+        /// answer, not panic, whatever they typed.
+        #[test]
+        fn phone_steps_never_panic(
+            text in prop_oneof![
+                "[0-9+() .extEXT#;:,/-]{0,40}",
+                "\\+[0-9]{1,3}[ 0-9]{0,20}( ?(ext|x|#)\\.? ?[0-9]{0,8})?",
+                any::<String>(),
+            ],
+            region in prop::option::of(prop::sample::select(vec![country::Id::US, country::Id::DE, country::Id::JP])),
+        ) {
+            for part in [PhonePart::E164, PhonePart::CountryCode, PhonePart::National, PhonePart::Extension] {
+                let _ = Step::Phone(part, region).apply(vec![Value::String(text.clone())]);
+            }
+        }
+    }
+}
