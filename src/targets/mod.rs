@@ -5,6 +5,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub mod appgate;
+pub mod config;
+pub mod http;
+pub mod kibo;
+pub mod primavera;
+pub mod vikingcloud;
+
 /// A payload in the target's own field names, as the mapping engine rendered it.
 pub type Payload = Map<String, Value>;
 
@@ -33,6 +40,47 @@ pub enum TargetError {
 }
 
 pub type TargetResult<T> = Result<T, TargetError>;
+
+impl TargetError {
+    /// A payload the adapter refuses before sending anything (a mapping mistake, such as a
+    /// missing natural key). Status 0 marks that no HTTP exchange took place.
+    pub fn unusable(message: impl Into<String>) -> Self {
+        TargetError::Rejected {
+            status: 0,
+            message: message.into(),
+        }
+    }
+}
+
+/// A non-empty string field the adapter cannot do without (a natural key); its absence is a
+/// mapping mistake, so the payload is refused before anything is sent.
+pub fn required_str<'a>(payload: &'a Payload, field: &str) -> TargetResult<&'a str> {
+    match payload.get(field) {
+        Some(Value::String(text)) if !text.is_empty() => Ok(text),
+        _ => Err(TargetError::unusable(format!(
+            "payload has no `{field}`, which this target needs"
+        ))),
+    }
+}
+
+impl RemoteAccount {
+    /// An account from a target's JSON object, its id read from `id_field` (a string or a
+    /// number). A delivered answer without an id is retryable: the next attempt adopts the
+    /// account by its natural key.
+    pub fn from_object(fields: Payload, id_field: &str) -> TargetResult<Self> {
+        let id = match fields.get(id_field) {
+            Some(Value::String(id)) if !id.is_empty() => id.clone(),
+            Some(Value::Number(id)) => id.to_string(),
+            _ => {
+                return Err(TargetError::Retryable {
+                    reason: format!("answer carries no `{id_field}`"),
+                    retry_after: None,
+                })
+            }
+        };
+        Ok(Self { id, fields })
+    }
+}
 
 /// The type of a target field, as the target API declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +121,16 @@ pub struct TargetSchema {
 impl TargetSchema {
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The payload without the fields the target assigns itself (ids, timestamps, counters),
+    /// which a write must not carry.
+    pub fn writable(&self, payload: &Payload) -> Payload {
+        payload
+            .iter()
+            .filter(|(name, _)| !self.field(name).is_some_and(|spec| spec.read_only))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
     }
 }
 

@@ -1,0 +1,1 @@
+//! `scim-bridge mappings check | preview | diff`: what an admin runs before a mapping ships.

@@ -1,0 +1,694 @@
+//! Rendering: one assembled SCIM user (groups included) through one target's mapping, giving
+//! the operation, payload and payload hash the fan-out delivers, or why nothing is sent.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::mapping::spec::{FieldRule, Grants, Part, Policy, Rule, Source, Template};
+use crate::mapping::transforms::{as_bool, as_text, is_blank, quote};
+use crate::mapping::Mapping;
+use crate::scim::filter::{self, matches_value};
+use crate::scim::path::ValuePath;
+use crate::scim::resource::{attribute_value, field};
+use crate::scim::schema::{AttrType, ResourceSchema};
+use crate::targets::{FieldKind, FieldSpec, Payload};
+
+/// What happened to the user in SCIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Created or changed (including a change to an already inactive user).
+    Upsert,
+    /// `active` became false.
+    Deactivated,
+    /// SCIM DELETE.
+    Deleted,
+}
+
+/// What the target is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Create the account, or update the one that exists.
+    Upsert,
+    /// Update the account with the mapping's `disable_sets` applied.
+    Disable,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Upsert => "upsert",
+            Operation::Disable => "disable",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Render {
+    Send {
+        operation: Operation,
+        /// In the target's field names, in the order of the mapping file.
+        payload: Payload,
+        /// Fields in `payload` to leave out of an update.
+        create_only: Vec<String>,
+        /// The target field that carries the password. It is never in `payload`: the fan-out
+        /// adds the decrypted password on create, and on update only when it changed.
+        password_field: Option<String>,
+        /// Hex SHA-256 of the payload in canonical form (keys sorted), so equal payloads hash
+        /// equal whatever their field order.
+        hash: String,
+    },
+    /// Nothing to do, by policy.
+    Skip { reason: String },
+    /// The user cannot be sent as mapped; an admin-readable sentence naming field and value.
+    Rejected { reason: String },
+}
+
+impl Mapping {
+    pub fn render(&self, user: &Value, event: Event) -> Render {
+        let policy = &self.spec.deprovision;
+        let operation = match event {
+            Event::Upsert => Operation::Upsert,
+            Event::Deactivated | Event::Deleted => {
+                let (key, chosen, what) = match event {
+                    Event::Deleted => ("delete", policy.delete, "SCIM DELETE"),
+                    _ => ("deactivate", policy.deactivate, "SCIM active=false"),
+                };
+                match chosen {
+                    Policy::Disable => Operation::Disable,
+                    Policy::Delete => Operation::Delete,
+                    Policy::Ignore => {
+                        return Render::Skip {
+                            reason: format!(
+                                "{what} is ignored for {}: [deprovision] {key} = \"{}\" in {}",
+                                self.target,
+                                chosen.as_str(),
+                                self.file.display()
+                            ),
+                        }
+                    }
+                }
+            }
+        };
+        match self.payload(user, operation) {
+            Ok((payload, password_field)) => {
+                let create_only = self
+                    .spec
+                    .fields
+                    .iter()
+                    .filter(|f| f.create_only && payload.contains_key(&f.name))
+                    .map(|f| f.name.clone())
+                    .collect();
+                let hash = payload_hash(&payload);
+                Render::Send {
+                    operation,
+                    payload,
+                    create_only,
+                    password_field,
+                    hash,
+                }
+            }
+            Err(reason) => Render::Rejected { reason },
+        }
+    }
+
+    /// The payload and the password field. An upsert is strict: any value the target would
+    /// refuse rejects the user. A disable or delete must not be held up by, say, a job title
+    /// that grew too long, so there an unusable optional field is left out instead.
+    fn payload(
+        &self,
+        user: &Value,
+        operation: Operation,
+    ) -> Result<(Payload, Option<String>), String> {
+        let strict = operation == Operation::Upsert;
+        let mut payload = Payload::new();
+        let mut password_field = None;
+        for rule in &self.spec.fields {
+            let Some(spec) = self.schema.field(&rule.name) else {
+                continue;
+            };
+            if matches!(rule.rule.source, Source::Password(_)) {
+                if operation == Operation::Upsert {
+                    password_field = Some(rule.name.clone());
+                }
+                continue;
+            }
+            match self.field_value(rule, spec, user) {
+                Ok(Some(value)) => {
+                    payload.insert(rule.name.clone(), value);
+                }
+                Ok(None) => {}
+                Err(reason) if strict || is_needed(spec, &self.schema.natural_key) => {
+                    return Err(reason)
+                }
+                Err(_) => {}
+            }
+        }
+        if operation == Operation::Disable {
+            for set in &self.spec.deprovision.disable_sets {
+                payload.insert(set.field.clone(), set.value.clone());
+            }
+        }
+        for spec in &self.schema.fields {
+            let needed = match operation {
+                Operation::Delete => self.schema.natural_key.contains(&spec.name),
+                Operation::Upsert | Operation::Disable => is_needed(spec, &self.schema.natural_key),
+            };
+            let carried = payload.contains_key(spec.name) || self.is_password_field(spec.name);
+            if needed && !spec.read_only && !carried {
+                return Err(self.missing(spec.name));
+            }
+        }
+        Ok((payload, password_field))
+    }
+
+    fn is_password_field(&self, name: &str) -> bool {
+        self.spec
+            .fields
+            .iter()
+            .any(|f| f.name == name && matches!(f.rule.source, Source::Password(_)))
+    }
+
+    fn missing(&self, field: &str) -> String {
+        let source = self
+            .spec
+            .fields
+            .iter()
+            .find(|f| f.name == field)
+            .map(|f| describe(&f.rule))
+            .unwrap_or_else(|| "the mapping".to_owned());
+        format!(
+            "{} needs '{field}', but {source} gives no value for this user",
+            self.target
+        )
+    }
+
+    /// The field's value in the payload; `None` leaves the field out.
+    fn field_value(
+        &self,
+        rule: &FieldRule,
+        spec: &FieldSpec,
+        user: &Value,
+    ) -> Result<Option<Value>, String> {
+        if !self.applies(&rule.rule, user) {
+            return Ok(None);
+        }
+        let values = self
+            .produce(&rule.rule, user)
+            .map_err(|why| format!("'{}': {why}", rule.name))?;
+        let value = shape_for(spec, values).map_err(|why| format!("'{}': {why}", rule.name))?;
+        if let Some(Value::String(text)) = &value {
+            self.constrain(spec, text)?;
+        }
+        Ok(value)
+    }
+
+    /// Refuses text the target would refuse, saying how the mapping could avoid it.
+    fn constrain(&self, spec: &FieldSpec, text: &str) -> Result<(), String> {
+        if !spec.allowed.is_empty() && !spec.allowed.contains(&text) {
+            return Err(format!(
+                "'{}' would be '{text}', which {} does not accept; it accepts {}",
+                spec.name,
+                self.target,
+                spec.allowed.join(", ")
+            ));
+        }
+        if let Some(max) = spec.max_len {
+            let length = text.chars().count();
+            if length > max {
+                return Err(format!(
+                    "'{}' would be {} ({length} characters), but {} accepts at most {max}; \
+                     add {{ truncate = {max} }} to its transform to cut it instead",
+                    spec.name,
+                    quote(&Value::String(text.to_owned())),
+                    self.target
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn applies(&self, rule: &Rule, user: &Value) -> bool {
+        rule.when
+            .as_ref()
+            .is_none_or(|when| filter::matches(&when.filter, user, &self.scim))
+    }
+
+    /// A rule's values, or none when its condition does not hold.
+    fn values(&self, rule: &Rule, user: &Value) -> Result<Vec<Value>, String> {
+        if self.applies(rule, user) {
+            self.produce(rule, user)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A rule's values, its own condition already checked.
+    fn produce(&self, rule: &Rule, user: &Value) -> Result<Vec<Value>, String> {
+        let mut values = match &rule.source {
+            Source::Path(path) => read(user, &path.path, &self.scim),
+            Source::Password(_) => Vec::new(),
+            Source::Template(template) => self.template(template, user)?,
+            Source::Const(Value::Array(items), _) => items.clone(),
+            Source::Const(value, _) => vec![value.clone()],
+            Source::FirstOf(alternatives) => {
+                let mut found = Vec::new();
+                for alternative in alternatives {
+                    found = self.values(alternative, user)?;
+                    if !found.is_empty() {
+                        break;
+                    }
+                }
+                found
+            }
+            Source::Object(members) => {
+                let mut object = Map::new();
+                for member in members {
+                    if let Some(first) = self.values(&member.rule, user)?.into_iter().next() {
+                        object.insert(member.name.clone(), first);
+                    }
+                }
+                if object.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Value::Object(object)]
+                }
+            }
+            Source::Grants(grants) => self.grants(grants, user),
+        };
+        values.retain(|value| !is_blank(value));
+        for step in &rule.transforms {
+            values = step.step.apply(values)?;
+        }
+        Ok(values)
+    }
+
+    fn template(&self, template: &Template, user: &Value) -> Result<Vec<Value>, String> {
+        let mut out = String::new();
+        for part in &template.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Path(path) => {
+                    let Some(first) = read(user, &path.path, &self.scim).into_iter().next() else {
+                        // A template is all or nothing, so "{given} {family}" never yields a
+                        // half name; first_of gives the fallback.
+                        return Ok(Vec::new());
+                    };
+                    out.push_str(
+                        &as_text(&first).map_err(|why| format!("{{{}}}: {why}", path.text))?,
+                    );
+                }
+            }
+        }
+        Ok(vec![Value::String(out)])
+    }
+
+    /// The entries the user qualifies for, then, when the mapping says how to revoke, every
+    /// other managed entry marked for removal.
+    fn grants(&self, grants: &Grants, user: &Value) -> Vec<Value> {
+        let mut granted: Vec<Value> = Vec::new();
+        for grant in &grants.grants {
+            if filter::matches(&grant.when.filter, user, &self.scim)
+                && !granted.contains(&grant.entry)
+            {
+                granted.push(grant.entry.clone());
+            }
+        }
+        let mut entries = granted.clone();
+        if let Some((revoke, _)) = &grants.revoke {
+            for grant in &grants.grants {
+                let Value::Object(entry) = &grant.entry else {
+                    continue;
+                };
+                if granted.contains(&grant.entry) {
+                    continue;
+                }
+                let mut revoked = entry.clone();
+                revoked.extend(revoke.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let revoked = Value::Object(revoked);
+                if !entries.contains(&revoked) {
+                    entries.push(revoked);
+                }
+            }
+        }
+        // An empty list is a real value here: it tells the target the user holds none.
+        vec![Value::Array(entries)]
+    }
+}
+
+fn is_needed(spec: &FieldSpec, natural_key: &[&str]) -> bool {
+    spec.required_on_create || spec.required_on_update || natural_key.contains(&spec.name)
+}
+
+/// A rule's source as an admin would recognise it in the file.
+fn describe(rule: &Rule) -> String {
+    match &rule.source {
+        Source::Path(path) => format!("'{}'", path.text),
+        Source::Password(_) => "the password".to_owned(),
+        Source::Template(_) => "its template".to_owned(),
+        Source::Const(..) => "its constant".to_owned(),
+        Source::FirstOf(_) => "none of its first_of alternatives".to_owned(),
+        Source::Object(_) => "its object".to_owned(),
+        Source::Grants(_) => "its grants".to_owned(),
+    }
+}
+
+/// The values a SCIM path reaches in a user: each matching element's sub-attribute, in the
+/// order the user lists them, blanks left out.
+fn read(user: &Value, path: &ValuePath, scim: &ResourceSchema) -> Vec<Value> {
+    let Some(at) = scim.locate(&path.attr) else {
+        return Vec::new();
+    };
+    let Some(raw) = attribute_value(user, &at) else {
+        return Vec::new();
+    };
+    let elements = match raw {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    let selected = elements.into_iter().filter(|element| {
+        path.filter
+            .as_ref()
+            .is_none_or(|filter| matches_value(filter, element, at.attr))
+    });
+    let (leaves, leaf_def): (Vec<&Value>, _) = match &path.sub_attr {
+        None => (selected.collect(), Some(at.attr)),
+        Some(sub) => (
+            selected
+                .filter_map(|element| element.as_object().and_then(|o| field(o, sub)))
+                .flat_map(|value| match value {
+                    Value::Array(items) => items.iter().collect::<Vec<_>>(),
+                    single => vec![single],
+                })
+                .collect(),
+            at.attr.sub_attribute(sub),
+        ),
+    };
+    let boolean = leaf_def.is_some_and(|def| def.attr_type == AttrType::Boolean);
+    leaves
+        .into_iter()
+        .filter(|value| !is_blank(value))
+        .map(|value| match (boolean, as_bool(value)) {
+            // Entra ID sends booleans as "True"/"False"; the schema says what they mean.
+            (true, Some(b)) => Value::Bool(b),
+            _ => value.clone(),
+        })
+        .collect()
+}
+
+/// Values in the form the field takes: the first for a single field, all (without repeats)
+/// for a list field, which is sent even when empty.
+fn shape_for(spec: &FieldSpec, values: Vec<Value>) -> Result<Option<Value>, String> {
+    let list = |values: Vec<Value>, each: &dyn Fn(Value) -> Result<Value, String>| {
+        let mut out: Vec<Value> = Vec::new();
+        for value in values.into_iter().flat_map(|v| match v {
+            Value::Array(items) => items,
+            single => vec![single],
+        }) {
+            let value = each(value)?;
+            if !out.contains(&value) {
+                out.push(value);
+            }
+        }
+        Ok(Some(Value::Array(out)))
+    };
+    let text = |value: Value| as_text(&value).map(Value::String);
+    let object = |value: Value| match value {
+        Value::Object(_) => Ok(value),
+        other => Err(format!("expected an object, found {}", quote(&other))),
+    };
+    match spec.kind {
+        FieldKind::StringArray => list(values, &text),
+        FieldKind::ObjectArray => list(values, &object),
+        FieldKind::String | FieldKind::Boolean | FieldKind::Integer | FieldKind::Object => {
+            let Some(first) = values.into_iter().next() else {
+                return Ok(None);
+            };
+            match spec.kind {
+                FieldKind::Boolean => as_bool(&first)
+                    .map(|b| Some(Value::Bool(b)))
+                    .ok_or_else(|| format!("expected true or false, found {}", quote(&first))),
+                FieldKind::Integer => integer(&first)
+                    .map(|n| Some(Value::from(n)))
+                    .ok_or_else(|| format!("expected a whole number, found {}", quote(&first))),
+                FieldKind::Object => object(first).map(Some),
+                _ => text(first).map(Some),
+            }
+        }
+    }
+}
+
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Hex SHA-256 of the payload written with sorted keys and no spaces.
+pub(crate) fn payload_hash(payload: &Payload) -> String {
+    let mut canonical = String::new();
+    write_canonical(&Value::Object(payload.clone()), &mut canonical);
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(members) => {
+            let mut keys: Vec<&String> = members.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{}:", Value::String(key.clone()));
+                if let Some(member) = members.get(key) {
+                    write_canonical(member, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => {
+            let _ = write!(out, "{scalar}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::mapping::test_support::{load, with_fields};
+
+    fn user() -> Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "2819c223",
+            "userName": "ana.lima@example.com",
+            "name": {"givenName": "Ana", "familyName": "Lima"},
+            "title": "Principal Engineer, Platform Reliability",
+            "locale": "pt-BR",
+            "active": "False",
+            "emails": [
+                {"value": "ana@home.example", "type": "home"},
+                {"value": "ana.lima@example.com", "type": "work", "primary": true}
+            ],
+            "phoneNumbers": [{"value": "+1 415 555 0132", "type": "mobile"}],
+            "groups": [{"value": "g1", "display": "Schedulers"}]
+        })
+    }
+
+    fn send(rendered: Render) -> (Operation, Value, Vec<String>, Option<String>) {
+        match rendered {
+            Render::Send {
+                operation,
+                payload,
+                create_only,
+                password_field,
+                ..
+            } => (
+                operation,
+                Value::Object(payload),
+                create_only,
+                password_field,
+            ),
+            other => panic!("expected a payload, got {other:?}"),
+        }
+    }
+
+    fn rejected(rendered: Render) -> String {
+        match rendered {
+            Render::Rejected { reason } => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_upsert_maps_every_kind_of_rule() {
+        let mapping = load(&with_fields(
+            r#"firstName = { template = "{name.givenName} ({userName})", create_only = true }
+title = { from = "title", transform = [{ truncate = 25 }, "trim"] }
+status = { from = "active", transform = [{ table = { true = "ACTIVE", false = "INACTIVE" } }] }
+userLocale = { from = "locale", transform = [{ replace = { find = "-", with = "_" } }, { table = { pt_BR = "pt_BR", en_US = "en" } }] }
+mobile = { from = 'phoneNumbers[type eq "mobile"].value', transform = ["phone_national"] }
+countryCode = { from = 'phoneNumbers[type eq "mobile"].value', transform = ["phone_country_code"] }
+enabled = "active"
+tags = { from = "emails.type", transform = ["upper"] }
+userKey = { object = { username = "userName", authenticator = { value = "local" } } }
+userProducts = { grants = [{ group = "Schedulers", entry = { productName = "SCHEDULE" } }, { group = "Portfolio", entry = { productName = "PORTFOLIO" } }], revoke = { action = "DELETE" } }"#,
+        ))
+        .expect("valid mapping");
+        let (operation, payload, create_only, password) =
+            send(mapping.render(&user(), Event::Upsert));
+        assert_eq!(operation, Operation::Upsert);
+        assert_eq!(
+            payload,
+            json!({
+                "email": "ana.lima@example.com",
+                "lastName": "Lima",
+                "firstName": "Ana (ana.lima@example.com)",
+                "title": "Principal Engineer, Platf",
+                "status": "INACTIVE",
+                "userLocale": "pt_BR",
+                "mobile": "4155550132",
+                "countryCode": "1",
+                "enabled": false,
+                "tags": ["HOME", "WORK"],
+                "userKey": {"username": "ana.lima@example.com", "authenticator": "local"},
+                "userProducts": [
+                    {"productName": "SCHEDULE"},
+                    {"productName": "PORTFOLIO", "action": "DELETE"}
+                ]
+            })
+        );
+        assert_eq!(create_only, ["firstName"]);
+        assert_eq!(password.as_deref(), Some("password"));
+    }
+
+    #[test]
+    fn fallbacks_templates_and_conditions() {
+        let mapping = load(&with_fields(
+            r#"firstName = { first_of = [{ template = "{name.givenName} {name.middleName}" }, "displayName", "userName"] }
+title = { from = "title", when = 'groups[display eq "Managers"]' }
+mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }] }"#,
+        ))
+        .expect("valid mapping");
+        let (_, payload, _, _) = send(mapping.render(&user(), Event::Upsert));
+        assert_eq!(payload["firstName"], json!("ana.lima@example.com"));
+        assert_eq!(payload["mobile"], json!("none"));
+        assert!(payload.get("title").is_none(), "{payload}");
+    }
+
+    #[test]
+    fn deprovisioning_follows_the_policy() {
+        let mapping = load(&with_fields("status = { value = \"ACTIVE\" }")).expect("valid");
+        let (operation, payload, _, password) = send(mapping.render(&user(), Event::Deactivated));
+        assert_eq!(operation, Operation::Disable);
+        assert_eq!(payload["status"], json!("INACTIVE"));
+        assert_eq!(payload["enabled"], json!(false));
+        assert_eq!(password, None, "a disable never sends the password");
+        let (operation, _, _, _) = send(mapping.render(&user(), Event::Deleted));
+        assert_eq!(operation, Operation::Delete);
+
+        let ignoring = with_fields("").replace("delete = \"delete\"", "delete = \"ignore\"");
+        let mapping = load(&ignoring).expect("valid");
+        match mapping.render(&user(), Event::Deleted) {
+            Render::Skip { reason } => assert_eq!(
+                reason,
+                "SCIM DELETE is ignored for test: [deprovision] delete = \"ignore\" in \
+                 mappings/test.toml"
+            ),
+            other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_the_target_would_refuse_are_rejected_with_a_reason() {
+        let mapping = load(&with_fields("title = \"title\"")).expect("valid");
+        assert_eq!(
+            rejected(mapping.render(&user(), Event::Upsert)),
+            "'title' would be 'Principal Engineer, Platform Reliability' (40 characters), but \
+             test accepts at most 25; add { truncate = 25 } to its transform to cut it instead"
+        );
+        // A disable is not held up by an optional field: it is left out.
+        let (_, payload, _, _) = send(mapping.render(&user(), Event::Deactivated));
+        assert!(payload.get("title").is_none());
+
+        let mapping = load(&with_fields("userLocale = \"locale\"")).expect("valid");
+        assert_eq!(
+            rejected(mapping.render(&user(), Event::Upsert)),
+            "'userLocale' would be 'pt-BR', which test does not accept; it accepts en, de, pt_BR"
+        );
+
+        let mapping = load(&with_fields(
+            "mobile = { from = \"title\", transform = [\"phone_e164\"] }",
+        ))
+        .expect("valid");
+        assert_eq!(
+            rejected(mapping.render(&user(), Event::Upsert)),
+            "'mobile': 'Principal Engineer, Platform Reliability' is not a readable phone number \
+             (it has no +country code and the transform names no region)"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_value_is_rejected() {
+        let mapping = load(&with_fields("")).expect("valid");
+        let mut user = user();
+        user["name"] = json!({"givenName": "Ana"});
+        assert_eq!(
+            rejected(mapping.render(&user, Event::Upsert)),
+            "test needs 'lastName', but 'name.familyName' gives no value for this user"
+        );
+    }
+
+    #[test]
+    fn equal_payloads_hash_equal_whatever_the_order() {
+        let a = Payload::from_iter([
+            ("a".to_owned(), json!(1)),
+            ("b".to_owned(), json!({"y": 1, "x": [true]})),
+        ]);
+        let b = Payload::from_iter([
+            ("b".to_owned(), json!({"x": [true], "y": 1})),
+            ("a".to_owned(), json!(1)),
+        ]);
+        assert_eq!(payload_hash(&a), payload_hash(&b));
+        let c = Payload::from_iter([("a".to_owned(), json!(2))]);
+        assert_ne!(payload_hash(&a), payload_hash(&c));
+    }
+
+    #[test]
+    fn odd_json_is_rendered_or_rejected_never_panicked_on() {
+        let mapping = load(&with_fields(
+            "firstName = \"name.givenName\"\nenabled = \"active\"",
+        ))
+        .expect("valid");
+        for odd in [
+            json!(null),
+            json!([]),
+            json!("user"),
+            json!({"emails": "x", "name": 5}),
+            json!({"emails": [{"value": {"a": 1}, "primary": "yes"}], "name": {"familyName": ["L"]}}),
+            json!({"emails": [{"value": "a@b", "primary": true}], "name": {"familyName": "L", "givenName": {"x": 1}}, "active": 3}),
+        ] {
+            let rendered = mapping.render(&odd, Event::Upsert);
+            assert!(!matches!(rendered, Render::Skip { .. }), "{rendered:?}");
+        }
+    }
+}

@@ -1,0 +1,923 @@
+//! Transforms: the chainable steps a value takes between the SCIM user and the payload
+//! (`lower`, `truncate`, value tables, phone numbers, ...). Parsed from a mapping file by
+//! `spec`, typed by `check` so an impossible chain is refused at load time, applied by `engine`.
+
+use std::str::FromStr;
+
+use phonenumber::{country, Mode, PhoneNumber};
+use regex::Regex;
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::format_description::OwnedFormatItem;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime};
+
+use crate::mapping::spec::{Node, NodeValue, Span};
+
+/// What kind of value flows through a rule, as far as the mapping file can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Bool,
+    Integer,
+    Number,
+    Object,
+    /// Not knowable from the file (a custom value); checked when rendering.
+    Any,
+}
+
+impl Kind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Bool => "a boolean",
+            Kind::Integer => "an integer",
+            Kind::Number => "a number",
+            Kind::Object => "an object",
+            Kind::Any => "any value",
+        }
+    }
+
+    pub fn of(value: &Value) -> Kind {
+        match value {
+            Value::String(_) => Kind::Text,
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(n) if n.is_i64() || n.is_u64() => Kind::Integer,
+            Value::Number(_) => Kind::Number,
+            Value::Object(_) => Kind::Object,
+            Value::Null | Value::Array(_) => Kind::Any,
+        }
+    }
+
+    /// Whether a value of kind `self` can stand where `other` is expected.
+    pub fn fits(self, other: Kind) -> bool {
+        self == other
+            || self == Kind::Any
+            || other == Kind::Any
+            || (self == Kind::Integer && other == Kind::Number)
+    }
+}
+
+/// The kind of a rule's values and whether there may be several (a multi-valued attribute,
+/// the output of `split`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub kind: Kind,
+    pub many: bool,
+}
+
+impl Shape {
+    pub fn one(kind: Kind) -> Shape {
+        Shape { kind, many: false }
+    }
+
+    pub fn describe(self) -> String {
+        if self.many {
+            format!("a list of {}", plural(self.kind))
+        } else {
+            self.kind.describe().to_owned()
+        }
+    }
+}
+
+fn plural(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Text => "text values",
+        Kind::Bool => "booleans",
+        Kind::Integer => "integers",
+        Kind::Number => "numbers",
+        Kind::Object => "objects",
+        Kind::Any => "values",
+    }
+}
+
+/// Which part of a phone number a phone step keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PhonePart {
+    /// `+14155550100`
+    E164,
+    /// `1`: the country calling code, without the `+`.
+    CountryCode,
+    /// `4155550100`: the number within its country, digits only.
+    National,
+    /// `123` from `+1 415 555 0100 ext. 123`.
+    Extension,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    Lower,
+    Upper,
+    Trim,
+    Truncate(usize),
+    Replace {
+        find: String,
+        with: String,
+    },
+    /// The first capture group of the first match (the whole match when the pattern has no
+    /// group); a value that does not match is dropped.
+    Capture(Regex),
+    Split(String),
+    Join(String),
+    /// Used when the rule has no value; never replaces one.
+    Default(Value),
+    /// A value table. Keys are compared exactly first, then ignoring case; a value with no
+    /// entry is dropped (chain `default` to catch it).
+    Table(Vec<TableEntry>),
+    Not,
+    /// Reads an RFC 3339 date-time or a plain `YYYY-MM-DD` date and writes it in this format.
+    Date(OwnedFormatItem),
+    /// Parses a phone number, with the region for numbers written without a country code.
+    Phone(PhonePart, Option<country::Id>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TableEntry {
+    pub key: String,
+    pub value: Value,
+    pub span: Span,
+}
+
+/// A step as written in the file, with where it was written.
+#[derive(Debug, Clone)]
+pub(crate) struct StepAt {
+    pub step: Step,
+    pub name: &'static str,
+    pub span: Span,
+}
+
+/// Every transform name, for parsing and for "did you mean" hints.
+pub(crate) const NAMES: &[&str] = &[
+    "lower",
+    "upper",
+    "trim",
+    "truncate",
+    "replace",
+    "capture",
+    "split",
+    "join",
+    "default",
+    "table",
+    "not",
+    "date",
+    "phone_e164",
+    "phone_country_code",
+    "phone_national",
+    "phone_extension",
+];
+
+/// What a step needed and what it was given.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Mismatch {
+    pub expected: String,
+    pub found: String,
+}
+
+/// Why a step as written is not a step, with a hint at the fix.
+#[derive(Debug)]
+pub(crate) struct StepError {
+    pub span: Span,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Step {
+    /// Parses `"name"` or `{ name = argument }`.
+    pub fn parse(node: &Node) -> Result<StepAt, StepError> {
+        let (name, name_span, arg) = match &node.value {
+            NodeValue::String(name) => (name.as_str(), node.span.clone(), None),
+            NodeValue::Table(entries) if entries.len() == 1 => {
+                let entry = &entries[0];
+                (
+                    entry.key.as_str(),
+                    entry.key_span.clone(),
+                    Some(&entry.node),
+                )
+            }
+            _ => {
+                return Err(StepError {
+                    span: node.span.clone(),
+                    message: "a transform is a name (\"lower\") or a one-key table \
+                              ({ truncate = 25 })"
+                        .to_owned(),
+                    hint: None,
+                })
+            }
+        };
+        let Some(known) = NAMES.iter().copied().find(|known| *known == name) else {
+            return Err(StepError {
+                span: name_span,
+                message: format!("unknown transform '{name}'"),
+                hint: Some(
+                    match crate::mapping::check::closest(name, NAMES.iter().copied()) {
+                        Some(close) => format!("did you mean '{close}'?"),
+                        None => format!("transforms are: {}", NAMES.join(", ")),
+                    },
+                ),
+            });
+        };
+        let step = parse_argument(known, arg).map_err(|(message, hint)| StepError {
+            span: arg.map_or(name_span, |arg| arg.span.clone()),
+            message: format!("{known}: {message}"),
+            hint,
+        })?;
+        Ok(StepAt {
+            step,
+            name: known,
+            span: node.span.clone(),
+        })
+    }
+
+    /// The shape a value leaves this step with, or what the step expected instead of `input`.
+    pub fn output(&self, input: Shape) -> Result<Shape, Mismatch> {
+        let needs = |kinds: &[Kind], what: &str| {
+            if input.kind == Kind::Any || kinds.contains(&input.kind) {
+                Ok(())
+            } else {
+                Err(Mismatch {
+                    expected: what.to_owned(),
+                    found: input.describe(),
+                })
+            }
+        };
+        match self {
+            Step::Lower
+            | Step::Upper
+            | Step::Trim
+            | Step::Truncate(_)
+            | Step::Replace { .. }
+            | Step::Capture(_)
+            | Step::Date(_)
+            | Step::Phone(..) => {
+                needs(&[Kind::Text], "text")?;
+                Ok(Shape {
+                    kind: Kind::Text,
+                    many: input.many,
+                })
+            }
+            Step::Split(_) => {
+                needs(&[Kind::Text], "text")?;
+                Ok(Shape {
+                    kind: Kind::Text,
+                    many: true,
+                })
+            }
+            Step::Join(_) => {
+                needs(
+                    &[Kind::Text, Kind::Bool, Kind::Integer, Kind::Number],
+                    "text, numbers or booleans",
+                )?;
+                Ok(Shape::one(Kind::Text))
+            }
+            Step::Not => {
+                needs(&[Kind::Bool], "a boolean")?;
+                Ok(input)
+            }
+            Step::Default(value) => {
+                let kind = Kind::of(value);
+                if kind.fits(input.kind) || input.kind.fits(kind) {
+                    let kind = if input.kind == Kind::Any {
+                        kind
+                    } else {
+                        input.kind
+                    };
+                    Ok(Shape {
+                        kind,
+                        many: input.many,
+                    })
+                } else {
+                    Err(Mismatch {
+                        expected: input.kind.describe().to_owned(),
+                        found: kind.describe().to_owned(),
+                    })
+                }
+            }
+            Step::Table(entries) => {
+                needs(
+                    &[Kind::Text, Kind::Bool, Kind::Integer, Kind::Number],
+                    "text, numbers or booleans",
+                )?;
+                let kind = entries.first().map_or(Kind::Any, |e| Kind::of(&e.value));
+                Ok(Shape {
+                    kind,
+                    many: input.many,
+                })
+            }
+        }
+    }
+
+    /// Applies the step to a rule's values (none, one or several). Empty strings that come
+    /// out count as no value, so they never reach a target that refuses them.
+    pub fn apply(&self, values: Vec<Value>) -> Result<Vec<Value>, String> {
+        let out = match self {
+            Step::Lower => map_text(values, |s| Ok(Some(s.to_lowercase())))?,
+            Step::Upper => map_text(values, |s| Ok(Some(s.to_uppercase())))?,
+            Step::Trim => map_text(values, |s| Ok(Some(s.trim().to_owned())))?,
+            Step::Truncate(max) => map_text(values, |s| Ok(Some(s.chars().take(*max).collect())))?,
+            Step::Replace { find, with } => map_text(values, |s| Ok(Some(s.replace(find, with))))?,
+            Step::Capture(regex) => map_text(values, |s| {
+                Ok(regex.captures(&s).and_then(|caps| {
+                    caps.get(1)
+                        .or_else(|| caps.get(0))
+                        .map(|m| m.as_str().to_owned())
+                }))
+            })?,
+            Step::Split(separator) => {
+                let mut out = Vec::new();
+                for value in values {
+                    let text = as_text(&value)?;
+                    out.extend(text.split(separator.as_str()).map(Value::from));
+                }
+                out
+            }
+            Step::Join(separator) => {
+                if values.is_empty() {
+                    return Ok(values);
+                }
+                let parts = values.iter().map(as_text).collect::<Result<Vec<_>, _>>()?;
+                vec![Value::from(parts.join(separator))]
+            }
+            Step::Default(value) => {
+                if values.is_empty() {
+                    match value {
+                        Value::Array(items) => items.clone(),
+                        single => vec![single.clone()],
+                    }
+                } else {
+                    values
+                }
+            }
+            Step::Table(entries) => values
+                .iter()
+                .map(|value| lookup(entries, value))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
+            Step::Not => values
+                .iter()
+                .map(|value| {
+                    as_bool(value)
+                        .map(|b| Value::Bool(!b))
+                        .ok_or_else(|| format!("'not' needs a boolean, not {}", quote(value)))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Step::Date(format) => map_text(values, |s| reformat_date(&s, format).map(Some))?,
+            Step::Phone(part, region) => map_text(values, |s| phone(&s, *part, *region))?,
+        };
+        Ok(out.into_iter().filter(|value| !is_blank(value)).collect())
+    }
+}
+
+fn parse_argument(name: &str, arg: Option<&Node>) -> Result<Step, (String, Option<String>)> {
+    let text_arg = |what: &str| match arg.map(|a| &a.value) {
+        Some(NodeValue::String(text)) => Ok(text.clone()),
+        _ => Err((
+            format!("needs {what} in quotes"),
+            Some(format!("write {{ {name} = \"...\" }}")),
+        )),
+    };
+    let no_arg = |step: Step| match arg {
+        None => Ok(step),
+        Some(_) => Err((
+            "takes no argument".to_owned(),
+            Some(format!("write it as the plain string \"{name}\"")),
+        )),
+    };
+    match name {
+        "lower" => no_arg(Step::Lower),
+        "upper" => no_arg(Step::Upper),
+        "trim" => no_arg(Step::Trim),
+        "not" => no_arg(Step::Not),
+        "truncate" => match arg.map(|a| &a.value) {
+            Some(NodeValue::Integer(n)) if *n > 0 => usize::try_from(*n)
+                .map(Step::Truncate)
+                .map_err(|_| ("the length is too large".to_owned(), None)),
+            _ => Err((
+                "needs a positive number of characters".to_owned(),
+                Some("write { truncate = 25 }".to_owned()),
+            )),
+        },
+        "replace" => {
+            let hint = Some("write { replace = { find = \" \", with = \".\" } }".to_owned());
+            let Some(NodeValue::Table(entries)) = arg.map(|a| &a.value) else {
+                return Err(("needs a table with 'find' and 'with'".to_owned(), hint));
+            };
+            let text = |key: &str| {
+                entries
+                    .iter()
+                    .find(|e| e.key == key)
+                    .and_then(|e| match &e.node.value {
+                        NodeValue::String(text) => Some(text.clone()),
+                        _ => None,
+                    })
+            };
+            let unknown = entries.iter().find(|e| e.key != "find" && e.key != "with");
+            match (text("find"), text("with"), unknown) {
+                (Some(find), Some(with), None) if !find.is_empty() => {
+                    Ok(Step::Replace { find, with })
+                }
+                _ => Err((
+                    "needs exactly 'find' (not empty) and 'with', both text".to_owned(),
+                    hint,
+                )),
+            }
+        }
+        "capture" => {
+            let pattern = text_arg("a regular expression")?;
+            Regex::new(&pattern)
+                .map(Step::Capture)
+                .map_err(|error| (format!("invalid regular expression: {error}"), None))
+        }
+        "split" | "join" => {
+            let separator = text_arg("a separator")?;
+            if name == "split" {
+                if separator.is_empty() {
+                    return Err(("the separator must not be empty".to_owned(), None));
+                }
+                Ok(Step::Split(separator))
+            } else {
+                Ok(Step::Join(separator))
+            }
+        }
+        "default" => match arg {
+            Some(node) => match node.to_json() {
+                Value::Array(items) if items.iter().any(|i| i.is_array() || i.is_object()) => {
+                    Err(("a list default may only hold plain values".to_owned(), None))
+                }
+                value => Ok(Step::Default(value)),
+            },
+            None => Err((
+                "needs the value to use".to_owned(),
+                Some("write { default = \"en\" }".to_owned()),
+            )),
+        },
+        "table" => parse_table(arg),
+        "date" => {
+            let format = text_arg("a format such as \"[year]-[month]-[day]\"")?;
+            time::format_description::parse_owned::<2>(&format)
+                .map(Step::Date)
+                .map_err(|error| {
+                    (
+                        format!("invalid date format: {error}"),
+                        Some(
+                            "components look like [year]-[month]-[day]T[hour]:[minute]".to_owned(),
+                        ),
+                    )
+                })
+        }
+        "phone_e164" | "phone_country_code" | "phone_national" | "phone_extension" => {
+            let part = match name {
+                "phone_e164" => PhonePart::E164,
+                "phone_country_code" => PhonePart::CountryCode,
+                "phone_national" => PhonePart::National,
+                _ => PhonePart::Extension,
+            };
+            let region = match arg {
+                None => None,
+                Some(_) => {
+                    let code = text_arg("a region code such as \"US\"")?;
+                    Some(country::Id::from_str(&code.to_uppercase()).map_err(|_| {
+                        (
+                            format!("'{code}' is not a region code"),
+                            Some(
+                                "use a two-letter ISO 3166 code such as \"US\" or \"DE\""
+                                    .to_owned(),
+                            ),
+                        )
+                    })?)
+                }
+            };
+            Ok(Step::Phone(part, region))
+        }
+        _ => Err(("is not a transform".to_owned(), None)),
+    }
+}
+
+fn parse_table(arg: Option<&Node>) -> Result<Step, (String, Option<String>)> {
+    let hint = Some("write { table = { true = \"ACTIVE\", false = \"INACTIVE\" } }".to_owned());
+    let Some(NodeValue::Table(rows)) = arg.map(|a| &a.value) else {
+        return Err(("needs a table of 'from = to' entries".to_owned(), hint));
+    };
+    if rows.is_empty() {
+        return Err(("the table is empty".to_owned(), hint));
+    }
+    let mut entries = Vec::new();
+    let mut kind = None;
+    for row in rows {
+        let value = row.node.to_json();
+        let this = Kind::of(&value);
+        if matches!(this, Kind::Object | Kind::Any) {
+            return Err((
+                format!("the entry for '{}' must be a plain value", row.key),
+                None,
+            ));
+        }
+        match kind {
+            Some(first) if first != this => {
+                return Err((
+                    format!(
+                        "every entry must give the same kind of value; '{}' gives {} but an \
+                         earlier one gives {}",
+                        row.key,
+                        this.describe(),
+                        Kind::describe(first)
+                    ),
+                    None,
+                ))
+            }
+            _ => kind = Some(this),
+        }
+        entries.push(TableEntry {
+            key: row.key.clone(),
+            value,
+            span: row.node.span.clone(),
+        });
+    }
+    Ok(Step::Table(entries))
+}
+
+fn lookup(entries: &[TableEntry], value: &Value) -> Result<Option<Value>, String> {
+    let key = as_text(value)?;
+    let found = entries
+        .iter()
+        .find(|e| e.key == key)
+        .or_else(|| entries.iter().find(|e| e.key.eq_ignore_ascii_case(&key)));
+    Ok(found.map(|e| e.value.clone()))
+}
+
+fn map_text(
+    values: Vec<Value>,
+    f: impl Fn(String) -> Result<Option<String>, String>,
+) -> Result<Vec<Value>, String> {
+    let mut out = Vec::with_capacity(values.len());
+    for value in values {
+        if let Some(text) = f(as_text(&value)?)? {
+            out.push(Value::String(text));
+        }
+    }
+    Ok(out)
+}
+
+/// A plain value as text: text as is, numbers and booleans written out.
+pub(crate) fn as_text(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Bool(_) | Value::Number(_) => Ok(value.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => {
+            Err(format!("expected text, found {}", quote(value)))
+        }
+    }
+}
+
+/// Booleans as JSON or, the way Entra ID sends them, as "True" / "false".
+pub(crate) fn as_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// No value: null, an empty string, an empty list.
+pub(crate) fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(text) => text.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Bool(_) | Value::Number(_) | Value::Object(_) => false,
+    }
+}
+
+/// A value as an admin should read it in a message: short, quoted, one line.
+pub(crate) fn quote(value: &Value) -> String {
+    let text = match value {
+        Value::String(text) => format!("'{text}'"),
+        Value::Object(_) => "an object".to_owned(),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Null => "nothing".to_owned(),
+        other => other.to_string(),
+    };
+    let short: String = text.chars().take(80).collect();
+    if short.len() < text.len() {
+        format!("{short}...")
+    } else {
+        short
+    }
+}
+
+fn reformat_date(text: &str, format: &OwnedFormatItem) -> Result<String, String> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339).or_else(|_| {
+        Date::parse(text, format_description!("[year]-[month]-[day]"))
+            .map(|date| date.midnight().assume_utc())
+    });
+    let instant = parsed.map_err(|_| format!("'{text}' is not an RFC 3339 date-time"))?;
+    instant
+        .format(format)
+        .map_err(|error| format!("cannot write '{text}' in the date format: {error}"))
+}
+
+fn phone(
+    text: &str,
+    part: PhonePart,
+    region: Option<country::Id>,
+) -> Result<Option<String>, String> {
+    let number = parse_phone(text, region)?;
+    Ok(match part {
+        PhonePart::E164 => Some(number.format().mode(Mode::E164).to_string()),
+        PhonePart::CountryCode => Some(number.code().value().to_string()),
+        PhonePart::National => Some(national_digits(&number)),
+        PhonePart::Extension => number.extension().map(|ext| ext.to_string()),
+    })
+}
+
+fn parse_phone(text: &str, region: Option<country::Id>) -> Result<PhoneNumber, String> {
+    let refuse = |why: &str| {
+        let without = if region.is_none() && !text.trim_start().starts_with('+') {
+            " (it has no +country code and the transform names no region)"
+        } else {
+            ""
+        };
+        format!("'{text}' is not a {why} phone number{without}")
+    };
+    let number = phonenumber::parse(region, text).map_err(|_| refuse("readable"))?;
+    if number.is_valid() {
+        Ok(number)
+    } else {
+        Err(refuse("valid"))
+    }
+}
+
+/// The national significant number, digits only: what "national number" means next to a
+/// separate country code (leading zeros that belong to it, as in Italy, are kept).
+fn national_digits(number: &PhoneNumber) -> String {
+    let e164 = number.format().mode(Mode::E164).to_string();
+    let code = number.code().value().to_string();
+    e164.trim_start_matches('+')
+        .strip_prefix(&code)
+        .map(str::to_owned)
+        .unwrap_or_else(|| number.national().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn step(toml_text: &str) -> Step {
+        let node: Node = toml::from_str(&format!("s = {toml_text}")).expect("toml");
+        let NodeValue::Table(entries) = node.value else {
+            panic!("not a table")
+        };
+        Step::parse(&entries[0].node).expect("a step").step
+    }
+
+    fn run(toml_text: &str, input: Value) -> Result<Vec<Value>, String> {
+        let values = match input {
+            Value::Array(items) => items,
+            single => vec![single],
+        };
+        step(toml_text).apply(values)
+    }
+
+    #[test]
+    fn every_transform_by_example() {
+        let cases = [
+            ("\"lower\"", json!("Ana.LIMA"), json!(["ana.lima"])),
+            ("\"upper\"", json!("straße"), json!(["STRASSE"])),
+            ("\"trim\"", json!("  Ana  "), json!(["Ana"])),
+            ("\"trim\"", json!("   "), json!([])),
+            ("{ truncate = 3 }", json!("Łukasz"), json!(["Łuk"])),
+            ("{ truncate = 3 }", json!("山田太郎"), json!(["山田太"])),
+            (
+                "{ replace = { find = \"_\", with = \"-\" } }",
+                json!("pt_BR"),
+                json!(["pt-BR"]),
+            ),
+            (
+                "{ capture = '^([^@]+)@' }",
+                json!("ana@example.com"),
+                json!(["ana"]),
+            ),
+            ("{ capture = '^[a-z]{2}' }", json!("de-AT"), json!(["de"])),
+            ("{ capture = '^x' }", json!("abc"), json!([])),
+            ("{ split = \",\" }", json!("a,b"), json!(["a", "b"])),
+            ("{ join = \", \" }", json!(["a", "b"]), json!(["a, b"])),
+            ("{ default = \"en\" }", json!([]), json!(["en"])),
+            ("{ default = \"en\" }", json!("fr"), json!(["fr"])),
+            ("{ default = [] }", json!([]), json!([])),
+            (
+                "{ table = { true = \"ACTIVE\", false = \"INACTIVE\" } }",
+                json!(false),
+                json!(["INACTIVE"]),
+            ),
+            (
+                "{ table = { \"en-US\" = \"en\" } }",
+                json!("EN-us"),
+                json!(["en"]),
+            ),
+            (
+                "{ table = { \"en-US\" = \"en\" } }",
+                json!("sv-SE"),
+                json!([]),
+            ),
+            ("\"not\"", json!(true), json!([false])),
+            ("\"not\"", json!("False"), json!([true])),
+            (
+                "{ date = \"[day].[month].[year]\" }",
+                json!("2024-03-01T10:00:00Z"),
+                json!(["01.03.2024"]),
+            ),
+            (
+                "{ date = \"[year]\" }",
+                json!("2024-03-01"),
+                json!(["2024"]),
+            ),
+            (
+                "\"phone_e164\"",
+                json!("+1 (415) 555-0132"),
+                json!(["+14155550132"]),
+            ),
+            (
+                "{ phone_e164 = \"DE\" }",
+                json!("030 1234567"),
+                json!(["+49301234567"]),
+            ),
+            (
+                "\"phone_country_code\"",
+                json!("+44 20 7946 0958"),
+                json!(["44"]),
+            ),
+            (
+                "\"phone_national\"",
+                json!("+44 20 7946 0958"),
+                json!(["2079460958"]),
+            ),
+            (
+                "\"phone_national\"",
+                json!("+39 06 6982 1234"),
+                json!(["0669821234"]),
+            ),
+            (
+                "\"phone_extension\"",
+                json!("+1 415 555 0132 ext. 77"),
+                json!(["77"]),
+            ),
+            ("\"phone_extension\"", json!("+1 415 555 0132"), json!([])),
+        ];
+        for (written, input, expected) in cases {
+            let got = run(written, input.clone()).unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(Value::Array(got), expected, "{written} on {input}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_explained_not_panicked_on() {
+        let cases = [
+            (
+                "\"phone_e164\"",
+                json!("call me"),
+                "'call me' is not a readable phone number",
+            ),
+            ("\"phone_e164\"", json!("4155550132"), "no +country code"),
+            ("\"phone_e164\"", json!("+1 000"), "not a"),
+            (
+                "{ date = \"[year]\" }",
+                json!("yesterday"),
+                "not an RFC 3339 date-time",
+            ),
+            ("\"not\"", json!("maybe"), "'not' needs a boolean"),
+            ("\"lower\"", json!({"a": 1}), "expected text"),
+        ];
+        for (written, input, expected) in cases {
+            match run(written, input) {
+                Err(message) => assert!(message.contains(expected), "{written}: {message}"),
+                Ok(values) => panic!("{written}: expected an error, got {values:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_steps_are_refused_with_a_hint() {
+        let cases = [
+            (
+                "\"lowr\"",
+                "unknown transform 'lowr'",
+                "did you mean 'lower'?",
+            ),
+            (
+                "{ truncate = 0 }",
+                "truncate: needs a positive number",
+                "truncate = 25",
+            ),
+            (
+                "{ truncate = \"5\" }",
+                "truncate: needs a positive number",
+                "truncate = 25",
+            ),
+            (
+                "{ capture = \"(\" }",
+                "capture: invalid regular expression",
+                "",
+            ),
+            ("{ table = {} }", "table: the table is empty", "ACTIVE"),
+            (
+                "{ table = { a = \"x\", b = true } }",
+                "same kind of value",
+                "",
+            ),
+            (
+                "{ phone_e164 = \"XX\" }",
+                "'XX' is not a region code",
+                "ISO 3166",
+            ),
+            ("{ date = \"[yeer]\" }", "invalid date format", "[year]"),
+            ("{ lower = 1 }", "lower: takes no argument", "plain string"),
+            (
+                "{ replace = { find = \"a\" } }",
+                "needs exactly 'find'",
+                "with =",
+            ),
+            ("[\"lower\"]", "a transform is a name", ""),
+        ];
+        for (written, message, hint) in cases {
+            let node: Node = toml::from_str(&format!("s = {written}")).expect("toml");
+            let NodeValue::Table(entries) = node.value else {
+                panic!("not a table")
+            };
+            let error = Step::parse(&entries[0].node).expect_err(written);
+            assert!(
+                error.message.contains(message),
+                "{written}: {}",
+                error.message
+            );
+            assert!(
+                error.hint.as_deref().unwrap_or("").contains(hint),
+                "{written}: {:?}",
+                error.hint
+            );
+        }
+    }
+
+    #[test]
+    fn shapes_follow_the_chain() {
+        let text = Shape::one(Kind::Text);
+        assert_eq!(
+            step("{ split = \",\" }").output(text),
+            Ok(Shape {
+                kind: Kind::Text,
+                many: true
+            })
+        );
+        assert_eq!(
+            step("{ join = \",\" }").output(Shape {
+                kind: Kind::Text,
+                many: true
+            }),
+            Ok(text)
+        );
+        assert_eq!(
+            step("{ table = { true = \"A\" } }").output(Shape::one(Kind::Bool)),
+            Ok(text)
+        );
+        assert_eq!(
+            step("\"lower\"").output(Shape::one(Kind::Bool)),
+            Err(Mismatch {
+                expected: "text".to_owned(),
+                found: "a boolean".to_owned()
+            })
+        );
+        assert!(step("\"not\"").output(text).is_err());
+        assert!(step("{ default = 3 }").output(text).is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Phone numbers come from identity providers as typed by people; the parser must
+        /// answer, not panic, whatever they typed.
+        #[test]
+        fn phone_steps_never_panic(
+            text in prop_oneof![
+                "[0-9+() .extEXT#;:,/-]{0,40}",
+                "\\+[0-9]{1,3}[ 0-9]{0,20}( ?(ext|x|#)\\.? ?[0-9]{0,8})?",
+                any::<String>(),
+            ],
+            region in prop::option::of(prop::sample::select(vec![country::Id::US, country::Id::DE, country::Id::JP])),
+        ) {
+            for part in [PhonePart::E164, PhonePart::CountryCode, PhonePart::National, PhonePart::Extension] {
+                let _ = Step::Phone(part, region).apply(vec![Value::String(text.clone())]);
+            }
+        }
+    }
+}

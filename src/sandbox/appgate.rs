@@ -1,0 +1,378 @@
+//! Emulator of the Appgate SDP Admin API's local users: the versioned `Accept` header (406
+//! outside the supported window), login tokens, substring search, create answering 200,
+//! PUT replacing the whole user, 422 with `errors[]`, and 409 on a duplicate name.
+
+use std::time::SystemTime;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::emulator::{
+    bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
+    Refusal, Reply,
+};
+use super::{DEV_PASSWORD, DEV_USERNAME};
+use crate::targets::Payload;
+
+/// The Admin API versions this emulated controller accepts.
+pub const MIN_VERSION: u32 = 18;
+pub const MAX_VERSION: u32 = 22;
+
+const ACCEPT_PREFIX: &str = "application/vnd.appgate.peer-v";
+const WRITE_ONLY: &[&str] = &["password"];
+const STRINGS: &[&str] = &[
+    "name",
+    "firstName",
+    "lastName",
+    "password",
+    "email",
+    "phone",
+    "notes",
+];
+const JSON_ERROR: &str = "JSON error. Check the JSON format.";
+
+pub(crate) fn flavor() -> Flavor {
+    Flavor {
+        base_path: "/admin",
+        error_body,
+        seed,
+        routes,
+    }
+}
+
+fn error_body(status: StatusCode, message: &str, _path: &str, _at: SystemTime) -> Value {
+    let id = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    json!({"id": id, "message": message})
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin")
+            .route("/login", web::post().to(login))
+            .route("/local-users", web::get().to(search))
+            .route("/local-users", web::post().to(create))
+            .route("/local-users/{id}", web::get().to(read))
+            .route("/local-users/{id}", web::put().to(replace))
+            .route("/local-users/{id}", web::delete().to(delete)),
+    );
+}
+
+/// Every call, the login included, must name a supported version.
+fn check_accept(req: &HttpRequest) -> Result<(), Refusal> {
+    let version = header(req, "accept")
+        .and_then(|accept| accept.strip_prefix(ACCEPT_PREFIX))
+        .and_then(|rest| rest.strip_suffix("+json"))
+        .and_then(|version| version.parse::<u32>().ok());
+    match version {
+        Some(version) if (MIN_VERSION..=MAX_VERSION).contains(&version) => Ok(()),
+        _ => Err(Refusal {
+            status: StatusCode::NOT_ACCEPTABLE,
+            body: json!({
+                "id": "not acceptable",
+                "message": "Invalid 'Accept' header.",
+                "minSupportedVersion": MIN_VERSION,
+                "maxSupportedVersion": MAX_VERSION,
+            }),
+        }),
+    }
+}
+
+fn authorize(state: &EmulatorState, req: &HttpRequest) -> Result<(), Refusal> {
+    check_accept(req)?;
+    match bearer(req) {
+        Some(token) if state.token_valid(token) => Ok(()),
+        _ => Err(state.refuse(StatusCode::UNAUTHORIZED, "Token error. Login again.", req)),
+    }
+}
+
+async fn login(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
+    check_accept(&req)?;
+    let body = json_object(&state, &req, &body, JSON_ERROR)?;
+    let text = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or_default();
+    if uuid::Uuid::parse_str(text("deviceId")).is_err() {
+        return Err(state.refuse(StatusCode::BAD_REQUEST, "deviceId must be a UUID.", &req));
+    }
+    if text("providerName") != "local"
+        || text("username") != DEV_USERNAME
+        || text("password") != DEV_PASSWORD
+    {
+        return Err(state.refuse(
+            StatusCode::UNAUTHORIZED,
+            "Invalid username or password.",
+            &req,
+        ));
+    }
+    let ([token], expires_at) = state.issue_tokens();
+    Ok(HttpResponse::Ok().json(json!({
+        "token": token,
+        "expires": timestamp(expires_at),
+        "user": {"name": DEV_USERNAME, "needTwoFactorAuth": false},
+    })))
+}
+
+/// The per-field problems Appgate reports in a 422.
+fn validate(user: &Payload, creating: bool) -> Vec<Value> {
+    let mut errors = Vec::new();
+    let mut required = vec!["name", "firstName", "lastName"];
+    if creating {
+        required.push("password");
+    }
+    for field in required {
+        if user.get(field).is_none_or(Value::is_null) {
+            errors.push(json!({"field": field, "message": "may not be null"}));
+        }
+    }
+    for field in STRINGS {
+        match user.get(*field) {
+            Some(Value::String(text)) if text.is_empty() => {
+                errors.push(json!({"field": field, "message": "may not be empty"}));
+            }
+            None | Some(Value::Null) | Some(Value::String(_)) => {}
+            Some(_) => errors.push(json!({"field": field, "message": "must be a string"})),
+        }
+    }
+    let tags_ok = match user.get("tags") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(tags)) => tags
+            .iter()
+            .all(|tag| tag.as_str().is_some_and(|t| !t.is_empty())),
+        Some(_) => false,
+    };
+    if !tags_ok {
+        errors.push(json!({"field": "tags", "message": "must be an array of non-empty strings"}));
+    }
+    if user
+        .get("disabled")
+        .is_some_and(|value| !value.is_boolean() && !value.is_null())
+    {
+        errors.push(json!({"field": "disabled", "message": "must be a boolean"}));
+    }
+    errors
+}
+
+/// Validates a create or PUT body and keeps only what Appgate stores from it.
+fn accept_user(
+    state: &EmulatorState,
+    req: &HttpRequest,
+    body: &[u8],
+    creating: bool,
+) -> Result<Payload, Refusal> {
+    let user = json_object(state, req, body, JSON_ERROR)?;
+    let errors = validate(&user, creating);
+    if !errors.is_empty() {
+        return Err(Refusal {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({
+                "id": "unprocessable entity",
+                "message": "Request validation error. Check \"errors\" array for details.",
+                "errors": errors,
+            }),
+        });
+    }
+    let mut stored: Payload = [
+        "name",
+        "firstName",
+        "lastName",
+        "password",
+        "email",
+        "phone",
+        "notes",
+        "tags",
+        "disabled",
+    ]
+    .iter()
+    .filter_map(|field| {
+        let value = user.get(*field).filter(|value| !value.is_null())?;
+        Some(((*field).to_owned(), value.clone()))
+    })
+    .collect();
+    stored.entry("tags").or_insert_with(|| json!([]));
+    stored.entry("disabled").or_insert(Value::Bool(false));
+    Ok(stored)
+}
+
+fn name_of(user: &Payload) -> &str {
+    user.get("name").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Gives a new user the fields the controller assigns, stores it, and returns it as the API
+/// shows it.
+fn store_new(
+    accounts: &mut Accounts,
+    mut user: Payload,
+    now: SystemTime,
+    counts: Counts,
+) -> Payload {
+    let id = uuid::Uuid::new_v4().to_string();
+    user.insert("id".to_owned(), json!(id));
+    user.insert("created".to_owned(), json!(timestamp(now)));
+    user.insert("updated".to_owned(), json!(timestamp(now)));
+    user.insert("failedLoginAttempts".to_owned(), json!(0));
+    accounts.insert(&id, user, WRITE_ONLY, counts);
+    accounts
+        .get(&id)
+        .map(|record| record.fields.clone())
+        .unwrap_or_default()
+}
+
+fn seed(accounts: &mut Accounts, user: Payload, now: SystemTime) -> String {
+    let shown = store_new(accounts, user, now, Counts::default());
+    shown
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    query: String,
+    range: Option<String>,
+}
+
+async fn search(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    params: web::Query<SearchQuery>,
+) -> Reply {
+    authorize(&state, &req)?;
+    let (start, end) = match params.range.as_deref().map(|range| range.split_once('-')) {
+        None => (0, usize::MAX),
+        Some(Some((start, end))) => match (start.parse::<usize>(), end.parse::<usize>()) {
+            (Ok(start), Ok(end)) if start <= end => (start, end),
+            _ => return Err(state.refuse(StatusCode::BAD_REQUEST, "Invalid range.", &req)),
+        },
+        Some(None) => return Err(state.refuse(StatusCode::BAD_REQUEST, "Invalid range.", &req)),
+    };
+    let needle = params.query.to_lowercase();
+    let mut matches: Vec<Payload> = state.with_accounts(|accounts| {
+        accounts
+            .live()
+            .filter(|record| {
+                ["name", "firstName", "lastName", "email"]
+                    .iter()
+                    .any(|field| {
+                        record
+                            .fields
+                            .get(*field)
+                            .and_then(Value::as_str)
+                            .is_some_and(|text| text.to_lowercase().contains(&needle))
+                    })
+            })
+            .map(|record| record.fields.clone())
+            .collect()
+    });
+    matches.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    let total = matches.len();
+    let page: Vec<Payload> = matches
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "data": page,
+        "range": format!("{start}-{}/{total}", start + page.len()),
+        "orderBy": "name",
+        "descending": false,
+        "queries": [params.query],
+        "totalCount": total,
+    })))
+}
+
+async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
+    authorize(&state, &req)?;
+    let user = accept_user(&state, &req, &body, true)?;
+    let now = state.now();
+    let created = state.with_accounts(|accounts| {
+        if accounts.taken("name", name_of(&user), None) {
+            return None;
+        }
+        let counts = Counts {
+            creates: 1,
+            ..Counts::default()
+        };
+        Some(store_new(accounts, user, now, counts))
+    });
+    match created {
+        // Appgate answers a create with 200, not 201.
+        Some(user) => Ok(HttpResponse::Ok().json(user)),
+        None => Err(state.refuse(
+            StatusCode::CONFLICT,
+            "A Local User with the same name already exists.",
+            &req,
+        )),
+    }
+}
+
+fn not_found(state: &EmulatorState, req: &HttpRequest) -> Refusal {
+    state.refuse(
+        StatusCode::NOT_FOUND,
+        "The requested resource can not be found.",
+        req,
+    )
+}
+
+async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+    authorize(&state, &req)?;
+    let user =
+        state.with_accounts(|accounts| accounts.get(&id).map(|record| record.fields.clone()));
+    user.map(|user| HttpResponse::Ok().json(user))
+        .ok_or_else(|| not_found(&state, &req))
+}
+
+/// PUT replaces the whole user: fields left out are cleared, except the password, which is
+/// kept when omitted.
+async fn replace(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Reply {
+    authorize(&state, &req)?;
+    let user = accept_user(&state, &req, &body, false)?;
+    let now = state.now();
+    let outcome = state.with_accounts(|accounts| {
+        if accounts.get(&id).is_none() {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        if accounts.taken("name", name_of(&user), Some(&id)) {
+            return Err(StatusCode::CONFLICT);
+        }
+        let record = accounts.get_mut(&id).ok_or(StatusCode::NOT_FOUND)?;
+        let (mut fields, secrets) = split_secrets(user, WRITE_ONLY);
+        for kept in ["id", "created", "failedLoginAttempts", "lockStart"] {
+            if let Some(value) = record.fields.get(kept) {
+                fields.insert(kept.to_owned(), value.clone());
+            }
+        }
+        fields.insert("updated".to_owned(), json!(timestamp(now)));
+        record.fields = fields;
+        record.secrets.extend(secrets);
+        record.counts.updates += 1;
+        Ok(record.fields.clone())
+    });
+    match outcome {
+        Ok(user) => Ok(HttpResponse::Ok().json(user)),
+        Err(StatusCode::CONFLICT) => Err(state.refuse(
+            StatusCode::CONFLICT,
+            "A Local User with the same name already exists.",
+            &req,
+        )),
+        Err(_) => Err(not_found(&state, &req)),
+    }
+}
+
+async fn delete(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+    authorize(&state, &req)?;
+    if state.with_accounts(|accounts| accounts.delete(&id)) {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found(&state, &req))
+    }
+}

@@ -1,0 +1,375 @@
+//! Emulator of Kibo Commerce admin-user accounts: OAuth client-credentials tokens, the
+//! `x-vol-tenant`/`x-vol-site` context headers, email, names and password required on
+//! create and on PUT, 409 on a duplicate email or user name, Kibo's error body.
+
+use std::time::SystemTime;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::emulator::{
+    bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
+    Refusal, Reply,
+};
+use super::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_KIBO_SITE, DEV_KIBO_TENANT};
+use crate::targets::Payload;
+
+const WRITE_ONLY: &[&str] = &["password"];
+const REQUIRED: &[&str] = &["emailAddress", "firstName", "lastName", "password"];
+const STRINGS: &[&str] = &[
+    "emailAddress",
+    "userName",
+    "phoneNumber",
+    "externalId",
+    "localeCode",
+    "firstName",
+    "lastName",
+    "password",
+    "identityProviderId",
+];
+const BOOLEANS: &[&str] = &["optInToEmail", "optInToTextMessage", "isActive"];
+const MAX_PAGE_SIZE: usize = 200;
+
+pub(crate) fn flavor() -> Flavor {
+    Flavor {
+        base_path: "/api",
+        error_body,
+        seed,
+        routes,
+    }
+}
+
+fn error_body(status: StatusCode, message: &str, _path: &str, _at: SystemTime) -> Value {
+    let code = match status {
+        StatusCode::BAD_REQUEST => "MISSING_OR_INVALID_PARAMETER",
+        StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+        StatusCode::FORBIDDEN => "FORBIDDEN",
+        StatusCode::NOT_FOUND => "ITEM_NOT_FOUND",
+        StatusCode::CONFLICT => "ITEM_ALREADY_EXISTS",
+        StatusCode::TOO_MANY_REQUESTS => "TOO_MANY_REQUESTS",
+        StatusCode::SERVICE_UNAVAILABLE => "SERVICE_UNAVAILABLE",
+        _ => "UNEXPECTED_ERROR",
+    };
+    json!({
+        "message": message,
+        "errorCode": code,
+        "applicationName": "AdminUser",
+        "additionalErrorData": [],
+        "items": [],
+    })
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .route(
+                "/platform/applications/authtickets/oauth",
+                web::post().to(token),
+            )
+            .route("/platform/adminuser/accounts", web::get().to(list))
+            .route("/platform/adminuser/accounts", web::post().to(create))
+            .route("/platform/adminuser/accounts/{id}", web::get().to(read))
+            .route("/platform/adminuser/accounts/{id}", web::put().to(replace))
+            .route(
+                "/platform/adminuser/accounts/{id}",
+                web::delete().to(delete),
+            ),
+    );
+}
+
+/// A valid token, and the tenant and site the application was installed for.
+fn authorize(state: &EmulatorState, req: &HttpRequest) -> Result<(), Refusal> {
+    if !bearer(req).is_some_and(|token| state.token_valid(token)) {
+        return Err(state.refuse(
+            StatusCode::UNAUTHORIZED,
+            "Invalid or expired access token",
+            req,
+        ));
+    }
+    for (name, expected) in [
+        ("x-vol-tenant", DEV_KIBO_TENANT),
+        ("x-vol-site", DEV_KIBO_SITE),
+    ] {
+        match header(req, name) {
+            None => {
+                let message = format!("Missing or invalid parameter: {name} header is required");
+                return Err(state.refuse(StatusCode::BAD_REQUEST, &message, req));
+            }
+            Some(value) if value != expected => {
+                let message = format!("The application is not installed for {name} {value}");
+                return Err(state.refuse(StatusCode::FORBIDDEN, &message, req));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn token(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
+    let body = json_object(&state, &req, &body, "Missing or invalid parameter: body")?;
+    let text = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or_default();
+    if text("grant_type") != "client_credentials" {
+        return Err(state.refuse(
+            StatusCode::BAD_REQUEST,
+            "Missing or invalid parameter: grant_type",
+            &req,
+        ));
+    }
+    if text("client_id") != DEV_CLIENT_ID || text("client_secret") != DEV_CLIENT_SECRET {
+        return Err(state.refuse(
+            StatusCode::UNAUTHORIZED,
+            "Invalid application credentials",
+            &req,
+        ));
+    }
+    let ([access], _) = state.issue_tokens();
+    Ok(HttpResponse::Ok().json(json!({
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": state.token_ttl_secs(),
+    })))
+}
+
+/// The first rule a create or PUT body breaks.
+fn violation(account: &Payload) -> Option<String> {
+    let text = |field: &str| {
+        account
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    if let Some(field) = REQUIRED.iter().find(|field| text(field).is_empty()) {
+        return Some(format!("Missing or invalid parameter: {field} is required"));
+    }
+    let present = |field: &str| account.get(field).filter(|value| !value.is_null());
+    if let Some(field) = STRINGS
+        .iter()
+        .find(|f| present(f).is_some_and(|v| !v.is_string()))
+    {
+        return Some(format!(
+            "Missing or invalid parameter: {field} must be a string"
+        ));
+    }
+    if let Some(field) = BOOLEANS
+        .iter()
+        .find(|f| present(f).is_some_and(|v| !v.is_boolean()))
+    {
+        return Some(format!(
+            "Missing or invalid parameter: {field} must be a boolean"
+        ));
+    }
+    if !text("emailAddress").contains('@') {
+        return Some("Missing or invalid parameter: emailAddress is not an email address".into());
+    }
+    None
+}
+
+/// The fields a body sets, as Kibo keeps them (nulls dropped, password apart).
+fn accept_account(
+    state: &EmulatorState,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Payload, Refusal> {
+    let account = json_object(state, req, body, "Missing or invalid parameter: body")?;
+    if let Some(message) = violation(&account) {
+        return Err(state.refuse(StatusCode::BAD_REQUEST, &message, req));
+    }
+    Ok(account
+        .into_iter()
+        .filter(|(field, value)| {
+            !value.is_null()
+                && (STRINGS.contains(&field.as_str()) || BOOLEANS.contains(&field.as_str()))
+        })
+        .collect())
+}
+
+/// The duplicate this account would make, if any.
+fn conflict(accounts: &Accounts, account: &Payload, except: Option<&str>) -> Option<&'static str> {
+    let held = |field: &str| {
+        account
+            .get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|value| accounts.taken(field, value, except))
+    };
+    if held("emailAddress") {
+        Some("An admin user with this email address already exists")
+    } else if held("userName") {
+        Some("An admin user with this user name already exists")
+    } else {
+        None
+    }
+}
+
+fn store_new(
+    accounts: &mut Accounts,
+    mut account: Payload,
+    now: SystemTime,
+    counts: Counts,
+) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    account.insert("id".to_owned(), json!(id));
+    account.entry("isActive").or_insert(Value::Bool(true));
+    account.insert(
+        "systemData".to_owned(),
+        json!({
+            "isPasswordChangeRequired": false,
+            "isLocked": false,
+            "failedLoginAttemptCount": 0,
+            "remainingLoginAttempts": 6,
+            "createdOn": timestamp(now),
+            "updatedOn": timestamp(now),
+        }),
+    );
+    account.insert("roles".to_owned(), json!([]));
+    accounts.insert(&id, account, WRITE_ONLY, counts);
+    id
+}
+
+fn seed(accounts: &mut Accounts, account: Payload, now: SystemTime) -> String {
+    store_new(accounts, account, now, Counts::default())
+}
+
+fn not_found(state: &EmulatorState, req: &HttpRequest) -> Refusal {
+    state.refuse(StatusCode::NOT_FOUND, "Admin user not found", req)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    email_address: Option<String>,
+    #[serde(default)]
+    start_index: usize,
+    page_size: Option<usize>,
+    filter: Option<String>,
+}
+
+async fn list(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    params: web::Query<ListQuery>,
+) -> Reply {
+    authorize(&state, &req)?;
+    if params
+        .filter
+        .as_deref()
+        .is_some_and(|filter| !filter.is_empty())
+    {
+        return Err(state.refuse(
+            StatusCode::BAD_REQUEST,
+            "Missing or invalid parameter: filter (the sandbox filters by emailAddress only)",
+            &req,
+        ));
+    }
+    let page_size = params.page_size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
+    let matches: Vec<Payload> = state.with_accounts(|accounts| {
+        accounts
+            .live()
+            .filter(|record| match &params.email_address {
+                Some(email) => record
+                    .fields
+                    .get("emailAddress")
+                    .and_then(Value::as_str)
+                    .is_some_and(|held| held.eq_ignore_ascii_case(email)),
+                None => true,
+            })
+            .map(|record| record.fields.clone())
+            .collect()
+    });
+    let total = matches.len();
+    let items: Vec<Payload> = matches
+        .into_iter()
+        .skip(params.start_index)
+        .take(page_size)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "startIndex": params.start_index,
+        "pageSize": page_size,
+        "pageCount": total.div_ceil(page_size),
+        "totalCount": total,
+        "items": items,
+    })))
+}
+
+async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
+    authorize(&state, &req)?;
+    let account = accept_account(&state, &req, &body)?;
+    let now = state.now();
+    let created = state.with_accounts(|accounts| {
+        if let Some(message) = conflict(accounts, &account, None) {
+            return Err(message);
+        }
+        let counts = Counts {
+            creates: 1,
+            ..Counts::default()
+        };
+        let id = store_new(accounts, account, now, counts);
+        Ok(accounts
+            .get(&id)
+            .map(|record| record.fields.clone())
+            .unwrap_or_default())
+    });
+    match created {
+        Ok(account) => Ok(HttpResponse::Ok().json(account)),
+        Err(message) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
+    }
+}
+
+async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+    authorize(&state, &req)?;
+    let account =
+        state.with_accounts(|accounts| accounts.get(&id).map(|record| record.fields.clone()));
+    account
+        .map(|account| HttpResponse::Ok().json(account))
+        .ok_or_else(|| not_found(&state, &req))
+}
+
+/// PUT replaces the account's fields; what Kibo assigns (id, system data, roles) stays, and
+/// `isActive` stays as it was when left out.
+async fn replace(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Reply {
+    authorize(&state, &req)?;
+    let account = accept_account(&state, &req, &body)?;
+    let now = state.now();
+    let outcome = state.with_accounts(|accounts| {
+        if accounts.get(&id).is_none() {
+            return Err(None);
+        }
+        if let Some(message) = conflict(accounts, &account, Some(&id)) {
+            return Err(Some(message));
+        }
+        let record = accounts.get_mut(&id).ok_or(None)?;
+        let (mut fields, secrets) = split_secrets(account, WRITE_ONLY);
+        for kept in ["id", "systemData", "roles", "isActive"] {
+            if let (false, Some(value)) = (fields.contains_key(kept), record.fields.get(kept)) {
+                fields.insert(kept.to_owned(), value.clone());
+            }
+        }
+        if let Some(system) = fields.get_mut("systemData").and_then(Value::as_object_mut) {
+            system.insert("updatedOn".to_owned(), json!(timestamp(now)));
+        }
+        record.fields = fields;
+        record.secrets = secrets;
+        record.counts.updates += 1;
+        Ok(record.fields.clone())
+    });
+    match outcome {
+        Ok(account) => Ok(HttpResponse::Ok().json(account)),
+        Err(Some(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
+        Err(None) => Err(not_found(&state, &req)),
+    }
+}
+
+async fn delete(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+    authorize(&state, &req)?;
+    if state.with_accounts(|accounts| accounts.delete(&id)) {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found(&state, &req))
+    }
+}

@@ -1,0 +1,332 @@
+//! Emulator of the VikingCloud user-service: a login issuing an access and an id token
+//! (checked in `x-jwt-assertion` and `Authorization: Bearer`), users named by `userKey`,
+//! update by `POST /user-service/v1/user`, the phone/country-code rule, Spring-style errors.
+//! Paths the public docs leave open follow the adapter's defaults.
+
+use std::time::SystemTime;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::emulator::{
+    bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
+    Refusal, Reply,
+};
+use super::{DEV_PASSWORD, DEV_USERNAME};
+use crate::targets::Payload;
+
+const WRITE_ONLY: &[&str] = &["password", "mfaSecret", "sharedSecret"];
+const STRINGS: &[&str] = &[
+    "password",
+    "orgId",
+    "email",
+    "notes",
+    "firstName",
+    "lastName",
+    "primaryPhone",
+    "primaryPhoneCountryCode",
+    "primaryPhoneExtension",
+    "timeZone",
+    "locale",
+    "mfaSecret",
+    "sharedSecret",
+];
+const BOOLEANS: &[&str] = &[
+    "enabled",
+    "locked",
+    "forcePasswordChange",
+    "expired",
+    "credentialsExpired",
+    "usingMfa",
+    "isSsoUser",
+];
+const LISTS: &[&str] = &["roles", "privileges"];
+const MALFORMED: &str = "Malformed JSON request";
+
+pub(crate) fn flavor() -> Flavor {
+    Flavor {
+        base_path: "",
+        error_body,
+        seed,
+        routes,
+    }
+}
+
+/// Spring Boot's error body.
+fn error_body(status: StatusCode, message: &str, path: &str, at: SystemTime) -> Value {
+    json!({
+        "message": message,
+        "status": status.as_u16(),
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "timestamp": timestamp(at),
+        "path": path,
+    })
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/user-service/v1/login", web::post().to(login))
+        .route(
+            "/user-service/internal/user/{authenticator}/{username}",
+            web::get().to(lookup),
+        )
+        .route("/user-service/v1/user", web::post().to(update))
+        .route("/user-service/v1/user/create", web::post().to(create))
+        .route(
+            "/user-service/v1/user/{authenticator}/{username}",
+            web::delete().to(delete),
+        );
+}
+
+fn authorize(state: &EmulatorState, req: &HttpRequest) -> Result<(), Refusal> {
+    let access = header(req, "x-jwt-assertion").is_some_and(|token| state.token_valid(token));
+    let id = bearer(req).is_some_and(|token| state.token_valid(token));
+    if access && id {
+        Ok(())
+    } else {
+        Err(state.refuse(StatusCode::UNAUTHORIZED, "Unauthorized", req))
+    }
+}
+
+async fn login(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
+    let body = json_object(&state, &req, &body, MALFORMED)?;
+    let text = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or_default();
+    if text("username") != DEV_USERNAME || text("password") != DEV_PASSWORD {
+        return Err(state.refuse(StatusCode::UNAUTHORIZED, "Bad credentials", &req));
+    }
+    let ([access, id], _) = state.issue_tokens();
+    Ok(HttpResponse::Ok().json(json!({
+        "access_token": access,
+        "id_token": id,
+        "token_type": "Bearer",
+        "expires_in": state.token_ttl_secs(),
+    })))
+}
+
+fn user_key(user: &Payload) -> Option<(&str, &str)> {
+    let key = user.get("userKey")?.as_object()?;
+    let part = |name| {
+        key.get(name)
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+    };
+    Some((part("authenticator")?, part("username")?))
+}
+
+/// The first rule a body breaks, worded as the service words it.
+fn violation(user: &Payload) -> Option<String> {
+    let Some(key) = user.get("userKey").and_then(Value::as_object) else {
+        return Some("Field \"userKey\" cannot be null".to_owned());
+    };
+    for part in ["username", "authenticator"] {
+        if key
+            .get(part)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Some(format!("Field \"userKey.{part}\" cannot be null"));
+        }
+    }
+    let present = |field: &str| user.get(field).filter(|value| !value.is_null());
+    if let Some(field) = STRINGS
+        .iter()
+        .find(|field| present(field).is_some_and(|v| !v.is_string()))
+    {
+        return Some(format!("Field \"{field}\" must be a string"));
+    }
+    if let Some(field) = BOOLEANS
+        .iter()
+        .find(|field| present(field).is_some_and(|v| !v.is_boolean()))
+    {
+        return Some(format!("Field \"{field}\" must be a boolean"));
+    }
+    for field in LISTS {
+        match present(field) {
+            None => {}
+            Some(Value::Array(items)) => {
+                let unique = items
+                    .iter()
+                    .enumerate()
+                    .all(|(i, item)| !items[..i].contains(item));
+                if !unique {
+                    return Some(format!("Field \"{field}\" must hold unique items"));
+                }
+            }
+            Some(_) => return Some(format!("Field \"{field}\" must be an array")),
+        }
+    }
+    let filled = |field: &str| {
+        present(field)
+            .and_then(Value::as_str)
+            .is_some_and(|text| !text.is_empty())
+    };
+    if filled("primaryPhone") && !filled("primaryPhoneCountryCode") {
+        return Some("primaryPhoneCountryCode is mandatory when primaryPhone is sent".to_owned());
+    }
+    None
+}
+
+fn accept_user(state: &EmulatorState, req: &HttpRequest, body: &[u8]) -> Result<Payload, Refusal> {
+    let user = json_object(state, req, body, MALFORMED)?;
+    match violation(&user) {
+        Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
+        None => Ok(user),
+    }
+}
+
+/// The known fields of a body, as the service keeps them.
+fn known_fields(user: Payload) -> Payload {
+    user.into_iter()
+        .filter(|(field, _)| {
+            field == "userKey"
+                || STRINGS.contains(&field.as_str())
+                || BOOLEANS.contains(&field.as_str())
+                || LISTS.contains(&field.as_str())
+        })
+        .collect()
+}
+
+fn find_id(accounts: &Accounts, authenticator: &str, username: &str) -> Option<String> {
+    accounts
+        .live()
+        .find(|record| {
+            user_key(&record.fields).is_some_and(|(held_authenticator, held_username)| {
+                held_authenticator == authenticator && held_username.eq_ignore_ascii_case(username)
+            })
+        })
+        .map(|record| record.id.clone())
+}
+
+fn store_new(accounts: &mut Accounts, user: Payload, now: SystemTime, counts: Counts) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut fields: Payload = known_fields(user)
+        .into_iter()
+        .filter(|(_, value)| !value.is_null())
+        .collect();
+    fields.insert("id".to_owned(), json!(id));
+    fields.insert("createdInstant".to_owned(), json!(timestamp(now)));
+    fields.insert("lastUpdatedInstant".to_owned(), json!(timestamp(now)));
+    fields.entry("enabled").or_insert(Value::Bool(true));
+    for list in LISTS {
+        fields.entry(*list).or_insert_with(|| json!([]));
+    }
+    accounts.insert(&id, fields, WRITE_ONLY, counts);
+    id
+}
+
+fn seed(accounts: &mut Accounts, user: Payload, now: SystemTime) -> String {
+    store_new(accounts, user, now, Counts::default())
+}
+
+fn shown(accounts: &Accounts, id: &str) -> Payload {
+    accounts
+        .get(id)
+        .map(|record| record.fields.clone())
+        .unwrap_or_default()
+}
+
+fn email_taken(accounts: &Accounts, user: &Payload, except: Option<&str>) -> bool {
+    user.get("email")
+        .and_then(Value::as_str)
+        .is_some_and(|email| !email.is_empty() && accounts.taken("email", email, except))
+}
+
+async fn lookup(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    key: web::Path<(String, String)>,
+) -> Reply {
+    authorize(&state, &req)?;
+    let (authenticator, username) = key.into_inner();
+    let user = state.with_accounts(|accounts| {
+        find_id(accounts, &authenticator, &username).map(|id| shown(accounts, &id))
+    });
+    user.map(|user| HttpResponse::Ok().json(user))
+        .ok_or_else(|| state.refuse(StatusCode::NOT_FOUND, "User not found", &req))
+}
+
+async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
+    authorize(&state, &req)?;
+    let user = accept_user(&state, &req, &body)?;
+    let now = state.now();
+    let created = state.with_accounts(|accounts| {
+        let (authenticator, username) = user_key(&user).unwrap_or_default();
+        if find_id(accounts, authenticator, username).is_some() {
+            return Err("User already exists");
+        }
+        if email_taken(accounts, &user, None) {
+            return Err("Email already in use");
+        }
+        let id = store_new(
+            accounts,
+            user,
+            now,
+            Counts {
+                creates: 1,
+                ..Counts::default()
+            },
+        );
+        Ok(shown(accounts, &id))
+    });
+    match created {
+        Ok(user) => Ok(HttpResponse::Created().json(user)),
+        Err(message) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
+    }
+}
+
+/// Updates the user the body's `userKey` names with the fields sent; a field sent as null
+/// is cleared.
+async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
+    authorize(&state, &req)?;
+    let user = accept_user(&state, &req, &body)?;
+    let now = state.now();
+    let outcome = state.with_accounts(|accounts| {
+        let (authenticator, username) = user_key(&user).unwrap_or_default();
+        let id = find_id(accounts, authenticator, username).ok_or(StatusCode::NOT_FOUND)?;
+        if email_taken(accounts, &user, Some(&id)) {
+            return Err(StatusCode::CONFLICT);
+        }
+        let record = accounts.get_mut(&id).ok_or(StatusCode::NOT_FOUND)?;
+        let (fields, secrets) = split_secrets(known_fields(user), WRITE_ONLY);
+        for (field, value) in fields {
+            if field == "userKey" {
+                continue;
+            }
+            if value.is_null() {
+                record.fields.remove(&field);
+            } else {
+                record.fields.insert(field, value);
+            }
+        }
+        record
+            .fields
+            .insert("lastUpdatedInstant".to_owned(), json!(timestamp(now)));
+        record.secrets.extend(secrets);
+        record.counts.updates += 1;
+        Ok(record.fields.clone())
+    });
+    match outcome {
+        Ok(user) => Ok(HttpResponse::Ok().json(user)),
+        Err(StatusCode::CONFLICT) => {
+            Err(state.refuse(StatusCode::CONFLICT, "Email already in use", &req))
+        }
+        Err(_) => Err(state.refuse(StatusCode::NOT_FOUND, "User not found", &req)),
+    }
+}
+
+async fn delete(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    key: web::Path<(String, String)>,
+) -> Reply {
+    authorize(&state, &req)?;
+    let (authenticator, username) = key.into_inner();
+    let deleted = state.with_accounts(|accounts| {
+        find_id(accounts, &authenticator, &username).is_some_and(|id| accounts.delete(&id))
+    });
+    if deleted {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(state.refuse(StatusCode::NOT_FOUND, "User not found", &req))
+    }
+}

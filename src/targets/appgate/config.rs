@@ -1,0 +1,34 @@
+//! Settings of the Appgate SDP adapter: the keys of a `kind = "appgate"` target table.
+
+use serde::Deserialize;
+
+use crate::targets::config::SecretSource;
+
+/// The Admin API version sent in `Accept: application/vnd.appgate.peer-v<N>+json`.
+/// Controllers accept a window of versions (v16 to v23 exist); 20 sits inside the windows of
+/// current releases.
+pub const DEFAULT_API_VERSION: u32 = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppgateConfig {
+    /// The admin the bridge logs in as.
+    pub username: String,
+    pub password: SecretSource,
+    /// The identity provider of that admin.
+    #[serde(default = "default_provider_name")]
+    pub provider_name: String,
+    /// The uuid the bridge presents as its device at login; a fresh one per start when absent.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    #[serde(default = "default_api_version")]
+    pub api_version: u32,
+}
+
+fn default_provider_name() -> String {
+    "local".to_owned()
+}
+
+fn default_api_version() -> u32 {
+    DEFAULT_API_VERSION
+}

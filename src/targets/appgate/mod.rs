@@ -1,0 +1,119 @@
+//! Appgate SDP local users: the adapter the fan-out worker drives for `kind = "appgate"`.
+//! Accounts are matched by exact `name`; a PUT replaces the whole user.
+
+pub mod client;
+pub mod config;
+pub mod payload;
+
+use reqwest::header::HeaderValue;
+use serde_json::Value;
+
+use self::client::{AppgateAuth, AppgateClient};
+pub use self::config::AppgateConfig;
+use crate::targets::config::{Built, TargetConfigError};
+use crate::targets::http::{endpoint, found, Session};
+use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
+
+/// Users fetched per page while looking for an exact name among substring matches.
+const PAGE_SIZE: usize = 50;
+
+pub struct AppgateTarget {
+    name: String,
+    schema: TargetSchema,
+    client: AppgateClient,
+}
+
+impl AppgateTarget {
+    pub(crate) fn build(built: Built, cfg: &AppgateConfig) -> Result<Self, TargetConfigError> {
+        let key = |field: &str| format!("targets.{}.{field}", built.name);
+        let password = cfg.password.resolve(&key("password"))?;
+        let device_id = match &cfg.device_id {
+            Some(id) => uuid::Uuid::parse_str(id)
+                .map_err(|err| TargetConfigError::invalid(key("device_id"), err.to_string()))?,
+            None => uuid::Uuid::new_v4(),
+        };
+        let accept = HeaderValue::try_from(format!(
+            "application/vnd.appgate.peer-v{}+json",
+            cfg.api_version
+        ))
+        .map_err(|err| TargetConfigError::invalid(key("api_version"), err.to_string()))?;
+        let auth = AppgateAuth {
+            login_url: endpoint(&built.base_url, &["login"]),
+            accept,
+            provider_name: cfg.provider_name.clone(),
+            device_id: device_id.to_string(),
+            username: cfg.username.clone(),
+            password,
+        };
+        Ok(Self {
+            client: AppgateClient {
+                users: endpoint(&built.base_url, &["local-users"]),
+                session: Session::new(built.transport, auth),
+            },
+            name: built.name,
+            schema: payload::schema(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for AppgateTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn schema(&self) -> &TargetSchema {
+        &self.schema
+    }
+
+    /// `query` matches substrings of several fields, so pages are searched for the exact name.
+    async fn find(&self, payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
+        let name = required_str(payload, payload::NAME)?;
+        let mut start = 0;
+        loop {
+            let page = self.client.search(name, start, PAGE_SIZE).await?;
+            let exact = page
+                .data
+                .iter()
+                .find(|user| user.get(payload::NAME).and_then(Value::as_str) == Some(name));
+            if let Some(user) = exact {
+                return RemoteAccount::from_object(user.clone(), "id").map(Some);
+            }
+            start += page.data.len();
+            if page.data.is_empty() || start >= page.total_count {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
+        let user = self
+            .client
+            .create(&payload::shape(&self.schema, payload))
+            .await?;
+        RemoteAccount::from_object(user, "id")
+    }
+
+    async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
+        let user = self
+            .client
+            .replace(id, &payload::shape(&self.schema, payload))
+            .await?;
+        RemoteAccount::from_object(user, "id")
+    }
+
+    async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
+        self.update(id, &payload::disabled(payload)).await
+    }
+
+    /// An account that is already gone counts as deleted.
+    async fn delete(&self, id: &str) -> TargetResult<()> {
+        found(self.client.delete(id).await).map(drop)
+    }
+
+    async fn read(&self, id: &str) -> TargetResult<Option<RemoteAccount>> {
+        found(self.client.get(id).await)?
+            .map(|user| RemoteAccount::from_object(user, "id"))
+            .transpose()
+    }
+}

@@ -1,0 +1,131 @@
+//! Appgate local users as a mapping sees them: the field schema, and the shaping a payload
+//! gets before it is sent (Appgate refuses empty strings, and a PUT replaces everything).
+
+use serde_json::Value;
+
+use crate::targets::{FieldKind, FieldSpec, Payload, TargetSchema};
+
+/// The field that names a local user; unique per controller, so it is the natural key.
+pub const NAME: &str = "name";
+
+pub fn schema() -> TargetSchema {
+    let field = |name, kind| FieldSpec {
+        name,
+        kind,
+        required_on_create: false,
+        required_on_update: false,
+        max_len: None,
+        allowed: &[],
+        write_only: false,
+        read_only: false,
+    };
+    let required = |name| FieldSpec {
+        required_on_create: true,
+        required_on_update: true,
+        ..field(name, FieldKind::String)
+    };
+    let read_only = |name, kind| FieldSpec {
+        read_only: true,
+        ..field(name, kind)
+    };
+    TargetSchema {
+        fields: vec![
+            required(NAME),
+            required("firstName"),
+            required("lastName"),
+            FieldSpec {
+                // Omitted on update, the old password stays.
+                required_on_create: true,
+                write_only: true,
+                ..field("password", FieldKind::String)
+            },
+            field("email", FieldKind::String),
+            field("phone", FieldKind::String),
+            field("notes", FieldKind::String),
+            field("tags", FieldKind::StringArray),
+            field("disabled", FieldKind::Boolean),
+            read_only("id", FieldKind::String),
+            read_only("created", FieldKind::String),
+            read_only("updated", FieldKind::String),
+            read_only("failedLoginAttempts", FieldKind::Integer),
+            read_only("lockStart", FieldKind::String),
+        ],
+        natural_key: &[NAME],
+    }
+}
+
+/// The body of a create or a PUT. Appgate answers 422 to an empty string and reads an absent
+/// field as "clear it" on PUT, so empty strings and nulls are left out; that includes an
+/// empty password, which a PUT then keeps as it was.
+pub fn shape(schema: &TargetSchema, payload: &Payload) -> Payload {
+    schema
+        .writable(payload)
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let value = match value {
+                Value::Null => return None,
+                Value::String(text) if text.is_empty() => return None,
+                Value::Array(items) => Value::Array(
+                    items
+                        .into_iter()
+                        .filter(|item| item.as_str() != Some(""))
+                        .collect(),
+                ),
+                other => other,
+            };
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// The same account with login refused.
+pub fn disabled(payload: &Payload) -> Payload {
+    let mut payload = payload.clone();
+    payload.insert("disabled".to_owned(), Value::Bool(true));
+    payload
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn payload(value: Value) -> Payload {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn shaping_drops_empty_strings_nulls_and_read_only_fields() {
+        let input = payload(json!({
+            "name": "ana", "firstName": "Ana", "lastName": "Lima",
+            "email": "", "phone": null, "password": "",
+            "tags": ["staff", ""], "disabled": false,
+            "id": "4c07bc67-57ea-42dd-b702-c2d6c45419fc", "created": "2024-01-01T00:00:00Z"
+        }));
+        let shaped = shape(&schema(), &input);
+        assert_eq!(
+            Value::Object(shaped),
+            json!({"name": "ana", "firstName": "Ana", "lastName": "Lima",
+                   "tags": ["staff"], "disabled": false})
+        );
+    }
+
+    #[test]
+    fn a_given_password_is_sent() {
+        let input = payload(json!({"name": "ana", "password": "s3cret!"}));
+        assert_eq!(shape(&schema(), &input)["password"], json!("s3cret!"));
+    }
+
+    #[test]
+    fn disabling_sets_the_flag_and_keeps_the_rest() {
+        let input = payload(json!({"name": "ana", "disabled": false, "notes": "x"}));
+        assert_eq!(
+            Value::Object(disabled(&input)),
+            json!({"name": "ana", "disabled": true, "notes": "x"})
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! The Kibo Commerce API on the wire: an OAuth client-credentials token, the tenant and site
+//! context headers, then the admin-user account calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use reqwest::{RequestBuilder, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::targets::http::{endpoint, Auth, Issued, Session, Transport, UNSTATED_TOKEN_LIFETIME};
+use crate::targets::{Payload, TargetResult};
+
+/// The tenant and site context every Kibo call carries.
+pub const TENANT_HEADER: &str = "x-vol-tenant";
+pub const SITE_HEADER: &str = "x-vol-site";
+
+pub struct KiboAuth {
+    pub auth_url: Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub tenant: HeaderValue,
+    pub site: HeaderValue,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: SecretString,
+    expires_in: Option<u64>,
+}
+
+#[async_trait::async_trait]
+impl Auth for KiboAuth {
+    type Token = Arc<SecretString>;
+
+    async fn login(&self, transport: &Transport) -> TargetResult<Issued<Self::Token>> {
+        let request = transport.client().post(self.auth_url.clone()).json(&json!({
+            "client_id": self.client_id,
+            "client_secret": self.client_secret.expose_secret(),
+            "grant_type": "client_credentials",
+        }));
+        let answer: TokenAnswer = transport.send(request).await?.json()?;
+        let lifetime = answer
+            .expires_in
+            .map_or(UNSTATED_TOKEN_LIFETIME, Duration::from_secs);
+        Ok(Issued {
+            token: Arc::new(answer.access_token),
+            expires_at: transport.now() + lifetime,
+        })
+    }
+
+    fn authorize(&self, request: RequestBuilder, token: &Self::Token) -> RequestBuilder {
+        request
+            .bearer_auth(token.expose_secret())
+            .header(TENANT_HEADER, self.tenant.clone())
+            .header(SITE_HEADER, self.site.clone())
+    }
+}
+
+/// One page of `GET /platform/adminuser/accounts`.
+#[derive(Debug, Deserialize)]
+pub struct Collection {
+    #[serde(default)]
+    pub items: Vec<Payload>,
+}
+
+pub struct KiboClient {
+    pub session: Session<KiboAuth>,
+    pub accounts: Url,
+}
+
+impl KiboClient {
+    fn account(&self, id: &str) -> Url {
+        endpoint(&self.accounts, &[id])
+    }
+
+    pub async fn by_email(&self, email: &str) -> TargetResult<Collection> {
+        self.session
+            .call(|client| {
+                client.get(self.accounts.clone()).query(&[
+                    ("emailAddress", email),
+                    ("startIndex", "0"),
+                    ("pageSize", "20"),
+                ])
+            })
+            .await?
+            .json()
+    }
+
+    pub async fn create(&self, body: &Payload) -> TargetResult<Payload> {
+        self.session
+            .call(|client| client.post(self.accounts.clone()).json(body))
+            .await?
+            .json()
+    }
+
+    pub async fn get(&self, id: &str) -> TargetResult<Payload> {
+        self.session
+            .call(|client| client.get(self.account(id)))
+            .await?
+            .json()
+    }
+
+    pub async fn replace(&self, id: &str, body: &Payload) -> TargetResult<Payload> {
+        self.session
+            .call(|client| client.put(self.account(id)).json(body))
+            .await?
+            .json()
+    }
+
+    pub async fn delete(&self, id: &str) -> TargetResult<()> {
+        self.session
+            .call(|client| client.delete(self.account(id)))
+            .await
+            .map(drop)
+    }
+}

@@ -1,0 +1,32 @@
+//! Settings of the Oracle Primavera Cloud adapter: the keys of a `kind = "primavera"` target
+//! table. How users are filtered is not in the public docs, so it is a setting whose default
+//! follows the API's documented `filters` header convention.
+
+use serde::Deserialize;
+
+use crate::targets::config::SecretSource;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimaveraConfig {
+    /// The email address of the integration user (Basic auth on the token request).
+    pub username: String,
+    pub password: SecretSource,
+    /// The token request, scope included. When absent it is derived from `base_url`:
+    /// `https://<server>/primediscovery/apitoken/request?scope=http://<server>/api`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Sent as `x-prime-tenant-code`; when absent, the code the token request answers with.
+    #[serde(default)]
+    pub tenant_code: Option<String>,
+    /// Sent as the `Version` header (the latest is 3); none sent when absent.
+    #[serde(default)]
+    pub api_version: Option<u32>,
+    /// The header that filters `GET /user`, sent as `email=<address>`.
+    #[serde(default = "default_filter_header")]
+    pub filter_header: String,
+}
+
+fn default_filter_header() -> String {
+    "filters".to_owned()
+}

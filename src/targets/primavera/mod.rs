@@ -1,0 +1,166 @@
+//! Oracle Primavera Cloud users: the adapter the fan-out worker drives for
+//! `kind = "primavera"`. Users are matched by email; an update is a PUT answering 204, so the
+//! account is read back afterwards.
+
+pub mod client;
+pub mod config;
+pub mod payload;
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::Url;
+use serde_json::Value;
+
+use self::client::{PrimaveraAuth, PrimaveraClient};
+pub use self::config::PrimaveraConfig;
+use self::payload::{EMAIL, PRODUCTS, USER_ID};
+use crate::targets::config::{parse_url, Built, TargetConfigError};
+use crate::targets::http::{endpoint, found, Session};
+use crate::targets::{
+    required_str, Payload, RemoteAccount, Target, TargetError, TargetResult, TargetSchema,
+};
+
+/// Primavera answers 429 without `Retry-After` and asks callers to wait at least a second.
+pub const THROTTLE_BACKOFF: Duration = Duration::from_secs(1);
+
+pub struct PrimaveraTarget {
+    name: String,
+    schema: TargetSchema,
+    client: PrimaveraClient,
+}
+
+/// `https://<server>/primediscovery/apitoken/request?scope=http://<server>/api`, as the API
+/// reference spells it (the scope says http even for an https server).
+fn token_url_for(base: &Url) -> Url {
+    let mut server = base.host_str().unwrap_or_default().to_owned();
+    if let Some(port) = base.port() {
+        server = format!("{server}:{port}");
+    }
+    let mut url = base.clone();
+    url.set_path("/primediscovery/apitoken/request");
+    url.set_query(None);
+    url.query_pairs_mut()
+        .append_pair("scope", &format!("http://{server}/api"));
+    url
+}
+
+fn user_id(id: &str) -> TargetResult<i64> {
+    id.parse()
+        .map_err(|_| TargetError::unusable(format!("`{id}` is not a Primavera userId")))
+}
+
+impl PrimaveraTarget {
+    pub(crate) fn build(built: Built, cfg: &PrimaveraConfig) -> Result<Self, TargetConfigError> {
+        let key = |field: &str| format!("targets.{}.{field}", built.name);
+        let header = |field: &str, value: String| {
+            HeaderValue::try_from(value)
+                .map_err(|err| TargetConfigError::invalid(key(field), err.to_string()))
+        };
+        let token_url = match &cfg.token_url {
+            Some(url) => parse_url(&key("token_url"), url)?,
+            None => token_url_for(&built.base_url),
+        };
+        let auth = PrimaveraAuth {
+            token_url,
+            username: cfg.username.clone(),
+            password: cfg.password.resolve(&key("password"))?,
+            tenant: cfg
+                .tenant_code
+                .clone()
+                .map(|code| header("tenant_code", code))
+                .transpose()?,
+            version: cfg
+                .api_version
+                .map(|version| header("api_version", version.to_string()))
+                .transpose()?,
+        };
+        let filter_header = HeaderName::try_from(cfg.filter_header.as_str())
+            .map_err(|err| TargetConfigError::invalid(key("filter_header"), err.to_string()))?;
+        Ok(Self {
+            client: PrimaveraClient {
+                users: endpoint(&built.base_url, &["user"]),
+                session: Session::new(built.transport, auth),
+                filter_header,
+            },
+            name: built.name,
+            schema: payload::schema(),
+        })
+    }
+
+    async fn read_back(&self, id: i64) -> TargetResult<RemoteAccount> {
+        RemoteAccount::from_object(self.client.get(id).await?, USER_ID)
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for PrimaveraTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn schema(&self) -> &TargetSchema {
+        &self.schema
+    }
+
+    async fn find(&self, payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
+        let email = required_str(payload, EMAIL)?;
+        self.client
+            .by_email(email)
+            .await?
+            .into_iter()
+            .find(|user| {
+                user.get(EMAIL)
+                    .and_then(Value::as_str)
+                    .is_some_and(|held| held.eq_ignore_ascii_case(email))
+            })
+            .map(|user| RemoteAccount::from_object(user, USER_ID))
+            .transpose()
+    }
+
+    /// The create answer is used when it names the new `userId`; otherwise the user is found
+    /// again by email.
+    async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
+        let answer = self
+            .client
+            .create(&payload::shape(&self.schema, payload, None))
+            .await?;
+        if let Ok(user) = answer.json::<Payload>() {
+            if user.contains_key(USER_ID) {
+                return RemoteAccount::from_object(user, USER_ID);
+            }
+        }
+        self.find(payload)
+            .await?
+            .ok_or_else(|| TargetError::Retryable {
+                reason: "created user cannot be found by email".to_owned(),
+                retry_after: None,
+            })
+    }
+
+    /// Licences the payload no longer lists are released explicitly, which needs the user's
+    /// current licences first; the PUT answers no body, so the user is read back.
+    async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
+        let id = user_id(id)?;
+        let mut body = payload::shape(&self.schema, payload, Some(id));
+        if body.contains_key(PRODUCTS) {
+            let current = self.client.get(id).await?;
+            payload::release_dropped_licences(&mut body, &current);
+        }
+        self.client.update(&body).await?;
+        self.read_back(id).await
+    }
+
+    async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
+        self.update(id, &payload::disabled(payload)).await
+    }
+
+    /// A user that is already gone counts as deleted.
+    async fn delete(&self, id: &str) -> TargetResult<()> {
+        found(self.client.delete(user_id(id)?).await).map(drop)
+    }
+
+    async fn read(&self, id: &str) -> TargetResult<Option<RemoteAccount>> {
+        found(self.read_back(user_id(id)?).await)
+    }
+}

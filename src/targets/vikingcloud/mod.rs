@@ -1,0 +1,127 @@
+//! VikingCloud user-service: the adapter the fan-out worker drives for
+//! `kind = "vikingcloud"`. A user is named by its `userKey` (authenticator and username),
+//! which is also the id the bridge keeps for it.
+
+pub mod client;
+pub mod config;
+pub mod payload;
+
+use reqwest::header::HeaderName;
+
+use self::client::{PathTemplate, Paths, VikingCloudAuth, VikingCloudClient};
+pub use self::config::VikingCloudConfig;
+use self::payload::{UserKey, USER_KEY};
+use crate::targets::config::{Built, TargetConfigError};
+use crate::targets::http::{found, Answer, Session};
+use crate::targets::{Payload, RemoteAccount, Target, TargetResult, TargetSchema};
+
+pub struct VikingCloudTarget {
+    name: String,
+    schema: TargetSchema,
+    authenticator: String,
+    client: VikingCloudClient,
+}
+
+impl VikingCloudTarget {
+    pub(crate) fn build(built: Built, cfg: &VikingCloudConfig) -> Result<Self, TargetConfigError> {
+        let key = |field: &str| format!("targets.{}.{field}", built.name);
+        let header = |field: &str, value: &str| {
+            HeaderName::try_from(value)
+                .map_err(|err| TargetConfigError::invalid(key(field), err.to_string()))
+        };
+        let path = |field: &str, value: &str| PathTemplate::parse(&key(field), value);
+        let auth = VikingCloudAuth {
+            login_url: path("login_path", &cfg.login_path)?.fill(&built.base_url, None),
+            username: cfg.username.clone(),
+            password: cfg.password.resolve(&key("password"))?,
+            access_header: header("access_token_header", &cfg.access_token_header)?,
+            id_header: header("id_token_header", &cfg.id_token_header)?,
+        };
+        let paths = Paths {
+            lookup: path("lookup_path", &cfg.lookup_path)?,
+            update: path("update_path", &cfg.update_path)?,
+            create: path("create_path", &cfg.create_path)?,
+            delete: path("delete_path", &cfg.delete_path)?,
+        };
+        Ok(Self {
+            client: VikingCloudClient {
+                session: Session::new(built.transport, auth),
+                base: built.base_url,
+                paths,
+            },
+            name: built.name,
+            schema: payload::schema(),
+            authenticator: cfg.authenticator.clone(),
+        })
+    }
+
+    async fn lookup(&self, key: UserKey) -> TargetResult<Option<RemoteAccount>> {
+        Ok(
+            found(self.client.lookup(&key).await)?.map(|fields| RemoteAccount {
+                id: key.id(),
+                fields,
+            }),
+        )
+    }
+
+    /// The user a write answered with, or, when the answer carries none (the docs promise
+    /// only "200 OK"), the user as read back.
+    async fn account(&self, key: &UserKey, answer: Answer) -> TargetResult<RemoteAccount> {
+        let fields = match answer.json::<Payload>() {
+            Ok(user) if user.contains_key(USER_KEY) => user,
+            _ => self.client.lookup(key).await?,
+        };
+        Ok(RemoteAccount {
+            id: key.id(),
+            fields,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for VikingCloudTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn schema(&self) -> &TargetSchema {
+        &self.schema
+    }
+
+    async fn find(&self, payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
+        self.lookup(UserKey::of(payload, &self.authenticator)?)
+            .await
+    }
+
+    async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
+        let key = UserKey::of(payload, &self.authenticator)?;
+        let answer = self
+            .client
+            .create(&payload::shape(&self.schema, payload, &key))
+            .await?;
+        self.account(&key, answer).await
+    }
+
+    /// The account's id, not the payload, decides which user is updated: the service cannot
+    /// rename a `userKey`.
+    async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
+        let key = UserKey::from_id(id)?;
+        let answer = self
+            .client
+            .update(&payload::shape(&self.schema, payload, &key))
+            .await?;
+        self.account(&key, answer).await
+    }
+
+    async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
+        self.update(id, &payload::disabled(payload)).await
+    }
+
+    async fn delete(&self, id: &str) -> TargetResult<()> {
+        found(self.client.delete(&UserKey::from_id(id)?).await).map(drop)
+    }
+
+    async fn read(&self, id: &str) -> TargetResult<Option<RemoteAccount>> {
+        self.lookup(UserKey::from_id(id)?).await
+    }
+}
