@@ -120,7 +120,13 @@ impl Planner {
                 }
                 Render::Skip { .. } => {}
                 Render::Rejected { reason } => {
-                    store.set_mapping_rejection(user_id, target, mapping.version(), &reason, now)?;
+                    store.set_mapping_rejection(
+                        user_id,
+                        target,
+                        mapping.version(),
+                        &reason,
+                        now,
+                    )?;
                 }
             }
         }

@@ -173,7 +173,14 @@ impl ScimService {
                     body: into_object(resource),
                 };
                 let created = save(store, kind, row, true)?;
-                let due = sync_targets(store, planner.as_deref(), None, Some(&created), password.as_ref(), now_ms)?;
+                let due = sync_targets(
+                    store,
+                    planner.as_deref(),
+                    None,
+                    Some(&created),
+                    password.as_ref(),
+                    now_ms,
+                )?;
                 Ok((created, due))
             })
             .await?;
@@ -237,7 +244,14 @@ impl ScimService {
                 let password = password.map(SecretString::from);
                 let (after, changed) = store_change(store, kind, existing.clone(), resource, now)?;
                 let due = if changed || password.is_some() {
-                    sync_targets(store, planner.as_deref(), Some(&existing), Some(&after), password.as_ref(), now_ms)?
+                    sync_targets(
+                        store,
+                        planner.as_deref(),
+                        Some(&existing),
+                        Some(&after),
+                        password.as_ref(),
+                        now_ms,
+                    )?
                 } else {
                     Vec::new()
                 };
@@ -261,7 +275,14 @@ impl ScimService {
             .write(move |store| -> Written<()> {
                 let existing = load_for_write(store, kind, &id, condition.as_ref())?;
                 store.delete(kind, &id)?;
-                let due = sync_targets(store, planner.as_deref(), Some(&existing), None, None, now_ms)?;
+                let due = sync_targets(
+                    store,
+                    planner.as_deref(),
+                    Some(&existing),
+                    None,
+                    None,
+                    now_ms,
+                )?;
                 Ok(((), due))
             })
             .await?;
@@ -288,7 +309,13 @@ impl ScimService {
                     let mut due = Vec::new();
                     for row in &rows {
                         let user = assemble(store, ResourceKind::User, row.clone())?;
-                        due.extend(planner.plan(store, &user.value, UserChange::Changed, None, now_ms)?);
+                        due.extend(planner.plan(
+                            store,
+                            &user.value,
+                            UserChange::Changed,
+                            None,
+                            now_ms,
+                        )?);
                     }
                     Ok((rows.len(), due))
                 })
@@ -548,7 +575,13 @@ fn sync_targets(
             members.dedup();
             for member in members {
                 if let Some(user) = load(store, ResourceKind::User, &member)? {
-                    due.extend(planner.plan(store, &user.value, UserChange::Changed, None, now_ms)?);
+                    due.extend(planner.plan(
+                        store,
+                        &user.value,
+                        UserChange::Changed,
+                        None,
+                        now_ms,
+                    )?);
                 }
             }
         }

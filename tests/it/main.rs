@@ -1,9 +1,10 @@
-//! The one integration-test binary: the real server on port 0, a temporary database, and the
-//! sandbox emulators on loopback.
+//! The one integration-test binary: the real server on port 0 with a temporary database, the
+//! target compliance suite and the emulator tests, all against sandbox emulators on loopback.
 
-// Test helpers outside `#[test]` functions may unwrap too: a panic is the failure report.
+// clippy.toml lets `#[test]` functions unwrap; the helpers they call are test code too.
 #![allow(clippy::unwrap_used)]
 
+mod sandbox_emulators;
 mod scim_bulk;
 mod scim_dialects;
 mod scim_discovery;
@@ -11,3 +12,4 @@ mod scim_errors;
 mod scim_groups;
 mod scim_users;
 mod support;
+mod targets_compliance;

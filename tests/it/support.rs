@@ -1,11 +1,18 @@
-//! Test harness: the real application on port 0 with a temporary database.
+//! Test harness: the real application on port 0 with a temporary database, and a sandbox on
+//! free ports with a clock the test moves, for the adapter and emulator tests.
 
 use reqwest::{Method, Response};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use scim_bridge::clock::ManualClock;
 use scim_bridge::config::{Overrides, Settings, EMBEDDED_DEFAULT};
+use scim_bridge::sandbox::{self, EmulatorHandle, Sandbox, SandboxConfig};
 use scim_bridge::startup::{Application, BuildOptions};
+use scim_bridge::targets::config::{build_targets, TargetConfig, TargetKind};
+use scim_bridge::targets::{Payload, Target};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 pub const TOKEN: &str = "integration-test-token";
 
@@ -146,4 +153,52 @@ pub fn group(name: &str, members: &[&str]) -> Value {
         "displayName": name,
         "members": members
     })
+}
+
+pub struct Env {
+    pub sandbox: Sandbox,
+    pub clock: Arc<ManualClock>,
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        Self::start_with(SandboxConfig::ephemeral()).await
+    }
+
+    pub async fn start_with(cfg: SandboxConfig) -> Self {
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let sandbox = sandbox::start(cfg, clock.clone()).await.unwrap();
+        Self { sandbox, clock }
+    }
+
+    pub fn emulator(&self, kind: TargetKind) -> &EmulatorHandle {
+        self.sandbox.emulator(kind)
+    }
+
+    /// The default config's target of `kind`, pointed at this sandbox, after `tweak`.
+    pub fn target(
+        &self,
+        kind: TargetKind,
+        tweak: impl FnOnce(&mut TargetConfig),
+    ) -> Arc<dyn Target> {
+        let mut cfg = self.sandbox.targets_config().unwrap();
+        cfg.retain(|_, target| target.kind() == kind);
+        let (_, target) = cfg.iter_mut().next().unwrap();
+        tweak(target);
+        let mut targets = build_targets(&cfg, self.clock.clone()).unwrap();
+        assert_eq!(targets.len(), 1);
+        targets.remove(0)
+    }
+
+    /// Moves the clock past the current second, so per-second rate limits start afresh.
+    pub fn next_second(&self) {
+        self.clock.advance(Duration::from_secs(1));
+    }
+}
+
+pub fn object(value: Value) -> Payload {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not a JSON object: {other}"),
+    }
 }
