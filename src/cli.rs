@@ -15,6 +15,7 @@ use crate::config::{LogFormat, Overrides, Settings, EMBEDDED_DEFAULT};
 use crate::fanout::operator::{Operator, ReplayRequest};
 use crate::fanout::report;
 use crate::ledger::{Db, DbOptions};
+use crate::sandbox::{self, SandboxConfig};
 use crate::scim::auth::sha256;
 use crate::startup::{Application, BuildOptions};
 use crate::telemetry;
@@ -33,8 +34,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the bridge: the SCIM API at /scim/v2, health checks at /healthz and /readyz.
+    /// Run the bridge: the SCIM API at /scim/v2, the admin API at /admin, health checks at
+    /// /healthz and /readyz, Prometheus metrics at /metrics.
     Serve(ServeArgs),
+    /// Run only the emulators of the four target APIs, on the ports the default config's
+    /// targets point at, so a bridge started with `serve --no-sandbox` can be stopped or
+    /// killed while the emulators keep their state.
+    Sandbox,
     /// Bearer-token helpers.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -153,6 +159,9 @@ pub struct ServeArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// Do not start the built-in emulators (they run apart, under `scim-bridge sandbox`).
+    #[arg(long)]
+    pub no_sandbox: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +181,7 @@ pub enum ConfigCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Sandbox => run_sandbox().await,
         Command::Token(TokenCommand::Hash) => {
             let mut token = String::new();
             std::io::stdin().read_to_string(&mut token)?;
@@ -209,6 +219,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_sandbox() -> anyhow::Result<()> {
+    telemetry::init(LogFormat::Human);
+    let sandbox = sandbox::start(SandboxConfig::default(), Arc::new(SystemClock)).await?;
+    for (name, emulator) in [
+        ("appgate", &sandbox.appgate),
+        ("vikingcloud", &sandbox.vikingcloud),
+        ("kibo", &sandbox.kibo),
+        ("primavera", &sandbox.primavera),
+    ] {
+        println!("{name:<12} {}   (accounts: {}/_sandbox/accounts)", emulator.base_url(), emulator.origin());
+    }
+    println!("sandbox running; Ctrl-C stops it");
+    tokio::signal::ctrl_c().await?;
+    sandbox.stop().await;
+    Ok(())
 }
 
 async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
@@ -300,6 +327,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         db: args.db,
         log_format: args.log_format,
+        no_sandbox: args.no_sandbox,
     };
     let settings = Settings::load(args.source.config.as_deref(), &overrides)?;
     telemetry::init(settings.server.log_format);
@@ -307,7 +335,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         extra_token: args.token,
         ..BuildOptions::default()
     };
-    let app = Application::build(settings, options)?;
+    let app = Application::build(settings, options).await?;
     app.run_until_stopped().await?;
     tracing::info!("stopped");
     Ok(())

@@ -9,6 +9,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+use crate::targets::config::TargetsConfig;
+
 /// The shipped default configuration, compiled into the binary so that `scim-bridge serve`
 /// runs with no file at all.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/bridge.toml");
@@ -36,7 +38,7 @@ impl ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
@@ -49,6 +51,20 @@ pub struct Settings {
     pub admin: AdminSettings,
     #[serde(default)]
     pub fanout: FanoutSettings,
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
+    /// The `[targets.<name>]` tables: where each target API is and how to reach it.
+    #[serde(default)]
+    pub targets: TargetsConfig,
+}
+
+/// The built-in emulators of the four target APIs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// `serve` starts the emulators in-process on their default ports (18441 to 18444),
+    /// where the embedded default's targets point. `serve --no-sandbox` overrides it.
+    pub start: bool,
 }
 
 /// Who may call the operator's API under `/admin` (its own tokens, never the SCIM ones).
@@ -194,6 +210,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub db: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub no_sandbox: bool,
 }
 
 impl Settings {
@@ -233,13 +250,20 @@ impl Settings {
         if let Some(format) = overrides.log_format {
             settings.server.log_format = format;
         }
+        if overrides.no_sandbox {
+            settings.sandbox.start = false;
+        }
         settings.validate()?;
         Ok(settings)
     }
 
-    /// The names of the configured targets.
+    /// The names of the enabled targets.
     pub fn target_names(&self) -> Vec<String> {
-        Vec::new()
+        self.targets
+            .iter()
+            .filter(|(_, target)| target.enabled)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -345,10 +369,25 @@ mod tests {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             db: Some(PathBuf::from("/tmp/x.db")),
             log_format: Some(LogFormat::Json),
+            no_sandbox: true,
         };
         let settings = Settings::from_toml(EMBEDDED_DEFAULT, &overrides).unwrap();
         assert_eq!(settings.server.listen.port(), 0);
         assert_eq!(settings.database.path, PathBuf::from("/tmp/x.db"));
         assert_eq!(settings.server.log_format, LogFormat::Json);
+        assert!(!settings.sandbox.start);
+    }
+
+    #[test]
+    fn embedded_default_targets_are_the_sandbox_defaults() {
+        let settings = Settings::from_toml(EMBEDDED_DEFAULT, &Overrides::default()).unwrap();
+        assert!(settings.sandbox.start);
+        assert_eq!(
+            settings.target_names(),
+            ["appgate", "kibo", "primavera", "vikingcloud"]
+        );
+        let shipped: toml::Table = toml::from_str(&crate::sandbox::default_targets_toml()).unwrap();
+        let embedded: toml::Table = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(embedded.get("targets"), shipped.get("targets"));
     }
 }

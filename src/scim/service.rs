@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::plan::{Planner, UserChange};
 use crate::fanout::Fanout;
+use crate::metrics::Metrics;
 use crate::ledger::{Db, GroupMember, LedgerError, Lookup, ResourceKind, ResourceRow, Store};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, CompareOp, Filter};
@@ -114,6 +115,7 @@ pub struct ScimService {
     groups: ResourceSchema,
     clock: SharedClock,
     sync: Option<Sync>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The outcome of a write inside its transaction: the resource, and the targets with work.
@@ -127,6 +129,18 @@ impl ScimService {
             groups: ResourceSchema::group(),
             clock,
             sync,
+            metrics: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_write(&self, kind: ResourceKind, operation: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_write(kind.as_str(), operation);
         }
     }
 
@@ -258,6 +272,7 @@ impl ScimService {
                 Ok((after, due))
             })
             .await?;
+        self.count_write(kind, "update");
         Ok(self.committed(written))
     }
 
@@ -286,6 +301,7 @@ impl ScimService {
                 Ok(((), due))
             })
             .await?;
+        self.count_write(kind, "delete");
         self.committed(written);
         Ok(())
     }

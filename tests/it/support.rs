@@ -34,11 +34,19 @@ impl TestApp {
             listen: Some("127.0.0.1:0".parse().expect("addr")),
             db: Some(dir.path().join("bridge.db")),
             log_format: None,
+            no_sandbox: true,
         };
         let mut settings = Settings::from_toml(EMBEDDED_DEFAULT, &overrides).expect("settings");
         settings.scim.dev_token = Some(TOKEN.to_owned());
+        // SCIM-only by default; tests of the fan-out bring their own sandbox and targets.
+        settings.sandbox.start = false;
+        settings.targets.clear();
         tweak(&mut settings);
-        let app = Application::build(settings, BuildOptions::default()).expect("build");
+        let options = BuildOptions {
+            secret_key: Some([7; 32]),
+            ..BuildOptions::default()
+        };
+        let app = Application::build(settings, options).await.expect("build");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         TestApp {
