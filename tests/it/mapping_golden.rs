@@ -1,0 +1,1 @@
+//! Golden payloads: every fixture user rendered through every shipped mapping.
