@@ -79,23 +79,38 @@ impl Planner {
                     password_field,
                     hash,
                 } => {
-                    // Seal the password once, and only if some target carries it.
-                    let secret_id = match (&password_field, password) {
-                        (Some(_), Some(password)) => {
-                            let secret = match &sealed {
-                                Some(secret) => secret.clone(),
-                                None => {
-                                    let secret = self.secrets.seal(user_id, password);
-                                    store.store_secret(user_id, &secret, now)?;
-                                    sealed = Some(secret.clone());
-                                    secret
-                                }
-                            };
-                            Some(secret.secret_id)
-                        }
+                    // A target that wants the password on every update keeps getting the
+                    // sealed one already held; otherwise it travels only when newly given.
+                    let needs_always = password_field.as_deref().is_some_and(|field| {
+                        mapping
+                            .schema()
+                            .field(field)
+                            .is_some_and(|spec| spec.required_on_update)
+                    });
+                    // After a SCIM delete no further update follows: once this last state
+                    // is delivered, the password can go.
+                    let retain_secret = needs_always && event != Event::Deleted;
+                    let fresh = match (&password_field, password) {
+                        (Some(_), Some(password)) => Some(match &sealed {
+                            Some(secret) => secret.secret_id.clone(),
+                            None => {
+                                let secret = self.secrets.seal(user_id, password);
+                                store.store_secret(user_id, &secret, now)?;
+                                let id = secret.secret_id.clone();
+                                sealed = Some(secret);
+                                id
+                            }
+                        }),
                         _ => None,
                     };
-                    let hash = match &secret_id {
+                    let secret_id = match (&fresh, needs_always) {
+                        (Some(id), _) => Some(id.clone()),
+                        (None, true) => store.secret(user_id)?.map(|s| s.secret_id),
+                        (None, false) => None,
+                    };
+                    // Only a newly given password makes the state differ from what the
+                    // target holds.
+                    let hash = match &fresh {
                         Some(id) => format!("{hash}{PASSWORD_MARK}{id}"),
                         None => hash,
                     };
@@ -111,6 +126,7 @@ impl Planner {
                         create_only,
                         password_field,
                         secret_id,
+                        retain_secret,
                         hash,
                         mapping_version: mapping.version().to_owned(),
                     };

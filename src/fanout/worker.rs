@@ -464,6 +464,7 @@ mod tests {
                 create_only: vec!["password".into()],
                 password_field: None,
                 secret_id: None,
+                retain_secret: false,
                 hash: hash.into(),
                 mapping_version: "m".into(),
             };

@@ -86,6 +86,9 @@ pub struct Desired {
     pub password_field: Option<String>,
     /// The pending password (in `user_secrets`) this state must carry, if any.
     pub secret_id: Option<String>,
+    /// The target wants the password on every update (Kibo), so it is kept, sealed, for as
+    /// long as the user exists there.
+    pub retain_secret: bool,
     /// Identifies operation + payload (+ a pending password), so equal states compare equal.
     pub hash: String,
     pub mapping_version: String,
@@ -183,7 +186,7 @@ pub const PASSWORD_MARK: &str = "+pw:";
 
 const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
     desired_hash, mapping_version, delivered_hash, remote_id, state, attempts, next_attempt_at, \
-    last_status, last_error, changed_at, updated_at, secret_id";
+    last_status, last_error, changed_at, updated_at, secret_id, retain_secret";
 
 fn read_delivery(row: &Row<'_>) -> rusqlite::Result<(Delivery, String, String)> {
     let operation: String = row.get(2)?;
@@ -197,6 +200,7 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<(Delivery, String, String)> 
             create_only: Vec::new(),
             password_field: row.get(5)?,
             secret_id: row.get(17)?,
+            retain_secret: row.get(18)?,
             hash: row.get(6)?,
             mapping_version: row.get(7)?,
         },
@@ -275,12 +279,12 @@ impl Store<'_> {
             .prepare_cached(
                 "INSERT INTO deliveries (user_id, target, operation, payload, create_only, \
                  password_field, desired_hash, mapping_version, state, attempts, next_attempt_at, \
-                 changed_at, updated_at, secret_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, ?10, ?11) \
+                 changed_at, updated_at, secret_id, retain_secret) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, ?10, ?11, ?12) \
                  ON CONFLICT (user_id, target) DO UPDATE SET operation = ?3, payload = ?4, \
                  create_only = ?5, password_field = ?6, desired_hash = ?7, mapping_version = ?8, \
                  state = ?9, attempts = 0, next_attempt_at = ?10, last_error = NULL, \
-                 changed_at = ?10, updated_at = ?10, secret_id = ?11",
+                 changed_at = ?10, updated_at = ?10, secret_id = ?11, retain_secret = ?12",
             )?
             .execute(params![
                 desired.user_id,
@@ -294,6 +298,7 @@ impl Store<'_> {
                 state.as_str(),
                 now,
                 desired.secret_id,
+                desired.retain_secret,
             ])?;
         Ok(state == DeliveryState::Pending)
     }
@@ -663,9 +668,10 @@ impl Store<'_> {
             .conn()
             .prepare_cached(
                 "DELETE FROM user_secrets WHERE user_id = ?1 AND NOT EXISTS (\
-                 SELECT 1 FROM deliveries d WHERE d.user_id = ?1 \
-                 AND d.secret_id = user_secrets.secret_id \
-                 AND (d.delivered_hash IS NULL OR d.delivered_hash != d.desired_hash))",
+                 SELECT 1 FROM deliveries d WHERE d.user_id = ?1 AND ((\
+                 d.secret_id = user_secrets.secret_id \
+                 AND (d.delivered_hash IS NULL OR d.delivered_hash != d.desired_hash)) \
+                 OR (d.retain_secret = 1 AND d.operation != 'delete')))",
             )?
             .execute([user_id])?;
         Ok(erased > 0)
@@ -697,6 +703,7 @@ mod tests {
             create_only: vec!["password".into()],
             password_field: None,
             secret_id: None,
+            retain_secret: false,
             hash: hash.into(),
             mapping_version: "m1".into(),
         }

@@ -65,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
         create_only      TEXT NOT NULL,
         password_field   TEXT,
         secret_id        TEXT,
+        retain_secret    INTEGER NOT NULL DEFAULT 0,
         desired_hash     TEXT NOT NULL,
         delivered_hash   TEXT,
         remote_id        TEXT,
