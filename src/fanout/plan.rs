@@ -90,7 +90,27 @@ impl Planner {
                     // After a SCIM delete no further update follows: once this last state
                     // is delivered, the password can go.
                     let retain_secret = needs_always && event != Event::Deleted;
-                    let fresh = match (&password_field, password) {
+                    let needs_on_create = password_field.as_deref().is_some_and(|field| {
+                        mapping
+                            .schema()
+                            .field(field)
+                            .is_some_and(|spec| spec.required_on_create)
+                    });
+                    // A target that cannot create an account without a password gets a
+                    // random one when the identity provider sent none (its users sign in
+                    // through SSO or an admin reset), once, before its first delivery.
+                    let generated = if password.is_none()
+                        && sealed.is_none()
+                        && needs_on_create
+                        && event == Event::Upsert
+                        && never_delivered(store, user_id, target)?
+                        && store.secret(user_id)?.is_none()
+                    {
+                        Some(SecretString::from(random_password()))
+                    } else {
+                        None
+                    };
+                    let fresh = match (&password_field, password.or(generated.as_ref())) {
                         (Some(_), Some(password)) => Some(match &sealed {
                             Some(secret) => secret.secret_id.clone(),
                             None => {
@@ -147,5 +167,48 @@ impl Planner {
             }
         }
         Ok(due)
+    }
+}
+
+/// True when this target has never been sent anything for this user.
+fn never_delivered(store: &Store<'_>, user_id: &str, target: &str) -> Result<bool, LedgerError> {
+    Ok(store
+        .delivery(user_id, target)?
+        .is_none_or(|d| d.delivered_hash.is_none() && d.remote_id.is_none()))
+}
+
+/// 24 characters from every class password policies ask for, from the OS-seeded RNG.
+fn random_password() -> String {
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+    const CLASSES: [&[u8]; 4] = [
+        b"ABCDEFGHJKLMNPQRSTUVWXYZ",
+        b"abcdefghijkmnopqrstuvwxyz",
+        b"23456789",
+        b"!#%+-=?@_",
+    ];
+    let mut rng = rand::thread_rng();
+    let mut chars: Vec<u8> = CLASSES
+        .iter()
+        .flat_map(|class| (0..6).map(|_| class[rng.gen_range(0..class.len())]).collect::<Vec<_>>())
+        .collect();
+    chars.shuffle(&mut rng);
+    String::from_utf8_lossy(&chars).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_passwords_mix_every_class_and_differ() {
+        let a = random_password();
+        let b = random_password();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
+        assert!(a.chars().any(|c| c.is_ascii_uppercase()));
+        assert!(a.chars().any(|c| c.is_ascii_lowercase()));
+        assert!(a.chars().any(|c| c.is_ascii_digit()));
+        assert!(a.chars().any(|c| !c.is_ascii_alphanumeric()));
     }
 }

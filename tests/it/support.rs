@@ -5,7 +5,7 @@ use reqwest::{Method, Response};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use scim_bridge::clock::ManualClock;
+use scim_bridge::clock::{ManualClock, SystemClock};
 use scim_bridge::config::{Overrides, Settings, EMBEDDED_DEFAULT};
 use scim_bridge::sandbox::{self, EmulatorHandle, Sandbox, SandboxConfig};
 use scim_bridge::startup::{Application, BuildOptions};
@@ -210,3 +210,102 @@ pub fn object(value: Value) -> Payload {
         other => panic!("not a JSON object: {other}"),
     }
 }
+
+/// The bridge with fan-out to a sandbox of its own, on free ports.
+pub struct SyncedApp {
+    pub app: TestApp,
+    pub sandbox: Sandbox,
+}
+
+/// The shipped mapping files.
+pub fn mappings_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings")
+}
+
+impl SyncedApp {
+    pub async fn spawn() -> SyncedApp {
+        SyncedApp::spawn_with(|_| {}).await
+    }
+
+    /// Fast retries (10 ms base), quick polling, the shipped mappings, generous rate limits
+    /// except Primavera's documented one; `tweak` adjusts further.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> SyncedApp {
+        let sandbox = sandbox::start(SandboxConfig::ephemeral(), Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let mut targets = sandbox.targets_config().unwrap();
+        for (name, target) in targets.iter_mut() {
+            if name != "primavera" {
+                target.rate_limit_per_second = 1000;
+            }
+            target.concurrency = 8;
+            target.timeout_ms = 2000;
+        }
+        let app = TestApp::spawn_with(move |settings| {
+            settings.targets = targets;
+            settings.fanout.mappings_dir = mappings_dir();
+            settings.fanout.poll_ms = 20;
+            settings.fanout.backoff_base_ms = 10;
+            settings.fanout.backoff_cap_ms = 200;
+            tweak(settings);
+        })
+        .await;
+        SyncedApp { app, sandbox }
+    }
+
+    pub fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.app
+            .client
+            .request(method, format!("{}/admin{path}", self.app.base))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn lag(&self) -> Vec<Value> {
+        let response = self.admin(Method::GET, "/targets").send().await.unwrap();
+        let body = json_of(response, 200).await;
+        body["targets"].as_array().unwrap().clone()
+    }
+
+    /// Waits (bounded) until no target has anything pending or retrying and each holds at
+    /// least `delivered` delivered rows; returns the final per-target view.
+    pub async fn settle(&self, delivered: u64) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let lag = self.lag().await;
+            let done = lag.iter().all(|t| {
+                t["pending"] == 0 && t["retrying"] == 0 && t["delivered"].as_u64().unwrap() >= delivered
+            });
+            if done {
+                return lag;
+            }
+            assert!(std::time::Instant::now() < deadline, "deliveries did not settle: {lag:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits (bounded) until `check` holds for the ledger view of one target.
+    pub async fn until_target(&self, target: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let lag = self.lag().await;
+            let row = lag.iter().find(|t| t["target"] == target).unwrap().clone();
+            if check(&row) {
+                return row;
+            }
+            assert!(std::time::Instant::now() < deadline, "{target} never got there: {row}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Live (not deleted) accounts of one emulator.
+    pub fn live_accounts(&self, kind: TargetKind) -> Vec<scim_bridge::sandbox::AccountSnapshot> {
+        self.sandbox
+            .emulator(kind)
+            .accounts()
+            .into_iter()
+            .filter(|a| !a.deleted)
+            .collect()
+    }
+}
+
+pub const ADMIN_TOKEN: &str = "scim-bridge-admin-dev-token";

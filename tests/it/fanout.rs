@@ -1,0 +1,293 @@
+//! The fan-out end to end: SCIM writes through the real server, delivered by the workers to
+//! the sandbox emulators, asserted on what each emulator received.
+
+use std::collections::HashSet;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use scim_bridge::sandbox::Faults;
+use scim_bridge::targets::config::TargetKind;
+
+use crate::support::{json_of, user, SyncedApp};
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+fn patch(ops: Value) -> Value {
+    json!({"schemas": [PATCH_OP], "Operations": ops})
+}
+
+fn with_password(name: &str) -> Value {
+    let mut body = user(name);
+    body["password"] = json!("Initial-Passw0rd!");
+    body["phoneNumbers"] = json!([{"value": "+1 415 555 0100", "type": "mobile"}]);
+    body
+}
+
+#[tokio::test]
+async fn two_hundred_users_arrive_on_every_target_with_their_mapped_fields() {
+    let synced = SyncedApp::spawn().await;
+    let app = &synced.app;
+    for n in 0..200 {
+        app.create_user(&with_password(&format!("user{n:03}@example.com"))).await;
+    }
+    let lag = synced.settle(200).await;
+    assert!(lag.iter().all(|t| t["delivered"] == 200 && t["rejected"] == 0), "{lag:?}");
+
+    for kind in TargetKind::ALL {
+        let accounts = synced.live_accounts(kind);
+        assert_eq!(accounts.len(), 200, "{kind:?}");
+        assert!(accounts.iter().all(|a| a.counts.creates == 1), "{kind:?}: one create each");
+    }
+    let appgate = synced.live_accounts(TargetKind::Appgate);
+    eprintln!("DEBUG {:?}", appgate[0]);
+    let ana = appgate
+        .iter()
+        .find(|a| a.fields["name"] == "user007@example.com")
+        .unwrap();
+    assert_eq!(ana.fields["firstName"], "Given");
+    assert_eq!(ana.fields["lastName"], "Family");
+    assert_eq!(ana.fields["phone"], "+14155550100");
+    assert_eq!(ana.fields["disabled"], false);
+    assert!(ana.secrets_set.contains(&"password".to_owned()));
+
+    let viking = synced.live_accounts(TargetKind::VikingCloud);
+    let v = viking.iter().find(|a| a.fields["email"] == "user007@example.com").unwrap();
+    assert_eq!(v.fields["primaryPhone"], "4155550100");
+    assert_eq!(v.fields["primaryPhoneCountryCode"], "1");
+
+    let prima = synced.live_accounts(TargetKind::Primavera);
+    let p = prima.iter().find(|a| a.fields["email"] == "user007@example.com").unwrap();
+    assert_eq!(p.fields["status"], "ACTIVE");
+
+    // Every target but Kibo (which wants it on every update) has let the password go.
+    let ledger = rusqlite::Connection::open(app.dir.path().join("bridge.db")).unwrap();
+    let kept: i64 = ledger
+        .query_row("SELECT COUNT(*) FROM user_secrets", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 200, "Kibo keeps each user's sealed password");
+    let db_text = std::fs::read(app.dir.path().join("bridge.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db_text).contains("Initial-Passw0rd!"));
+}
+
+#[tokio::test]
+async fn updates_deactivation_and_delete_follow_each_targets_policy() {
+    let synced = SyncedApp::spawn().await;
+    let app = &synced.app;
+    let created = app.create_user(&with_password("mover@example.com")).await;
+    let path = format!("/Users/{}", created["id"].as_str().unwrap());
+    synced.settle(1).await;
+
+    let rename = patch(json!([{"op": "replace", "path": "name.familyName", "value": "Renamed"}]));
+    json_of(app.patch(&path, &rename).await, 200).await;
+    let ledger = rusqlite::Connection::open(app.dir.path().join("bridge.db")).unwrap();
+    for r in ledger.prepare("SELECT target, operation, outcome, status, error FROM delivery_attempts").unwrap().query_map([], |r| Ok(format!("{:?} {:?} {:?} {:?} {:?}", r.get::<_,String>(0)?, r.get::<_,String>(1)?, r.get::<_,String>(2)?, r.get::<_,Option<i64>>(3)?, r.get::<_,Option<String>>(4)?))).unwrap() { eprintln!("DEBUG {}", r.unwrap()); }
+    synced.settle(1).await;
+    for kind in TargetKind::ALL {
+        let account = &synced.live_accounts(kind)[0];
+        assert_eq!(account.fields["lastName"], "Renamed", "{kind:?}");
+        assert_eq!(account.counts.updates, 1, "{kind:?}");
+    }
+
+    let deactivate = patch(json!([{"op": "Replace", "value": {"active": "False"}}]));
+    json_of(app.patch(&path, &deactivate).await, 200).await;
+    synced.settle(1).await;
+    let field = |kind: TargetKind, name: &str| synced.live_accounts(kind)[0].fields[name].clone();
+    assert_eq!(field(TargetKind::Appgate, "disabled"), true);
+    assert_eq!(field(TargetKind::Kibo, "isActive"), false);
+    assert_eq!(field(TargetKind::Primavera, "status"), "INACTIVE");
+    assert_eq!(field(TargetKind::VikingCloud, "enabled"), false);
+
+    assert_eq!(app.delete(&path).await.status(), 204);
+    synced.settle(0).await;
+    // Appgate's mapping deletes; the others keep the account disabled.
+    assert!(synced.live_accounts(TargetKind::Appgate).is_empty());
+    for kind in [TargetKind::Kibo, TargetKind::Primavera, TargetKind::VikingCloud] {
+        assert_eq!(synced.live_accounts(kind).len(), 1, "{kind:?}");
+    }
+    let ledger = rusqlite::Connection::open(app.dir.path().join("bridge.db")).unwrap();
+    let kept: i64 = ledger
+        .query_row("SELECT COUNT(*) FROM user_secrets", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 0, "the password is gone once the deleted user's last state arrived");
+}
+
+#[tokio::test]
+async fn a_target_that_is_down_loses_nothing_delays_no_one_and_gets_coalesced_updates() {
+    // Retries go on for as long as the outage lasts.
+    let synced = SyncedApp::spawn_with(|settings| settings.fanout.max_attempts = 100_000).await;
+    let app = &synced.app;
+    let kibo = synced.sandbox.emulator(TargetKind::Kibo);
+    kibo.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    let mut paths = Vec::new();
+    for n in 0..20 {
+        let created = app.create_user(&with_password(&format!("down{n:02}@example.com"))).await;
+        paths.push(format!("/Users/{}", created["id"].as_str().unwrap()));
+    }
+    for round in 1..=3 {
+        for path in &paths {
+            let change = patch(json!([{"op": "replace", "path": "name.givenName", "value": format!("Round{round}")}]));
+            json_of(app.patch(path, &change).await, 200).await;
+        }
+    }
+    // The other targets are served meanwhile.
+    for target in ["appgate", "primavera", "vikingcloud"] {
+        synced
+            .until_target(target, |t| t["delivered"] == 20 && t["pending"] == 0 && t["retrying"] == 0)
+            .await;
+    }
+    let lag = synced.lag().await;
+    let kibo_row = lag.iter().find(|t| t["target"] == "kibo").unwrap();
+    assert_eq!(kibo_row["delivered"], 0, "{kibo_row}");
+    assert!(kibo_row["oldest_change_at"].is_number());
+    assert!(kibo.accounts().is_empty());
+
+    kibo.set_faults(Faults::default());
+    synced.settle(20).await;
+    let accounts = synced.live_accounts(TargetKind::Kibo);
+    assert_eq!(accounts.len(), 20);
+    let ledger = rusqlite::Connection::open(app.dir.path().join("bridge.db")).unwrap();
+    for r in ledger.prepare("SELECT user_id, operation, outcome, status, error FROM delivery_attempts WHERE target='kibo' AND outcome='delivered'").unwrap().query_map([], |r| Ok(format!("{:?} {:?} {:?} {:?} {:?}", r.get::<_,String>(0)?, r.get::<_,String>(1)?, r.get::<_,String>(2)?, r.get::<_,Option<i64>>(3)?, r.get::<_,Option<String>>(4)?))).unwrap() { eprintln!("DEBUG {}", r.unwrap()); }
+    for account in accounts {
+        eprintln!("DEBUG {:?}", account.counts);
+        // One create with the latest state: the three rounds of updates were coalesced.
+        assert_eq!(account.counts.creates, 1);
+        assert_eq!(account.counts.updates, 0);
+        assert_eq!(account.fields["firstName"], "Round3");
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_and_rejections_are_visible_and_replayable() {
+    let synced = SyncedApp::spawn_with(|settings| settings.fanout.max_attempts = 2).await;
+    let app = &synced.app;
+    let appgate = synced.sandbox.emulator(TargetKind::Appgate);
+    appgate.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    // Kibo refuses an account whose names are missing: the target says why.
+    let mut nameless = user("nameless@example.com");
+    nameless.as_object_mut().unwrap().remove("name");
+    let created = app.create_user(&nameless).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    synced.until_target("appgate", |t| t["dead"] == 1).await;
+    synced.until_target("kibo", |t| t["rejected"] == 1).await;
+
+    let failed = synced
+        .admin(Method::GET, "/deliveries?state=failed")
+        .send()
+        .await
+        .unwrap();
+    let failed = json_of(failed, 200).await;
+    let rows = failed["deliveries"].as_array().unwrap();
+    let kibo = rows.iter().find(|r| r["desired"]["target"] == "kibo").unwrap();
+    assert_eq!(kibo["state"], "rejected");
+    assert!(kibo["last_error"].as_str().unwrap().contains("password"), "{kibo}");
+    let dead = rows.iter().find(|r| r["desired"]["target"] == "appgate").unwrap();
+    assert!(dead["last_error"].as_str().unwrap().contains("gave up after 2 attempts"), "{dead}");
+
+    let user_view = json_of(
+        synced.admin(Method::GET, &format!("/users/{id}")).send().await.unwrap(),
+        200,
+    )
+    .await;
+    assert!(!user_view["history"].as_array().unwrap().is_empty());
+    assert!(!user_view.to_string().contains("Passw0rd"));
+
+    // The target recovers; an operator replays the dead letter.
+    appgate.set_faults(Faults::default());
+    let replay = synced
+        .admin(Method::POST, "/replay")
+        .json(&json!({"target": "appgate", "dead_only": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(replay, 200).await["replayed"], 1);
+    synced.until_target("appgate", |t| t["delivered"] == 1).await;
+    assert_eq!(synced.live_accounts(TargetKind::Appgate).len(), 1);
+
+    // The identity provider fills the names in: the change clears the rejection.
+    let set = patch(json!([{"op": "add", "path": "name", "value": {"givenName": "Nora", "familyName": "Name"}}]));
+    json_of(app.patch(&format!("/Users/{id}"), &set).await, 200).await;
+    synced.until_target("kibo", |t| t["delivered"] == 1 && t["rejected"] == 0).await;
+    let kibo_account = &synced.live_accounts(TargetKind::Kibo)[0];
+    assert_eq!(kibo_account.fields["lastName"], "Name");
+    assert!(kibo_account.secrets_set.contains(&"password".to_owned()), "a generated one");
+
+    let unknown = synced
+        .admin(Method::POST, "/targets/nope/pause")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let anonymous = app.client.get(format!("{}/admin/targets", app.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn throttling_is_retried_and_primaveras_limit_is_never_exceeded() {
+    let synced = SyncedApp::spawn().await;
+    let app = &synced.app;
+    let vikingcloud = synced.sandbox.emulator(TargetKind::VikingCloud);
+    vikingcloud.set_faults(Faults {
+        throttle: true,
+        retry_after: Some("0".into()),
+        ..Faults::default()
+    });
+    for n in 0..120 {
+        app.create_user(&user(&format!("burst{n:03}@example.com"))).await;
+    }
+    synced
+        .until_target("vikingcloud", |t| t["retrying"].as_u64().unwrap() > 0)
+        .await;
+    vikingcloud.set_faults(Faults::default());
+    synced.settle(120).await;
+
+    let ledger = rusqlite::Connection::open(app.dir.path().join("bridge.db")).unwrap();
+    let throttled: i64 = ledger
+        .query_row(
+            "SELECT COUNT(*) FROM delivery_attempts WHERE target = 'primavera' AND outcome != 'delivered'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(throttled, 0, "the adapter's pacing kept Primavera under its limit");
+    let names: HashSet<String> = synced
+        .live_accounts(TargetKind::VikingCloud)
+        .iter()
+        .map(|a| a.fields["email"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 120);
+}
+
+#[tokio::test]
+async fn pause_holds_deliveries_and_resume_releases_them() {
+    let synced = SyncedApp::spawn().await;
+    let pause = synced.admin(Method::POST, "/targets/primavera/pause").send().await.unwrap();
+    assert_eq!(pause.status(), 200);
+    synced.app.create_user(&user("held@example.com")).await;
+    synced.until_target("appgate", |t| t["delivered"] == 1).await;
+    let row = synced.until_target("primavera", |t| t["paused"] == true).await;
+    assert_eq!(row["pending"], 1);
+    assert!(synced.live_accounts(TargetKind::Primavera).is_empty());
+    let resume = synced.admin(Method::POST, "/targets/primavera/resume").send().await.unwrap();
+    assert_eq!(resume.status(), 200);
+    synced.until_target("primavera", |t| t["delivered"] == 1).await;
+    let metrics = synced
+        .app
+        .client
+        .get(format!("{}/metrics", synced.app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("scim_bridge_deliveries_total{target=\"primavera\",outcome=\"delivered\"} 1"), "{metrics}");
+    eprintln!("DEBUG {metrics}");
+    assert!(metrics.contains("scim_bridge_accepted_writes_total{resource=\"User\",operation=\"create\"} 1"));
+}
