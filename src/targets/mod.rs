@@ -42,8 +42,9 @@ pub enum TargetError {
 pub type TargetResult<T> = Result<T, TargetError>;
 
 impl TargetError {
-    /// A payload the adapter refuses before sending anything (a mapping mistake, such as a
-    /// missing natural key). Status 0 marks that no HTTP exchange took place.
+    /// A call the adapter refuses without the target deciding it: a mapping mistake (a
+    /// missing natural key) or a setting the target needs. Status 0 marks that no HTTP answer
+    /// decided the outcome.
     pub fn unusable(message: impl Into<String>) -> Self {
         TargetError::Rejected {
             status: 0,
