@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::emulator::{
     bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
-    Refusal, Reply,
+    Record, Refusal, Reply,
 };
 use super::{DEV_PASSWORD, DEV_USERNAME};
 use crate::targets::Payload;
@@ -200,33 +200,23 @@ fn name_of(user: &Payload) -> &str {
     user.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
-/// Gives a new user the fields the controller assigns, stores it, and returns it as the API
-/// shows it.
+/// Gives a new user the fields the controller assigns and stores it.
 fn store_new(
     accounts: &mut Accounts,
     mut user: Payload,
     now: SystemTime,
     counts: Counts,
-) -> Payload {
+) -> &Record {
     let id = uuid::Uuid::new_v4().to_string();
     user.insert("id".to_owned(), json!(id));
     user.insert("created".to_owned(), json!(timestamp(now)));
     user.insert("updated".to_owned(), json!(timestamp(now)));
     user.insert("failedLoginAttempts".to_owned(), json!(0));
-    accounts.insert(&id, user, WRITE_ONLY, counts);
-    accounts
-        .get(&id)
-        .map(|record| record.fields.clone())
-        .unwrap_or_default()
+    accounts.insert(&id, user, WRITE_ONLY, counts)
 }
 
 fn seed(accounts: &mut Accounts, user: Payload, now: SystemTime) -> String {
-    let shown = store_new(accounts, user, now, Counts::default());
-    shown
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+    store_new(accounts, user, now, Counts::default()).id.clone()
 }
 
 #[derive(Deserialize)]
@@ -293,11 +283,11 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
         if accounts.taken("name", name_of(&user), None) {
             return None;
         }
-        let counts = Counts {
-            creates: 1,
-            ..Counts::default()
-        };
-        Some(store_new(accounts, user, now, counts))
+        Some(
+            store_new(accounts, user, now, Counts::CREATED)
+                .fields
+                .clone(),
+        )
     });
     match created {
         // Appgate answers a create with 200, not 201.
@@ -320,8 +310,7 @@ fn not_found(state: &EmulatorState, req: &HttpRequest) -> Refusal {
 
 async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    let user =
-        state.with_accounts(|accounts| accounts.get(&id).map(|record| record.fields.clone()));
+    let user = state.with_accounts(|accounts| accounts.fields(&id));
     user.map(|user| HttpResponse::Ok().json(user))
         .ok_or_else(|| not_found(&state, &req))
 }

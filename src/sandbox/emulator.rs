@@ -12,7 +12,6 @@ use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
-use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -41,6 +40,15 @@ pub struct Counts {
     pub creates: u32,
     pub updates: u32,
     pub deletes: u32,
+}
+
+impl Counts {
+    /// An account that arrived through the API's create.
+    pub(crate) const CREATED: Counts = Counts {
+        creates: 1,
+        updates: 0,
+        deletes: 0,
+    };
 }
 
 #[derive(Debug, Clone)]
@@ -106,8 +114,19 @@ impl Accounts {
         })
     }
 
+    /// The fields of a live account, as the API returns them.
+    pub fn fields(&self, id: &str) -> Option<Payload> {
+        self.get(id).map(|record| record.fields.clone())
+    }
+
     /// Stores a new account, moving its write-only fields out of `fields`.
-    pub fn insert(&mut self, id: &str, fields: Payload, write_only: &[&str], counts: Counts) {
+    pub fn insert(
+        &mut self,
+        id: &str,
+        fields: Payload,
+        write_only: &[&str],
+        counts: Counts,
+    ) -> &Record {
         let (fields, secrets) = split_secrets(fields, write_only);
         self.records.push(Record {
             id: id.to_owned(),
@@ -116,6 +135,7 @@ impl Accounts {
             counts,
             deleted: false,
         });
+        &self.records[self.records.len() - 1]
     }
 
     /// Marks a live account deleted; false when there is none.
@@ -250,14 +270,8 @@ impl EmulatorState {
     /// One login: issues `N` tokens valid for the configured lifetime, returned with their
     /// expiry.
     pub fn issue_tokens<const N: usize>(&self) -> ([String; N], SystemTime) {
-        let tokens: [String; N] = {
-            let mut rng = rand::thread_rng();
-            std::array::from_fn(|_| {
-                (0..32)
-                    .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
-                    .collect()
-            })
-        };
+        let tokens: [String; N] =
+            std::array::from_fn(|_| uuid::Uuid::new_v4().simple().to_string());
         let expires_at = self.now() + self.token_ttl;
         let mut inner = self.inner();
         for token in &tokens {

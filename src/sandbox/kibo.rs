@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::emulator::{
     bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
-    Refusal, Reply,
+    Record, Refusal, Reply,
 };
 use super::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_KIBO_SITE, DEV_KIBO_TENANT};
 use crate::targets::Payload;
@@ -207,7 +207,7 @@ fn store_new(
     mut account: Payload,
     now: SystemTime,
     counts: Counts,
-) -> String {
+) -> &Record {
     let id = uuid::Uuid::new_v4().simple().to_string();
     account.insert("id".to_owned(), json!(id));
     account.entry("isActive").or_insert(Value::Bool(true));
@@ -223,12 +223,13 @@ fn store_new(
         }),
     );
     account.insert("roles".to_owned(), json!([]));
-    accounts.insert(&id, account, WRITE_ONLY, counts);
-    id
+    accounts.insert(&id, account, WRITE_ONLY, counts)
 }
 
 fn seed(accounts: &mut Accounts, account: Payload, now: SystemTime) -> String {
     store_new(accounts, account, now, Counts::default())
+        .id
+        .clone()
 }
 
 fn not_found(state: &EmulatorState, req: &HttpRequest) -> Refusal {
@@ -300,15 +301,9 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
         if let Some(message) = conflict(accounts, &account, None) {
             return Err(message);
         }
-        let counts = Counts {
-            creates: 1,
-            ..Counts::default()
-        };
-        let id = store_new(accounts, account, now, counts);
-        Ok(accounts
-            .get(&id)
-            .map(|record| record.fields.clone())
-            .unwrap_or_default())
+        Ok(store_new(accounts, account, now, Counts::CREATED)
+            .fields
+            .clone())
     });
     match created {
         Ok(account) => Ok(HttpResponse::Ok().json(account)),
@@ -318,8 +313,7 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
 
 async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    let account =
-        state.with_accounts(|accounts| accounts.get(&id).map(|record| record.fields.clone()));
+    let account = state.with_accounts(|accounts| accounts.fields(&id));
     account
         .map(|account| HttpResponse::Ok().json(account))
         .ok_or_else(|| not_found(&state, &req))

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::emulator::{
-    bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Refusal, Reply,
+    bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Record,
+    Refusal, Reply,
 };
 use super::{DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME};
 use crate::targets::primavera::payload::{schema, PRODUCTS, PRODUCT_NAMES, USER_ID};
@@ -217,7 +218,7 @@ fn known_fields(user: &Payload) -> Payload {
         .collect()
 }
 
-fn store_new(accounts: &mut Accounts, user: &Payload, counts: Counts) -> String {
+fn store_new<'a>(accounts: &'a mut Accounts, user: &Payload, counts: Counts) -> &'a Record {
     let user_id = 1_000 + accounts.next_sequence();
     let mut fields = known_fields(user);
     fields.insert(USER_ID.to_owned(), json!(user_id));
@@ -228,13 +229,11 @@ fn store_new(accounts: &mut Accounts, user: &Payload, counts: Counts) -> String 
         apply_products(accounts, &mut products, entries);
     }
     fields.insert(PRODUCTS.to_owned(), Value::Array(products));
-    let id = user_id.to_string();
-    accounts.insert(&id, fields, &[], counts);
-    id
+    accounts.insert(&user_id.to_string(), fields, &[], counts)
 }
 
 fn seed(accounts: &mut Accounts, user: Payload, _now: SystemTime) -> String {
-    store_new(accounts, &user, Counts::default())
+    store_new(accounts, &user, Counts::default()).id.clone()
 }
 
 fn not_found(state: &EmulatorState, req: &HttpRequest) -> Refusal {
@@ -293,15 +292,7 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
         if let Some(message) = duplicate(accounts, &user, None) {
             return Err(message);
         }
-        let counts = Counts {
-            creates: 1,
-            ..Counts::default()
-        };
-        let id = store_new(accounts, &user, counts);
-        Ok(accounts
-            .get(&id)
-            .map(|record| record.fields.clone())
-            .unwrap_or_default())
+        Ok(store_new(accounts, &user, Counts::CREATED).fields.clone())
     });
     match created {
         Ok(user) => Ok(HttpResponse::Created().json(user)),
@@ -385,8 +376,7 @@ async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
 
 async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    let user =
-        state.with_accounts(|accounts| accounts.get(&id).map(|record| record.fields.clone()));
+    let user = state.with_accounts(|accounts| accounts.fields(&id));
     user.map(|user| HttpResponse::Ok().json(user))
         .ok_or_else(|| not_found(&state, &req))
 }

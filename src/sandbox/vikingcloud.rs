@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::emulator::{
     bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
-    Refusal, Reply,
+    Record, Refusal, Reply,
 };
 use super::{DEV_PASSWORD, DEV_USERNAME};
 use crate::targets::Payload;
@@ -197,7 +197,7 @@ fn find_id(accounts: &Accounts, authenticator: &str, username: &str) -> Option<S
         .map(|record| record.id.clone())
 }
 
-fn store_new(accounts: &mut Accounts, user: Payload, now: SystemTime, counts: Counts) -> String {
+fn store_new(accounts: &mut Accounts, user: Payload, now: SystemTime, counts: Counts) -> &Record {
     let id = uuid::Uuid::new_v4().to_string();
     let mut fields: Payload = known_fields(user)
         .into_iter()
@@ -210,19 +210,11 @@ fn store_new(accounts: &mut Accounts, user: Payload, now: SystemTime, counts: Co
     for list in LISTS {
         fields.entry(*list).or_insert_with(|| json!([]));
     }
-    accounts.insert(&id, fields, WRITE_ONLY, counts);
-    id
+    accounts.insert(&id, fields, WRITE_ONLY, counts)
 }
 
 fn seed(accounts: &mut Accounts, user: Payload, now: SystemTime) -> String {
-    store_new(accounts, user, now, Counts::default())
-}
-
-fn shown(accounts: &Accounts, id: &str) -> Payload {
-    accounts
-        .get(id)
-        .map(|record| record.fields.clone())
-        .unwrap_or_default()
+    store_new(accounts, user, now, Counts::default()).id.clone()
 }
 
 fn email_taken(accounts: &Accounts, user: &Payload, except: Option<&str>) -> bool {
@@ -239,7 +231,7 @@ async fn lookup(
     authorize(&state, &req)?;
     let (authenticator, username) = key.into_inner();
     let user = state.with_accounts(|accounts| {
-        find_id(accounts, &authenticator, &username).map(|id| shown(accounts, &id))
+        find_id(accounts, &authenticator, &username).and_then(|id| accounts.fields(&id))
     });
     user.map(|user| HttpResponse::Ok().json(user))
         .ok_or_else(|| state.refuse(StatusCode::NOT_FOUND, "User not found", &req))
@@ -257,16 +249,9 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
         if email_taken(accounts, &user, None) {
             return Err("Email already in use");
         }
-        let id = store_new(
-            accounts,
-            user,
-            now,
-            Counts {
-                creates: 1,
-                ..Counts::default()
-            },
-        );
-        Ok(shown(accounts, &id))
+        Ok(store_new(accounts, user, now, Counts::CREATED)
+            .fields
+            .clone())
     });
     match created {
         Ok(user) => Ok(HttpResponse::Created().json(user)),
