@@ -53,6 +53,22 @@ impl TargetError {
     }
 }
 
+/// A copy of `payload` with `field` set to `value` (how adapters disable an account).
+pub fn with_field(payload: &Payload, field: &str, value: Value) -> Payload {
+    let mut payload = payload.clone();
+    payload.insert(field.to_owned(), value);
+    payload
+}
+
+/// A JSON object literal as a payload, for tests.
+#[cfg(test)]
+pub(crate) fn object(value: Value) -> Payload {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not a JSON object: {other}"),
+    }
+}
+
 /// A non-empty string field the adapter cannot do without (a natural key); its absence is a
 /// mapping mistake, so the payload is refused before anything is sent.
 pub fn required_str<'a>(payload: &'a Payload, field: &str) -> TargetResult<&'a str> {
@@ -109,6 +125,23 @@ pub struct FieldSpec {
     pub write_only: bool,
     /// Assigned by the target; a mapping must not set it.
     pub read_only: bool,
+}
+
+impl FieldSpec {
+    /// A field the target accepts and returns, required nowhere, with no limits; vendors
+    /// start from it and set what differs.
+    pub const fn optional(name: &'static str, kind: FieldKind) -> Self {
+        Self {
+            name,
+            kind,
+            required_on_create: false,
+            required_on_update: false,
+            max_len: None,
+            allowed: &[],
+            write_only: false,
+            read_only: false,
+        }
+    }
 }
 
 /// The user schema of one target API.
