@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::emulator::{
     bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
-    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Reply,
+    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_PASSWORD, DEV_USERNAME};
 use crate::targets::{Payload, TargetSchema};
@@ -274,27 +274,17 @@ async fn replace(
     let user = accept_user(&state, &req, &body, false)?;
     let now = state.now();
     let outcome = state.with_accounts(|accounts| {
-        if let Some(message) = accounts.clash(&user, UNIQUE, Some(&id)) {
-            return Err((StatusCode::CONFLICT, message));
-        }
-        let (mut fields, secrets) = accounts.to_store(user);
-        let record = accounts
-            .get_mut(&id)
-            .ok_or((StatusCode::NOT_FOUND, NOT_FOUND))?;
-        for kept in ["id", "created", "failedLoginAttempts", "lockStart"] {
-            if let Some(value) = record.fields.get(kept) {
-                fields.insert(kept.to_owned(), value.clone());
-            }
-        }
-        fields.insert("updated".to_owned(), json!(timestamp(now)));
-        record.fields = fields;
-        record.secrets.extend(secrets);
-        record.counts.updates += 1;
+        let kept = ["id", "created", "failedLoginAttempts", "lockStart"];
+        let record = accounts.replace(&id, user, UNIQUE, &kept)?;
+        record
+            .fields
+            .insert("updated".to_owned(), json!(timestamp(now)));
         Ok(record.fields.clone())
     });
     match outcome {
         Ok(user) => Ok(HttpResponse::Ok().json(user)),
-        Err((status, message)) => Err(state.refuse(status, message, &req)),
+        Err(Refused::NotFound) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req)),
+        Err(Refused::Conflict(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
 }
 

@@ -76,6 +76,14 @@ pub struct AccountSnapshot {
     pub deleted: bool,
 }
 
+/// Why an update did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    NotFound,
+    /// Another account holds a unique value; the vendor's message.
+    Conflict(&'static str),
+}
+
 /// The accounts one emulator holds, in creation order.
 #[derive(Debug)]
 pub(crate) struct Accounts {
@@ -184,6 +192,68 @@ impl Accounts {
             deleted: false,
         });
         &self.records[self.records.len() - 1]
+    }
+
+    /// A PUT: the account's fields become `fields`, except the `kept` ones the body does not
+    /// set (what the vendor assigns), and write-only values it leaves out stay.
+    pub fn replace(
+        &mut self,
+        id: &str,
+        fields: Payload,
+        unique: &[(&str, &'static str)],
+        kept: &[&str],
+    ) -> Result<&mut Record, Refused> {
+        self.check_update(id, &fields, unique)?;
+        let (mut fields, secrets) = self.to_store(fields);
+        let record = self.get_mut(id).ok_or(Refused::NotFound)?;
+        for name in kept {
+            if let (false, Some(value)) = (fields.contains_key(*name), record.fields.get(*name)) {
+                fields.insert((*name).to_owned(), value.clone());
+            }
+        }
+        record.fields = fields;
+        record.secrets.extend(secrets);
+        record.counts.updates += 1;
+        Ok(record)
+    }
+
+    /// A partial update: the fields sent change, a null clears one, the rest stay.
+    pub fn merge(
+        &mut self,
+        id: &str,
+        changes: Payload,
+        unique: &[(&str, &'static str)],
+    ) -> Result<&mut Record, Refused> {
+        self.check_update(id, &changes, unique)?;
+        let cleared: Vec<String> = changes
+            .iter()
+            .filter(|(_, value)| value.is_null())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let (set, secrets) = self.to_store(changes);
+        let record = self.get_mut(id).ok_or(Refused::NotFound)?;
+        for name in cleared {
+            record.fields.remove(&name);
+        }
+        record.fields.extend(set);
+        record.secrets.extend(secrets);
+        record.counts.updates += 1;
+        Ok(record)
+    }
+
+    fn check_update(
+        &self,
+        id: &str,
+        fields: &Payload,
+        unique: &[(&str, &'static str)],
+    ) -> Result<(), Refused> {
+        if self.get(id).is_none() {
+            return Err(Refused::NotFound);
+        }
+        match self.clash(fields, unique, Some(id)) {
+            Some(message) => Err(Refused::Conflict(message)),
+            None => Ok(()),
+        }
     }
 
     /// Marks a live account deleted; false when there is none.

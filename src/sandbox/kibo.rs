@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::emulator::{
     bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
-    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Reply,
+    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_KIBO_SITE, DEV_KIBO_TENANT};
 use crate::targets::{Payload, TargetSchema};
@@ -293,29 +293,21 @@ async fn replace(
     let account = accept_account(&state, &req, &body, false)?;
     let now = state.now();
     let outcome = state.with_accounts(|accounts| {
-        if let Some(message) = accounts.clash(&account, UNIQUE, Some(&id)) {
-            return Err((StatusCode::CONFLICT, message));
-        }
-        let (mut fields, secrets) = accounts.to_store(account);
-        let record = accounts
-            .get_mut(&id)
-            .ok_or((StatusCode::NOT_FOUND, NOT_FOUND))?;
-        for kept in ["id", "systemData", "roles", "isActive"] {
-            if let (false, Some(value)) = (fields.contains_key(kept), record.fields.get(kept)) {
-                fields.insert(kept.to_owned(), value.clone());
-            }
-        }
-        if let Some(system) = fields.get_mut("systemData").and_then(Value::as_object_mut) {
+        let kept = ["id", "systemData", "roles", "isActive"];
+        let record = accounts.replace(&id, account, UNIQUE, &kept)?;
+        if let Some(system) = record
+            .fields
+            .get_mut("systemData")
+            .and_then(Value::as_object_mut)
+        {
             system.insert("updatedOn".to_owned(), json!(timestamp(now)));
         }
-        record.fields = fields;
-        record.secrets = secrets;
-        record.counts.updates += 1;
         Ok(record.fields.clone())
     });
     match outcome {
         Ok(account) => Ok(HttpResponse::Ok().json(account)),
-        Err((status, message)) => Err(state.refuse(status, message, &req)),
+        Err(Refused::NotFound) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req)),
+        Err(Refused::Conflict(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
 }
 

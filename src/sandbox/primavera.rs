@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::emulator::{
     bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
-    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Reply,
+    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME};
 use crate::targets::primavera::payload::{schema, PRODUCTS, PRODUCT_NAMES, USER_ID};
@@ -291,42 +291,29 @@ async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
                 .live()
                 .find(|record| record.fields.get("ldapGuid").and_then(Value::as_str) == Some(guid))
                 .map(|record| record.id.clone())
-                .ok_or((StatusCode::NOT_FOUND, NOT_FOUND))?,
-            (None, None) => return Err((StatusCode::BAD_REQUEST, UNNAMED)),
+                .ok_or(Refused::NotFound)?,
+            (None, None) => return Ok(false),
         };
         let mut products = accounts
             .get(&id)
-            .ok_or((StatusCode::NOT_FOUND, NOT_FOUND))?
+            .ok_or(Refused::NotFound)?
             .fields
             .get(PRODUCTS)
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        if let Some(message) = accounts.clash(&changes, UNIQUE, Some(&id)) {
-            return Err((StatusCode::CONFLICT, message));
-        }
         if let Some(Value::Array(entries)) = &entries {
             apply_products(accounts, &mut products, entries);
         }
-        let record = accounts
-            .get_mut(&id)
-            .ok_or((StatusCode::NOT_FOUND, NOT_FOUND))?;
-        for (field, value) in changes {
-            if value.is_null() {
-                record.fields.remove(&field);
-            } else {
-                record.fields.insert(field, value);
-            }
-        }
-        record
-            .fields
-            .insert(PRODUCTS.to_owned(), Value::Array(products));
-        record.counts.updates += 1;
-        Ok(())
+        changes.insert(PRODUCTS.to_owned(), Value::Array(products));
+        accounts.merge(&id, changes, UNIQUE)?;
+        Ok(true)
     });
     match outcome {
-        Ok(()) => Ok(HttpResponse::NoContent().finish()),
-        Err((status, message)) => Err(state.refuse(status, message, &req)),
+        Ok(true) => Ok(HttpResponse::NoContent().finish()),
+        Ok(false) => Err(state.refuse(StatusCode::BAD_REQUEST, UNNAMED, &req)),
+        Err(Refused::NotFound) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req)),
+        Err(Refused::Conflict(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::emulator::{
     bearer, header, json_object, kind_name, mistyped, timestamp, writable_fields, Accounts, Counts,
-    EmulatorState, Flavor, Record, Refusal, Reply,
+    EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_PASSWORD, DEV_USERNAME};
 use crate::targets::{FieldKind, Payload, TargetSchema};
@@ -219,38 +219,23 @@ async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
     authorize(&state, &req)?;
     let user = accept_user(&state, &req, &body)?;
     let now = state.now();
+    let (authenticator, username) = user_key(&user).unwrap_or_default();
+    let (authenticator, username) = (authenticator.to_owned(), username.to_owned());
+    let mut changes = user;
+    // The key names the user; it is not one of the fields that change.
+    changes.remove("userKey");
     let outcome = state.with_accounts(|accounts| {
-        let (authenticator, username) = user_key(&user).unwrap_or_default();
-        let id =
-            find_id(accounts, authenticator, username).ok_or((StatusCode::NOT_FOUND, NOT_FOUND))?;
-        if let Some(message) = accounts.clash(&user, UNIQUE_EMAIL, Some(&id)) {
-            return Err((StatusCode::CONFLICT, message));
-        }
-        let cleared: Vec<String> = user
-            .iter()
-            .filter(|(_, value)| value.is_null())
-            .map(|(field, _)| field.clone())
-            .collect();
-        let (set, secrets) = accounts.to_store(user);
-        let record = accounts
-            .get_mut(&id)
-            .ok_or((StatusCode::NOT_FOUND, NOT_FOUND))?;
-        for field in cleared {
-            record.fields.remove(&field);
-        }
-        for (field, value) in set.into_iter().filter(|(field, _)| field != "userKey") {
-            record.fields.insert(field, value);
-        }
+        let id = find_id(accounts, &authenticator, &username).ok_or(Refused::NotFound)?;
+        let record = accounts.merge(&id, changes, UNIQUE_EMAIL)?;
         record
             .fields
             .insert("lastUpdatedInstant".to_owned(), json!(timestamp(now)));
-        record.secrets.extend(secrets);
-        record.counts.updates += 1;
         Ok(record.fields.clone())
     });
     match outcome {
         Ok(user) => Ok(HttpResponse::Ok().json(user)),
-        Err((status, message)) => Err(state.refuse(status, message, &req)),
+        Err(Refused::NotFound) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req)),
+        Err(Refused::Conflict(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
 }
 
