@@ -173,17 +173,25 @@ impl Mapping {
     }
 
     fn missing(&self, field: &str) -> String {
-        let source = self
-            .spec
-            .fields
-            .iter()
-            .find(|f| f.name == field)
-            .map(|f| describe(&f.rule))
-            .unwrap_or_else(|| "the mapping".to_owned());
-        format!(
-            "{} needs '{field}', but {source} gives no value for this user",
-            self.target
-        )
+        let mut places = Vec::new();
+        if let Some(rule) = self.spec.fields.iter().find(|f| f.name == field) {
+            sources(&rule.rule, &mut places);
+        }
+        match places.as_slice() {
+            [] => format!(
+                "{} needs '{field}', but the mapping gives it no value",
+                self.target
+            ),
+            [one] => format!(
+                "{} needs '{field}', but this user has no value in {one}",
+                self.target
+            ),
+            [several @ .., last] => format!(
+                "{} needs '{field}', but this user has no value in any of {} or {last}",
+                self.target,
+                several.join(", ")
+            ),
+        }
     }
 
     /// The field's value in the payload; `None` leaves the field out.
@@ -343,16 +351,28 @@ fn is_needed(spec: &FieldSpec, natural_key: &[&str]) -> bool {
     spec.required_on_create || spec.required_on_update || natural_key.contains(&spec.name)
 }
 
-/// A rule's source as an admin would recognise it in the file.
-fn describe(rule: &Rule) -> String {
+/// The SCIM paths a rule reads, as written in the file, with their conditions.
+fn sources(rule: &Rule, out: &mut Vec<String>) {
+    let before = out.len();
     match &rule.source {
-        Source::Path(path) => format!("'{}'", path.text),
-        Source::Password(_) => "the password".to_owned(),
-        Source::Template(_) => "its template".to_owned(),
-        Source::Const(..) => "its constant".to_owned(),
-        Source::FirstOf(_) => "none of its first_of alternatives".to_owned(),
-        Source::Object(_) => "its object".to_owned(),
-        Source::Grants(_) => "its grants".to_owned(),
+        Source::Path(path) => out.push(path.text.clone()),
+        Source::Template(template) => {
+            out.extend(template.parts.iter().filter_map(|part| match part {
+                Part::Path(path) => Some(path.text.clone()),
+                Part::Text(_) => None,
+            }))
+        }
+        Source::FirstOf(alternatives) => alternatives.iter().for_each(|a| sources(a, out)),
+        Source::Object(members) => members.iter().for_each(|m| sources(&m.rule, out)),
+        Source::Const(..) => out.push("a constant".to_owned()),
+        Source::Password(_) | Source::Grants(_) => {}
+    }
+    if let Some(when) = &rule.when {
+        if out.len() == before + 1 {
+            if let Some(last) = out.last_mut() {
+                *last = format!("{last} (when {})", when.text);
+            }
+        }
     }
 }
 
@@ -654,7 +674,7 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         user["name"] = json!({"givenName": "Ana"});
         assert_eq!(
             rejected(mapping.render(&user, Event::Upsert)),
-            "test needs 'lastName', but 'name.familyName' gives no value for this user"
+            "test needs 'lastName', but this user has no value in name.familyName"
         );
     }
 
