@@ -141,7 +141,7 @@ impl Mapping {
                     payload.insert(rule.name.clone(), value);
                 }
                 Ok(None) => {}
-                Err(reason) if strict || is_needed(spec, &self.schema.natural_key) => {
+                Err(reason) if strict || is_needed(spec, self.schema.natural_key) => {
                     return Err(reason)
                 }
                 Err(_) => {}
@@ -155,7 +155,7 @@ impl Mapping {
         for spec in &self.schema.fields {
             let needed = match operation {
                 Operation::Delete => self.schema.natural_key.contains(&spec.name),
-                Operation::Upsert | Operation::Disable => is_needed(spec, &self.schema.natural_key),
+                Operation::Upsert | Operation::Disable => is_needed(spec, self.schema.natural_key),
             };
             let carried = payload.contains_key(spec.name) || self.is_password_field(spec.name);
             if needed && !spec.read_only && !carried {
@@ -709,6 +709,149 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         ] {
             let rendered = mapping.render(&odd, Event::Upsert);
             assert!(!matches!(rendered, Render::Skip { .. }), "{rendered:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::mapping::commands::builtin_schemas;
+    use crate::mapping::test_support::{load, with_fields};
+
+    /// Names a user's JSON is made of, so generated users reach the mapping's paths often.
+    const NAMES: &[&str] = &[
+        "userName",
+        "name",
+        "givenName",
+        "familyName",
+        "displayName",
+        "emails",
+        "value",
+        "type",
+        "primary",
+        "display",
+        "phoneNumbers",
+        "active",
+        "locale",
+        "preferredLanguage",
+        "title",
+        "groups",
+        "externalId",
+        "timezone",
+        "id",
+        "work",
+        "mobile",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        "department",
+    ];
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "True",
+                "False",
+                "work",
+                "mobile",
+                "Primavera Schedulers",
+                "en_US",
+                "pt-BR",
+                "a@b.c"
+            ])
+            .prop_map(Value::from),
+            "\\+?[0-9 ()-]{0,18}( ext\\. ?[0-9]{1,4})?".prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ]
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(NAMES), inner), 0..6).prop_map(
+                    |members| {
+                        Value::Object(
+                            members
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect::<Map<_, _>>(),
+                        )
+                    }
+                ),
+            ]
+        })
+    }
+
+    fn user() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            1 => json(),
+            4 => prop::collection::vec((prop::sample::select(NAMES), json()), 0..14).prop_map(
+                |members| Value::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            ),
+        ]
+    }
+
+    fn mappings() -> Vec<Mapping> {
+        let schemas = builtin_schemas();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let mut all: Vec<Mapping> = ["appgate", "kibo", "primavera", "vikingcloud"]
+            .into_iter()
+            .map(|target| {
+                let file = dir.join(format!("{target}.toml"));
+                let text = std::fs::read_to_string(&file).expect("shipped mapping");
+                Mapping::parse(&file, &text, target, &schemas[target]).expect("valid")
+            })
+            .collect();
+        all.push(
+            load(&with_fields(
+                r#"firstName = { first_of = [{ template = "{name.givenName} {name.familyName}" }, "displayName"], transform = ["trim", { truncate = 100 }] }
+title = { from = "title", when = 'groups[display eq "Managers"] or title pr', transform = [{ split = "," }, { join = ";" }, { capture = '^(.{0,25})' }] }
+status = { from = "active", transform = [{ default = true }, { table = { true = "ACTIVE", false = "INACTIVE" } }] }
+mobile = { from = 'phoneNumbers[type eq "mobile"].value', transform = ["phone_e164"] }
+countryCode = { from = "phoneNumbers.value", transform = [{ phone_country_code = "DE" }] }
+enabled = { from = "active", transform = ["not"] }
+tags = { from = "groups.display", transform = ["lower"] }
+userLocale = { from = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", transform = [{ table = { Sales = "en" } }] }
+userKey = { object = { username = "userName", kind = { value = "local" } } }
+userProducts = { grants = [{ group = "Primavera Schedulers", entry = { productName = "SCHEDULE" } }], revoke = { action = "DELETE" } }"#,
+            ))
+            .expect("valid"),
+        );
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever JSON arrives as a user, every mapping answers with a render that keeps its
+        /// promises: the hash is the payload's, and the password never sits in the payload.
+        #[test]
+        fn rendering_never_panics_and_keeps_its_promises(user in user()) {
+            for mapping in mappings() {
+                for event in [Event::Upsert, Event::Deactivated, Event::Deleted] {
+                    match mapping.render(&user, event) {
+                        Render::Send { payload, hash, password_field, create_only, .. } => {
+                            prop_assert_eq!(&hash, &payload_hash(&payload));
+                            if let Some(field) = password_field {
+                                prop_assert!(!payload.contains_key(&field));
+                            }
+                            prop_assert!(create_only.iter().all(|f| payload.contains_key(f)));
+                        }
+                        Render::Skip { reason } | Render::Rejected { reason } => {
+                            prop_assert!(!reason.is_empty());
+                        }
+                    }
+                }
+            }
         }
     }
 }

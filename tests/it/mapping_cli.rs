@@ -76,3 +76,83 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
         "{report}"
     );
 }
+
+fn run_preview(user: &serde_json::Value, target: Option<&str>) -> (bool, String) {
+    let mut out = Vec::new();
+    let ok = commands::preview(Path::new("mappings"), user, target, &mut out)
+        .expect("the directory is readable");
+    (ok, String::from_utf8(out).expect("utf-8"))
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(format!("tests/golden/users/{name}.json")).expect("fixture");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+#[test]
+fn preview_shows_the_exact_body_with_the_password_redacted() {
+    let mut user = fixture("okta");
+    // An IdP's create carries the password; the preview must never print it.
+    user["password"] = json!("t0p-s3cret!");
+    let (ok, report) = run_preview(&user, Some("kibo"));
+    assert!(ok, "{report}");
+    assert!(!report.contains("t0p-s3cret!"), "{report}");
+    assert!(
+        report.starts_with("== kibo (mappings/kibo.toml, version "),
+        "{report}"
+    );
+    let expected = "event: upsert (the user is active)\n\
+                    operation: upsert\n\
+                    password: 'password' carries the SCIM password, sent on create and on update \
+                    only when it changed\n";
+    assert!(report.contains(expected), "{report}");
+    let body_start = report.find("\n{\n").expect("a JSON body");
+    let body: serde_json::Value =
+        serde_json::from_str(&report[body_start..]).expect("the body is JSON");
+    assert_eq!(
+        body,
+        json!({
+            "emailAddress": "isaiah.langer@example.com",
+            "userName": "isaiah.langer@example.com",
+            "firstName": "Isaiah",
+            "lastName": "Langer",
+            "phoneNumber": "+4930901820",
+            "externalId": "00u1a2b3c4d5e6f7g8h9",
+            "localeCode": "de-DE",
+            "isActive": true,
+            "password": "<redacted: the SCIM password, if the IdP sent one>"
+        })
+    );
+}
+
+#[test]
+fn preview_covers_every_target_and_says_why_a_user_is_refused() {
+    let (ok, report) = run_preview(&fixture("minimal"), None);
+    assert!(!ok, "a rejected target makes the preview fail");
+    for target in ["appgate", "kibo", "primavera", "vikingcloud"] {
+        assert!(report.contains(&format!("== {target} (")), "{report}");
+    }
+    assert!(
+        report.contains(
+            "rejected: primavera needs 'email', but this user has no value in any of \
+             emails[primary eq true].value, emails[type eq \"work\"].value, emails.value or \
+             userName (when userName co \"@\")"
+        ),
+        "{report}"
+    );
+
+    let (ok, report) = run_preview(&fixture("deactivated"), Some("primavera"));
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("event: deactivated (the user has active = false)\noperation: disable\n"),
+        "{report}"
+    );
+    assert!(report.contains("\"status\": \"INACTIVE\""), "{report}");
+
+    let (ok, report) = run_preview(&fixture("okta"), Some("jira"));
+    assert!(!ok);
+    assert_eq!(
+        report,
+        "no mapping for target 'jira' in mappings; there are: appgate, kibo, primavera, vikingcloud\n"
+    );
+}
