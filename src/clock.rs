@@ -10,6 +10,15 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 
 pub type SharedClock = Arc<dyn Clock>;
 
+/// Milliseconds since the Unix epoch, the unit the ledger stores times in.
+pub fn unix_millis(clock: &dyn Clock) -> i64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 

@@ -2,8 +2,17 @@
 //! target and delivers it to user APIs that do not speak SCIM, recording every step in a
 //! SQLite ledger.
 
+pub mod admin;
+pub mod bench;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod fanout;
+pub mod ledger;
 pub mod mapping;
+pub mod metrics;
 pub mod sandbox;
 pub mod scim;
+pub mod startup;
 pub mod targets;
+pub mod telemetry;

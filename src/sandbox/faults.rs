@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpResponse, ResponseError};
+use futures_util::StreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -112,15 +113,20 @@ fn with_retry_after(refusal: Refusal, faults: &Faults) -> HttpResponse {
 }
 
 /// A 200 whose streamed body fails after its first bytes: the server then cuts the
-/// connection, and the client sees a truncated answer.
+/// connection, and the client sees a truncated answer. The pause lets the status line and
+/// the first chunk reach the client before the cut.
 fn broken_answer() -> HttpResponse {
-    let chunks = futures_util::stream::iter([
-        Ok(Bytes::from_static(b"{\"data\": [")),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "sandbox: connection dropped",
-        )),
-    ]);
+    let chunks = futures_util::stream::iter([true, false]).then(|first| async move {
+        if first {
+            Ok(Bytes::from_static(b"{\"data\": ["))
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "sandbox: connection dropped",
+            ))
+        }
+    });
     HttpResponse::Ok()
         .content_type("application/json")
         .streaming(chunks)

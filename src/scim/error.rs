@@ -84,6 +84,19 @@ impl ScimError {
             other => other.to_string(),
         }
     }
+
+    /// The RFC 7644 error body, also used inside Bulk responses.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = json!({
+            "schemas": [ERROR_SCHEMA],
+            "status": self.status_code().as_u16().to_string(),
+            "detail": self.detail(),
+        });
+        if let Some(scim_type) = self.scim_type() {
+            body["scimType"] = json!(scim_type);
+        }
+        body
+    }
 }
 
 impl ResponseError for ScimError {
@@ -114,16 +127,7 @@ impl ResponseError for ScimError {
         if let ScimError::Internal(cause) = self {
             tracing::error!(error = ?cause, "request failed");
         }
-        let status = self.status_code();
-        let mut body = json!({
-            "schemas": [ERROR_SCHEMA],
-            "status": status.as_u16().to_string(),
-            "detail": self.detail(),
-        });
-        if let Some(scim_type) = self.scim_type() {
-            body["scimType"] = json!(scim_type);
-        }
-        let mut response = HttpResponse::build(status);
+        let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE));
         match self {
             ScimError::Unauthorized(_) => {
@@ -134,6 +138,6 @@ impl ResponseError for ScimError {
             }
             _ => {}
         }
-        response.body(body.to_string())
+        response.body(self.body().to_string())
     }
 }

@@ -75,9 +75,8 @@ impl CompareOp {
         .find(|op| op.keyword().eq_ignore_ascii_case(word))
     }
 
-    /// Whether only equality applies to booleans and the operator needs a comparable value.
-    fn needs_order_or_text(self) -> bool {
-        !matches!(self, CompareOp::Eq | CompareOp::Ne)
+    fn is_equality(self) -> bool {
+        matches!(self, CompareOp::Eq | CompareOp::Ne)
     }
 
     fn is_substring(self) -> bool {
@@ -602,6 +601,12 @@ fn compare_all(def: &AttributeDef, actual: &[&Value], op: CompareOp, expected: &
     }
 }
 
+/// Equality as `eq` means it for this attribute: case-insensitive unless caseExact, numbers by
+/// value, date-times as instants.
+pub(crate) fn values_equal(def: &AttributeDef, a: &Value, b: &Value) -> bool {
+    compare_one(def, a, CompareOp::Eq, b)
+}
+
 fn compare_one(def: &AttributeDef, actual: &Value, op: CompareOp, expected: &Value) -> bool {
     match def.attr_type {
         AttrType::String | AttrType::Reference | AttrType::Binary => {
@@ -611,7 +616,7 @@ fn compare_one(def: &AttributeDef, actual: &Value, op: CompareOp, expected: &Val
             }
         }
         AttrType::Boolean => match (as_bool(actual), as_bool(expected)) {
-            (Some(a), Some(e)) if !op.needs_order_or_text() => op.holds(a.cmp(&e)),
+            (Some(a), Some(e)) if op.is_equality() => op.holds(a.cmp(&e)),
             _ => false,
         },
         AttrType::Integer | AttrType::Decimal => {
@@ -693,7 +698,7 @@ fn check(filter: &Filter, scope: &Scope<'_>) -> Result<(), ScimError> {
                     "'{path}' is a complex attribute; compare one of its sub-attributes"
                 ));
             };
-            if op.needs_order_or_text() {
+            if !op.is_equality() {
                 let pointless = match target.attr_type {
                     AttrType::Boolean => true,
                     AttrType::Integer | AttrType::Decimal => op.is_substring(),

@@ -656,3 +656,243 @@ fn group_schema() -> SchemaDef {
         ],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scim::path::parse_attr_path;
+
+    fn resolved<'s>(schema: &'s ResourceSchema, path: &str) -> Option<&'s AttributeDef> {
+        schema.resolve(&parse_attr_path(path).expect("valid path"))
+    }
+
+    #[test]
+    fn user_schema_has_every_rfc_attribute() {
+        let user = ResourceSchema::user();
+        let names: Vec<&str> = user
+            .core
+            .attributes
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "userName",
+                "name",
+                "displayName",
+                "nickName",
+                "profileUrl",
+                "title",
+                "userType",
+                "preferredLanguage",
+                "locale",
+                "timezone",
+                "active",
+                "password",
+                "emails",
+                "phoneNumbers",
+                "ims",
+                "photos",
+                "addresses",
+                "groups",
+                "entitlements",
+                "roles",
+                "x509Certificates",
+            ]
+        );
+        let ext = &user.extensions[0].0;
+        let ext_names: Vec<&str> = ext.attributes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            ext_names,
+            [
+                "employeeNumber",
+                "costCenter",
+                "organization",
+                "division",
+                "department",
+                "manager"
+            ]
+        );
+        assert!(!user.extensions[0].1);
+    }
+
+    #[test]
+    fn resolves_paths_case_insensitively() {
+        let user = ResourceSchema::user();
+        let cases = [
+            ("userName", Some("userName")),
+            ("USERNAME", Some("userName")),
+            ("name.givenName", Some("givenName")),
+            ("NAME.GIVENNAME", Some("givenName")),
+            ("emails.value", Some("value")),
+            ("groups.$ref", Some("$ref")),
+            ("id", Some("id")),
+            ("meta.lastModified", Some("lastModified")),
+            ("externalId", Some("externalId")),
+            (
+                "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+                Some("userName"),
+            ),
+            ("urn:ietf:params:scim:schemas:core:2.0:User:id", Some("id")),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+                Some("department"),
+            ),
+            (
+                "URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:manager.VALUE",
+                Some("value"),
+            ),
+            ("department", None),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:userName",
+                None,
+            ),
+            ("urn:example:other:1.0:User:userName", None),
+            ("name.bogus", None),
+            ("userName.value", None),
+            ("bogus", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(
+                resolved(&user, path).map(|a| a.name.as_str()),
+                expected,
+                "{path}"
+            );
+        }
+        let group = ResourceSchema::group();
+        assert_eq!(
+            resolved(&group, "members.value").map(|a| a.mutability),
+            Some(Mutability::Immutable)
+        );
+        assert!(resolved(&group, "userName").is_none());
+        let located = user
+            .locate(
+                &parse_attr_path(
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+                )
+                .expect("valid"),
+            )
+            .expect("resolves");
+        assert_eq!(
+            located.extension.map(|e| e.id.as_str()),
+            Some(ENTERPRISE_USER_SCHEMA)
+        );
+        assert_eq!(located.attr.name, "manager");
+        assert_eq!(located.leaf().name, "value");
+    }
+
+    #[test]
+    fn characteristics_follow_rfc_7643() {
+        let user = ResourceSchema::user();
+        let get = |path: &str| resolved(&user, path).cloned().expect("known attribute");
+        let user_name = get("userName");
+        assert!(user_name.required && !user_name.case_exact);
+        assert_eq!(user_name.uniqueness, Uniqueness::Server);
+        assert_eq!(user_name.returned, Returned::Default);
+        let password = get("password");
+        assert_eq!(
+            (password.mutability, password.returned),
+            (Mutability::WriteOnly, Returned::Never)
+        );
+        let id = get("id");
+        assert!(id.case_exact);
+        assert_eq!(
+            (id.mutability, id.returned),
+            (Mutability::ReadOnly, Returned::Always)
+        );
+        assert!(get("externalId").case_exact);
+        let groups = get("groups");
+        assert_eq!(groups.mutability, Mutability::ReadOnly);
+        assert!(groups
+            .sub_attributes
+            .iter()
+            .all(|s| s.mutability == Mutability::ReadOnly));
+        assert_eq!(get("meta.created").attr_type, AttrType::DateTime);
+        assert_eq!(get("meta.created").mutability, Mutability::ReadOnly);
+        assert_eq!(get("x509Certificates.value").attr_type, AttrType::Binary);
+        assert_eq!(get("photos.value").reference_types, ["external"]);
+        assert_eq!(
+            get("emails.type").canonical_values,
+            ["work", "home", "other"]
+        );
+        assert_eq!(get("active").attr_type, AttrType::Boolean);
+        let group = ResourceSchema::group();
+        assert!(group
+            .core
+            .attribute("displayName")
+            .is_some_and(|a| a.required));
+        let member_type = resolved(&group, "members.type").cloned().expect("known");
+        assert_eq!(member_type.canonical_values, ["User", "Group"]);
+        assert_eq!(
+            resolved(&group, "members.$ref").map(|a| a.reference_types.clone()),
+            Some(vec!["User".to_owned(), "Group".to_owned()])
+        );
+    }
+
+    #[test]
+    fn renders_schema_resources() {
+        let user = ResourceSchema::user();
+        let rendered = user.core.to_json("https://bridge.example/scim/v2/");
+        assert_eq!(rendered["id"], USER_SCHEMA);
+        assert_eq!(rendered["schemas"], json!([SCHEMA_SCHEMA]));
+        assert_eq!(rendered["name"], "User");
+        assert_eq!(
+            rendered["meta"],
+            json!({
+                "resourceType": "Schema",
+                "location": format!("https://bridge.example/scim/v2/Schemas/{USER_SCHEMA}"),
+            })
+        );
+        let first = &rendered["attributes"][0];
+        assert_eq!(
+            first,
+            &json!({
+                "name": "userName", "type": "string", "multiValued": false,
+                "description": first["description"], "required": true, "caseExact": false,
+                "mutability": "readWrite", "returned": "default", "uniqueness": "server"
+            })
+        );
+        let name = &rendered["attributes"][1];
+        assert_eq!(name["type"], "complex");
+        assert_eq!(name["subAttributes"][2]["name"], "givenName");
+        let profile = &rendered["attributes"][4];
+        assert_eq!(profile["referenceTypes"], json!(["external"]));
+        let emails = &rendered["attributes"][12];
+        assert_eq!(emails["multiValued"], true);
+        assert_eq!(
+            emails["subAttributes"][2]["canonicalValues"],
+            json!(["work", "home", "other"])
+        );
+        assert!(emails.get("referenceTypes").is_none());
+        let names: Vec<&str> = rendered["attributes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            !names.contains(&"id"),
+            "common attributes are not part of the schema"
+        );
+    }
+
+    #[test]
+    fn renders_resource_types() {
+        assert_eq!(
+            ResourceSchema::user().resource_type_json("https://b.example/scim/v2"),
+            json!({
+                "schemas": [RESOURCE_TYPE_SCHEMA],
+                "id": "User",
+                "name": "User",
+                "endpoint": "/Users",
+                "description": "User Account",
+                "schema": USER_SCHEMA,
+                "schemaExtensions": [{"schema": ENTERPRISE_USER_SCHEMA, "required": false}],
+                "meta": {"resourceType": "ResourceType", "location": "https://b.example/scim/v2/ResourceTypes/User"}
+            })
+        );
+        let group = ResourceSchema::group().resource_type_json("https://b.example/scim/v2");
+        assert_eq!(group["endpoint"], "/Groups");
+        assert_eq!(group["schema"], GROUP_SCHEMA);
+        assert_eq!(group["schemaExtensions"], json!([]));
+    }
+}

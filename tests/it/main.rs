@@ -1,4 +1,17 @@
-//! The one integration-test binary: each module below is a suite.
+//! The one integration-test binary: the real server on port 0 with a temporary database, the
+//! target compliance suite and the emulator tests, all against sandbox emulators on loopback.
+
+// clippy.toml lets `#[test]` functions unwrap; the helpers they call are test code too.
+#![allow(clippy::unwrap_used)]
 
 mod mapping_cli;
 mod mapping_golden;
+mod sandbox_emulators;
+mod scim_bulk;
+mod scim_dialects;
+mod scim_discovery;
+mod scim_errors;
+mod scim_groups;
+mod scim_users;
+mod support;
+mod targets_compliance;

@@ -1,0 +1,8 @@
+//! The operator's HTTP API under `/admin`, with its own bearer tokens: delivery state,
+//! failures, replay, pause and resume.
+
+mod error;
+mod routes;
+
+pub use error::AdminError;
+pub use routes::{configure, parse_states, AdminAuth};

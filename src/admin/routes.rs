@@ -1,0 +1,147 @@
+//! Admin routes. Handlers are thin: parse, call the `Operator`, render JSON.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{self, Next};
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::admin::AdminError;
+use crate::fanout::operator::{Operator, ReplayRequest};
+use crate::ledger::DeliveryState;
+use crate::scim::auth::Authenticator;
+
+/// The authenticator of the admin API, kept apart from the SCIM clients' tokens.
+pub struct AdminAuth(pub Authenticator);
+
+type Reply = Result<HttpResponse, AdminError>;
+type Ops = web::Data<Operator>;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin")
+            .wrap(middleware::from_fn(require_admin))
+            .route("/targets", web::get().to(targets))
+            .route("/targets/{target}/pause", web::post().to(pause))
+            .route("/targets/{target}/resume", web::post().to(resume))
+            .route("/deliveries", web::get().to(deliveries))
+            .route("/users/{id}", web::get().to(user))
+            .route("/replay", web::post().to(replay)),
+    );
+}
+
+async fn require_admin(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let allowed = req
+        .app_data::<web::Data<AdminAuth>>()
+        .map(|auth| auth.0.authenticate(header).is_ok())
+        .unwrap_or(false);
+    if !allowed {
+        return Err(
+            AdminError::Unauthorized("a valid admin bearer token is required".into()).into(),
+        );
+    }
+    next.call(req).await
+}
+
+fn known_target(ops: &Operator, target: &str) -> Result<(), AdminError> {
+    if ops.targets().iter().any(|t| t == target) {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "no target named {target}; configured: {}",
+            ops.targets().join(", ")
+        )))
+    }
+}
+
+async fn targets(ops: Ops) -> Reply {
+    Ok(HttpResponse::Ok().json(json!({"targets": ops.lag().await?})))
+}
+
+async fn pause(ops: Ops, target: web::Path<String>) -> Reply {
+    known_target(&ops, &target)?;
+    ops.set_paused(&target, true).await?;
+    Ok(HttpResponse::Ok().json(json!({"target": *target, "paused": true})))
+}
+
+async fn resume(ops: Ops, target: web::Path<String>) -> Reply {
+    known_target(&ops, &target)?;
+    ops.set_paused(&target, false).await?;
+    Ok(HttpResponse::Ok().json(json!({"target": *target, "paused": false})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    /// pending, retrying, rejected, dead, delivered, or failed (= rejected + dead).
+    state: Option<String>,
+    target: Option<String>,
+}
+
+pub fn parse_states(state: Option<&str>) -> Result<Vec<DeliveryState>, String> {
+    match state {
+        None | Some("failed") => Ok(vec![DeliveryState::Rejected, DeliveryState::Dead]),
+        Some(name) => DeliveryState::parse(name).map(|s| vec![s]).ok_or_else(|| {
+            format!(
+                "unknown state {name}: use pending, retrying, rejected, dead, delivered or failed"
+            )
+        }),
+    }
+}
+
+async fn deliveries(ops: Ops, params: web::Query<ListParams>) -> Reply {
+    let states = parse_states(params.state.as_deref()).map_err(AdminError::BadRequest)?;
+    if let Some(target) = &params.target {
+        known_target(&ops, target)?;
+    }
+    let rows = ops.list(&states, params.target.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(json!({"deliveries": rows})))
+}
+
+async fn user(ops: Ops, id: web::Path<String>) -> Reply {
+    let status = ops.user(&id).await?;
+    if status.deliveries.is_empty() && status.history.is_empty() {
+        return Err(AdminError::NotFound(format!(
+            "the ledger has nothing for user {id}"
+        )));
+    }
+    Ok(HttpResponse::Ok().json(status))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    user_id: Option<String>,
+    target: Option<String>,
+    #[serde(default)]
+    dead_only: bool,
+}
+
+async fn replay(ops: Ops, body: web::Json<ReplayBody>) -> Reply {
+    let body = body.into_inner();
+    if let Some(target) = &body.target {
+        known_target(&ops, target)?;
+    }
+    if body.user_id.is_none() && body.target.is_none() {
+        return Err(AdminError::BadRequest(
+            "name a user_id, a target, or both: replaying everything at once is not offered".into(),
+        ));
+    }
+    let replayed = ops
+        .replay(ReplayRequest {
+            user_id: body.user_id,
+            target: body.target,
+            dead_only: body.dead_only,
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"replayed": replayed})))
+}

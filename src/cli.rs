@@ -1,0 +1,342 @@
+//! The command line: `serve`, and the operator's and admin's tools.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use std::sync::Arc;
+
+use crate::admin::parse_states;
+use crate::bench::{self, BenchOptions};
+use crate::clock::SystemClock;
+use crate::config::{LogFormat, Overrides, Settings, EMBEDDED_DEFAULT};
+use crate::fanout::operator::{Operator, ReplayRequest};
+use crate::fanout::report;
+use crate::ledger::{Db, DbOptions};
+use crate::sandbox::{self, SandboxConfig};
+use crate::scim::auth::sha256;
+use crate::startup::{Application, BuildOptions};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scim-bridge",
+    version,
+    about = "SCIM 2.0 provisioning bridge: identity providers push users and groups in, \
+             the bridge delivers them to user APIs that do not speak SCIM."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge: the SCIM API at /scim/v2, the admin API at /admin, health checks at
+    /// /healthz and /readyz, Prometheus metrics at /metrics.
+    Serve(ServeArgs),
+    /// Run only the emulators of the four target APIs, on the ports the default config's
+    /// targets point at, so a bridge started with `serve --no-sandbox` can be stopped or
+    /// killed while the emulators keep their state.
+    Sandbox,
+    /// Bearer-token helpers.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The sync ledger: what each target holds, what failed and why, replay. Works on the
+    /// database of a running or a stopped bridge.
+    Ledger(LedgerArgs),
+    /// Load-test a bridge over loopback: creates, patches and lookups at a concurrency, then
+    /// the time until every target holds every user. Starts its own bridge (temporary
+    /// database, sandbox targets) unless --url is given.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Users to create (then patch and look up).
+    #[arg(long, short = 'n', default_value_t = 20_000)]
+    pub users: usize,
+    /// Requests in flight at once.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub concurrency: usize,
+    /// Measure a running SCIM endpoint instead, e.g. http://127.0.0.1:8080/scim/v2.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Bearer token for --url.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Pause every target first, to measure the accept path alone.
+    #[arg(long)]
+    pub pause_deliveries: bool,
+    /// Users written straight into the database before the bridge starts (lookup at scale).
+    #[arg(long, default_value_t = 0)]
+    pub seed: usize,
+    /// Skip the PATCH phase.
+    #[arg(long)]
+    pub skip_patch: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// SQLite database file, overriding database.path.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub db: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: LedgerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Queue depth, failures and lag per target.
+    Status,
+    /// Delivery state and attempt history of one user on every target.
+    Show {
+        /// The SCIM id of the user.
+        user: String,
+    },
+    /// Deliveries in a state: failed (rejected and dead, the default), pending, retrying,
+    /// rejected, dead or delivered.
+    List {
+        #[arg(long, default_value = "failed")]
+        state: String,
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Make rejected and dead deliveries due again (of a user, of a target, or both).
+    Replay {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// Only dead letters, not rejections.
+        #[arg(long)]
+        dead_only: bool,
+    },
+    /// Stop delivering to a target until resumed (changes keep being recorded).
+    Pause { target: String },
+    /// Resume delivering to a paused target.
+    Resume { target: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigSource {
+    /// Configuration file; without it the embedded default (config/bridge.toml) is used.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// Address to listen on, overriding server.listen (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// SQLite database file, overriding database.path.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Log format, overriding server.log_format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// One more accepted bearer token, for scripts and tests.
+    #[arg(
+        long,
+        env = "SCIM_BRIDGE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Do not start the built-in emulators (they run apart, under `scim-bridge sandbox`).
+    #[arg(long)]
+    pub no_sandbox: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Read a token on standard input and print its SHA-256, for scim.clients[].token_sha256.
+    Hash,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration (with environment overrides) and report every problem.
+    Check(ConfigSource),
+    /// Print the embedded default configuration.
+    Default,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Sandbox => run_sandbox().await,
+        Command::Token(TokenCommand::Hash) => {
+            let mut token = String::new();
+            std::io::stdin().read_to_string(&mut token)?;
+            let token = token.trim();
+            anyhow::ensure!(!token.is_empty(), "no token on standard input");
+            println!("{}", hex::encode(sha256(token)));
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check(source)) => {
+            Settings::load(source.config.as_deref(), &Overrides::default())?;
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Default) => {
+            print!("{EMBEDDED_DEFAULT}");
+            Ok(())
+        }
+        Command::Ledger(args) => ledger(args).await,
+        Command::Bench(args) => {
+            let report = bench::run(BenchOptions {
+                users: args.users,
+                concurrency: args.concurrency,
+                url: args.url,
+                token: args.token,
+                pause_deliveries: args.pause_deliveries,
+                seed: args.seed,
+                skip_patch: args.skip_patch,
+            })
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_sandbox() -> anyhow::Result<()> {
+    telemetry::init(LogFormat::Human);
+    let sandbox = sandbox::start(SandboxConfig::default(), Arc::new(SystemClock)).await?;
+    for (name, emulator) in [
+        ("appgate", &sandbox.appgate),
+        ("vikingcloud", &sandbox.vikingcloud),
+        ("kibo", &sandbox.kibo),
+        ("primavera", &sandbox.primavera),
+    ] {
+        println!("{name:<12} {}   (accounts: {}/_sandbox/accounts)", emulator.base_url(), emulator.origin());
+    }
+    println!("sandbox running; Ctrl-C stops it");
+    tokio::signal::ctrl_c().await?;
+    sandbox.stop().await;
+    Ok(())
+}
+
+async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        db: args.db,
+        ..Overrides::default()
+    };
+    let settings = Settings::load(args.source.config.as_deref(), &overrides)?;
+    anyhow::ensure!(
+        settings.database.path.exists(),
+        "no database at {}: pass --db or --config",
+        settings.database.path.display()
+    );
+    let db = Db::open(&DbOptions {
+        path: settings.database.path.clone(),
+        readers: 1,
+    })?;
+    let operator = Operator::new(db, Arc::new(SystemClock), settings.target_names());
+    let print = |value: serde_json::Value, text: String| {
+        if args.json {
+            println!("{value:#}");
+        } else {
+            print!("{text}");
+        }
+    };
+    match args.command {
+        LedgerCommand::Status => {
+            let lag = operator.lag().await?;
+            print(serde_json::to_value(&lag)?, report::lag(&lag));
+        }
+        LedgerCommand::Show { user } => {
+            let status = operator.user(&user).await?;
+            print(serde_json::to_value(&status)?, report::user(&status));
+        }
+        LedgerCommand::List { state, target } => {
+            let states = parse_states(Some(&state)).map_err(anyhow::Error::msg)?;
+            let rows = operator.list(&states, target.as_deref()).await?;
+            print(serde_json::to_value(&rows)?, report::deliveries(&rows));
+        }
+        LedgerCommand::Replay {
+            user,
+            target,
+            dead_only,
+        } => {
+            anyhow::ensure!(
+                user.is_some() || target.is_some(),
+                "name --user, --target, or both"
+            );
+            let replayed = operator
+                .replay(ReplayRequest {
+                    user_id: user,
+                    target,
+                    dead_only,
+                })
+                .await?;
+            print(
+                serde_json::json!({"replayed": replayed}),
+                format!("{replayed} deliveries are due again\n"),
+            );
+        }
+        LedgerCommand::Pause { target } | LedgerCommand::Resume { target }
+            if !operator.targets().contains(&target) =>
+        {
+            anyhow::bail!(
+                "no target named {target}; configured: {}",
+                operator.targets().join(", ")
+            );
+        }
+        LedgerCommand::Pause { target } => {
+            operator.set_paused(&target, true).await?;
+            print(
+                serde_json::json!({"target": target, "paused": true}),
+                format!("{target} paused\n"),
+            );
+        }
+        LedgerCommand::Resume { target } => {
+            operator.set_paused(&target, false).await?;
+            print(
+                serde_json::json!({"target": target, "paused": false}),
+                format!("{target} resumed\n"),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        db: args.db,
+        log_format: args.log_format,
+        no_sandbox: args.no_sandbox,
+    };
+    let settings = Settings::load(args.source.config.as_deref(), &overrides)?;
+    telemetry::init(settings.server.log_format);
+    let options = BuildOptions {
+        extra_token: args.token,
+        ..BuildOptions::default()
+    };
+    let app = Application::build(settings, options).await?;
+    app.run_until_stopped().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! From a SCIM change to desired states: renders the user through every target's mapping
+//! and records the result in the ledger, inside the same transaction as the SCIM write.
+
+use std::sync::{Arc, RwLock};
+
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::fanout::secrets::SecretBox;
+use crate::ledger::{DeliveryOp, Desired, LedgerError, SealedSecret, Store, PASSWORD_MARK};
+use crate::mapping::{Event, MappingSet, Operation, Render};
+
+/// What happened to the user in SCIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    /// Created or updated; `active` in the user decides between upsert and deactivation.
+    Changed,
+    Deleted,
+}
+
+/// Holds the mappings in force (swapped whole on reload) and the password sealer.
+pub struct Planner {
+    mappings: RwLock<Arc<MappingSet>>,
+    secrets: Arc<SecretBox>,
+}
+
+impl std::fmt::Debug for Planner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Planner")
+    }
+}
+
+impl Planner {
+    pub fn new(mappings: MappingSet, secrets: Arc<SecretBox>) -> Planner {
+        Planner {
+            mappings: RwLock::new(Arc::new(mappings)),
+            secrets,
+        }
+    }
+
+    pub fn mappings(&self) -> Arc<MappingSet> {
+        Arc::clone(&self.mappings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn replace_mappings(&self, mappings: MappingSet) {
+        *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(mappings);
+    }
+
+    /// Records, for every target, the state it should reach for `user`. Returns the targets
+    /// that now have something to deliver.
+    pub fn plan(
+        &self,
+        store: &Store<'_>,
+        user: &Value,
+        change: UserChange,
+        password: Option<&SecretString>,
+        now: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        let Some(user_id) = user.get("id").and_then(Value::as_str) else {
+            return Ok(Vec::new());
+        };
+        let event = match change {
+            UserChange::Deleted => Event::Deleted,
+            UserChange::Changed if user.get("active") == Some(&Value::Bool(false)) => {
+                Event::Deactivated
+            }
+            UserChange::Changed => Event::Upsert,
+        };
+        let mappings = self.mappings();
+        let mut sealed: Option<SealedSecret> = None;
+        let mut due = Vec::new();
+        for mapping in mappings.iter() {
+            let target = mapping.target();
+            match mapping.render(user, event) {
+                Render::Send {
+                    operation,
+                    payload,
+                    create_only,
+                    password_field,
+                    hash,
+                } => {
+                    // A target that wants the password on every update keeps getting the
+                    // sealed one already held; otherwise it travels only when newly given.
+                    let needs_always = password_field.as_deref().is_some_and(|field| {
+                        mapping
+                            .schema()
+                            .field(field)
+                            .is_some_and(|spec| spec.required_on_update)
+                    });
+                    // After a SCIM delete no further update follows: once this last state
+                    // is delivered, the password can go.
+                    let retain_secret = needs_always && event != Event::Deleted;
+                    let fresh = match (&password_field, password) {
+                        (Some(_), Some(password)) => Some(match &sealed {
+                            Some(secret) => secret.secret_id.clone(),
+                            None => {
+                                let secret = self.secrets.seal(user_id, password);
+                                store.store_secret(user_id, &secret, now)?;
+                                let id = secret.secret_id.clone();
+                                sealed = Some(secret);
+                                id
+                            }
+                        }),
+                        _ => None,
+                    };
+                    let secret_id = match (&fresh, needs_always) {
+                        (Some(id), _) => Some(id.clone()),
+                        (None, true) => store.secret(user_id)?.map(|s| s.secret_id),
+                        (None, false) => None,
+                    };
+                    // Only a newly given password makes the state differ from what the
+                    // target holds.
+                    let hash = match &fresh {
+                        Some(id) => format!("{hash}{PASSWORD_MARK}{id}"),
+                        None => hash,
+                    };
+                    let desired = Desired {
+                        user_id: user_id.to_owned(),
+                        target: target.to_owned(),
+                        operation: match operation {
+                            Operation::Upsert => DeliveryOp::Upsert,
+                            Operation::Disable => DeliveryOp::Disable,
+                            Operation::Delete => DeliveryOp::Delete,
+                        },
+                        payload,
+                        create_only,
+                        password_field,
+                        secret_id,
+                        retain_secret,
+                        hash,
+                        mapping_version: mapping.version().to_owned(),
+                    };
+                    if store.set_desired(&desired, now)? {
+                        due.push(target.to_owned());
+                    }
+                }
+                Render::Skip { .. } => {}
+                Render::Rejected { reason } => {
+                    store.set_mapping_rejection(
+                        user_id,
+                        target,
+                        mapping.version(),
+                        &reason,
+                        now,
+                    )?;
+                }
+            }
+        }
+        Ok(due)
+    }
+}

@@ -1,0 +1,85 @@
+//! Plain-text renderings of the operator's view, for the `ledger` CLI.
+
+use std::fmt::Write as _;
+
+use crate::fanout::operator::UserStatus;
+use crate::ledger::{Delivery, TargetLag};
+
+fn when(millis: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
+    crate::scim::service::timestamp(at)
+}
+
+pub fn lag(lag: &[TargetLag]) -> String {
+    let mut out = format!(
+        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {}\n",
+        "target",
+        "pending",
+        "retrying",
+        "rejected",
+        "dead",
+        "delivered",
+        "oldest undelivered change"
+    );
+    for t in lag {
+        let oldest = t.oldest_change_at.map(when).unwrap_or_else(|| "-".into());
+        let name = if t.paused {
+            format!("{} (paused)", t.target)
+        } else {
+            t.target.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{name:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {oldest}",
+            t.pending, t.retrying, t.rejected, t.dead, t.delivered
+        );
+    }
+    out
+}
+
+pub fn deliveries(rows: &[Delivery]) -> String {
+    if rows.is_empty() {
+        return "no deliveries in that state\n".into();
+    }
+    let mut out = String::new();
+    for d in rows {
+        let _ = writeln!(
+            out,
+            "{} {:<12} {:<9} {:<8} attempts={} status={} {}",
+            d.desired.user_id,
+            d.desired.target,
+            d.state.as_str(),
+            d.desired.operation.as_str(),
+            d.attempts,
+            d.last_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            d.last_error.as_deref().unwrap_or(""),
+        );
+    }
+    out
+}
+
+pub fn user(status: &UserStatus) -> String {
+    let mut out = format!("user {}\n", status.user_id);
+    out.push_str(&deliveries(&status.deliveries));
+    if !status.history.is_empty() {
+        out.push_str("history (newest first):\n");
+        for a in &status.history {
+            let _ = writeln!(
+                out,
+                "  {} {:<12} {:<8} {:<9} status={} {}ms {}",
+                when(a.at),
+                a.target,
+                a.operation,
+                a.outcome,
+                a.status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                a.duration_ms,
+                a.error.as_deref().unwrap_or(""),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,165 @@
+//! Passwords at rest: sealed with ChaCha20-Poly1305 until every target that maps them has
+//! them, then erased. The user id is bound in as associated data, so a sealed password
+//! cannot be moved to another user's row.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::ledger::SealedSecret;
+
+/// Environment variable holding the base64 key; wins over the key file.
+pub const KEY_ENV: &str = "SCIM_BRIDGE_SECRET_KEY";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{KEY_ENV} must be 32 bytes encoded in base64")]
+    BadEnvKey,
+    #[error("the key file {path} must hold 32 bytes encoded in base64")]
+    BadKeyFile { path: String },
+    #[error("cannot read or create the key file {path}: {source}")]
+    KeyFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a sealed password could not be opened (wrong key or damaged row)")]
+    Open,
+}
+
+pub struct SecretBox {
+    cipher: ChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBox(..)")
+    }
+}
+
+impl SecretBox {
+    pub fn from_key(key: &[u8; 32]) -> SecretBox {
+        SecretBox {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+        }
+    }
+
+    /// The key from `SCIM_BRIDGE_SECRET_KEY`, else from `key_file`, creating that file with a
+    /// fresh key on first run (with a warning: production keeps its key elsewhere).
+    pub fn load(env_key: Option<&str>, key_file: &Path) -> Result<SecretBox, SecretError> {
+        if let Some(encoded) = env_key {
+            return decode_key(encoded)
+                .map(|k| SecretBox::from_key(&k))
+                .ok_or(SecretError::BadEnvKey);
+        }
+        let path = key_file.display().to_string();
+        match std::fs::read_to_string(key_file) {
+            Ok(text) => decode_key(&text)
+                .map(|k| SecretBox::from_key(&k))
+                .ok_or(SecretError::BadKeyFile { path }),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = ChaCha20Poly1305::generate_key(&mut OsRng).into();
+                write_key_file(key_file, &BASE64.encode(key)).map_err(|source| {
+                    SecretError::KeyFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                tracing::warn!(
+                    path = %path,
+                    "created a new key for passwords at rest; back it up, or set {KEY_ENV} in production"
+                );
+                Ok(SecretBox::from_key(&key))
+            }
+            Err(source) => Err(SecretError::KeyFile { path, source }),
+        }
+    }
+
+    pub fn seal(&self, user_id: &str, password: &SecretString) -> SealedSecret {
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let payload = Payload {
+            msg: password.expose_secret().as_bytes(),
+            aad: user_id.as_bytes(),
+        };
+        // Encryption with a fresh nonce and an in-memory buffer cannot fail for inputs of
+        // this size; an empty ciphertext would only fail to open later, never leak.
+        let ciphertext = self.cipher.encrypt(&nonce, payload).unwrap_or_default();
+        SealedSecret {
+            secret_id: uuid::Uuid::new_v4().to_string(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
+    }
+
+    pub fn open(&self, user_id: &str, sealed: &SealedSecret) -> Result<SecretString, SecretError> {
+        if sealed.nonce.len() != 12 {
+            return Err(SecretError::Open);
+        }
+        let payload = Payload {
+            msg: &sealed.ciphertext,
+            aad: user_id.as_bytes(),
+        };
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(&sealed.nonce), payload)
+            .map_err(|_| SecretError::Open)?;
+        String::from_utf8(plain)
+            .map(SecretString::from)
+            .map_err(|_| SecretError::Open)
+    }
+}
+
+fn decode_key(encoded: &str) -> Option<[u8; 32]> {
+    BASE64.decode(encoded.trim()).ok()?.try_into().ok()
+}
+
+fn write_key_file(path: &Path, encoded: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    options.open(path)?.write_all(encoded.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_bound_to_the_user() {
+        let sb = SecretBox::from_key(&[7; 32]);
+        let sealed = sb.seal("user-1", &SecretString::from("Pa55word!".to_owned()));
+        assert!(!String::from_utf8_lossy(&sealed.ciphertext).contains("Pa55word"));
+        let opened = sb.open("user-1", &sealed).unwrap();
+        assert_eq!(opened.expose_secret(), "Pa55word!");
+        assert!(sb.open("user-2", &sealed).is_err(), "bound to its user");
+        assert!(SecretBox::from_key(&[8; 32])
+            .open("user-1", &sealed)
+            .is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/secret.key");
+        let first = SecretBox::load(None, &path).unwrap();
+        let sealed = first.seal("u", &SecretString::from("x".to_owned()));
+        let second = SecretBox::load(None, &path).unwrap();
+        assert_eq!(second.open("u", &sealed).unwrap().expose_secret(), "x");
+        assert!(matches!(
+            SecretBox::load(Some("short"), &path),
+            Err(SecretError::BadEnvKey)
+        ));
+    }
+}

@@ -1,0 +1,594 @@
+//! One delivery worker per target: takes due (user, target) rows from the ledger, sends them
+//! through the target adapter within its concurrency and rate limit, classifies the answer
+//! and records it. A row is never in flight twice, so one user's deliveries stay in order.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::clock::{unix_millis, SharedClock};
+use crate::fanout::backoff::Backoff;
+use crate::fanout::secrets::SecretBox;
+use crate::ledger::{Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError};
+use crate::metrics::Metrics;
+use crate::targets::{Payload, Target, TargetError};
+
+/// How a target is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetPolicy {
+    /// Deliveries in flight at once. (Requests per second are paced by the adapter's own
+    /// transport, which sees every request, logins and look-ups included.)
+    pub concurrency: usize,
+    /// Retryable failures before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+/// Drives one target. Cheap to clone; clones share the in-flight set and limits.
+#[derive(Clone)]
+pub struct Worker {
+    target: Arc<dyn Target>,
+    db: Db,
+    clock: SharedClock,
+    secrets: Arc<SecretBox>,
+    metrics: Arc<Metrics>,
+    policy: TargetPolicy,
+    slots: Arc<Semaphore>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    pub fn new(
+        target: Arc<dyn Target>,
+        db: Db,
+        clock: SharedClock,
+        secrets: Arc<SecretBox>,
+        metrics: Arc<Metrics>,
+        policy: TargetPolicy,
+    ) -> Worker {
+        Worker {
+            slots: Arc::new(Semaphore::new(policy.concurrency.max(1))),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            wake: Arc::new(Notify::new()),
+            target,
+            db,
+            clock,
+            secrets,
+            metrics,
+            policy,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.target.name()
+    }
+
+    /// Tells the worker new work may be due, so it does not wait for its next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until `stop` turns true: deliver what is due, then wait for a wake-up or the poll.
+    pub async fn run(self, poll: Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let started = match self.dispatch_due().await {
+                Ok(started) => started,
+                Err(err) => {
+                    tracing::error!(target_name = self.name(), error = %err, "cannot read due deliveries");
+                    0
+                }
+            };
+            if started > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+        // Let in-flight deliveries finish: each holds a slot until its result is recorded.
+        let _ = self
+            .slots
+            .acquire_many(self.policy.concurrency.max(1) as u32)
+            .await;
+    }
+
+    /// Starts every delivery that is due now, up to the free concurrency; returns how many.
+    pub async fn dispatch_due(&self) -> Result<usize, LedgerError> {
+        let name = self.name().to_owned();
+        if self.db.read(move |s| s.is_paused(&name)).await? {
+            return Ok(0);
+        }
+        let free = self.slots.available_permits();
+        if free == 0 {
+            // Wait for one to finish rather than spin.
+            let _slot = self.slots.acquire().await;
+            return Ok(0);
+        }
+        let busy = self.lock_in_flight().len();
+        let name = self.name().to_owned();
+        let now = unix_millis(self.clock.as_ref());
+        let due = self
+            .db
+            .read(move |s| s.due(&name, now, free + busy))
+            .await?;
+        let mut started = 0;
+        for delivery in due {
+            let user = delivery.desired.user_id.clone();
+            if !self.lock_in_flight().insert(user.clone()) {
+                continue;
+            }
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                self.lock_in_flight().remove(&user);
+                break;
+            };
+            let worker = self.clone();
+            tokio::spawn(async move {
+                worker.deliver(delivery).await;
+                worker.lock_in_flight().remove(&user);
+                drop(slot);
+                worker.wake();
+            });
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Delivers everything due now and waits for it; for tests and the CLI.
+    pub async fn drain(&self) -> Result<usize, LedgerError> {
+        let mut total = 0;
+        loop {
+            let started = self.dispatch_due().await?;
+            let all = self.policy.concurrency.max(1) as u32;
+            // Wait for everything started to finish before looking again.
+            let _ = self.slots.acquire_many(all).await;
+            total += started;
+            if started == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn deliver(&self, delivery: Delivery) {
+        let began = Instant::now();
+        let result = self.send(&delivery).await;
+        let at = unix_millis(self.clock.as_ref());
+        let outcome = self.classify(&delivery, result, at);
+        self.metrics.record_delivery(
+            self.name(),
+            outcome_name(&outcome),
+            began.elapsed().as_secs_f64(),
+        );
+        let (status, error) = outcome.failure();
+        let attempt = Attempt {
+            at,
+            user_id: delivery.desired.user_id.clone(),
+            target: delivery.desired.target.clone(),
+            operation: delivery.desired.operation.as_str().to_owned(),
+            status,
+            duration_ms: began.elapsed().as_millis() as u64,
+            outcome: outcome_name(&outcome).to_owned(),
+            error: error.map(str::to_owned),
+            payload_hash: delivery.desired.hash.clone(),
+            mapping_version: delivery.desired.mapping_version.clone(),
+        };
+        tracing::info!(
+            target_name = %attempt.target,
+            user = %attempt.user_id,
+            operation = %attempt.operation,
+            outcome = %attempt.outcome,
+            status = ?attempt.status,
+            duration_ms = attempt.duration_ms,
+            error = attempt.error.as_deref().unwrap_or(""),
+            "delivery attempt"
+        );
+        let user = delivery.desired.user_id.clone();
+        let recorded = self
+            .db
+            .write(move |s| {
+                s.record_attempt(&attempt, &outcome)?;
+                s.erase_secret_if_delivered(&user)
+            })
+            .await;
+        if let Err(err) = recorded {
+            tracing::error!(error = %err, "cannot record a delivery attempt; it will be retried");
+        }
+    }
+
+    fn classify(
+        &self,
+        delivery: &Delivery,
+        result: Result<Option<String>, TargetError>,
+        now: i64,
+    ) -> AttemptOutcome {
+        match result {
+            Ok(remote_id) => AttemptOutcome::Delivered {
+                remote_id,
+                status: None,
+            },
+            Err(TargetError::Rejected { status, message }) => AttemptOutcome::Rejected {
+                status,
+                error: message,
+            },
+            Err(TargetError::Retryable {
+                reason,
+                retry_after,
+            }) => {
+                let attempt = delivery.attempts + 1;
+                if attempt >= self.policy.max_attempts {
+                    return AttemptOutcome::Dead {
+                        status: None,
+                        error: format!("gave up after {attempt} attempts: {reason}"),
+                    };
+                }
+                let delay =
+                    self.policy
+                        .backoff
+                        .delay(attempt, retry_after, &mut rand::thread_rng());
+                AttemptOutcome::Retry {
+                    status: None,
+                    error: reason,
+                    next_attempt_at: now + delay.as_millis() as i64,
+                }
+            }
+        }
+    }
+
+    /// Performs one delivery; returns the target's id for the account (None once deleted).
+    async fn send(&self, delivery: &Delivery) -> Result<Option<String>, TargetError> {
+        let desired = &delivery.desired;
+        let mut payload = desired.payload.clone();
+        let password = self.password_for(delivery).await?;
+        if let (Some(field), Some(password)) = (&desired.password_field, &password) {
+            payload.insert(
+                field.clone(),
+                Value::String(password.expose_secret().to_owned()),
+            );
+        }
+        let existing = match &delivery.remote_id {
+            Some(id) => Some(id.clone()),
+            None => self.target.find(&payload).await?.map(|account| account.id),
+        };
+        match (desired.operation, existing) {
+            (DeliveryOp::Upsert, None) => Ok(Some(self.target.create(&payload).await?.id)),
+            (DeliveryOp::Upsert, Some(id)) => {
+                let update = without(&payload, &desired.create_only);
+                Ok(Some(self.target.update(&id, &update).await?.id))
+            }
+            (DeliveryOp::Disable, Some(id)) => {
+                let update = without(&payload, &desired.create_only);
+                Ok(Some(self.target.disable(&id, &update).await?.id))
+            }
+            // Nothing to disable or delete where no account exists.
+            (DeliveryOp::Disable, None) | (DeliveryOp::Delete, None) => Ok(None),
+            (DeliveryOp::Delete, Some(id)) => match self.target.delete(&id).await {
+                Ok(()) | Err(TargetError::Rejected { status: 404, .. }) => Ok(None),
+                Err(err) => Err(err),
+            },
+        }
+    }
+
+    async fn password_for(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<Option<secrecy::SecretString>, TargetError> {
+        let Some(secret_id) = delivery.desired.secret_id.clone() else {
+            return Ok(None);
+        };
+        let user = delivery.desired.user_id.clone();
+        let sealed = self
+            .db
+            .read(move |s| s.secret(&user))
+            .await
+            .map_err(|err| TargetError::Retryable {
+                reason: format!("cannot read the pending password: {err}"),
+                retry_after: None,
+            })?;
+        match sealed.filter(|s| s.secret_id == secret_id) {
+            Some(sealed) => self
+                .secrets
+                .open(&delivery.desired.user_id, &sealed)
+                .map(Some)
+                .map_err(|err| TargetError::Rejected {
+                    status: 0,
+                    message: err.to_string(),
+                }),
+            // Already delivered and erased, or superseded by a newer password.
+            None => Ok(None),
+        }
+    }
+}
+
+fn without(payload: &Payload, fields: &[String]) -> Payload {
+    let mut payload = payload.clone();
+    for field in fields {
+        payload.remove(field);
+    }
+    payload
+}
+
+fn outcome_name(outcome: &AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Delivered { .. } => "delivered",
+        AttemptOutcome::Retry { .. } => "retry",
+        AttemptOutcome::Dead { .. } => "dead",
+        AttemptOutcome::Rejected { .. } => "rejected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ledger::{DbOptions, DeliveryState, Desired};
+    use crate::targets::{RemoteAccount, TargetResult, TargetSchema};
+    use std::collections::VecDeque;
+    use std::time::SystemTime;
+
+    /// A target whose answers are scripted; records every call.
+    struct Scripted {
+        schema: TargetSchema,
+        answers: Mutex<VecDeque<TargetResult<()>>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<TargetResult<()>>) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                schema: TargetSchema {
+                    fields: Vec::new(),
+                    natural_key: &["name"],
+                },
+                answers: Mutex::new(answers.into()),
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn answer(&self, call: String) -> TargetResult<()> {
+            self.calls.lock().unwrap().push(call);
+            self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()))
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    fn account(id: &str, payload: &Payload) -> RemoteAccount {
+        RemoteAccount {
+            id: id.into(),
+            fields: payload.clone(),
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Target for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        fn schema(&self) -> &TargetSchema {
+            &self.schema
+        }
+        async fn find(&self, _payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
+            self.calls.lock().unwrap().push("find".into());
+            Ok(None)
+        }
+        async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
+            self.answer(format!("create {}", Value::Object(payload.clone())))
+                .map(|()| account("r1", payload))
+        }
+        async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
+            self.answer(format!("update {id} {}", Value::Object(payload.clone())))
+                .map(|()| account(id, payload))
+        }
+        async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
+            self.answer(format!("disable {id}"))
+                .map(|()| account(id, payload))
+        }
+        async fn delete(&self, id: &str) -> TargetResult<()> {
+            self.answer(format!("delete {id}"))
+        }
+        async fn read(&self, _id: &str) -> TargetResult<Option<RemoteAccount>> {
+            Ok(None)
+        }
+    }
+
+    struct Fixture {
+        db: Db,
+        clock: Arc<ManualClock>,
+        worker: Worker,
+        target: Arc<Scripted>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(answers: Vec<TargetResult<()>>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("w.db"),
+            readers: 1,
+        })
+        .unwrap();
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+        ));
+        let target = Scripted::new(answers);
+        let worker = Worker::new(
+            target.clone(),
+            db.clone(),
+            clock.clone(),
+            Arc::new(SecretBox::from_key(&[1; 32])),
+            Arc::new(Metrics::new()),
+            TargetPolicy {
+                concurrency: 4,
+                max_attempts: 3,
+                backoff: Backoff {
+                    base: Duration::from_secs(1),
+                    cap: Duration::from_secs(60),
+                },
+            },
+        );
+        Fixture {
+            db,
+            clock,
+            worker,
+            target,
+            _dir: dir,
+        }
+    }
+
+    impl Fixture {
+        async fn want(&self, hash: &str, operation: DeliveryOp) {
+            let desired = Desired {
+                user_id: "u1".into(),
+                target: "scripted".into(),
+                operation,
+                payload: serde_json::json!({"name": hash, "password": "never-here"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+                create_only: vec!["password".into()],
+                password_field: None,
+                secret_id: None,
+                retain_secret: false,
+                hash: hash.into(),
+                mapping_version: "m".into(),
+            };
+            let now = unix_millis(self.clock.as_ref());
+            self.db
+                .write(move |s| s.set_desired(&desired, now))
+                .await
+                .unwrap();
+        }
+
+        async fn row(&self) -> Delivery {
+            self.db
+                .read(|s| s.delivery("u1", "scripted"))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn creates_then_updates_without_create_only_fields() {
+        let f = fixture(vec![]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        assert_eq!(f.worker.drain().await.unwrap(), 1);
+        f.want("v2", DeliveryOp::Upsert).await;
+        assert_eq!(f.worker.drain().await.unwrap(), 1);
+        let calls = f.target.calls();
+        assert_eq!(calls[0], "find");
+        assert!(calls[1].starts_with("create ") && calls[1].contains("never-here"));
+        assert!(
+            calls[2].starts_with("update r1 ") && !calls[2].contains("password"),
+            "{calls:?}"
+        );
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Delivered);
+        assert_eq!(row.delivered_hash.as_deref(), Some("v2"));
+        // Nothing left to do: no further call.
+        assert_eq!(f.worker.drain().await.unwrap(), 0);
+        assert_eq!(f.target.calls().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_with_backoff_then_dead_letters() {
+        let retry = || {
+            Err(TargetError::Retryable {
+                reason: "503".into(),
+                retry_after: None,
+            })
+        };
+        let f = fixture(vec![retry(), retry(), retry()]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!((row.state, row.attempts), (DeliveryState::Retrying, 1));
+        // Not due again until the clock reaches the backoff.
+        assert_eq!(f.worker.drain().await.unwrap(), 0);
+        f.clock.advance(Duration::from_secs(61));
+        f.worker.drain().await.unwrap();
+        assert_eq!(f.row().await.attempts, 2);
+        f.clock.advance(Duration::from_secs(61));
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Dead);
+        assert!(row.last_error.unwrap().contains("gave up after 3 attempts"));
+        f.clock.advance(Duration::from_secs(3600));
+        assert_eq!(
+            f.worker.drain().await.unwrap(),
+            0,
+            "dead letters wait for a replay"
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured() {
+        let f = fixture(vec![Err(TargetError::Retryable {
+            reason: "429".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        })]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(row.next_attempt_at, 1_030_000);
+        f.clock.advance(Duration::from_secs(29));
+        assert_eq!(f.worker.drain().await.unwrap(), 0);
+        f.clock.advance(Duration::from_secs(1));
+        assert_eq!(f.worker.drain().await.unwrap(), 1);
+        assert_eq!(f.row().await.state, DeliveryState::Delivered);
+    }
+
+    #[tokio::test]
+    async fn rejections_keep_the_targets_reason_and_wait_for_a_change() {
+        let f = fixture(vec![Err(TargetError::Rejected {
+            status: 422,
+            message: "lastName: must not be empty".into(),
+        })]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Rejected);
+        assert_eq!(row.last_status, Some(422));
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some("lastName: must not be empty")
+        );
+        f.clock.advance(Duration::from_secs(3600));
+        assert_eq!(f.worker.drain().await.unwrap(), 0);
+        f.want("v2", DeliveryOp::Upsert).await;
+        assert_eq!(f.worker.drain().await.unwrap(), 1);
+        assert_eq!(f.row().await.state, DeliveryState::Delivered);
+    }
+
+    #[tokio::test]
+    async fn paused_targets_receive_nothing_and_delete_of_a_missing_account_is_done() {
+        let f = fixture(vec![]);
+        f.db.write(|s| s.set_paused("scripted", true))
+            .await
+            .unwrap();
+        f.want("gone", DeliveryOp::Delete).await;
+        assert_eq!(f.worker.drain().await.unwrap(), 0);
+        f.db.write(|s| s.set_paused("scripted", false))
+            .await
+            .unwrap();
+        assert_eq!(f.worker.drain().await.unwrap(), 1);
+        assert_eq!(f.target.calls(), ["find"], "no account: nothing to delete");
+        assert_eq!(f.row().await.state, DeliveryState::Delivered);
+    }
+}

@@ -1,0 +1,303 @@
+//! Connections to the SQLite file: one writer thread that group-commits concurrent writes,
+//! and a small pool of read-only connections. SQLite calls never run on async executor threads.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{oneshot, Semaphore};
+
+use super::{migrations, resources::Store, LedgerError};
+
+/// How many queued writes share one transaction at most. Large enough to amortise the
+/// commit, small enough that one slow batch does not hold every caller back.
+const MAX_BATCH: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub path: PathBuf,
+    pub readers: usize,
+}
+
+/// What the writer thread runs: the caller's closure inside a savepoint. It reports whether
+/// the closure succeeded, and hands back how to answer the caller once the batch commits.
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// Answers the caller once the batch is committed (`None`) or failed to commit.
+type Finish = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
+
+struct Completion {
+    succeeded: bool,
+    finish: Finish,
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<ReaderPool>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database, applies migrations and starts the writer.
+    pub fn open(options: &DbOptions) -> Result<Db, LedgerError> {
+        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Directory {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let mut writer = Connection::open(&options.path)?;
+        configure(&writer)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        migrations::run(&mut writer)?;
+
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || write_loop(writer, inbox))
+            .map_err(|e| LedgerError::Commit(format!("cannot start the writer thread: {e}")))?;
+
+        let readers = options.readers.max(1);
+        Ok(Db {
+            jobs,
+            readers: Arc::new(ReaderPool {
+                path: options.path.clone(),
+                idle: Mutex::new(Vec::with_capacity(readers)),
+                permits: Semaphore::new(readers),
+            }),
+        })
+    }
+
+    /// Runs `work` in the next write transaction. Its changes are committed (and only then
+    /// is the result returned) or, if it returns an error, rolled back alone: other writes
+    /// in the same batch are unaffected.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LedgerError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn| {
+            let result = work(&Store::new(conn));
+            Completion {
+                succeeded: result.is_ok(),
+                finish: Box::new(move |commit_error| {
+                    let outcome = match (result, commit_error) {
+                        (Ok(_), Some(err)) => Err(E::from(LedgerError::Commit(err.to_string()))),
+                        (result, _) => result,
+                    };
+                    // The caller may have gone away (client disconnected); the write stands.
+                    let _ = reply.send(outcome);
+                }),
+            }
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| E::from(LedgerError::WriterGone))?;
+        answer.await.map_err(|_| E::from(LedgerError::WriterGone))?
+    }
+
+    /// Runs `work` on a read-only connection from the pool, off the async executor.
+    pub async fn read<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LedgerError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.readers);
+        let _permit = pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| E::from(LedgerError::WriterGone))?;
+        let worker = Arc::clone(&pool);
+        tokio::task::spawn_blocking(move || {
+            let conn = match worker.take() {
+                Ok(conn) => conn,
+                Err(err) => return Err(E::from(err)),
+            };
+            let result = work(&Store::new(&conn));
+            worker.put_back(conn);
+            result
+        })
+        .await
+        .map_err(|_| E::from(LedgerError::WriterGone))?
+    }
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, LedgerError> {
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&conn)?;
+                Ok(conn)
+            }
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(conn);
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), LedgerError> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // NORMAL in WAL mode loses no committed transaction on a process crash, only
+    // possibly the last ones on power loss, and it is what makes group commit fast.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn write_loop(conn: Connection, inbox: mpsc::Receiver<Job>) {
+    while let Ok(first) = inbox.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+    // Every Db handle is gone: leave the WAL folded into the main file.
+    if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %err, "final WAL checkpoint failed");
+    }
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    let mut finishers = Vec::with_capacity(batch.len());
+    let begin = conn.execute_batch("BEGIN IMMEDIATE");
+    if let Err(err) = begin {
+        // Run nothing: dropping the jobs answers every caller that the writer failed.
+        tracing::error!(error = %err, "cannot begin a write transaction");
+        drop(batch);
+        return;
+    }
+    for job in batch {
+        if let Err(err) = conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %err, "cannot open a savepoint");
+            continue;
+        }
+        // A panicking job must not take the writer (and every later write) down with it.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
+            Ok(completion) => {
+                let end = if completion.succeeded {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                if let Err(err) = conn.execute_batch(end) {
+                    tracing::error!(error = %err, "cannot close a savepoint");
+                }
+                finishers.push(completion.finish);
+            }
+            Err(_) => {
+                tracing::error!("a database write panicked; its changes were rolled back");
+                if let Err(err) = conn.execute_batch("ROLLBACK TO job; RELEASE job") {
+                    tracing::error!(error = %err, "cannot roll back a savepoint");
+                }
+            }
+        }
+    }
+    let commit_error = conn
+        .execute_batch("COMMIT")
+        .err()
+        .map(|err| LedgerError::Commit(err.to_string()));
+    if let Some(err) = &commit_error {
+        tracing::error!(error = %err, "batch commit failed");
+        if let Err(rollback) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %rollback, "rollback after a failed commit failed");
+        }
+    }
+    for finish in finishers {
+        finish(commit_error.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Lookup, ResourceKind, ResourceRow};
+
+    fn row(id: &str) -> ResourceRow {
+        ResourceRow {
+            id: id.into(),
+            version: 1,
+            created: "t".into(),
+            last_modified: "t".into(),
+            body: serde_json::Map::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_commit_together_and_a_failure_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("g.db"),
+            readers: 2,
+        })
+        .unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..200 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                db.write(move |store| {
+                    let lookup = Lookup {
+                        name: format!("user{n}"),
+                        ..Lookup::default()
+                    };
+                    store.insert(ResourceKind::User, &row(&format!("id{n}")), &lookup)?;
+                    if n % 10 == 0 {
+                        // Written, then refused: must leave no trace.
+                        return Err(LedgerError::Commit("refused".into()));
+                    }
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for task in tasks {
+            if task.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 20);
+        let count = db
+            .read(|store| store.count(ResourceKind::User))
+            .await
+            .unwrap();
+        assert_eq!(count, 180);
+        let gone: Option<ResourceRow> = db
+            .read(|s| s.get(ResourceKind::User, "id10"))
+            .await
+            .unwrap();
+        assert!(gone.is_none());
+    }
+}

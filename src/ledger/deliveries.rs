@@ -1,0 +1,900 @@
+//! The sync ledger: per (user, target) the desired and the delivered state, the attempt
+//! history, pending passwords and per-target pause switches. Times are unix milliseconds
+//! taken from the injected clock by the caller.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::Digest;
+
+use super::{LedgerError, Store};
+
+/// What a target should do with a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOp {
+    Upsert,
+    Disable,
+    Delete,
+}
+
+impl DeliveryOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOp::Upsert => "upsert",
+            DeliveryOp::Disable => "disable",
+            DeliveryOp::Delete => "delete",
+        }
+    }
+
+    fn parse(stored: &str) -> DeliveryOp {
+        match stored {
+            "disable" => DeliveryOp::Disable,
+            "delete" => DeliveryOp::Delete,
+            _ => DeliveryOp::Upsert,
+        }
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Differs from what the target holds; due at `next_attempt_at`.
+    Pending,
+    /// Failed in a way worth retrying; due at `next_attempt_at`.
+    Retrying,
+    /// The target holds the desired state.
+    Delivered,
+    /// The target refused it; waits for a change to the user or mapping, or a replay.
+    Rejected,
+    /// Retried too often; waits for a replay.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Rejected => "rejected",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<DeliveryState> {
+        Some(match stored {
+            "pending" => DeliveryState::Pending,
+            "retrying" => DeliveryState::Retrying,
+            "delivered" => DeliveryState::Delivered,
+            "rejected" => DeliveryState::Rejected,
+            "dead" => DeliveryState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// The state a target should reach for a user, as the mapping rendered it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Desired {
+    pub user_id: String,
+    pub target: String,
+    pub operation: DeliveryOp,
+    pub payload: Map<String, Value>,
+    pub create_only: Vec<String>,
+    pub password_field: Option<String>,
+    /// The pending password (in `user_secrets`) this state must carry, if any.
+    pub secret_id: Option<String>,
+    /// The target wants the password on every update (Kibo), so it is kept, sealed, for as
+    /// long as the user exists there.
+    pub retain_secret: bool,
+    /// Identifies operation + payload (+ a pending password), so equal states compare equal.
+    pub hash: String,
+    pub mapping_version: String,
+}
+
+/// One (user, target) row of the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    pub desired: Desired,
+    pub delivered_hash: Option<String>,
+    pub remote_id: Option<String>,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub changed_at: i64,
+    pub updated_at: i64,
+}
+
+/// How one attempt ended, as the fan-out classified it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Delivered {
+        /// The target's id for the account; `None` after a delete.
+        remote_id: Option<String>,
+        status: Option<u16>,
+    },
+    Retry {
+        status: Option<u16>,
+        error: String,
+        next_attempt_at: i64,
+    },
+    Dead {
+        status: Option<u16>,
+        error: String,
+    },
+    Rejected {
+        status: u16,
+        error: String,
+    },
+}
+
+impl AttemptOutcome {
+    /// The status and error text of a failed attempt.
+    pub fn failure(&self) -> (Option<u16>, Option<&str>) {
+        match self {
+            AttemptOutcome::Delivered { status, .. } => (*status, None),
+            AttemptOutcome::Retry { status, error, .. }
+            | AttemptOutcome::Dead { status, error } => (*status, Some(error)),
+            AttemptOutcome::Rejected { status, error } => (Some(*status), Some(error)),
+        }
+    }
+}
+
+/// One line of the attempt history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub at: i64,
+    pub user_id: String,
+    pub target: String,
+    pub operation: String,
+    pub status: Option<u16>,
+    pub duration_ms: u64,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub payload_hash: String,
+    pub mapping_version: String,
+}
+
+/// Queue depth and lag of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct TargetLag {
+    pub target: String,
+    pub pending: u64,
+    pub retrying: u64,
+    pub rejected: u64,
+    pub dead: u64,
+    pub delivered: u64,
+    /// When the oldest undelivered change was made, if any.
+    pub oldest_change_at: Option<i64>,
+    pub paused: bool,
+}
+
+/// An encrypted password waiting for its targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub secret_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// Separates a payload hash from the id of the password a desired state carries.
+pub const PASSWORD_MARK: &str = "+pw:";
+
+const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
+    desired_hash, mapping_version, delivered_hash, remote_id, state, attempts, next_attempt_at, \
+    last_status, last_error, changed_at, updated_at, secret_id, retain_secret";
+
+fn read_delivery(row: &Row<'_>) -> rusqlite::Result<(Delivery, String, String)> {
+    let operation: String = row.get(2)?;
+    let state: String = row.get(10)?;
+    let delivery = Delivery {
+        desired: Desired {
+            user_id: row.get(0)?,
+            target: row.get(1)?,
+            operation: DeliveryOp::parse(&operation),
+            payload: Map::new(),
+            create_only: Vec::new(),
+            password_field: row.get(5)?,
+            secret_id: row.get(17)?,
+            retain_secret: row.get(18)?,
+            hash: row.get(6)?,
+            mapping_version: row.get(7)?,
+        },
+        delivered_hash: row.get(8)?,
+        remote_id: row.get(9)?,
+        state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+        attempts: row.get(11)?,
+        next_attempt_at: row.get(12)?,
+        last_status: row.get(13)?,
+        last_error: row.get(14)?,
+        changed_at: row.get(15)?,
+        updated_at: row.get(16)?,
+    };
+    Ok((delivery, row.get(3)?, row.get(4)?))
+}
+
+fn finish_delivery(
+    (mut delivery, payload, create_only): (Delivery, String, String),
+) -> Result<Delivery, LedgerError> {
+    delivery.desired.payload = serde_json::from_str(&payload)?;
+    delivery.desired.create_only = serde_json::from_str(&create_only)?;
+    Ok(delivery)
+}
+
+impl Store<'_> {
+    fn deliveries(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Delivery>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(sql)?;
+        let raw = stmt
+            .query_map(params, read_delivery)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raw.into_iter().map(finish_delivery).collect()
+    }
+
+    pub fn delivery(&self, user_id: &str, target: &str) -> Result<Option<Delivery>, LedgerError> {
+        let sql =
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 AND target = ?2");
+        Ok(self.deliveries(&sql, params![user_id, target])?.pop())
+    }
+
+    /// Records the state a target should reach. Returns true when the target now has
+    /// something to receive. An unchanged desired state keeps the row as it is (including a
+    /// rejection: nothing changed that could make the target accept it now).
+    pub fn set_desired(&self, desired: &Desired, now: i64) -> Result<bool, LedgerError> {
+        let current = self.delivery(&desired.user_id, &desired.target)?;
+        if let Some(current) = &current {
+            if current.desired.hash == desired.hash
+                && current.desired.mapping_version == desired.mapping_version
+            {
+                return Ok(matches!(
+                    current.state,
+                    DeliveryState::Pending | DeliveryState::Retrying
+                ));
+            }
+        }
+        // A state that carries no new password is already there when the target received
+        // the same payload with a password (`<hash>+pw:<secret>`).
+        let already_there = current
+            .as_ref()
+            .and_then(|c| c.delivered_hash.as_deref())
+            .is_some_and(|delivered| {
+                delivered == desired.hash
+                    || (desired.secret_id.is_none()
+                        && delivered.split_once(PASSWORD_MARK).map(|(h, _)| h)
+                            == Some(desired.hash.as_str()))
+            });
+        let state = if already_there {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::Pending
+        };
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO deliveries (user_id, target, operation, payload, create_only, \
+                 password_field, desired_hash, mapping_version, state, attempts, next_attempt_at, \
+                 changed_at, updated_at, secret_id, retain_secret) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, ?10, ?11, ?12) \
+                 ON CONFLICT (user_id, target) DO UPDATE SET operation = ?3, payload = ?4, \
+                 create_only = ?5, password_field = ?6, desired_hash = ?7, mapping_version = ?8, \
+                 state = ?9, attempts = 0, next_attempt_at = ?10, last_error = NULL, \
+                 changed_at = ?10, updated_at = ?10, secret_id = ?11, retain_secret = ?12",
+            )?
+            .execute(params![
+                desired.user_id,
+                desired.target,
+                desired.operation.as_str(),
+                serde_json::to_string(&desired.payload)?,
+                serde_json::to_string(&desired.create_only)?,
+                desired.password_field,
+                desired.hash,
+                desired.mapping_version,
+                state.as_str(),
+                now,
+                desired.secret_id,
+                desired.retain_secret,
+            ])?;
+        Ok(state == DeliveryState::Pending)
+    }
+
+    /// Records that the mapping cannot produce a valid payload for this user on this target:
+    /// nothing is sent, and the reason waits in the ledger for an admin.
+    pub fn set_mapping_rejection(
+        &self,
+        user_id: &str,
+        target: &str,
+        mapping_version: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        let hash = format!(
+            "rejected:{}",
+            hex::encode(sha2::Sha256::digest(reason.as_bytes()))
+        );
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO deliveries (user_id, target, operation, payload, create_only, \
+                 desired_hash, mapping_version, state, attempts, next_attempt_at, last_error, \
+                 changed_at, updated_at) \
+                 VALUES (?1, ?2, 'upsert', '{}', '[]', ?3, ?4, 'rejected', 0, ?5, ?6, ?5, ?5) \
+                 ON CONFLICT (user_id, target) DO UPDATE SET operation = 'upsert', payload = '{}', \
+                 create_only = '[]', password_field = NULL, secret_id = NULL, desired_hash = ?3, \
+                 mapping_version = ?4, state = 'rejected', attempts = 0, last_status = NULL, \
+                 last_error = ?6, changed_at = ?5, updated_at = ?5",
+            )?
+            .execute(params![user_id, target, hash, mapping_version, now, reason])?;
+        Ok(())
+    }
+
+    /// Deliveries of `target` that are due at `now`, oldest first.
+    pub fn due(&self, target: &str, now: i64, limit: usize) -> Result<Vec<Delivery>, LedgerError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE target = ?1 \
+             AND state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
+             ORDER BY next_attempt_at LIMIT ?3"
+        );
+        self.deliveries(&sql, params![target, now, limit as i64])
+    }
+
+    /// When the next delivery of `target` falls due, if any is waiting.
+    pub fn next_due_at(&self, target: &str) -> Result<Option<i64>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT MIN(next_attempt_at) FROM deliveries \
+             WHERE target = ?1 AND state IN ('pending', 'retrying')",
+        )?;
+        Ok(stmt.query_row([target], |row| row.get(0))?)
+    }
+
+    /// Records how an attempt to deliver `sent_hash` ended, and appends it to the history.
+    /// If the desired state moved on while the attempt ran, the row stays due for it.
+    pub fn record_attempt(
+        &self,
+        attempt: &Attempt,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), LedgerError> {
+        let Some(current) = self.delivery(&attempt.user_id, &attempt.target)? else {
+            return self.append_attempt(attempt);
+        };
+        let moved_on = current.desired.hash != attempt.payload_hash;
+        let now = attempt.at;
+        let conn = self.conn();
+        match outcome {
+            AttemptOutcome::Delivered { remote_id, status } => {
+                let state = if moved_on {
+                    DeliveryState::Pending
+                } else {
+                    DeliveryState::Delivered
+                };
+                conn.prepare_cached(
+                    "UPDATE deliveries SET delivered_hash = ?3, remote_id = ?4, state = ?5, \
+                     attempts = 0, next_attempt_at = ?6, last_status = ?7, last_error = NULL, \
+                     updated_at = ?6 WHERE user_id = ?1 AND target = ?2",
+                )?
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    attempt.payload_hash,
+                    remote_id,
+                    state.as_str(),
+                    now,
+                    status,
+                ])?;
+            }
+            AttemptOutcome::Retry {
+                status,
+                error,
+                next_attempt_at,
+            } => {
+                let next = if moved_on { now } else { *next_attempt_at };
+                conn.prepare_cached(
+                    "UPDATE deliveries SET state = 'retrying', attempts = attempts + 1, \
+                     next_attempt_at = ?3, last_status = ?4, last_error = ?5, updated_at = ?6 \
+                     WHERE user_id = ?1 AND target = ?2",
+                )?
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    next,
+                    status,
+                    error,
+                    now
+                ])?;
+            }
+            AttemptOutcome::Dead { .. } | AttemptOutcome::Rejected { .. } if moved_on => {
+                let (status, error) = outcome.failure();
+                // New data arrived meanwhile: try that instead of parking the old state.
+                conn.prepare_cached(
+                    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3, \
+                     last_status = ?4, last_error = ?5, updated_at = ?3 \
+                     WHERE user_id = ?1 AND target = ?2",
+                )?
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    now,
+                    status,
+                    error
+                ])?;
+            }
+            AttemptOutcome::Dead { status, error } => {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, \
+                     last_status = ?3, last_error = ?4, updated_at = ?5 \
+                     WHERE user_id = ?1 AND target = ?2",
+                )?
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    status,
+                    error,
+                    now
+                ])?;
+            }
+            AttemptOutcome::Rejected { status, error } => {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET state = 'rejected', last_status = ?3, last_error = ?4, \
+                     updated_at = ?5 WHERE user_id = ?1 AND target = ?2",
+                )?
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    status,
+                    error,
+                    now
+                ])?;
+            }
+        }
+        self.append_attempt(attempt)
+    }
+
+    fn append_attempt(&self, attempt: &Attempt) -> Result<(), LedgerError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO delivery_attempts (at, user_id, target, operation, status, \
+                 duration_ms, outcome, error, payload_hash, mapping_version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                attempt.at,
+                attempt.user_id,
+                attempt.target,
+                attempt.operation,
+                attempt.status,
+                attempt.duration_ms as i64,
+                attempt.outcome,
+                attempt.error,
+                attempt.payload_hash,
+                attempt.mapping_version,
+            ])?;
+        Ok(())
+    }
+
+    /// Forgets the ledger row of a user on a target (after its account was deleted there).
+    pub fn forget_delivery(&self, user_id: &str, target: &str) -> Result<(), LedgerError> {
+        self.conn()
+            .prepare_cached("DELETE FROM deliveries WHERE user_id = ?1 AND target = ?2")?
+            .execute(params![user_id, target])?;
+        Ok(())
+    }
+
+    pub fn deliveries_of(&self, user_id: &str) -> Result<Vec<Delivery>, LedgerError> {
+        let sql =
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 ORDER BY target");
+        self.deliveries(&sql, [user_id])
+    }
+
+    /// Deliveries in the given states, optionally of one target, most recent first.
+    pub fn deliveries_in(
+        &self,
+        states: &[DeliveryState],
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, LedgerError> {
+        let states: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state IN ({}) \
+             AND (?1 IS NULL OR target = ?1) ORDER BY updated_at DESC LIMIT ?2",
+            states.join(", ")
+        );
+        self.deliveries(&sql, params![target, limit as i64])
+    }
+
+    pub fn history(
+        &self,
+        user_id: &str,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Attempt>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT at, user_id, target, operation, status, duration_ms, outcome, error, \
+             payload_hash, mapping_version FROM delivery_attempts \
+             WHERE user_id = ?1 AND (?2 IS NULL OR target = ?2) ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let attempts = stmt
+            .query_map(params![user_id, target, limit as i64], |row| {
+                Ok(Attempt {
+                    at: row.get(0)?,
+                    user_id: row.get(1)?,
+                    target: row.get(2)?,
+                    operation: row.get(3)?,
+                    status: row.get(4)?,
+                    duration_ms: row.get::<_, i64>(5)? as u64,
+                    outcome: row.get(6)?,
+                    error: row.get(7)?,
+                    payload_hash: row.get(8)?,
+                    mapping_version: row.get(9)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(attempts)
+    }
+
+    /// Makes rejected or dead deliveries due again; returns how many.
+    pub fn replay(
+        &self,
+        user_id: Option<&str>,
+        target: Option<&str>,
+        states: &[DeliveryState],
+        now: i64,
+    ) -> Result<usize, LedgerError> {
+        let states: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?3, \
+             updated_at = ?3 WHERE state IN ({}) AND (?1 IS NULL OR user_id = ?1) \
+             AND (?2 IS NULL OR target = ?2)",
+            states.join(", ")
+        );
+        Ok(self
+            .conn()
+            .prepare_cached(&sql)?
+            .execute(params![user_id, target, now])?)
+    }
+
+    pub fn lag(&self, target: &str) -> Result<TargetLag, LedgerError> {
+        let mut lag = TargetLag {
+            target: target.to_owned(),
+            paused: self.is_paused(target)?,
+            ..TargetLag::default()
+        };
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT state, COUNT(*), MIN(changed_at) FROM deliveries WHERE target = ?1 GROUP BY state",
+        )?;
+        let rows = stmt
+            .query_map([target], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (state, count, oldest) in rows {
+            let count = count as u64;
+            let undelivered = match DeliveryState::parse(&state) {
+                Some(DeliveryState::Pending) => {
+                    lag.pending = count;
+                    true
+                }
+                Some(DeliveryState::Retrying) => {
+                    lag.retrying = count;
+                    true
+                }
+                Some(DeliveryState::Rejected) => {
+                    lag.rejected = count;
+                    true
+                }
+                Some(DeliveryState::Dead) => {
+                    lag.dead = count;
+                    true
+                }
+                Some(DeliveryState::Delivered) | None => {
+                    lag.delivered += count;
+                    false
+                }
+            };
+            if undelivered {
+                lag.oldest_change_at = Some(lag.oldest_change_at.map_or(oldest, |o| o.min(oldest)));
+            }
+        }
+        Ok(lag)
+    }
+
+    pub fn is_paused(&self, target: &str) -> Result<bool, LedgerError> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT paused FROM target_controls WHERE target = ?1")?;
+        Ok(stmt
+            .query_row([target], |row| row.get::<_, bool>(0))
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    pub fn set_paused(&self, target: &str, paused: bool) -> Result<(), LedgerError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO target_controls (target, paused) VALUES (?1, ?2) \
+                 ON CONFLICT (target) DO UPDATE SET paused = ?2",
+            )?
+            .execute(params![target, paused])?;
+        Ok(())
+    }
+
+    pub fn store_secret(
+        &self,
+        user_id: &str,
+        secret: &SealedSecret,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO user_secrets (user_id, secret_id, nonce, ciphertext, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO UPDATE SET \
+                 secret_id = ?2, nonce = ?3, ciphertext = ?4, created_at = ?5",
+            )?
+            .execute(params![
+                user_id,
+                secret.secret_id,
+                secret.nonce,
+                secret.ciphertext,
+                now
+            ])?;
+        Ok(())
+    }
+
+    pub fn secret(&self, user_id: &str) -> Result<Option<SealedSecret>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT secret_id, nonce, ciphertext FROM user_secrets WHERE user_id = ?1",
+        )?;
+        Ok(stmt
+            .query_row([user_id], |row| {
+                Ok(SealedSecret {
+                    secret_id: row.get(0)?,
+                    nonce: row.get(1)?,
+                    ciphertext: row.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Erases a user's pending password once no delivery still waits to carry it.
+    pub fn erase_secret_if_delivered(&self, user_id: &str) -> Result<bool, LedgerError> {
+        let erased = self
+            .conn()
+            .prepare_cached(
+                "DELETE FROM user_secrets WHERE user_id = ?1 AND NOT EXISTS (\
+                 SELECT 1 FROM deliveries d WHERE d.user_id = ?1 AND ((\
+                 d.secret_id = user_secrets.secret_id \
+                 AND (d.delivered_hash IS NULL OR d.delivered_hash != d.desired_hash)) \
+                 OR (d.retain_secret = 1 AND d.operation != 'delete')))",
+            )?
+            .execute([user_id])?;
+        Ok(erased > 0)
+    }
+
+    /// Deletes attempt history older than `before`; returns how many lines went.
+    pub fn prune_attempts(&self, before: i64) -> Result<usize, LedgerError> {
+        Ok(self
+            .conn()
+            .prepare_cached("DELETE FROM delivery_attempts WHERE at < ?1")?
+            .execute([before])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Db, DbOptions};
+
+    fn desired(hash: &str) -> Desired {
+        Desired {
+            user_id: "u1".into(),
+            target: "kibo".into(),
+            operation: DeliveryOp::Upsert,
+            payload: serde_json::json!({"emailAddress": "a@example.com"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            create_only: vec!["password".into()],
+            password_field: None,
+            secret_id: None,
+            retain_secret: false,
+            hash: hash.into(),
+            mapping_version: "m1".into(),
+        }
+    }
+
+    fn attempt(hash: &str, at: i64) -> Attempt {
+        Attempt {
+            at,
+            user_id: "u1".into(),
+            target: "kibo".into(),
+            operation: "upsert".into(),
+            status: None,
+            duration_ms: 3,
+            outcome: "x".into(),
+            error: None,
+            payload_hash: hash.into(),
+            mapping_version: "m1".into(),
+        }
+    }
+
+    async fn db() -> (Db, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("t.db"),
+            readers: 1,
+        })
+        .unwrap();
+        (db, dir)
+    }
+
+    async fn run<T: Send + 'static>(
+        db: &Db,
+        work: impl FnOnce(&Store<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> T {
+        db.write(work).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn level_triggered_lifecycle() {
+        let (db, _dir) = db().await;
+        assert!(run(&db, |s| s.set_desired(&desired("h1"), 10)).await);
+        let due = run(&db, |s| s.due("kibo", 10, 10)).await;
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].desired.create_only, vec!["password".to_owned()]);
+
+        // Ten updates while the target is down coalesce into the latest desired state.
+        for n in 2..=11 {
+            let hash = format!("h{n}");
+            run(&db, move |s| s.set_desired(&desired(&hash), 20)).await;
+        }
+        let due = run(&db, |s| s.due("kibo", 20, 10)).await;
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].desired.hash, "h11");
+
+        let delivered = AttemptOutcome::Delivered {
+            remote_id: Some("r1".into()),
+            status: Some(200),
+        };
+        run(&db, move |s| {
+            s.record_attempt(&attempt("h11", 30), &delivered)
+        })
+        .await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!(row.state, DeliveryState::Delivered);
+        assert_eq!(row.remote_id.as_deref(), Some("r1"));
+        assert!(run(&db, |s| s.due("kibo", 40, 10)).await.is_empty());
+
+        // The same state again is not sent again.
+        assert!(!run(&db, |s| s.set_desired(&desired("h11"), 50)).await);
+        assert_eq!(run(&db, |s| s.history("u1", None, 10)).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_for_an_older_state_leaves_the_newer_one_due() {
+        let (db, _dir) = db().await;
+        run(&db, |s| s.set_desired(&desired("old"), 1)).await;
+        run(&db, |s| s.set_desired(&desired("new"), 2)).await;
+        let rejected = AttemptOutcome::Rejected {
+            status: 400,
+            error: "bad".into(),
+        };
+        run(&db, move |s| {
+            s.record_attempt(&attempt("old", 3), &rejected)
+        })
+        .await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!(row.state, DeliveryState::Pending);
+        assert_eq!(run(&db, |s| s.due("kibo", 3, 10)).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_rejections_replay_and_lag() {
+        let (db, _dir) = db().await;
+        run(&db, |s| s.set_desired(&desired("h"), 100)).await;
+        let retry = AttemptOutcome::Retry {
+            status: Some(503),
+            error: "unavailable".into(),
+            next_attempt_at: 500,
+        };
+        run(&db, move |s| s.record_attempt(&attempt("h", 110), &retry)).await;
+        assert!(
+            run(&db, |s| s.due("kibo", 499, 10)).await.is_empty(),
+            "not before its time"
+        );
+        assert_eq!(run(&db, |s| s.due("kibo", 500, 10)).await.len(), 1);
+        assert_eq!(run(&db, |s| s.next_due_at("kibo")).await, Some(500));
+
+        let rejected = AttemptOutcome::Rejected {
+            status: 422,
+            error: "lastName is required".into(),
+        };
+        run(&db, move |s| {
+            s.record_attempt(&attempt("h", 600), &rejected)
+        })
+        .await;
+        let lag = run(&db, |s| s.lag("kibo")).await;
+        assert_eq!((lag.rejected, lag.oldest_change_at), (1, Some(100)));
+        let failed = run(&db, |s| {
+            s.deliveries_in(&[DeliveryState::Rejected, DeliveryState::Dead], None, 10)
+        })
+        .await;
+        assert_eq!(
+            failed[0].last_error.as_deref(),
+            Some("lastName is required")
+        );
+        assert!(
+            run(&db, |s| s.due("kibo", 10_000, 10)).await.is_empty(),
+            "rejections wait"
+        );
+
+        let replayed = run(&db, |s| {
+            s.replay(Some("u1"), None, &[DeliveryState::Rejected], 700)
+        })
+        .await;
+        assert_eq!(replayed, 1);
+        assert_eq!(run(&db, |s| s.due("kibo", 700, 10)).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_erased_once_every_carrier_delivered() {
+        let (db, _dir) = db().await;
+        let sealed = SealedSecret {
+            secret_id: "s1".into(),
+            nonce: vec![0; 12],
+            ciphertext: vec![1, 2, 3],
+        };
+        let mut with_password = desired("h+s1");
+        with_password.password_field = Some("password".into());
+        with_password.secret_id = Some("s1".into());
+        let mut other = with_password.clone();
+        other.target = "appgate".into();
+        run(&db, move |s| {
+            s.store_secret("u1", &sealed, 1)?;
+            s.set_desired(&with_password, 1)?;
+            s.set_desired(&other, 1)
+        })
+        .await;
+        let delivered = AttemptOutcome::Delivered {
+            remote_id: Some("r".into()),
+            status: None,
+        };
+        let first = delivered.clone();
+        assert!(
+            !run(&db, move |s| {
+                s.record_attempt(&attempt("h+s1", 2), &first)?;
+                s.erase_secret_if_delivered("u1")
+            })
+            .await
+        );
+        assert!(
+            run(&db, |s| s.secret("u1")).await.is_some(),
+            "appgate still needs it"
+        );
+        let mut second = attempt("h+s1", 3);
+        second.target = "appgate".into();
+        assert!(
+            run(&db, move |s| {
+                s.record_attempt(&second, &delivered)?;
+                s.erase_secret_if_delivered("u1")
+            })
+            .await
+        );
+        assert!(run(&db, |s| s.secret("u1")).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn pause_switch() {
+        let (db, _dir) = db().await;
+        assert!(!run(&db, |s| s.is_paused("kibo")).await);
+        run(&db, |s| s.set_paused("kibo", true)).await;
+        assert!(run(&db, |s| s.is_paused("kibo")).await);
+        assert!(run(&db, |s| s.lag("kibo")).await.paused);
+    }
+}

@@ -1,0 +1,165 @@
+//! Schema migrations: an ordered list, each applied in its own transaction and recorded in
+//! `PRAGMA user_version`. A database from a newer build is refused rather than damaged.
+
+use rusqlite::Connection;
+
+use super::LedgerError;
+
+/// Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: SCIM users and groups. Hot lookups get their own indexed columns; the full resource
+    // is kept as JSON because SCIM resources are open-ended (extensions).
+    r#"
+    CREATE TABLE users (
+        seq            INTEGER PRIMARY KEY,
+        id             TEXT NOT NULL UNIQUE,
+        user_name      TEXT NOT NULL,
+        user_name_key  TEXT NOT NULL UNIQUE,
+        external_id    TEXT,
+        version        INTEGER NOT NULL,
+        created        TEXT NOT NULL,
+        last_modified  TEXT NOT NULL,
+        body           TEXT NOT NULL
+    );
+    CREATE INDEX users_external_id ON users(external_id) WHERE external_id IS NOT NULL;
+
+    CREATE TABLE user_emails (
+        user_seq   INTEGER NOT NULL REFERENCES users(seq) ON DELETE CASCADE,
+        email_key  TEXT NOT NULL
+    );
+    CREATE INDEX user_emails_key ON user_emails(email_key);
+    CREATE INDEX user_emails_user ON user_emails(user_seq);
+
+    CREATE TABLE groups (
+        seq               INTEGER PRIMARY KEY,
+        id                TEXT NOT NULL UNIQUE,
+        display_name      TEXT NOT NULL,
+        display_name_key  TEXT NOT NULL,
+        external_id       TEXT,
+        version           INTEGER NOT NULL,
+        created           TEXT NOT NULL,
+        last_modified     TEXT NOT NULL,
+        body              TEXT NOT NULL
+    );
+    CREATE INDEX groups_display_name_key ON groups(display_name_key);
+    CREATE INDEX groups_external_id ON groups(external_id) WHERE external_id IS NOT NULL;
+
+    CREATE TABLE group_members (
+        group_seq    INTEGER NOT NULL REFERENCES groups(seq) ON DELETE CASCADE,
+        member_id    TEXT NOT NULL,
+        member_type  TEXT NOT NULL,
+        display      TEXT,
+        UNIQUE (group_seq, member_id)
+    );
+    CREATE INDEX group_members_member ON group_members(member_id);
+    "#,
+    // 2: the sync ledger. One row per (user, target) holds the desired state (what the
+    // mapping says the target should hold) and the delivered state (what it was last sent);
+    // the worker delivers rows where the two differ. Attempts are an append-only history.
+    r#"
+    CREATE TABLE deliveries (
+        user_id          TEXT NOT NULL,
+        target           TEXT NOT NULL,
+        operation        TEXT NOT NULL,
+        payload          TEXT NOT NULL,
+        create_only      TEXT NOT NULL,
+        password_field   TEXT,
+        secret_id        TEXT,
+        retain_secret    INTEGER NOT NULL DEFAULT 0,
+        desired_hash     TEXT NOT NULL,
+        delivered_hash   TEXT,
+        remote_id        TEXT,
+        state            TEXT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  INTEGER NOT NULL,
+        last_status      INTEGER,
+        last_error       TEXT,
+        mapping_version  TEXT NOT NULL,
+        changed_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (user_id, target)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_due ON deliveries(target, next_attempt_at)
+        WHERE state IN ('pending', 'retrying');
+    CREATE INDEX deliveries_state ON deliveries(target, state);
+
+    CREATE TABLE delivery_attempts (
+        seq              INTEGER PRIMARY KEY,
+        at               INTEGER NOT NULL,
+        user_id          TEXT NOT NULL,
+        target           TEXT NOT NULL,
+        operation        TEXT NOT NULL,
+        status           INTEGER,
+        duration_ms      INTEGER NOT NULL,
+        outcome          TEXT NOT NULL,
+        error            TEXT,
+        payload_hash     TEXT NOT NULL,
+        mapping_version  TEXT NOT NULL
+    );
+    CREATE INDEX delivery_attempts_user ON delivery_attempts(user_id, target, seq);
+    CREATE INDEX delivery_attempts_at ON delivery_attempts(at);
+
+    -- Passwords waiting to reach the targets that map them, encrypted with an AEAD.
+    CREATE TABLE user_secrets (
+        user_id     TEXT PRIMARY KEY,
+        secret_id   TEXT NOT NULL,
+        nonce       BLOB NOT NULL,
+        ciphertext  BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+
+    CREATE TABLE target_controls (
+        target  TEXT PRIMARY KEY,
+        paused  INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+pub fn run(conn: &mut Connection) -> Result<(), LedgerError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if current > latest() {
+        return Err(LedgerError::NewerSchema {
+            found: current,
+            supported: latest(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        // PRAGMA takes no bound parameters; the value is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_a_fresh_database_to_latest() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        run(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, latest());
+        // Running again is a no-op.
+        run(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_database_from_a_newer_build() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!("PRAGMA user_version = {}", latest() + 1))
+            .unwrap();
+        let err = run(&mut conn).unwrap_err();
+        assert!(matches!(err, LedgerError::NewerSchema { .. }), "{err}");
+    }
+}

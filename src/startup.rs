@@ -1,0 +1,300 @@
+//! The one place that wires every module together: database, sandbox, targets, mappings,
+//! fan-out workers, services and the HTTP server.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use serde_json::json;
+use tracing_actix_web::TracingLogger;
+
+use crate::admin::{self, AdminAuth};
+use crate::clock::{unix_millis, SharedClock, SystemClock};
+use crate::config::Settings;
+use crate::fanout::backoff::Backoff;
+use crate::fanout::operator::Operator;
+use crate::fanout::plan::Planner;
+use crate::fanout::secrets::{SecretBox, KEY_ENV};
+use crate::fanout::worker::{TargetPolicy, Worker};
+use crate::fanout::Fanout;
+use crate::ledger::{Db, DbOptions, LedgerError};
+use crate::mapping::MappingSet;
+use crate::metrics::Metrics;
+use crate::sandbox::{self, Sandbox, SandboxConfig};
+use crate::scim::auth::{Authenticator, ScimAuth};
+use crate::scim::routes::{self, ScimState};
+use crate::scim::service::{ScimService, Sync};
+use crate::targets::config::build_targets;
+use crate::targets::{Target, TargetSchema};
+
+/// What the caller chooses beyond the settings.
+#[derive(Clone)]
+pub struct BuildOptions {
+    pub clock: SharedClock,
+    /// One more accepted bearer token (`SCIM_BRIDGE_TOKEN`).
+    pub extra_token: Option<String>,
+    /// Key for passwords at rest; `None` reads `SCIM_BRIDGE_SECRET_KEY` or the key file.
+    pub secret_key: Option<[u8; 32]>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            clock: Arc::new(SystemClock),
+            extra_token: None,
+            secret_key: None,
+        }
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    fanout: Arc<Fanout>,
+    sandbox: Option<Sandbox>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Opens the database, starts the sandbox (if configured) and the fan-out workers, and
+    /// binds the listener (port 0 picks a free port). Needs a running tokio runtime.
+    pub async fn build(settings: Settings, options: BuildOptions) -> anyhow::Result<Application> {
+        let clock = options.clock.clone();
+        let db = Db::open(&DbOptions {
+            path: settings.database.path.clone(),
+            readers: settings.database.readers,
+        })
+        .with_context(|| format!("database {}", settings.database.path.display()))?;
+
+        let sandbox = if settings.sandbox.start {
+            let sandbox = sandbox::start(SandboxConfig::default(), clock.clone())
+                .await
+                .context(
+                    "cannot start the sandbox emulators on ports 18441-18444 (is `scim-bridge \
+                     sandbox` already running? then use `serve --no-sandbox`)",
+                )?;
+            tracing::warn!(
+                appgate = %sandbox.appgate.base_url(),
+                vikingcloud = %sandbox.vikingcloud.base_url(),
+                kibo = %sandbox.kibo.base_url(),
+                primavera = %sandbox.primavera.base_url(),
+                "delivering to the built-in sandbox emulators, not to real target APIs"
+            );
+            Some(sandbox)
+        } else {
+            None
+        };
+
+        let targets = build_targets(&settings.targets, clock.clone())?;
+        let mappings = load_mappings(&settings, &targets)?;
+        let secrets = Arc::new(match options.secret_key {
+            Some(key) => SecretBox::from_key(&key),
+            None => SecretBox::load(
+                std::env::var(KEY_ENV).ok().as_deref(),
+                &settings.fanout.key_file,
+            )?,
+        });
+        let metrics = Arc::new(Metrics::new());
+        let fanout_settings = &settings.fanout;
+        let workers = targets
+            .iter()
+            .map(|target| {
+                let concurrency = settings
+                    .targets
+                    .get(target.name())
+                    .map(|t| t.concurrency)
+                    .unwrap_or(1);
+                Worker::new(
+                    Arc::clone(target),
+                    db.clone(),
+                    clock.clone(),
+                    Arc::clone(&secrets),
+                    Arc::clone(&metrics),
+                    TargetPolicy {
+                        concurrency,
+                        max_attempts: fanout_settings.max_attempts,
+                        backoff: Backoff {
+                            base: Duration::from_millis(fanout_settings.backoff_base_ms),
+                            cap: Duration::from_millis(fanout_settings.backoff_cap_ms),
+                        },
+                    },
+                )
+            })
+            .collect();
+        let fanout = Arc::new(Fanout::start(
+            workers,
+            Duration::from_millis(fanout_settings.poll_ms),
+        ));
+        let planner = Arc::new(Planner::new(mappings, secrets));
+        let service = ScimService::new(
+            db.clone(),
+            clock.clone(),
+            Some(Sync {
+                planner,
+                fanout: Arc::clone(&fanout),
+            }),
+        )
+        .with_metrics(Arc::clone(&metrics));
+
+        let scim_auth = Authenticator::new(
+            "scim",
+            &settings.scim.clients,
+            settings.scim.dev_token.as_deref(),
+            options.extra_token.as_deref(),
+            settings.scim.requests_per_second,
+        )?;
+        if let Some(token) = &settings.scim.dev_token {
+            tracing::warn!(
+                token = %token,
+                "accepting the development bearer token from the configuration; \
+                 configure [[scim.clients]] and remove scim.dev_token in production"
+            );
+        }
+        let admin_auth = Authenticator::new(
+            "admin",
+            &settings.admin.clients,
+            settings.admin.dev_token.as_deref(),
+            None,
+            settings.scim.requests_per_second,
+        )?;
+        if let Some(token) = &settings.admin.dev_token {
+            tracing::warn!(token = %token, "accepting the development admin token from the configuration");
+        }
+
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(
+            address = %listener.local_addr()?,
+            database = %settings.database.path.display(),
+            targets = ?settings.target_names(),
+            "SCIM API listening at /scim/v2"
+        );
+
+        let scim = web::Data::new(ScimState {
+            service,
+            settings: settings.scim.clone(),
+        });
+        let scim_auth = web::Data::new(ScimAuth(scim_auth));
+        let admin_auth = web::Data::new(AdminAuth(admin_auth));
+        let operator = web::Data::new(Operator::new(
+            db.clone(),
+            clock.clone(),
+            settings.target_names(),
+        ));
+        let metrics = web::Data::from(metrics);
+        let clock = web::Data::new(clock);
+        let db = web::Data::new(db);
+        let body_limit = settings.server.max_body_bytes;
+        let bulk_limit = settings.scim.bulk_max_payload_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(scim.clone())
+                .app_data(scim_auth.clone())
+                .app_data(admin_auth.clone())
+                .app_data(operator.clone())
+                .app_data(metrics.clone())
+                .app_data(clock.clone())
+                .app_data(db.clone())
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_text))
+                .configure(admin::configure)
+                .configure(|cfg| routes::configure(cfg, body_limit, bulk_limit))
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(30))
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            fanout,
+            sandbox,
+            shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, lets in-flight requests finish, then gives in-flight
+    /// deliveries the same grace period; what is left stays due in the ledger.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        self.fanout.shutdown(self.shutdown_timeout).await;
+        if let Some(sandbox) = self.sandbox {
+            sandbox.stop().await;
+        }
+        served
+    }
+}
+
+/// Loads the mapping of every enabled target; an invalid or missing one stops the start.
+fn load_mappings(settings: &Settings, targets: &[Arc<dyn Target>]) -> anyhow::Result<MappingSet> {
+    let dir = &settings.fanout.mappings_dir;
+    let schemas: BTreeMap<String, TargetSchema> = targets
+        .iter()
+        .map(|t| (t.name().to_owned(), t.schema().clone()))
+        .collect();
+    if targets.is_empty() {
+        return MappingSet::load_dir(dir, &schemas).or_else(|_| Ok(MappingSet::default()));
+    }
+    let mappings = MappingSet::load_dir(dir, &schemas).map_err(|errors| {
+        let listed: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!(
+            "the mappings in {} are invalid; run `scim-bridge mappings check` for details:\n{}",
+            dir.display(),
+            listed.join("\n")
+        )
+    })?;
+    let missing: Vec<&str> = targets
+        .iter()
+        .map(|t| t.name())
+        .filter(|name| mappings.get(name).is_none())
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "no mapping file for target(s) {} in {}: each enabled target needs <name>.toml",
+        missing.join(", "),
+        dir.display()
+    );
+    Ok(mappings)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn metrics_text(
+    metrics: web::Data<Metrics>,
+    operator: web::Data<Operator>,
+    clock: web::Data<SharedClock>,
+) -> HttpResponse {
+    let lag = match operator.lag().await {
+        Ok(lag) => lag,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the ledger for metrics");
+            Vec::new()
+        }
+    };
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(metrics.render(&lag, unix_millis(clock.as_ref().as_ref())))
+}
+
+async fn readyz(db: web::Data<Db>) -> HttpResponse {
+    match db.read(|store| store.ping()).await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err::<(), LedgerError>(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            HttpResponse::ServiceUnavailable().json(json!({"status": "database unavailable"}))
+        }
+    }
+}

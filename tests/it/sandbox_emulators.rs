@@ -1,0 +1,1 @@
+//! Emulator tests: each API's validation rules and every fault mode, over raw HTTP.

@@ -1,0 +1,212 @@
+//! Test harness: the real application on port 0 with a temporary database, and a sandbox on
+//! free ports with a clock the test moves, for the adapter and emulator tests.
+
+use reqwest::{Method, Response};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use scim_bridge::clock::ManualClock;
+use scim_bridge::config::{Overrides, Settings, EMBEDDED_DEFAULT};
+use scim_bridge::sandbox::{self, EmulatorHandle, Sandbox, SandboxConfig};
+use scim_bridge::startup::{Application, BuildOptions};
+use scim_bridge::targets::config::{build_targets, TargetConfig, TargetKind};
+use scim_bridge::targets::{Payload, Target};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub const TOKEN: &str = "integration-test-token";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// Starts the bridge on its embedded defaults, adjusted by `tweak`.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
+            db: Some(dir.path().join("bridge.db")),
+            log_format: None,
+            no_sandbox: true,
+        };
+        let mut settings = Settings::from_toml(EMBEDDED_DEFAULT, &overrides).expect("settings");
+        settings.scim.dev_token = Some(TOKEN.to_owned());
+        // SCIM-only by default; tests of the fan-out bring their own sandbox and targets.
+        settings.sandbox.start = false;
+        settings.targets.clear();
+        tweak(&mut settings);
+        let options = BuildOptions {
+            secret_key: Some([7; 32]),
+            ..BuildOptions::default()
+        };
+        let app = Application::build(settings, options).await.expect("build");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/scim/v2{}", self.base, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(TOKEN)
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/scim+json")
+                .body(body.to_string());
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Response {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// Creates a user and returns its representation.
+    pub async fn create_user(&self, body: &Value) -> Value {
+        let response = self.post("/Users", body).await;
+        assert_eq!(response.status(), 201, "create user {body}");
+        response.json().await.expect("json")
+    }
+
+    pub async fn create_group(&self, body: &Value) -> Value {
+        let response = self.post("/Groups", body).await;
+        assert_eq!(response.status(), 201, "create group {body}");
+        response.json().await.expect("json")
+    }
+}
+
+/// Reads a response as JSON, asserting its status.
+pub async fn json_of(response: Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).expect("JSON body")
+}
+
+/// Asserts an RFC 7644 error body with the given status and scimType.
+pub async fn assert_scim_error(response: Response, status: u16, scim_type: Option<&str>) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = json_of(response, status).await;
+    assert!(
+        content_type.starts_with("application/scim+json"),
+        "{content_type}"
+    );
+    assert_eq!(
+        body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
+    assert_eq!(body["status"], status.to_string());
+    assert_eq!(body["scimType"].as_str(), scim_type, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body
+}
+
+pub fn user(name: &str) -> Value {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "name": {"givenName": "Given", "familyName": "Family"},
+        "emails": [{"value": format!("{name}@example.com"), "type": "work", "primary": true}],
+        "active": true
+    })
+}
+
+pub fn group(name: &str, members: &[&str]) -> Value {
+    let members: Vec<Value> = members
+        .iter()
+        .map(|id| serde_json::json!({"value": id}))
+        .collect();
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": name,
+        "members": members
+    })
+}
+
+pub struct Env {
+    pub sandbox: Sandbox,
+    pub clock: Arc<ManualClock>,
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        Self::start_with(SandboxConfig::ephemeral()).await
+    }
+
+    pub async fn start_with(cfg: SandboxConfig) -> Self {
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let sandbox = sandbox::start(cfg, clock.clone()).await.unwrap();
+        Self { sandbox, clock }
+    }
+
+    pub fn emulator(&self, kind: TargetKind) -> &EmulatorHandle {
+        self.sandbox.emulator(kind)
+    }
+
+    /// The default config's target of `kind`, pointed at this sandbox, after `tweak`.
+    pub fn target(
+        &self,
+        kind: TargetKind,
+        tweak: impl FnOnce(&mut TargetConfig),
+    ) -> Arc<dyn Target> {
+        let mut cfg = self.sandbox.targets_config().unwrap();
+        cfg.retain(|_, target| target.kind() == kind);
+        let (_, target) = cfg.iter_mut().next().unwrap();
+        tweak(target);
+        let mut targets = build_targets(&cfg, self.clock.clone()).unwrap();
+        assert_eq!(targets.len(), 1);
+        targets.remove(0)
+    }
+
+    /// Moves the clock past the current second, so per-second rate limits start afresh.
+    pub fn next_second(&self) {
+        self.clock.advance(Duration::from_secs(1));
+    }
+}
+
+pub fn object(value: Value) -> Payload {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not a JSON object: {other}"),
+    }
+}

@@ -1,0 +1,394 @@
+//! The compliance suite: one generic run per adapter against its emulator, checking after
+//! every call what the emulator actually holds.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use scim_bridge::sandbox::{AccountSnapshot, EmulatorHandle, Faults};
+use scim_bridge::targets::config::TargetKind;
+use scim_bridge::targets::{Payload, RemoteAccount, TargetError};
+use serde_json::{json, Value};
+
+use crate::support::{object, Env};
+
+/// What the suite needs to know about one vendor.
+struct Case {
+    kind: TargetKind,
+    /// A complete payload for the person called `who`.
+    user: fn(&str) -> Payload,
+    /// The natural key of an account, read from the fields the emulator holds.
+    key: fn(&Payload) -> Option<&str>,
+    /// The field `user` sets to "Lima" and the update changes.
+    last_name: &'static str,
+    /// Whether the fields the emulator holds say "disabled".
+    disabled: fn(&Payload) -> bool,
+    /// A payload the API refuses, the status, and a piece of the API's own message.
+    invalid: fn() -> (Payload, u16, &'static str),
+    /// The wait an adapter suggests after a 429 without `Retry-After`.
+    bare_429_wait: Option<Duration>,
+}
+
+fn appgate_case() -> Case {
+    Case {
+        kind: TargetKind::Appgate,
+        user: |who| {
+            object(json!({
+                "name": who, "firstName": "Ana", "lastName": "Lima",
+                "password": "first-Passw0rd", "email": format!("{who}@example.com"),
+                "phone": "", "tags": ["bridge"], "disabled": false
+            }))
+        },
+        key: |fields| fields.get("name").and_then(Value::as_str),
+        last_name: "lastName",
+        disabled: |fields| fields.get("disabled") == Some(&json!(true)),
+        invalid: || {
+            let payload =
+                object(json!({"name": "no-last-name", "firstName": "A", "password": "p"}));
+            (payload, 422, "lastName: may not be null")
+        },
+        bare_429_wait: None,
+    }
+}
+
+fn vikingcloud_case() -> Case {
+    Case {
+        kind: TargetKind::VikingCloud,
+        user: |who| {
+            object(json!({
+                "userKey": {"username": who, "authenticator": "local"},
+                "firstName": "Ana", "lastName": "Lima", "password": "first-Passw0rd",
+                "email": format!("{who}@example.com"), "enabled": true,
+                "primaryPhone": "5550100", "primaryPhoneCountryCode": "1"
+            }))
+        },
+        key: |fields| fields.get("userKey")?.get("username")?.as_str(),
+        last_name: "lastName",
+        disabled: |fields| fields.get("enabled") == Some(&json!(false)),
+        invalid: || {
+            let payload = object(json!({"userKey": {"username": "no-country"},
+                                        "primaryPhone": "5550100"}));
+            (payload, 400, "primaryPhoneCountryCode is mandatory")
+        },
+        bare_429_wait: None,
+    }
+}
+
+fn kibo_case() -> Case {
+    Case {
+        kind: TargetKind::Kibo,
+        user: |who| {
+            object(json!({
+                "emailAddress": format!("{who}@example.com"), "userName": who,
+                "firstName": "Ana", "lastName": "Lima", "password": "first-Passw0rd",
+                "isActive": true
+            }))
+        },
+        key: |fields| fields.get("emailAddress").and_then(Value::as_str),
+        last_name: "lastName",
+        disabled: |fields| fields.get("isActive") == Some(&json!(false)),
+        invalid: || {
+            let payload = object(json!({"emailAddress": "no-password@example.com",
+                                        "firstName": "A", "lastName": "B"}));
+            (payload, 400, "password is required")
+        },
+        bare_429_wait: None,
+    }
+}
+
+fn primavera_case() -> Case {
+    Case {
+        kind: TargetKind::Primavera,
+        user: |who| {
+            object(json!({
+                "email": format!("{who}@example.com"), "firstName": "Ana", "lastName": "Lima",
+                "title": "Planner", "status": "ACTIVE", "userLocale": "en",
+                "userProducts": [{"productName": "TASKS"}, {"productName": "SCHEDULE"}]
+            }))
+        },
+        key: |fields| fields.get("email").and_then(Value::as_str),
+        last_name: "lastName",
+        disabled: |fields| fields.get("status") == Some(&json!("INACTIVE")),
+        invalid: || {
+            let payload = object(json!({"email": "long-title@example.com", "firstName": "A",
+                                        "lastName": "B", "title": "x".repeat(26)}));
+            (payload, 400, "title exceeds the maximum length of 25")
+        },
+        bare_429_wait: Some(Duration::from_secs(1)),
+    }
+}
+
+fn email(who: &str) -> String {
+    format!("{who}@example.com")
+}
+
+/// The value of the natural key `user(who)` carries, as the emulator stores it.
+fn key_value(case: &Case, who: &str) -> String {
+    match case.kind {
+        TargetKind::Appgate | TargetKind::VikingCloud => who.to_owned(),
+        TargetKind::Kibo | TargetKind::Primavera => email(who),
+    }
+}
+
+fn live(case: &Case, emulator: &EmulatorHandle, who: &str) -> Vec<AccountSnapshot> {
+    let wanted = key_value(case, who);
+    emulator
+        .accounts()
+        .into_iter()
+        .filter(|account| !account.deleted && (case.key)(&account.fields) == Some(wanted.as_str()))
+        .collect()
+}
+
+fn only(case: &Case, emulator: &EmulatorHandle, who: &str) -> AccountSnapshot {
+    let mut accounts = live(case, emulator, who);
+    assert_eq!(
+        accounts.len(),
+        1,
+        "{:?} holds {accounts:?} for {who}",
+        case.kind
+    );
+    accounts.remove(0)
+}
+
+fn renamed(case: &Case, mut payload: Payload, last_name: &str) -> Payload {
+    payload.insert(case.last_name.to_owned(), json!(last_name));
+    payload
+}
+
+fn assert_retryable<T: std::fmt::Debug>(
+    result: Result<T, TargetError>,
+    reason_part: &str,
+    wait: Option<Duration>,
+) {
+    match result {
+        Err(TargetError::Retryable {
+            reason,
+            retry_after,
+        }) => {
+            assert!(
+                reason.contains(reason_part),
+                "reason {reason:?} lacks {reason_part:?}"
+            );
+            assert_eq!(retry_after, wait, "retry-after for {reason:?}");
+        }
+        other => panic!("expected retryable ({reason_part}), got {other:?}"),
+    }
+}
+
+/// A loopback port with nothing listening on it.
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn run(case: Case) {
+    let env = Env::start().await;
+    let emulator = env.emulator(case.kind).clone();
+    let target = env.target(case.kind, |_| {});
+    let ana = (case.user)("ana");
+
+    // Create: nothing to adopt, so one account arrives, created once.
+    assert_eq!(target.find(&ana).await.unwrap(), None);
+    let created: RemoteAccount = target.create(&ana).await.unwrap();
+    let held = only(&case, &emulator, "ana");
+    assert_eq!((held.counts.creates, held.counts.updates), (1, 0));
+    assert_eq!(held.fields[case.last_name], json!("Lima"));
+    let read = target.read(&created.id).await.unwrap().unwrap();
+    assert_eq!(
+        (case.key)(&read.fields),
+        Some(key_value(&case, "ana").as_str())
+    );
+    assert_eq!(
+        target.find(&ana).await.unwrap().map(|found| found.id),
+        Some(created.id.clone())
+    );
+    env.next_second();
+
+    // Update: the same account changes in place.
+    let updated = target
+        .update(&created.id, &renamed(&case, ana.clone(), "Souza"))
+        .await
+        .unwrap();
+    assert_eq!(updated.id, created.id);
+    assert_eq!(updated.fields[case.last_name], json!("Souza"));
+    let held = only(&case, &emulator, "ana");
+    assert_eq!((held.counts.creates, held.counts.updates), (1, 1));
+    assert_eq!(held.fields[case.last_name], json!("Souza"));
+    env.next_second();
+
+    // Adopt: an account someone made by hand is found and updated, not duplicated.
+    let bo = (case.user)("bo");
+    emulator.insert_account(bo.clone());
+    let adopted = target
+        .find(&bo)
+        .await
+        .unwrap()
+        .expect("hand-made account found");
+    target
+        .update(&adopted.id, &renamed(&case, bo.clone(), "Adopted"))
+        .await
+        .unwrap();
+    let held = only(&case, &emulator, "bo");
+    assert_eq!((held.counts.creates, held.counts.updates), (0, 1));
+    assert_eq!(held.fields[case.last_name], json!("Adopted"));
+    env.next_second();
+
+    // Disable: the account stays, login refused.
+    let disabled = target
+        .disable(&created.id, &renamed(&case, ana.clone(), "Souza"))
+        .await
+        .unwrap();
+    assert!((case.disabled)(&disabled.fields), "{:?}", disabled.fields);
+    let held = only(&case, &emulator, "ana");
+    assert!((case.disabled)(&held.fields), "{:?}", held.fields);
+    assert_eq!(held.counts.updates, 2);
+    env.next_second();
+
+    // Token expiry: the cached token is renewed before it runs out, with no 401 on the way.
+    let logins = emulator.logins();
+    env.clock.advance(Duration::from_secs(3_600));
+    assert!(target.read(&created.id).await.unwrap().is_some());
+    assert_eq!(emulator.logins(), logins + 1);
+
+    // 401: a token the target forgot gets one fresh login and the call goes through.
+    emulator.expire_tokens();
+    let requests = emulator.requests();
+    assert!(target.read(&created.id).await.unwrap().is_some());
+    assert_eq!(emulator.logins(), logins + 2);
+    assert_eq!(
+        emulator.requests(),
+        requests + 3,
+        "refused call, login, retried call"
+    );
+    env.next_second();
+
+    // 429 with and without Retry-After: retryable, nothing written.
+    let cy = (case.user)("cy");
+    emulator.set_faults(Faults {
+        throttle: true,
+        retry_after: Some("7".into()),
+        ..Faults::default()
+    });
+    assert_retryable(
+        target.create(&cy).await,
+        "429",
+        Some(Duration::from_secs(7)),
+    );
+    emulator.set_faults(Faults {
+        throttle: true,
+        ..Faults::default()
+    });
+    assert_retryable(target.create(&cy).await, "429", case.bare_429_wait);
+    env.next_second();
+
+    // 5xx: retryable, with the Retry-After a 503 names.
+    emulator.set_faults(Faults {
+        server_error_share: 1.0,
+        retry_after: Some("3".into()),
+        ..Faults::default()
+    });
+    match target.create(&cy).await {
+        Err(TargetError::Retryable {
+            reason,
+            retry_after,
+        }) => {
+            assert!(
+                reason.starts_with("500") || reason.starts_with("503"),
+                "{reason}"
+            );
+            let expected = reason.starts_with("503").then(|| Duration::from_secs(3));
+            assert_eq!(retry_after, expected);
+        }
+        other => panic!("expected a retryable 5xx, got {other:?}"),
+    }
+    emulator.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    assert_retryable(
+        target.find(&cy).await,
+        "503: sandbox: the target is down",
+        None,
+    );
+
+    // A broken answer (the connection drops mid-body) is retryable.
+    emulator.set_faults(Faults {
+        drop_connection: true,
+        ..Faults::default()
+    });
+    assert_retryable(target.find(&cy).await, "broken response", None);
+    emulator.set_faults(Faults::default());
+    assert!(
+        live(&case, &emulator, "cy").is_empty(),
+        "no fault let a write through"
+    );
+    env.next_second();
+
+    // 4xx: rejected, with the target's own words.
+    let (invalid, status, words) = (case.invalid)();
+    match target.create(&invalid).await {
+        Err(TargetError::Rejected {
+            status: got,
+            message,
+        }) => {
+            assert_eq!(got, status);
+            assert!(message.contains(words), "{message:?} lacks {words:?}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    env.next_second();
+
+    // Timeout: an answer slower than the adapter's timeout is retryable.
+    let impatient = env.target(case.kind, |cfg| cfg.timeout_ms = 100);
+    emulator.set_faults(Faults {
+        latency_ms: 400,
+        ..Faults::default()
+    });
+    assert_retryable(impatient.find(&cy).await, "timed out", None);
+    emulator.set_faults(Faults::default());
+
+    // Connection refused: retryable.
+    let unreachable = env.target(case.kind, |cfg| {
+        cfg.base_url = cfg.base_url.replace(
+            &emulator.addr().port().to_string(),
+            &closed_port().to_string(),
+        );
+    });
+    assert_retryable(unreachable.find(&cy).await, "", None);
+    env.next_second();
+
+    // Delete: gone from the API, its delete counted; deleting again is not an error.
+    target.delete(&created.id).await.unwrap();
+    assert!(live(&case, &emulator, "ana").is_empty());
+    let deleted: Vec<_> = emulator
+        .accounts()
+        .into_iter()
+        .filter(|account| account.deleted)
+        .collect();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].counts.deletes, 1);
+    assert_eq!(target.read(&created.id).await.unwrap(), None);
+    target.delete(&created.id).await.unwrap();
+    assert_eq!(target.find(&ana).await.unwrap(), None);
+
+    env.sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn appgate() {
+    run(appgate_case()).await;
+}
+
+#[tokio::test]
+async fn vikingcloud() {
+    run(vikingcloud_case()).await;
+}
+
+#[tokio::test]
+async fn kibo() {
+    run(kibo_case()).await;
+}
+
+#[tokio::test]
+async fn primavera() {
+    run(primavera_case()).await;
+}
