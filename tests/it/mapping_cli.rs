@@ -156,3 +156,117 @@ fn preview_covers_every_target_and_says_why_a_user_is_refused() {
         "no mapping for target 'jira' in mappings; there are: appgate, kibo, primavera, vikingcloud\n"
     );
 }
+
+/// A store holding the Okta, Entra and non-Latin fixture users, created the way an IdP would.
+async fn store_with_fixtures(dir: &Path) -> std::path::PathBuf {
+    use scim_bridge::clock::SystemClock;
+    use scim_bridge::ledger::{Db, DbOptions, ResourceKind};
+    use scim_bridge::scim::service::ScimService;
+
+    let path = dir.join("bridge.db");
+    let db = Db::open(&DbOptions {
+        path: path.clone(),
+        readers: 1,
+    })
+    .expect("database");
+    let service = ScimService::new(db, std::sync::Arc::new(SystemClock), None);
+    for name in ["okta", "entra", "non_latin"] {
+        let mut user = fixture(name);
+        if let Some(fields) = user.as_object_mut() {
+            for assigned in ["id", "meta", "groups"] {
+                fields.remove(assigned);
+            }
+        }
+        service
+            .create(ResourceKind::User, user)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    path
+}
+
+#[tokio::test]
+async fn diff_summarises_what_a_mapping_change_would_do_to_stored_users() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let db = store_with_fixtures(work.path()).await;
+    // Two edits to Kibo: user names in upper case, and Okta's "de_DE" no longer rewritten.
+    let new = broken_copy("kibo.toml", |text| {
+        text.replace(
+            "userName = \"userName\"",
+            "userName = { from = \"userName\", transform = [\"upper\"] }",
+        )
+        .replace("{ replace = { find = \"_\", with = \"-\" } }, ", "")
+    });
+
+    let mut out = Vec::new();
+    let ok = commands::diff(Path::new("mappings"), new.path(), &db, false, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(ok, "{report}");
+    let lines: Vec<&str> = report.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "appgate: no change",
+            "kibo: 3 of 3 users would change",
+            "kibo: 1 user, field localeCode: 'de-DE' -> 'de'",
+            "kibo: 3 users, field userName: 'adele.vance@contoso.example' -> \
+             'ADELE.VANCE@CONTOSO.EXAMPLE' (1), 'isaiah.langer@example.com' -> \
+             'ISAIAH.LANGER@EXAMPLE.COM' (1), 'yamada.taro@example.jp' -> \
+             'YAMADA.TARO@EXAMPLE.JP' (1)",
+            "primavera: no change",
+            "vikingcloud: no change",
+        ],
+        "{report}"
+    );
+
+    let mut out = Vec::new();
+    commands::diff(Path::new("mappings"), new.path(), &db, true, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(
+        report.contains(
+            "  isaiah.langer@example.com ("
+        ) && report.contains(
+            "): field localeCode 'de-DE' -> 'de'; field userName 'isaiah.langer@example.com' -> \
+             'ISAIAH.LANGER@EXAMPLE.COM'\n"
+        ),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn diff_refuses_a_missing_store_and_invalid_mappings() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut out = Vec::new();
+    let missing = work.path().join("none.db");
+    let error = commands::diff(
+        Path::new("mappings"),
+        Path::new("mappings"),
+        &missing,
+        false,
+        &mut out,
+    )
+    .await
+    .expect_err("no store");
+    assert!(error.to_string().contains("no database at"), "{error}");
+
+    let broken = broken_copy("kibo.toml", |text| text.replace("[fields]", "[feilds]"));
+    let ok = commands::diff(
+        Path::new("mappings"),
+        broken.path(),
+        &missing,
+        false,
+        &mut out,
+    )
+    .await
+    .expect("reported, not an error");
+    assert!(!ok);
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(
+        report.contains("unknown key 'feilds' in a mapping file"),
+        "{report}"
+    );
+}
