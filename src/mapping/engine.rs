@@ -131,7 +131,9 @@ impl Mapping {
                 continue;
             };
             if matches!(rule.rule.source, Source::Password(_)) {
-                if operation == Operation::Upsert {
+                // A disable is an update too, and a target that wants the password on every
+                // update (Kibo) wants it there; a delete sends no body.
+                if operation != Operation::Delete {
                     password_field = Some(rule.name.clone());
                 }
                 continue;
@@ -622,9 +624,14 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         assert_eq!(operation, Operation::Disable);
         assert_eq!(payload["status"], json!("INACTIVE"));
         assert_eq!(payload["enabled"], json!(false));
-        assert_eq!(password, None, "a disable never sends the password");
-        let (operation, _, _, _) = send(mapping.render(&user(), Event::Deleted));
+        assert_eq!(
+            password.as_deref(),
+            Some("password"),
+            "a disable is an update"
+        );
+        let (operation, _, _, password) = send(mapping.render(&user(), Event::Deleted));
         assert_eq!(operation, Operation::Delete);
+        assert_eq!(password, None, "a delete sends no body");
 
         let ignoring = with_fields("").replace("delete = \"delete\"", "delete = \"ignore\"");
         let mapping = load(&ignoring).expect("valid");

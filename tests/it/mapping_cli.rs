@@ -53,18 +53,18 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
     let kibo = dir.path().join("kibo.toml");
     let kibo = kibo.display();
     let expected = [
-        format!("{kibo}:24:10: error: 'delete' must be one of: disable, delete, ignore"),
+        format!("{kibo}:26:10: error: 'delete' must be one of: disable, delete, ignore"),
         format!(
-            "{kibo}:27:2: error: kibo requires 'emailAddress', but the mapping does not set it"
+            "{kibo}:29:2: error: kibo requires 'emailAddress', but the mapping does not set it"
         ),
         format!(
-            "{kibo}:31:1: error: kibo has no field 'emialAddress'\n   |\n31 | emialAddress = {{ \
+            "{kibo}:33:1: error: kibo has no field 'emialAddress'\n   |\n33 | emialAddress = {{ \
              first_of"
         ),
         "   | ^^^^^^^^^^^^\n   = hint: did you mean 'emailAddress'?".to_owned(),
         format!(
-            "{kibo}:53:21: error: 'actve' is not a SCIM attribute path: the SCIM User has no \
-             attribute 'actve'\n   |\n53 | isActive = {{ from = \"actve\", transform = [{{ default \
+            "{kibo}:55:21: error: 'actve' is not a SCIM attribute path: the SCIM User has no \
+             attribute 'actve'\n   |\n55 | isActive = {{ from = \"actve\", transform = [{{ default \
              = true }}] }}\n   |                     ^^^^^^^\n   = hint: did you mean 'active'?"
         ),
     ];
