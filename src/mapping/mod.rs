@@ -319,10 +319,6 @@ impl MappingSet {
     pub fn iter(&self) -> impl Iterator<Item = &Mapping> {
         self.mappings.values()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.mappings.is_empty()
-    }
 }
 
 /// The mapping files in `dir` with their target names, sorted by name.
