@@ -10,31 +10,25 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::emulator::{
-    bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
-    Refusal, Reply,
+    bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
+    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_PASSWORD, DEV_USERNAME};
-use crate::targets::Payload;
+use crate::targets::{Payload, TargetSchema};
 
 /// The Admin API versions this emulated controller accepts.
 pub const MIN_VERSION: u32 = 18;
 pub const MAX_VERSION: u32 = 22;
 
 const ACCEPT_PREFIX: &str = "application/vnd.appgate.peer-v";
-const WRITE_ONLY: &[&str] = &["password"];
-const STRINGS: &[&str] = &[
-    "name",
-    "firstName",
-    "lastName",
-    "password",
-    "email",
-    "phone",
-    "notes",
-];
 const JSON_ERROR: &str = "JSON error. Check the JSON format.";
+const NOT_FOUND: &str = "The requested resource can not be found.";
+/// A second user with the same name is a conflict.
+const UNIQUE: &[(&str, &str)] = &[("name", "A Local User with the same name already exists.")];
 
 pub(crate) fn flavor() -> Flavor {
     Flavor {
+        schema: crate::targets::appgate::payload::schema(),
         base_path: "/admin",
         error_body,
         seed,
@@ -116,46 +110,32 @@ async fn login(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Byt
 }
 
 /// The per-field problems Appgate reports in a 422.
-fn validate(user: &Payload, creating: bool) -> Vec<Value> {
+fn validate(schema: &TargetSchema, user: &Payload, creating: bool) -> Vec<Value> {
     let mut errors = Vec::new();
-    let mut required = vec!["name", "firstName", "lastName"];
-    if creating {
-        required.push("password");
-    }
-    for field in required {
-        if user.get(field).is_none_or(Value::is_null) {
-            errors.push(json!({"field": field, "message": "may not be null"}));
+    for spec in required(schema, creating) {
+        if user.get(spec.name).is_none_or(Value::is_null) {
+            errors.push(json!({"field": spec.name, "message": "may not be null"}));
         }
     }
-    for field in STRINGS {
-        match user.get(*field) {
-            Some(Value::String(text)) if text.is_empty() => {
-                errors.push(json!({"field": field, "message": "may not be empty"}));
-            }
-            None | Some(Value::Null) | Some(Value::String(_)) => {}
-            Some(_) => errors.push(json!({"field": field, "message": "must be a string"})),
+    for spec in mistyped(schema, user) {
+        let message = format!("must be {}", kind_name(spec.kind));
+        errors.push(json!({"field": spec.name, "message": message}));
+    }
+    // Appgate refuses an empty string anywhere, in `tags` too: a client omits the field.
+    for (field, value) in writable_fields(schema, user) {
+        let empty = match &value {
+            Value::String(text) => text.is_empty(),
+            Value::Array(items) => items.iter().any(|item| item.as_str() == Some("")),
+            _ => false,
+        };
+        if empty {
+            errors.push(json!({"field": field, "message": "may not be empty"}));
         }
-    }
-    let tags_ok = match user.get("tags") {
-        None | Some(Value::Null) => true,
-        Some(Value::Array(tags)) => tags
-            .iter()
-            .all(|tag| tag.as_str().is_some_and(|t| !t.is_empty())),
-        Some(_) => false,
-    };
-    if !tags_ok {
-        errors.push(json!({"field": "tags", "message": "must be an array of non-empty strings"}));
-    }
-    if user
-        .get("disabled")
-        .is_some_and(|value| !value.is_boolean() && !value.is_null())
-    {
-        errors.push(json!({"field": "disabled", "message": "must be a boolean"}));
     }
     errors
 }
 
-/// Validates a create or PUT body and keeps only what Appgate stores from it.
+/// Validates a create or PUT body and keeps what Appgate stores from it.
 fn accept_user(
     state: &EmulatorState,
     req: &HttpRequest,
@@ -163,7 +143,8 @@ fn accept_user(
     creating: bool,
 ) -> Result<Payload, Refusal> {
     let user = json_object(state, req, body, JSON_ERROR)?;
-    let errors = validate(&user, creating);
+    let schema = &state.flavor.schema;
+    let errors = validate(schema, &user, creating);
     if !errors.is_empty() {
         return Err(Refusal {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -174,23 +155,7 @@ fn accept_user(
             }),
         });
     }
-    let mut stored: Payload = [
-        "name",
-        "firstName",
-        "lastName",
-        "password",
-        "email",
-        "phone",
-        "notes",
-        "tags",
-        "disabled",
-    ]
-    .iter()
-    .filter_map(|field| {
-        let value = user.get(*field).filter(|value| !value.is_null())?;
-        Some(((*field).to_owned(), value.clone()))
-    })
-    .collect();
+    let mut stored = writable_fields(schema, &user);
     stored.entry("tags").or_insert_with(|| json!([]));
     stored.entry("disabled").or_insert(Value::Bool(false));
     Ok(stored)
@@ -200,33 +165,23 @@ fn name_of(user: &Payload) -> &str {
     user.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
-/// Gives a new user the fields the controller assigns, stores it, and returns it as the API
-/// shows it.
+/// Gives a new user the fields the controller assigns and stores it.
 fn store_new(
     accounts: &mut Accounts,
     mut user: Payload,
     now: SystemTime,
     counts: Counts,
-) -> Payload {
+) -> &Record {
     let id = uuid::Uuid::new_v4().to_string();
     user.insert("id".to_owned(), json!(id));
     user.insert("created".to_owned(), json!(timestamp(now)));
     user.insert("updated".to_owned(), json!(timestamp(now)));
     user.insert("failedLoginAttempts".to_owned(), json!(0));
-    accounts.insert(&id, user, WRITE_ONLY, counts);
-    accounts
-        .get(&id)
-        .map(|record| record.fields.clone())
-        .unwrap_or_default()
+    accounts.insert(&id, user, counts)
 }
 
 fn seed(accounts: &mut Accounts, user: Payload, now: SystemTime) -> String {
-    let shown = store_new(accounts, user, now, Counts::default());
-    shown
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+    store_new(accounts, user, now, Counts::default()).id.clone()
 }
 
 #[derive(Deserialize)]
@@ -289,41 +244,22 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
     authorize(&state, &req)?;
     let user = accept_user(&state, &req, &body, true)?;
     let now = state.now();
-    let created = state.with_accounts(|accounts| {
-        if accounts.taken("name", name_of(&user), None) {
-            return None;
-        }
-        let counts = Counts {
-            creates: 1,
-            ..Counts::default()
-        };
-        Some(store_new(accounts, user, now, counts))
+    let created = state.with_accounts(|accounts| match accounts.clash(&user, UNIQUE, None) {
+        Some(message) => Err(message),
+        None => Ok(store_new(accounts, user, now, Counts::CREATED)
+            .fields
+            .clone()),
     });
     match created {
         // Appgate answers a create with 200, not 201.
-        Some(user) => Ok(HttpResponse::Ok().json(user)),
-        None => Err(state.refuse(
-            StatusCode::CONFLICT,
-            "A Local User with the same name already exists.",
-            &req,
-        )),
+        Ok(user) => Ok(HttpResponse::Ok().json(user)),
+        Err(message) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
-}
-
-fn not_found(state: &EmulatorState, req: &HttpRequest) -> Refusal {
-    state.refuse(
-        StatusCode::NOT_FOUND,
-        "The requested resource can not be found.",
-        req,
-    )
 }
 
 async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    let user =
-        state.with_accounts(|accounts| accounts.get(&id).map(|record| record.fields.clone()));
-    user.map(|user| HttpResponse::Ok().json(user))
-        .ok_or_else(|| not_found(&state, &req))
+    state.read_reply(&req, &id, NOT_FOUND)
 }
 
 /// PUT replaces the whole user: fields left out are cleared, except the password, which is
@@ -338,41 +274,21 @@ async fn replace(
     let user = accept_user(&state, &req, &body, false)?;
     let now = state.now();
     let outcome = state.with_accounts(|accounts| {
-        if accounts.get(&id).is_none() {
-            return Err(StatusCode::NOT_FOUND);
-        }
-        if accounts.taken("name", name_of(&user), Some(&id)) {
-            return Err(StatusCode::CONFLICT);
-        }
-        let record = accounts.get_mut(&id).ok_or(StatusCode::NOT_FOUND)?;
-        let (mut fields, secrets) = split_secrets(user, WRITE_ONLY);
-        for kept in ["id", "created", "failedLoginAttempts", "lockStart"] {
-            if let Some(value) = record.fields.get(kept) {
-                fields.insert(kept.to_owned(), value.clone());
-            }
-        }
-        fields.insert("updated".to_owned(), json!(timestamp(now)));
-        record.fields = fields;
-        record.secrets.extend(secrets);
-        record.counts.updates += 1;
+        let kept = ["id", "created", "failedLoginAttempts", "lockStart"];
+        let record = accounts.replace(&id, user, UNIQUE, &kept)?;
+        record
+            .fields
+            .insert("updated".to_owned(), json!(timestamp(now)));
         Ok(record.fields.clone())
     });
     match outcome {
         Ok(user) => Ok(HttpResponse::Ok().json(user)),
-        Err(StatusCode::CONFLICT) => Err(state.refuse(
-            StatusCode::CONFLICT,
-            "A Local User with the same name already exists.",
-            &req,
-        )),
-        Err(_) => Err(not_found(&state, &req)),
+        Err(Refused::NotFound) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req)),
+        Err(Refused::Conflict(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
 }
 
 async fn delete(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    if state.with_accounts(|accounts| accounts.delete(&id)) {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(not_found(&state, &req))
-    }
+    state.delete_reply(&req, &id, NOT_FOUND)
 }

@@ -12,7 +12,6 @@ use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
-use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -21,10 +20,13 @@ use time::OffsetDateTime;
 use super::faults::{inject, Faults};
 use super::EmulatorConfig;
 use crate::clock::SharedClock;
-use crate::targets::Payload;
+use crate::targets::{FieldKind, FieldSpec, Payload, TargetSchema};
 
-/// What makes an emulator one vendor's: its routes, its error bodies, its secrets.
+/// What makes an emulator one vendor's: its schema, routes, error bodies and ids.
 pub(crate) struct Flavor {
+    /// The vendor's user schema, the one its adapter declares: the emulator checks types,
+    /// required fields and limits against it and keeps write-only fields apart.
+    pub schema: TargetSchema,
     /// The path a `TargetConfig.base_url` ends with.
     pub base_path: &'static str,
     /// The vendor's error body for a status and a message, at a path and a time.
@@ -41,6 +43,15 @@ pub struct Counts {
     pub creates: u32,
     pub updates: u32,
     pub deletes: u32,
+}
+
+impl Counts {
+    /// An account that arrived through the API's create.
+    pub(crate) const CREATED: Counts = Counts {
+        creates: 1,
+        updates: 0,
+        deletes: 0,
+    };
 }
 
 #[derive(Debug, Clone)]
@@ -65,14 +76,37 @@ pub struct AccountSnapshot {
     pub deleted: bool,
 }
 
+/// Why an update did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    NotFound,
+    /// Another account holds a unique value; the vendor's message.
+    Conflict(&'static str),
+}
+
 /// The accounts one emulator holds, in creation order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Accounts {
     records: Vec<Record>,
     sequence: u64,
+    /// The fields no read returns.
+    write_only: Vec<&'static str>,
 }
 
 impl Accounts {
+    fn new(schema: &TargetSchema) -> Self {
+        Self {
+            records: Vec::new(),
+            sequence: 0,
+            write_only: schema
+                .fields
+                .iter()
+                .filter(|spec| spec.write_only)
+                .map(|spec| spec.name)
+                .collect(),
+        }
+    }
+
     /// A fresh number, for ids the vendor assigns in sequence.
     pub fn next_sequence(&mut self) -> u64 {
         self.sequence += 1;
@@ -93,9 +127,27 @@ impl Accounts {
             .find(|record| !record.deleted && record.id == id)
     }
 
-    /// Whether a live account other than `except` holds `value` in `field` (compared without
-    /// regard to case, as the vendors compare names and addresses).
-    pub fn taken(&self, field: &str, value: &str, except: Option<&str>) -> bool {
+    /// The message paired with the first of `unique` fields whose value in `account` a live
+    /// account other than `except` already holds (compared without regard to case, as the
+    /// vendors compare names and addresses).
+    pub fn clash(
+        &self,
+        account: &Payload,
+        unique: &[(&str, &'static str)],
+        except: Option<&str>,
+    ) -> Option<&'static str> {
+        unique
+            .iter()
+            .find(|(field, _)| {
+                account
+                    .get(*field)
+                    .and_then(Value::as_str)
+                    .is_some_and(|value| !value.is_empty() && self.taken(field, value, except))
+            })
+            .map(|(_, message)| *message)
+    }
+
+    fn taken(&self, field: &str, value: &str, except: Option<&str>) -> bool {
         self.live().any(|record| {
             Some(record.id.as_str()) != except
                 && record
@@ -106,9 +158,32 @@ impl Accounts {
         })
     }
 
-    /// Stores a new account, moving its write-only fields out of `fields`.
-    pub fn insert(&mut self, id: &str, fields: Payload, write_only: &[&str], counts: Counts) {
-        let (fields, secrets) = split_secrets(fields, write_only);
+    /// The fields of a live account, as the API returns them.
+    pub fn fields(&self, id: &str) -> Option<Payload> {
+        self.get(id).map(|record| record.fields.clone())
+    }
+
+    /// What an account keeps of `fields`: no nulls, and the write-only values apart.
+    pub fn to_store(&self, fields: Payload) -> (Payload, BTreeMap<String, String>) {
+        let mut secrets = BTreeMap::new();
+        let mut kept = Payload::new();
+        for (name, value) in fields {
+            match value {
+                Value::Null => {}
+                Value::String(secret) if self.write_only.contains(&name.as_str()) => {
+                    secrets.insert(name, secret);
+                }
+                value => {
+                    kept.insert(name, value);
+                }
+            }
+        }
+        (kept, secrets)
+    }
+
+    /// Stores a new account.
+    pub fn insert(&mut self, id: &str, fields: Payload, counts: Counts) -> &Record {
+        let (fields, secrets) = self.to_store(fields);
         self.records.push(Record {
             id: id.to_owned(),
             fields,
@@ -116,6 +191,69 @@ impl Accounts {
             counts,
             deleted: false,
         });
+        &self.records[self.records.len() - 1]
+    }
+
+    /// A PUT: the account's fields become `fields`, except the `kept` ones the body does not
+    /// set (what the vendor assigns), and write-only values it leaves out stay.
+    pub fn replace(
+        &mut self,
+        id: &str,
+        fields: Payload,
+        unique: &[(&str, &'static str)],
+        kept: &[&str],
+    ) -> Result<&mut Record, Refused> {
+        self.check_update(id, &fields, unique)?;
+        let (mut fields, secrets) = self.to_store(fields);
+        let record = self.get_mut(id).ok_or(Refused::NotFound)?;
+        for name in kept {
+            if let (false, Some(value)) = (fields.contains_key(*name), record.fields.get(*name)) {
+                fields.insert((*name).to_owned(), value.clone());
+            }
+        }
+        record.fields = fields;
+        record.secrets.extend(secrets);
+        record.counts.updates += 1;
+        Ok(record)
+    }
+
+    /// A partial update: the fields sent change, a null clears one, the rest stay.
+    pub fn merge(
+        &mut self,
+        id: &str,
+        changes: Payload,
+        unique: &[(&str, &'static str)],
+    ) -> Result<&mut Record, Refused> {
+        self.check_update(id, &changes, unique)?;
+        let cleared: Vec<String> = changes
+            .iter()
+            .filter(|(_, value)| value.is_null())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let (set, secrets) = self.to_store(changes);
+        let record = self.get_mut(id).ok_or(Refused::NotFound)?;
+        for name in cleared {
+            record.fields.remove(&name);
+        }
+        record.fields.extend(set);
+        record.secrets.extend(secrets);
+        record.counts.updates += 1;
+        Ok(record)
+    }
+
+    fn check_update(
+        &self,
+        id: &str,
+        fields: &Payload,
+        unique: &[(&str, &'static str)],
+    ) -> Result<(), Refused> {
+        if self.get(id).is_none() {
+            return Err(Refused::NotFound);
+        }
+        match self.clash(fields, unique, Some(id)) {
+            Some(message) => Err(Refused::Conflict(message)),
+            None => Ok(()),
+        }
     }
 
     /// Marks a live account deleted; false when there is none.
@@ -144,18 +282,64 @@ impl Accounts {
     }
 }
 
-/// Separates the write-only fields (non-null strings) from the rest.
-pub(crate) fn split_secrets(
-    mut fields: Payload,
-    write_only: &[&str],
-) -> (Payload, BTreeMap<String, String>) {
-    let mut secrets = BTreeMap::new();
-    for name in write_only {
-        if let Some(Value::String(secret)) = fields.remove(*name) {
-            secrets.insert((*name).to_owned(), secret);
-        }
+/// The fields of `body` a client may write (nulls included: some vendors read a null as
+/// "clear it").
+pub(crate) fn writable_fields(schema: &TargetSchema, body: &Payload) -> Payload {
+    schema
+        .fields
+        .iter()
+        .filter(|spec| !spec.read_only)
+        .filter_map(|spec| Some((spec.name.to_owned(), body.get(spec.name)?.clone())))
+        .collect()
+}
+
+/// The writable fields of `body` whose value is not of the declared kind; a null passes,
+/// as the vendors read it as "not set".
+pub(crate) fn mistyped<'a>(
+    schema: &'a TargetSchema,
+    body: &'a Payload,
+) -> impl Iterator<Item = &'a FieldSpec> + 'a {
+    schema.fields.iter().filter(move |spec| {
+        let Some(value) = body.get(spec.name).filter(|value| !value.is_null()) else {
+            return false;
+        };
+        let fits = match spec.kind {
+            FieldKind::String => value.is_string(),
+            FieldKind::Boolean => value.is_boolean(),
+            FieldKind::Integer => value.is_i64(),
+            FieldKind::StringArray => value
+                .as_array()
+                .is_some_and(|items| items.iter().all(Value::is_string)),
+            FieldKind::Object => value.is_object(),
+            FieldKind::ObjectArray => value
+                .as_array()
+                .is_some_and(|items| items.iter().all(Value::is_object)),
+        };
+        !spec.read_only && !fits
+    })
+}
+
+/// How a field kind reads in an error message ("must be a string").
+pub(crate) fn kind_name(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::String => "a string",
+        FieldKind::Boolean => "a boolean",
+        FieldKind::Integer => "an integer",
+        FieldKind::StringArray => "an array of strings",
+        FieldKind::Object => "an object",
+        FieldKind::ObjectArray => "an array of objects",
     }
-    (fields, secrets)
+}
+
+/// The fields a create (or an update) must carry.
+pub(crate) fn required(schema: &TargetSchema, creating: bool) -> impl Iterator<Item = &FieldSpec> {
+    schema.fields.iter().filter(move |spec| {
+        if creating {
+            spec.required_on_create
+        } else {
+            spec.required_on_update
+        }
+    })
 }
 
 /// A refusal in the vendor's own error shape; handlers return it with `?`.
@@ -206,6 +390,7 @@ pub(crate) struct EmulatorState {
 
 impl EmulatorState {
     pub fn new(flavor: Flavor, cfg: &EmulatorConfig, clock: SharedClock) -> Self {
+        let accounts = Accounts::new(&flavor.schema);
         Self {
             clock,
             flavor,
@@ -213,7 +398,7 @@ impl EmulatorState {
             rate_limit: cfg.rate_limit_per_second,
             configured_faults: cfg.faults.clone(),
             inner: Mutex::new(Inner {
-                accounts: Accounts::default(),
+                accounts,
                 tokens: HashMap::new(),
                 faults: cfg.faults.clone(),
                 requests: 0,
@@ -247,17 +432,28 @@ impl EmulatorState {
         }
     }
 
+    /// `GET .../{id}`: the account, or a 404 in the vendor's words.
+    pub fn read_reply(&self, req: &HttpRequest, id: &str, missing: &str) -> Reply {
+        match self.with_accounts(|accounts| accounts.fields(id)) {
+            Some(fields) => Ok(HttpResponse::Ok().json(fields)),
+            None => Err(self.refuse(StatusCode::NOT_FOUND, missing, req)),
+        }
+    }
+
+    /// `DELETE .../{id}`: 204, or a 404 in the vendor's words.
+    pub fn delete_reply(&self, req: &HttpRequest, id: &str, missing: &str) -> Reply {
+        if self.with_accounts(|accounts| accounts.delete(id)) {
+            Ok(HttpResponse::NoContent().finish())
+        } else {
+            Err(self.refuse(StatusCode::NOT_FOUND, missing, req))
+        }
+    }
+
     /// One login: issues `N` tokens valid for the configured lifetime, returned with their
     /// expiry.
     pub fn issue_tokens<const N: usize>(&self) -> ([String; N], SystemTime) {
-        let tokens: [String; N] = {
-            let mut rng = rand::thread_rng();
-            std::array::from_fn(|_| {
-                (0..32)
-                    .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
-                    .collect()
-            })
-        };
+        let tokens: [String; N] =
+            std::array::from_fn(|_| uuid::Uuid::new_v4().simple().to_string());
         let expires_at = self.now() + self.token_ttl;
         let mut inner = self.inner();
         for token in &tokens {
@@ -343,7 +539,7 @@ impl EmulatorState {
     /// Back to the state at start: no accounts, tokens or counts, the configured faults.
     pub fn reset(&self) {
         let mut inner = self.inner();
-        inner.accounts = Accounts::default();
+        inner.accounts = Accounts::new(&self.flavor.schema);
         inner.tokens.clear();
         inner.faults = self.configured_faults.clone();
         inner.requests = 0;

@@ -10,30 +10,29 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::emulator::{
-    bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
-    Refusal, Reply,
+    bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
+    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_KIBO_SITE, DEV_KIBO_TENANT};
-use crate::targets::Payload;
+use crate::targets::{Payload, TargetSchema};
 
-const WRITE_ONLY: &[&str] = &["password"];
-const REQUIRED: &[&str] = &["emailAddress", "firstName", "lastName", "password"];
-const STRINGS: &[&str] = &[
-    "emailAddress",
-    "userName",
-    "phoneNumber",
-    "externalId",
-    "localeCode",
-    "firstName",
-    "lastName",
-    "password",
-    "identityProviderId",
+const NOT_FOUND: &str = "Admin user not found";
+/// A second account with the same email address or user name is a conflict.
+const UNIQUE: &[(&str, &str)] = &[
+    (
+        "emailAddress",
+        "An admin user with this email address already exists",
+    ),
+    (
+        "userName",
+        "An admin user with this user name already exists",
+    ),
 ];
-const BOOLEANS: &[&str] = &["optInToEmail", "optInToTextMessage", "isActive"];
 const MAX_PAGE_SIZE: usize = 200;
 
 pub(crate) fn flavor() -> Flavor {
     Flavor {
+        schema: crate::targets::kibo::payload::schema(),
         base_path: "/api",
         error_body,
         seed,
@@ -133,31 +132,24 @@ async fn token(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Byt
 }
 
 /// The first rule a create or PUT body breaks.
-fn violation(account: &Payload) -> Option<String> {
+fn violation(schema: &TargetSchema, account: &Payload, creating: bool) -> Option<String> {
     let text = |field: &str| {
         account
             .get(field)
             .and_then(Value::as_str)
             .unwrap_or_default()
     };
-    if let Some(field) = REQUIRED.iter().find(|field| text(field).is_empty()) {
-        return Some(format!("Missing or invalid parameter: {field} is required"));
-    }
-    let present = |field: &str| account.get(field).filter(|value| !value.is_null());
-    if let Some(field) = STRINGS
-        .iter()
-        .find(|f| present(f).is_some_and(|v| !v.is_string()))
-    {
+    if let Some(spec) = required(schema, creating).find(|spec| text(spec.name).is_empty()) {
         return Some(format!(
-            "Missing or invalid parameter: {field} must be a string"
+            "Missing or invalid parameter: {} is required",
+            spec.name
         ));
     }
-    if let Some(field) = BOOLEANS
-        .iter()
-        .find(|f| present(f).is_some_and(|v| !v.is_boolean()))
-    {
+    if let Some(spec) = mistyped(schema, account).next() {
+        let kind = kind_name(spec.kind);
         return Some(format!(
-            "Missing or invalid parameter: {field} must be a boolean"
+            "Missing or invalid parameter: {} must be {kind}",
+            spec.name
         ));
     }
     if !text("emailAddress").contains('@') {
@@ -166,39 +158,18 @@ fn violation(account: &Payload) -> Option<String> {
     None
 }
 
-/// The fields a body sets, as Kibo keeps them (nulls dropped, password apart).
+/// The fields a body sets that Kibo keeps.
 fn accept_account(
     state: &EmulatorState,
     req: &HttpRequest,
     body: &[u8],
+    creating: bool,
 ) -> Result<Payload, Refusal> {
     let account = json_object(state, req, body, "Missing or invalid parameter: body")?;
-    if let Some(message) = violation(&account) {
-        return Err(state.refuse(StatusCode::BAD_REQUEST, &message, req));
-    }
-    Ok(account
-        .into_iter()
-        .filter(|(field, value)| {
-            !value.is_null()
-                && (STRINGS.contains(&field.as_str()) || BOOLEANS.contains(&field.as_str()))
-        })
-        .collect())
-}
-
-/// The duplicate this account would make, if any.
-fn conflict(accounts: &Accounts, account: &Payload, except: Option<&str>) -> Option<&'static str> {
-    let held = |field: &str| {
-        account
-            .get(field)
-            .and_then(Value::as_str)
-            .is_some_and(|value| accounts.taken(field, value, except))
-    };
-    if held("emailAddress") {
-        Some("An admin user with this email address already exists")
-    } else if held("userName") {
-        Some("An admin user with this user name already exists")
-    } else {
-        None
+    let schema = &state.flavor.schema;
+    match violation(schema, &account, creating) {
+        Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
+        None => Ok(writable_fields(schema, &account)),
     }
 }
 
@@ -207,7 +178,7 @@ fn store_new(
     mut account: Payload,
     now: SystemTime,
     counts: Counts,
-) -> String {
+) -> &Record {
     let id = uuid::Uuid::new_v4().simple().to_string();
     account.insert("id".to_owned(), json!(id));
     account.entry("isActive").or_insert(Value::Bool(true));
@@ -223,16 +194,13 @@ fn store_new(
         }),
     );
     account.insert("roles".to_owned(), json!([]));
-    accounts.insert(&id, account, WRITE_ONLY, counts);
-    id
+    accounts.insert(&id, account, counts)
 }
 
 fn seed(accounts: &mut Accounts, account: Payload, now: SystemTime) -> String {
     store_new(accounts, account, now, Counts::default())
-}
-
-fn not_found(state: &EmulatorState, req: &HttpRequest) -> Refusal {
-    state.refuse(StatusCode::NOT_FOUND, "Admin user not found", req)
+        .id
+        .clone()
 }
 
 #[derive(Deserialize)]
@@ -294,21 +262,13 @@ async fn list(
 
 async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
     authorize(&state, &req)?;
-    let account = accept_account(&state, &req, &body)?;
+    let account = accept_account(&state, &req, &body, true)?;
     let now = state.now();
-    let created = state.with_accounts(|accounts| {
-        if let Some(message) = conflict(accounts, &account, None) {
-            return Err(message);
-        }
-        let counts = Counts {
-            creates: 1,
-            ..Counts::default()
-        };
-        let id = store_new(accounts, account, now, counts);
-        Ok(accounts
-            .get(&id)
-            .map(|record| record.fields.clone())
-            .unwrap_or_default())
+    let created = state.with_accounts(|accounts| match accounts.clash(&account, UNIQUE, None) {
+        Some(message) => Err(message),
+        None => Ok(store_new(accounts, account, now, Counts::CREATED)
+            .fields
+            .clone()),
     });
     match created {
         Ok(account) => Ok(HttpResponse::Ok().json(account)),
@@ -318,11 +278,7 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
 
 async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    let account =
-        state.with_accounts(|accounts| accounts.get(&id).map(|record| record.fields.clone()));
-    account
-        .map(|account| HttpResponse::Ok().json(account))
-        .ok_or_else(|| not_found(&state, &req))
+    state.read_reply(&req, &id, NOT_FOUND)
 }
 
 /// PUT replaces the account's fields; what Kibo assigns (id, system data, roles) stays, and
@@ -334,42 +290,28 @@ async fn replace(
     body: web::Bytes,
 ) -> Reply {
     authorize(&state, &req)?;
-    let account = accept_account(&state, &req, &body)?;
+    let account = accept_account(&state, &req, &body, false)?;
     let now = state.now();
     let outcome = state.with_accounts(|accounts| {
-        if accounts.get(&id).is_none() {
-            return Err(None);
-        }
-        if let Some(message) = conflict(accounts, &account, Some(&id)) {
-            return Err(Some(message));
-        }
-        let record = accounts.get_mut(&id).ok_or(None)?;
-        let (mut fields, secrets) = split_secrets(account, WRITE_ONLY);
-        for kept in ["id", "systemData", "roles", "isActive"] {
-            if let (false, Some(value)) = (fields.contains_key(kept), record.fields.get(kept)) {
-                fields.insert(kept.to_owned(), value.clone());
-            }
-        }
-        if let Some(system) = fields.get_mut("systemData").and_then(Value::as_object_mut) {
+        let kept = ["id", "systemData", "roles", "isActive"];
+        let record = accounts.replace(&id, account, UNIQUE, &kept)?;
+        if let Some(system) = record
+            .fields
+            .get_mut("systemData")
+            .and_then(Value::as_object_mut)
+        {
             system.insert("updatedOn".to_owned(), json!(timestamp(now)));
         }
-        record.fields = fields;
-        record.secrets = secrets;
-        record.counts.updates += 1;
         Ok(record.fields.clone())
     });
     match outcome {
         Ok(account) => Ok(HttpResponse::Ok().json(account)),
-        Err(Some(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
-        Err(None) => Err(not_found(&state, &req)),
+        Err(Refused::NotFound) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req)),
+        Err(Refused::Conflict(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
 }
 
 async fn delete(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    if state.with_accounts(|accounts| accounts.delete(&id)) {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(not_found(&state, &req))
-    }
+    state.delete_reply(&req, &id, NOT_FOUND)
 }

@@ -12,21 +12,29 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::emulator::{
-    bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Refusal, Reply,
+    bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
+    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME};
 use crate::targets::primavera::payload::{schema, PRODUCTS, PRODUCT_NAMES, USER_ID};
-use crate::targets::{FieldKind, Payload};
+use crate::targets::{Payload, TargetSchema};
 
 /// Requests per second before the service answers 429.
 pub const RATE_LIMIT_PER_SECOND: u32 = 55;
 /// The `Version` header values the service understands (3 is the latest).
 const VERSIONS: std::ops::RangeInclusive<u32> = 1..=3;
-const REQUIRED: &[&str] = &["email", "firstName", "lastName"];
+const NOT_FOUND: &str = "The user does not exist.";
+/// Another user with the same email or ldapGuid is a conflict.
+const UNIQUE: &[(&str, &str)] = &[
+    ("email", "A user with this email already exists."),
+    ("ldapGuid", "A user with this ldapGuid already exists."),
+];
+const UNNAMED: &str = "The user is identified by userId or ldapGuid; neither was given.";
 const INVALID_JSON: &str = "Invalid input: the request body is not a JSON object.";
 
 pub(crate) fn flavor() -> Flavor {
     Flavor {
+        schema: schema(),
         base_path: "/api/restapi",
         error_body,
         seed,
@@ -110,26 +118,19 @@ async fn token(
 }
 
 /// The first rule a body breaks, checked against the API reference's schema.
-fn violation(user: &Payload) -> Option<String> {
-    for field in REQUIRED {
-        if user
-            .get(*field)
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            return Some(format!("{field} is required."));
-        }
-    }
-    for spec in schema()
-        .fields
-        .iter()
-        .filter(|spec| spec.kind == FieldKind::String)
+fn violation(schema: &TargetSchema, user: &Payload, creating: bool) -> Option<String> {
+    let text = |field: &str| user.get(field).and_then(Value::as_str);
+    if let Some(spec) =
+        required(schema, creating).find(|spec| text(spec.name).is_none_or(str::is_empty))
     {
-        let Some(value) = user.get(spec.name).filter(|value| !value.is_null()) else {
+        return Some(format!("{} is required.", spec.name));
+    }
+    if let Some(spec) = mistyped(schema, user).next() {
+        return Some(format!("{} must be {}.", spec.name, kind_name(spec.kind)));
+    }
+    for spec in &schema.fields {
+        let Some(text) = text(spec.name) else {
             continue;
-        };
-        let Some(text) = value.as_str() else {
-            return Some(format!("{} must be a string.", spec.name));
         };
         if let Some(max) = spec.max_len.filter(|max| text.chars().count() > *max) {
             return Some(format!(
@@ -142,20 +143,19 @@ fn violation(user: &Payload) -> Option<String> {
             return Some(format!("{} must be one of: {allowed}.", spec.name));
         }
     }
-    if user.get("ldapGuid").and_then(Value::as_str) == Some("") {
+    if text("ldapGuid") == Some("") {
         return Some("ldapGuid must be at least 1 character long.".to_owned());
     }
+    // `userId` is assigned by the service, but a PUT names its user with it.
     if user
         .get(USER_ID)
         .is_some_and(|id| !id.is_null() && !id.is_i64())
     {
         return Some("userId must be an integer.".to_owned());
     }
-    match user.get(PRODUCTS) {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(entries)) => entries.iter().find_map(product_violation),
-        Some(_) => Some("userProducts must be an array.".to_owned()),
-    }
+    user.get(PRODUCTS)
+        .and_then(Value::as_array)
+        .and_then(|entries| entries.iter().find_map(product_violation))
 }
 
 fn product_violation(entry: &Value) -> Option<String> {
@@ -173,9 +173,15 @@ fn product_violation(entry: &Value) -> Option<String> {
     }
 }
 
-fn accept_user(state: &EmulatorState, req: &HttpRequest, body: &[u8]) -> Result<Payload, Refusal> {
+/// The body, once it passes every rule.
+fn accept_user(
+    state: &EmulatorState,
+    req: &HttpRequest,
+    body: &[u8],
+    creating: bool,
+) -> Result<Payload, Refusal> {
     let user = json_object(state, req, body, INVALID_JSON)?;
-    match violation(&user) {
+    match violation(&state.flavor.schema, &user, creating) {
         Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
         None => Ok(user),
     }
@@ -206,39 +212,22 @@ fn apply_products(accounts: &mut Accounts, held: &mut Vec<Value>, entries: &[Val
     }
 }
 
-/// The writable fields of a body, as the service keeps them.
-fn known_fields(user: &Payload) -> Payload {
-    schema()
-        .fields
-        .iter()
-        .filter(|spec| !spec.read_only && spec.name != PRODUCTS)
-        .filter_map(|spec| Some((spec.name.to_owned(), user.get(spec.name)?.clone())))
-        .filter(|(_, value)| !value.is_null())
-        .collect()
-}
-
-fn store_new(accounts: &mut Accounts, user: &Payload, counts: Counts) -> String {
+/// Stores a new user from its writable fields, giving it an id, defaults and licences.
+fn store_new(accounts: &mut Accounts, mut fields: Payload, counts: Counts) -> &Record {
     let user_id = 1_000 + accounts.next_sequence();
-    let mut fields = known_fields(user);
     fields.insert(USER_ID.to_owned(), json!(user_id));
     fields.entry("status").or_insert_with(|| json!("ACTIVE"));
     fields.entry("userType").or_insert_with(|| json!("USER"));
     let mut products = Vec::new();
-    if let Some(entries) = user.get(PRODUCTS).and_then(Value::as_array) {
-        apply_products(accounts, &mut products, entries);
+    if let Some(Value::Array(entries)) = fields.remove(PRODUCTS) {
+        apply_products(accounts, &mut products, &entries);
     }
     fields.insert(PRODUCTS.to_owned(), Value::Array(products));
-    let id = user_id.to_string();
-    accounts.insert(&id, fields, &[], counts);
-    id
+    accounts.insert(&user_id.to_string(), fields, counts)
 }
 
 fn seed(accounts: &mut Accounts, user: Payload, _now: SystemTime) -> String {
-    store_new(accounts, &user, Counts::default())
-}
-
-fn not_found(state: &EmulatorState, req: &HttpRequest) -> Refusal {
-    state.refuse(StatusCode::NOT_FOUND, "The user does not exist.", req)
+    store_new(accounts, user, Counts::default()).id.clone()
 }
 
 /// `GET /user`, narrowed by a `filters: email=<address>` header.
@@ -271,37 +260,13 @@ async fn list(state: web::Data<EmulatorState>, req: HttpRequest) -> Reply {
     Ok(HttpResponse::Ok().json(users))
 }
 
-fn duplicate(accounts: &Accounts, user: &Payload, except: Option<&str>) -> Option<&'static str> {
-    let held = |field: &str| {
-        user.get(field)
-            .and_then(Value::as_str)
-            .is_some_and(|value| accounts.taken(field, value, except))
-    };
-    if held("email") {
-        Some("A user with this email already exists.")
-    } else if held("ldapGuid") {
-        Some("A user with this ldapGuid already exists.")
-    } else {
-        None
-    }
-}
-
 async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
     authorize(&state, &req)?;
-    let user = accept_user(&state, &req, &body)?;
-    let created = state.with_accounts(|accounts| {
-        if let Some(message) = duplicate(accounts, &user, None) {
-            return Err(message);
-        }
-        let counts = Counts {
-            creates: 1,
-            ..Counts::default()
-        };
-        let id = store_new(accounts, &user, counts);
-        Ok(accounts
-            .get(&id)
-            .map(|record| record.fields.clone())
-            .unwrap_or_default())
+    let user = accept_user(&state, &req, &body, true)?;
+    let fields = writable_fields(&state.flavor.schema, &user);
+    let created = state.with_accounts(|accounts| match accounts.clash(&fields, UNIQUE, None) {
+        Some(message) => Err(message),
+        None => Ok(store_new(accounts, fields, Counts::CREATED).fields.clone()),
     });
     match created {
         Ok(user) => Ok(HttpResponse::Created().json(user)),
@@ -309,17 +274,13 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
     }
 }
 
-enum UpdateError {
-    Unnamed,
-    NotFound,
-    Duplicate(&'static str),
-}
-
 /// `PUT /user`: the body names its user by `userId` or `ldapGuid`; the fields sent are
 /// updated (null clears one) and the answer is 204 with no body.
 async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
     authorize(&state, &req)?;
-    let user = accept_user(&state, &req, &body)?;
+    let user = accept_user(&state, &req, &body, false)?;
+    let mut changes = writable_fields(&state.flavor.schema, &user);
+    let entries = changes.remove(PRODUCTS);
     let outcome = state.with_accounts(|accounts| {
         let id = match (
             user.get(USER_ID).and_then(Value::as_i64),
@@ -330,72 +291,38 @@ async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
                 .live()
                 .find(|record| record.fields.get("ldapGuid").and_then(Value::as_str) == Some(guid))
                 .map(|record| record.id.clone())
-                .ok_or(UpdateError::NotFound)?,
-            (None, None) => return Err(UpdateError::Unnamed),
+                .ok_or(Refused::NotFound)?,
+            (None, None) => return Ok(false),
         };
         let mut products = accounts
             .get(&id)
-            .ok_or(UpdateError::NotFound)?
+            .ok_or(Refused::NotFound)?
             .fields
             .get(PRODUCTS)
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        if let Some(message) = duplicate(accounts, &user, Some(&id)) {
-            return Err(UpdateError::Duplicate(message));
-        }
-        if let Some(entries) = user.get(PRODUCTS).and_then(Value::as_array) {
+        if let Some(Value::Array(entries)) = &entries {
             apply_products(accounts, &mut products, entries);
         }
-        let record = accounts.get_mut(&id).ok_or(UpdateError::NotFound)?;
-        for spec in schema()
-            .fields
-            .iter()
-            .filter(|spec| !spec.read_only && spec.name != PRODUCTS)
-        {
-            match user.get(spec.name) {
-                None => {}
-                Some(Value::Null) => {
-                    record.fields.remove(spec.name);
-                }
-                Some(value) => {
-                    record.fields.insert(spec.name.to_owned(), value.clone());
-                }
-            }
-        }
-        record
-            .fields
-            .insert(PRODUCTS.to_owned(), Value::Array(products));
-        record.counts.updates += 1;
-        Ok(())
+        changes.insert(PRODUCTS.to_owned(), Value::Array(products));
+        accounts.merge(&id, changes, UNIQUE)?;
+        Ok(true)
     });
     match outcome {
-        Ok(()) => Ok(HttpResponse::NoContent().finish()),
-        Err(UpdateError::Unnamed) => Err(state.refuse(
-            StatusCode::BAD_REQUEST,
-            "The user is identified by userId or ldapGuid; neither was given.",
-            &req,
-        )),
-        Err(UpdateError::NotFound) => Err(not_found(&state, &req)),
-        Err(UpdateError::Duplicate(message)) => {
-            Err(state.refuse(StatusCode::CONFLICT, message, &req))
-        }
+        Ok(true) => Ok(HttpResponse::NoContent().finish()),
+        Ok(false) => Err(state.refuse(StatusCode::BAD_REQUEST, UNNAMED, &req)),
+        Err(Refused::NotFound) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req)),
+        Err(Refused::Conflict(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
 }
 
 async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    let user =
-        state.with_accounts(|accounts| accounts.get(&id).map(|record| record.fields.clone()));
-    user.map(|user| HttpResponse::Ok().json(user))
-        .ok_or_else(|| not_found(&state, &req))
+    state.read_reply(&req, &id, NOT_FOUND)
 }
 
 async fn delete(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
-    if state.with_accounts(|accounts| accounts.delete(&id)) {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(not_found(&state, &req))
-    }
+    state.delete_reply(&req, &id, NOT_FOUND)
 }

@@ -10,42 +10,20 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::emulator::{
-    bearer, header, json_object, split_secrets, timestamp, Accounts, Counts, EmulatorState, Flavor,
-    Refusal, Reply,
+    bearer, header, json_object, kind_name, mistyped, timestamp, writable_fields, Accounts, Counts,
+    EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_PASSWORD, DEV_USERNAME};
-use crate::targets::Payload;
+use crate::targets::{FieldKind, Payload, TargetSchema};
 
-const WRITE_ONLY: &[&str] = &["password", "mfaSecret", "sharedSecret"];
-const STRINGS: &[&str] = &[
-    "password",
-    "orgId",
-    "email",
-    "notes",
-    "firstName",
-    "lastName",
-    "primaryPhone",
-    "primaryPhoneCountryCode",
-    "primaryPhoneExtension",
-    "timeZone",
-    "locale",
-    "mfaSecret",
-    "sharedSecret",
-];
-const BOOLEANS: &[&str] = &[
-    "enabled",
-    "locked",
-    "forcePasswordChange",
-    "expired",
-    "credentialsExpired",
-    "usingMfa",
-    "isSsoUser",
-];
-const LISTS: &[&str] = &["roles", "privileges"];
+/// Another user with the same email address is a conflict.
+const UNIQUE_EMAIL: &[(&str, &str)] = &[("email", "Email already in use")];
+const NOT_FOUND: &str = "User not found";
 const MALFORMED: &str = "Malformed JSON request";
 
 pub(crate) fn flavor() -> Flavor {
     Flavor {
+        schema: crate::targets::vikingcloud::payload::schema(),
         base_path: "",
         error_body,
         seed,
@@ -114,7 +92,7 @@ fn user_key(user: &Payload) -> Option<(&str, &str)> {
 }
 
 /// The first rule a body breaks, worded as the service words it.
-fn violation(user: &Payload) -> Option<String> {
+fn violation(schema: &TargetSchema, user: &Payload) -> Option<String> {
     let Some(key) = user.get("userKey").and_then(Value::as_object) else {
         return Some("Field \"userKey\" cannot be null".to_owned());
     };
@@ -127,34 +105,30 @@ fn violation(user: &Payload) -> Option<String> {
             return Some(format!("Field \"userKey.{part}\" cannot be null"));
         }
     }
-    let present = |field: &str| user.get(field).filter(|value| !value.is_null());
-    if let Some(field) = STRINGS
-        .iter()
-        .find(|field| present(field).is_some_and(|v| !v.is_string()))
-    {
-        return Some(format!("Field \"{field}\" must be a string"));
+    if let Some(spec) = mistyped(schema, user).next() {
+        return Some(format!(
+            "Field \"{}\" must be {}",
+            spec.name,
+            kind_name(spec.kind)
+        ));
     }
-    if let Some(field) = BOOLEANS
+    let lists = schema
+        .fields
         .iter()
-        .find(|field| present(field).is_some_and(|v| !v.is_boolean()))
-    {
-        return Some(format!("Field \"{field}\" must be a boolean"));
-    }
-    for field in LISTS {
-        match present(field) {
-            None => {}
-            Some(Value::Array(items)) => {
-                let unique = items
-                    .iter()
-                    .enumerate()
-                    .all(|(i, item)| !items[..i].contains(item));
-                if !unique {
-                    return Some(format!("Field \"{field}\" must hold unique items"));
-                }
-            }
-            Some(_) => return Some(format!("Field \"{field}\" must be an array")),
+        .filter(|spec| spec.kind == FieldKind::ObjectArray);
+    for spec in lists {
+        let items = user.get(spec.name).and_then(Value::as_array);
+        let repeats = items.is_some_and(|items| {
+            items
+                .iter()
+                .enumerate()
+                .any(|(i, item)| items[..i].contains(item))
+        });
+        if repeats {
+            return Some(format!("Field \"{}\" must hold unique items", spec.name));
         }
     }
+    let present = |field: &str| user.get(field).filter(|value| !value.is_null());
     let filled = |field: &str| {
         present(field)
             .and_then(Value::as_str)
@@ -168,22 +142,11 @@ fn violation(user: &Payload) -> Option<String> {
 
 fn accept_user(state: &EmulatorState, req: &HttpRequest, body: &[u8]) -> Result<Payload, Refusal> {
     let user = json_object(state, req, body, MALFORMED)?;
-    match violation(&user) {
+    let schema = &state.flavor.schema;
+    match violation(schema, &user) {
         Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
-        None => Ok(user),
+        None => Ok(writable_fields(schema, &user)),
     }
-}
-
-/// The known fields of a body, as the service keeps them.
-fn known_fields(user: Payload) -> Payload {
-    user.into_iter()
-        .filter(|(field, _)| {
-            field == "userKey"
-                || STRINGS.contains(&field.as_str())
-                || BOOLEANS.contains(&field.as_str())
-                || LISTS.contains(&field.as_str())
-        })
-        .collect()
 }
 
 fn find_id(accounts: &Accounts, authenticator: &str, username: &str) -> Option<String> {
@@ -197,38 +160,21 @@ fn find_id(accounts: &Accounts, authenticator: &str, username: &str) -> Option<S
         .map(|record| record.id.clone())
 }
 
-fn store_new(accounts: &mut Accounts, user: Payload, now: SystemTime, counts: Counts) -> String {
+fn store_new(accounts: &mut Accounts, user: Payload, now: SystemTime, counts: Counts) -> &Record {
     let id = uuid::Uuid::new_v4().to_string();
-    let mut fields: Payload = known_fields(user)
-        .into_iter()
-        .filter(|(_, value)| !value.is_null())
-        .collect();
+    let mut fields = user;
     fields.insert("id".to_owned(), json!(id));
     fields.insert("createdInstant".to_owned(), json!(timestamp(now)));
     fields.insert("lastUpdatedInstant".to_owned(), json!(timestamp(now)));
     fields.entry("enabled").or_insert(Value::Bool(true));
-    for list in LISTS {
-        fields.entry(*list).or_insert_with(|| json!([]));
+    for list in ["roles", "privileges"] {
+        fields.entry(list).or_insert_with(|| json!([]));
     }
-    accounts.insert(&id, fields, WRITE_ONLY, counts);
-    id
+    accounts.insert(&id, fields, counts)
 }
 
 fn seed(accounts: &mut Accounts, user: Payload, now: SystemTime) -> String {
-    store_new(accounts, user, now, Counts::default())
-}
-
-fn shown(accounts: &Accounts, id: &str) -> Payload {
-    accounts
-        .get(id)
-        .map(|record| record.fields.clone())
-        .unwrap_or_default()
-}
-
-fn email_taken(accounts: &Accounts, user: &Payload, except: Option<&str>) -> bool {
-    user.get("email")
-        .and_then(Value::as_str)
-        .is_some_and(|email| !email.is_empty() && accounts.taken("email", email, except))
+    store_new(accounts, user, now, Counts::default()).id.clone()
 }
 
 async fn lookup(
@@ -239,10 +185,10 @@ async fn lookup(
     authorize(&state, &req)?;
     let (authenticator, username) = key.into_inner();
     let user = state.with_accounts(|accounts| {
-        find_id(accounts, &authenticator, &username).map(|id| shown(accounts, &id))
+        find_id(accounts, &authenticator, &username).and_then(|id| accounts.fields(&id))
     });
     user.map(|user| HttpResponse::Ok().json(user))
-        .ok_or_else(|| state.refuse(StatusCode::NOT_FOUND, "User not found", &req))
+        .ok_or_else(|| state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req))
 }
 
 async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
@@ -254,19 +200,12 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
         if find_id(accounts, authenticator, username).is_some() {
             return Err("User already exists");
         }
-        if email_taken(accounts, &user, None) {
-            return Err("Email already in use");
+        if let Some(message) = accounts.clash(&user, UNIQUE_EMAIL, None) {
+            return Err(message);
         }
-        let id = store_new(
-            accounts,
-            user,
-            now,
-            Counts {
-                creates: 1,
-                ..Counts::default()
-            },
-        );
-        Ok(shown(accounts, &id))
+        Ok(store_new(accounts, user, now, Counts::CREATED)
+            .fields
+            .clone())
     });
     match created {
         Ok(user) => Ok(HttpResponse::Created().json(user)),
@@ -280,37 +219,23 @@ async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
     authorize(&state, &req)?;
     let user = accept_user(&state, &req, &body)?;
     let now = state.now();
+    let (authenticator, username) = user_key(&user).unwrap_or_default();
+    let (authenticator, username) = (authenticator.to_owned(), username.to_owned());
+    let mut changes = user;
+    // The key names the user; it is not one of the fields that change.
+    changes.remove("userKey");
     let outcome = state.with_accounts(|accounts| {
-        let (authenticator, username) = user_key(&user).unwrap_or_default();
-        let id = find_id(accounts, authenticator, username).ok_or(StatusCode::NOT_FOUND)?;
-        if email_taken(accounts, &user, Some(&id)) {
-            return Err(StatusCode::CONFLICT);
-        }
-        let record = accounts.get_mut(&id).ok_or(StatusCode::NOT_FOUND)?;
-        let (fields, secrets) = split_secrets(known_fields(user), WRITE_ONLY);
-        for (field, value) in fields {
-            if field == "userKey" {
-                continue;
-            }
-            if value.is_null() {
-                record.fields.remove(&field);
-            } else {
-                record.fields.insert(field, value);
-            }
-        }
+        let id = find_id(accounts, &authenticator, &username).ok_or(Refused::NotFound)?;
+        let record = accounts.merge(&id, changes, UNIQUE_EMAIL)?;
         record
             .fields
             .insert("lastUpdatedInstant".to_owned(), json!(timestamp(now)));
-        record.secrets.extend(secrets);
-        record.counts.updates += 1;
         Ok(record.fields.clone())
     });
     match outcome {
         Ok(user) => Ok(HttpResponse::Ok().json(user)),
-        Err(StatusCode::CONFLICT) => {
-            Err(state.refuse(StatusCode::CONFLICT, "Email already in use", &req))
-        }
-        Err(_) => Err(state.refuse(StatusCode::NOT_FOUND, "User not found", &req)),
+        Err(Refused::NotFound) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req)),
+        Err(Refused::Conflict(message)) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
     }
 }
 
@@ -327,6 +252,6 @@ async fn delete(
     if deleted {
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(state.refuse(StatusCode::NOT_FOUND, "User not found", &req))
+        Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req))
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::appgate::{AppgateConfig, AppgateTarget};
@@ -142,10 +142,7 @@ impl SecretSource {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<SecretString, TargetConfigError> {
         match self {
-            SecretSource::Value(secret) => {
-                use secrecy::ExposeSecret;
-                Ok(SecretString::from(secret.expose_secret()))
-            }
+            SecretSource::Value(secret) => Ok(SecretString::from(secret.expose_secret())),
             SecretSource::Env(name) => {
                 if let Some(value) = env(name) {
                     return Ok(SecretString::from(value));
@@ -225,6 +222,13 @@ pub(crate) struct Built {
     pub transport: Transport,
 }
 
+impl Built {
+    /// The full config key of one of this target's settings, for error messages.
+    pub fn key(&self, field: &str) -> String {
+        format!("targets.{}.{field}", self.name)
+    }
+}
+
 /// Builds an adapter for every enabled target. Secrets are read here, so a missing one
 /// stops the start-up with the key that names it.
 pub fn build_targets(
@@ -280,8 +284,6 @@ fn build_target(
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
     use crate::clock::SystemClock;
 

@@ -42,13 +42,30 @@ pub enum TargetError {
 pub type TargetResult<T> = Result<T, TargetError>;
 
 impl TargetError {
-    /// A payload the adapter refuses before sending anything (a mapping mistake, such as a
-    /// missing natural key). Status 0 marks that no HTTP exchange took place.
+    /// A call the adapter refuses without the target deciding it: a mapping mistake (a
+    /// missing natural key) or a setting the target needs. Status 0 marks that no HTTP answer
+    /// decided the outcome.
     pub fn unusable(message: impl Into<String>) -> Self {
         TargetError::Rejected {
             status: 0,
             message: message.into(),
         }
+    }
+}
+
+/// A copy of `payload` with `field` set to `value` (how adapters disable an account).
+pub fn with_field(payload: &Payload, field: &str, value: Value) -> Payload {
+    let mut payload = payload.clone();
+    payload.insert(field.to_owned(), value);
+    payload
+}
+
+/// A JSON object literal as a payload, for tests.
+#[cfg(test)]
+pub(crate) fn object(value: Value) -> Payload {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not a JSON object: {other}"),
     }
 }
 
@@ -108,6 +125,23 @@ pub struct FieldSpec {
     pub write_only: bool,
     /// Assigned by the target; a mapping must not set it.
     pub read_only: bool,
+}
+
+impl FieldSpec {
+    /// A field the target accepts and returns, required nowhere, with no limits; vendors
+    /// start from it and set what differs.
+    pub const fn optional(name: &'static str, kind: FieldKind) -> Self {
+        Self {
+            name,
+            kind,
+            required_on_create: false,
+            required_on_update: false,
+            max_len: None,
+            allowed: &[],
+            write_only: false,
+            read_only: false,
+        }
+    }
 }
 
 /// The user schema of one target API.

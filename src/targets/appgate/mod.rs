@@ -25,18 +25,18 @@ pub struct AppgateTarget {
 
 impl AppgateTarget {
     pub(crate) fn build(built: Built, cfg: &AppgateConfig) -> Result<Self, TargetConfigError> {
-        let key = |field: &str| format!("targets.{}.{field}", built.name);
-        let password = cfg.password.resolve(&key("password"))?;
+        let password = cfg.password.resolve(&built.key("password"))?;
         let device_id = match &cfg.device_id {
-            Some(id) => uuid::Uuid::parse_str(id)
-                .map_err(|err| TargetConfigError::invalid(key("device_id"), err.to_string()))?,
+            Some(id) => uuid::Uuid::parse_str(id).map_err(|err| {
+                TargetConfigError::invalid(built.key("device_id"), err.to_string())
+            })?,
             None => uuid::Uuid::new_v4(),
         };
         let accept = HeaderValue::try_from(format!(
             "application/vnd.appgate.peer-v{}+json",
             cfg.api_version
         ))
-        .map_err(|err| TargetConfigError::invalid(key("api_version"), err.to_string()))?;
+        .map_err(|err| TargetConfigError::invalid(built.key("api_version"), err.to_string()))?;
         let auth = AppgateAuth {
             login_url: endpoint(&built.base_url, &["login"]),
             accept,

@@ -3,22 +3,13 @@
 
 use serde_json::Value;
 
-use crate::targets::{FieldKind, FieldSpec, Payload, TargetSchema};
+use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetSchema};
 
 /// The field that names a local user; unique per controller, so it is the natural key.
 pub const NAME: &str = "name";
 
 pub fn schema() -> TargetSchema {
-    let field = |name, kind| FieldSpec {
-        name,
-        kind,
-        required_on_create: false,
-        required_on_update: false,
-        max_len: None,
-        allowed: &[],
-        write_only: false,
-        read_only: false,
-    };
+    let field = FieldSpec::optional;
     let required = |name| FieldSpec {
         required_on_create: true,
         required_on_update: true,
@@ -80,9 +71,7 @@ pub fn shape(schema: &TargetSchema, payload: &Payload) -> Payload {
 
 /// The same account with login refused.
 pub fn disabled(payload: &Payload) -> Payload {
-    let mut payload = payload.clone();
-    payload.insert("disabled".to_owned(), Value::Bool(true));
-    payload
+    with_field(payload, "disabled", Value::Bool(true))
 }
 
 #[cfg(test)]
@@ -90,17 +79,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn payload(value: Value) -> Payload {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("not an object: {other}"),
-        }
-    }
+    use crate::targets::object;
 
     #[test]
     fn shaping_drops_empty_strings_nulls_and_read_only_fields() {
-        let input = payload(json!({
+        let input = object(json!({
             "name": "ana", "firstName": "Ana", "lastName": "Lima",
             "email": "", "phone": null, "password": "",
             "tags": ["staff", ""], "disabled": false,
@@ -116,13 +99,13 @@ mod tests {
 
     #[test]
     fn a_given_password_is_sent() {
-        let input = payload(json!({"name": "ana", "password": "s3cret!"}));
+        let input = object(json!({"name": "ana", "password": "s3cret!"}));
         assert_eq!(shape(&schema(), &input)["password"], json!("s3cret!"));
     }
 
     #[test]
     fn disabling_sets_the_flag_and_keeps_the_rest() {
-        let input = payload(json!({"name": "ana", "disabled": false, "notes": "x"}));
+        let input = object(json!({"name": "ana", "disabled": false, "notes": "x"}));
         assert_eq!(
             Value::Object(disabled(&input)),
             json!({"name": "ana", "disabled": true, "notes": "x"})

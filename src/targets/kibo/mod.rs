@@ -23,15 +23,14 @@ pub struct KiboTarget {
 
 impl KiboTarget {
     pub(crate) fn build(built: Built, cfg: &KiboConfig) -> Result<Self, TargetConfigError> {
-        let key = |field: &str| format!("targets.{}.{field}", built.name);
         let header = |field: &str, value: &str| {
             HeaderValue::try_from(value)
-                .map_err(|err| TargetConfigError::invalid(key(field), err.to_string()))
+                .map_err(|err| TargetConfigError::invalid(built.key(field), err.to_string()))
         };
         let auth = KiboAuth {
-            auth_url: parse_url(&key("auth_url"), &cfg.auth_url)?,
+            auth_url: parse_url(&built.key("auth_url"), &cfg.auth_url)?,
             client_id: cfg.client_id.clone(),
-            client_secret: cfg.client_secret.resolve(&key("client_secret"))?,
+            client_secret: cfg.client_secret.resolve(&built.key("client_secret"))?,
             tenant: header("tenant_id", &cfg.tenant_id)?,
             site: header("site_id", &cfg.site_id)?,
         };

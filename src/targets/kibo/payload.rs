@@ -3,22 +3,13 @@
 
 use serde_json::Value;
 
-use crate::targets::{FieldKind, FieldSpec, Payload, TargetSchema};
+use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetSchema};
 
 /// Unique per tenant, so it is the natural key.
 pub const EMAIL: &str = "emailAddress";
 
 pub fn schema() -> TargetSchema {
-    let field = |name, kind| FieldSpec {
-        name,
-        kind,
-        required_on_create: false,
-        required_on_update: false,
-        max_len: None,
-        allowed: &[],
-        write_only: false,
-        read_only: false,
-    };
+    let field = FieldSpec::optional;
     // Kibo wants these on every PUT as well as on create.
     let always = |name| FieldSpec {
         required_on_create: true,
@@ -57,9 +48,7 @@ pub fn schema() -> TargetSchema {
 
 /// The same account, deactivated.
 pub fn disabled(payload: &Payload) -> Payload {
-    let mut payload = payload.clone();
-    payload.insert("isActive".to_owned(), Value::Bool(false));
-    payload
+    with_field(payload, "isActive", Value::Bool(false))
 }
 
 #[cfg(test)]
@@ -67,12 +56,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::targets::object;
 
     #[test]
     fn writes_leave_out_what_kibo_assigns() {
-        let payload = json!({"emailAddress": "a@example.com", "id": "abc",
-                             "systemData": {"isLocked": false}, "roles": [], "isActive": true});
-        let body = schema().writable(payload.as_object().unwrap());
+        let payload = object(json!({"emailAddress": "a@example.com", "id": "abc",
+                             "systemData": {"isLocked": false}, "roles": [], "isActive": true}));
+        let body = schema().writable(&payload);
         assert_eq!(
             Value::Object(body),
             json!({"emailAddress": "a@example.com", "isActive": true})
@@ -81,10 +71,7 @@ mod tests {
 
     #[test]
     fn disabling_deactivates() {
-        let payload = json!({"emailAddress": "a@example.com", "isActive": true});
-        assert_eq!(
-            disabled(payload.as_object().unwrap())["isActive"],
-            json!(false)
-        );
+        let payload = object(json!({"emailAddress": "a@example.com", "isActive": true}));
+        assert_eq!(disabled(&payload)["isActive"], json!(false));
     }
 }

@@ -57,10 +57,9 @@ impl Auth for PrimaveraAuth {
                 })?
             }
             (None, None) => {
-                return Err(TargetError::Rejected {
-                    status: 0,
-                    message: "token answer names no primeTenantCode; set tenant_code".to_owned(),
-                })
+                return Err(TargetError::unusable(
+                    "token answer names no primeTenantCode; set tenant_code",
+                ))
             }
         };
         Ok(Issued {

@@ -52,19 +52,18 @@ fn user_id(id: &str) -> TargetResult<i64> {
 
 impl PrimaveraTarget {
     pub(crate) fn build(built: Built, cfg: &PrimaveraConfig) -> Result<Self, TargetConfigError> {
-        let key = |field: &str| format!("targets.{}.{field}", built.name);
         let header = |field: &str, value: String| {
             HeaderValue::try_from(value)
-                .map_err(|err| TargetConfigError::invalid(key(field), err.to_string()))
+                .map_err(|err| TargetConfigError::invalid(built.key(field), err.to_string()))
         };
         let token_url = match &cfg.token_url {
-            Some(url) => parse_url(&key("token_url"), url)?,
+            Some(url) => parse_url(&built.key("token_url"), url)?,
             None => token_url_for(&built.base_url),
         };
         let auth = PrimaveraAuth {
             token_url,
             username: cfg.username.clone(),
-            password: cfg.password.resolve(&key("password"))?,
+            password: cfg.password.resolve(&built.key("password"))?,
             tenant: cfg
                 .tenant_code
                 .clone()
@@ -75,8 +74,9 @@ impl PrimaveraTarget {
                 .map(|version| header("api_version", version.to_string()))
                 .transpose()?,
         };
-        let filter_header = HeaderName::try_from(cfg.filter_header.as_str())
-            .map_err(|err| TargetConfigError::invalid(key("filter_header"), err.to_string()))?;
+        let filter_header = HeaderName::try_from(cfg.filter_header.as_str()).map_err(|err| {
+            TargetConfigError::invalid(built.key("filter_header"), err.to_string())
+        })?;
         Ok(Self {
             client: PrimaveraClient {
                 users: endpoint(&built.base_url, &["user"]),

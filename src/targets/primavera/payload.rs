@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::targets::{FieldKind, FieldSpec, Payload, TargetSchema};
+use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetSchema};
 
 /// Unique per tenant, so it is the natural key.
 pub const EMAIL: &str = "email";
@@ -26,14 +26,8 @@ pub const PRODUCT_NAMES: &[&str] = &["IDEA", "PORTFOLIO", "PROGRESS", "SCHEDULE"
 
 pub fn schema() -> TargetSchema {
     let field = |name, max_len| FieldSpec {
-        name,
-        kind: FieldKind::String,
-        required_on_create: false,
-        required_on_update: false,
         max_len,
-        allowed: &[],
-        write_only: false,
-        read_only: false,
+        ..FieldSpec::optional(name, FieldKind::String)
     };
     let required = |name, max_len| FieldSpec {
         required_on_create: true,
@@ -117,18 +111,13 @@ pub fn release_dropped_licences(body: &mut Payload, current: &Payload) {
 
 /// The same user, inactive.
 pub fn disabled(payload: &Payload) -> Payload {
-    let mut payload = payload.clone();
-    payload.insert("status".to_owned(), json!("INACTIVE"));
-    payload
+    with_field(payload, "status", json!("INACTIVE"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn object(value: Value) -> Payload {
-        value.as_object().cloned().unwrap()
-    }
+    use crate::targets::object;
 
     #[test]
     fn a_put_names_its_user_in_the_body() {

@@ -24,16 +24,15 @@ pub struct VikingCloudTarget {
 
 impl VikingCloudTarget {
     pub(crate) fn build(built: Built, cfg: &VikingCloudConfig) -> Result<Self, TargetConfigError> {
-        let key = |field: &str| format!("targets.{}.{field}", built.name);
         let header = |field: &str, value: &str| {
             HeaderName::try_from(value)
-                .map_err(|err| TargetConfigError::invalid(key(field), err.to_string()))
+                .map_err(|err| TargetConfigError::invalid(built.key(field), err.to_string()))
         };
-        let path = |field: &str, value: &str| PathTemplate::parse(&key(field), value);
+        let path = |field: &str, value: &str| PathTemplate::parse(&built.key(field), value);
         let auth = VikingCloudAuth {
             login_url: path("login_path", &cfg.login_path)?.fill(&built.base_url, None),
             username: cfg.username.clone(),
-            password: cfg.password.resolve(&key("password"))?,
+            password: cfg.password.resolve(&built.key("password"))?,
             access_header: header("access_token_header", &cfg.access_token_header)?,
             id_header: header("id_token_header", &cfg.id_token_header)?,
         };

@@ -4,23 +4,15 @@
 use serde_json::{json, Value};
 
 use crate::targets::{
-    required_str, FieldKind, FieldSpec, Payload, TargetError, TargetResult, TargetSchema,
+    required_str, with_field, FieldKind, FieldSpec, Payload, TargetError, TargetResult,
+    TargetSchema,
 };
 
 /// The object that names a user: username plus authenticator.
 pub const USER_KEY: &str = "userKey";
 
 pub fn schema() -> TargetSchema {
-    let field = |name, kind| FieldSpec {
-        name,
-        kind,
-        required_on_create: false,
-        required_on_update: false,
-        max_len: None,
-        allowed: &[],
-        write_only: false,
-        read_only: false,
-    };
+    let field = FieldSpec::optional;
     let write_only = |name| FieldSpec {
         write_only: true,
         ..field(name, FieldKind::String)
@@ -140,18 +132,13 @@ pub fn shape(schema: &TargetSchema, payload: &Payload, key: &UserKey) -> Payload
 
 /// The same user with login refused.
 pub fn disabled(payload: &Payload) -> Payload {
-    let mut payload = payload.clone();
-    payload.insert("enabled".to_owned(), Value::Bool(false));
-    payload
+    with_field(payload, "enabled", Value::Bool(false))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn object(value: Value) -> Payload {
-        value.as_object().cloned().unwrap()
-    }
+    use crate::targets::object;
 
     #[test]
     fn the_key_defaults_its_authenticator_and_round_trips_as_an_id() {
