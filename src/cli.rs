@@ -230,7 +230,11 @@ async fn run_sandbox() -> anyhow::Result<()> {
         ("kibo", &sandbox.kibo),
         ("primavera", &sandbox.primavera),
     ] {
-        println!("{name:<12} {}   (accounts: {}/_sandbox/accounts)", emulator.base_url(), emulator.origin());
+        println!(
+            "{name:<12} {}   (accounts: {}/_sandbox/accounts)",
+            emulator.base_url(),
+            emulator.origin()
+        );
     }
     println!("sandbox running; Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;

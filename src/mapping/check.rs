@@ -4,7 +4,9 @@
 
 use serde_json::Value;
 
-use crate::mapping::spec::{Condition, FieldRule, Grants, Part, PathAt, Rule, Source, Span, Spec};
+use crate::mapping::spec::{
+    Condition, FieldRule, Grants, Part, PathAt, Policy, Rule, Source, Span, Spec,
+};
 use crate::mapping::transforms::{Kind, Shape, Step};
 use crate::mapping::{MappingError, SourceFile};
 use crate::scim::filter::{self, Filter};
@@ -321,7 +323,7 @@ impl Checker<'_> {
                 Some("remove 'revoke'".to_owned()),
             );
         }
-        if rule.transforms.first().is_some() {
+        if !rule.transforms.is_empty() {
             self.invalid(
                 &rule.span,
                 "grants take no transforms".to_owned(),
@@ -513,9 +515,7 @@ impl Checker<'_> {
 
     fn deprovision(&mut self, spec: &Spec) {
         let policy = &spec.deprovision;
-        let disables = [policy.deactivate, policy.delete]
-            .iter()
-            .any(|p| *p == crate::mapping::spec::Policy::Disable);
+        let disables = [policy.deactivate, policy.delete].contains(&Policy::Disable);
         match (&policy.disable_sets_span, disables) {
             (None, true) => self.invalid(
                 &policy.span,

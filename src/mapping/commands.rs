@@ -1,15 +1,24 @@
 //! `scim-bridge mappings check | preview | diff`: what an admin runs before a mapping ships.
 //! Plain functions that write a report and say whether all was well; `cli.rs` wires them up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::mapping::transforms::as_bool;
+use crate::clock::SystemClock;
+use crate::ledger::{Db, DbOptions, ResourceKind};
+use crate::mapping::transforms::{as_bool, quote};
 use crate::mapping::{load_file, mapping_files, Event, Mapping, MappingError, MappingSet, Render};
+use crate::scim::service::{ListQuery, ScimService};
 use crate::targets::{appgate, kibo, primavera, vikingcloud, TargetSchema};
+
+/// Users read from the store per page in `mappings diff`.
+const DIFF_PAGE: u64 = 500;
+/// Distinct value changes shown per field in the diff summary.
+const SHOWN_CHANGES: usize = 3;
 
 /// The schema of every built-in vendor, keyed by vendor name, which is also the default target
 /// name and so the stem of its mapping file.
@@ -193,6 +202,261 @@ pub fn preview(
         writeln(out, String::new());
     }
     Ok(all_sent)
+}
+
+/// `mappings diff`: for every user in the store at `db`, what each target would be sent if
+/// the mappings in `against` replaced those in `current`. Prints a summary per target and
+/// field ("kibo: 312 users, field localeCode: 'en' -> 'en-US'") and, with `verbose`, every
+/// changed user. `Ok(false)` when either set of mappings is invalid.
+pub async fn diff(
+    current: &Path,
+    against: &Path,
+    db: &Path,
+    verbose: bool,
+    out: &mut impl Write,
+) -> Result<bool, MappingError> {
+    let schemas = builtin_schemas();
+    let mut sets = Vec::new();
+    for dir in [current, against] {
+        match MappingSet::load_dir(dir, &schemas) {
+            Ok(set) => sets.push(set),
+            Err(errors) => {
+                print_errors(&errors, out);
+                writeln(
+                    out,
+                    format!(
+                        "the mappings in {} have problems; fix them first",
+                        dir.display()
+                    ),
+                );
+                return Ok(false);
+            }
+        }
+    }
+    let (old, new) = (&sets[0], &sets[1]);
+    if !db.exists() {
+        return Err(MappingError::Store(format!(
+            "no database at {}",
+            db.display()
+        )));
+    }
+    let store = Db::open(&DbOptions {
+        path: db.to_owned(),
+        readers: 1,
+    })
+    .map_err(|error| MappingError::Store(error.to_string()))?;
+    let service = ScimService::new(store, Arc::new(SystemClock), None);
+
+    let targets: BTreeSet<&str> = old.iter().chain(new.iter()).map(Mapping::target).collect();
+    let mut changes: BTreeMap<&str, TargetChanges> = BTreeMap::new();
+    let mut users = 0u64;
+    let mut start_index = 1;
+    loop {
+        let page = service
+            .list(
+                ResourceKind::User,
+                ListQuery {
+                    start_index,
+                    count: DIFF_PAGE,
+                    ..ListQuery::default()
+                },
+            )
+            .await
+            .map_err(|error| MappingError::Store(error.to_string()))?;
+        if page.resources.is_empty() {
+            break;
+        }
+        start_index += page.resources.len() as u64;
+        for user in &page.resources {
+            users += 1;
+            let (event, _) = event_for(&user.value);
+            for target in &targets {
+                let before = old.get(target).map(|m| m.render(&user.value, event));
+                let after = new.get(target).map(|m| m.render(&user.value, event));
+                let found = compare(before.as_ref(), after.as_ref());
+                if found.is_empty() {
+                    continue;
+                }
+                let entry = changes.entry(target).or_default();
+                entry.users += 1;
+                if verbose {
+                    entry.per_user.push(format!(
+                        "  {} ({}): {}",
+                        user_label(&user.value),
+                        user.id,
+                        found
+                            .iter()
+                            .map(Change::describe)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+                for change in found {
+                    *entry
+                        .by_field
+                        .entry(change.what)
+                        .or_default()
+                        .entry(change.transition)
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+
+    writeln(
+        out,
+        format!(
+            "{users} users in {}; {} compared with {}",
+            db.display(),
+            against.display(),
+            current.display()
+        ),
+    );
+    for target in &targets {
+        let Some(found) = changes.get(target) else {
+            writeln(out, format!("{target}: no change"));
+            continue;
+        };
+        writeln(
+            out,
+            format!("{target}: {} of {users} users would change", found.users),
+        );
+        for (what, transitions) in &found.by_field {
+            let count: u64 = transitions.values().sum();
+            let mut ranked: Vec<(&String, &u64)> = transitions.iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let mut shown: Vec<String> = ranked
+                .iter()
+                .take(SHOWN_CHANGES)
+                .map(|(transition, n)| {
+                    if ranked.len() == 1 {
+                        (*transition).clone()
+                    } else {
+                        format!("{transition} ({n})")
+                    }
+                })
+                .collect();
+            if ranked.len() > SHOWN_CHANGES {
+                shown.push(format!(
+                    "and {} other changes",
+                    ranked.len() - SHOWN_CHANGES
+                ));
+            }
+            writeln(
+                out,
+                format!(
+                    "{target}: {count} {}, {what}: {}",
+                    plural(count, "user"),
+                    shown.join(", ")
+                ),
+            );
+        }
+        if verbose {
+            for line in &found.per_user {
+                writeln(out, line.clone());
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// What changes for one target, gathered over all users.
+#[derive(Default)]
+struct TargetChanges {
+    users: u64,
+    /// "field localeCode" -> "'en' -> 'en-US'" -> how many users.
+    by_field: BTreeMap<String, BTreeMap<String, u64>>,
+    per_user: Vec<String>,
+}
+
+/// One difference for one user: what changed ("field x", "operation", "outcome") and how.
+struct Change {
+    what: String,
+    transition: String,
+}
+
+impl Change {
+    fn describe(&self) -> String {
+        format!("{} {}", self.what, self.transition)
+    }
+}
+
+/// The differences between two renders of one user for one target; `None` is a target the
+/// mapping set has no file for.
+fn compare(before: Option<&Render>, after: Option<&Render>) -> Vec<Change> {
+    let change = |what: &str, from: String, to: String| Change {
+        what: what.to_owned(),
+        transition: format!("{from} -> {to}"),
+    };
+    match (before, after) {
+        (
+            Some(Render::Send {
+                operation: old_op,
+                payload: old,
+                ..
+            }),
+            Some(Render::Send {
+                operation: new_op,
+                payload: new,
+                ..
+            }),
+        ) => {
+            let mut found = Vec::new();
+            if old_op != new_op {
+                found.push(change(
+                    "operation",
+                    old_op.as_str().to_owned(),
+                    new_op.as_str().to_owned(),
+                ));
+            }
+            let fields: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+            for field in fields {
+                let (a, b) = (old.get(field), new.get(field));
+                if a != b {
+                    found.push(change(&format!("field {field}"), shown(a), shown(b)));
+                }
+            }
+            found
+        }
+        // A skip names the file that decided it; moving the file changes nothing.
+        (Some(Render::Skip { .. }), Some(Render::Skip { .. })) => Vec::new(),
+        (a, b) if a == b => Vec::new(),
+        (a, b) => vec![change("outcome", outcome(a), outcome(b))],
+    }
+}
+
+fn shown(value: Option<&Value>) -> String {
+    value.map_or_else(
+        || "(not sent)".to_owned(),
+        |value| match value {
+            Value::Array(_) | Value::Object(_) => value.to_string(),
+            other => quote(other),
+        },
+    )
+}
+
+fn outcome(render: Option<&Render>) -> String {
+    match render {
+        None => "no mapping file".to_owned(),
+        Some(Render::Send { operation, .. }) => format!("sent ({})", operation.as_str()),
+        Some(Render::Skip { reason }) => format!("skipped ({reason})"),
+        Some(Render::Rejected { reason }) => format!("rejected ({reason})"),
+    }
+}
+
+fn user_label(user: &Value) -> String {
+    user.get("userName")
+        .and_then(Value::as_str)
+        .unwrap_or("(no userName)")
+        .to_owned()
+}
+
+fn plural(count: u64, word: &str) -> String {
+    if count == 1 {
+        word.to_owned()
+    } else {
+        format!("{word}s")
+    }
 }
 
 /// The event a stored user stands for: an inactive user is one that was deactivated.

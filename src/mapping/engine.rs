@@ -131,7 +131,9 @@ impl Mapping {
                 continue;
             };
             if matches!(rule.rule.source, Source::Password(_)) {
-                if operation == Operation::Upsert {
+                // A disable is an update too, and a target that wants the password on every
+                // update (Kibo) wants it there; a delete sends no body.
+                if operation != Operation::Delete {
                     password_field = Some(rule.name.clone());
                 }
                 continue;
@@ -141,7 +143,7 @@ impl Mapping {
                     payload.insert(rule.name.clone(), value);
                 }
                 Ok(None) => {}
-                Err(reason) if strict || is_needed(spec, &self.schema.natural_key) => {
+                Err(reason) if strict || is_needed(spec, self.schema.natural_key) => {
                     return Err(reason)
                 }
                 Err(_) => {}
@@ -155,7 +157,7 @@ impl Mapping {
         for spec in &self.schema.fields {
             let needed = match operation {
                 Operation::Delete => self.schema.natural_key.contains(&spec.name),
-                Operation::Upsert | Operation::Disable => is_needed(spec, &self.schema.natural_key),
+                Operation::Upsert | Operation::Disable => is_needed(spec, self.schema.natural_key),
             };
             let carried = payload.contains_key(spec.name) || self.is_password_field(spec.name);
             if needed && !spec.read_only && !carried {
@@ -173,17 +175,25 @@ impl Mapping {
     }
 
     fn missing(&self, field: &str) -> String {
-        let source = self
-            .spec
-            .fields
-            .iter()
-            .find(|f| f.name == field)
-            .map(|f| describe(&f.rule))
-            .unwrap_or_else(|| "the mapping".to_owned());
-        format!(
-            "{} needs '{field}', but {source} gives no value for this user",
-            self.target
-        )
+        let mut places = Vec::new();
+        if let Some(rule) = self.spec.fields.iter().find(|f| f.name == field) {
+            sources(&rule.rule, &mut places);
+        }
+        match places.as_slice() {
+            [] => format!(
+                "{} needs '{field}', but the mapping gives it no value",
+                self.target
+            ),
+            [one] => format!(
+                "{} needs '{field}', but this user has no value in {one}",
+                self.target
+            ),
+            [several @ .., last] => format!(
+                "{} needs '{field}', but this user has no value in any of {} or {last}",
+                self.target,
+                several.join(", ")
+            ),
+        }
     }
 
     /// The field's value in the payload; `None` leaves the field out.
@@ -343,16 +353,28 @@ fn is_needed(spec: &FieldSpec, natural_key: &[&str]) -> bool {
     spec.required_on_create || spec.required_on_update || natural_key.contains(&spec.name)
 }
 
-/// A rule's source as an admin would recognise it in the file.
-fn describe(rule: &Rule) -> String {
+/// The SCIM paths a rule reads, as written in the file, with their conditions.
+fn sources(rule: &Rule, out: &mut Vec<String>) {
+    let before = out.len();
     match &rule.source {
-        Source::Path(path) => format!("'{}'", path.text),
-        Source::Password(_) => "the password".to_owned(),
-        Source::Template(_) => "its template".to_owned(),
-        Source::Const(..) => "its constant".to_owned(),
-        Source::FirstOf(_) => "none of its first_of alternatives".to_owned(),
-        Source::Object(_) => "its object".to_owned(),
-        Source::Grants(_) => "its grants".to_owned(),
+        Source::Path(path) => out.push(path.text.clone()),
+        Source::Template(template) => {
+            out.extend(template.parts.iter().filter_map(|part| match part {
+                Part::Path(path) => Some(path.text.clone()),
+                Part::Text(_) => None,
+            }))
+        }
+        Source::FirstOf(alternatives) => alternatives.iter().for_each(|a| sources(a, out)),
+        Source::Object(members) => members.iter().for_each(|m| sources(&m.rule, out)),
+        Source::Const(..) => out.push("a constant".to_owned()),
+        Source::Password(_) | Source::Grants(_) => {}
+    }
+    if let Some(when) = &rule.when {
+        if out.len() == before + 1 {
+            if let Some(last) = out.last_mut() {
+                *last = format!("{last} (when {})", when.text);
+            }
+        }
     }
 }
 
@@ -602,9 +624,14 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         assert_eq!(operation, Operation::Disable);
         assert_eq!(payload["status"], json!("INACTIVE"));
         assert_eq!(payload["enabled"], json!(false));
-        assert_eq!(password, None, "a disable never sends the password");
-        let (operation, _, _, _) = send(mapping.render(&user(), Event::Deleted));
+        assert_eq!(
+            password.as_deref(),
+            Some("password"),
+            "a disable is an update"
+        );
+        let (operation, _, _, password) = send(mapping.render(&user(), Event::Deleted));
         assert_eq!(operation, Operation::Delete);
+        assert_eq!(password, None, "a delete sends no body");
 
         let ignoring = with_fields("").replace("delete = \"delete\"", "delete = \"ignore\"");
         let mapping = load(&ignoring).expect("valid");
@@ -654,7 +681,7 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         user["name"] = json!({"givenName": "Ana"});
         assert_eq!(
             rejected(mapping.render(&user, Event::Upsert)),
-            "test needs 'lastName', but 'name.familyName' gives no value for this user"
+            "test needs 'lastName', but this user has no value in name.familyName"
         );
     }
 
@@ -689,6 +716,149 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         ] {
             let rendered = mapping.render(&odd, Event::Upsert);
             assert!(!matches!(rendered, Render::Skip { .. }), "{rendered:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::mapping::commands::builtin_schemas;
+    use crate::mapping::test_support::{load, with_fields};
+
+    /// Names a user's JSON is made of, so generated users reach the mapping's paths often.
+    const NAMES: &[&str] = &[
+        "userName",
+        "name",
+        "givenName",
+        "familyName",
+        "displayName",
+        "emails",
+        "value",
+        "type",
+        "primary",
+        "display",
+        "phoneNumbers",
+        "active",
+        "locale",
+        "preferredLanguage",
+        "title",
+        "groups",
+        "externalId",
+        "timezone",
+        "id",
+        "work",
+        "mobile",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        "department",
+    ];
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "True",
+                "False",
+                "work",
+                "mobile",
+                "Primavera Schedulers",
+                "en_US",
+                "pt-BR",
+                "a@b.c"
+            ])
+            .prop_map(Value::from),
+            "\\+?[0-9 ()-]{0,18}( ext\\. ?[0-9]{1,4})?".prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ]
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(NAMES), inner), 0..6).prop_map(
+                    |members| {
+                        Value::Object(
+                            members
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect::<Map<_, _>>(),
+                        )
+                    }
+                ),
+            ]
+        })
+    }
+
+    fn user() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            1 => json(),
+            4 => prop::collection::vec((prop::sample::select(NAMES), json()), 0..14).prop_map(
+                |members| Value::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            ),
+        ]
+    }
+
+    fn mappings() -> Vec<Mapping> {
+        let schemas = builtin_schemas();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let mut all: Vec<Mapping> = ["appgate", "kibo", "primavera", "vikingcloud"]
+            .into_iter()
+            .map(|target| {
+                let file = dir.join(format!("{target}.toml"));
+                let text = std::fs::read_to_string(&file).expect("shipped mapping");
+                Mapping::parse(&file, &text, target, &schemas[target]).expect("valid")
+            })
+            .collect();
+        all.push(
+            load(&with_fields(
+                r#"firstName = { first_of = [{ template = "{name.givenName} {name.familyName}" }, "displayName"], transform = ["trim", { truncate = 100 }] }
+title = { from = "title", when = 'groups[display eq "Managers"] or title pr', transform = [{ split = "," }, { join = ";" }, { capture = '^(.{0,25})' }] }
+status = { from = "active", transform = [{ default = true }, { table = { true = "ACTIVE", false = "INACTIVE" } }] }
+mobile = { from = 'phoneNumbers[type eq "mobile"].value', transform = ["phone_e164"] }
+countryCode = { from = "phoneNumbers.value", transform = [{ phone_country_code = "DE" }] }
+enabled = { from = "active", transform = ["not"] }
+tags = { from = "groups.display", transform = ["lower"] }
+userLocale = { from = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", transform = [{ table = { Sales = "en" } }] }
+userKey = { object = { username = "userName", kind = { value = "local" } } }
+userProducts = { grants = [{ group = "Primavera Schedulers", entry = { productName = "SCHEDULE" } }], revoke = { action = "DELETE" } }"#,
+            ))
+            .expect("valid"),
+        );
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever JSON arrives as a user, every mapping answers with a render that keeps its
+        /// promises: the hash is the payload's, and the password never sits in the payload.
+        #[test]
+        fn rendering_never_panics_and_keeps_its_promises(user in user()) {
+            for mapping in mappings() {
+                for event in [Event::Upsert, Event::Deactivated, Event::Deleted] {
+                    match mapping.render(&user, event) {
+                        Render::Send { payload, hash, password_field, create_only, .. } => {
+                            prop_assert_eq!(&hash, &payload_hash(&payload));
+                            if let Some(field) = password_field {
+                                prop_assert!(!payload.contains_key(&field));
+                            }
+                            prop_assert!(create_only.iter().all(|f| payload.contains_key(f)));
+                        }
+                        Render::Skip { reason } | Render::Rejected { reason } => {
+                            prop_assert!(!reason.is_empty());
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -51,7 +51,7 @@ pub enum MappingError {
     },
     #[error("{at}: {}{}", self.headline(), hint_suffix(hint))]
     Syntax {
-        at: Location,
+        at: Box<Location>,
         message: String,
         hint: Option<String>,
     },
@@ -59,33 +59,33 @@ pub enum MappingError {
     /// a constant the target could never accept.
     #[error("{at}: {}{}", self.headline(), hint_suffix(hint))]
     Invalid {
-        at: Location,
+        at: Box<Location>,
         message: String,
         hint: Option<String>,
     },
     #[error("{at}: {}{}", self.headline(), hint_suffix(hint))]
     UnknownTarget {
-        at: Location,
+        at: Box<Location>,
         target: String,
         hint: Option<String>,
     },
     #[error("{at}: {}{}", self.headline(), hint_suffix(hint))]
     UnknownTargetField {
-        at: Location,
+        at: Box<Location>,
         target: String,
         field: String,
         hint: Option<String>,
     },
     #[error("{at}: {}{}", self.headline(), hint_suffix(hint))]
     RequiredUnmapped {
-        at: Location,
+        at: Box<Location>,
         target: String,
         field: String,
         hint: Option<String>,
     },
     #[error("{at}: {}{}", self.headline(), hint_suffix(hint))]
     OutsideEnum {
-        at: Location,
+        at: Box<Location>,
         field: String,
         value: String,
         allowed: String,
@@ -93,7 +93,7 @@ pub enum MappingError {
     },
     #[error("{at}: {}{}", self.headline(), hint_suffix(hint))]
     TypeMismatch {
-        at: Location,
+        at: Box<Location>,
         context: String,
         expected: String,
         found: String,
@@ -101,7 +101,7 @@ pub enum MappingError {
     },
     #[error("{at}: {}{}", self.headline(), hint_suffix(hint))]
     InvalidSourcePath {
-        at: Location,
+        at: Box<Location>,
         path: String,
         reason: String,
         hint: Option<String>,
@@ -128,7 +128,7 @@ impl MappingError {
             | MappingError::RequiredUnmapped { at, .. }
             | MappingError::OutsideEnum { at, .. }
             | MappingError::TypeMismatch { at, .. }
-            | MappingError::InvalidSourcePath { at, .. } => Some(at),
+            | MappingError::InvalidSourcePath { at, .. } => Some(at.as_ref()),
             MappingError::Read { .. } | MappingError::Store(_) => None,
         }
     }
@@ -189,7 +189,8 @@ pub(crate) struct SourceFile {
 }
 
 impl SourceFile {
-    pub fn locate(&self, span: &Range<usize>) -> Location {
+    /// Boxed, because every error carries one and errors travel by value in `Result`s.
+    pub fn locate(&self, span: &Range<usize>) -> Box<Location> {
         let start = floor_char_boundary(&self.text, span.start);
         let end = floor_char_boundary(&self.text, span.end.max(start));
         let line_start = self.text[..start].rfind('\n').map_or(0, |at| at + 1);
@@ -201,13 +202,13 @@ impl SourceFile {
         let width = self.text[start..end.min(line_end).max(start)]
             .chars()
             .count();
-        Location {
+        Box::new(Location {
             file: self.path.clone(),
             line: self.text[..start].matches('\n').count() + 1,
             column: self.text[line_start..start].chars().count() + 1,
             line_text: line_text.to_owned(),
             width: width.max(1),
-        }
+        })
     }
 }
 
@@ -317,10 +318,6 @@ impl MappingSet {
 
     pub fn iter(&self) -> impl Iterator<Item = &Mapping> {
         self.mappings.values()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.mappings.is_empty()
     }
 }
 

@@ -220,7 +220,7 @@ pub(crate) struct Template {
 #[derive(Debug, Clone)]
 pub(crate) enum Part {
     Text(String),
-    Path(PathAt),
+    Path(Box<PathAt>),
 }
 
 #[derive(Debug, Clone)]
@@ -812,11 +812,11 @@ impl Reader<'_> {
                             if !literal.is_empty() {
                                 parts.push(Part::Text(std::mem::take(&mut literal)));
                             }
-                            parts.push(Part::Path(PathAt {
+                            parts.push(Part::Path(Box::new(PathAt {
                                 path,
                                 text: inner.to_owned(),
                                 span,
-                            }));
+                            })));
                         }
                         None => ok = false,
                     }

@@ -4,6 +4,7 @@
 
 use std::str::FromStr;
 
+use phonenumber::metadata::DATABASE;
 use phonenumber::{country, Mode, PhoneNumber};
 use regex::Regex;
 use serde_json::Value;
@@ -633,20 +634,59 @@ fn phone(
 }
 
 fn parse_phone(text: &str, region: Option<country::Id>) -> Result<PhoneNumber, String> {
-    let refuse = |why: &str| {
-        let without = if region.is_none() && !text.trim_start().starts_with('+') {
+    // The region is only for numbers written without a country code. Given one anyway, the
+    // parser may read the digits after "+55" as the region's international prefix and drop
+    // them, so a number that names its country is parsed without it.
+    let region = region.filter(|_| !text.trim_start().starts_with('+'));
+    let number = phonenumber::parse(region, text).map_err(|_| {
+        let why = if region.is_none() && !text.trim_start().starts_with('+') {
             " (it has no +country code and the transform names no region)"
         } else {
             ""
         };
-        format!("'{text}' is not a {why} phone number{without}")
-    };
-    let number = phonenumber::parse(region, text).map_err(|_| refuse("readable"))?;
-    if number.is_valid() {
+        format!("'{text}' is not a readable phone number{why}")
+    })?;
+    if number.is_valid() || is_possible(&number) {
         Ok(number)
     } else {
-        Err(refuse("valid"))
+        Err(format!(
+            "'{text}' has the wrong number of digits for a +{} phone number",
+            number.code().value()
+        ))
     }
+}
+
+/// Whether the number has a length that some kind of number (fixed line, mobile, ...) uses in
+/// some region with its country code. Full validity also checks number ranges, which change
+/// faster than any copy of the metadata: a real new number must not keep a user from being
+/// provisioned, while a truncated or padded one is still caught.
+fn is_possible(number: &PhoneNumber) -> bool {
+    let length = national_digits(number).len();
+    DATABASE
+        .by_code(&number.code().value())
+        .unwrap_or_default()
+        .iter()
+        .any(|region| {
+            let kinds = region.descriptors();
+            [
+                kinds.fixed_line(),
+                kinds.mobile(),
+                kinds.toll_free(),
+                kinds.voip(),
+                kinds.personal_number(),
+                kinds.uan(),
+                kinds.pager(),
+                kinds.shared_cost(),
+                kinds.premium_rate(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|kind| {
+                kind.possible_length()
+                    .iter()
+                    .any(|l| usize::from(*l) == length)
+            })
+        })
 }
 
 /// The national significant number, digits only: what "national number" means next to a
@@ -782,7 +822,11 @@ mod tests {
                 "'call me' is not a readable phone number",
             ),
             ("\"phone_e164\"", json!("4155550132"), "no +country code"),
-            ("\"phone_e164\"", json!("+1 000"), "not a"),
+            (
+                "\"phone_e164\"",
+                json!("+1 415 555"),
+                "wrong number of digits for a +1 phone",
+            ),
             (
                 "{ date = \"[year]\" }",
                 json!("yesterday"),

@@ -53,18 +53,18 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
     let kibo = dir.path().join("kibo.toml");
     let kibo = kibo.display();
     let expected = [
-        format!("{kibo}:24:10: error: 'delete' must be one of: disable, delete, ignore"),
+        format!("{kibo}:26:10: error: 'delete' must be one of: disable, delete, ignore"),
         format!(
-            "{kibo}:27:2: error: kibo requires 'emailAddress', but the mapping does not set it"
+            "{kibo}:29:2: error: kibo requires 'emailAddress', but the mapping does not set it"
         ),
         format!(
-            "{kibo}:31:1: error: kibo has no field 'emialAddress'\n   |\n31 | emialAddress = {{ \
+            "{kibo}:33:1: error: kibo has no field 'emialAddress'\n   |\n33 | emialAddress = {{ \
              first_of"
         ),
         "   | ^^^^^^^^^^^^\n   = hint: did you mean 'emailAddress'?".to_owned(),
         format!(
-            "{kibo}:53:21: error: 'actve' is not a SCIM attribute path: the SCIM User has no \
-             attribute 'actve'\n   |\n53 | isActive = {{ from = \"actve\", transform = [{{ default \
+            "{kibo}:55:21: error: 'actve' is not a SCIM attribute path: the SCIM User has no \
+             attribute 'actve'\n   |\n55 | isActive = {{ from = \"actve\", transform = [{{ default \
              = true }}] }}\n   |                     ^^^^^^^\n   = hint: did you mean 'active'?"
         ),
     ];
@@ -73,6 +73,200 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
     }
     assert!(
         report.ends_with("3 ok, 1 with problems (4 in all)\n"),
+        "{report}"
+    );
+}
+
+fn run_preview(user: &serde_json::Value, target: Option<&str>) -> (bool, String) {
+    let mut out = Vec::new();
+    let ok = commands::preview(Path::new("mappings"), user, target, &mut out)
+        .expect("the directory is readable");
+    (ok, String::from_utf8(out).expect("utf-8"))
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(format!("tests/golden/users/{name}.json")).expect("fixture");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+#[test]
+fn preview_shows_the_exact_body_with_the_password_redacted() {
+    let mut user = fixture("okta");
+    // An IdP's create carries the password; the preview must never print it.
+    user["password"] = json!("t0p-s3cret!");
+    let (ok, report) = run_preview(&user, Some("kibo"));
+    assert!(ok, "{report}");
+    assert!(!report.contains("t0p-s3cret!"), "{report}");
+    assert!(
+        report.starts_with("== kibo (mappings/kibo.toml, version "),
+        "{report}"
+    );
+    let expected = "event: upsert (the user is active)\n\
+                    operation: upsert\n\
+                    password: 'password' carries the SCIM password, sent on create and on update \
+                    only when it changed\n";
+    assert!(report.contains(expected), "{report}");
+    let body_start = report.find("\n{\n").expect("a JSON body");
+    let body: serde_json::Value =
+        serde_json::from_str(&report[body_start..]).expect("the body is JSON");
+    assert_eq!(
+        body,
+        json!({
+            "emailAddress": "isaiah.langer@example.com",
+            "userName": "isaiah.langer@example.com",
+            "firstName": "Isaiah",
+            "lastName": "Langer",
+            "phoneNumber": "+4930901820",
+            "externalId": "00u1a2b3c4d5e6f7g8h9",
+            "localeCode": "de-DE",
+            "isActive": true,
+            "password": "<redacted: the SCIM password, if the IdP sent one>"
+        })
+    );
+}
+
+#[test]
+fn preview_covers_every_target_and_says_why_a_user_is_refused() {
+    let (ok, report) = run_preview(&fixture("minimal"), None);
+    assert!(!ok, "a rejected target makes the preview fail");
+    for target in ["appgate", "kibo", "primavera", "vikingcloud"] {
+        assert!(report.contains(&format!("== {target} (")), "{report}");
+    }
+    assert!(
+        report.contains(
+            "rejected: primavera needs 'email', but this user has no value in any of \
+             emails[primary eq true].value, emails[type eq \"work\"].value, emails.value or \
+             userName (when userName co \"@\")"
+        ),
+        "{report}"
+    );
+
+    let (ok, report) = run_preview(&fixture("deactivated"), Some("primavera"));
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("event: deactivated (the user has active = false)\noperation: disable\n"),
+        "{report}"
+    );
+    assert!(report.contains("\"status\": \"INACTIVE\""), "{report}");
+
+    let (ok, report) = run_preview(&fixture("okta"), Some("jira"));
+    assert!(!ok);
+    assert_eq!(
+        report,
+        "no mapping for target 'jira' in mappings; there are: appgate, kibo, primavera, vikingcloud\n"
+    );
+}
+
+/// A store holding the Okta, Entra and non-Latin fixture users, created the way an IdP would.
+async fn store_with_fixtures(dir: &Path) -> std::path::PathBuf {
+    use scim_bridge::clock::SystemClock;
+    use scim_bridge::ledger::{Db, DbOptions, ResourceKind};
+    use scim_bridge::scim::service::ScimService;
+
+    let path = dir.join("bridge.db");
+    let db = Db::open(&DbOptions {
+        path: path.clone(),
+        readers: 1,
+    })
+    .expect("database");
+    let service = ScimService::new(db, std::sync::Arc::new(SystemClock), None);
+    for name in ["okta", "entra", "non_latin"] {
+        let mut user = fixture(name);
+        if let Some(fields) = user.as_object_mut() {
+            for assigned in ["id", "meta", "groups"] {
+                fields.remove(assigned);
+            }
+        }
+        service
+            .create(ResourceKind::User, user)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    path
+}
+
+#[tokio::test]
+async fn diff_summarises_what_a_mapping_change_would_do_to_stored_users() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let db = store_with_fixtures(work.path()).await;
+    // Two edits to Kibo: user names in upper case, and Okta's "de_DE" no longer rewritten.
+    let new = broken_copy("kibo.toml", |text| {
+        text.replace(
+            "userName = \"userName\"",
+            "userName = { from = \"userName\", transform = [\"upper\"] }",
+        )
+        .replace("{ replace = { find = \"_\", with = \"-\" } }, ", "")
+    });
+
+    let mut out = Vec::new();
+    let ok = commands::diff(Path::new("mappings"), new.path(), &db, false, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(ok, "{report}");
+    let lines: Vec<&str> = report.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "appgate: no change",
+            "kibo: 3 of 3 users would change",
+            "kibo: 1 user, field localeCode: 'de-DE' -> 'de'",
+            "kibo: 3 users, field userName: 'adele.vance@contoso.example' -> \
+             'ADELE.VANCE@CONTOSO.EXAMPLE' (1), 'isaiah.langer@example.com' -> \
+             'ISAIAH.LANGER@EXAMPLE.COM' (1), 'yamada.taro@example.jp' -> \
+             'YAMADA.TARO@EXAMPLE.JP' (1)",
+            "primavera: no change",
+            "vikingcloud: no change",
+        ],
+        "{report}"
+    );
+
+    let mut out = Vec::new();
+    commands::diff(Path::new("mappings"), new.path(), &db, true, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(
+        report.contains(
+            "  isaiah.langer@example.com ("
+        ) && report.contains(
+            "): field localeCode 'de-DE' -> 'de'; field userName 'isaiah.langer@example.com' -> \
+             'ISAIAH.LANGER@EXAMPLE.COM'\n"
+        ),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn diff_refuses_a_missing_store_and_invalid_mappings() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut out = Vec::new();
+    let missing = work.path().join("none.db");
+    let error = commands::diff(
+        Path::new("mappings"),
+        Path::new("mappings"),
+        &missing,
+        false,
+        &mut out,
+    )
+    .await
+    .expect_err("no store");
+    assert!(error.to_string().contains("no database at"), "{error}");
+
+    let broken = broken_copy("kibo.toml", |text| text.replace("[fields]", "[feilds]"));
+    let ok = commands::diff(
+        Path::new("mappings"),
+        broken.path(),
+        &missing,
+        false,
+        &mut out,
+    )
+    .await
+    .expect("reported, not an error");
+    assert!(!ok);
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(
+        report.contains("unknown key 'feilds' in a mapping file"),
         "{report}"
     );
 }
