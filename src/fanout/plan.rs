@@ -130,18 +130,20 @@ impl Planner {
                     };
                     // Only a newly given password makes the state differ from what the
                     // target holds.
+                    let operation = match operation {
+                        Operation::Upsert => DeliveryOp::Upsert,
+                        Operation::Disable => DeliveryOp::Disable,
+                        Operation::Delete => DeliveryOp::Delete,
+                    };
+                    // The same payload deleted is not the same state as that payload kept.
                     let hash = match &fresh {
-                        Some(id) => format!("{hash}{PASSWORD_MARK}{id}"),
-                        None => hash,
+                        Some(id) => format!("{}:{hash}{PASSWORD_MARK}{id}", operation.as_str()),
+                        None => format!("{}:{hash}", operation.as_str()),
                     };
                     let desired = Desired {
                         user_id: user_id.to_owned(),
                         target: target.to_owned(),
-                        operation: match operation {
-                            Operation::Upsert => DeliveryOp::Upsert,
-                            Operation::Disable => DeliveryOp::Disable,
-                            Operation::Delete => DeliveryOp::Delete,
-                        },
+                        operation,
                         payload,
                         create_only,
                         password_field,
@@ -165,6 +167,11 @@ impl Planner {
                     )?;
                 }
             }
+        }
+        if event == Event::Deleted {
+            // No update follows a deletion: a password kept for later updates can go now,
+            // unless a last delivery still has to carry it.
+            store.erase_secret_if_delivered(user_id)?;
         }
         Ok(due)
     }
@@ -190,7 +197,11 @@ fn random_password() -> String {
     let mut rng = rand::thread_rng();
     let mut chars: Vec<u8> = CLASSES
         .iter()
-        .flat_map(|class| (0..6).map(|_| class[rng.gen_range(0..class.len())]).collect::<Vec<_>>())
+        .flat_map(|class| {
+            (0..6)
+                .map(|_| class[rng.gen_range(0..class.len())])
+                .collect::<Vec<_>>()
+        })
         .collect();
     chars.shuffle(&mut rng);
     String::from_utf8_lossy(&chars).into_owned()

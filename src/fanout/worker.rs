@@ -133,7 +133,11 @@ impl Worker {
             };
             let worker = self.clone();
             tokio::spawn(async move {
-                worker.deliver(delivery).await;
+                // The list above may predate a delivery of this row that finished since;
+                // only a fresh read taken while the row is ours says whether it is still due.
+                if let Some(fresh) = worker.still_due(&delivery).await {
+                    worker.deliver(fresh).await;
+                }
                 worker.lock_in_flight().remove(&user);
                 drop(slot);
                 worker.wake();
@@ -162,6 +166,22 @@ impl Worker {
         self.in_flight
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn still_due(&self, delivery: &Delivery) -> Option<Delivery> {
+        let (user, target) = (
+            delivery.desired.user_id.clone(),
+            delivery.desired.target.clone(),
+        );
+        let now = unix_millis(self.clock.as_ref());
+        match self.db.read(move |s| s.delivery(&user, &target)).await {
+            Ok(Some(fresh)) if fresh.is_due(now) => Some(fresh),
+            Ok(_) => None,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot re-read a delivery; it stays due");
+                None
+            }
+        }
     }
 
     async fn deliver(&self, delivery: Delivery) {

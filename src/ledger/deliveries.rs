@@ -109,6 +109,14 @@ pub struct Delivery {
     pub updated_at: i64,
 }
 
+impl Delivery {
+    /// Whether a worker should send this row at `now`.
+    pub fn is_due(&self, now: i64) -> bool {
+        matches!(self.state, DeliveryState::Pending | DeliveryState::Retrying)
+            && self.next_attempt_at <= now
+    }
+}
+
 /// How one attempt ended, as the fan-out classified it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptOutcome {
@@ -253,6 +261,22 @@ impl Store<'_> {
             if current.desired.hash == desired.hash
                 && current.desired.mapping_version == desired.mapping_version
             {
+                if current.desired.retain_secret != desired.retain_secret
+                    || current.desired.secret_id != desired.secret_id
+                {
+                    // Same state, but whether its password must be kept has changed.
+                    self.conn()
+                        .prepare_cached(
+                            "UPDATE deliveries SET retain_secret = ?3, secret_id = ?4 \
+                             WHERE user_id = ?1 AND target = ?2",
+                        )?
+                        .execute(params![
+                            desired.user_id,
+                            desired.target,
+                            desired.retain_secret,
+                            desired.secret_id
+                        ])?;
+                }
                 return Ok(matches!(
                     current.state,
                     DeliveryState::Pending | DeliveryState::Retrying

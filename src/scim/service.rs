@@ -198,6 +198,7 @@ impl ScimService {
                 Ok((created, due))
             })
             .await?;
+        self.count_write(kind, "create");
         Ok(self.committed(written))
     }
 

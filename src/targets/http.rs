@@ -213,7 +213,11 @@ impl Transport {
             name: name.to_owned(),
             client,
             clock,
-            limiter: RateLimiter::direct(Quota::per_second(limits.rate_per_second)),
+            // No burst: requests are spread evenly, so no one-second window of the target
+            // (Primavera counts per second) ever sees more than the configured rate.
+            limiter: RateLimiter::direct(
+                Quota::per_second(limits.rate_per_second).allow_burst(NonZeroU32::MIN),
+            ),
             in_flight: Semaphore::new(limits.concurrency.max(1)),
             throttle_default: limits.throttle_default,
         })

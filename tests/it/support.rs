@@ -273,12 +273,17 @@ impl SyncedApp {
         loop {
             let lag = self.lag().await;
             let done = lag.iter().all(|t| {
-                t["pending"] == 0 && t["retrying"] == 0 && t["delivered"].as_u64().unwrap() >= delivered
+                t["pending"] == 0
+                    && t["retrying"] == 0
+                    && t["delivered"].as_u64().unwrap() >= delivered
             });
             if done {
                 return lag;
             }
-            assert!(std::time::Instant::now() < deadline, "deliveries did not settle: {lag:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deliveries did not settle: {lag:?}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -292,7 +297,10 @@ impl SyncedApp {
             if check(&row) {
                 return row;
             }
-            assert!(std::time::Instant::now() < deadline, "{target} never got there: {row}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{target} never got there: {row}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
