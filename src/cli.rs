@@ -4,6 +4,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::config::{LogFormat, Overrides, Settings, EMBEDDED_DEFAULT};
 use crate::fanout::operator::{Operator, ReplayRequest};
 use crate::fanout::report;
 use crate::ledger::{Db, DbOptions};
+use crate::mapping;
 use crate::sandbox::{self, SandboxConfig};
 use crate::scim::auth::sha256;
 use crate::startup::{Application, BuildOptions};
@@ -50,10 +52,54 @@ pub enum Command {
     /// The sync ledger: what each target holds, what failed and why, replay. Works on the
     /// database of a running or a stopped bridge.
     Ledger(LedgerArgs),
+    /// Mapping files: validate them, preview what a user becomes on each target, and see
+    /// what a mapping change would do to every stored user before shipping it.
+    #[command(subcommand)]
+    Mappings(MappingsCommand),
     /// Load-test a bridge over loopback: creates, patches and lookups at a concurrency, then
     /// the time until every target holds every user. Starts its own bridge (temporary
     /// database, sandbox targets) unless --url is given.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MappingsCommand {
+    /// Validate every mapping file; print every error with file, line and column. Exit
+    /// status 1 when any file is invalid.
+    Check {
+        #[arg(long, default_value = "mappings")]
+        dir: PathBuf,
+    },
+    /// Print, per target, the operation and the exact JSON body a SCIM user would become
+    /// (secrets redacted), or why the target would not receive it.
+    Preview {
+        /// A SCIM user as JSON (as an identity provider would POST it).
+        #[arg(long, value_name = "FILE.json")]
+        user: PathBuf,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value = "mappings")]
+        dir: PathBuf,
+    },
+    /// For every user in the store, what would change on each target if the mappings in
+    /// DIR replaced the current ones.
+    Diff {
+        /// The proposed mappings.
+        #[arg(long, value_name = "DIR")]
+        against: PathBuf,
+        /// The mappings in force.
+        #[arg(long, default_value = "mappings")]
+        dir: PathBuf,
+        #[command(flatten)]
+        source: ConfigSource,
+        /// SQLite database file, overriding database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// List every changed user, not only the summary.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger(args) => ledger(args).await,
+        Command::Mappings(command) => mappings(command).await,
         Command::Bench(args) => {
             let report = bench::run(BenchOptions {
                 users: args.users,
@@ -219,6 +266,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn mappings(command: MappingsCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let ok = match command {
+        MappingsCommand::Check { dir } => mapping::commands::check(&dir, &mut out)?,
+        MappingsCommand::Preview { user, target, dir } => {
+            let text = std::fs::read_to_string(&user)
+                .with_context(|| format!("cannot read {}", user.display()))?;
+            let user: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", user.display()))?;
+            mapping::commands::preview(&dir, &user, target.as_deref(), &mut out)?
+        }
+        MappingsCommand::Diff {
+            against,
+            dir,
+            source,
+            db,
+            verbose,
+        } => {
+            let overrides = Overrides {
+                db,
+                ..Overrides::default()
+            };
+            let settings = Settings::load(source.config.as_deref(), &overrides)?;
+            mapping::commands::diff(&dir, &against, &settings.database.path, verbose, &mut out)
+                .await?
+        }
+    };
+    // Problems were printed above, where the admin reads them.
+    anyhow::ensure!(ok, "see the problems above");
+    Ok(())
 }
 
 async fn run_sandbox() -> anyhow::Result<()> {

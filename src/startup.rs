@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::json;
 use tracing_actix_web::TracingLogger;
 
-use crate::admin::{self, AdminAuth};
+use crate::admin::{self, AdminAuth, Reloader};
 use crate::clock::{unix_millis, SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::fanout::backoff::Backoff;
@@ -134,11 +134,18 @@ impl Application {
             db.clone(),
             clock.clone(),
             Some(Sync {
-                planner,
+                planner: Arc::clone(&planner),
                 fanout: Arc::clone(&fanout),
             }),
         )
         .with_metrics(Arc::clone(&metrics));
+        let reloader = web::Data::new(Reloader::new(
+            settings.fanout.mappings_dir.clone(),
+            target_schemas(&targets),
+            planner,
+            service.clone(),
+        ));
+        reload_on_sighup(reloader.clone().into_inner());
 
         let scim_auth = Authenticator::new(
             "scim",
@@ -201,6 +208,7 @@ impl Application {
                 .app_data(metrics.clone())
                 .app_data(clock.clone())
                 .app_data(db.clone())
+                .app_data(reloader.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_text))
@@ -239,10 +247,7 @@ impl Application {
 /// Loads the mapping of every enabled target; an invalid or missing one stops the start.
 fn load_mappings(settings: &Settings, targets: &[Arc<dyn Target>]) -> anyhow::Result<MappingSet> {
     let dir = &settings.fanout.mappings_dir;
-    let schemas: BTreeMap<String, TargetSchema> = targets
-        .iter()
-        .map(|t| (t.name().to_owned(), t.schema().clone()))
-        .collect();
+    let schemas = target_schemas(targets);
     if targets.is_empty() {
         return MappingSet::load_dir(dir, &schemas).or_else(|_| Ok(MappingSet::default()));
     }
@@ -266,6 +271,33 @@ fn load_mappings(settings: &Settings, targets: &[Arc<dyn Target>]) -> anyhow::Re
         dir.display()
     );
     Ok(mappings)
+}
+
+fn target_schemas(targets: &[Arc<dyn Target>]) -> BTreeMap<String, TargetSchema> {
+    targets
+        .iter()
+        .map(|t| (t.name().to_owned(), t.schema().clone()))
+        .collect()
+}
+
+/// `kill -HUP` reloads the mappings, as an admin request does.
+fn reload_on_sighup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload mappings through the admin API");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(errors) = reloader.reload().await {
+                tracing::error!(
+                    ?errors,
+                    "new mappings refused; the previous ones stay in force"
+                );
+            }
+        }
+    });
 }
 
 async fn healthz() -> HttpResponse {

@@ -2,7 +2,9 @@
 //! failures, replay, pause and resume.
 
 mod error;
+mod reload;
 mod routes;
 
 pub use error::AdminError;
+pub use reload::{ReloadReport, Reloader};
 pub use routes::{configure, parse_states, AdminAuth};

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::AdminError;
+use crate::admin::{AdminError, Reloader};
 use crate::fanout::operator::{Operator, ReplayRequest};
 use crate::ledger::DeliveryState;
 use crate::scim::auth::Authenticator;
@@ -28,7 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/targets/{target}/resume", web::post().to(resume))
             .route("/deliveries", web::get().to(deliveries))
             .route("/users/{id}", web::get().to(user))
-            .route("/replay", web::post().to(replay)),
+            .route("/replay", web::post().to(replay))
+            .route("/mappings/reload", web::post().to(reload_mappings)),
     );
 }
 
@@ -144,4 +145,15 @@ async fn replay(ops: Ops, body: web::Json<ReplayBody>) -> Reply {
         })
         .await?;
     Ok(HttpResponse::Ok().json(json!({"replayed": replayed})))
+}
+
+async fn reload_mappings(reloader: web::Data<Reloader>) -> Reply {
+    match reloader.reload().await {
+        Ok(report) => Ok(HttpResponse::Ok().json(json!({"reloaded": true, "report": report}))),
+        Err(errors) => Ok(HttpResponse::BadRequest().json(json!({
+            "reloaded": false,
+            "detail": "the new mappings were refused; the previous ones stay in force",
+            "errors": errors,
+        }))),
+    }
 }

@@ -96,38 +96,43 @@ impl Planner {
                             .field(field)
                             .is_some_and(|spec| spec.required_on_create)
                     });
-                    // A target that cannot create an account without a password gets a
-                    // random one when the identity provider sent none (its users sign in
-                    // through SSO or an admin reset), once, before its first delivery.
-                    let generated = if password.is_none()
-                        && sealed.is_none()
-                        && needs_on_create
+                    // A first delivery to a target that cannot create an account without a
+                    // password carries the one already sealed for this user or, when the
+                    // identity provider never sent one, a random one (its users sign in
+                    // through SSO or an admin reset).
+                    let first_delivery = needs_on_create
                         && event == Event::Upsert
-                        && never_delivered(store, user_id, target)?
-                        && store.secret(user_id)?.is_none()
+                        && never_delivered(store, user_id, target)?;
+                    let held = if password.is_none()
+                        && sealed.is_none()
+                        && (needs_always || first_delivery)
                     {
-                        Some(SecretString::from(random_password()))
+                        store.secret(user_id)?.map(|s| s.secret_id)
                     } else {
                         None
                     };
-                    let fresh = match (&password_field, password.or(generated.as_ref())) {
-                        (Some(_), Some(password)) => Some(match &sealed {
-                            Some(secret) => secret.secret_id.clone(),
-                            None => {
-                                let secret = self.secrets.seal(user_id, password);
-                                store.store_secret(user_id, &secret, now)?;
-                                let id = secret.secret_id.clone();
-                                sealed = Some(secret);
-                                id
-                            }
-                        }),
-                        _ => None,
+                    let generated = (first_delivery
+                        && password.is_none()
+                        && sealed.is_none()
+                        && held.is_none())
+                    .then(|| SecretString::from(random_password()));
+                    let wants_held = needs_always || first_delivery;
+                    let fresh = match (&password_field, password.or(generated.as_ref()), &sealed) {
+                        (None, _, _) => None,
+                        // Sealed for an earlier target in this same change.
+                        (Some(_), given, Some(secret)) if given.is_some() || wants_held => {
+                            Some(secret.secret_id.clone())
+                        }
+                        (Some(_), Some(password), None) => {
+                            let secret = self.secrets.seal(user_id, password);
+                            store.store_secret(user_id, &secret, now)?;
+                            let id = secret.secret_id.clone();
+                            sealed = Some(secret);
+                            Some(id)
+                        }
+                        (Some(_), _, _) => None,
                     };
-                    let secret_id = match (&fresh, needs_always) {
-                        (Some(id), _) => Some(id.clone()),
-                        (None, true) => store.secret(user_id)?.map(|s| s.secret_id),
-                        (None, false) => None,
-                    };
+                    let secret_id = fresh.clone().or(held);
                     // Only a newly given password makes the state differ from what the
                     // target holds.
                     let operation = match operation {

@@ -290,7 +290,7 @@ impl Store<'_> {
             .and_then(|c| c.delivered_hash.as_deref())
             .is_some_and(|delivered| {
                 delivered == desired.hash
-                    || (desired.secret_id.is_none()
+                    || (!desired.hash.contains(PASSWORD_MARK)
                         && delivered.split_once(PASSWORD_MARK).map(|(h, _)| h)
                             == Some(desired.hash.as_str()))
             });

@@ -373,3 +373,70 @@ async fn pause_holds_deliveries_and_resume_releases_them() {
     assert!(metrics
         .contains("scim_bridge_accepted_writes_total{resource=\"User\",operation=\"create\"} 1"));
 }
+
+#[tokio::test]
+async fn mapping_reload_applies_a_valid_change_and_refuses_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(crate::support::mappings_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let mappings = dir.path().to_owned();
+    let synced =
+        SyncedApp::spawn_with(move |settings| settings.fanout.mappings_dir = mappings).await;
+    synced.app.create_user(&user("reloaded")).await;
+    synced.settle(1).await;
+
+    let appgate_file = dir.path().join("appgate.toml");
+    let original = std::fs::read_to_string(&appgate_file).unwrap();
+    let changed = original.replace(
+        "Provisioned by scim-bridge from the identity provider; edits made here are overwritten.",
+        "Managed by scim-bridge.",
+    );
+    assert_ne!(
+        changed, original,
+        "the test edits the shipped notes constant"
+    );
+    std::fs::write(&appgate_file, &changed).unwrap();
+    let reload = synced
+        .admin(Method::POST, "/mappings/reload")
+        .send()
+        .await
+        .unwrap();
+    let report = json_of(reload, 200).await;
+    assert_eq!(report["report"]["users"], 1);
+    synced
+        .until_target("appgate", |t| t["delivered"] == 1 && t["pending"] == 0)
+        .await;
+    let account = synced.live_accounts(TargetKind::Appgate)[0].clone();
+    assert_eq!(account.fields["notes"], "Managed by scim-bridge.");
+    assert_eq!(account.counts.updates, 1);
+    // The other targets' payloads did not change: nothing was sent to them.
+    assert_eq!(synced.live_accounts(TargetKind::Kibo)[0].counts.updates, 0);
+
+    std::fs::write(
+        &appgate_file,
+        changed.replace("[deprovision]", "[deprovisioning]"),
+    )
+    .unwrap();
+    let refused = synced
+        .admin(Method::POST, "/mappings/reload")
+        .send()
+        .await
+        .unwrap();
+    let refused = json_of(refused, 400).await;
+    assert_eq!(refused["reloaded"], false);
+    assert!(
+        refused["errors"].to_string().contains("appgate.toml"),
+        "{refused}"
+    );
+    // The previous mappings stay in force.
+    synced.app.create_user(&user("after-refusal")).await;
+    synced.settle(2).await;
+    let newest = synced
+        .live_accounts(TargetKind::Appgate)
+        .into_iter()
+        .find(|a| a.fields["name"] == "after-refusal")
+        .unwrap();
+    assert_eq!(newest.fields["notes"], "Managed by scim-bridge.");
+}

@@ -1,0 +1,273 @@
+//! Crash safety: the bridge binary is killed with SIGKILL in the middle of a load and
+//! restarted; every target ends with exactly one account per user, holding the latest state.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+
+use scim_bridge::clock::SystemClock;
+use scim_bridge::sandbox::{self, Sandbox, SandboxConfig};
+use scim_bridge::targets::config::TargetKind;
+
+use crate::support::{mappings_dir, user, ADMIN_TOKEN, TOKEN};
+
+const USERS: usize = 2000;
+
+struct Bridge {
+    child: Child,
+    base: String,
+}
+
+impl Bridge {
+    async fn start(config: &std::path::Path, port: u16) -> Bridge {
+        let child = Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "the bridge did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Bridge { child, base }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(sandbox: &Sandbox, dir: &std::path::Path) -> String {
+    let mut targets = sandbox::default_targets_toml();
+    for (port, kind) in [
+        (18441, TargetKind::Appgate),
+        (18442, TargetKind::VikingCloud),
+        (18443, TargetKind::Kibo),
+        (18444, TargetKind::Primavera),
+    ] {
+        targets = targets.replace(
+            &format!("http://127.0.0.1:{port}"),
+            &sandbox.emulator(kind).origin(),
+        );
+    }
+    let targets = targets
+        .replace("rate_limit_per_second = 20", "rate_limit_per_second = 5000")
+        .replace("rate_limit_per_second = 50", "rate_limit_per_second = 5000")
+        .replace("concurrency = 4", "concurrency = 16");
+    format!(
+        r#"
+[database]
+path = "{db}"
+[scim]
+dev_token = "{TOKEN}"
+requests_per_second = 100000
+[admin]
+dev_token = "{ADMIN_TOKEN}"
+[fanout]
+key_file = "{key}"
+mappings_dir = "{mappings}"
+backoff_base_ms = 10
+backoff_cap_ms = 200
+poll_ms = 20
+[sandbox]
+start = false
+{targets}"#,
+        db = dir.join("bridge.db").display(),
+        key = dir.join("secret.key").display(),
+        mappings = mappings_dir().display(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Creates user `n`; the status, or None when the connection broke.
+async fn create(client: &reqwest::Client, base: &str, n: usize) -> Option<u16> {
+    client
+        .post(format!("{base}/scim/v2/Users"))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "application/scim+json")
+        .body(user(&format!("crash{n:05}")).to_string())
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
+    let mut sandbox_cfg = SandboxConfig::ephemeral();
+    sandbox_cfg.primavera.rate_limit_per_second = None;
+    let sandbox = sandbox::start(sandbox_cfg, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config(&sandbox, dir.path())).unwrap();
+    let port = free_port();
+    let client = reqwest::Client::new();
+
+    let mut bridge = Bridge::start(&config_path, port).await;
+    let base = bridge.base.clone();
+    let load = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            stream::iter(0..USERS)
+                .map(|n| {
+                    let client = client.clone();
+                    let base = base.clone();
+                    async move { (n, create(&client, &base, n).await) }
+                })
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    // Kill once a good share of the load was accepted and deliveries are under way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let accepted = sandbox.emulator(TargetKind::Appgate).accounts().len();
+        if accepted >= USERS / 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bridge.child.kill().unwrap();
+    bridge.child.wait().unwrap();
+    let first: HashMap<usize, Option<u16>> = load.await.unwrap().into_iter().collect();
+    let acknowledged = first.values().filter(|s| **s == Some(201)).count();
+    assert!(
+        acknowledged > 0 && acknowledged < USERS,
+        "killed mid-load: {acknowledged}"
+    );
+
+    // Restart; the identity provider retries what it got no answer for.
+    let bridge = Bridge::start(&config_path, port).await;
+    for n in 0..USERS {
+        if first[&n] != Some(201) {
+            let status = create(&client, &bridge.base, n).await;
+            assert!(
+                matches!(status, Some(201) | Some(409)),
+                "retry of {n}: {status:?}"
+            );
+        }
+    }
+    // The latest state: every user renamed after the restart.
+    let list: Value = client
+        .get(format!("{}/scim/v2/Users?count=0", bridge.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalResults"], USERS);
+    let mut ids = Vec::new();
+    for page in 0..(USERS / 1000) {
+        let list: Value = client
+            .get(format!(
+                "{}/scim/v2/Users?startIndex={}&count=1000&attributes=id",
+                bridge.base,
+                page * 1000 + 1
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for u in list["Resources"].as_array().unwrap() {
+            ids.push(u["id"].as_str().unwrap().to_owned());
+        }
+    }
+    stream::iter(ids)
+        .for_each_concurrent(16, |id| {
+            let client = client.clone();
+            let base = bridge.base.clone();
+            async move {
+                let body = json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "path": "name.familyName", "value": "Final"}]
+                });
+                let response = client
+                    .patch(format!("{base}/scim/v2/Users/{id}"))
+                    .bearer_auth(TOKEN)
+                    .header("Content-Type", "application/scim+json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        })
+        .await;
+
+    // Wait (bounded) for every target to hold every user's latest state.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lag: Value = client
+            .get(format!("{}/admin/targets", bridge.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let targets = lag["targets"].as_array().unwrap();
+        if targets.iter().all(|t| t["delivered"] == USERS) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let failed: Value = client
+                .get(format!("{}/admin/deliveries?state=failed", bridge.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            panic!(
+                "deliveries did not complete: {lag}\nfirst failure: {}",
+                failed["deliveries"][0]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for kind in TargetKind::ALL {
+        let live: Vec<_> = sandbox
+            .emulator(kind)
+            .accounts()
+            .into_iter()
+            .filter(|a| !a.deleted)
+            .collect();
+        assert_eq!(live.len(), USERS, "{kind:?}: exactly one account per user");
+        assert!(
+            live.iter().all(|a| a.fields["lastName"] == "Final"),
+            "{kind:?}: every account holds the latest state"
+        );
+    }
+}
