@@ -54,6 +54,7 @@ impl Default for BuildOptions {
 pub struct Application {
     port: u16,
     server: Server,
+    db: Db,
     fanout: Arc<Fanout>,
     sandbox: Option<Sandbox>,
     shutdown_timeout: Duration,
@@ -146,6 +147,11 @@ impl Application {
             service.clone(),
         ));
         reload_on_sighup(reloader.clone().into_inner());
+        prune_history(
+            db.clone(),
+            clock.clone(),
+            Duration::from_secs(settings.fanout.history_retention_days * 24 * 3600),
+        );
 
         let scim_auth = Authenticator::new(
             "scim",
@@ -195,6 +201,7 @@ impl Application {
         ));
         let metrics = web::Data::from(metrics);
         let clock = web::Data::new(clock);
+        let db_handle = db.clone();
         let db = web::Data::new(db);
         let body_limit = settings.server.max_body_bytes;
         let bulk_limit = settings.scim.bulk_max_payload_bytes;
@@ -222,6 +229,7 @@ impl Application {
         Ok(Application {
             port,
             server,
+            db: db_handle,
             fanout,
             sandbox,
             shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
@@ -237,6 +245,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         self.fanout.shutdown(self.shutdown_timeout).await;
+        if let Err(err) = self.db.checkpoint().await {
+            tracing::warn!(error = %err, "final WAL checkpoint failed; SQLite replays the log on the next start");
+        }
         if let Some(sandbox) = self.sandbox {
             sandbox.stop().await;
         }
@@ -278,6 +289,24 @@ fn target_schemas(targets: &[Arc<dyn Target>]) -> BTreeMap<String, TargetSchema>
         .iter()
         .map(|t| (t.name().to_owned(), t.schema().clone()))
         .collect()
+}
+
+/// Deletes attempt history older than the retention, once an hour.
+fn prune_history(db: Db, clock: SharedClock, retention: Duration) {
+    tokio::spawn(async move {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            hourly.tick().await;
+            let before = unix_millis(clock.as_ref()) - retention.as_millis() as i64;
+            match db.write(move |s| s.prune_attempts(before)).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned delivery history past its retention"),
+                Err::<usize, LedgerError>(err) => {
+                    tracing::warn!(error = %err, "cannot prune delivery history")
+                }
+            }
+        }
+    });
 }
 
 /// `kill -HUP` reloads the mappings, as an admin request does.

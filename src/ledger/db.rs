@@ -107,6 +107,20 @@ impl Db {
         answer.await.map_err(|_| E::from(LedgerError::WriterGone))?
     }
 
+    /// Folds the write-ahead log back into the database file, for a clean shutdown. Runs on
+    /// a connection of its own: the writer keeps its transaction machinery to itself.
+    pub async fn checkpoint(&self) -> Result<(), LedgerError> {
+        let path = self.readers.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open(&path)?;
+            configure(&conn)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| LedgerError::WriterGone)?
+    }
+
     /// Runs `work` on a read-only connection from the pool, off the async executor.
     pub async fn read<T, E, F>(&self, work: F) -> Result<T, E>
     where

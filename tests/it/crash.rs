@@ -271,3 +271,43 @@ async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_folds_the_log_into_the_database() {
+    let sandbox = sandbox::start(SandboxConfig::ephemeral(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config(&sandbox, dir.path())).unwrap();
+    let mut bridge = Bridge::start(&config_path, free_port()).await;
+    let client = reqwest::Client::new();
+    assert_eq!(create(&client, &bridge.base, 1).await, Some(201));
+
+    let term = Command::new("kill")
+        .args(["-TERM", &bridge.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = bridge.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bridge did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let wal = std::fs::metadata(dir.path().join("bridge.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0, "the WAL was checkpointed at shutdown");
+    let ledger = rusqlite::Connection::open(dir.path().join("bridge.db")).unwrap();
+    let users: i64 = ledger
+        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 1);
+}
