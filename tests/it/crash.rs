@@ -24,13 +24,26 @@ struct Bridge {
 
 impl Bridge {
     async fn start(config: &std::path::Path, port: u16) -> Bridge {
+        Bridge::start_logging(config, port, None).await
+    }
+
+    /// With `log`, every log line down to debug goes to that file.
+    async fn start_logging(
+        config: &std::path::Path,
+        port: u16,
+        log: Option<&std::path::Path>,
+    ) -> Bridge {
+        let (level, stderr) = match log {
+            Some(path) => ("debug", Stdio::from(std::fs::File::create(path).unwrap())),
+            None => ("error", Stdio::null()),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
@@ -273,16 +286,33 @@ async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
 }
 
 #[tokio::test]
-async fn sigterm_stops_gracefully_and_folds_the_log_into_the_database() {
+async fn sigterm_stops_gracefully_and_folds_the_log_into_the_database_and_logs_no_secret() {
     let sandbox = sandbox::start(SandboxConfig::ephemeral(), Arc::new(SystemClock))
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config(&sandbox, dir.path())).unwrap();
-    let mut bridge = Bridge::start(&config_path, free_port()).await;
+    let log = dir.path().join("bridge.log");
+    let mut bridge = Bridge::start_logging(&config_path, free_port(), Some(&log)).await;
     let client = reqwest::Client::new();
-    assert_eq!(create(&client, &bridge.base, 1).await, Some(201));
+    let mut body = user("logged");
+    body["password"] = json!("Log-Marker-Passw0rd!");
+    let created = client
+        .post(format!("{}/scim/v2/Users", bridge.base))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "application/scim+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // Let the password travel to its targets, so every code path that handles it has run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.emulator(TargetKind::Appgate).accounts().is_empty() {
+        assert!(Instant::now() < deadline, "no delivery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let term = Command::new("kill")
         .args(["-TERM", &bridge.child.id().to_string()])
@@ -310,4 +340,14 @@ async fn sigterm_stops_gracefully_and_folds_the_log_into_the_database() {
         .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
         .unwrap();
     assert_eq!(users, 1);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("delivery attempt"), "debug logging was on");
+    // (The development tokens are printed at start on purpose; configured secrets are not.)
+    for secret in [
+        "Log-Marker-Passw0rd!",
+        "sandbox-password",
+        "sandbox-client-secret",
+    ] {
+        assert!(!logged.contains(secret), "{secret} appears in the log");
+    }
 }
