@@ -1,6 +1,7 @@
 //! The SCIM operations on users and groups, between the thin route handlers and the store:
 //! validation, uniqueness, preconditions, PATCH, and filtering with indexed fast paths.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -583,13 +584,19 @@ fn sync_targets(
             }
         }
         (ResourceKind::Group, _) => {
-            let mut members: Vec<String> = [before, after]
-                .into_iter()
-                .flatten()
-                .flat_map(|group| user_members(&group.value))
-                .collect();
-            members.sort();
-            members.dedup();
+            // Only users whose membership changed see a different group list, unless the
+            // group itself was renamed or deleted (mappings match groups by name).
+            let was: BTreeSet<String> = before.map(|g| user_members(&g.value)).unwrap_or_default();
+            let is: BTreeSet<String> = after.map(|g| user_members(&g.value)).unwrap_or_default();
+            let renamed = match (before, after) {
+                (Some(b), Some(a)) => b.value.get("displayName") != a.value.get("displayName"),
+                _ => true,
+            };
+            let members: BTreeSet<String> = if renamed {
+                was.union(&is).cloned().collect()
+            } else {
+                was.symmetric_difference(&is).cloned().collect()
+            };
             for member in members {
                 if let Some(user) = load(store, ResourceKind::User, &member)? {
                     due.extend(planner.plan(
@@ -608,7 +615,7 @@ fn sync_targets(
     Ok(due)
 }
 
-fn user_members(group: &Value) -> Vec<String> {
+fn user_members(group: &Value) -> BTreeSet<String> {
     group
         .get("members")
         .and_then(Value::as_array)

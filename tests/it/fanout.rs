@@ -440,3 +440,66 @@ async fn mapping_reload_applies_a_valid_change_and_refuses_an_invalid_one() {
         .unwrap();
     assert_eq!(newest.fields["notes"], "Managed by scim-bridge.");
 }
+
+#[tokio::test]
+async fn group_membership_grants_and_releases_a_primavera_licence() {
+    let synced = SyncedApp::spawn().await;
+    let app = &synced.app;
+    let scheduler = app.create_user(&user("scheduler")).await;
+    let bystander = app.create_user(&user("bystander")).await;
+    let uid = scheduler["id"].as_str().unwrap();
+    synced.settle(2).await;
+    let products = |name: &str| -> Value {
+        synced
+            .live_accounts(TargetKind::Primavera)
+            .into_iter()
+            .find(|a| a.fields["email"] == format!("{name}@example.com"))
+            .unwrap()
+            .fields["userProducts"]
+            .clone()
+    };
+    let holds_schedule = |products: &Value| {
+        products
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["productName"] == "SCHEDULE" && p.get("action").is_none())
+    };
+    assert!(!holds_schedule(&products("scheduler")));
+
+    let group = crate::support::group("Primavera Schedulers", &[uid]);
+    let created = app.create_group(&group).await;
+    synced.settle(2).await;
+    assert!(
+        holds_schedule(&products("scheduler")),
+        "{}",
+        products("scheduler")
+    );
+    // Only the member's deliveries changed.
+    let bystander_updates = synced
+        .live_accounts(TargetKind::Primavera)
+        .into_iter()
+        .find(|a| a.fields["email"] == "bystander@example.com")
+        .unwrap()
+        .counts
+        .updates;
+    assert_eq!(bystander_updates, 0);
+    let _ = bystander;
+
+    let leave = patch(json!([{"op": "remove", "path": format!("members[value eq \"{uid}\"]")}]));
+    json_of(
+        app.patch(
+            &format!("/Groups/{}", created["id"].as_str().unwrap()),
+            &leave,
+        )
+        .await,
+        200,
+    )
+    .await;
+    synced.settle(2).await;
+    assert!(
+        !holds_schedule(&products("scheduler")),
+        "{}",
+        products("scheduler")
+    );
+}
