@@ -43,6 +43,8 @@ pub struct Counts {
     pub creates: u32,
     pub updates: u32,
     pub deletes: u32,
+    /// Role assignments and removals (Kibo's `/roles/{roleId}` calls), changing or not.
+    pub role_calls: u32,
 }
 
 impl Counts {
@@ -51,6 +53,7 @@ impl Counts {
         creates: 1,
         updates: 0,
         deletes: 0,
+        role_calls: 0,
     };
 }
 

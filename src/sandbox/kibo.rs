@@ -1,6 +1,7 @@
 //! Emulator of Kibo Commerce admin-user accounts: OAuth client-credentials tokens, the
 //! `x-vol-tenant`/`x-vol-site` context headers, email, names and password required on
-//! create and on PUT, 409 on a duplicate email or user name, Kibo's error body.
+//! create and on PUT, 409 on a duplicate email or user name, Kibo's error body, and admin
+//! roles assigned and removed one call at a time from a small fixed catalogue.
 
 use std::time::SystemTime;
 
@@ -14,6 +15,7 @@ use super::emulator::{
     Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
 use super::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_KIBO_SITE, DEV_KIBO_TENANT};
+use crate::targets::kibo::payload::ROLES;
 use crate::targets::{Payload, TargetSchema};
 
 const NOT_FOUND: &str = "Admin user not found";
@@ -29,6 +31,11 @@ const UNIQUE: &[(&str, &str)] = &[
     ),
 ];
 const MAX_PAGE_SIZE: usize = 200;
+
+/// The tenant's roles, by id. A real tenant has more (and its own custom roles); these few
+/// are enough to grant, remove and refuse an unknown id.
+const ROLE_CATALOGUE: &[(i64, &str)] =
+    &[(1, "Admin"), (2, "Catalog Manager"), (3, "Order Manager")];
 
 pub(crate) fn flavor() -> Flavor {
     Flavor {
@@ -74,6 +81,14 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/platform/adminuser/accounts/{id}",
                 web::delete().to(delete),
+            )
+            .route(
+                "/platform/adminuser/accounts/{id}/roles/{role}",
+                web::post().to(assign_role),
+            )
+            .route(
+                "/platform/adminuser/accounts/{id}/roles/{role}",
+                web::delete().to(remove_role),
             ),
     );
 }
@@ -158,7 +173,8 @@ fn violation(schema: &TargetSchema, account: &Payload, creating: bool) -> Option
     None
 }
 
-/// The fields a body sets that Kibo keeps.
+/// The fields a body sets that Kibo keeps: roles in the body are ignored, as Kibo changes
+/// them only through the role calls.
 fn accept_account(
     state: &EmulatorState,
     req: &HttpRequest,
@@ -169,7 +185,11 @@ fn accept_account(
     let schema = &state.flavor.schema;
     match violation(schema, &account, creating) {
         Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
-        None => Ok(writable_fields(schema, &account)),
+        None => {
+            let mut kept = writable_fields(schema, &account);
+            kept.remove(ROLES);
+            Ok(kept)
+        }
     }
 }
 
@@ -193,7 +213,9 @@ fn store_new(
             "updatedOn": timestamp(now),
         }),
     );
-    account.insert("roles".to_owned(), json!([]));
+    // A seeded account may come with roles assigned by hand; a created one has none, as
+    // `accept_account` dropped any the body carried.
+    account.entry(ROLES).or_insert(json!([]));
     accounts.insert(&id, account, counts)
 }
 
@@ -314,4 +336,74 @@ async fn replace(
 async fn delete(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {
     authorize(&state, &req)?;
     state.delete_reply(&req, &id, NOT_FOUND)
+}
+
+/// Whether a role call assigns or removes.
+#[derive(Clone, Copy)]
+enum RoleCall {
+    Assign,
+    Remove,
+}
+
+async fn assign_role(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Reply {
+    role_call(&state, &req, &path, RoleCall::Assign)
+}
+
+async fn remove_role(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Reply {
+    role_call(&state, &req, &path, RoleCall::Remove)
+}
+
+/// Both calls are idempotent: assigning a held role or removing one not held succeeds and
+/// changes nothing. An unknown account is a 404, a role id outside the catalogue a 400.
+fn role_call(
+    state: &EmulatorState,
+    req: &HttpRequest,
+    path: &(String, String),
+    call: RoleCall,
+) -> Reply {
+    authorize(state, req)?;
+    let (id, role) = path;
+    let Some((role_id, role_name)) = role
+        .parse::<i64>()
+        .ok()
+        .and_then(|wanted| ROLE_CATALOGUE.iter().find(|(known, _)| *known == wanted))
+    else {
+        let message =
+            format!("Missing or invalid parameter: roleId {role} is not a role of this tenant");
+        return Err(state.refuse(StatusCode::BAD_REQUEST, &message, req));
+    };
+    let changed = state.with_accounts(|accounts| {
+        let record = accounts.get_mut(id)?;
+        let held = record.fields.entry(ROLES).or_insert(json!([]));
+        if let Value::Array(roles) = held {
+            let holds =
+                |entry: &Value| entry.get("roleId").and_then(Value::as_i64) == Some(*role_id);
+            match call {
+                RoleCall::Assign if !roles.iter().any(holds) => {
+                    roles.push(json!({"roleId": role_id, "roleName": role_name}));
+                }
+                RoleCall::Assign => {}
+                RoleCall::Remove => roles.retain(|entry| !holds(entry)),
+            }
+        }
+        record.counts.role_calls += 1;
+        Some(())
+    });
+    match (changed, call) {
+        (None, _) => Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, req)),
+        (Some(()), RoleCall::Assign) => Ok(HttpResponse::Ok().json(json!({
+            "roleId": role_id,
+            "roleName": role_name,
+            "userId": id,
+        }))),
+        (Some(()), RoleCall::Remove) => Ok(HttpResponse::NoContent().finish()),
+    }
 }

@@ -501,5 +501,51 @@ async fn group_membership_grants_and_releases_a_primavera_licence() {
         !holds_schedule(&products("scheduler")),
         "{}",
         products("scheduler")
+
+/// The role ids a Kibo emulator account holds.
+fn kibo_roles(synced: &SyncedApp) -> Vec<i64> {
+    let accounts = synced.live_accounts(TargetKind::Kibo);
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    accounts[0].fields["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|role| role["roleId"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn kibo_roles_follow_group_membership_and_spare_hand_assigned_ones() {
+    let synced = SyncedApp::spawn().await;
+    let app = &synced.app;
+    // A Kibo admin already exists, with the Admin role (1) given by hand: the bridge adopts
+    // the account, and role 1 is not named in the mapping, so it is never removed.
+    let kibo = synced.sandbox.emulator(TargetKind::Kibo);
+    kibo.insert_account(crate::support::object(json!({
+        "emailAddress": "rolf@example.com", "firstName": "Rolf", "lastName": "Hand",
+        "roles": [{"roleId": 1, "roleName": "Admin"}],
+    })));
+    let created = app.create_user(&with_password("rolf")).await;
+    let user_id = created["id"].as_str().unwrap().to_owned();
+    synced.settle(1).await;
+    assert_eq!(kibo_roles(&synced), [1]);
+
+    // Joining the catalog managers' group grants Kibo role 2.
+    let group = app
+        .create_group(&crate::support::group("Kibo Catalog Managers", &[&user_id]))
+        .await;
+    let group_path = format!("/Groups/{}", group["id"].as_str().unwrap());
+    synced.settle(1).await;
+    assert_eq!(kibo_roles(&synced), [1, 2]);
+
+    // Leaving it removes role 2 and only role 2.
+    let emptied = crate::support::group("Kibo Catalog Managers", &[]);
+    json_of(app.put(&group_path, &emptied).await, 200).await;
+    synced.settle(1).await;
+    assert_eq!(kibo_roles(&synced), [1]);
+    assert_eq!(
+        synced.live_accounts(TargetKind::Kibo)[0].counts.role_calls,
+        2,
+        "one assign, one removal"
     );
 }

@@ -120,6 +120,8 @@ fn preview_shows_the_exact_body_with_the_password_redacted() {
             "externalId": "00u1a2b3c4d5e6f7g8h9",
             "localeCode": "de-DE",
             "isActive": true,
+            // Isaiah is in neither Kibo role group: both managed roles are marked for removal.
+            "roles": [{"roleId": 2, "action": "DELETE"}, {"roleId": 3, "action": "DELETE"}],
             "password": "<redacted: the SCIM password, if the IdP sent one>"
         })
     );
@@ -253,7 +255,9 @@ async fn diff_refuses_a_missing_store_and_invalid_mappings() {
     .expect_err("no store");
     assert!(error.to_string().contains("no database at"), "{error}");
 
-    let broken = broken_copy("kibo.toml", |text| text.replace("[fields]", "[feilds]"));
+    // Both headers misspelt alike: a `[fields.roles]` left under a misspelt `[fields]` trips
+    // a different (and less clear) parse error, not the one this test is about.
+    let broken = broken_copy("kibo.toml", |text| text.replace("[fields", "[feilds"));
     let ok = commands::diff(
         Path::new("mappings"),
         broken.path(),

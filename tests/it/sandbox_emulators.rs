@@ -448,6 +448,58 @@ async fn kibo_requires_context_headers_and_full_puts() {
         (page["totalCount"].clone(), page["items"][0]["id"].clone()),
         (json!(1), json!(id))
     );
+
+    // Roles: one call each, idempotent, reflected on GET; a PUT neither sets nor clears them.
+    let role = |role: &str| format!("{account}/roles/{role}");
+    for _ in 0..2 {
+        let (status, assigned) = send(call(client.post(role("2")))).await;
+        assert_eq!(
+            (status, assigned["roleId"].clone()),
+            (StatusCode::OK, json!(2))
+        );
+    }
+    assert_eq!(send(call(client.post(role("3")))).await.0, StatusCode::OK);
+    let mut with_roles = ana.clone();
+    with_roles["roles"] = json!([{"roleId": 1}]);
+    let (_, replaced) = send(call(client.put(&account)).json(&with_roles)).await;
+    let ids = |account: &Value| -> Vec<Value> {
+        account["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|role| role["roleId"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&replaced), [json!(2), json!(3)]);
+    for _ in 0..2 {
+        assert_eq!(
+            send(call(client.delete(role("2")))).await.0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let (_, read) = send(call(client.get(&account))).await;
+    assert_eq!(ids(&read), [json!(3)]);
+    assert_eq!(read["roles"][0]["roleName"], json!("Order Manager"));
+
+    let (status, error) = send(call(client.post(role("99")))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["message"].as_str().unwrap().contains("roleId 99"),
+        "{error}"
+    );
+    let (status, error) = send(call(
+        client.post(format!("{accounts}/no-such-user/roles/2")),
+    ))
+    .await;
+    assert_eq!(
+        (status, error["errorCode"].clone()),
+        (StatusCode::NOT_FOUND, json!("ITEM_NOT_FOUND"))
+    );
+    let held = env.emulator(TargetKind::Kibo).account(&id).unwrap();
+    assert_eq!(
+        held.counts.role_calls, 5,
+        "two assigns of 2, one of 3, two removes"
+    );
 }
 
 #[tokio::test]
@@ -735,12 +787,12 @@ async fn the_control_endpoint_lists_counts_expires_tokens_and_resets() {
         vec![
             (
                 json!("ana@example.com"),
-                json!({"creates": 1, "updates": 2, "deletes": 0}),
+                json!({"creates": 1, "updates": 2, "deletes": 0, "role_calls": 0}),
                 json!(false)
             ),
             (
                 json!("bo@example.com"),
-                json!({"creates": 1, "updates": 0, "deletes": 1}),
+                json!({"creates": 1, "updates": 0, "deletes": 1, "role_calls": 0}),
                 json!(true)
             ),
         ]

@@ -392,3 +392,160 @@ async fn kibo() {
 async fn primavera() {
     run(primavera_case()).await;
 }
+
+/// The role ids the Kibo emulator holds for an account.
+fn kibo_roles(emulator: &EmulatorHandle, id: &str) -> Vec<i64> {
+    let account = emulator.account(id).unwrap();
+    role_ids(&account.fields)
+}
+
+fn role_ids(fields: &Payload) -> Vec<i64> {
+    fields["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|role| role["roleId"].as_i64().unwrap())
+        .collect()
+}
+
+/// Kibo roles: granted entries are assigned, `action: DELETE` entries removed if held, and a
+/// role the payload does not name (assigned by hand in Kibo) is left alone.
+#[tokio::test]
+async fn kibo_roles_are_assigned_and_removed_by_their_own_calls() {
+    let env = Env::start().await;
+    let emulator = env.emulator(TargetKind::Kibo).clone();
+    let target = env.target(TargetKind::Kibo, |_| {});
+    let with_roles = |who: &str, roles: Value| {
+        let mut payload = (kibo_case().user)(who);
+        payload.insert("roles".to_owned(), roles);
+        payload
+    };
+    let catalog_only = json!([{"roleId": 2}, {"roleId": 3, "action": "DELETE"}]);
+    let orders_only = json!([{"roleId": 2, "action": "DELETE"}, {"roleId": 3}]);
+    let neither = json!([{"roleId": 2, "action": "DELETE"}, {"roleId": 3, "action": "DELETE"}]);
+
+    // Create: the account body carries no roles; the role call follows, and the account
+    // returned shows it.
+    let created = target
+        .create(&with_roles("ana", catalog_only.clone()))
+        .await
+        .unwrap();
+    assert_eq!(role_ids(&created.fields), [2]);
+    assert_eq!(kibo_roles(&emulator, &created.id), [2]);
+    let held = emulator.account(&created.id).unwrap();
+    assert_eq!((held.counts.creates, held.counts.role_calls), (1, 1));
+
+    // Update: one role swapped for the other.
+    let updated = target
+        .update(&created.id, &with_roles("ana", orders_only.clone()))
+        .await
+        .unwrap();
+    assert_eq!(role_ids(&updated.fields), [3]);
+    assert_eq!(emulator.account(&created.id).unwrap().counts.role_calls, 3);
+
+    // Nothing to change: no role call and no read-back.
+    let requests = emulator.requests();
+    target
+        .update(&created.id, &with_roles("ana", orders_only.clone()))
+        .await
+        .unwrap();
+    assert_eq!(emulator.requests(), requests + 1, "only the PUT");
+    assert_eq!(emulator.account(&created.id).unwrap().counts.role_calls, 3);
+
+    // A payload without `roles` (a mapping that does not manage them) leaves them alone.
+    target
+        .update(&created.id, &(kibo_case().user)("ana"))
+        .await
+        .unwrap();
+    assert_eq!(kibo_roles(&emulator, &created.id), [3]);
+
+    // Disable: the account is deactivated and its managed roles follow the payload.
+    let disabled = target
+        .disable(&created.id, &with_roles("ana", neither.clone()))
+        .await
+        .unwrap();
+    assert_eq!(disabled.fields["isActive"], json!(false));
+    assert!(kibo_roles(&emulator, &created.id).is_empty());
+
+    // Hand-assigned roles survive: Admin (1) and Order Manager (3) were given in Kibo; the
+    // mapping manages 2 and 3, so 3 goes (the user is not an order manager) and 1 stays.
+    let mut bo = (kibo_case().user)("bo");
+    bo.insert(
+        "roles".to_owned(),
+        json!([{"roleId": 1, "roleName": "Admin"}, {"roleId": 3, "roleName": "Order Manager"}]),
+    );
+    emulator.insert_account(bo);
+    let adopted = target
+        .find(&with_roles("bo", catalog_only.clone()))
+        .await
+        .unwrap()
+        .expect("hand-made account found");
+    target
+        .update(&adopted.id, &with_roles("bo", catalog_only.clone()))
+        .await
+        .unwrap();
+    assert_eq!(kibo_roles(&emulator, &adopted.id), [1, 2]);
+
+    // 401 on the way: the shared session logs in again once and the calls go through.
+    emulator.expire_tokens();
+    let logins = emulator.logins();
+    target
+        .update(&adopted.id, &with_roles("bo", orders_only.clone()))
+        .await
+        .unwrap();
+    assert_eq!(emulator.logins(), logins + 1);
+    assert_eq!(kibo_roles(&emulator, &adopted.id), [1, 3]);
+
+    // A role Kibo does not know is rejected with Kibo's words.
+    match target
+        .update(&adopted.id, &with_roles("bo", json!([{"roleId": 99}])))
+        .await
+    {
+        Err(TargetError::Rejected { status, message }) => {
+            assert_eq!(status, 400);
+            assert!(message.contains("roleId 99"), "{message}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+
+    // A role entry the adapter cannot read is refused before anything is sent.
+    let requests = emulator.requests();
+    match target
+        .create(&with_roles("cy", json!([{"name": "Admin"}])))
+        .await
+    {
+        Err(TargetError::Rejected { status: 0, message }) => {
+            assert!(message.contains("roleId"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(emulator.requests(), requests);
+
+    // 429 and 5xx on the way are retryable, as for every other call.
+    emulator.set_faults(Faults {
+        throttle: true,
+        retry_after: Some("2".into()),
+        ..Faults::default()
+    });
+    assert_retryable(
+        target
+            .update(&adopted.id, &with_roles("bo", catalog_only.clone()))
+            .await,
+        "429",
+        Some(Duration::from_secs(2)),
+    );
+    emulator.set_faults(Faults {
+        server_error_share: 1.0,
+        ..Faults::default()
+    });
+    assert!(matches!(
+        target
+            .update(&adopted.id, &with_roles("bo", catalog_only))
+            .await,
+        Err(TargetError::Retryable { .. })
+    ));
+    emulator.set_faults(Faults::default());
+    assert_eq!(kibo_roles(&emulator, &adopted.id), [1, 3]);
+
+    env.sandbox.stop().await;
+}

@@ -76,6 +76,10 @@ impl KiboClient {
         endpoint(&self.accounts, &[id])
     }
 
+    fn role(&self, id: &str, role: i64) -> Url {
+        endpoint(&self.accounts, &[id, "roles", &role.to_string()])
+    }
+
     pub async fn by_email(&self, email: &str) -> TargetResult<Collection> {
         self.session
             .call(|client| {
@@ -108,6 +112,24 @@ impl KiboClient {
             .call(|client| client.put(self.account(id)).json(body))
             .await?
             .json()
+    }
+
+    /// `POST .../{id}/roles/{roleId}`: Kibo assigns one role per call.
+    pub async fn assign_role(&self, id: &str, role: i64) -> TargetResult<()> {
+        let url = self.role(id, role);
+        self.session
+            .call(|client| client.post(url.clone()))
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE .../{id}/roles/{roleId}`.
+    pub async fn remove_role(&self, id: &str, role: i64) -> TargetResult<()> {
+        let url = self.role(id, role);
+        self.session
+            .call(|client| client.delete(url.clone()))
+            .await
+            .map(drop)
     }
 
     pub async fn delete(&self, id: &str) -> TargetResult<()> {

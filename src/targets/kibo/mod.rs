@@ -1,6 +1,7 @@
 //! Kibo Commerce admin-user accounts: the adapter the fan-out worker drives for
 //! `kind = "kibo"`. Accounts are matched by email address; every PUT carries the email, the
-//! names and the password, as Kibo requires.
+//! names and the password, as Kibo requires. Roles go through their own calls after the
+//! account is written.
 
 pub mod client;
 pub mod config;
@@ -45,6 +46,34 @@ impl KiboTarget {
     }
 }
 
+impl KiboTarget {
+    /// Assigns the wanted roles the account lacks and removes the released ones it holds,
+    /// starting from the roles the create or PUT answer reports. A failed call fails the
+    /// delivery; the retry writes the account again and picks up where this stopped, since
+    /// every call is idempotent and the plan is made afresh from what Kibo reports.
+    async fn bring_roles(
+        &self,
+        account: RemoteAccount,
+        goal: Option<payload::RoleGoal>,
+    ) -> TargetResult<RemoteAccount> {
+        let Some(goal) = goal else {
+            return Ok(account);
+        };
+        let changes = payload::role_changes(&goal, &payload::held_roles(&account.fields));
+        if changes.is_empty() {
+            return Ok(account);
+        }
+        for role in &changes.assign {
+            self.client.assign_role(&account.id, *role).await?;
+        }
+        for role in &changes.remove {
+            self.client.remove_role(&account.id, *role).await?;
+        }
+        // Read back so the account the ledger records shows the roles Kibo now holds.
+        RemoteAccount::from_object(self.client.get(&account.id).await?, "id")
+    }
+}
+
 #[async_trait::async_trait]
 impl Target for KiboTarget {
     fn name(&self) -> &str {
@@ -72,16 +101,18 @@ impl Target for KiboTarget {
     }
 
     async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
-        let account = self.client.create(&self.schema.writable(payload)).await?;
-        RemoteAccount::from_object(account, "id")
+        // Read before anything is sent, so a mapping mistake in the roles creates nothing.
+        let goal = payload::role_goal(payload)?;
+        let body = payload::account_body(&self.schema, payload);
+        let account = RemoteAccount::from_object(self.client.create(&body).await?, "id")?;
+        self.bring_roles(account, goal).await
     }
 
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
-        let account = self
-            .client
-            .replace(id, &self.schema.writable(payload))
-            .await?;
-        RemoteAccount::from_object(account, "id")
+        let goal = payload::role_goal(payload)?;
+        let body = payload::account_body(&self.schema, payload);
+        let account = RemoteAccount::from_object(self.client.replace(id, &body).await?, "id")?;
+        self.bring_roles(account, goal).await
     }
 
     async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {

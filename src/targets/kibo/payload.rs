@@ -1,12 +1,22 @@
-//! Kibo admin-user accounts as a mapping sees them: the field schema and the shaping a
-//! payload gets before it is sent.
+//! Kibo admin-user accounts as a mapping sees them: the field schema, the shaping a payload
+//! gets before it is sent, and the role changes that bring an account to the mapping's roles.
 
 use serde_json::Value;
 
-use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetSchema};
+use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetError, TargetSchema};
 
 /// Unique per tenant, so it is the natural key.
 pub const EMAIL: &str = "emailAddress";
+
+/// The account's admin roles: entries `{ "roleId": 2 }`, as Kibo reports them on GET.
+pub const ROLES: &str = "roles";
+
+/// The key of a role entry that names the role.
+const ROLE_ID: &str = "roleId";
+
+/// Marks a role entry the user does not (or no longer) qualify for: the mapping's `revoke`,
+/// the same marker Primavera takes for licences, so one spelling serves every mapping file.
+const REVOKE: (&str, &str) = ("action", "DELETE");
 
 pub fn schema() -> TargetSchema {
     let field = FieldSpec::optional;
@@ -39,8 +49,9 @@ pub fn schema() -> TargetSchema {
             field("isActive", FieldKind::Boolean),
             read_only("id", FieldKind::String),
             read_only("systemData", FieldKind::Object),
-            // Roles have their own endpoints; the account body does not set them.
-            read_only("roles", FieldKind::ObjectArray),
+            // Set through Kibo's own role calls after the account is written, never in the
+            // account body (see `account_body`).
+            field(ROLES, FieldKind::ObjectArray),
         ],
         natural_key: &[EMAIL],
     }
@@ -51,6 +62,103 @@ pub fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "isActive", Value::Bool(false))
 }
 
+/// The body of an account POST or PUT: what Kibo assigns is left out, and so are the roles,
+/// which Kibo takes only through `/accounts/{id}/roles/{roleId}`.
+pub fn account_body(schema: &TargetSchema, payload: &Payload) -> Payload {
+    let mut body = schema.writable(payload);
+    body.remove(ROLES);
+    body
+}
+
+/// The roles a payload asks for: those to hold, and those the mapping manages but the user
+/// does not qualify for. A role in neither list is nobody's business here: a role assigned by
+/// hand in Kibo for another purpose stays.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RoleGoal {
+    pub hold: Vec<i64>,
+    pub release: Vec<i64>,
+}
+
+/// The calls that bring an account to a `RoleGoal`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RoleChanges {
+    pub assign: Vec<i64>,
+    pub remove: Vec<i64>,
+}
+
+impl RoleChanges {
+    pub fn is_empty(&self) -> bool {
+        self.assign.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The payload's roles; `None` when the mapping sets no `roles` field, in which case the
+/// account's roles are left alone. An entry without an integer `roleId` is a mapping mistake
+/// and refuses the payload before anything is sent.
+pub fn role_goal(payload: &Payload) -> Result<Option<RoleGoal>, TargetError> {
+    let Some(roles) = payload.get(ROLES) else {
+        return Ok(None);
+    };
+    let Value::Array(entries) = roles else {
+        return Err(TargetError::unusable(
+            "`roles` must be a list of role entries",
+        ));
+    };
+    let mut goal = RoleGoal::default();
+    for entry in entries {
+        let id = entry.get(ROLE_ID).and_then(Value::as_i64).ok_or_else(|| {
+            TargetError::unusable(format!(
+                "role entry {entry} has no integer `{ROLE_ID}` (write entry = {{ {ROLE_ID} = 2 }})"
+            ))
+        })?;
+        let (key, marker) = REVOKE;
+        let list = match entry.get(key) {
+            None => &mut goal.hold,
+            Some(Value::String(text)) if text == marker => &mut goal.release,
+            Some(other) => {
+                return Err(TargetError::unusable(format!(
+                    "role entry {entry}: `{key}` is {other}, but only \"{marker}\" is understood"
+                )))
+            }
+        };
+        if !list.contains(&id) {
+            list.push(id);
+        }
+    }
+    // A role both granted and released (two grants naming it) is held: a grant wins.
+    goal.release.retain(|id| !goal.hold.contains(id));
+    Ok(Some(goal))
+}
+
+/// The role ids an account holds, from Kibo's `roles[].roleId`.
+pub fn held_roles(account: &Payload) -> Vec<i64> {
+    account
+        .get(ROLES)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|role| role.get(ROLE_ID).and_then(Value::as_i64))
+        .collect()
+}
+
+/// Assign what is wanted and missing; remove what is held but released.
+pub fn role_changes(goal: &RoleGoal, held: &[i64]) -> RoleChanges {
+    RoleChanges {
+        assign: goal
+            .hold
+            .iter()
+            .copied()
+            .filter(|id| !held.contains(id))
+            .collect(),
+        remove: goal
+            .release
+            .iter()
+            .copied()
+            .filter(|id| held.contains(id))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -59,10 +167,11 @@ mod tests {
     use crate::targets::object;
 
     #[test]
-    fn writes_leave_out_what_kibo_assigns() {
+    fn writes_leave_out_what_kibo_assigns_and_the_roles() {
         let payload = object(json!({"emailAddress": "a@example.com", "id": "abc",
-                             "systemData": {"isLocked": false}, "roles": [], "isActive": true}));
-        let body = schema().writable(&payload);
+                             "systemData": {"isLocked": false}, "roles": [{"roleId": 2}],
+                             "isActive": true}));
+        let body = account_body(&schema(), &payload);
         assert_eq!(
             Value::Object(body),
             json!({"emailAddress": "a@example.com", "isActive": true})
@@ -73,5 +182,58 @@ mod tests {
     fn disabling_deactivates() {
         let payload = object(json!({"emailAddress": "a@example.com", "isActive": true}));
         assert_eq!(disabled(&payload)["isActive"], json!(false));
+    }
+
+    #[test]
+    fn goal_splits_held_and_released_roles() {
+        let payload = object(json!({"roles": [
+            {"roleId": 2}, {"roleId": 3, "action": "DELETE"}, {"roleId": 2},
+            {"roleId": 4, "action": "DELETE"}, {"roleId": 4},
+        ]}));
+        assert_eq!(
+            role_goal(&payload),
+            Ok(Some(RoleGoal {
+                hold: vec![2, 4],
+                release: vec![3],
+            }))
+        );
+        assert_eq!(role_goal(&object(json!({}))), Ok(None));
+    }
+
+    #[test]
+    fn goal_refuses_entries_it_cannot_read() {
+        for roles in [
+            json!([{"roleId": "2"}]),
+            json!([{"name": "Admin"}]),
+            json!([{"roleId": 2, "action": "REMOVE"}]),
+            json!({"roleId": 2}),
+        ] {
+            let payload = object(json!({ "roles": roles }));
+            assert!(
+                matches!(
+                    role_goal(&payload),
+                    Err(TargetError::Rejected { status: 0, .. })
+                ),
+                "{roles}"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_touch_only_managed_roles() {
+        let goal = RoleGoal {
+            hold: vec![2, 3],
+            release: vec![5, 6],
+        };
+        // 1 was assigned by hand and is not in the mapping: it stays.
+        let held = [1, 3, 5];
+        assert_eq!(
+            role_changes(&goal, &held),
+            RoleChanges {
+                assign: vec![2],
+                remove: vec![5],
+            }
+        );
+        assert!(role_changes(&goal, &[2, 3, 1]).is_empty());
     }
 }
