@@ -501,6 +501,8 @@ async fn group_membership_grants_and_releases_a_primavera_licence() {
         !holds_schedule(&products("scheduler")),
         "{}",
         products("scheduler")
+    );
+}
 
 /// The role ids a Kibo emulator account holds.
 fn kibo_roles(synced: &SyncedApp) -> Vec<i64> {
