@@ -123,7 +123,14 @@ impl Planner {
                         }),
                         _ => None,
                     };
-                    let secret_id = match (&fresh, needs_always) {
+                    // An update that arrives before the first delivery still has to carry
+                    // the password the create needs (given or generated earlier), or the
+                    // create goes out without one and is refused.
+                    let awaits_first_password = fresh.is_none()
+                        && needs_on_create
+                        && event == Event::Upsert
+                        && never_delivered(store, user_id, target)?;
+                    let secret_id = match (&fresh, needs_always || awaits_first_password) {
                         (Some(id), _) => Some(id.clone()),
                         (None, true) => store.secret(user_id)?.map(|s| s.secret_id),
                         (None, false) => None,
