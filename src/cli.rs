@@ -113,7 +113,7 @@ pub struct BenchArgs {
     /// Measure a running SCIM endpoint instead, e.g. http://127.0.0.1:8080/scim/v2.
     #[arg(long)]
     pub url: Option<String>,
-    /// Bearer token for --url.
+    /// Bearer token for --url; an empty one sends no Authorization header.
     #[arg(long)]
     pub token: Option<String>,
     /// Pause every target first, to measure the accept path alone.
@@ -125,6 +125,13 @@ pub struct BenchArgs {
     /// Skip the PATCH phase.
     #[arg(long)]
     pub skip_patch: bool,
+    /// The longest a phase (or the wait for deliveries) may take; requests not started by
+    /// then are not sent and are reported.
+    #[arg(long, default_value_t = 300)]
+    pub phase_limit_secs: u64,
+    /// Deliveries in flight per target in the bridge the bench starts.
+    #[arg(long, default_value_t = 64)]
+    pub target_concurrency: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -256,6 +263,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 pause_deliveries: args.pause_deliveries,
                 seed: args.seed,
                 skip_patch: args.skip_patch,
+                phase_limit: std::time::Duration::from_secs(args.phase_limit_secs),
+                target_concurrency: args.target_concurrency,
             })
             .await?;
             if args.json {

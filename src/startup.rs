@@ -72,7 +72,12 @@ impl Application {
         .with_context(|| format!("database {}", settings.database.path.display()))?;
 
         let sandbox = if settings.sandbox.start {
-            let sandbox = sandbox::start(SandboxConfig::default(), clock.clone())
+            let sandbox_config = if settings.sandbox.vendor_rate_limits {
+                SandboxConfig::default()
+            } else {
+                SandboxConfig::default().without_rate_limits()
+            };
+            let sandbox = sandbox::start(sandbox_config, clock.clone())
                 .await
                 .context(
                     "cannot start the sandbox emulators on ports 18441-18444 (is `scim-bridge \

@@ -1,6 +1,6 @@
 //! `scim-bridge bench`: a load generator that measures the bridge the way an operator would,
 //! over loopback: SCIM creates, patches and lookups at a given concurrency, then the time
-//! until every target holds every user. Every phase is bounded in count.
+//! until every target holds every user. Every phase is bounded in count and in time.
 
 mod stats;
 
@@ -14,13 +14,20 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::config::{Overrides, Settings};
 use crate::ledger::{Db, DbOptions, Lookup, ResourceKind, ResourceRow};
 pub use stats::PhaseReport;
 
 const BENCH_TOKEN: &str = "bench-token";
 const ADMIN_TOKEN: &str = "scim-bridge-admin-dev-token";
-/// The longest the bench waits for deliveries to complete before reporting what it saw.
-const DELIVERY_DEADLINE: Duration = Duration::from_secs(600);
+/// The per-target request rate the bench's own bridge is allowed: high enough that the
+/// bridge, not a vendor's quota, sets the pace.
+const UNPACED_RATE: &str = "100000";
+/// One request that takes longer than this counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Users per seeding transaction: large enough to amortise the commit, small enough to keep
+/// the writer's memory flat.
+const SEED_BATCH: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -29,12 +36,35 @@ pub struct BenchOptions {
     /// A running SCIM endpoint (`http://host:port/scim/v2`); without it the bench starts a
     /// bridge of its own with a temporary database.
     pub url: Option<String>,
+    /// Bearer token for `url`; `Some("")` sends no `Authorization` header.
     pub token: Option<String>,
     /// Pause every target first: measures how fast changes are taken in while targets lag.
     pub pause_deliveries: bool,
     /// Users written straight into the database before the bridge starts (lookup at scale).
     pub seed: usize,
     pub skip_patch: bool,
+    /// The longest one phase (or the wait for deliveries) may take; requests not started by
+    /// then are not sent, and the report says how many.
+    pub phase_limit: Duration,
+    /// Deliveries in flight per target in the bridge the bench starts.
+    pub target_concurrency: usize,
+}
+
+/// What one target received while the bench ran (own bridge only).
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    /// Ledger rows in the delivered state at the end.
+    pub delivered: u64,
+    /// Ledger rows the target refused or that were dead-lettered: a run with any is not a
+    /// clean measurement.
+    pub failed: u64,
+    /// HTTP requests the target's emulator received during the run (logins, look-ups,
+    /// creates and updates), counted by the emulator itself.
+    pub requests: u64,
+    pub requests_per_second: f64,
+    /// Accounts the emulator holds at the end.
+    pub accounts: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,11 +72,16 @@ pub struct BenchReport {
     pub users: usize,
     pub concurrency: usize,
     pub seeded_users: usize,
+    pub seed_seconds: Option<f64>,
+    /// One-minute load average of the machine when the bench started and ended: other work
+    /// on the machine skews every figure.
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
     pub phases: Vec<PhaseReport>,
     /// Seconds from the first create until every target held every user (own bridge only).
     pub delivery_seconds: Option<f64>,
     pub users_delivered_per_second: Option<f64>,
-    pub deliveries_per_target: Vec<(String, u64)>,
+    pub targets: Vec<TargetReport>,
     pub peak_rss_mib: Option<f64>,
     pub database_mib: Option<f64>,
 }
@@ -54,9 +89,16 @@ pub struct BenchReport {
 impl BenchReport {
     pub fn text(&self) -> String {
         let mut out = format!(
-            "users {}  concurrency {}  seeded {}\n",
+            "users {}  concurrency {}  seeded {}",
             self.users, self.concurrency, self.seeded_users
         );
+        if let Some(seconds) = self.seed_seconds {
+            out.push_str(&format!(" (in {seconds:.1} s)"));
+        }
+        if let (Some(before), Some(after)) = (self.load_before, self.load_after) {
+            out.push_str(&format!("  load {before:.2} -> {after:.2}"));
+        }
+        out.push('\n');
         for phase in &self.phases {
             out.push_str(&phase.line());
             out.push('\n');
@@ -68,13 +110,15 @@ impl BenchReport {
                 "all targets delivered      {seconds:.2} s ({rate:.0} users/s fully delivered)\n"
             ));
         }
-        for (target, delivered) in &self.deliveries_per_target {
-            let rate = self
-                .delivery_seconds
-                .map(|s| *delivered as f64 / s)
-                .unwrap_or(0.0);
+        for target in &self.targets {
             out.push_str(&format!(
-                "  {target:<12} {delivered:>8} delivered  {rate:>8.0}/s\n"
+                "  {:<12} {:>8} delivered {:>4} failed {:>8} accounts {:>9} requests {:>8.0} req/s\n",
+                target.target,
+                target.delivered,
+                target.failed,
+                target.accounts,
+                target.requests,
+                target.requests_per_second
             ));
         }
         if let Some(rss) = self.peak_rss_mib {
@@ -87,11 +131,18 @@ impl BenchReport {
     }
 }
 
+/// A target of the bridge the bench starts, and where its emulator's control endpoint is.
+struct TargetSite {
+    name: String,
+    origin: String,
+}
+
 /// The bridge under test, started as a child process so its memory is its own.
 struct Bridge {
     child: Child,
     base: String,
     dir: tempfile::TempDir,
+    targets: Vec<TargetSite>,
 }
 
 impl Drop for Bridge {
@@ -102,49 +153,89 @@ impl Drop for Bridge {
 }
 
 impl Bridge {
-    async fn start(seed: usize) -> anyhow::Result<Bridge> {
+    async fn start(options: &BenchOptions) -> anyhow::Result<(Bridge, Option<f64>)> {
         let dir = tempfile::tempdir()?;
         let db_path = dir.path().join("bench.db");
-        if seed > 0 {
-            seed_users(&db_path, seed).await?;
-        }
+        let seed_seconds = if options.seed > 0 {
+            let began = Instant::now();
+            seed_users(&db_path, options.seed).await?;
+            Some(began.elapsed().as_secs_f64())
+        } else {
+            None
+        };
+        // The child runs the embedded default config: its targets are the sandbox's.
+        let settings = Settings::load(None, &Overrides::default())?;
+        let targets = settings
+            .target_names()
+            .into_iter()
+            .filter_map(|name| {
+                let base = reqwest::Url::parse(&settings.targets.get(&name)?.base_url).ok()?;
+                Some(TargetSite {
+                    origin: base.origin().ascii_serialization(),
+                    name,
+                })
+            })
+            .collect::<Vec<_>>();
         let port = free_port()?;
-        let exe = std::env::current_exe()?;
-        let child = Command::new(exe)
+        let log = std::fs::File::create(dir.path().join("bridge.log"))?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--db")
             .arg(&db_path)
             .env("SCIM_BRIDGE_TOKEN", BENCH_TOKEN)
             .env("SCIM_BRIDGE__SCIM__REQUESTS_PER_SECOND", "1000000")
+            .env("SCIM_BRIDGE__SANDBOX__VENDOR_RATE_LIMITS", "false")
             .env(
                 "SCIM_BRIDGE__FANOUT__KEY_FILE",
                 dir.path().join("secret.key"),
             )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start the bridge")?;
-        let bridge = Bridge {
+            .stderr(log);
+        for target in &targets {
+            let key = format!("SCIM_BRIDGE__TARGETS__{}", target.name.to_ascii_uppercase());
+            command
+                .env(format!("{key}__RATE_LIMIT_PER_SECOND"), UNPACED_RATE)
+                .env(
+                    format!("{key}__CONCURRENCY"),
+                    options.target_concurrency.to_string(),
+                );
+        }
+        let child = command.spawn().context("cannot start the bridge")?;
+        let mut bridge = Bridge {
             child,
             base: format!("http://127.0.0.1:{port}"),
             dir,
+            targets,
         };
         let client = reqwest::Client::new();
         for _ in 0..200 {
+            if let Ok(Some(status)) = bridge.child.try_wait() {
+                anyhow::bail!("the bridge exited ({status}):\n{}", bridge.log_tail());
+            }
             if client
                 .get(format!("{}/healthz", bridge.base))
                 .send()
                 .await
                 .is_ok()
             {
-                return Ok(bridge);
+                return Ok((bridge, seed_seconds));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        anyhow::bail!("the bridge did not become healthy")
+        anyhow::bail!("the bridge did not become healthy:\n{}", bridge.log_tail())
     }
 
+    /// The end of the child's log, to explain a failed start.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("bridge.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The high-water mark of the child's resident memory. It includes the in-process
+    /// sandbox emulators and the accounts they hold.
     fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -167,15 +258,24 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Writes `count` users straight into a fresh database, in large transactions.
+/// The one-minute load average, where the machine tells it.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Writes `count` users straight into a fresh database, many to a transaction.
 pub async fn seed_users(path: &Path, count: usize) -> anyhow::Result<()> {
     let db = Db::open(&DbOptions {
         path: PathBuf::from(path),
         readers: 1,
     })?;
-    const BATCH: usize = 10_000;
-    for start in (0..count).step_by(BATCH) {
-        let end = (start + BATCH).min(count);
+    for start in (0..count).step_by(SEED_BATCH) {
+        let end = (start + SEED_BATCH).min(count);
         db.write(move |store| {
             for n in start..end {
                 let name = format!("seed{n:07}@example.com");
@@ -221,11 +321,13 @@ fn bench_user(n: usize) -> Value {
     })
 }
 
-/// Runs `count` requests at `concurrency`, returning latencies of successes and an error count.
+/// Runs up to `count` requests at `concurrency`, none started after `limit`; returns the
+/// report and each started request's answer.
 async fn phase<F, Fut>(
     name: &str,
     count: usize,
     concurrency: usize,
+    limit: Duration,
     request: F,
 ) -> (PhaseReport, Vec<Option<Value>>)
 where
@@ -233,7 +335,9 @@ where
     Fut: std::future::Future<Output = Result<Value, String>>,
 {
     let started = Instant::now();
+    let deadline = started + limit;
     let results: Vec<(Duration, Result<Value, String>)> = stream::iter(0..count)
+        .take_while(|_| futures_util::future::ready(Instant::now() < deadline))
         .map(|n| {
             let fut = request(n);
             async move {
@@ -246,9 +350,13 @@ where
         .collect()
         .await;
     let elapsed = started.elapsed();
-    let mut latencies = Vec::with_capacity(count);
+    let not_sent = count - results.len();
+    if not_sent > 0 {
+        eprintln!("{name}: {not_sent} requests not sent: the phase reached its {limit:?} limit");
+    }
+    let mut latencies = Vec::with_capacity(results.len());
     let mut errors = 0;
-    let mut values = Vec::with_capacity(count);
+    let mut values = Vec::with_capacity(results.len());
     for (latency, result) in results {
         match result {
             Ok(value) => {
@@ -264,7 +372,8 @@ where
             }
         }
     }
-    (PhaseReport::new(name, latencies, errors, elapsed), values)
+    let report = PhaseReport::new(name, latencies, errors, not_sent, elapsed);
+    (report, values)
 }
 
 async fn send(request: reqwest::RequestBuilder, expect: u16) -> Result<Value, String> {
@@ -283,10 +392,23 @@ async fn send(request: reqwest::RequestBuilder, expect: u16) -> Result<Value, St
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
+/// Adds the bearer token, unless the endpoint takes none.
+fn authorized(request: reqwest::RequestBuilder, token: &str) -> reqwest::RequestBuilder {
+    if token.is_empty() {
+        request
+    } else {
+        request.bearer_auth(token)
+    }
+}
+
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
-    let bridge = match &options.url {
-        Some(_) => None,
-        None => Some(Bridge::start(options.seed).await?),
+    let load_before = load_average();
+    let (bridge, seed_seconds) = match &options.url {
+        Some(_) => (None, None),
+        None => {
+            let (bridge, seconds) = Bridge::start(&options).await?;
+            (Some(bridge), seconds)
+        }
     };
     let scim = match (&options.url, &bridge) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
@@ -299,37 +421,36 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         .unwrap_or_else(|| BENCH_TOKEN.to_owned());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)
+        .timeout(REQUEST_TIMEOUT)
         .build()?;
     let admin = bridge.as_ref().map(|b| format!("{}/admin", b.base));
-    let targets = match &admin {
-        Some(admin) => target_names(&client, admin).await?,
-        None => Vec::new(),
-    };
-    if options.pause_deliveries {
-        for target in &targets {
-            if let Some(admin) = &admin {
-                send(
-                    client
-                        .post(format!("{admin}/targets/{target}/pause"))
-                        .bearer_auth(ADMIN_TOKEN),
-                    200,
-                )
-                .await
-                .map_err(anyhow::Error::msg)?;
-            }
+    if let (Some(admin), Some(bridge), true) = (&admin, &bridge, options.pause_deliveries) {
+        for target in &bridge.targets {
+            send(
+                client
+                    .post(format!("{admin}/targets/{}/pause", target.name))
+                    .bearer_auth(ADMIN_TOKEN),
+                200,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
         }
     }
+    let requests_before = match &bridge {
+        Some(bridge) => emulator_stats(&client, &bridge.targets).await?,
+        None => Vec::new(),
+    };
 
     let users = options.users;
     let concurrency = options.concurrency;
+    let limit = options.phase_limit;
     let started = Instant::now();
-    let (create, created) = phase("create (POST /Users)", users, concurrency, |n| {
+    let (create, created) = phase("create (POST /Users)", users, concurrency, limit, |n| {
         let request = client
             .post(format!("{scim}/Users"))
-            .bearer_auth(&token)
             .header("Content-Type", "application/scim+json")
             .body(bench_user(n).to_string());
-        send(request, 201)
+        send(authorized(request, &token), 201)
     })
     .await;
     let ids: Arc<Vec<Option<String>>> = Arc::new(
@@ -341,7 +462,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let mut phases = vec![create];
 
     if !options.skip_patch {
-        let (patch, _) = phase("update (PATCH /Users/id)", users, concurrency, |n| {
+        let (patch, _) = phase("update (PATCH /Users/id)", ids.len(), concurrency, limit, |n| {
             let ids = Arc::clone(&ids);
             let client = client.clone();
             let scim = scim.clone();
@@ -354,21 +475,19 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
                     "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                     "Operations": [{"op": "replace", "path": "displayName", "value": format!("Patched {n}")}]
                 });
-                send(
-                    client
-                        .patch(format!("{scim}/Users/{id}"))
-                        .bearer_auth(&token)
-                        .header("Content-Type", "application/scim+json")
-                        .body(body.to_string()),
-                    200,
-                )
-                .await
+                let request = client
+                    .patch(format!("{scim}/Users/{id}"))
+                    .header("Content-Type", "application/scim+json")
+                    .body(body.to_string());
+                send(authorized(request, &token), 200).await
             }
         })
         .await;
         phases.push(patch);
     }
 
+    // With seeded users, look those up (the point of seeding); otherwise the ones created.
+    let lookups = if options.seed > 0 { users } else { ids.len() };
     let lookup_name = |n: usize| {
         if options.seed > 0 {
             format!("seed{:07}@example.com", (n * 7919) % options.seed)
@@ -376,16 +495,19 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             format!("bench{n:07}@example.com")
         }
     };
-    let (lookup, found) = phase("lookup (filter userName)", users, concurrency, |n| {
-        let filter = format!("userName eq \"{}\"", lookup_name(n));
-        send(
-            client
+    let (lookup, found) = phase(
+        "lookup (filter userName)",
+        lookups,
+        concurrency,
+        limit,
+        |n| {
+            let filter = format!("userName eq \"{}\"", lookup_name(n));
+            let request = client
                 .get(format!("{scim}/Users"))
-                .query(&[("filter", filter.as_str())])
-                .bearer_auth(&token),
-            200,
-        )
-    })
+                .query(&[("filter", filter.as_str())]);
+            send(authorized(request, &token), 200)
+        },
+    )
     .await;
     let misses = found
         .iter()
@@ -398,28 +520,86 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         users,
         concurrency,
         seeded_users: options.seed,
+        seed_seconds,
+        load_before,
+        load_after: None,
         phases,
         delivery_seconds: None,
         users_delivered_per_second: None,
-        deliveries_per_target: Vec::new(),
+        targets: Vec::new(),
         peak_rss_mib: None,
         database_mib: None,
     };
     if let (Some(bridge), Some(admin)) = (&bridge, &admin) {
-        if !options.pause_deliveries && !targets.is_empty() {
-            let delivered = wait_for_deliveries(&client, admin, users as u64).await?;
+        let created = ids.iter().flatten().count() as u64;
+        let delivered = if options.pause_deliveries || bridge.targets.is_empty() {
+            ledger_delivered(&client, admin).await?
+        } else {
+            let delivered = wait_for_deliveries(&client, admin, created, limit).await?;
             let seconds = started.elapsed().as_secs_f64();
             report.delivery_seconds = Some(seconds);
-            report.users_delivered_per_second = Some(users as f64 / seconds);
-            report.deliveries_per_target = delivered;
-        }
+            report.users_delivered_per_second = Some(created as f64 / seconds);
+            delivered
+        };
+        let requests_after = emulator_stats(&client, &bridge.targets).await?;
+        let seconds = report.delivery_seconds.unwrap_or(0.0);
+        report.targets = bridge
+            .targets
+            .iter()
+            .zip(requests_before.iter().zip(&requests_after))
+            .map(|(target, (before, after))| {
+                let requests = after.requests.saturating_sub(before.requests);
+                let (delivered, failed) = delivered
+                    .iter()
+                    .find(|counts| counts.target == target.name)
+                    .map_or((0, 0), |counts| (counts.delivered, counts.failed));
+                TargetReport {
+                    target: target.name.clone(),
+                    delivered,
+                    failed,
+                    requests,
+                    requests_per_second: if seconds > 0.0 {
+                        requests as f64 / seconds
+                    } else {
+                        0.0
+                    },
+                    accounts: after.accounts,
+                }
+            })
+            .collect();
         report.peak_rss_mib = bridge.peak_rss_mib();
         report.database_mib = Some(bridge.database_mib());
     }
+    report.load_after = load_average();
     Ok(report)
 }
 
-async fn target_names(client: &reqwest::Client, admin: &str) -> anyhow::Result<Vec<String>> {
+/// An emulator's own totals, from its control endpoint.
+struct EmulatorStats {
+    requests: u64,
+    accounts: u64,
+}
+
+async fn emulator_stats(
+    client: &reqwest::Client,
+    targets: &[TargetSite],
+) -> anyhow::Result<Vec<EmulatorStats>> {
+    let mut all = Vec::with_capacity(targets.len());
+    for target in targets {
+        let body = send(client.get(format!("{}/_sandbox/stats", target.origin)), 200)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("the {} emulator's statistics", target.name))?;
+        all.push(EmulatorStats {
+            requests: body["requests"].as_u64().unwrap_or(0),
+            accounts: body["accounts"].as_u64().unwrap_or(0),
+        });
+    }
+    Ok(all)
+}
+
+/// Every target's ledger counts, from the admin API.
+async fn ledger_lag(client: &reqwest::Client, admin: &str) -> anyhow::Result<Vec<Value>> {
     let body = send(
         client
             .get(format!("{admin}/targets"))
@@ -428,34 +608,43 @@ async fn target_names(client: &reqwest::Client, admin: &str) -> anyhow::Result<V
     )
     .await
     .map_err(anyhow::Error::msg)?;
-    Ok(body["targets"]
-        .as_array()
-        .map(|targets| {
-            targets
-                .iter()
-                .filter_map(|t| t["target"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(body["targets"].as_array().cloned().unwrap_or_default())
 }
 
-/// Polls the admin API until no target has anything pending; returns deliveries per target.
+/// How one target's ledger rows ended.
+struct Settled {
+    target: String,
+    delivered: u64,
+    failed: u64,
+}
+
+fn delivered_counts(targets: &[Value]) -> Vec<Settled> {
+    let count = |t: &Value, key: &str| t[key].as_u64().unwrap_or(0);
+    targets
+        .iter()
+        .map(|t| Settled {
+            target: t["target"].as_str().unwrap_or_default().to_owned(),
+            delivered: count(t, "delivered"),
+            failed: count(t, "rejected") + count(t, "dead"),
+        })
+        .collect()
+}
+
+async fn ledger_delivered(client: &reqwest::Client, admin: &str) -> anyhow::Result<Vec<Settled>> {
+    Ok(delivered_counts(&ledger_lag(client, admin).await?))
+}
+
+/// Polls the admin API until no target has anything pending and each has settled every
+/// created user; returns deliveries per target.
 async fn wait_for_deliveries(
     client: &reqwest::Client,
     admin: &str,
     users: u64,
-) -> anyhow::Result<Vec<(String, u64)>> {
-    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    limit: Duration,
+) -> anyhow::Result<Vec<Settled>> {
+    let deadline = Instant::now() + limit;
     loop {
-        let body = send(
-            client
-                .get(format!("{admin}/targets"))
-                .bearer_auth(ADMIN_TOKEN),
-            200,
-        )
-        .await
-        .map_err(anyhow::Error::msg)?;
-        let targets = body["targets"].as_array().cloned().unwrap_or_default();
+        let targets = ledger_lag(client, admin).await?;
         let outstanding: u64 = targets
             .iter()
             .map(|t| t["pending"].as_u64().unwrap_or(0) + t["retrying"].as_u64().unwrap_or(0))
@@ -467,20 +656,12 @@ async fn wait_for_deliveries(
                 >= users
         });
         if outstanding == 0 && all_there {
-            return Ok(targets
-                .iter()
-                .map(|t| {
-                    (
-                        t["target"].as_str().unwrap_or_default().to_owned(),
-                        t["delivered"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect());
+            return Ok(delivered_counts(&targets));
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "deliveries did not complete within {DELIVERY_DEADLINE:?}"
+            "deliveries did not complete within {limit:?}: {outstanding} still outstanding"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -10,6 +10,8 @@ pub struct PhaseReport {
     pub name: String,
     pub requests: usize,
     pub errors: usize,
+    /// Requests never started because the phase reached its time limit.
+    pub not_sent: usize,
     pub seconds: f64,
     pub per_second: f64,
     pub p50_ms: f64,
@@ -22,6 +24,7 @@ impl PhaseReport {
         name: &str,
         mut latencies: Vec<Duration>,
         errors: usize,
+        not_sent: usize,
         elapsed: Duration,
     ) -> PhaseReport {
         latencies.sort_unstable();
@@ -38,6 +41,7 @@ impl PhaseReport {
             name: name.to_owned(),
             requests,
             errors,
+            not_sent,
             seconds,
             per_second: if seconds > 0.0 {
                 requests as f64 / seconds
@@ -51,7 +55,7 @@ impl PhaseReport {
     }
 
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{:<26} {:>8} req {:>6} err {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms",
             self.name,
             self.requests,
@@ -60,7 +64,11 @@ impl PhaseReport {
             self.p50_ms,
             self.p99_ms,
             self.max_ms
-        )
+        );
+        if self.not_sent > 0 {
+            line.push_str(&format!("  ({} not sent: time limit)", self.not_sent));
+        }
+        line
     }
 }
 
@@ -71,7 +79,7 @@ mod tests {
     #[test]
     fn quantiles_of_a_known_distribution() {
         let latencies: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        let report = PhaseReport::new("x", latencies, 2, Duration::from_secs(2));
+        let report = PhaseReport::new("x", latencies, 2, 0, Duration::from_secs(2));
         assert_eq!(report.requests, 100);
         assert_eq!(report.per_second, 50.0);
         assert_eq!(report.p50_ms, 51.0);

@@ -59,12 +59,24 @@ pub struct Settings {
 }
 
 /// The built-in emulators of the four target APIs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSettings {
     /// `serve` starts the emulators in-process on their default ports (18441 to 18444),
     /// where the embedded default's targets point. `serve --no-sandbox` overrides it.
     pub start: bool,
+    /// The emulators enforce the per-second limits their vendors document (Primavera's 55).
+    /// `scim-bridge bench` turns this off to measure the bridge rather than a vendor's quota.
+    pub vendor_rate_limits: bool,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            start: false,
+            vendor_rate_limits: true,
+        }
+    }
 }
 
 /// Who may call the operator's API under `/admin` (its own tokens, never the SCIM ones).

@@ -589,6 +589,20 @@ async fn list_accounts(state: web::Data<EmulatorState>) -> HttpResponse {
     HttpResponse::Ok().json(state.snapshot())
 }
 
+/// Totals for load tests, which cannot afford to list every account: API requests
+/// received, logins, and live accounts.
+async fn stats(state: web::Data<EmulatorState>) -> HttpResponse {
+    let (requests, logins, accounts) = {
+        let inner = state.inner();
+        (inner.requests, inner.logins, inner.accounts.live().count())
+    };
+    HttpResponse::Ok().json(serde_json::json!({
+        "requests": requests,
+        "logins": logins,
+        "accounts": accounts,
+    }))
+}
+
 async fn get_faults(state: web::Data<EmulatorState>) -> HttpResponse {
     HttpResponse::Ok().json(state.faults())
 }
@@ -613,6 +627,7 @@ fn control(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/_sandbox")
             .route("/accounts", web::get().to(list_accounts))
+            .route("/stats", web::get().to(stats))
             .route("/faults", web::get().to(get_faults))
             .route("/faults", web::put().to(put_faults))
             .route("/expire-tokens", web::post().to(expire_tokens))

@@ -89,6 +89,14 @@ impl Default for SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// The same emulators with no per-second limit, for load tests of the bridge itself.
+    pub fn without_rate_limits(mut self) -> Self {
+        for emulator in self.emulators_mut() {
+            emulator.rate_limit_per_second = None;
+        }
+        self
+    }
+
     /// The defaults on free ports, for tests running side by side.
     pub fn ephemeral() -> Self {
         let mut cfg = Self::default();

@@ -329,6 +329,38 @@ async fn throttling_is_retried_and_primaveras_limit_is_never_exceeded() {
 }
 
 #[tokio::test]
+async fn an_update_before_the_first_delivery_keeps_the_password_the_create_needs() {
+    // Appgate cannot create an account without a password: the bridge generates one when
+    // the identity provider sends none. A PATCH that lands before that create went out must
+    // not drop it.
+    let synced = SyncedApp::spawn().await;
+    let pause = synced
+        .admin(Method::POST, "/targets/appgate/pause")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pause.status(), 200);
+    let created = synced.app.create_user(&user("early")).await;
+    let path = format!("/Users/{}", created["id"].as_str().unwrap());
+    let rename = patch(json!([{"op": "replace", "path": "displayName", "value": "Renamed"}]));
+    json_of(synced.app.patch(&path, &rename).await, 200).await;
+    let resume = synced
+        .admin(Method::POST, "/targets/appgate/resume")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resume.status(), 200);
+    let lag = synced.settle(1).await;
+    assert!(
+        lag.iter()
+            .all(|t| t["delivered"] == 1 && t["rejected"] == 0),
+        "{lag:?}"
+    );
+    let appgate = synced.live_accounts(TargetKind::Appgate);
+    assert!(appgate[0].secrets_set.contains(&"password".to_owned()));
+}
+
+#[tokio::test]
 async fn pause_holds_deliveries_and_resume_releases_them() {
     let synced = SyncedApp::spawn().await;
     let pause = synced
