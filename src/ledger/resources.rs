@@ -239,7 +239,8 @@ impl<'c> Store<'c> {
             row.last_modified,
             serde_json::to_string(&row.body)?,
         ])?;
-        self.write_emails(kind, &row.id, lookup)
+        // A new resource has no email rows to replace.
+        self.insert_emails(kind, &row.id, lookup)
     }
 
     /// Replaces a stored resource; false when it does not exist.
@@ -285,6 +286,18 @@ impl<'c> Store<'c> {
                 "DELETE FROM user_emails WHERE user_seq = (SELECT seq FROM users WHERE id = ?1)",
             )?
             .execute([id])?;
+        self.insert_emails(kind, id, lookup)
+    }
+
+    fn insert_emails(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        lookup: &Lookup,
+    ) -> Result<(), LedgerError> {
+        if kind != ResourceKind::User {
+            return Ok(());
+        }
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO user_emails (user_seq, email_key) \
              SELECT seq, ?2 FROM users WHERE id = ?1",

@@ -13,6 +13,7 @@ use super::emulator::{
     bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
     Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
+use super::index::Key;
 use super::{DEV_PASSWORD, DEV_USERNAME};
 use crate::targets::{Payload, TargetSchema};
 
@@ -25,6 +26,20 @@ const JSON_ERROR: &str = "JSON error. Check the JSON format.";
 const NOT_FOUND: &str = "The requested resource can not be found.";
 /// A second user with the same name is a conflict.
 const UNIQUE: &[(&str, &str)] = &[("name", "A Local User with the same name already exists.")];
+/// The fields `query` is looked for in, without regard to case.
+const SEARCHED: &[Key] = &[
+    Key::lower("name"),
+    Key::lower("firstName"),
+    Key::lower("lastName"),
+    Key::lower("email"),
+];
+const INDEXED: &[Key] = &[
+    Key::ascii("name"),
+    Key::lower("name"),
+    Key::lower("firstName"),
+    Key::lower("lastName"),
+    Key::lower("email"),
+];
 
 pub(crate) fn flavor() -> Flavor {
     Flavor {
@@ -33,6 +48,7 @@ pub(crate) fn flavor() -> Flavor {
         error_body,
         seed,
         routes,
+        indexed: INDEXED,
     }
 }
 
@@ -208,18 +224,8 @@ async fn search(
     let needle = params.query.to_lowercase();
     let mut matches: Vec<Payload> = state.with_accounts(|accounts| {
         accounts
-            .live()
-            .filter(|record| {
-                ["name", "firstName", "lastName", "email"]
-                    .iter()
-                    .any(|field| {
-                        record
-                            .fields
-                            .get(*field)
-                            .and_then(Value::as_str)
-                            .is_some_and(|text| text.to_lowercase().contains(&needle))
-                    })
-            })
+            .search(SEARCHED, &needle)
+            .into_iter()
             .map(|record| record.fields.clone())
             .collect()
     });

@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::faults::{inject, Faults};
+use super::index::{Index, Key};
 use super::EmulatorConfig;
 use crate::clock::SharedClock;
 use crate::targets::{FieldKind, FieldSpec, Payload, TargetSchema};
@@ -35,6 +36,8 @@ pub(crate) struct Flavor {
     /// defaults a create would give it; returns its id.
     pub seed: fn(&mut Accounts, Payload, SystemTime) -> String,
     pub routes: fn(&mut web::ServiceConfig),
+    /// The fields the vendor looks accounts up by (its unique fields among them).
+    pub indexed: &'static [Key],
 }
 
 /// How many writes the API accepted for one account.
@@ -94,19 +97,26 @@ pub(crate) struct Accounts {
     sequence: u64,
     /// The fields no read returns.
     write_only: Vec<&'static str>,
+    /// Live accounts by id, and by the flavor's indexed fields: positions in `records`,
+    /// which only ever grows (deleted accounts stay listed).
+    by_id: HashMap<String, usize>,
+    index: Index,
 }
 
 impl Accounts {
-    fn new(schema: &TargetSchema) -> Self {
+    fn new(flavor: &Flavor) -> Self {
         Self {
             records: Vec::new(),
             sequence: 0,
-            write_only: schema
+            write_only: flavor
+                .schema
                 .fields
                 .iter()
                 .filter(|spec| spec.write_only)
                 .map(|spec| spec.name)
                 .collect(),
+            by_id: HashMap::new(),
+            index: Index::new(flavor.indexed),
         }
     }
 
@@ -121,13 +131,55 @@ impl Accounts {
     }
 
     pub fn get(&self, id: &str) -> Option<&Record> {
-        self.live().find(|record| record.id == id)
+        self.by_id.get(id).map(|position| &self.records[*position])
     }
 
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
-        self.records
-            .iter_mut()
-            .find(|record| !record.deleted && record.id == id)
+    /// The live accounts whose `key` equals `text` (as the key compares), in creation order.
+    pub fn find(&self, key: Key, text: &str) -> Vec<&Record> {
+        match self.index.equal(key, text) {
+            Some(positions) => positions.iter().map(|p| &self.records[*p]).collect(),
+            None => {
+                let folded = key.fold.apply(text);
+                self.live()
+                    .filter(|record| {
+                        key.text(&record.fields)
+                            .is_some_and(|held| key.fold.apply(held) == folded)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The live accounts, in creation order, where one of `keys` (each folded by
+    /// `str::to_lowercase`) contains `needle` (already lowercased).
+    pub fn search(&self, keys: &[Key], needle: &str) -> Vec<&Record> {
+        // A value no longer than the needle contains it only by being equal to it, and
+        // equal values are what the index holds.
+        let only_equal = keys.iter().all(|key| {
+            self.index
+                .longest(*key)
+                .is_some_and(|longest| longest <= needle.len())
+        });
+        if !only_equal {
+            return self
+                .live()
+                .filter(|record| {
+                    keys.iter().any(|key| {
+                        key.text(&record.fields)
+                            .is_some_and(|text| key.fold.apply(text).contains(needle))
+                    })
+                })
+                .collect();
+        }
+        let mut positions: Vec<usize> = keys
+            .iter()
+            .filter_map(|key| self.index.equal(*key, needle))
+            .flatten()
+            .copied()
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        positions.iter().map(|p| &self.records[*p]).collect()
     }
 
     /// The message paired with the first of `unique` fields whose value in `account` a live
@@ -136,7 +188,7 @@ impl Accounts {
     pub fn clash(
         &self,
         account: &Payload,
-        unique: &[(&str, &'static str)],
+        unique: &[(&'static str, &'static str)],
         except: Option<&str>,
     ) -> Option<&'static str> {
         unique
@@ -150,15 +202,20 @@ impl Accounts {
             .map(|(_, message)| *message)
     }
 
-    fn taken(&self, field: &str, value: &str, except: Option<&str>) -> bool {
-        self.live().any(|record| {
+    fn taken(&self, field: &'static str, value: &str, except: Option<&str>) -> bool {
+        let holds = |record: &Record| {
             Some(record.id.as_str()) != except
                 && record
                     .fields
                     .get(field)
                     .and_then(Value::as_str)
                     .is_some_and(|held| held.eq_ignore_ascii_case(value))
-        })
+        };
+        // An index by the ASCII-folded value compares the way `eq_ignore_ascii_case` does.
+        match self.index.equal(Key::ascii(field), value) {
+            Some(positions) => positions.iter().any(|p| holds(&self.records[*p])),
+            None => self.live().any(holds),
+        }
     }
 
     /// The fields of a live account, as the API returns them.
@@ -187,6 +244,9 @@ impl Accounts {
     /// Stores a new account.
     pub fn insert(&mut self, id: &str, fields: Payload, counts: Counts) -> &Record {
         let (fields, secrets) = self.to_store(fields);
+        let position = self.records.len();
+        self.by_id.entry(id.to_owned()).or_insert(position);
+        self.index.add(position, &fields);
         self.records.push(Record {
             id: id.to_owned(),
             fields,
@@ -198,34 +258,39 @@ impl Accounts {
     }
 
     /// A PUT: the account's fields become `fields`, except the `kept` ones the body does not
-    /// set (what the vendor assigns), and write-only values it leaves out stay.
+    /// set (what the vendor assigns), and write-only values it leaves out stay. The caller
+    /// may go on to change the record's fields, but not the indexed ones.
     pub fn replace(
         &mut self,
         id: &str,
         fields: Payload,
-        unique: &[(&str, &'static str)],
+        unique: &[(&'static str, &'static str)],
         kept: &[&str],
     ) -> Result<&mut Record, Refused> {
         self.check_update(id, &fields, unique)?;
         let (mut fields, secrets) = self.to_store(fields);
-        let record = self.get_mut(id).ok_or(Refused::NotFound)?;
+        let position = self.position(id)?;
+        let record = &mut self.records[position];
         for name in kept {
             if let (false, Some(value)) = (fields.contains_key(*name), record.fields.get(*name)) {
                 fields.insert((*name).to_owned(), value.clone());
             }
         }
+        self.index.remove(position, &record.fields);
+        self.index.add(position, &fields);
         record.fields = fields;
         record.secrets.extend(secrets);
         record.counts.updates += 1;
         Ok(record)
     }
 
-    /// A partial update: the fields sent change, a null clears one, the rest stay.
+    /// A partial update: the fields sent change, a null clears one, the rest stay. The
+    /// caller may go on to change the record's fields, but not the indexed ones.
     pub fn merge(
         &mut self,
         id: &str,
         changes: Payload,
-        unique: &[(&str, &'static str)],
+        unique: &[(&'static str, &'static str)],
     ) -> Result<&mut Record, Refused> {
         self.check_update(id, &changes, unique)?;
         let cleared: Vec<String> = changes
@@ -234,21 +299,28 @@ impl Accounts {
             .map(|(name, _)| name.clone())
             .collect();
         let (set, secrets) = self.to_store(changes);
-        let record = self.get_mut(id).ok_or(Refused::NotFound)?;
+        let position = self.position(id)?;
+        let record = &mut self.records[position];
+        self.index.remove(position, &record.fields);
         for name in cleared {
             record.fields.remove(&name);
         }
         record.fields.extend(set);
+        self.index.add(position, &record.fields);
         record.secrets.extend(secrets);
         record.counts.updates += 1;
         Ok(record)
+    }
+
+    fn position(&self, id: &str) -> Result<usize, Refused> {
+        self.by_id.get(id).copied().ok_or(Refused::NotFound)
     }
 
     fn check_update(
         &self,
         id: &str,
         fields: &Payload,
-        unique: &[(&str, &'static str)],
+        unique: &[(&'static str, &'static str)],
     ) -> Result<(), Refused> {
         if self.get(id).is_none() {
             return Err(Refused::NotFound);
@@ -261,14 +333,14 @@ impl Accounts {
 
     /// Marks a live account deleted; false when there is none.
     pub fn delete(&mut self, id: &str) -> bool {
-        match self.get_mut(id) {
-            Some(record) => {
-                record.deleted = true;
-                record.counts.deletes += 1;
-                true
-            }
-            None => false,
-        }
+        let Some(position) = self.by_id.remove(id) else {
+            return false;
+        };
+        let record = &mut self.records[position];
+        self.index.remove(position, &record.fields);
+        record.deleted = true;
+        record.counts.deletes += 1;
+        true
     }
 
     fn snapshot(&self) -> Vec<AccountSnapshot> {
@@ -393,7 +465,7 @@ pub(crate) struct EmulatorState {
 
 impl EmulatorState {
     pub fn new(flavor: Flavor, cfg: &EmulatorConfig, clock: SharedClock) -> Self {
-        let accounts = Accounts::new(&flavor.schema);
+        let accounts = Accounts::new(&flavor);
         Self {
             clock,
             flavor,
@@ -542,7 +614,7 @@ impl EmulatorState {
     /// Back to the state at start: no accounts, tokens or counts, the configured faults.
     pub fn reset(&self) {
         let mut inner = self.inner();
-        inner.accounts = Accounts::new(&self.flavor.schema);
+        inner.accounts = Accounts::new(&self.flavor);
         inner.tokens.clear();
         inner.faults = self.configured_faults.clone();
         inner.requests = 0;

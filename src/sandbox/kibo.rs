@@ -14,11 +14,14 @@ use super::emulator::{
     bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
     Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
+use super::index::Key;
 use super::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_KIBO_SITE, DEV_KIBO_TENANT};
 use crate::targets::kibo::payload::ROLES;
 use crate::targets::{Payload, TargetSchema};
 
 const NOT_FOUND: &str = "Admin user not found";
+const EMAIL: Key = Key::ascii("emailAddress");
+const INDEXED: &[Key] = &[EMAIL, Key::ascii("userName")];
 /// A second account with the same email address or user name is a conflict.
 const UNIQUE: &[(&str, &str)] = &[
     (
@@ -44,6 +47,7 @@ pub(crate) fn flavor() -> Flavor {
         error_body,
         seed,
         routes,
+        indexed: INDEXED,
     }
 }
 
@@ -254,16 +258,12 @@ async fn list(
     }
     let page_size = params.page_size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
     let matches: Vec<Payload> = state.with_accounts(|accounts| {
-        accounts
-            .live()
-            .filter(|record| match &params.email_address {
-                Some(email) => record
-                    .fields
-                    .get("emailAddress")
-                    .and_then(Value::as_str)
-                    .is_some_and(|held| held.eq_ignore_ascii_case(email)),
-                None => true,
-            })
+        let found = match &params.email_address {
+            Some(email) => accounts.find(EMAIL, email),
+            None => accounts.live().collect(),
+        };
+        found
+            .into_iter()
             .map(|record| record.fields.clone())
             .collect()
     });

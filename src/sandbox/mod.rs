@@ -5,6 +5,7 @@
 pub mod appgate;
 mod emulator;
 pub mod faults;
+mod index;
 pub mod kibo;
 pub mod primavera;
 pub mod vikingcloud;

@@ -15,6 +15,7 @@ use super::emulator::{
     bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
     Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
+use super::index::Key;
 use super::{DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME};
 use crate::targets::primavera::payload::{schema, PRODUCTS, PRODUCT_NAMES, USER_ID};
 use crate::targets::{Payload, TargetSchema};
@@ -24,6 +25,9 @@ pub const RATE_LIMIT_PER_SECOND: u32 = 55;
 /// The `Version` header values the service understands (3 is the latest).
 const VERSIONS: std::ops::RangeInclusive<u32> = 1..=3;
 const NOT_FOUND: &str = "The user does not exist.";
+const EMAIL: Key = Key::ascii("email");
+const LDAP_GUID: Key = Key::ascii("ldapGuid");
+const INDEXED: &[Key] = &[EMAIL, LDAP_GUID];
 /// Another user with the same email or ldapGuid is a conflict.
 const UNIQUE: &[(&str, &str)] = &[
     ("email", "A user with this email already exists."),
@@ -39,6 +43,7 @@ pub(crate) fn flavor() -> Flavor {
         error_body,
         seed,
         routes,
+        indexed: INDEXED,
     }
 }
 
@@ -244,16 +249,12 @@ async fn list(state: web::Data<EmulatorState>, req: HttpRequest) -> Reply {
         },
     };
     let users: Vec<Payload> = state.with_accounts(|accounts| {
-        accounts
-            .live()
-            .filter(|record| match &email {
-                Some(email) => record
-                    .fields
-                    .get("email")
-                    .and_then(Value::as_str)
-                    .is_some_and(|held| held.eq_ignore_ascii_case(email)),
-                None => true,
-            })
+        let found = match &email {
+            Some(email) => accounts.find(EMAIL, email),
+            None => accounts.live().collect(),
+        };
+        found
+            .into_iter()
             .map(|record| record.fields.clone())
             .collect()
     });
@@ -287,8 +288,10 @@ async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
             user.get("ldapGuid").and_then(Value::as_str),
         ) {
             (Some(id), _) => id.to_string(),
+            // The index finds it without regard to case; the guid itself must match exactly.
             (None, Some(guid)) => accounts
-                .live()
+                .find(LDAP_GUID, guid)
+                .into_iter()
                 .find(|record| record.fields.get("ldapGuid").and_then(Value::as_str) == Some(guid))
                 .map(|record| record.id.clone())
                 .ok_or(Refused::NotFound)?,

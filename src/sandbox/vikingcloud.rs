@@ -13,11 +13,14 @@ use super::emulator::{
     bearer, header, json_object, kind_name, mistyped, timestamp, writable_fields, Accounts, Counts,
     EmulatorState, Flavor, Record, Refusal, Refused, Reply,
 };
+use super::index::Key;
 use super::{DEV_PASSWORD, DEV_USERNAME};
 use crate::targets::{FieldKind, Payload, TargetSchema};
 
 /// Another user with the same email address is a conflict.
 const UNIQUE_EMAIL: &[(&str, &str)] = &[("email", "Email already in use")];
+const USERNAME: Key = Key::ascii("userKey.username");
+const INDEXED: &[Key] = &[Key::ascii("email"), USERNAME];
 const NOT_FOUND: &str = "User not found";
 const MALFORMED: &str = "Malformed JSON request";
 
@@ -28,6 +31,7 @@ pub(crate) fn flavor() -> Flavor {
         error_body,
         seed,
         routes,
+        indexed: INDEXED,
     }
 }
 
@@ -151,7 +155,8 @@ fn accept_user(state: &EmulatorState, req: &HttpRequest, body: &[u8]) -> Result<
 
 fn find_id(accounts: &Accounts, authenticator: &str, username: &str) -> Option<String> {
     accounts
-        .live()
+        .find(USERNAME, username)
+        .into_iter()
         .find(|record| {
             user_key(&record.fields).is_some_and(|(held_authenticator, held_username)| {
                 held_authenticator == authenticator && held_username.eq_ignore_ascii_case(username)

@@ -20,10 +20,55 @@ pub fn render(
     base: &str,
     projection: &Projection,
 ) -> Value {
-    let mut value = resource.value.clone();
-    value["meta"]["location"] = Value::String(location(schema, base, &resource.id));
-    add_references(&mut value, base);
-    project(&value, schema, &projection.attributes, &projection.excluded)
+    let location = Value::String(location(schema, base, &resource.id));
+    if has_references(&resource.value) {
+        let mut value = resource.value.clone();
+        value["meta"]["location"] = location;
+        add_references(&mut value, base);
+        return project(&value, schema, &projection.attributes, &projection.excluded);
+    }
+    // Without references to fill, projecting the stored value and adding the location
+    // afterwards gives the same answer without copying the whole resource first: the
+    // projection judges each attribute and sub-attribute on its own, so whether it keeps
+    // `meta.location` can be asked of a value holding nothing else.
+    let mut projected = project(
+        &resource.value,
+        schema,
+        &projection.attributes,
+        &projection.excluded,
+    );
+    if keeps_location(schema, projection) {
+        match projected.get_mut("meta") {
+            Some(Value::Object(meta)) => {
+                meta.insert("location".to_owned(), location);
+            }
+            _ => {
+                if let Value::Object(members) = &mut projected {
+                    members.insert("meta".to_owned(), json!({ "location": location }));
+                }
+            }
+        }
+    }
+    projected
+}
+
+/// Whether the resource holds group members or groups, whose `$ref` depends on the URL.
+fn has_references(value: &Value) -> bool {
+    ["members", "groups"].iter().any(|attribute| {
+        value
+            .get(attribute)
+            .and_then(Value::as_array)
+            .is_some_and(|entries| !entries.is_empty())
+    })
+}
+
+fn keeps_location(schema: &ResourceSchema, projection: &Projection) -> bool {
+    let probe = json!({"meta": {"location": ""}});
+    let projected = project(&probe, schema, &projection.attributes, &projection.excluded);
+    projected
+        .get("meta")
+        .and_then(|meta| meta.get("location"))
+        .is_some()
 }
 
 /// Fills `$ref` of group members and of a user's groups, which depend on the URL the
@@ -70,7 +115,13 @@ pub fn resource(
     if status == StatusCode::CREATED {
         response.insert_header((header::LOCATION, location(schema, &base, &resource.id)));
     }
-    response.body(body.to_string())
+    response.body(to_bytes(&body))
+}
+
+/// JSON text of an answer. Writing bytes directly skips the formatter layer that
+/// `to_string` goes through; a `Value` always serialises.
+fn to_bytes(body: &Value) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_default()
 }
 
 pub fn list(
@@ -120,5 +171,69 @@ fn list_body(page: &ListPage, resources: Vec<Value>) -> HttpResponse {
 pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE))
-        .body(body.to_string())
+        .body(to_bytes(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::ResourceKind;
+    use crate::scim::projection::parse_attribute_list;
+
+    /// Rendering as it was before the shortcut: a full copy, then the projection.
+    fn copied_then_projected(
+        resource: &Resource,
+        schema: &ResourceSchema,
+        base: &str,
+        projection: &Projection,
+    ) -> Value {
+        let mut value = resource.value.clone();
+        value["meta"]["location"] = Value::String(location(schema, base, &resource.id));
+        add_references(&mut value, base);
+        project(&value, schema, &projection.attributes, &projection.excluded)
+    }
+
+    #[test]
+    fn projecting_first_answers_exactly_what_copying_first_did() {
+        let schema = ResourceSchema::user();
+        let resource = Resource {
+            kind: ResourceKind::User,
+            id: "u-1".into(),
+            version: 2,
+            value: json!({
+                "id": "u-1",
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "ana",
+                "name": {"givenName": "Ana", "familyName": "Lima"},
+                "emails": [{"value": "a@x", "type": "work", "primary": true}],
+                "meta": {"resourceType": "User", "created": "t", "lastModified": "t", "version": "W/\"2\""}
+            }),
+        };
+        let base = "http://127.0.0.1:8080/scim/v2";
+        let cases = [
+            ("", ""),
+            ("userName", ""),
+            ("meta", ""),
+            ("meta.location", ""),
+            ("meta.created", ""),
+            ("name.givenName,emails", ""),
+            ("", "meta"),
+            ("", "meta.location"),
+            ("", "userName,name"),
+        ];
+        for (attributes, excluded) in cases {
+            let projection = Projection {
+                attributes: parse_attribute_list(attributes).unwrap(),
+                excluded: parse_attribute_list(excluded).unwrap(),
+            };
+            let fast = render(&resource, &schema, base, &projection);
+            let reference = copied_then_projected(&resource, &schema, base, &projection);
+            // Compared as text, so the order of members counts too.
+            assert_eq!(
+                fast.to_string(),
+                reference.to_string(),
+                "attributes={attributes} excluded={excluded}"
+            );
+        }
+    }
 }

@@ -112,8 +112,10 @@ pub struct Sync {
 #[derive(Clone)]
 pub struct ScimService {
     db: Db,
-    users: ResourceSchema,
-    groups: ResourceSchema,
+    // Shared, not owned: every list request hands its schema to a database thread, and a
+    // deep copy per request cost more than the lookup itself.
+    users: Arc<ResourceSchema>,
+    groups: Arc<ResourceSchema>,
     clock: SharedClock,
     sync: Option<Sync>,
     metrics: Option<Arc<Metrics>>,
@@ -126,8 +128,8 @@ impl ScimService {
     pub fn new(db: Db, clock: SharedClock, sync: Option<Sync>) -> Self {
         ScimService {
             db,
-            users: ResourceSchema::user(),
-            groups: ResourceSchema::group(),
+            users: Arc::new(ResourceSchema::user()),
+            groups: Arc::new(ResourceSchema::group()),
             clock,
             sync,
             metrics: None,
@@ -146,6 +148,10 @@ impl ScimService {
     }
 
     pub fn schema(&self, kind: ResourceKind) -> &ResourceSchema {
+        self.shared_schema(kind)
+    }
+
+    fn shared_schema(&self, kind: ResourceKind) -> &Arc<ResourceSchema> {
         match kind {
             ResourceKind::User => &self.users,
             ResourceKind::Group => &self.groups,
@@ -349,7 +355,7 @@ impl ScimService {
 
     /// Searches users and groups together: the filter applies to both, users come first.
     pub async fn search_all(&self, query: ListQuery) -> Result<ListPage, ScimError> {
-        let (users, groups) = (self.users.clone(), self.groups.clone());
+        let (users, groups) = (Arc::clone(&self.users), Arc::clone(&self.groups));
         self.db
             .read(move |store| {
                 let everything = ListQuery {
@@ -375,7 +381,7 @@ impl ScimService {
     }
 
     pub async fn list(&self, kind: ResourceKind, query: ListQuery) -> Result<ListPage, ScimError> {
-        let schema = self.schema(kind).clone();
+        let schema = Arc::clone(self.shared_schema(kind));
         if let Some(filter) = &query.filter {
             filter::validate(filter, &schema)?;
         }
