@@ -134,6 +134,12 @@ impl Accounts {
         self.by_id.get(id).map(|position| &self.records[*position])
     }
 
+    /// A live account to change in place; the caller must not change its indexed fields.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
+        let position = *self.by_id.get(id)?;
+        Some(&mut self.records[position])
+    }
+
     /// The live accounts whose `key` equals `text` (as the key compares), in creation order.
     pub fn find(&self, key: Key, text: &str) -> Vec<&Record> {
         match self.index.equal(key, text) {
