@@ -18,6 +18,23 @@ pub enum UserChange {
     Deleted,
 }
 
+/// A user rendered through every mapping of one mapping set, not yet recorded. Rendering
+/// needs no database, so a new user is rendered before its write reaches the single writer
+/// thread, on the request's own thread.
+pub struct Rendered {
+    mappings: Arc<MappingSet>,
+    event: Event,
+    renders: Vec<Render>,
+}
+
+/// Whether the ledger may already hold rows for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// A user created in this very write: nothing to read back.
+    New,
+    Existing,
+}
+
 /// Holds the mappings in force (swapped whole on reload) and the password sealer.
 pub struct Planner {
     mappings: RwLock<Arc<MappingSet>>,
@@ -46,6 +63,24 @@ impl Planner {
         *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(mappings);
     }
 
+    /// Renders `user` through every mapping in force.
+    pub fn render(&self, user: &Value, change: UserChange) -> Rendered {
+        let event = match change {
+            UserChange::Deleted => Event::Deleted,
+            UserChange::Changed if user.get("active") == Some(&Value::Bool(false)) => {
+                Event::Deactivated
+            }
+            UserChange::Changed => Event::Upsert,
+        };
+        let mappings = self.mappings();
+        let renders = mappings.iter().map(|m| m.render(user, event)).collect();
+        Rendered {
+            mappings,
+            event,
+            renders,
+        }
+    }
+
     /// Records, for every target, the state it should reach for `user`. Returns the targets
     /// that now have something to deliver.
     pub fn plan(
@@ -56,22 +91,50 @@ impl Planner {
         password: Option<&SecretString>,
         now: i64,
     ) -> Result<Vec<String>, LedgerError> {
+        let rendered = self.render(user, change);
+        self.record(store, user, rendered, History::Existing, password, now)
+    }
+
+    /// `plan` for a user created in this write, rendered beforehand from `user` as it was
+    /// going to be stored. A mapping reload since then renders it again.
+    pub fn plan_new(
+        &self,
+        store: &Store<'_>,
+        user: &Value,
+        rendered: Rendered,
+        password: Option<&SecretString>,
+        now: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        let rendered = if Arc::ptr_eq(&rendered.mappings, &self.mappings()) {
+            rendered
+        } else {
+            self.render(user, UserChange::Changed)
+        };
+        self.record(store, user, rendered, History::New, password, now)
+    }
+
+    fn record(
+        &self,
+        store: &Store<'_>,
+        user: &Value,
+        rendered: Rendered,
+        history: History,
+        password: Option<&SecretString>,
+        now: i64,
+    ) -> Result<Vec<String>, LedgerError> {
         let Some(user_id) = user.get("id").and_then(Value::as_str) else {
             return Ok(Vec::new());
         };
-        let event = match change {
-            UserChange::Deleted => Event::Deleted,
-            UserChange::Changed if user.get("active") == Some(&Value::Bool(false)) => {
-                Event::Deactivated
-            }
-            UserChange::Changed => Event::Upsert,
-        };
-        let mappings = self.mappings();
+        let Rendered {
+            mappings,
+            event,
+            renders,
+        } = rendered;
         let mut sealed: Option<SealedSecret> = None;
         let mut due = Vec::new();
-        for mapping in mappings.iter() {
+        for (mapping, render) in mappings.iter().zip(renders) {
             let target = mapping.target();
-            match mapping.render(user, event) {
+            match render {
                 Render::Send {
                     operation,
                     payload,
@@ -102,7 +165,7 @@ impl Planner {
                     // through SSO or an admin reset).
                     let first_delivery = needs_on_create
                         && event == Event::Upsert
-                        && never_delivered(store, user_id, target)?;
+                        && (history == History::New || never_delivered(store, user_id, target)?);
                     let held = if password.is_none()
                         && sealed.is_none()
                         && (needs_always || first_delivery)
@@ -157,7 +220,11 @@ impl Planner {
                         hash,
                         mapping_version: mapping.version().to_owned(),
                     };
-                    if store.set_desired(&desired, now)? {
+                    let pending = match history {
+                        History::New => store.set_first_desired(&desired, now)?,
+                        History::Existing => store.set_desired(&desired, now)?,
+                    };
+                    if pending {
                         due.push(target.to_owned());
                     }
                 }

@@ -299,6 +299,23 @@ impl Store<'_> {
         } else {
             DeliveryState::Pending
         };
+        self.write_desired(desired, state, now)?;
+        Ok(state == DeliveryState::Pending)
+    }
+
+    /// `set_desired` for a user the ledger has never seen (created in this transaction):
+    /// nothing to compare with, so the state is simply pending.
+    pub fn set_first_desired(&self, desired: &Desired, now: i64) -> Result<bool, LedgerError> {
+        self.write_desired(desired, DeliveryState::Pending, now)?;
+        Ok(true)
+    }
+
+    fn write_desired(
+        &self,
+        desired: &Desired,
+        state: DeliveryState,
+        now: i64,
+    ) -> Result<(), LedgerError> {
         self.conn()
             .prepare_cached(
                 "INSERT INTO deliveries (user_id, target, operation, payload, create_only, \
@@ -324,7 +341,7 @@ impl Store<'_> {
                 desired.secret_id,
                 desired.retain_secret,
             ])?;
-        Ok(state == DeliveryState::Pending)
+        Ok(())
     }
 
     /// Records that the mapping cannot produce a valid payload for this user on this target:

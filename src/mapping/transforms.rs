@@ -646,7 +646,9 @@ fn parse_phone(text: &str, region: Option<country::Id>) -> Result<PhoneNumber, S
         };
         format!("'{text}' is not a readable phone number{why}")
     })?;
-    if number.is_valid() || is_possible(&number) {
+    // The length check first: full validation matches the number against every range
+    // pattern of its region, the most expensive step of rendering a user.
+    if is_possible(&number) || number.is_valid() {
         Ok(number)
     } else {
         Err(format!(
