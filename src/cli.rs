@@ -125,6 +125,10 @@ pub struct BenchArgs {
     /// Skip the PATCH phase.
     #[arg(long)]
     pub skip_patch: bool,
+    /// With --seed: only look the seeded users up (N lookups), so the lookup runs against
+    /// exactly the seeded count.
+    #[arg(long, requires = "seed")]
+    pub lookups_only: bool,
     /// The longest a phase (or the wait for deliveries) may take; requests not started by
     /// then are not sent and are reported.
     #[arg(long, default_value_t = 300)]
@@ -263,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 pause_deliveries: args.pause_deliveries,
                 seed: args.seed,
                 skip_patch: args.skip_patch,
+                lookups_only: args.lookups_only,
                 phase_limit: std::time::Duration::from_secs(args.phase_limit_secs),
                 target_concurrency: args.target_concurrency,
             })

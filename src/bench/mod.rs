@@ -44,6 +44,8 @@ pub struct BenchOptions {
     /// Users written straight into the database before the bridge starts (lookup at scale).
     pub seed: usize,
     pub skip_patch: bool,
+    /// Skip creates and patches: only look seeded users up.
+    pub lookups_only: bool,
     /// The longest one phase (or the wait for deliveries) may take; requests not started by
     /// then are not sent, and the report says how many.
     pub phase_limit: Duration,
@@ -410,6 +412,10 @@ fn authorized(request: reqwest::RequestBuilder, token: &str) -> reqwest::Request
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        !options.lookups_only || options.seed > 0,
+        "--lookups-only looks up seeded users: give --seed N"
+    );
     let load_before = load_average();
     let (bridge, seed_seconds) = match &options.url {
         Some(_) => (None, None),
@@ -453,7 +459,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let concurrency = options.concurrency;
     let limit = options.phase_limit;
     let started = Instant::now();
-    let (create, created) = phase("create (POST /Users)", users, concurrency, limit, |n| {
+    let creates = if options.lookups_only { 0 } else { users };
+    let (create, created) = phase("create (POST /Users)", creates, concurrency, limit, |n| {
         let request = client
             .post(format!("{scim}/Users"))
             .header("Content-Type", "application/scim+json")
@@ -467,9 +474,12 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             .map(|v| v.as_ref().and_then(|v| v["id"].as_str()).map(str::to_owned))
             .collect(),
     );
-    let mut phases = vec![create];
+    let mut phases = Vec::new();
+    if !options.lookups_only {
+        phases.push(create);
+    }
 
-    if !options.skip_patch {
+    if !options.skip_patch && !options.lookups_only {
         let (patch, _) = phase("update (PATCH /Users/id)", ids.len(), concurrency, limit, |n| {
             let ids = Arc::clone(&ids);
             let client = client.clone();
