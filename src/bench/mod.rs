@@ -505,12 +505,19 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
 
     // With seeded users, look those up (the point of seeding); otherwise the ones created.
-    let lookups = if options.seed > 0 { users } else { ids.len() };
+    // Only users whose create was answered with an id: a create that failed may or may not
+    // have been stored.
+    let stored: Vec<usize> = (0..ids.len()).filter(|n| ids[*n].is_some()).collect();
+    let lookups = if options.seed > 0 {
+        users
+    } else {
+        stored.len()
+    };
     let lookup_name = |n: usize| {
         if options.seed > 0 {
             format!("seed{:07}@example.com", (n * 7919) % options.seed)
         } else {
-            format!("bench{n:07}@example.com")
+            format!("bench{:07}@example.com", stored[n])
         }
     };
     let (lookup, found) = phase(
