@@ -259,7 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(args) => ledger(args).await,
         Command::Mappings(command) => mappings(command).await,
         Command::Bench(args) => {
-            let report = bench::run(BenchOptions {
+            let run = bench::run(BenchOptions {
                 users: args.users,
                 concurrency: args.concurrency,
                 url: args.url,
@@ -270,8 +270,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 lookups_only: args.lookups_only,
                 phase_limit: std::time::Duration::from_secs(args.phase_limit_secs),
                 target_concurrency: args.target_concurrency,
-            })
-            .await?;
+            });
+            // Interrupted, the run is dropped, and with it the bridge it started: left
+            // running, that bridge would hold the sandbox ports and fail the next bench.
+            let report = tokio::select! {
+                report = run => report?,
+                signal = interrupted() => {
+                    signal?;
+                    anyhow::bail!("interrupted; the bridge the bench started is stopped")
+                }
+            };
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -279,6 +287,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
     }
 }
 
