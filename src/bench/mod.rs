@@ -6,12 +6,13 @@ mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::stream::{self, StreamExt};
-use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::{Overrides, Settings};
@@ -332,43 +333,65 @@ fn bench_user(n: usize) -> Value {
 }
 
 /// Runs up to `count` requests at `concurrency`, none started after `limit`; returns the
-/// report and each started request's answer.
-async fn phase<F, Fut>(
+/// report and each started request's answer, in request order.
+///
+/// Each of the `concurrency` workers is a task of its own, so the requests are polled on the
+/// same runtime threads as their connections: a single polling task woke another thread for
+/// every request and doubled the load generator's CPU per request.
+async fn phase<T, F, Fut>(
     name: &str,
     count: usize,
     concurrency: usize,
     limit: Duration,
     request: F,
-) -> (PhaseReport, Vec<Option<Value>>)
+) -> (PhaseReport, Vec<Option<T>>)
 where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<Value, String>>,
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
 {
     let started = Instant::now();
     let deadline = started + limit;
-    let results: Vec<(Duration, Result<Value, String>)> = stream::iter(0..count)
-        .take_while(|_| futures_util::future::ready(Instant::now() < deadline))
-        .map(|n| {
-            let fut = request(n);
-            async move {
-                let began = Instant::now();
-                let result = fut.await;
-                (began.elapsed(), result)
-            }
+    let next = Arc::new(AtomicUsize::new(0));
+    let request = Arc::new(request);
+    let workers: Vec<_> = (0..concurrency.clamp(1, count.max(1)))
+        .map(|_| {
+            let (next, request) = (Arc::clone(&next), Arc::clone(&request));
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                // The deadline is checked before taking a number, so the requests sent are
+                // always 0..k: every number taken is sent.
+                while Instant::now() < deadline {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        break;
+                    }
+                    let began = Instant::now();
+                    let answer = request(n).await;
+                    answers.push((n, began.elapsed(), answer));
+                }
+                answers
+            })
         })
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
+        .collect();
+    let mut answers = Vec::with_capacity(count);
+    for worker in workers {
+        match worker.await {
+            Ok(part) => answers.extend(part),
+            Err(err) => eprintln!("{name}: a load worker failed: {err}"),
+        }
+    }
     let elapsed = started.elapsed();
-    let not_sent = count - results.len();
+    answers.sort_unstable_by_key(|(n, _, _)| *n);
+    let not_sent = count - answers.len();
     if not_sent > 0 {
         eprintln!("{name}: {not_sent} requests not sent: the phase reached its {limit:?} limit");
     }
-    let mut latencies = Vec::with_capacity(results.len());
+    let mut latencies = Vec::with_capacity(answers.len());
     let mut errors = 0;
-    let mut values = Vec::with_capacity(results.len());
-    for (latency, result) in results {
-        match result {
+    let mut values = Vec::with_capacity(answers.len());
+    for (_, latency, answer) in answers {
+        match answer {
             Ok(value) => {
                 latencies.push(latency);
                 values.push(Some(value));
@@ -386,7 +409,12 @@ where
     (report, values)
 }
 
-async fn send(request: reqwest::RequestBuilder, expect: u16) -> Result<Value, String> {
+/// Sends `request` and decodes only the part of the answer the caller needs (`T`); an empty
+/// body reads as JSON `null`.
+async fn send<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    expect: u16,
+) -> Result<T, String> {
     let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(|e| e.to_string())?;
@@ -396,10 +424,21 @@ async fn send(request: reqwest::RequestBuilder, expect: u16) -> Result<Value, St
             String::from_utf8_lossy(&body)
         ));
     }
-    if body.is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
+    let json: &[u8] = if body.is_empty() { b"null" } else { &body };
+    serde_json::from_slice(json).map_err(|e| e.to_string())
+}
+
+/// The one field the bench needs from a created resource.
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+/// The one field the bench needs from a list response.
+#[derive(Deserialize)]
+struct Found {
+    #[serde(rename = "totalResults")]
+    total_results: u64,
 }
 
 /// Adds the bearer token, unless the endpoint takes none.
@@ -440,7 +479,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let admin = bridge.as_ref().map(|b| format!("{}/admin", b.base));
     if let (Some(admin), Some(bridge), true) = (&admin, &bridge, options.pause_deliveries) {
         for target in &bridge.targets {
-            send(
+            send::<IgnoredAny>(
                 client
                     .post(format!("{admin}/targets/{}/pause", target.name))
                     .bearer_auth(ADMIN_TOKEN),
@@ -460,18 +499,21 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let limit = options.phase_limit;
     let started = Instant::now();
     let creates = if options.lookups_only { 0 } else { users };
-    let (create, created) = phase("create (POST /Users)", creates, concurrency, limit, |n| {
-        let request = client
-            .post(format!("{scim}/Users"))
-            .header("Content-Type", "application/scim+json")
-            .body(bench_user(n).to_string());
-        send(authorized(request, &token), 201)
+    let (create, created) = phase("create (POST /Users)", creates, concurrency, limit, {
+        let (client, scim, token) = (client.clone(), scim.clone(), token.clone());
+        move |n| {
+            let request = client
+                .post(format!("{scim}/Users"))
+                .header("Content-Type", "application/scim+json")
+                .body(bench_user(n).to_string());
+            send::<Created>(authorized(request, &token), 201)
+        }
     })
     .await;
     let ids: Arc<Vec<Option<String>>> = Arc::new(
         created
-            .iter()
-            .map(|v| v.as_ref().and_then(|v| v["id"].as_str()).map(str::to_owned))
+            .into_iter()
+            .map(|created| created.map(|c| c.id))
             .collect(),
     );
     let mut phases = Vec::new();
@@ -480,24 +522,27 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
 
     if !options.skip_patch && !options.lookups_only {
-        let (patch, _) = phase("update (PATCH /Users/id)", ids.len(), concurrency, limit, |n| {
-            let ids = Arc::clone(&ids);
-            let client = client.clone();
-            let scim = scim.clone();
-            let token = token.clone();
-            async move {
-                let Some(id) = ids.get(n).cloned().flatten() else {
-                    return Err("the create failed".to_owned());
-                };
-                let body = json!({
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations": [{"op": "replace", "path": "displayName", "value": format!("Patched {n}")}]
+        let (patch, _) = phase("update (PATCH /Users/id)", ids.len(), concurrency, limit, {
+            let (ids, client, scim, token) =
+                (Arc::clone(&ids), client.clone(), scim.clone(), token.clone());
+            move |n| {
+                let request = ids.get(n).cloned().flatten().map(|id| {
+                    let body = json!({
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                        "Operations": [{"op": "replace", "path": "displayName", "value": format!("Patched {n}")}]
+                    });
+                    let request = client
+                        .patch(format!("{scim}/Users/{id}"))
+                        .header("Content-Type", "application/scim+json")
+                        .body(body.to_string());
+                    authorized(request, &token)
                 });
-                let request = client
-                    .patch(format!("{scim}/Users/{id}"))
-                    .header("Content-Type", "application/scim+json")
-                    .body(body.to_string());
-                send(authorized(request, &token), 200).await
+                async move {
+                    match request {
+                        Some(request) => send::<IgnoredAny>(request, 200).await.map(drop),
+                        None => Err("the create failed".to_owned()),
+                    }
+                }
             }
         })
         .await;
@@ -513,30 +558,28 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     } else {
         stored.len()
     };
-    let lookup_name = |n: usize| {
-        if options.seed > 0 {
-            format!("seed{:07}@example.com", (n * 7919) % options.seed)
+    let seed = options.seed;
+    let lookup_name = move |n: usize| {
+        if seed > 0 {
+            format!("seed{:07}@example.com", (n * 7919) % seed)
         } else {
             format!("bench{:07}@example.com", stored[n])
         }
     };
-    let (lookup, found) = phase(
-        "lookup (filter userName)",
-        lookups,
-        concurrency,
-        limit,
-        |n| {
+    let (lookup, found) = phase("lookup (filter userName)", lookups, concurrency, limit, {
+        let (client, scim, token) = (client.clone(), scim.clone(), token.clone());
+        move |n| {
             let filter = format!("userName eq \"{}\"", lookup_name(n));
             let request = client
                 .get(format!("{scim}/Users"))
                 .query(&[("filter", filter.as_str())]);
-            send(authorized(request, &token), 200)
-        },
-    )
+            send::<Found>(authorized(request, &token), 200)
+        }
+    })
     .await;
     let misses = found
         .iter()
-        .filter(|v| v.as_ref().is_some_and(|v| v["totalResults"] != 1))
+        .filter(|found| found.as_ref().is_some_and(|f| f.total_results != 1))
         .count();
     anyhow::ensure!(misses == 0, "{misses} lookups did not find their user");
     phases.push(lookup);
@@ -611,7 +654,7 @@ async fn emulator_stats(
 ) -> anyhow::Result<Vec<EmulatorStats>> {
     let mut all = Vec::with_capacity(targets.len());
     for target in targets {
-        let body = send(client.get(format!("{}/_sandbox/stats", target.origin)), 200)
+        let body: Value = send(client.get(format!("{}/_sandbox/stats", target.origin)), 200)
             .await
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("the {} emulator's statistics", target.name))?;
@@ -625,7 +668,7 @@ async fn emulator_stats(
 
 /// Every target's ledger counts, from the admin API.
 async fn ledger_lag(client: &reqwest::Client, admin: &str) -> anyhow::Result<Vec<Value>> {
-    let body = send(
+    let body: Value = send(
         client
             .get(format!("{admin}/targets"))
             .bearer_auth(ADMIN_TOKEN),

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::fanout::secrets::SecretBox;
 use crate::ledger::{DeliveryOp, Desired, LedgerError, SealedSecret, Store, PASSWORD_MARK};
-use crate::mapping::{Event, MappingSet, Operation, Render};
+use crate::mapping::{Event, MappingSet, Operation, ParsedPhones, Render};
 
 /// What happened to the user in SCIM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,11 @@ impl Planner {
             UserChange::Changed => Event::Upsert,
         };
         let mappings = self.mappings();
-        let renders = mappings.iter().map(|m| m.render(user, event)).collect();
+        let mut phones = ParsedPhones::default();
+        let renders = mappings
+            .iter()
+            .map(|m| m.render_with(user, event, &mut phones))
+            .collect();
         Rendered {
             mappings,
             event,

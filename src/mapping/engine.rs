@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::mapping::spec::{FieldRule, Grants, Part, Policy, Rule, Source, Template};
-use crate::mapping::transforms::{as_bool, as_text, is_blank, quote};
+use crate::mapping::transforms::{as_bool, as_text, is_blank, quote, ParsedPhones};
 use crate::mapping::Mapping;
 use crate::scim::filter::{self, matches_value};
 use crate::scim::path::ValuePath;
@@ -69,6 +69,11 @@ pub enum Render {
 
 impl Mapping {
     pub fn render(&self, user: &Value, event: Event) -> Render {
+        self.render_with(user, event, &mut ParsedPhones::default())
+    }
+
+    /// `render`, reusing the phone numbers other mappings already parsed for this user.
+    pub fn render_with(&self, user: &Value, event: Event, phones: &mut ParsedPhones) -> Render {
         let policy = &self.spec.deprovision;
         let operation = match event {
             Event::Upsert => Operation::Upsert,
@@ -93,7 +98,7 @@ impl Mapping {
                 }
             }
         };
-        match self.payload(user, operation) {
+        match self.payload(user, operation, phones) {
             Ok((payload, password_field)) => {
                 let create_only = self
                     .spec
@@ -122,6 +127,7 @@ impl Mapping {
         &self,
         user: &Value,
         operation: Operation,
+        phones: &mut ParsedPhones,
     ) -> Result<(Payload, Option<String>), String> {
         let strict = operation == Operation::Upsert;
         let mut payload = Payload::new();
@@ -138,7 +144,7 @@ impl Mapping {
                 }
                 continue;
             }
-            match self.field_value(rule, spec, user) {
+            match self.field_value(rule, spec, user, phones) {
                 Ok(Some(value)) => {
                     payload.insert(rule.name.clone(), value);
                 }
@@ -202,12 +208,13 @@ impl Mapping {
         rule: &FieldRule,
         spec: &FieldSpec,
         user: &Value,
+        phones: &mut ParsedPhones,
     ) -> Result<Option<Value>, String> {
         if !self.applies(&rule.rule, user) {
             return Ok(None);
         }
         let values = self
-            .produce(&rule.rule, user)
+            .produce(&rule.rule, user, phones)
             .map_err(|why| format!("'{}': {why}", rule.name))?;
         let value = shape_for(spec, values).map_err(|why| format!("'{}': {why}", rule.name))?;
         if let Some(Value::String(text)) = &value {
@@ -248,16 +255,26 @@ impl Mapping {
     }
 
     /// A rule's values, or none when its condition does not hold.
-    fn values(&self, rule: &Rule, user: &Value) -> Result<Vec<Value>, String> {
+    fn values(
+        &self,
+        rule: &Rule,
+        user: &Value,
+        phones: &mut ParsedPhones,
+    ) -> Result<Vec<Value>, String> {
         if self.applies(rule, user) {
-            self.produce(rule, user)
+            self.produce(rule, user, phones)
         } else {
             Ok(Vec::new())
         }
     }
 
     /// A rule's values, its own condition already checked.
-    fn produce(&self, rule: &Rule, user: &Value) -> Result<Vec<Value>, String> {
+    fn produce(
+        &self,
+        rule: &Rule,
+        user: &Value,
+        phones: &mut ParsedPhones,
+    ) -> Result<Vec<Value>, String> {
         let mut values = match &rule.source {
             Source::Path(path) => read(user, &path.path, &self.scim),
             Source::Password(_) => Vec::new(),
@@ -267,7 +284,7 @@ impl Mapping {
             Source::FirstOf(alternatives) => {
                 let mut found = Vec::new();
                 for alternative in alternatives {
-                    found = self.values(alternative, user)?;
+                    found = self.values(alternative, user, phones)?;
                     if !found.is_empty() {
                         break;
                     }
@@ -277,7 +294,8 @@ impl Mapping {
             Source::Object(members) => {
                 let mut object = Map::new();
                 for member in members {
-                    if let Some(first) = self.values(&member.rule, user)?.into_iter().next() {
+                    if let Some(first) = self.values(&member.rule, user, phones)?.into_iter().next()
+                    {
                         object.insert(member.name.clone(), first);
                     }
                 }
@@ -291,7 +309,7 @@ impl Mapping {
         };
         values.retain(|value| !is_blank(value));
         for step in &rule.transforms {
-            values = step.step.apply(values)?;
+            values = step.step.apply(values, phones)?;
         }
         Ok(values)
     }

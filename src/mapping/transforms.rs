@@ -309,7 +309,11 @@ impl Step {
 
     /// Applies the step to a rule's values (none, one or several). Empty strings that come
     /// out count as no value, so they never reach a target that refuses them.
-    pub fn apply(&self, values: Vec<Value>) -> Result<Vec<Value>, String> {
+    pub fn apply(
+        &self,
+        values: Vec<Value>,
+        phones: &mut ParsedPhones,
+    ) -> Result<Vec<Value>, String> {
         let out = match self {
             Step::Lower => map_text(values, |s| Ok(Some(s.to_lowercase())))?,
             Step::Upper => map_text(values, |s| Ok(Some(s.to_uppercase())))?,
@@ -364,7 +368,9 @@ impl Step {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Step::Date(format) => map_text(values, |s| reformat_date(&s, format).map(Some))?,
-            Step::Phone(part, region) => map_text(values, |s| phone(&s, *part, *region))?,
+            Step::Phone(part, region) => {
+                map_text(values, |s| Ok(phone(phones.parse(&s, *region)?, *part)))?
+            }
         };
         Ok(out.into_iter().filter(|value| !is_blank(value)).collect())
     }
@@ -549,7 +555,7 @@ fn lookup(entries: &[TableEntry], value: &Value) -> Result<Option<Value>, String
 
 fn map_text(
     values: Vec<Value>,
-    f: impl Fn(String) -> Result<Option<String>, String>,
+    mut f: impl FnMut(String) -> Result<Option<String>, String>,
 ) -> Result<Vec<Value>, String> {
     let mut out = Vec::with_capacity(values.len());
     for value in values {
@@ -619,18 +625,39 @@ fn reformat_date(text: &str, format: &OwnedFormatItem) -> Result<String, String>
         .map_err(|error| format!("cannot write '{text}' in the date format: {error}"))
 }
 
-fn phone(
-    text: &str,
-    part: PhonePart,
-    region: Option<country::Id>,
-) -> Result<Option<String>, String> {
-    let number = parse_phone(text, region)?;
-    Ok(match part {
+/// The phone numbers already parsed while rendering one user, for every mapping. The shipped
+/// mappings read the same number up to seven times (in E.164 for three targets, in three
+/// parts for VikingCloud), and parsing one is the most expensive step of a render.
+#[derive(Default)]
+pub struct ParsedPhones {
+    parsed: Vec<(String, Option<country::Id>, Result<PhoneNumber, String>)>,
+}
+
+impl ParsedPhones {
+    fn parse(&mut self, text: &str, region: Option<country::Id>) -> Result<&PhoneNumber, String> {
+        let at = match self
+            .parsed
+            .iter()
+            .position(|(seen, seen_region, _)| seen == text && *seen_region == region)
+        {
+            Some(at) => at,
+            None => {
+                let number = parse_phone(text, region);
+                self.parsed.push((text.to_owned(), region, number));
+                self.parsed.len() - 1
+            }
+        };
+        self.parsed[at].2.as_ref().map_err(Clone::clone)
+    }
+}
+
+fn phone(number: &PhoneNumber, part: PhonePart) -> Option<String> {
+    match part {
         PhonePart::E164 => Some(number.format().mode(Mode::E164).to_string()),
         PhonePart::CountryCode => Some(number.code().value().to_string()),
-        PhonePart::National => Some(national_digits(&number)),
+        PhonePart::National => Some(national_digits(number)),
         PhonePart::Extension => number.extension().map(|ext| ext.to_string()),
-    })
+    }
 }
 
 fn parse_phone(text: &str, region: Option<country::Id>) -> Result<PhoneNumber, String> {
@@ -721,7 +748,7 @@ mod tests {
             Value::Array(items) => items,
             single => vec![single],
         };
-        step(toml_text).apply(values)
+        step(toml_text).apply(values, &mut ParsedPhones::default())
     }
 
     #[test]
@@ -813,6 +840,39 @@ mod tests {
             let got = run(written, input.clone()).unwrap_or_else(|e| panic!("{written}: {e}"));
             assert_eq!(Value::Array(got), expected, "{written} on {input}");
         }
+    }
+
+    #[test]
+    fn steps_of_one_render_share_each_parsed_number() {
+        let mut phones = ParsedPhones::default();
+        let mut apply = |written: &str, text: &str| {
+            step(written)
+                .apply(vec![json!(text)], &mut phones)
+                .map(Value::Array)
+        };
+        assert_eq!(
+            apply("\"phone_national\"", "+1 415 555 0132 ext. 77"),
+            Ok(json!(["4155550132"]))
+        );
+        assert_eq!(
+            apply("\"phone_extension\"", "+1 415 555 0132 ext. 77"),
+            Ok(json!(["77"]))
+        );
+        // The same national digits in another region are another number.
+        assert_eq!(
+            apply("{ phone_e164 = \"DE\" }", "030 1234567"),
+            Ok(json!(["+49301234567"]))
+        );
+        assert_eq!(
+            apply("{ phone_e164 = \"FR\" }", "030 1234567"),
+            Ok(json!(["+33301234567"]))
+        );
+        // A number that cannot be read is refused as often as it is asked for.
+        for _ in 0..2 {
+            let refused = apply("\"phone_e164\"", "call me").unwrap_err();
+            assert!(refused.contains("not a readable phone number"), "{refused}");
+        }
+        assert_eq!(phones.parsed.len(), 4);
     }
 
     #[test]
@@ -962,7 +1022,8 @@ mod properties {
             region in prop::option::of(prop::sample::select(vec![country::Id::US, country::Id::DE, country::Id::JP])),
         ) {
             for part in [PhonePart::E164, PhonePart::CountryCode, PhonePart::National, PhonePart::Extension] {
-                let _ = Step::Phone(part, region).apply(vec![Value::String(text.clone())]);
+                let _ = Step::Phone(part, region)
+                    .apply(vec![Value::String(text.clone())], &mut ParsedPhones::default());
             }
         }
     }
