@@ -113,6 +113,13 @@ const MIGRATIONS: &[&str] = &[
         paused  INTEGER NOT NULL
     );
     "#,
+    // 3: the counts per target and state (admin API, CLI, /metrics) also report each
+    // target's oldest undelivered change. With `changed_at` in the index they are answered
+    // from it alone; before, every count read every ledger row, payload included.
+    r#"
+    DROP INDEX deliveries_state;
+    CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,8 +1,6 @@
 //! Rendering: one assembled SCIM user (groups included) through one target's mapping, giving
 //! the operation, payload and payload hash the fan-out delivers, or why nothing is sent.
 
-use std::fmt::Write as _;
-
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -491,42 +489,47 @@ fn integer(value: &Value) -> Option<i64> {
 
 /// Hex SHA-256 of the payload written with sorted keys and no spaces.
 pub(crate) fn payload_hash(payload: &Payload) -> String {
-    let mut canonical = String::new();
-    write_canonical(&Value::Object(payload.clone()), &mut canonical);
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+    let mut canonical = Vec::with_capacity(512);
+    write_members(payload.iter(), &mut canonical);
+    hex::encode(Sha256::digest(&canonical))
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Compact JSON with every object's keys in byte order, so equal payloads write equal bytes.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(members) => {
-            let mut keys: Vec<&String> = members.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (index, key) in keys.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                let _ = write!(out, "{}:", Value::String(key.clone()));
-                if let Some(member) = members.get(key) {
-                    write_canonical(member, out);
-                }
-            }
-            out.push('}');
-        }
+        Value::Object(members) => write_members(members.iter(), out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => {
-            let _ = write!(out, "{scalar}");
-        }
+        scalar => write_compact(scalar, out),
     }
+}
+
+fn write_members<'v>(members: impl Iterator<Item = (&'v String, &'v Value)>, out: &mut Vec<u8>) {
+    let mut members: Vec<_> = members.collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (index, (key, value)) in members.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_compact(key, out);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
+}
+
+fn write_compact(value: &(impl serde::Serialize + ?Sized), out: &mut Vec<u8>) {
+    // Writing a string or a scalar into memory cannot fail.
+    let _ = serde_json::to_writer(out, value);
 }
 
 #[cfg(test)]
@@ -716,6 +719,21 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         assert_eq!(payload_hash(&a), payload_hash(&b));
         let c = Payload::from_iter([("a".to_owned(), json!(2))]);
         assert_ne!(payload_hash(&a), payload_hash(&c));
+    }
+
+    #[test]
+    fn the_payload_hash_is_that_of_compact_json_with_sorted_keys() {
+        // Pinned: the ledger compares hashes across versions, so a change of the canonical
+        // form would send every user to every target again.
+        let payload = Payload::from_iter([
+            ("b".to_owned(), json!("é")),
+            ("a".to_owned(), json!({"d": [1, "x\"y", true], "c": null})),
+        ]);
+        // sha256 of {"a":{"c":null,"d":[1,"x\"y",true]},"b":"é"}
+        assert_eq!(
+            payload_hash(&payload),
+            "a44479f40274f3b747669b4262ef2b6f939d24197dcff64c4043121d0fdf3f01"
+        );
     }
 
     #[test]
