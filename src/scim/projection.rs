@@ -22,14 +22,16 @@ pub fn parse_attribute_list(text: &str) -> Result<Vec<AttrPath>, ScimError> {
 /// the returned=always ones: `schemas`, `id`, `meta`) are returned and `excluded` is ignored,
 /// as `attributes` replaces the default set that `excluded` trims. `password` never leaves.
 /// A path naming a whole extension by its URN selects or excludes all of it.
+///
+/// Takes the resource by value: what is kept is moved into the answer, not copied.
 pub fn project(
-    resource: &Value,
+    resource: Value,
     schema: &ResourceSchema,
     attributes: &[AttrPath],
     excluded: &[AttrPath],
 ) -> Value {
     let Value::Object(members) = resource else {
-        return resource.clone();
+        return resource;
     };
     let selection = Selection {
         schema,
@@ -38,15 +40,15 @@ pub fn project(
     };
     let mut out = Map::new();
     for (key, value) in members {
-        let projected = match schema.extension(key) {
+        let projected = match schema.extension(&key) {
             Some(ext) => selection.extension(ext, value),
-            None => match schema.top_level(key) {
+            None => match schema.top_level(&key) {
                 Some(def) => selection.attribute(None, def, value, false),
-                None => selection.unknown(key, value),
+                None => selection.unknown(&key, value),
             },
         };
         if let Some(projected) = projected {
-            out.insert(key.clone(), projected);
+            out.insert(key, projected);
         }
     }
     Value::Object(out)
@@ -107,7 +109,7 @@ impl Selection<'_> {
         })
     }
 
-    fn extension(&self, ext: &SchemaDef, value: &Value) -> Option<Value> {
+    fn extension(&self, ext: &SchemaDef, value: Value) -> Option<Value> {
         let Value::Object(members) = value else {
             return None;
         };
@@ -120,30 +122,30 @@ impl Selection<'_> {
             Self::names_extension(self.attributes, ext)
         };
         let projected: Map<String, Value> = members
-            .iter()
+            .into_iter()
             .filter_map(|(key, item)| {
-                let def = ext.attribute(key)?;
+                let def = ext.attribute(&key)?;
                 self.attribute(Some(ext), def, item, whole)
-                    .map(|v| (key.clone(), v))
+                    .map(|v| (key, v))
             })
             .collect();
         (!projected.is_empty()).then_some(Value::Object(projected))
     }
 
     /// Attributes the schema does not define are treated as returned by default.
-    fn unknown(&self, key: &str, value: &Value) -> Option<Value> {
+    fn unknown(&self, key: &str, value: Value) -> Option<Value> {
         let excluded = self
             .excluded
             .iter()
             .any(|p| p.urn.is_none() && p.sub_attr.is_none() && p.attr.eq_ignore_ascii_case(key));
-        (self.attributes.is_empty() && !excluded).then(|| value.clone())
+        (self.attributes.is_empty() && !excluded).then_some(value)
     }
 
     fn attribute(
         &self,
         extension: Option<&SchemaDef>,
         def: &AttributeDef,
-        value: &Value,
+        value: Value,
         whole_extension: bool,
     ) -> Option<Value> {
         match def.returned {
@@ -182,26 +184,25 @@ fn default_sub(sub: &AttributeDef) -> bool {
 /// The value with only the sub-attributes `keep` accepts; `None` when nothing is left.
 fn keep_subs(
     def: &AttributeDef,
-    value: &Value,
+    value: Value,
     keep: impl Fn(&AttributeDef) -> bool,
 ) -> Option<Value> {
     if def.attr_type != AttrType::Complex {
-        return Some(value.clone());
+        return Some(value);
     }
-    let trim = |item: &Value| -> Option<Value> {
+    let trim = |item: Value| -> Option<Value> {
         let Value::Object(members) = item else {
-            return Some(item.clone());
+            return Some(item);
         };
         let kept: Map<String, Value> = members
-            .iter()
+            .into_iter()
             .filter(|(key, _)| def.sub_attribute(key).is_some_and(&keep))
-            .map(|(key, v)| (key.clone(), v.clone()))
             .collect();
         (!kept.is_empty()).then_some(Value::Object(kept))
     };
     match value {
         Value::Array(items) => {
-            let kept: Vec<Value> = items.iter().filter_map(trim).collect();
+            let kept: Vec<Value> = items.into_iter().filter_map(trim).collect();
             (!kept.is_empty()).then_some(Value::Array(kept))
         }
         single => trim(single),
@@ -304,7 +305,7 @@ mod tests {
             }),
         ];
         for (attributes, excluded, expected) in cases {
-            let out = project(&user(), &schema, &list(attributes), &list(excluded));
+            let out = project(user(), &schema, &list(attributes), &list(excluded));
             assert_eq!(out, expected, "attributes={attributes} excluded={excluded}");
         }
     }
@@ -315,7 +316,12 @@ mod tests {
             "schemas": [GROUP_SCHEMA], "id": "g-1", "displayName": "Guides",
             "members": [{"value": "u1"}], "meta": {"resourceType": "Group"}
         });
-        let out = project(&group, &ResourceSchema::group(), &[], &list("members"));
+        let out = project(
+            group.clone(),
+            &ResourceSchema::group(),
+            &[],
+            &list("members"),
+        );
         assert_eq!(
             out,
             json!({"schemas": [GROUP_SCHEMA], "id": "g-1", "displayName": "Guides",
@@ -336,17 +342,17 @@ mod tests {
         }
         let resource = json!({"id": "u-1", "userName": "ana", "title": "Guide", "extra": 1});
         assert_eq!(
-            project(&resource, &schema, &[], &[]),
+            project(resource.clone(), &schema, &[], &[]),
             json!({"id": "u-1", "userName": "ana", "extra": 1})
         );
         assert_eq!(
-            project(&resource, &schema, &list("title"), &[]),
+            project(resource.clone(), &schema, &list("title"), &[]),
             json!({"id": "u-1", "title": "Guide"})
         );
         assert_eq!(
-            project(&resource, &schema, &[], &list("extra")),
+            project(resource.clone(), &schema, &[], &list("extra")),
             json!({"id": "u-1", "userName": "ana"})
         );
-        assert_eq!(project(&json!("x"), &schema, &[], &[]), json!("x"));
+        assert_eq!(project(json!("x"), &schema, &[], &[]), json!("x"));
     }
 }

@@ -15,28 +15,23 @@ pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Li
 
 /// The resource as the client sees it: with its location, and only the requested attributes.
 pub fn render(
-    resource: &Resource,
+    resource: Resource,
     schema: &ResourceSchema,
     base: &str,
     projection: &Projection,
 ) -> Value {
     let location = Value::String(location(schema, base, &resource.id));
-    if has_references(&resource.value) {
-        let mut value = resource.value.clone();
+    let mut value = resource.value;
+    if has_references(&value) {
         value["meta"]["location"] = location;
         add_references(&mut value, base);
-        return project(&value, schema, &projection.attributes, &projection.excluded);
+        return project(value, schema, &projection.attributes, &projection.excluded);
     }
-    // Without references to fill, projecting the stored value and adding the location
-    // afterwards gives the same answer without copying the whole resource first: the
-    // projection judges each attribute and sub-attribute on its own, so whether it keeps
-    // `meta.location` can be asked of a value holding nothing else.
-    let mut projected = project(
-        &resource.value,
-        schema,
-        &projection.attributes,
-        &projection.excluded,
-    );
+    // Without references to fill, projecting first and adding the location afterwards
+    // gives the same answer with less to project: the projection judges each attribute and
+    // sub-attribute on its own, so whether it keeps `meta.location` can be asked of a
+    // value holding nothing else.
+    let mut projected = project(value, schema, &projection.attributes, &projection.excluded);
     if keeps_location(schema, projection) {
         match projected.get_mut("meta") {
             Some(Value::Object(meta)) => {
@@ -64,7 +59,7 @@ fn has_references(value: &Value) -> bool {
 
 fn keeps_location(schema: &ResourceSchema, projection: &Projection) -> bool {
     let probe = json!({"meta": {"location": ""}});
-    let projected = project(&probe, schema, &projection.attributes, &projection.excluded);
+    let projected = project(probe, schema, &projection.attributes, &projection.excluded);
     projected
         .get("meta")
         .and_then(|meta| meta.get("location"))
@@ -102,12 +97,11 @@ pub fn location(schema: &ResourceSchema, base: &str, id: &str) -> String {
 pub fn resource(
     status: StatusCode,
     req: &HttpRequest,
-    resource: &Resource,
+    resource: Resource,
     schema: &ResourceSchema,
     projection: &Projection,
 ) -> HttpResponse {
     let base = base_url(req);
-    let body = render(resource, schema, &base, projection);
     let mut response = HttpResponse::build(status);
     response
         .insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE))
@@ -115,6 +109,7 @@ pub fn resource(
     if status == StatusCode::CREATED {
         response.insert_header((header::LOCATION, location(schema, &base, &resource.id)));
     }
+    let body = render(resource, schema, &base, projection);
     response.body(to_bytes(&body))
 }
 
@@ -126,42 +121,45 @@ fn to_bytes(body: &Value) -> Vec<u8> {
 
 pub fn list(
     req: &HttpRequest,
-    page: &ListPage,
+    page: ListPage,
     schema: &ResourceSchema,
     projection: &Projection,
 ) -> HttpResponse {
     let base = base_url(req);
     let resources: Vec<Value> = page
         .resources
-        .iter()
+        .into_iter()
         .map(|r| render(r, schema, &base, projection))
         .collect();
-    list_body(page, resources)
+    list_body(page.total_results, page.start_index, resources)
 }
 
 /// A list whose resources may be of several types (root `/.search`).
 pub fn list_mixed(
     req: &HttpRequest,
-    page: &ListPage,
+    page: ListPage,
     service: &ScimService,
     projection: &Projection,
 ) -> HttpResponse {
     let base = base_url(req);
     let resources: Vec<Value> = page
         .resources
-        .iter()
-        .map(|r| render(r, service.schema(r.kind), &base, projection))
+        .into_iter()
+        .map(|r| {
+            let schema = service.schema(r.kind);
+            render(r, schema, &base, projection)
+        })
         .collect();
-    list_body(page, resources)
+    list_body(page.total_results, page.start_index, resources)
 }
 
-fn list_body(page: &ListPage, resources: Vec<Value>) -> HttpResponse {
+fn list_body(total_results: u64, start_index: u64, resources: Vec<Value>) -> HttpResponse {
     json_response(
         StatusCode::OK,
         &json!({
             "schemas": [LIST_RESPONSE_SCHEMA],
-            "totalResults": page.total_results,
-            "startIndex": page.start_index,
+            "totalResults": total_results,
+            "startIndex": start_index,
             "itemsPerPage": resources.len(),
             "Resources": resources,
         }),
@@ -190,7 +188,7 @@ mod tests {
         let mut value = resource.value.clone();
         value["meta"]["location"] = Value::String(location(schema, base, &resource.id));
         add_references(&mut value, base);
-        project(&value, schema, &projection.attributes, &projection.excluded)
+        project(value, schema, &projection.attributes, &projection.excluded)
     }
 
     #[test]
@@ -226,7 +224,7 @@ mod tests {
                 attributes: parse_attribute_list(attributes).unwrap(),
                 excluded: parse_attribute_list(excluded).unwrap(),
             };
-            let fast = render(&resource, &schema, base, &projection);
+            let fast = render(resource.clone(), &schema, base, &projection);
             let reference = copied_then_projected(&resource, &schema, base, &projection);
             // Compared as text, so the order of members counts too.
             assert_eq!(

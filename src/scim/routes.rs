@@ -100,7 +100,7 @@ async fn create(state: State, kind: Kind, req: HttpRequest, body: ScimBody) -> R
     Ok(response::resource(
         StatusCode::CREATED,
         &req,
-        &created,
+        created,
         schema,
         &projection,
     ))
@@ -118,7 +118,7 @@ async fn get(state: State, kind: Kind, req: HttpRequest, id: web::Path<String>) 
     Ok(response::resource(
         StatusCode::OK,
         &req,
-        &found,
+        found,
         schema,
         &projection,
     ))
@@ -140,7 +140,7 @@ async fn replace(
     Ok(response::resource(
         StatusCode::OK,
         &req,
-        &replaced,
+        replaced,
         schema,
         &projection,
     ))
@@ -162,7 +162,7 @@ async fn patch(
     Ok(response::resource(
         StatusCode::OK,
         &req,
-        &patched,
+        patched,
         schema,
         &projection,
     ))
@@ -180,14 +180,14 @@ async fn list(state: State, kind: Kind, req: HttpRequest) -> Reply {
     let request = ListRequest::from_query(&req, &state.settings)?;
     let page = state.service.list(**kind, request.query).await?;
     let schema = state.service.schema(**kind);
-    Ok(response::list(&req, &page, schema, &request.projection))
+    Ok(response::list(&req, page, schema, &request.projection))
 }
 
 async fn search(state: State, kind: Kind, req: HttpRequest, body: ScimBody) -> Reply {
     let request = ListRequest::from_search(&body.0, &state.settings)?;
     let page = state.service.list(**kind, request.query).await?;
     let schema = state.service.schema(**kind);
-    Ok(response::list(&req, &page, schema, &request.projection))
+    Ok(response::list(&req, page, schema, &request.projection))
 }
 
 /// `POST /.search` at the root: users and groups together, users first.
@@ -196,7 +196,7 @@ async fn search_all(state: State, req: HttpRequest, body: ScimBody) -> Reply {
     let page = state.service.search_all(request.query).await?;
     Ok(response::list_mixed(
         &req,
-        &page,
+        page,
         &state.service,
         &request.projection,
     ))
