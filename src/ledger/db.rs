@@ -62,6 +62,10 @@ struct Completion {
 pub struct Db {
     jobs: mpsc::Sender<Job>,
     readers: Arc<ReaderPool>,
+    /// Held by whoever checkpoints. SQLite runs one checkpoint at a time and answers any
+    /// other with "busy" at once, without waiting: the shutdown checkpoint, racing the
+    /// background one, left the log unfolded.
+    checkpointing: Arc<Mutex<()>>,
 }
 
 struct ReaderPool {
@@ -91,15 +95,17 @@ impl Db {
         let checkpointer = Connection::open(&options.path)?;
         configure(&checkpointer)?;
         let (commits, committed) = mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
+        let checkpointing = Arc::new(Mutex::new(()));
+        let guard = Arc::clone(&checkpointing);
+        let checkpoints = std::thread::Builder::new()
             .name("ledger-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, committed))
+            .spawn(move || checkpoint_loop(checkpointer, committed, &guard))
             .map_err(|e| LedgerError::Commit(format!("cannot start the checkpoint thread: {e}")))?;
 
         let (jobs, inbox) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || write_loop(writer, inbox, commits))
+            .spawn(move || write_loop(writer, inbox, commits, checkpoints))
             .map_err(|e| LedgerError::Commit(format!("cannot start the writer thread: {e}")))?;
 
         let readers = options.readers.max(1);
@@ -110,6 +116,7 @@ impl Db {
                 idle: Mutex::new(Vec::with_capacity(readers)),
                 permits: Arc::new(Semaphore::new(readers)),
             }),
+            checkpointing,
         })
     }
 
@@ -147,10 +154,23 @@ impl Db {
     /// a connection of its own: the writer keeps its transaction machinery to itself.
     pub async fn checkpoint(&self) -> Result<(), LedgerError> {
         let path = self.readers.path.clone();
+        let checkpointing = Arc::clone(&self.checkpointing);
         tokio::task::spawn_blocking(move || {
             let conn = Connection::open(&path)?;
             configure(&conn)?;
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            let _alone = checkpointing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let (busy, log_pages): (i64, i64) =
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            if busy != 0 {
+                return Err(LedgerError::Commit(format!(
+                    "the write-ahead log could not be folded back ({log_pages} pages left): \
+                     another process is using the database"
+                )));
+            }
             Ok(())
         })
         .await
@@ -267,7 +287,12 @@ fn close_savepoint(conn: &Connection, keep: bool) -> rusqlite::Result<()> {
     control(conn, "RELEASE job")
 }
 
-fn write_loop(conn: Connection, inbox: mpsc::Receiver<Job>, commits: mpsc::SyncSender<()>) {
+fn write_loop(
+    conn: Connection,
+    inbox: mpsc::Receiver<Job>,
+    commits: mpsc::SyncSender<()>,
+    checkpoints: std::thread::JoinHandle<()>,
+) {
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -280,11 +305,22 @@ fn write_loop(conn: Connection, inbox: mpsc::Receiver<Job>, commits: mpsc::SyncS
         // Full means a checkpoint is already due: nothing to add.
         let _ = commits.try_send(());
     }
-    // Stops the checkpoint thread, so the final checkpoint below runs alone.
+    // Stops the checkpoint thread and waits for it, so the final checkpoint below runs
+    // alone: SQLite answers a second concurrent checkpoint with "busy" without waiting.
     drop(commits);
+    if checkpoints.join().is_err() {
+        tracing::warn!("the checkpoint thread panicked");
+    }
     // Every Db handle is gone: leave the WAL folded into the main file.
-    if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-        tracing::warn!(error = %err, "final WAL checkpoint failed");
+    match checkpoint(&conn, "TRUNCATE") {
+        Ok(0) => {}
+        Ok(log_pages) => {
+            tracing::warn!(
+                log_pages,
+                "the WAL could not be folded back: the database is in use"
+            )
+        }
+        Err(err) => tracing::warn!(error = %err, "final WAL checkpoint failed"),
     }
 }
 
@@ -293,16 +329,21 @@ fn write_loop(conn: Connection, inbox: mpsc::Receiver<Job>, commits: mpsc::SyncS
 /// Past `WAL_RESTART_PAGES` a RESTART follows it, which holds the writer back while it
 /// copies what was committed since the PASSIVE one and syncs the file (55-110 ms measured
 /// here), so that the next write starts the log over.
-fn checkpoint_loop(conn: Connection, committed: mpsc::Receiver<()>) {
+fn checkpoint_loop(conn: Connection, committed: mpsc::Receiver<()>, checkpointing: &Mutex<()>) {
     while committed.recv().is_ok() {
-        match checkpoint(&conn, "PASSIVE") {
-            Ok(log_pages) if log_pages >= WAL_RESTART_PAGES => {
-                if let Err(err) = checkpoint(&conn, "RESTART") {
-                    tracing::warn!(error = %err, "WAL restart failed");
+        {
+            let _alone = checkpointing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match checkpoint(&conn, "PASSIVE") {
+                Ok(log_pages) if log_pages >= WAL_RESTART_PAGES => {
+                    if let Err(err) = checkpoint(&conn, "RESTART") {
+                        tracing::warn!(error = %err, "WAL restart failed");
+                    }
                 }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "background WAL checkpoint failed"),
             }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "background WAL checkpoint failed"),
         }
         std::thread::sleep(CHECKPOINT_PAUSE);
     }
@@ -373,6 +414,40 @@ mod tests {
             last_modified: "t".into(),
             body: serde_json::Map::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_folds_the_whole_log_back_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let db = Db::open(&DbOptions {
+            path: path.clone(),
+            readers: 1,
+        })
+        .unwrap();
+        let wal = dir.path().join("c.db-wal");
+        for round in 0..20 {
+            // Each commit wakes the checkpoint thread, so its checkpoints overlap ours.
+            for n in 0..50 {
+                let id = format!("id{round}-{n}");
+                db.write(move |store| {
+                    let lookup = Lookup {
+                        name: id.clone(),
+                        ..Lookup::default()
+                    };
+                    store.insert(ResourceKind::User, &row(&id), &lookup)
+                })
+                .await
+                .unwrap();
+            }
+            db.checkpoint().await.unwrap();
+            assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "round {round}");
+        }
+        let count = db
+            .read(|store| store.count(ResourceKind::User))
+            .await
+            .unwrap();
+        assert_eq!(count, 1000);
     }
 
     #[tokio::test]
