@@ -94,4 +94,8 @@ row("lookup rate at 1M / at 10k (run by run)", [100 * l / s for s, l in zip(smal
 row("bridge peak RSS with 1,000,000 users", [r["peak_rss_mib"] for r in large], "MiB", 1)
 row("database size with 1,000,000 users", [r["database_mib"] for r in large], "MiB", 1)
 row("seeding 1,000,000 users (not part of any rate)", [r["seed_seconds"] for r in large], "s", 1)
+stolen = [r["cpu_stolen_percent"] for name in ("accept", "e2e", "lookup10k", "lookup1m")
+          for r in load(name) if r.get("cpu_stolen_percent") is not None]
+if stolen:
+    row("CPU time stolen by the hypervisor, per run", stolen, "%", 1)
 EOF

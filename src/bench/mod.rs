@@ -86,6 +86,10 @@ pub struct BenchReport {
     /// on the machine skews every figure.
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
+    /// Share of the machine's CPU time the hypervisor gave to other guests while the bench
+    /// ran (`steal` in /proc/stat). On a shared virtual machine this, more than anything in
+    /// the bridge, moves the figures from one run to the next.
+    pub cpu_stolen_percent: Option<f64>,
     pub phases: Vec<PhaseReport>,
     /// Seconds from the first create until every target held every user (own bridge only).
     pub delivery_seconds: Option<f64>,
@@ -106,6 +110,9 @@ impl BenchReport {
         }
         if let (Some(before), Some(after)) = (self.load_before, self.load_after) {
             out.push_str(&format!("  load {before:.2} -> {after:.2}"));
+        }
+        if let Some(stolen) = self.cpu_stolen_percent {
+            out.push_str(&format!("  cpu stolen {stolen:.1}%"));
         }
         out.push('\n');
         for phase in &self.phases {
@@ -265,6 +272,29 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The machine's CPU time so far, all of it and the part stolen by the hypervisor, in
+/// clock ticks, where the machine tells it.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // cpu  user nice system idle iowait irq softirq steal ...
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some((fields.iter().sum(), *fields.get(7)?))
+}
+
+fn stolen_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((total_before, stolen_before), (total_after, stolen_after)) = (before?, after?);
+    let total = total_after.checked_sub(total_before).filter(|t| *t > 0)?;
+    Some(100.0 * stolen_after.saturating_sub(stolen_before) as f64 / total as f64)
 }
 
 /// The one-minute load average, where the machine tells it.
@@ -464,6 +494,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         "--lookups-only looks up seeded users: give --seed N"
     );
     let load_before = load_average();
+    let ticks_before = cpu_ticks();
     let (bridge, seed_seconds) = match &options.url {
         Some(_) => (None, None),
         None => {
@@ -599,6 +630,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         seed_seconds,
         load_before,
         load_after: None,
+        cpu_stolen_percent: None,
         phases,
         delivery_seconds: None,
         users_delivered_per_second: None,
@@ -647,6 +679,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         report.database_mib = Some(bridge.database_mib());
     }
     report.load_after = load_average();
+    report.cpu_stolen_percent = stolen_percent(ticks_before, cpu_ticks());
     Ok(report)
 }
 
@@ -739,5 +772,17 @@ async fn wait_for_deliveries(
             "deliveries did not complete within {limit:?}: {outstanding} still outstanding"
         );
         tokio::time::sleep(LEDGER_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stolen_time_is_a_share_of_all_the_time_that_passed() {
+        assert_eq!(stolen_percent(Some((100, 10)), Some((300, 30))), Some(10.0));
+        assert_eq!(stolen_percent(Some((100, 10)), Some((100, 10))), None);
+        assert_eq!(stolen_percent(None, Some((100, 10))), None);
     }
 }
