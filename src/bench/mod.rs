@@ -420,26 +420,27 @@ where
         }
     }
     let elapsed = started.elapsed();
-    answers.sort_unstable_by_key(|(n, _, _)| *n);
     let not_sent = count - answers.len();
     if not_sent > 0 {
         eprintln!("{name}: {not_sent} requests not sent: the phase reached its {limit:?} limit");
     }
     let mut latencies = Vec::with_capacity(answers.len());
     let mut errors = 0;
-    let mut values = Vec::with_capacity(answers.len());
-    for (_, latency, answer) in answers {
+    // Placed by request number, so a caller's index always names the request it sent, even
+    // if a failed worker took some answers with it.
+    let sent = answers.iter().map(|(n, _, _)| n + 1).max().unwrap_or(0);
+    let mut values: Vec<Option<T>> = (0..sent).map(|_| None).collect();
+    for (n, latency, answer) in answers {
         match answer {
             Ok(value) => {
                 latencies.push(latency);
-                values.push(Some(value));
+                values[n] = Some(value);
             }
             Err(err) => {
                 if errors == 0 {
                     eprintln!("{name}: first error: {err}");
                 }
                 errors += 1;
-                values.push(None);
             }
         }
     }
