@@ -63,8 +63,8 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
         ),
         "   | ^^^^^^^^^^^^\n   = hint: did you mean 'emailAddress'?".to_owned(),
         format!(
-            "{kibo}:55:21: error: 'actve' is not a SCIM attribute path: the SCIM User has no \
-             attribute 'actve'\n   |\n55 | isActive = {{ from = \"actve\", transform = [{{ default \
+            "{kibo}:57:21: error: 'actve' is not a SCIM attribute path: the SCIM User has no \
+             attribute 'actve'\n   |\n57 | isActive = {{ from = \"actve\", transform = [{{ default \
              = true }}] }}\n   |                     ^^^^^^^\n   = hint: did you mean 'active'?"
         ),
     ];
