@@ -1013,6 +1013,83 @@ mod tests {
         assert!(run(&db, |s| s.secret("u1")).await.is_none());
     }
 
+    fn warning(field: &str, value: &str) -> FieldWarning {
+        FieldWarning {
+            field: field.into(),
+            value: value.into(),
+            reason: format!("'{value}' is not a readable phone number"),
+        }
+    }
+
+    #[tokio::test]
+    async fn warnings_stay_with_the_desired_state_and_are_counted_per_field() {
+        let (db, _dir) = db().await;
+        run(&db, |s| {
+            s.set_desired(&desired("h"), 1)?;
+            s.set_warnings("u1", "kibo", &[warning("phoneNumber", "call me")])?;
+            let mut other = desired("h");
+            other.user_id = "u2".into();
+            s.set_desired(&other, 1)?;
+            s.set_warnings(
+                "u2",
+                "kibo",
+                &[warning("phoneNumber", "12"), warning("localeCode", "xx")],
+            )?;
+            let mut elsewhere = other.clone();
+            elsewhere.target = "appgate".into();
+            s.set_desired(&elsewhere, 1)?;
+            s.set_warnings("u2", "appgate", &[warning("phone", "12")])
+        })
+        .await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!(row.warnings, [warning("phoneNumber", "call me")]);
+        let counts = run(&db, |s| s.omissions()).await;
+        let counted: Vec<(&str, &str, u64)> = counts
+            .iter()
+            .map(|o| (o.target.as_str(), o.field.as_str(), o.users))
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                ("appgate", "phone", 1),
+                ("kibo", "phoneNumber", 2),
+                ("kibo", "localeCode", 1)
+            ]
+        );
+        assert!(counts[1].example.contains("is not a readable phone number"));
+
+        // Fixed at the source: the warning goes; a mapping rejection leaves none behind.
+        run(&db, |s| {
+            s.set_warnings("u1", "kibo", &[])?;
+            s.set_mapping_rejection("u2", "kibo", "m1", "no email", 2)
+        })
+        .await;
+        assert!(run(&db, |s| s.delivery("u1", "kibo"))
+            .await
+            .unwrap()
+            .warnings
+            .is_empty());
+        let counts = run(&db, |s| s.omissions()).await;
+        assert_eq!(counts.len(), 1, "{counts:?}");
+        assert_eq!(counts[0].target, "appgate");
+    }
+
+    #[tokio::test]
+    async fn omission_counts_read_only_rows_with_warnings() {
+        let (db, _dir) = db().await;
+        let plan = run(&db, |s| {
+            let mut stmt = s
+                .conn()
+                .prepare(&format!("EXPLAIN QUERY PLAN {OMISSIONS}"))?;
+            let steps = stmt
+                .query_map([], |row| row.get::<_, String>(3))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(steps.join("; "))
+        })
+        .await;
+        assert!(plan.contains("INDEX deliveries_warnings"), "{plan}");
+    }
+
     #[tokio::test]
     async fn pause_switch() {
         let (db, _dir) = db().await;

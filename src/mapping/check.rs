@@ -1070,6 +1070,65 @@ mod tests {
     }
 
     #[test]
+    fn on_invalid_is_checked() {
+        let found = errors(&with_fields(
+            "lastName = { from = \"name.familyName\", on_invalid = \"omit\" }\n\
+             title = { from = \"title\", on_invalid = \"skip\" }\n\
+             firstName = { first_of = [{ from = \"name.givenName\", on_invalid = \"omit\" }, \"userName\"] }",
+        )
+        .replace("lastName = \"name.familyName\"\n", ""));
+        assert_eq!(
+            found,
+            [
+                "9:1: test cannot take a user without 'lastName', so a value that cannot be \
+                 mapped must reject the user",
+                "10:40: 'on_invalid' must be \"omit\" or \"reject\"",
+                "11:54: unknown key 'on_invalid' in a field rule",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fixed_phone_region_next_to_a_mapped_locale_is_warned_about() {
+        let fixed = with_fields(
+            "mobile = { from = \"phoneNumbers.value\", transform = [{ phone_e164 = \"US\" }] }\n\
+             userLocale = { from = \"locale\", transform = [{ table = { de_DE = \"de\" } }] }",
+        );
+        let mapping = load(&fixed).expect("a warning does not stop the mapping");
+        let warnings: Vec<String> = mapping
+            .warnings()
+            .iter()
+            .map(|w| format!("{}:{}: {}", w.at.line, w.at.column, w.message))
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                "10:54: 'phone_e164' reads every number without a +country code as a US number, \
+              but this file maps 'locale' (line 11): users elsewhere get wrong numbers or none"
+            ]
+        );
+        assert_eq!(
+            mapping.warnings()[0].hint.as_deref(),
+            Some(
+                "read each user's own region: { phone_e164 = { region = \"user\", default = \
+                 \"US\" } }"
+            )
+        );
+        // The user's own region, or no locale or address in the file: nothing to say.
+        for quiet in [
+            fixed.replace("phone_e164 = \"US\"", "phone_e164 = \"user\""),
+            with_fields(
+                "mobile = { from = \"phoneNumbers.value\", transform = [{ phone_e164 = \"US\" }] }",
+            ),
+        ] {
+            assert!(
+                load(&quiet).expect("valid").warnings().is_empty(),
+                "{quiet}"
+            );
+        }
+    }
+
+    #[test]
     fn invalid_toml_is_located() {
         let error = only_error(&with_fields("title = \"unterminated"));
         assert!(matches!(error, MappingError::Syntax { .. }));

@@ -1190,6 +1190,116 @@ mod tests {
     }
 
     #[test]
+    fn phone_regions_as_written() {
+        let cases = [
+            ("\"phone_e164\"", PhoneRegion::Unset),
+            (
+                "{ phone_e164 = \"de\" }",
+                PhoneRegion::Fixed(country::Id::DE),
+            ),
+            (
+                "{ phone_national = \"user\" }",
+                PhoneRegion::User { default: None },
+            ),
+            (
+                "{ phone_country_code = { region = \"user\", default = \"US\" } }",
+                PhoneRegion::User {
+                    default: Some(country::Id::US),
+                },
+            ),
+            (
+                "{ phone_extension = { region = \"FR\" } }",
+                PhoneRegion::Fixed(country::Id::FR),
+            ),
+        ];
+        for (written, expected) in cases {
+            match step(written) {
+                Step::Phone(_, region) => assert_eq!(region, expected, "{written}"),
+                other => panic!("{written}: {other:?}"),
+            }
+        }
+        let refused = [
+            (
+                "{ phone_e164 = { region = \"DE\", default = \"US\" } }",
+                "'default' only applies to region = \"user\"",
+            ),
+            (
+                "{ phone_e164 = { region = \"user\", default = \"XX\" } }",
+                "'XX' is not a region code",
+            ),
+            ("{ phone_e164 = { default = \"US\" } }", "needs a 'region'"),
+            (
+                "{ phone_e164 = { region = \"user\", fallback = \"US\" } }",
+                "unknown key 'fallback'",
+            ),
+            ("{ phone_e164 = 1 }", "needs a region code"),
+        ];
+        for (written, message) in refused {
+            let node: Node = toml::from_str(&format!("s = {written}")).expect("toml");
+            let NodeValue::Table(entries) = node.value else {
+                panic!("not a table")
+            };
+            let error = Step::parse(&entries[0].node).expect_err(written);
+            assert!(
+                error.message.contains(message),
+                "{written}: {}",
+                error.message
+            );
+            assert!(error.hint.is_some(), "{written}");
+        }
+    }
+
+    #[test]
+    fn the_users_region_comes_from_the_address_then_the_locale() {
+        let region = |user: Value| user_region(&user).map(|c| (c.id.as_ref().to_owned(), c.why));
+        let cases = [
+            (json!({"locale": "de_DE"}), Some("DE"), "locale is 'de_DE'"),
+            (json!({"locale": "fr-FR"}), Some("FR"), "locale is 'fr-FR'"),
+            (
+                json!({"locale": "zh-Hans-CN"}),
+                Some("CN"),
+                "locale is 'zh-Hans-CN'",
+            ),
+            (
+                json!({"preferredLanguage": "pt-br, en;q=0.8"}),
+                Some("BR"),
+                "preferredLanguage is 'pt-br, en;q=0.8'",
+            ),
+            (
+                json!({"locale": "ja", "preferredLanguage": "ja-JP"}),
+                Some("JP"),
+                "preferredLanguage is 'ja-JP'",
+            ),
+            (
+                json!({"locale": "en-US", "addresses": [{"type": "work", "country": "in"}]}),
+                Some("IN"),
+                "the work address's country is 'in'",
+            ),
+            (
+                json!({"addresses": [
+                    {"type": "work", "country": "Germany"},
+                    {"type": "home", "country": "FR", "primary": true}
+                ]}),
+                Some("FR"),
+                "the primary address's country is 'FR'",
+            ),
+            // Neither a country phone numbers are known in, nor a region in the locale.
+            (
+                json!({"addresses": [{"type": "work", "country": "Germany"}], "locale": "en"}),
+                None,
+                "",
+            ),
+            (json!({"locale": "es-419"}), None, ""),
+            (json!({"locale": "xx-ZZ"}), None, ""),
+            (json!("not a user"), None, ""),
+        ];
+        for (user, id, why) in cases {
+            let expected = id.map(|id| (id.to_owned(), why.to_owned()));
+            assert_eq!(region(user.clone()), expected, "{user}");
+        }
+    }
+
+    #[test]
     fn shapes_follow_the_chain() {
         let text = Shape::one(Kind::Text);
         assert_eq!(
