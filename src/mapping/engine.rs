@@ -200,6 +200,8 @@ impl Mapping {
             for set in &self.spec.deprovision.disable_sets {
                 payload.insert(set.field.clone(), set.value.clone());
             }
+            // A field the disable sets is sent after all, whatever the user's value was.
+            warnings.retain(|w| !payload.contains_key(&w.field));
         }
         for spec in &self.schema.fields {
             let needed = match operation {
@@ -954,6 +956,28 @@ title = { from = 'phoneNumbers[type eq "mobile"].value', transform = [{ phone_na
     }
 
     #[test]
+    fn each_number_is_parsed_once_per_user_for_all_four_mappings() {
+        let schemas = crate::mapping::commands::builtin_schemas();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let set = crate::mapping::MappingSet::load_dir(&dir, &schemas).expect("shipped");
+        let german = json!({
+            "userName": "jonas", "name": {"givenName": "Jonas", "familyName": "Müller"},
+            "emails": [{"value": "jonas@example.de", "primary": true}],
+            "locale": "de_DE",
+            "phoneNumbers": [{"value": "030 1234567", "type": "work"},
+                             {"value": "0151 23456789", "type": "mobile"}]
+        });
+        let mut phones = ParsedPhones::default();
+        for mapping in set.iter() {
+            assert!(matches!(
+                mapping.render_with(&german, Event::Upsert, &mut phones),
+                Render::Send { .. }
+            ));
+        }
+        assert_eq!(phones.len(), 2, "one parse per number, not per step");
+    }
+
+    #[test]
     fn preview_sentences_say_which_region_and_why() {
         let mapping = load(&with_fields(
             r#"mobile = { from = "phoneNumbers.value", transform = [{ phone_e164 = { region = "user", default = "US" } }] }
@@ -1167,8 +1191,14 @@ userProducts = { grants = [{ group = "Primavera Schedulers", entry = { productNa
             for mapping in mappings() {
                 for event in [Event::Upsert, Event::Deactivated, Event::Deleted] {
                     match mapping.render(&user, event) {
-                        Render::Send { payload, hash, password_field, create_only, .. } => {
+                        Render::Send { payload, hash, password_field, create_only, warnings, .. } => {
                             prop_assert_eq!(&hash, &payload_hash(&payload));
+                            // A field left out is left out, and never one the target needs.
+                            for warning in &warnings {
+                                prop_assert!(!payload.contains_key(&warning.field));
+                                let spec = mapping.schema().field(&warning.field);
+                                prop_assert!(spec.is_some_and(|s| !is_needed(s, mapping.schema().natural_key)));
+                            }
                             if let Some(field) = password_field {
                                 prop_assert!(!payload.contains_key(&field));
                             }

@@ -2,12 +2,13 @@
 //! (`lower`, `truncate`, value tables, phone numbers, ...). Parsed from a mapping file by
 //! `spec`, typed by `check` so an impossible chain is refused at load time, applied by `engine`.
 
+use std::fmt;
 use std::str::FromStr;
 
 use phonenumber::metadata::DATABASE;
 use phonenumber::{country, Mode, PhoneNumber};
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::format_description::OwnedFormatItem;
 use time::macros::format_description;
@@ -147,20 +148,20 @@ pub(crate) enum PhoneRegion {
 }
 
 impl PhoneRegion {
-    /// The region a number of `user` without a country code is read in, and why.
-    pub fn resolve(self, user: &Value) -> Option<RegionChoice> {
+    /// The region a number of `user` without a country code is read in, and why. Runs for
+    /// every phone step of every render, so the reason is kept as borrowed parts and only
+    /// written out when shown.
+    pub fn resolve(self, user: &Value) -> Option<RegionChoice<'_>> {
         match self {
             PhoneRegion::Unset => None,
             PhoneRegion::Fixed(id) => Some(RegionChoice {
                 id,
-                why: "fixed in the mapping".to_owned(),
+                why: RegionReason::Fixed,
             }),
             PhoneRegion::User { default } => user_region(user).or_else(|| {
                 default.map(|id| RegionChoice {
                     id,
-                    why: "the mapping's default; the user has no address country and no locale \
-                          with a region"
-                        .to_owned(),
+                    why: RegionReason::Default,
                 })
             }),
         }
@@ -180,26 +181,58 @@ impl PhoneRegion {
     }
 }
 
-/// The region chosen for a user's numbers and why, in words for the preview.
+/// The region chosen for a user's numbers and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RegionChoice {
+pub(crate) struct RegionChoice<'u> {
     pub id: country::Id,
-    pub why: String,
+    pub why: RegionReason<'u>,
+}
+
+/// Where a region came from, in words for the preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RegionReason<'u> {
+    Fixed,
+    Address {
+        which: &'static str,
+        country: &'u str,
+    },
+    Locale {
+        attribute: &'static str,
+        tag: &'u str,
+    },
+    Default,
+}
+
+impl fmt::Display for RegionReason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegionReason::Fixed => f.write_str("fixed in the mapping"),
+            RegionReason::Address { which, country } => {
+                write!(f, "the {which} address's country is '{country}'")
+            }
+            RegionReason::Locale { attribute, tag } => write!(f, "{attribute} is '{tag}'"),
+            RegionReason::Default => f.write_str(
+                "the mapping's default; the user has no address country and no locale with a \
+                 region",
+            ),
+        }
+    }
 }
 
 /// The user's own region: the country of the primary address, else of the work address, else
 /// the region of `locale` or `preferredLanguage` in either form identity providers send
 /// (`fr-FR`, `de_DE`). A value that names no region phone numbers are known in is passed over.
-pub(crate) fn user_region(user: &Value) -> Option<RegionChoice> {
+pub(crate) fn user_region(user: &Value) -> Option<RegionChoice<'_>> {
     let object = user.as_object()?;
-    let addresses: Vec<&Map<String, Value>> = match field(object, "addresses") {
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_object).collect(),
-        _ => Vec::new(),
+    let addresses: &[Value] = match field(object, "addresses") {
+        Some(Value::Array(items)) => items,
+        _ => &[],
     };
     let primary = addresses
         .iter()
+        .filter_map(Value::as_object)
         .find(|a| field(a, "primary").and_then(as_bool) == Some(true));
-    let work = addresses.iter().find(|a| {
+    let work = addresses.iter().filter_map(Value::as_object).find(|a| {
         field(a, "type")
             .and_then(Value::as_str)
             .is_some_and(|t| t.eq_ignore_ascii_case("work"))
@@ -211,7 +244,7 @@ pub(crate) fn user_region(user: &Value) -> Option<RegionChoice> {
         if let Some(id) = known_region(country) {
             return Some(RegionChoice {
                 id,
-                why: format!("the {which} address's country is '{country}'"),
+                why: RegionReason::Address { which, country },
             });
         }
     }
@@ -222,7 +255,7 @@ pub(crate) fn user_region(user: &Value) -> Option<RegionChoice> {
         if let Some(id) = locale_region(tag).and_then(known_region) {
             return Some(RegionChoice {
                 id,
-                why: format!("{attribute} is '{tag}'"),
+                why: RegionReason::Locale { attribute, tag },
             });
         }
     }
@@ -245,11 +278,11 @@ fn locale_region(tag: &str) -> Option<&str> {
 
 /// A two-letter region code the phone number data knows.
 fn known_region(code: &str) -> Option<country::Id> {
-    let code = code.trim().to_ascii_uppercase();
-    if code.len() != 2 {
+    let &[a, b] = code.trim().as_bytes() else {
         return None;
-    }
-    let id = country::Id::from_str(&code).ok()?;
+    };
+    let upper = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+    let id = country::Id::from_str(std::str::from_utf8(&upper).ok()?).ok()?;
     DATABASE.by_id(id.as_ref()).map(|_| id)
 }
 
@@ -876,6 +909,14 @@ impl ParsedPhones {
     }
 }
 
+#[cfg(test)]
+impl ParsedPhones {
+    /// How many (number, region) pairs were parsed.
+    pub(crate) fn len(&self) -> usize {
+        self.parsed.len()
+    }
+}
+
 fn phone(number: &PhoneNumber, part: PhonePart) -> Option<String> {
     match part {
         PhonePart::E164 => Some(number.format().mode(Mode::E164).to_string()),
@@ -1251,7 +1292,8 @@ mod tests {
 
     #[test]
     fn the_users_region_comes_from_the_address_then_the_locale() {
-        let region = |user: Value| user_region(&user).map(|c| (c.id.as_ref().to_owned(), c.why));
+        let region =
+            |user: Value| user_region(&user).map(|c| (c.id.as_ref().to_owned(), c.why.to_string()));
         let cases = [
             (json!({"locale": "de_DE"}), Some("DE"), "locale is 'de_DE'"),
             (json!({"locale": "fr-FR"}), Some("FR"), "locale is 'fr-FR'"),
