@@ -975,6 +975,30 @@ title = { from = 'phoneNumbers[type eq "mobile"].value', transform = [{ phone_na
             ));
         }
         assert_eq!(phones.len(), 2, "one parse per number, not per step");
+
+        // VikingCloud refuses a national number without its country code: a number that
+        // cannot be read leaves out all of its parts, never half of it.
+        let mut garbage = german;
+        garbage["phoneNumbers"] = json!([{"value": "ask reception", "type": "work"}]);
+        let vikingcloud = set.get("vikingcloud").expect("shipped");
+        let rendered = vikingcloud.render(&garbage, Event::Upsert);
+        let fields: Vec<String> = warnings(rendered.clone())
+            .into_iter()
+            .map(|w| w.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "primaryPhone",
+                "primaryPhoneCountryCode",
+                "primaryPhoneExtension"
+            ]
+        );
+        let (_, payload, _, _) = send(rendered);
+        assert!(
+            payload.get("primaryPhone").is_none()
+                && payload.get("primaryPhoneCountryCode").is_none()
+        );
     }
 
     #[test]
