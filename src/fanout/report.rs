@@ -71,8 +71,12 @@ pub fn omissions(rows: &[Omissions]) -> String {
     for o in rows {
         let _ = writeln!(
             out,
-            "{:<12} {:>7} users without {}, e.g. {}",
-            o.target, o.users, o.field, o.example
+            "{:<12} {:>7} {} without {}, e.g. {}",
+            o.target,
+            o.users,
+            if o.users == 1 { "user" } else { "users" },
+            o.field,
+            o.example
         );
     }
     out

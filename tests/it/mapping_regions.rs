@@ -181,7 +181,7 @@ async fn a_garbage_mobile_is_left_out_and_the_warning_is_visible() {
     );
     let listed = run(&["ledger", "omissions"]);
     assert!(
-        listed.contains("primavera          1 users without mobile, e.g. 'n/a (ask reception)'"),
+        listed.contains("primavera          1 user without mobile, e.g. 'n/a (ask reception)'"),
         "{listed}"
     );
 
