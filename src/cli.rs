@@ -172,6 +172,9 @@ pub enum LedgerCommand {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Per target and field, how many users are sent without it because their value could
+    /// not be mapped (an unreadable phone number, ...), with an example reason.
+    Omissions,
     /// Make rejected and dead deliveries due again (of a user, of a target, or both).
     Replay {
         #[arg(long)]
@@ -388,6 +391,10 @@ async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             let states = parse_states(Some(&state)).map_err(anyhow::Error::msg)?;
             let rows = operator.list(&states, target.as_deref()).await?;
             print(serde_json::to_value(&rows)?, report::deliveries(&rows));
+        }
+        LedgerCommand::Omissions => {
+            let rows = operator.omissions().await?;
+            print(serde_json::to_value(&rows)?, report::omissions(&rows));
         }
         LedgerCommand::Replay {
             user,

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::ledger::TargetLag;
+use crate::ledger::{Omissions, TargetLag};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
@@ -37,6 +37,12 @@ pub struct QueueLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OmissionLabels {
+    pub target: String,
+    pub field: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub accepted_writes: Family<WriteLabels, Counter>,
@@ -44,6 +50,7 @@ pub struct Metrics {
     pub delivery_seconds: Family<TargetLabels, Histogram>,
     queue: Family<QueueLabels, Gauge>,
     lag_seconds: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    omissions: Family<OmissionLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,6 +100,13 @@ impl Metrics {
             "Age of the oldest change a target has not received yet",
             lag_seconds.clone(),
         );
+        let omissions = Family::<OmissionLabels, Gauge>::default();
+        registry.register(
+            "mapping_omissions",
+            "Users sent without a field because their value could not be mapped, by target and \
+             field",
+            omissions.clone(),
+        );
         Metrics {
             registry,
             accepted_writes,
@@ -100,6 +114,21 @@ impl Metrics {
             delivery_seconds,
             queue,
             lag_seconds,
+            omissions,
+        }
+    }
+
+    /// Sets the omission gauges from the ledger's counts; a field no longer left out for
+    /// anyone disappears rather than staying at its last count.
+    pub fn set_omissions(&self, rows: &[Omissions]) {
+        self.omissions.clear();
+        for row in rows {
+            self.omissions
+                .get_or_create(&OmissionLabels {
+                    target: row.target.clone(),
+                    field: row.field.clone(),
+                })
+                .set(row.users as i64);
         }
     }
 
@@ -188,5 +217,30 @@ mod tests {
         );
         assert!(text.contains("scim_bridge_delivery_queue{target=\"kibo\",state=\"pending\"} 3"));
         assert!(text.contains("scim_bridge_delivery_lag_seconds{target=\"kibo\"} 5.0"));
+    }
+
+    #[test]
+    fn omissions_are_gauges_per_target_and_field_that_go_away_at_zero() {
+        let metrics = Metrics::new();
+        let row = |field: &str, users| Omissions {
+            target: "primavera".into(),
+            field: field.into(),
+            users,
+            example: "'x' is not a readable phone number".into(),
+        };
+        metrics.set_omissions(&[row("mobile", 412), row("title", 3)]);
+        let text = metrics.render(&[], 0);
+        assert!(
+            text.contains(
+                "scim_bridge_mapping_omissions{target=\"primavera\",field=\"mobile\"} 412"
+            ),
+            "{text}"
+        );
+        metrics.set_omissions(&[row("title", 2)]);
+        let text = metrics.render(&[], 0);
+        assert!(!text.contains("field=\"mobile\""), "{text}");
+        assert!(
+            text.contains("scim_bridge_mapping_omissions{target=\"primavera\",field=\"title\"} 2")
+        );
     }
 }

@@ -350,6 +350,10 @@ async fn metrics_text(
             Vec::new()
         }
     };
+    match operator.omissions().await {
+        Ok(rows) => metrics.set_omissions(&rows),
+        Err(err) => tracing::warn!(error = %err, "cannot read the mapping omissions for metrics"),
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(metrics.render(&lag, unix_millis(clock.as_ref().as_ref())))

@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/targets/{target}/resume", web::post().to(resume))
             .route("/deliveries", web::get().to(deliveries))
             .route("/users/{id}", web::get().to(user))
+            .route("/omissions", web::get().to(omissions))
             .route("/replay", web::post().to(replay))
             .route("/mappings/reload", web::post().to(reload_mappings)),
     );
@@ -116,6 +117,10 @@ async fn user(ops: Ops, id: web::Path<String>) -> Reply {
         )));
     }
     Ok(HttpResponse::Ok().json(status))
+}
+
+async fn omissions(ops: Ops) -> Reply {
+    Ok(HttpResponse::Ok().json(json!({"omissions": ops.omissions().await?})))
 }
 
 #[derive(Debug, Deserialize)]

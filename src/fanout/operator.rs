@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::clock::{unix_millis, SharedClock};
-use crate::ledger::{Attempt, Db, Delivery, DeliveryState, LedgerError, TargetLag};
+use crate::ledger::{Attempt, Db, Delivery, DeliveryState, LedgerError, Omissions, TargetLag};
 
 /// How many rows a listing returns at most.
 const LIST_LIMIT: usize = 1000;
@@ -72,6 +72,12 @@ impl Operator {
         self.db
             .read(move |s| s.deliveries_in(&states, target.as_deref(), LIST_LIMIT))
             .await
+    }
+
+    /// Per target and field, how many users are sent without it because their value could
+    /// not be mapped.
+    pub async fn omissions(&self) -> Result<Vec<Omissions>, LedgerError> {
+        self.db.read(|s| s.omissions()).await
     }
 
     /// Makes matching rejected / dead deliveries due now; returns how many.

@@ -145,6 +145,7 @@ impl Planner {
                     create_only,
                     password_field,
                     hash,
+                    warnings,
                 } => {
                     // A target that wants the password on every update keeps getting the
                     // sealed one already held; otherwise it travels only when newly given.
@@ -228,6 +229,10 @@ impl Planner {
                         History::New => store.set_first_desired(&desired, now)?,
                         History::Existing => store.set_desired(&desired, now)?,
                     };
+                    // A new row has none to clear; an existing one may hold the last ones.
+                    if history == History::Existing || !warnings.is_empty() {
+                        store.set_warnings(user_id, target, &warnings)?;
+                    }
                     if pending {
                         due.push(target.to_owned());
                     }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::fanout::operator::UserStatus;
-use crate::ledger::{Delivery, TargetLag};
+use crate::ledger::{Delivery, Omissions, TargetLag};
 
 fn when(millis: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
@@ -55,6 +55,28 @@ pub fn deliveries(rows: &[Delivery]) -> String {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
             d.last_error.as_deref().unwrap_or(""),
+        );
+        for w in &d.warnings {
+            let _ = writeln!(out, "  warning: '{}' left out: {}", w.field, w.reason);
+        }
+    }
+    out
+}
+
+pub fn omissions(rows: &[Omissions]) -> String {
+    if rows.is_empty() {
+        return "no user is sent without a field\n".into();
+    }
+    let mut out = String::new();
+    for o in rows {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>7} {} without {}, e.g. {}",
+            o.target,
+            o.users,
+            if o.users == 1 { "user" } else { "users" },
+            o.field,
+            o.example
         );
     }
     out

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 
 use super::{LedgerError, Store};
+use crate::mapping::FieldWarning;
 
 /// What a target should do with a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -107,6 +108,17 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub changed_at: i64,
     pub updated_at: i64,
+    /// Fields the desired state leaves out because the user's value could not be mapped.
+    pub warnings: Vec<FieldWarning>,
+}
+
+/// How many users one target receives without one field, and one reason as an example.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Omissions {
+    pub target: String,
+    pub field: String,
+    pub users: u64,
+    pub example: String,
 }
 
 impl Delivery {
@@ -194,9 +206,12 @@ pub const PASSWORD_MARK: &str = "+pw:";
 
 const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
     desired_hash, mapping_version, delivered_hash, remote_id, state, attempts, next_attempt_at, \
-    last_status, last_error, changed_at, updated_at, secret_id, retain_secret";
+    last_status, last_error, changed_at, updated_at, secret_id, retain_secret, warnings";
 
-fn read_delivery(row: &Row<'_>) -> rusqlite::Result<(Delivery, String, String)> {
+/// A delivery as read, with the JSON columns still to decode.
+type RawDelivery = (Delivery, String, String, Option<String>);
+
+fn read_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
     let operation: String = row.get(2)?;
     let state: String = row.get(10)?;
     let delivery = Delivery {
@@ -221,17 +236,27 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<(Delivery, String, String)> 
         last_error: row.get(14)?,
         changed_at: row.get(15)?,
         updated_at: row.get(16)?,
+        warnings: Vec::new(),
     };
-    Ok((delivery, row.get(3)?, row.get(4)?))
+    Ok((delivery, row.get(3)?, row.get(4)?, row.get(19)?))
 }
 
 fn finish_delivery(
-    (mut delivery, payload, create_only): (Delivery, String, String),
+    (mut delivery, payload, create_only, warnings): RawDelivery,
 ) -> Result<Delivery, LedgerError> {
     delivery.desired.payload = serde_json::from_str(&payload)?;
     delivery.desired.create_only = serde_json::from_str(&create_only)?;
+    if let Some(warnings) = warnings {
+        delivery.warnings = serde_json::from_str(&warnings)?;
+    }
     Ok(delivery)
 }
+
+/// Users per (target, field) left out of their desired state, with one reason. Reads
+/// only the rows that have warnings (`deliveries_warnings`, migration 6).
+const OMISSIONS: &str = "SELECT d.target, w.value ->> '$.field', COUNT(*), \
+    MAX(w.value ->> '$.reason') FROM deliveries d, json_each(d.warnings) w \
+    WHERE d.warnings IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2";
 
 /// Rows per state of one target, with the oldest change among them.
 const LAG_BY_STATE: &str =
@@ -348,6 +373,44 @@ impl Store<'_> {
         Ok(())
     }
 
+    /// Keeps with the desired state the fields it leaves out; none clears them. A write
+    /// only when they changed, so an unchanged user costs one indexed read.
+    pub fn set_warnings(
+        &self,
+        user_id: &str,
+        target: &str,
+        warnings: &[FieldWarning],
+    ) -> Result<(), LedgerError> {
+        let json = if warnings.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(warnings)?)
+        };
+        self.conn()
+            .prepare_cached(
+                "UPDATE deliveries SET warnings = ?3 \
+                 WHERE user_id = ?1 AND target = ?2 AND warnings IS NOT ?3",
+            )?
+            .execute(params![user_id, target, json])?;
+        Ok(())
+    }
+
+    /// How many users each target receives without a field, per field, most first.
+    pub fn omissions(&self) -> Result<Vec<Omissions>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(OMISSIONS)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(Omissions {
+                    target: row.get(0)?,
+                    field: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    users: row.get::<_, i64>(2)?.max(0) as u64,
+                    example: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Records that the mapping cannot produce a valid payload for this user on this target:
     /// nothing is sent, and the reason waits in the ledger for an admin.
     pub fn set_mapping_rejection(
@@ -371,7 +434,7 @@ impl Store<'_> {
                  ON CONFLICT (user_id, target) DO UPDATE SET operation = 'upsert', payload = '{}', \
                  create_only = '[]', password_field = NULL, secret_id = NULL, desired_hash = ?3, \
                  mapping_version = ?4, state = 'rejected', attempts = 0, last_status = NULL, \
-                 last_error = ?6, changed_at = ?5, updated_at = ?5",
+                 last_error = ?6, changed_at = ?5, updated_at = ?5, warnings = NULL",
             )?
             .execute(params![user_id, target, hash, mapping_version, now, reason])?;
         Ok(())
@@ -948,6 +1011,83 @@ mod tests {
             .await
         );
         assert!(run(&db, |s| s.secret("u1")).await.is_none());
+    }
+
+    fn warning(field: &str, value: &str) -> FieldWarning {
+        FieldWarning {
+            field: field.into(),
+            value: value.into(),
+            reason: format!("'{value}' is not a readable phone number"),
+        }
+    }
+
+    #[tokio::test]
+    async fn warnings_stay_with_the_desired_state_and_are_counted_per_field() {
+        let (db, _dir) = db().await;
+        run(&db, |s| {
+            s.set_desired(&desired("h"), 1)?;
+            s.set_warnings("u1", "kibo", &[warning("phoneNumber", "call me")])?;
+            let mut other = desired("h");
+            other.user_id = "u2".into();
+            s.set_desired(&other, 1)?;
+            s.set_warnings(
+                "u2",
+                "kibo",
+                &[warning("phoneNumber", "12"), warning("localeCode", "xx")],
+            )?;
+            let mut elsewhere = other.clone();
+            elsewhere.target = "appgate".into();
+            s.set_desired(&elsewhere, 1)?;
+            s.set_warnings("u2", "appgate", &[warning("phone", "12")])
+        })
+        .await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!(row.warnings, [warning("phoneNumber", "call me")]);
+        let counts = run(&db, |s| s.omissions()).await;
+        let counted: Vec<(&str, &str, u64)> = counts
+            .iter()
+            .map(|o| (o.target.as_str(), o.field.as_str(), o.users))
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                ("appgate", "phone", 1),
+                ("kibo", "phoneNumber", 2),
+                ("kibo", "localeCode", 1)
+            ]
+        );
+        assert!(counts[1].example.contains("is not a readable phone number"));
+
+        // Fixed at the source: the warning goes; a mapping rejection leaves none behind.
+        run(&db, |s| {
+            s.set_warnings("u1", "kibo", &[])?;
+            s.set_mapping_rejection("u2", "kibo", "m1", "no email", 2)
+        })
+        .await;
+        assert!(run(&db, |s| s.delivery("u1", "kibo"))
+            .await
+            .unwrap()
+            .warnings
+            .is_empty());
+        let counts = run(&db, |s| s.omissions()).await;
+        assert_eq!(counts.len(), 1, "{counts:?}");
+        assert_eq!(counts[0].target, "appgate");
+    }
+
+    #[tokio::test]
+    async fn omission_counts_read_only_rows_with_warnings() {
+        let (db, _dir) = db().await;
+        let plan = run(&db, |s| {
+            let mut stmt = s
+                .conn()
+                .prepare(&format!("EXPLAIN QUERY PLAN {OMISSIONS}"))?;
+            let steps = stmt
+                .query_map([], |row| row.get::<_, String>(3))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(steps.join("; "))
+        })
+        .await;
+        assert!(plan.contains("INDEX deliveries_warnings"), "{plan}");
     }
 
     #[tokio::test]

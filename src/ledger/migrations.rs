@@ -120,6 +120,13 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX deliveries_state;
     CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
     "#,
+    // 6: the fields a desired state leaves out because the user's value could not be mapped,
+    // as a JSON list of {field, value, reason}; NULL when none. The partial index lets the
+    // per-field counts (/metrics, the admin API) read only the rows that have some.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN warnings TEXT;
+    CREATE INDEX deliveries_warnings ON deliveries(target) WHERE warnings IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

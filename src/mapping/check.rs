@@ -5,10 +5,10 @@
 use serde_json::Value;
 
 use crate::mapping::spec::{
-    Condition, FieldRule, Grants, Part, PathAt, Policy, Rule, Source, Span, Spec,
+    Condition, FieldRule, Grants, OnInvalid, Part, PathAt, Policy, Rule, Source, Span, Spec,
 };
-use crate::mapping::transforms::{Kind, Shape, Step};
-use crate::mapping::{MappingError, SourceFile};
+use crate::mapping::transforms::{Kind, PhoneRegion, Shape, Step};
+use crate::mapping::{MappingError, MappingWarning, SourceFile};
 use crate::scim::filter::{self, Filter};
 use crate::scim::path::AttrPath;
 use crate::scim::schema::{AttrType, AttributeDef, ResourceSchema};
@@ -113,6 +113,20 @@ impl Checker<'_> {
         let Some(spec) = self.target_field(&field.name, &field.name_span) else {
             return;
         };
+        let needed = spec.required_on_create
+            || spec.required_on_update
+            || self.schema.natural_key.contains(&spec.name);
+        if needed && field.on_invalid == Some(OnInvalid::Omit) {
+            self.invalid(
+                &field.name_span,
+                format!(
+                    "{} cannot take a user without '{}', so a value that cannot be mapped must \
+                     reject the user",
+                    self.target, spec.name
+                ),
+                Some("remove on_invalid = \"omit\" from this rule".to_owned()),
+            );
+        }
         let rule = &field.rule;
         if let Source::Grants(grants) = &rule.source {
             if let Some(when) = &rule.when {
@@ -558,6 +572,76 @@ impl Checker<'_> {
     }
 }
 
+/// Advice that does not stop a mapping from loading: a phone transform with a fixed region in
+/// a file that maps the user's locale or address, so it knows users can be elsewhere, while
+/// every number without a country code is read as a number of that one region.
+pub(crate) fn lints(spec: &Spec, file: &SourceFile) -> Vec<MappingWarning> {
+    let mut paths = Vec::new();
+    let mut phones = Vec::new();
+    for field in &spec.fields {
+        walk_rule(&field.rule, &mut |rule| {
+            match &rule.source {
+                Source::Path(path) => paths.push(path.clone()),
+                Source::Template(template) => {
+                    paths.extend(template.parts.iter().filter_map(|part| match part {
+                        Part::Path(path) => Some(path.as_ref().clone()),
+                        Part::Text(_) => None,
+                    }))
+                }
+                _ => {}
+            }
+            for step in &rule.transforms {
+                if let Step::Phone(_, PhoneRegion::Fixed(region)) = &step.step {
+                    phones.push((step.span.clone(), *region, step.name));
+                }
+            }
+        });
+    }
+    let regional = paths.iter().find(|at| {
+        at.path.attr.urn.is_none()
+            && ["locale", "preferredLanguage", "addresses"]
+                .iter()
+                .any(|name| at.path.attr.attr.eq_ignore_ascii_case(name))
+    });
+    let Some(regional) = regional else {
+        return Vec::new();
+    };
+    let line = file.locate(&regional.span).line;
+    phones
+        .into_iter()
+        .map(|(span, region, name)| {
+            let region = region.as_ref();
+            MappingWarning {
+                at: file.locate(&span),
+                message: format!(
+                    "'{name}' reads every number without a +country code as a {region} number, \
+                     but this file maps '{}' (line {line}): users elsewhere get wrong numbers \
+                     or none",
+                    regional.text
+                ),
+                hint: Some(format!(
+                    "read each user's own region: {{ {name} = {{ region = \"user\", default = \
+                     \"{region}\" }} }}"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Calls `visit` with a rule and every rule nested in it (fallbacks, object members).
+pub(crate) fn walk_rule(rule: &Rule, visit: &mut impl FnMut(&Rule)) {
+    visit(rule);
+    match &rule.source {
+        Source::FirstOf(alternatives) => alternatives.iter().for_each(|a| walk_rule(a, visit)),
+        Source::Object(members) => members.iter().for_each(|m| walk_rule(&m.rule, visit)),
+        Source::Path(_)
+        | Source::Password(_)
+        | Source::Template(_)
+        | Source::Const(..)
+        | Source::Grants(_) => {}
+    }
+}
+
 /// Calls `visit` with every attribute path in a filter; inside `x[...]` the second argument
 /// is the enclosing attribute `x`.
 fn walk_paths(filter: &Filter, visit: &mut impl FnMut(&AttrPath, Option<&AttrPath>)) {
@@ -983,6 +1067,65 @@ mod tests {
                 "12:9: 'title' expects text, but gets a list of entries (grants)",
             ]
         );
+    }
+
+    #[test]
+    fn on_invalid_is_checked() {
+        let found = errors(&with_fields(
+            "lastName = { from = \"name.familyName\", on_invalid = \"omit\" }\n\
+             title = { from = \"title\", on_invalid = \"skip\" }\n\
+             firstName = { first_of = [{ from = \"name.givenName\", on_invalid = \"omit\" }, \"userName\"] }",
+        )
+        .replace("lastName = \"name.familyName\"\n", ""));
+        assert_eq!(
+            found,
+            [
+                "9:1: test cannot take a user without 'lastName', so a value that cannot be \
+                 mapped must reject the user",
+                "10:40: 'on_invalid' must be \"omit\" or \"reject\"",
+                "11:54: unknown key 'on_invalid' in a field rule",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fixed_phone_region_next_to_a_mapped_locale_is_warned_about() {
+        let fixed = with_fields(
+            "mobile = { from = \"phoneNumbers.value\", transform = [{ phone_e164 = \"US\" }] }\n\
+             userLocale = { from = \"locale\", transform = [{ table = { de_DE = \"de\" } }] }",
+        );
+        let mapping = load(&fixed).expect("a warning does not stop the mapping");
+        let warnings: Vec<String> = mapping
+            .warnings()
+            .iter()
+            .map(|w| format!("{}:{}: {}", w.at.line, w.at.column, w.message))
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                "10:54: 'phone_e164' reads every number without a +country code as a US number, \
+              but this file maps 'locale' (line 11): users elsewhere get wrong numbers or none"
+            ]
+        );
+        assert_eq!(
+            mapping.warnings()[0].hint.as_deref(),
+            Some(
+                "read each user's own region: { phone_e164 = { region = \"user\", default = \
+                 \"US\" } }"
+            )
+        );
+        // The user's own region, or no locale or address in the file: nothing to say.
+        for quiet in [
+            fixed.replace("phone_e164 = \"US\"", "phone_e164 = \"user\""),
+            with_fields(
+                "mobile = { from = \"phoneNumbers.value\", transform = [{ phone_e164 = \"US\" }] }",
+            ),
+        ] {
+            assert!(
+                load(&quiet).expect("valid").warnings().is_empty(),
+                "{quiet}"
+            );
+        }
     }
 
     #[test]

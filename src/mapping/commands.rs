@@ -11,7 +11,10 @@ use serde_json::Value;
 use crate::clock::SystemClock;
 use crate::ledger::{Db, DbOptions, ResourceKind};
 use crate::mapping::transforms::{as_bool, quote};
-use crate::mapping::{load_file, mapping_files, Event, Mapping, MappingError, MappingSet, Render};
+use crate::mapping::{
+    load_file, mapping_files, Event, FieldWarning, Location, Mapping, MappingError, MappingSet,
+    MappingWarning, Render,
+};
 use crate::scim::service::{ListQuery, ScimService};
 use crate::targets::{appgate, kibo, primavera, vikingcloud, TargetSchema};
 
@@ -32,12 +35,14 @@ pub fn builtin_schemas() -> BTreeMap<String, TargetSchema> {
 }
 
 /// `mappings check`: validates every mapping file in `dir`, printing each problem with its
-/// location and a hint. `Ok(false)` when any file has a problem (exit status 1).
+/// location and a hint, then each warning the same way. `Ok(false)` when any file has a
+/// problem (exit status 1); warnings alone do not fail it.
 pub fn check(dir: &Path, out: &mut impl Write) -> Result<bool, MappingError> {
     let schemas = builtin_schemas();
     let files = mapping_files(dir)?;
     let mut failed = 0;
     let mut problems = 0;
+    let mut warned = 0;
     for (target, path) in &files {
         match load_file(path, target, &schemas) {
             Ok(mapping) => {
@@ -49,6 +54,8 @@ pub fn check(dir: &Path, out: &mut impl Write) -> Result<bool, MappingError> {
                         short(mapping.version())
                     ),
                 );
+                warned += mapping.warnings().len();
+                print_warnings(mapping.warnings(), out);
             }
             Err(errors) => {
                 failed += 1;
@@ -65,6 +72,10 @@ pub fn check(dir: &Path, out: &mut impl Write) -> Result<bool, MappingError> {
             total - failed
         ),
     };
+    let summary = match warned {
+        0 => summary,
+        n => format!("{summary}; {n} {}", plural(n as u64, "warning")),
+    };
     writeln(out, summary);
     Ok(!files.is_empty() && failed == 0)
 }
@@ -73,34 +84,56 @@ pub fn check(dir: &Path, out: &mut impl Write) -> Result<bool, MappingError> {
 /// and the hint.
 pub fn print_errors(errors: &[MappingError], out: &mut impl Write) {
     for error in errors {
-        let Some(at) = error.location() else {
-            writeln(out, format!("error: {error}"));
-            continue;
-        };
-        let gutter = " ".repeat(at.line.to_string().len());
-        let underline = format!(
-            "{}{}",
-            " ".repeat(at.column.saturating_sub(1)),
-            "^".repeat(
-                at.width
-                    .min(
-                        at.line_text
-                            .chars()
-                            .count()
-                            .saturating_sub(at.column.saturating_sub(1))
-                    )
-                    .max(1)
-            )
-        );
-        writeln(out, format!("{at}: error: {}", error.headline()));
-        writeln(out, format!("{gutter} |"));
-        writeln(out, format!("{} | {}", at.line, at.line_text));
-        writeln(out, format!("{gutter} | {underline}"));
-        if let Some(hint) = error.hint() {
-            writeln(out, format!("{gutter} = hint: {hint}"));
+        match error.location() {
+            Some(at) => print_located("error", at, &error.headline(), error.hint(), out),
+            None => writeln(out, format!("error: {error}")),
         }
-        writeln(out, String::new());
     }
+}
+
+/// Prints warnings like errors, labelled as warnings.
+pub fn print_warnings(warnings: &[MappingWarning], out: &mut impl Write) {
+    for warning in warnings {
+        print_located(
+            "warning",
+            &warning.at,
+            &warning.message,
+            warning.hint.as_deref(),
+            out,
+        );
+    }
+}
+
+fn print_located(
+    label: &str,
+    at: &Location,
+    message: &str,
+    hint: Option<&str>,
+    out: &mut impl Write,
+) {
+    let gutter = " ".repeat(at.line.to_string().len());
+    let underline = format!(
+        "{}{}",
+        " ".repeat(at.column.saturating_sub(1)),
+        "^".repeat(
+            at.width
+                .min(
+                    at.line_text
+                        .chars()
+                        .count()
+                        .saturating_sub(at.column.saturating_sub(1))
+                )
+                .max(1)
+        )
+    );
+    writeln(out, format!("{at}: {label}: {message}"));
+    writeln(out, format!("{gutter} |"));
+    writeln(out, format!("{} | {}", at.line, at.line_text));
+    writeln(out, format!("{gutter} | {underline}"));
+    if let Some(hint) = hint {
+        writeln(out, format!("{gutter} = hint: {hint}"));
+    }
+    writeln(out, String::new());
 }
 
 /// `mappings preview`: for each target (or only `target`), the operation and the exact body
@@ -154,6 +187,7 @@ pub fn preview(
             ),
         );
         writeln(out, format!("event: {why}"));
+        let regions = mapping.phone_regions(user);
         match mapping.render(user, event) {
             Render::Send {
                 operation,
@@ -161,6 +195,7 @@ pub fn preview(
                 create_only,
                 password_field,
                 hash,
+                warnings,
             } => {
                 writeln(out, format!("operation: {}", operation.as_str()));
                 if !create_only.is_empty() {
@@ -190,12 +225,24 @@ pub fn preview(
                         ),
                     );
                 }
+                for line in regions {
+                    writeln(out, line);
+                }
+                for warning in &warnings {
+                    writeln(
+                        out,
+                        format!("warning: '{}' left out: {}", warning.field, warning.reason),
+                    );
+                }
                 writeln(out, format!("payload hash: {}", short(&hash)));
                 writeln(out, pretty(&Value::Object(body)));
             }
             Render::Skip { reason } => writeln(out, format!("skipped: {reason}")),
             Render::Rejected { reason } => {
                 all_sent = false;
+                for line in regions {
+                    writeln(out, line);
+                }
                 writeln(out, format!("rejected: {reason}"));
             }
         }
@@ -249,6 +296,7 @@ pub async fn diff(
 
     let targets: BTreeSet<&str> = old.iter().chain(new.iter()).map(Mapping::target).collect();
     let mut changes: BTreeMap<&str, TargetChanges> = BTreeMap::new();
+    let mut omissions: BTreeMap<&str, TargetOmissions> = BTreeMap::new();
     let mut users = 0u64;
     let mut start_index = 1;
     loop {
@@ -273,7 +321,13 @@ pub async fn diff(
             for target in &targets {
                 let before = old.get(target).map(|m| m.render(&user.value, event));
                 let after = new.get(target).map(|m| m.render(&user.value, event));
-                let found = compare(before.as_ref(), after.as_ref());
+                if let Some(Render::Send { warnings, .. }) = &after {
+                    omissions.entry(target).or_default().count(warnings);
+                }
+                let mut found = compare(before.as_ref(), after.as_ref());
+                if let (Some(old), Some(new)) = (old.get(target), new.get(target)) {
+                    mark_region_changes(&mut found, old, new);
+                }
                 if found.is_empty() {
                     continue;
                 }
@@ -313,8 +367,12 @@ pub async fn diff(
         ),
     );
     for target in &targets {
+        let omitted = omissions.get(target);
         let Some(found) = changes.get(target) else {
             writeln(out, format!("{target}: no change"));
+            if let Some(omitted) = omitted {
+                omitted.print(target, out);
+            }
             continue;
         };
         writeln(
@@ -351,6 +409,9 @@ pub async fn diff(
                 ),
             );
         }
+        if let Some(omitted) = omitted {
+            omitted.print(target, out);
+        }
         if verbose {
             for line in &found.per_user {
                 writeln(out, line.clone());
@@ -358,6 +419,50 @@ pub async fn diff(
         }
     }
     Ok(true)
+}
+
+/// The fields the new mappings leave out for one target, gathered over all users.
+#[derive(Default)]
+struct TargetOmissions {
+    /// field -> (users, the first reason seen).
+    by_field: BTreeMap<String, (u64, String)>,
+}
+
+impl TargetOmissions {
+    fn count(&mut self, warnings: &[FieldWarning]) {
+        for warning in warnings {
+            let entry = self
+                .by_field
+                .entry(warning.field.clone())
+                .or_insert_with(|| (0, warning.reason.clone()));
+            entry.0 += 1;
+        }
+    }
+
+    fn print(&self, target: &str, out: &mut impl Write) {
+        for (field, (count, example)) in &self.by_field {
+            writeln(
+                out,
+                format!(
+                    "{target}: {count} {} sent without {field}, e.g. {example}",
+                    plural(*count, "user")
+                ),
+            );
+        }
+    }
+}
+
+/// Marks the changes of fields that the new mapping reads in each user's own phone region and
+/// the old one did not, so an admin sees which changes the region rules make.
+fn mark_region_changes(found: &mut [Change], old: &Mapping, new: &Mapping) {
+    for change in found {
+        let Some(field) = change.what.strip_prefix("field ") else {
+            continue;
+        };
+        if new.reads_user_region(field) && !old.reads_user_region(field) {
+            change.what = format!("{} (phone region now the user's)", change.what);
+        }
+    }
 }
 
 /// What changes for one target, gathered over all users.

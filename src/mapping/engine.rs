@@ -4,8 +4,13 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::mapping::spec::{FieldRule, Grants, Part, Policy, Rule, Source, Template};
-use crate::mapping::transforms::{as_bool, as_text, is_blank, quote, ParsedPhones};
+use serde::{Deserialize, Serialize};
+
+use crate::mapping::check::walk_rule;
+use crate::mapping::spec::{FieldRule, Grants, OnInvalid, Part, Policy, Rule, Source, Template};
+use crate::mapping::transforms::{
+    as_bool, as_text, is_blank, quote, ParsedPhones, PhoneRegion, Refusal, Step,
+};
 use crate::mapping::Mapping;
 use crate::scim::filter::{self, matches_value};
 use crate::scim::path::ValuePath;
@@ -58,12 +63,37 @@ pub enum Render {
         /// Hex SHA-256 of the payload in canonical form (keys sorted), so equal payloads hash
         /// equal whatever their field order.
         hash: String,
+        /// Fields left out because this user's value could not be mapped.
+        warnings: Vec<FieldWarning>,
     },
     /// Nothing to do, by policy.
     Skip { reason: String },
     /// The user cannot be sent as mapped; an admin-readable sentence naming field and value.
     Rejected { reason: String },
 }
+
+/// A field left out of a payload: the user is sent without it, and an admin can fix the
+/// source. Kept with the delivery in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldWarning {
+    /// The target field.
+    pub field: String,
+    /// The value that could not be mapped, as text.
+    pub value: String,
+    /// Why, in a sentence an admin can act on.
+    pub reason: String,
+}
+
+/// Why a field has no usable value: the reason alone (for a warning) and the sentence that
+/// names the field (for a rejection).
+struct FieldRefusal {
+    value: Option<Value>,
+    reason: String,
+    sentence: String,
+}
+
+/// Longest value text kept in a warning: enough to recognise it, not a whole pasted document.
+const WARNING_VALUE_CHARS: usize = 120;
 
 impl Mapping {
     pub fn render(&self, user: &Value, event: Event) -> Render {
@@ -97,7 +127,7 @@ impl Mapping {
             }
         };
         match self.payload(user, operation, phones) {
-            Ok((payload, password_field)) => {
+            Ok((payload, password_field, warnings)) => {
                 let create_only = self
                     .spec
                     .fields
@@ -112,24 +142,26 @@ impl Mapping {
                     create_only,
                     password_field,
                     hash,
+                    warnings,
                 }
             }
             Err(reason) => Render::Rejected { reason },
         }
     }
 
-    /// The payload and the password field. An upsert is strict: any value the target would
-    /// refuse rejects the user. A disable or delete must not be held up by, say, a job title
-    /// that grew too long, so there an unusable optional field is left out instead.
+    /// The payload, the password field and the fields left out. A value that cannot be mapped
+    /// does what its rule's `on_invalid` says: by default a field the target requires (or
+    /// finds the account by) rejects the user, any other is left out with a warning. A disable
+    /// or delete is never held up by an optional field, whatever its rule says.
     fn payload(
         &self,
         user: &Value,
         operation: Operation,
         phones: &mut ParsedPhones,
-    ) -> Result<(Payload, Option<String>), String> {
-        let strict = operation == Operation::Upsert;
+    ) -> Result<(Payload, Option<String>, Vec<FieldWarning>), String> {
         let mut payload = Payload::new();
         let mut password_field = None;
+        let mut warnings = Vec::new();
         for rule in &self.spec.fields {
             let Some(spec) = self.schema.field(&rule.name) else {
                 continue;
@@ -147,16 +179,29 @@ impl Mapping {
                     payload.insert(rule.name.clone(), value);
                 }
                 Ok(None) => {}
-                Err(reason) if strict || is_needed(spec, self.schema.natural_key) => {
-                    return Err(reason)
+                Err(refusal) => {
+                    let needed = is_needed(spec, self.schema.natural_key);
+                    let rejects = match rule.on_invalid {
+                        Some(OnInvalid::Reject) => operation == Operation::Upsert,
+                        Some(OnInvalid::Omit) | None => false,
+                    };
+                    if needed || rejects {
+                        return Err(refusal.sentence);
+                    }
+                    warnings.push(FieldWarning {
+                        field: rule.name.clone(),
+                        value: refusal.value.as_ref().map(shown_value).unwrap_or_default(),
+                        reason: refusal.reason,
+                    });
                 }
-                Err(_) => {}
             }
         }
         if operation == Operation::Disable {
             for set in &self.spec.deprovision.disable_sets {
                 payload.insert(set.field.clone(), set.value.clone());
             }
+            // A field the disable sets is sent after all, whatever the user's value was.
+            warnings.retain(|w| !payload.contains_key(&w.field));
         }
         for spec in &self.schema.fields {
             let needed = match operation {
@@ -168,7 +213,7 @@ impl Mapping {
                 return Err(self.missing(spec.name));
             }
         }
-        Ok((payload, password_field))
+        Ok((payload, password_field, warnings))
     }
 
     fn is_password_field(&self, name: &str) -> bool {
@@ -207,14 +252,23 @@ impl Mapping {
         spec: &FieldSpec,
         user: &Value,
         phones: &mut ParsedPhones,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>, FieldRefusal> {
         if !self.applies(&rule.rule, user) {
             return Ok(None);
         }
-        let values = self
-            .produce(&rule.rule, user, phones)
-            .map_err(|why| format!("'{}': {why}", rule.name))?;
-        let value = shape_for(spec, values).map_err(|why| format!("'{}': {why}", rule.name))?;
+        let named = |refusal: Refusal| FieldRefusal {
+            sentence: format!("'{}': {}", rule.name, refusal.reason),
+            value: refusal.value,
+            reason: refusal.reason,
+        };
+        let values = self.produce(&rule.rule, user, phones).map_err(named)?;
+        let first = values.first().cloned();
+        let value = shape_for(spec, values).map_err(|reason| {
+            named(Refusal {
+                value: first,
+                reason,
+            })
+        })?;
         if let Some(Value::String(text)) = &value {
             self.constrain(spec, text)?;
         }
@@ -222,24 +276,40 @@ impl Mapping {
     }
 
     /// Refuses text the target would refuse, saying how the mapping could avoid it.
-    fn constrain(&self, spec: &FieldSpec, text: &str) -> Result<(), String> {
+    fn constrain(&self, spec: &FieldSpec, text: &str) -> Result<(), FieldRefusal> {
+        let shown = quote(&Value::String(text.to_owned()));
+        let refusal = |reason: String, sentence: String| FieldRefusal {
+            value: Some(Value::String(text.to_owned())),
+            reason,
+            sentence,
+        };
         if !spec.allowed.is_empty() && !spec.allowed.contains(&text) {
-            return Err(format!(
-                "'{}' would be '{text}', which {} does not accept; it accepts {}",
-                spec.name,
-                self.target,
-                spec.allowed.join(", ")
+            let accepted = spec.allowed.join(", ");
+            return Err(refusal(
+                format!(
+                    "{shown} is not a value {} accepts ({accepted})",
+                    self.target
+                ),
+                format!(
+                    "'{}' would be {shown}, which {} does not accept; it accepts {accepted}",
+                    spec.name, self.target
+                ),
             ));
         }
         if let Some(max) = spec.max_len {
             let length = text.chars().count();
             if length > max {
-                return Err(format!(
-                    "'{}' would be {} ({length} characters), but {} accepts at most {max}; \
-                     add {{ truncate = {max} }} to its transform to cut it instead",
-                    spec.name,
-                    quote(&Value::String(text.to_owned())),
-                    self.target
+                let fix = format!("add {{ truncate = {max} }} to its transform to cut it instead");
+                return Err(refusal(
+                    format!(
+                        "{shown} is {length} characters, but {} accepts at most {max}; {fix}",
+                        self.target
+                    ),
+                    format!(
+                        "'{}' would be {shown} ({length} characters), but {} accepts at most \
+                         {max}; {fix}",
+                        spec.name, self.target
+                    ),
                 ));
             }
         }
@@ -258,7 +328,7 @@ impl Mapping {
         rule: &Rule,
         user: &Value,
         phones: &mut ParsedPhones,
-    ) -> Result<Vec<Value>, String> {
+    ) -> Result<Vec<Value>, Refusal> {
         if self.applies(rule, user) {
             self.produce(rule, user, phones)
         } else {
@@ -272,7 +342,7 @@ impl Mapping {
         rule: &Rule,
         user: &Value,
         phones: &mut ParsedPhones,
-    ) -> Result<Vec<Value>, String> {
+    ) -> Result<Vec<Value>, Refusal> {
         let mut values = match &rule.source {
             Source::Path(path) => read(user, &path.path, &self.scim),
             Source::Password(_) => Vec::new(),
@@ -307,7 +377,7 @@ impl Mapping {
         };
         values.retain(|value| !is_blank(value));
         for step in &rule.transforms {
-            values = step.step.apply(values, phones)?;
+            values = step.step.apply(values, user, phones)?;
         }
         Ok(values)
     }
@@ -365,7 +435,70 @@ impl Mapping {
     }
 }
 
-fn is_needed(spec: &FieldSpec, natural_key: &[&str]) -> bool {
+impl Mapping {
+    /// How this mapping reads `user`'s phone numbers written without a `+country` code: one
+    /// sentence per way its phone transforms choose a region, for the preview.
+    pub fn phone_regions(&self, user: &Value) -> Vec<String> {
+        let mut seen: Vec<PhoneRegion> = Vec::new();
+        for field in &self.spec.fields {
+            walk_rule(&field.rule, &mut |rule| {
+                for step in &rule.transforms {
+                    if let Step::Phone(_, region) = step.step {
+                        if !seen.contains(&region) {
+                            seen.push(region);
+                        }
+                    }
+                }
+            });
+        }
+        seen.into_iter()
+            .map(|region| match (region, region.resolve(user)) {
+                (PhoneRegion::Unset, _) => "phone region: none; only numbers written with a \
+                                            +country code are read"
+                    .to_owned(),
+                (_, Some(choice)) => format!(
+                    "phone region: {} ({}); numbers written with a +country code keep theirs",
+                    choice.id.as_ref(),
+                    choice.why
+                ),
+                (_, None) => "phone region: none; the user has no address country or locale \
+                              with a region and the mapping names no default, so only numbers \
+                              written with a +country code are read"
+                    .to_owned(),
+            })
+            .collect()
+    }
+
+    /// Whether the rule of `field` reads phone numbers in each user's own region.
+    pub(crate) fn reads_user_region(&self, field: &str) -> bool {
+        let mut found = false;
+        if let Some(rule) = self.spec.fields.iter().find(|f| f.name == field) {
+            walk_rule(&rule.rule, &mut |rule| {
+                found |= rule
+                    .transforms
+                    .iter()
+                    .any(|step| matches!(step.step, Step::Phone(_, PhoneRegion::User { .. })));
+            });
+        }
+        found
+    }
+}
+
+/// A value as a warning shows it: text as is, anything else as JSON, cut to a readable length.
+fn shown_value(value: &Value) -> String {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > WARNING_VALUE_CHARS {
+        let cut: String = text.chars().take(WARNING_VALUE_CHARS).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+pub(crate) fn is_needed(spec: &FieldSpec, natural_key: &[&str]) -> bool {
     spec.required_on_create || spec.required_on_update || natural_key.contains(&spec.name)
 }
 
@@ -666,9 +799,53 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         }
     }
 
+    fn warnings(rendered: Render) -> Vec<FieldWarning> {
+        match rendered {
+            Render::Send { warnings, .. } => warnings,
+            other => panic!("expected a payload, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn values_the_target_would_refuse_are_rejected_with_a_reason() {
+    fn an_optional_value_the_target_would_refuse_is_left_out_with_a_warning() {
         let mapping = load(&with_fields("title = \"title\"")).expect("valid");
+        let rendered = mapping.render(&user(), Event::Upsert);
+        assert_eq!(
+            warnings(rendered.clone()),
+            [FieldWarning {
+                field: "title".to_owned(),
+                value: "Principal Engineer, Platform Reliability".to_owned(),
+                reason: "'Principal Engineer, Platform Reliability' is 40 characters, but test \
+                         accepts at most 25; add { truncate = 25 } to its transform to cut it \
+                         instead"
+                    .to_owned()
+            }]
+        );
+        let (_, payload, _, _) = send(rendered);
+        assert!(payload.get("title").is_none(), "{payload}");
+
+        let mapping = load(&with_fields(
+            "mobile = { from = \"title\", transform = [\"phone_e164\"] }",
+        ))
+        .expect("valid");
+        assert_eq!(
+            warnings(mapping.render(&user(), Event::Upsert)),
+            [FieldWarning {
+                field: "mobile".to_owned(),
+                value: "Principal Engineer, Platform Reliability".to_owned(),
+                reason: "'Principal Engineer, Platform Reliability' is not a readable phone \
+                         number (it has no +country code and the transform names no region)"
+                    .to_owned()
+            }]
+        );
+    }
+
+    #[test]
+    fn on_invalid_reject_refuses_the_user_with_a_reason() {
+        let mapping = load(&with_fields(
+            "title = { from = \"title\", on_invalid = \"reject\" }",
+        ))
+        .expect("valid");
         assert_eq!(
             rejected(mapping.render(&user(), Event::Upsert)),
             "'title' would be 'Principal Engineer, Platform Reliability' (40 characters), but \
@@ -678,20 +855,176 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
         let (_, payload, _, _) = send(mapping.render(&user(), Event::Deactivated));
         assert!(payload.get("title").is_none());
 
-        let mapping = load(&with_fields("userLocale = \"locale\"")).expect("valid");
+        let mapping = load(&with_fields(
+            "userLocale = { from = \"locale\", on_invalid = \"reject\" }",
+        ))
+        .expect("valid");
         assert_eq!(
             rejected(mapping.render(&user(), Event::Upsert)),
             "'userLocale' would be 'pt-BR', which test does not accept; it accepts en, de, pt_BR"
         );
 
         let mapping = load(&with_fields(
-            "mobile = { from = \"title\", transform = [\"phone_e164\"] }",
+            "mobile = { from = \"title\", transform = [\"phone_e164\"], on_invalid = \"reject\" }",
         ))
         .expect("valid");
         assert_eq!(
             rejected(mapping.render(&user(), Event::Upsert)),
             "'mobile': 'Principal Engineer, Platform Reliability' is not a readable phone number \
              (it has no +country code and the transform names no region)"
+        );
+    }
+
+    #[test]
+    fn a_required_value_that_cannot_be_mapped_still_rejects_the_user() {
+        // The natural key, read through a phone transform that cannot read it.
+        let mapping = load(&with_fields("").replace(
+            "email = 'emails[primary eq true].value'",
+            "email = { from = \"title\", transform = [{ truncate = 5 }, \"phone_e164\"] }",
+        ))
+        .expect("valid");
+        assert_eq!(
+            rejected(mapping.render(&user(), Event::Upsert)),
+            "'email': 'Princ' is not a readable phone number (it has no +country code and the \
+             transform names no region)"
+        );
+    }
+
+    #[test]
+    fn phone_numbers_are_read_in_the_users_own_region() {
+        let mapping = load(&with_fields(
+            r#"mobile = { from = 'phoneNumbers[type eq "mobile"].value', transform = [{ phone_e164 = { region = "user", default = "US" } }] }
+countryCode = { from = 'phoneNumbers[type eq "mobile"].value', transform = [{ phone_country_code = "user" }] }
+title = { from = 'phoneNumbers[type eq "mobile"].value', transform = [{ phone_national = "user" }] }"#,
+        ))
+        .expect("valid");
+        let person = |extra: Value| {
+            let mut user = user();
+            user["locale"] = Value::Null;
+            for (key, value) in extra.as_object().expect("object") {
+                user[key] = value.clone();
+            }
+            user
+        };
+        let cases = [
+            // Okta's form of a German locale, and a work address in Germany.
+            (
+                json!({"locale": "de_DE", "addresses": [{"type": "work", "country": "DE"}],
+                       "phoneNumbers": [{"value": "0151 23456789", "type": "mobile"}]}),
+                json!(["+4915123456789", "49", "15123456789"]),
+            ),
+            // Entra's form of a French locale, no address.
+            (
+                json!({"preferredLanguage": "fr-FR",
+                       "phoneNumbers": [{"value": "06 12 34 56 78", "type": "mobile"}]}),
+                json!(["+33612345678", "33", "612345678"]),
+            ),
+            // The primary address wins over the work address and the locale.
+            (
+                json!({"locale": "fr-FR", "addresses": [
+                          {"type": "work", "country": "FR"},
+                          {"type": "home", "country": "br", "primary": "True"}],
+                       "phoneNumbers": [{"value": "(11) 98765-4321", "type": "mobile"}]}),
+                json!(["+5511987654321", "55", "11987654321"]),
+            ),
+            // A number with its country code keeps it, wherever the user is.
+            (
+                json!({"locale": "ja-JP",
+                       "phoneNumbers": [{"value": "+91 98765 43210", "type": "mobile"}]}),
+                json!(["+919876543210", "91", "9876543210"]),
+            ),
+            // Nothing to go by: the default for E.164; "user" alone has no default.
+            (
+                json!({"phoneNumbers": [{"value": "(415) 555-0132", "type": "mobile"}]}),
+                json!(["+14155550132", null, null]),
+            ),
+        ];
+        for (extra, expected) in cases {
+            let user = person(extra);
+            let rendered = mapping.render(&user, Event::Upsert);
+            let (_, payload, _, _) = send(rendered);
+            assert_eq!(
+                json!([
+                    payload.get("mobile"),
+                    payload.get("countryCode"),
+                    payload.get("title")
+                ]),
+                expected,
+                "{user}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_number_is_parsed_once_per_user_for_all_four_mappings() {
+        let schemas = crate::mapping::commands::builtin_schemas();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let set = crate::mapping::MappingSet::load_dir(&dir, &schemas).expect("shipped");
+        let german = json!({
+            "userName": "jonas", "name": {"givenName": "Jonas", "familyName": "Müller"},
+            "emails": [{"value": "jonas@example.de", "primary": true}],
+            "locale": "de_DE",
+            "phoneNumbers": [{"value": "030 1234567", "type": "work"},
+                             {"value": "0151 23456789", "type": "mobile"}]
+        });
+        let mut phones = ParsedPhones::default();
+        for mapping in set.iter() {
+            assert!(matches!(
+                mapping.render_with(&german, Event::Upsert, &mut phones),
+                Render::Send { .. }
+            ));
+        }
+        assert_eq!(phones.len(), 2, "one parse per number, not per step");
+
+        // VikingCloud refuses a national number without its country code: a number that
+        // cannot be read leaves out all of its parts, never half of it.
+        let mut garbage = german;
+        garbage["phoneNumbers"] = json!([{"value": "ask reception", "type": "work"}]);
+        let vikingcloud = set.get("vikingcloud").expect("shipped");
+        let rendered = vikingcloud.render(&garbage, Event::Upsert);
+        let fields: Vec<String> = warnings(rendered.clone())
+            .into_iter()
+            .map(|w| w.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "primaryPhone",
+                "primaryPhoneCountryCode",
+                "primaryPhoneExtension"
+            ]
+        );
+        let (_, payload, _, _) = send(rendered);
+        assert!(
+            payload.get("primaryPhone").is_none()
+                && payload.get("primaryPhoneCountryCode").is_none()
+        );
+    }
+
+    #[test]
+    fn preview_sentences_say_which_region_and_why() {
+        let mapping = load(&with_fields(
+            r#"mobile = { from = "phoneNumbers.value", transform = [{ phone_e164 = { region = "user", default = "US" } }] }
+countryCode = { from = "phoneNumbers.value", transform = [{ phone_country_code = "JP" }] }"#,
+        ))
+        .expect("valid");
+        let mut user = user();
+        user["addresses"] = json!([{"type": "work", "country": "DE"}]);
+        assert_eq!(
+            mapping.phone_regions(&user),
+            [
+                "phone region: DE (the work address's country is 'DE'); numbers written with a \
+                 +country code keep theirs",
+                "phone region: JP (fixed in the mapping); numbers written with a +country code \
+                 keep theirs",
+            ]
+        );
+        user["addresses"] = json!([]);
+        user["locale"] = json!("en");
+        assert!(
+            mapping.phone_regions(&user)[0].starts_with("phone region: US (the mapping's default;"),
+            "{:?}",
+            mapping.phone_regions(&user)
         );
     }
 
@@ -882,8 +1215,14 @@ userProducts = { grants = [{ group = "Primavera Schedulers", entry = { productNa
             for mapping in mappings() {
                 for event in [Event::Upsert, Event::Deactivated, Event::Deleted] {
                     match mapping.render(&user, event) {
-                        Render::Send { payload, hash, password_field, create_only, .. } => {
+                        Render::Send { payload, hash, password_field, create_only, warnings, .. } => {
                             prop_assert_eq!(&hash, &payload_hash(&payload));
+                            // A field left out is left out, and never one the target needs.
+                            for warning in &warnings {
+                                prop_assert!(!payload.contains_key(&warning.field));
+                                let spec = mapping.schema().field(&warning.field);
+                                prop_assert!(spec.is_some_and(|s| !is_needed(s, mapping.schema().natural_key)));
+                            }
                             if let Some(field) = password_field {
                                 prop_assert!(!payload.contains_key(&field));
                             }

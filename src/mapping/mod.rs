@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::scim::schema::ResourceSchema;
 use crate::targets::TargetSchema;
 
-pub use engine::{Event, Operation, Render};
+pub use engine::{Event, FieldWarning, Operation, Render};
 pub use transforms::ParsedPhones;
 
 /// A place in a mapping file, as an admin's editor counts it: 1-based line and column (in
@@ -182,6 +182,15 @@ impl MappingError {
     }
 }
 
+/// Advice about a mapping that still loads and runs: shown by `mappings check`, with its place
+/// and a hint, the way errors are.
+#[derive(Debug, Clone)]
+pub struct MappingWarning {
+    pub at: Box<Location>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
 /// A mapping file's text and name, to turn byte spans into locations.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceFile {
@@ -230,6 +239,7 @@ pub struct Mapping {
     spec: spec::Spec,
     schema: TargetSchema,
     scim: ResourceSchema,
+    warnings: Vec<MappingWarning>,
 }
 
 impl Mapping {
@@ -253,6 +263,7 @@ impl Mapping {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let warnings = check::lints(&spec, &source);
         Ok(Mapping {
             target: target.to_owned(),
             file: file.to_owned(),
@@ -260,6 +271,7 @@ impl Mapping {
             spec,
             schema: schema.clone(),
             scim,
+            warnings,
         })
     }
 
@@ -278,6 +290,11 @@ impl Mapping {
 
     pub fn schema(&self) -> &TargetSchema {
         &self.schema
+    }
+
+    /// Advice from `mappings check` that does not stop the mapping from loading.
+    pub fn warnings(&self) -> &[MappingWarning] {
+        &self.warnings
     }
 }
 

@@ -173,6 +173,18 @@ pub(crate) struct FieldRule {
     pub rule: Rule,
     /// Sent when the account is created, left out of updates.
     pub create_only: bool,
+    /// What a value that cannot be mapped does; unset, the target's schema decides.
+    pub on_invalid: Option<OnInvalid>,
+}
+
+/// What a user's value that cannot be mapped (an unreadable phone number, a title too long)
+/// does to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnInvalid {
+    /// The user is sent without the field, and the delivery keeps a warning.
+    Omit,
+    /// The user is not sent; the delivery is rejected with the reason.
+    Reject,
 }
 
 /// Where a value comes from, when it applies, and what happens to it on the way.
@@ -296,6 +308,7 @@ const FIELD_KEYS: &[&str] = &[
     "when",
     "transform",
     "create_only",
+    "on_invalid",
 ];
 const DEPROVISION_KEYS: &[&str] = &["deactivate", "delete", "disable_sets"];
 const GRANT_KEYS: &[&str] = &["group", "when", "entry"];
@@ -482,6 +495,13 @@ impl Reader<'_> {
                 .unwrap_or(false),
             _ => false,
         };
+        let on_invalid = match &entry.node.value {
+            NodeValue::Table(keys) => keys
+                .iter()
+                .find(|k| k.key == "on_invalid")
+                .and_then(|k| self.on_invalid(&k.node)),
+            _ => None,
+        };
         let rule = self.rule(&entry.node, true);
         match rule {
             Some(rule) if self.errors.len() == before => spec.fields.push(FieldRule {
@@ -489,10 +509,30 @@ impl Reader<'_> {
                 name_span: entry.key_span.clone(),
                 rule,
                 create_only,
+                on_invalid,
             }),
             _ => spec
                 .broken_fields
                 .push((entry.key.clone(), entry.key_span.clone())),
+        }
+    }
+
+    fn on_invalid(&mut self, node: &Node) -> Option<OnInvalid> {
+        match &node.value {
+            NodeValue::String(text) if text == "omit" => Some(OnInvalid::Omit),
+            NodeValue::String(text) if text == "reject" => Some(OnInvalid::Reject),
+            _ => {
+                self.invalid(
+                    &node.span,
+                    "'on_invalid' must be \"omit\" or \"reject\"",
+                    Some(
+                        "\"omit\" sends the user without the field and keeps a warning; \
+                         \"reject\" sends nothing and records why"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
         }
     }
 
@@ -538,7 +578,7 @@ impl Reader<'_> {
         let known: Vec<&str> = FIELD_KEYS
             .iter()
             .copied()
-            .filter(|k| top || !matches!(*k, "create_only" | "grants" | "revoke"))
+            .filter(|k| top || !matches!(*k, "create_only" | "grants" | "revoke" | "on_invalid"))
             .collect();
         let misspelt = self.unknown_keys(entries, &known, "a field rule");
         let sources: Vec<&Entry> = entries

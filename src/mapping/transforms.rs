@@ -2,6 +2,7 @@
 //! (`lower`, `truncate`, value tables, phone numbers, ...). Parsed from a mapping file by
 //! `spec`, typed by `check` so an impossible chain is refused at load time, applied by `engine`.
 
+use std::fmt;
 use std::str::FromStr;
 
 use phonenumber::metadata::DATABASE;
@@ -14,6 +15,7 @@ use time::macros::format_description;
 use time::{Date, OffsetDateTime};
 
 use crate::mapping::spec::{Node, NodeValue, Span};
+use crate::scim::resource::field;
 
 /// What kind of value flows through a rule, as far as the mapping file can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +131,159 @@ pub(crate) enum Step {
     /// Reads an RFC 3339 date-time or a plain `YYYY-MM-DD` date and writes it in this format.
     Date(OwnedFormatItem),
     /// Parses a phone number, with the region for numbers written without a country code.
-    Phone(PhonePart, Option<country::Id>),
+    Phone(PhonePart, PhoneRegion),
+}
+
+/// How a phone step reads a number written without a `+country` code. A number that carries
+/// one keeps it, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PhoneRegion {
+    /// It is not read at all (`"phone_e164"`).
+    Unset,
+    /// As a number of this region, for every user (`{ phone_e164 = "US" }`).
+    Fixed(country::Id),
+    /// As a number of the user's own region (see `user_region`), else of `default`
+    /// (`{ phone_e164 = "user" }`, `{ phone_e164 = { region = "user", default = "US" } }`).
+    User { default: Option<country::Id> },
+}
+
+impl PhoneRegion {
+    /// The region a number of `user` without a country code is read in, and why. Runs for
+    /// every phone step of every render, so the reason is kept as borrowed parts and only
+    /// written out when shown.
+    pub fn resolve(self, user: &Value) -> Option<RegionChoice<'_>> {
+        match self {
+            PhoneRegion::Unset => None,
+            PhoneRegion::Fixed(id) => Some(RegionChoice {
+                id,
+                why: RegionReason::Fixed,
+            }),
+            PhoneRegion::User { default } => user_region(user).or_else(|| {
+                default.map(|id| RegionChoice {
+                    id,
+                    why: RegionReason::Default,
+                })
+            }),
+        }
+    }
+
+    /// Why a number without a country code found no region to be read in; a fixed region
+    /// always has one.
+    fn unreadable_without_code(self) -> Option<&'static str> {
+        match self {
+            PhoneRegion::Unset => Some("it has no +country code and the transform names no region"),
+            PhoneRegion::Fixed(_) => None,
+            PhoneRegion::User { .. } => Some(
+                "it has no +country code, and the user has no address country or locale with a \
+                 region to read it by",
+            ),
+        }
+    }
+}
+
+/// The region chosen for a user's numbers and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RegionChoice<'u> {
+    pub id: country::Id,
+    pub why: RegionReason<'u>,
+}
+
+/// Where a region came from, in words for the preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RegionReason<'u> {
+    Fixed,
+    Address {
+        which: &'static str,
+        country: &'u str,
+    },
+    Locale {
+        attribute: &'static str,
+        tag: &'u str,
+    },
+    Default,
+}
+
+impl fmt::Display for RegionReason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegionReason::Fixed => f.write_str("fixed in the mapping"),
+            RegionReason::Address { which, country } => {
+                write!(f, "the {which} address's country is '{country}'")
+            }
+            RegionReason::Locale { attribute, tag } => write!(f, "{attribute} is '{tag}'"),
+            RegionReason::Default => f.write_str(
+                "the mapping's default; the user has no address country and no locale with a \
+                 region",
+            ),
+        }
+    }
+}
+
+/// The user's own region: the country of the primary address, else of the work address, else
+/// the region of `locale` or `preferredLanguage` in either form identity providers send
+/// (`fr-FR`, `de_DE`). A value that names no region phone numbers are known in is passed over.
+pub(crate) fn user_region(user: &Value) -> Option<RegionChoice<'_>> {
+    let object = user.as_object()?;
+    let addresses: &[Value] = match field(object, "addresses") {
+        Some(Value::Array(items)) => items,
+        _ => &[],
+    };
+    let primary = addresses
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|a| field(a, "primary").and_then(as_bool) == Some(true));
+    let work = addresses.iter().filter_map(Value::as_object).find(|a| {
+        field(a, "type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("work"))
+    });
+    for (address, which) in [(primary, "primary"), (work, "work")] {
+        let Some(Value::String(country)) = address.and_then(|a| field(a, "country")) else {
+            continue;
+        };
+        if let Some(id) = known_region(country) {
+            return Some(RegionChoice {
+                id,
+                why: RegionReason::Address { which, country },
+            });
+        }
+    }
+    for attribute in ["locale", "preferredLanguage"] {
+        let Some(Value::String(tag)) = field(object, attribute) else {
+            continue;
+        };
+        if let Some(id) = locale_region(tag).and_then(known_region) {
+            return Some(RegionChoice {
+                id,
+                why: RegionReason::Locale { attribute, tag },
+            });
+        }
+    }
+    None
+}
+
+/// The region subtag of a language tag: `FR` in `fr-FR`, `DE` in `de_DE`, `CN` in
+/// `zh-Hans-CN`. Of a list such as preferredLanguage's `da, en-gb;q=0.8`, the first entry's.
+fn locale_region(tag: &str) -> Option<&str> {
+    let first = tag.split(',').next()?.split(';').next()?.trim();
+    let mut subtags = first.split(['-', '_']);
+    let language = subtags.next()?;
+    if !(2..=3).contains(&language.len()) || !language.chars().all(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    subtags
+        .take(2)
+        .find(|s| s.len() == 2 && s.chars().all(|c| c.is_ascii_alphabetic()))
+}
+
+/// A two-letter region code the phone number data knows.
+fn known_region(code: &str) -> Option<country::Id> {
+    let &[a, b] = code.trim().as_bytes() else {
+        return None;
+    };
+    let upper = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+    let id = country::Id::from_str(std::str::from_utf8(&upper).ok()?).ok()?;
+    DATABASE.by_id(id.as_ref()).map(|_| id)
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +334,23 @@ pub(crate) struct StepError {
     pub span: Span,
     pub message: String,
     pub hint: Option<String>,
+}
+
+/// Why a rule's value cannot be used, with the value to blame when there is one, so that a
+/// warning can show it apart from the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Refusal {
+    pub value: Option<Value>,
+    pub reason: String,
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Refusal {
+        Refusal {
+            value: None,
+            reason,
+        }
+    }
 }
 
 impl Step {
@@ -307,13 +478,14 @@ impl Step {
         }
     }
 
-    /// Applies the step to a rule's values (none, one or several). Empty strings that come
-    /// out count as no value, so they never reach a target that refuses them.
+    /// Applies the step to a rule's values (none, one or several) of `user`. Empty strings
+    /// that come out count as no value, so they never reach a target that refuses them.
     pub fn apply(
         &self,
         values: Vec<Value>,
+        user: &Value,
         phones: &mut ParsedPhones,
-    ) -> Result<Vec<Value>, String> {
+    ) -> Result<Vec<Value>, Refusal> {
         let out = match self {
             Step::Lower => map_text(values, |s| Ok(Some(s.to_lowercase())))?,
             Step::Upper => map_text(values, |s| Ok(Some(s.to_uppercase())))?,
@@ -330,7 +502,7 @@ impl Step {
             Step::Split(separator) => {
                 let mut out = Vec::new();
                 for value in values {
-                    let text = as_text(&value)?;
+                    let text = as_text(&value).map_err(|reason| blame(&value, reason))?;
                     out.extend(text.split(separator.as_str()).map(Value::from));
                 }
                 out
@@ -339,7 +511,10 @@ impl Step {
                 if values.is_empty() {
                     return Ok(values);
                 }
-                let parts = values.iter().map(as_text).collect::<Result<Vec<_>, _>>()?;
+                let parts = values
+                    .iter()
+                    .map(|value| as_text(value).map_err(|reason| blame(value, reason)))
+                    .collect::<Result<Vec<_>, _>>()?;
                 vec![Value::from(parts.join(separator))]
             }
             Step::Default(value) => {
@@ -354,7 +529,7 @@ impl Step {
             }
             Step::Table(entries) => values
                 .iter()
-                .map(|value| lookup(entries, value))
+                .map(|value| lookup(entries, value).map_err(|reason| blame(value, reason)))
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
                 .flatten()
@@ -362,14 +537,26 @@ impl Step {
             Step::Not => values
                 .iter()
                 .map(|value| {
-                    as_bool(value)
-                        .map(|b| Value::Bool(!b))
-                        .ok_or_else(|| format!("'not' needs a boolean, not {}", quote(value)))
+                    as_bool(value).map(|b| Value::Bool(!b)).ok_or_else(|| {
+                        blame(
+                            value,
+                            format!("'not' needs a boolean, not {}", quote(value)),
+                        )
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Step::Date(format) => map_text(values, |s| reformat_date(&s, format).map(Some))?,
             Step::Phone(part, region) => {
-                map_text(values, |s| Ok(phone(phones.parse(&s, *region)?, *part)))?
+                let chosen = region.resolve(user).map(|choice| choice.id);
+                map_text(values, |s| match phones.parse(&s, chosen) {
+                    Ok(number) => Ok(phone(number, *part)),
+                    Err(why) => match region.unreadable_without_code() {
+                        Some(hint) if chosen.is_none() && !s.trim_start().starts_with('+') => {
+                            Err(format!("{why} ({hint})"))
+                        }
+                        _ => Err(why),
+                    },
+                })?
             }
         };
         Ok(out.into_iter().filter(|value| !is_blank(value)).collect())
@@ -480,24 +667,85 @@ fn parse_argument(name: &str, arg: Option<&Node>) -> Result<Step, (String, Optio
                 "phone_national" => PhonePart::National,
                 _ => PhonePart::Extension,
             };
-            let region = match arg {
-                None => None,
+            let region = match arg.map(|a| &a.value) {
+                None => PhoneRegion::Unset,
+                Some(NodeValue::String(code)) if code == "user" => {
+                    PhoneRegion::User { default: None }
+                }
+                Some(NodeValue::String(code)) => PhoneRegion::Fixed(region_code(code)?),
+                Some(NodeValue::Table(entries)) => phone_region_table(name, entries)?,
                 Some(_) => {
-                    let code = text_arg("a region code such as \"US\"")?;
-                    Some(country::Id::from_str(&code.to_uppercase()).map_err(|_| {
-                        (
-                            format!("'{code}' is not a region code"),
-                            Some(
-                                "use a two-letter ISO 3166 code such as \"US\" or \"DE\""
-                                    .to_owned(),
-                            ),
-                        )
-                    })?)
+                    return Err((
+                        "needs a region code such as \"US\", \"user\" or a table".to_owned(),
+                        Some(phone_hint(name)),
+                    ))
                 }
             };
             Ok(Step::Phone(part, region))
         }
         _ => Err(("is not a transform".to_owned(), None)),
+    }
+}
+
+fn phone_hint(name: &str) -> String {
+    format!(
+        "write {{ {name} = \"DE\" }} for one region, or {{ {name} = {{ region = \"user\", \
+         default = \"US\" }} }} for each user's own"
+    )
+}
+
+fn region_code(code: &str) -> Result<country::Id, (String, Option<String>)> {
+    country::Id::from_str(&code.to_uppercase()).map_err(|_| {
+        (
+            format!("'{code}' is not a region code"),
+            Some(
+                "use a two-letter ISO 3166 code such as \"US\" or \"DE\", or \"user\" for the \
+                 user's own region"
+                    .to_owned(),
+            ),
+        )
+    })
+}
+
+/// `{ region = "user", default = "US" }` or `{ region = "DE" }`.
+fn phone_region_table(
+    name: &str,
+    entries: &[crate::mapping::spec::Entry],
+) -> Result<PhoneRegion, (String, Option<String>)> {
+    let text = |key: &str| {
+        entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| match &e.node.value {
+                NodeValue::String(text) => Ok(text.as_str()),
+                _ => Err((format!("'{key}' takes a region code in quotes"), None)),
+            })
+            .transpose()
+    };
+    if let Some(unknown) = entries
+        .iter()
+        .find(|e| e.key != "region" && e.key != "default")
+    {
+        return Err((
+            format!(
+                "unknown key '{}': the table takes 'region' and 'default'",
+                unknown.key
+            ),
+            Some(phone_hint(name)),
+        ));
+    }
+    let default = text("default")?.map(region_code).transpose()?;
+    match (text("region")?, default) {
+        (Some("user"), default) => Ok(PhoneRegion::User { default }),
+        (Some(code), None) => Ok(PhoneRegion::Fixed(region_code(code)?)),
+        (Some(_), Some(_)) => Err((
+            "'default' only applies to region = \"user\"".to_owned(),
+            Some(phone_hint(name)),
+        )),
+        (None, _) => Err((
+            "the table needs a 'region'".to_owned(),
+            Some(phone_hint(name)),
+        )),
     }
 }
 
@@ -556,14 +804,24 @@ fn lookup(entries: &[TableEntry], value: &Value) -> Result<Option<Value>, String
 fn map_text(
     values: Vec<Value>,
     mut f: impl FnMut(String) -> Result<Option<String>, String>,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, Refusal> {
     let mut out = Vec::with_capacity(values.len());
     for value in values {
-        if let Some(text) = f(as_text(&value)?)? {
-            out.push(Value::String(text));
+        let text = as_text(&value).map_err(|reason| blame(&value, reason))?;
+        match f(text) {
+            Ok(Some(text)) => out.push(Value::String(text)),
+            Ok(None) => {}
+            Err(reason) => return Err(blame(&value, reason)),
         }
     }
     Ok(out)
+}
+
+fn blame(value: &Value, reason: String) -> Refusal {
+    Refusal {
+        value: Some(value.clone()),
+        reason,
+    }
 }
 
 /// A plain value as text: text as is, numbers and booleans written out.
@@ -651,6 +909,14 @@ impl ParsedPhones {
     }
 }
 
+#[cfg(test)]
+impl ParsedPhones {
+    /// How many (number, region) pairs were parsed.
+    pub(crate) fn len(&self) -> usize {
+        self.parsed.len()
+    }
+}
+
 fn phone(number: &PhoneNumber, part: PhonePart) -> Option<String> {
     match part {
         PhonePart::E164 => Some(number.format().mode(Mode::E164).to_string()),
@@ -665,14 +931,8 @@ fn parse_phone(text: &str, region: Option<country::Id>) -> Result<PhoneNumber, S
     // parser may read the digits after "+55" as the region's international prefix and drop
     // them, so a number that names its country is parsed without it.
     let region = region.filter(|_| !text.trim_start().starts_with('+'));
-    let number = phonenumber::parse(region, text).map_err(|_| {
-        let why = if region.is_none() && !text.trim_start().starts_with('+') {
-            " (it has no +country code and the transform names no region)"
-        } else {
-            ""
-        };
-        format!("'{text}' is not a readable phone number{why}")
-    })?;
+    let number = phonenumber::parse(region, text)
+        .map_err(|_| format!("'{text}' is not a readable phone number"))?;
     // The length check first: full validation matches the number against every range
     // pattern of its region, the most expensive step of rendering a user.
     if is_possible(&number) || number.is_valid() {
@@ -748,7 +1008,9 @@ mod tests {
             Value::Array(items) => items,
             single => vec![single],
         };
-        step(toml_text).apply(values, &mut ParsedPhones::default())
+        step(toml_text)
+            .apply(values, &Value::Null, &mut ParsedPhones::default())
+            .map_err(|refusal| refusal.reason)
     }
 
     #[test]
@@ -847,8 +1109,9 @@ mod tests {
         let mut phones = ParsedPhones::default();
         let mut apply = |written: &str, text: &str| {
             step(written)
-                .apply(vec![json!(text)], &mut phones)
+                .apply(vec![json!(text)], &Value::Null, &mut phones)
                 .map(Value::Array)
+                .map_err(|refusal| refusal.reason)
         };
         assert_eq!(
             apply("\"phone_national\"", "+1 415 555 0132 ext. 77"),
@@ -968,6 +1231,117 @@ mod tests {
     }
 
     #[test]
+    fn phone_regions_as_written() {
+        let cases = [
+            ("\"phone_e164\"", PhoneRegion::Unset),
+            (
+                "{ phone_e164 = \"de\" }",
+                PhoneRegion::Fixed(country::Id::DE),
+            ),
+            (
+                "{ phone_national = \"user\" }",
+                PhoneRegion::User { default: None },
+            ),
+            (
+                "{ phone_country_code = { region = \"user\", default = \"US\" } }",
+                PhoneRegion::User {
+                    default: Some(country::Id::US),
+                },
+            ),
+            (
+                "{ phone_extension = { region = \"FR\" } }",
+                PhoneRegion::Fixed(country::Id::FR),
+            ),
+        ];
+        for (written, expected) in cases {
+            match step(written) {
+                Step::Phone(_, region) => assert_eq!(region, expected, "{written}"),
+                other => panic!("{written}: {other:?}"),
+            }
+        }
+        let refused = [
+            (
+                "{ phone_e164 = { region = \"DE\", default = \"US\" } }",
+                "'default' only applies to region = \"user\"",
+            ),
+            (
+                "{ phone_e164 = { region = \"user\", default = \"XX\" } }",
+                "'XX' is not a region code",
+            ),
+            ("{ phone_e164 = { default = \"US\" } }", "needs a 'region'"),
+            (
+                "{ phone_e164 = { region = \"user\", fallback = \"US\" } }",
+                "unknown key 'fallback'",
+            ),
+            ("{ phone_e164 = 1 }", "needs a region code"),
+        ];
+        for (written, message) in refused {
+            let node: Node = toml::from_str(&format!("s = {written}")).expect("toml");
+            let NodeValue::Table(entries) = node.value else {
+                panic!("not a table")
+            };
+            let error = Step::parse(&entries[0].node).expect_err(written);
+            assert!(
+                error.message.contains(message),
+                "{written}: {}",
+                error.message
+            );
+            assert!(error.hint.is_some(), "{written}");
+        }
+    }
+
+    #[test]
+    fn the_users_region_comes_from_the_address_then_the_locale() {
+        let region =
+            |user: Value| user_region(&user).map(|c| (c.id.as_ref().to_owned(), c.why.to_string()));
+        let cases = [
+            (json!({"locale": "de_DE"}), Some("DE"), "locale is 'de_DE'"),
+            (json!({"locale": "fr-FR"}), Some("FR"), "locale is 'fr-FR'"),
+            (
+                json!({"locale": "zh-Hans-CN"}),
+                Some("CN"),
+                "locale is 'zh-Hans-CN'",
+            ),
+            (
+                json!({"preferredLanguage": "pt-br, en;q=0.8"}),
+                Some("BR"),
+                "preferredLanguage is 'pt-br, en;q=0.8'",
+            ),
+            (
+                json!({"locale": "ja", "preferredLanguage": "ja-JP"}),
+                Some("JP"),
+                "preferredLanguage is 'ja-JP'",
+            ),
+            (
+                json!({"locale": "en-US", "addresses": [{"type": "work", "country": "in"}]}),
+                Some("IN"),
+                "the work address's country is 'in'",
+            ),
+            (
+                json!({"addresses": [
+                    {"type": "work", "country": "Germany"},
+                    {"type": "home", "country": "FR", "primary": true}
+                ]}),
+                Some("FR"),
+                "the primary address's country is 'FR'",
+            ),
+            // Neither a country phone numbers are known in, nor a region in the locale.
+            (
+                json!({"addresses": [{"type": "work", "country": "Germany"}], "locale": "en"}),
+                None,
+                "",
+            ),
+            (json!({"locale": "es-419"}), None, ""),
+            (json!({"locale": "xx-ZZ"}), None, ""),
+            (json!("not a user"), None, ""),
+        ];
+        for (user, id, why) in cases {
+            let expected = id.map(|id| (id.to_owned(), why.to_owned()));
+            assert_eq!(region(user.clone()), expected, "{user}");
+        }
+    }
+
+    #[test]
     fn shapes_follow_the_chain() {
         let text = Shape::one(Kind::Text);
         assert_eq!(
@@ -1019,11 +1393,24 @@ mod properties {
                 "\\+[0-9]{1,3}[ 0-9]{0,20}( ?(ext|x|#)\\.? ?[0-9]{0,8})?",
                 any::<String>(),
             ],
-            region in prop::option::of(prop::sample::select(vec![country::Id::US, country::Id::DE, country::Id::JP])),
+            region in prop::sample::select(vec![
+                PhoneRegion::Unset,
+                PhoneRegion::Fixed(country::Id::US),
+                PhoneRegion::Fixed(country::Id::JP),
+                PhoneRegion::User { default: None },
+                PhoneRegion::User { default: Some(country::Id::DE) },
+            ]),
+            user in prop_oneof![
+                Just(Value::Null),
+                "[a-zA-Z_-]{0,12}".prop_map(|locale| serde_json::json!({ "locale": locale })),
+                "[A-Za-z]{0,3}".prop_map(|country| serde_json::json!({
+                    "addresses": [{ "type": "work", "country": country }]
+                })),
+            ],
         ) {
             for part in [PhonePart::E164, PhonePart::CountryCode, PhonePart::National, PhonePart::Extension] {
                 let _ = Step::Phone(part, region)
-                    .apply(vec![Value::String(text.clone())], &mut ParsedPhones::default());
+                    .apply(vec![Value::String(text.clone())], &user, &mut ParsedPhones::default());
             }
         }
     }

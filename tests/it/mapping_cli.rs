@@ -63,8 +63,8 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
         ),
         "   | ^^^^^^^^^^^^\n   = hint: did you mean 'emailAddress'?".to_owned(),
         format!(
-            "{kibo}:55:21: error: 'actve' is not a SCIM attribute path: the SCIM User has no \
-             attribute 'actve'\n   |\n55 | isActive = {{ from = \"actve\", transform = [{{ default \
+            "{kibo}:57:21: error: 'actve' is not a SCIM attribute path: the SCIM User has no \
+             attribute 'actve'\n   |\n57 | isActive = {{ from = \"actve\", transform = [{{ default \
              = true }}] }}\n   |                     ^^^^^^^\n   = hint: did you mean 'active'?"
         ),
     ];
@@ -161,6 +161,11 @@ fn preview_covers_every_target_and_says_why_a_user_is_refused() {
 
 /// A store holding the Okta, Entra and non-Latin fixture users, created the way an IdP would.
 async fn store_with_fixtures(dir: &Path) -> std::path::PathBuf {
+    store_with_users(dir, &["okta", "entra", "non_latin"]).await
+}
+
+/// A store holding the named fixture users, created the way an IdP would.
+async fn store_with_users(dir: &Path, names: &[&str]) -> std::path::PathBuf {
     use scim_bridge::clock::SystemClock;
     use scim_bridge::ledger::{Db, DbOptions, ResourceKind};
     use scim_bridge::scim::service::ScimService;
@@ -172,7 +177,7 @@ async fn store_with_fixtures(dir: &Path) -> std::path::PathBuf {
     })
     .expect("database");
     let service = ScimService::new(db, std::sync::Arc::new(SystemClock), None);
-    for name in ["okta", "entra", "non_latin"] {
+    for name in names {
         let mut user = fixture(name);
         if let Some(fields) = user.as_object_mut() {
             for assigned in ["id", "meta", "groups"] {
@@ -273,4 +278,134 @@ async fn diff_refuses_a_missing_store_and_invalid_mappings() {
         report.contains("unknown key 'feilds' in a mapping file"),
         "{report}"
     );
+}
+
+#[test]
+fn preview_says_which_phone_region_was_used_and_why() {
+    let (ok, report) = run_preview(&fixture("germany_okta"), Some("vikingcloud"));
+    assert!(ok, "{report}");
+    assert!(
+        report.contains(
+            "phone region: DE (the primary address's country is 'DE'); numbers written with a \
+             +country code keep theirs\n"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("\"primaryPhone\": \"301234567\",\n  \"primaryPhoneCountryCode\": \"49\""),
+        "{report}"
+    );
+
+    // Entra's form of a French locale, and no address.
+    let (ok, report) = run_preview(&fixture("france_entra"), Some("primavera"));
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("phone region: FR (locale is 'fr-FR');"),
+        "{report}"
+    );
+    assert!(report.contains("\"mobile\": \"+33612345678\""), "{report}");
+
+    // Nothing to go by: the mapping's default.
+    let mut user = fixture("france_entra");
+    user["locale"] = json!("fr");
+    user["phoneNumbers"] = json!([{"value": "(415) 555-0132", "type": "mobile"}]);
+    let (_, report) = run_preview(&user, Some("appgate"));
+    assert!(
+        report.contains(
+            "phone region: US (the mapping's default; the user has no address country and no \
+             locale with a region)"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn preview_lists_what_a_user_is_sent_without() {
+    let (ok, report) = run_preview(&fixture("garbage_mobile"), Some("primavera"));
+    assert!(
+        ok,
+        "a user without an optional field is still sent: {report}"
+    );
+    assert!(
+        report.contains(
+            "warning: 'mobile' left out: 'n/a (ask reception)' is not a readable phone number\n"
+        ),
+        "{report}"
+    );
+    let body_start = report.find("\n{\n").expect("a JSON body");
+    let body: serde_json::Value =
+        serde_json::from_str(&report[body_start..]).expect("the body is JSON");
+    assert!(body.get("mobile").is_none(), "{body}");
+    assert_eq!(body["phone"], "+49307654321");
+}
+
+#[test]
+fn check_warns_about_a_fixed_phone_region_in_a_file_that_maps_a_locale() {
+    let dir = broken_copy("kibo.toml", |text| {
+        text.replace(
+            "phone_e164 = { region = \"user\", default = \"US\" }",
+            "phone_e164 = \"US\"",
+        )
+    });
+    let (ok, report) = run_check(dir.path());
+    assert!(ok, "a warning does not fail the check: {report}");
+    assert!(
+        report.contains(
+            ": warning: 'phone_e164' reads every number without a +country code as a US number, \
+             but this file maps 'locale' (line 53): users elsewhere get wrong numbers or none\n"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "= hint: read each user's own region: { phone_e164 = { region = \"user\", default = \
+             \"US\" } }"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.ends_with("4 mapping files ok; 1 warning\n"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn diff_shows_what_the_region_rules_change_and_counts_omissions() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let db = store_with_users(
+        work.path(),
+        &["germany_okta", "france_entra", "garbage_mobile"],
+    )
+    .await;
+    // The mappings as they were: every number without a country code read as a US number.
+    let old = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir("mappings").expect("mappings/") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path)
+            .expect("readable")
+            .replace("{ region = \"user\", default = \"US\" }", "\"US\"");
+        std::fs::write(old.path().join(path.file_name().expect("name")), text).expect("write");
+    }
+
+    let mut out = Vec::new();
+    let ok = commands::diff(old.path(), Path::new("mappings"), &db, false, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(ok, "{report}");
+    for line in [
+        "kibo: 3 of 3 users would change",
+        "kibo: 3 users, field phoneNumber (phone region now the user's): '+10301234567' -> \
+         '+49301234567' (1), '+10307654321' -> '+49307654321' (1), '+10612345678' -> \
+         '+33612345678' (1)",
+        // Read as a US number, '0151 23456789' had too many digits and was left out.
+        "primavera: 2 users, field mobile (phone region now the user's): '+10612345678' -> \
+         '+33612345678' (1), (not sent) -> '+4915123456789' (1)",
+        "primavera: 1 user sent without mobile, e.g. 'n/a (ask reception)' is not a readable \
+         phone number",
+        "vikingcloud: 3 users, field primaryPhoneCountryCode (phone region now the user's): \
+         '1' -> '49' (2), '1' -> '33' (1)",
+    ] {
+        assert!(report.contains(line), "missing:\n{line}\nin:\n{report}");
+    }
 }

@@ -43,14 +43,22 @@ fn as_golden(event: Event, rendered: Render) -> Value {
             create_only,
             password_field,
             hash,
-        } => json!({
-            "event": event,
-            "operation": operation.as_str(),
-            "create_only": create_only,
-            "password_field": password_field,
-            "hash": hash,
-            "payload": payload,
-        }),
+            warnings,
+        } => {
+            let mut golden = json!({
+                "event": event,
+                "operation": operation.as_str(),
+                "create_only": create_only,
+                "password_field": password_field,
+                "hash": hash,
+                "payload": payload,
+            });
+            // Only where there are some, so a file without omissions reads as before.
+            if !warnings.is_empty() {
+                golden["warnings"] = json!(warnings);
+            }
+            golden
+        }
         Render::Skip { reason } => json!({ "event": event, "skipped": reason }),
         Render::Rejected { reason } => json!({ "event": event, "rejected": reason }),
     }
