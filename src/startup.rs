@@ -70,6 +70,11 @@ impl Application {
             readers: settings.database.readers,
         })
         .with_context(|| format!("database {}", settings.database.path.display()))?;
+        if let Some(megabytes) = settings.database.max_size_mb {
+            db.limit_size(megabytes * 1024 * 1024)
+                .await
+                .context("cannot cap the database size")?;
+        }
 
         let sandbox = if settings.sandbox.start {
             let sandbox_config = if settings.sandbox.vendor_rate_limits {
@@ -355,12 +360,20 @@ async fn metrics_text(
         .body(metrics.render(&lag, unix_millis(clock.as_ref().as_ref())))
 }
 
+/// Ready when the database answers reads and takes writes: a bridge that cannot store what
+/// it is sent (full disk, I/O errors) is taken out of rotation until a write goes through.
 async fn readyz(db: web::Data<Db>) -> HttpResponse {
-    match db.read(|store| store.ping()).await {
+    if let Err::<(), LedgerError>(err) = db.read(|store| store.ping()).await {
+        tracing::warn!(error = %err, "readiness check failed");
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "database unavailable"}));
+    }
+    match db.writable().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err::<(), LedgerError>(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(json!({"status": "database unavailable"}))
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed: writes are refused");
+            HttpResponse::ServiceUnavailable()
+                .insert_header((actix_web::http::header::RETRY_AFTER, "30"))
+                .json(json!({"status": "database not writable", "detail": err.to_string()}))
         }
     }
 }

@@ -158,6 +158,9 @@ pub struct DatabaseSettings {
     pub path: PathBuf,
     /// Read-only connections for queries, beside the single writer.
     pub readers: usize,
+    /// A ceiling on the database file, in MiB: past it writes are refused with 503 and
+    /// readiness fails, as on a full disk, instead of filling a disk other services share.
+    pub max_size_mb: Option<u64>,
 }
 
 impl Default for DatabaseSettings {
@@ -165,6 +168,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             path: PathBuf::from("data/scim-bridge.db"),
             readers: 4,
+            max_size_mb: None,
         }
     }
 }
@@ -329,6 +333,12 @@ impl Settings {
         }
         if self.admin.dev_token.as_deref() == Some("") {
             return Err(ConfigError::key("admin.dev_token", "must not be empty"));
+        }
+        if self.database.max_size_mb == Some(0) {
+            return Err(ConfigError::key(
+                "database.max_size_mb",
+                "must be at least 1 (leave it out for no ceiling)",
+            ));
         }
         let fanout = &self.fanout;
         if fanout.max_attempts == 0 {
