@@ -248,7 +248,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check(source)) => {
-            Settings::load(source.config.as_deref(), &Overrides::default())?;
+            let settings = Settings::load(source.config.as_deref(), &Overrides::default())?;
+            crate::startup::check(&settings)?;
             println!("configuration is valid");
             Ok(())
         }
