@@ -9,6 +9,7 @@ mod crash;
 mod fanout;
 mod mapping_cli;
 mod mapping_golden;
+mod ops_security;
 mod ops_storage;
 mod sandbox_emulators;
 mod scim_bulk;
