@@ -229,7 +229,8 @@ pub enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a configuration (with environment overrides) and report every problem.
+    /// Validate a configuration (with environment overrides): its keys, and that every token
+    /// source and target secret resolves and every mapping loads, as `serve` needs them.
     Check(ConfigSource),
     /// Print the embedded default configuration.
     Default,
