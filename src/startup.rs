@@ -27,7 +27,7 @@ use crate::metrics::{Metrics, ScrapeAccess};
 use crate::sandbox::{self, Sandbox, SandboxConfig};
 use crate::scim::auth::{client_address, Authenticator, FailedAuthLimit, ScimAuth};
 use crate::scim::routes::{self, ScimState};
-use crate::scim::service::{ScimService, Sync};
+use crate::scim::service::{ScimService, Sync, UNAVAILABLE_RETRY_AFTER_SECS};
 use crate::targets::config::build_targets;
 use crate::targets::{Target, TargetSchema};
 use crate::telemetry::RedactedRootSpan;
@@ -434,7 +434,10 @@ async fn readyz(db: web::Data<Db>) -> HttpResponse {
         Err(err) => {
             tracing::warn!(error = %err, "readiness check failed: writes are refused");
             HttpResponse::ServiceUnavailable()
-                .insert_header((actix_web::http::header::RETRY_AFTER, "30"))
+                .insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+                ))
                 .json(json!({"status": "database not writable", "detail": err.to_string()}))
         }
     }

@@ -744,6 +744,21 @@ mod tests {
         assert!(why_not_writable(&read_only).contains("read-only filesystem"));
     }
 
+    #[test]
+    fn storage_failures_are_told_apart_from_other_errors() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+        // query_only makes SQLite answer writes with SQLITE_READONLY, the code a file that
+        // turned read-only under a running bridge gives.
+        conn.pragma_update(None, "query_only", true).unwrap();
+        let read_only = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert!(is_storage_failure(&read_only), "{read_only}");
+        let wrong = conn.execute("INSERT INTO nope VALUES (1)", []).unwrap_err();
+        assert!(!is_storage_failure(&wrong), "{wrong}");
+        assert!(LedgerError::from(read_only).is_unavailable());
+        assert!(!LedgerError::Commit("x".into()).is_unavailable());
+    }
+
     async fn insert_filler(db: &Db, n: usize) -> Result<(), LedgerError> {
         db.write(move |store| {
             let id = format!("filler{n}");

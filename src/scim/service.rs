@@ -25,7 +25,7 @@ use crate::scim::{patch, sort};
 /// How long an identity provider is asked to wait when the store cannot take writes (full
 /// disk, I/O error): long enough for an operator's alert to fire, short enough that changes
 /// flow soon after space is freed.
-const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 30;
+pub(crate) const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 30;
 
 impl From<LedgerError> for ScimError {
     fn from(err: LedgerError) -> Self {
