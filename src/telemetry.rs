@@ -61,14 +61,19 @@ pub fn loggable_target(path: &str, query: &str) -> String {
 }
 
 /// The root span of every request: tracing-actix-web's default fields, except that the
-/// target is `loggable_target` and the client address believes forwarding headers only from
-/// trusted proxies.
+/// target is `loggable_target`, the client address believes forwarding headers only from
+/// trusted proxies, and the host (which a client may forge) is left out.
 pub struct RedactedRootSpan;
 
 impl RootSpanBuilder for RedactedRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let method = request.method().as_str().to_owned();
         let route = request.match_pattern().unwrap_or_default();
+        let user_agent = request
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
         let request_id = request
             .extensions()
             .get::<RequestId>()
@@ -80,6 +85,7 @@ impl RootSpanBuilder for RedactedRootSpan {
             http.route = %route,
             http.target = %loggable_target(request.path(), request.query_string()),
             http.client_ip = %request_address(request),
+            http.user_agent = %user_agent,
             http.status_code = tracing::field::Empty,
             otel.name = %format!("{method} {route}"),
             otel.kind = "server",
