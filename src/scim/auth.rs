@@ -192,7 +192,9 @@ impl Authenticator {
         let outcome = self.check(authorization);
         if let Err(ScimError::Unauthorized(reason)) = &outcome {
             if let Err(retry_after_secs) = self.failures.failed(address) {
-                tracing::warn!(
+                // Debug only: the request's own log line already carries the address and the
+                // 429, and a spray must not double the log.
+                tracing::debug!(
                     address = %address,
                     reason = %reason,
                     "too many failed authentications from this address"
