@@ -232,7 +232,8 @@ pub enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a configuration (with environment overrides) and report every problem.
+    /// Validate a configuration (with environment overrides): its keys, and that every token
+    /// source and target secret resolves and every mapping loads, as `serve` needs them.
     Check(ConfigSource),
     /// Print the embedded default configuration.
     Default,
@@ -251,7 +252,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check(source)) => {
-            Settings::load(source.config.as_deref(), &Overrides::default())?;
+            let settings = Settings::load(source.config.as_deref(), &Overrides::default())?;
+            crate::startup::check(&settings)?;
             println!("configuration is valid");
             Ok(())
         }

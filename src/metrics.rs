@@ -1,8 +1,12 @@
 //! Prometheus metrics, held in an explicit registry (no global recorder) and rendered at
 //! `/metrics`. Queue depth and lag are read from the ledger at scrape time, so they are
-//! never stale.
+//! never stale. Who may scrape is decided here too: the configured token, or loopback only.
 
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,7 +16,67 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::config::TrustedProxies;
 use crate::ledger::{Omissions, TargetLag};
+use crate::scim::auth::Authenticator;
+use crate::scim::error::ScimError;
+
+/// Who may read `/metrics`: queue depths, target names and lag say a lot about an
+/// organisation, so the endpoint is not open to whoever reaches the SCIM listener.
+pub enum ScrapeAccess {
+    /// Scrapes carry this bearer token (`[metrics] token_*`).
+    Token(Authenticator),
+    /// No token configured: only peers on this host that are not a trusted proxy (a reverse
+    /// proxy on the same host would otherwise make every caller look local).
+    LoopbackOnly,
+}
+
+impl ScrapeAccess {
+    /// The answer to send instead of the metrics, when this scrape may not read them.
+    pub fn refusal(
+        &self,
+        req: &HttpRequest,
+        address: IpAddr,
+        proxies: &TrustedProxies,
+    ) -> Option<HttpResponse> {
+        match self {
+            ScrapeAccess::Token(auth) => {
+                let authorization = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok());
+                match auth.authenticate(address, authorization) {
+                    Ok(_) => None,
+                    Err(ScimError::RateLimited { retry_after_secs }) => Some(
+                        HttpResponse::TooManyRequests()
+                            .insert_header((header::RETRY_AFTER, retry_after_secs.to_string()))
+                            .body("too many failed authentications\n"),
+                    ),
+                    Err(_) => Some(
+                        HttpResponse::Unauthorized()
+                            .insert_header((
+                                header::WWW_AUTHENTICATE,
+                                "Bearer realm=\"scim-bridge-metrics\"",
+                            ))
+                            .body("a valid metrics bearer token is required\n"),
+                    ),
+                }
+            }
+            ScrapeAccess::LoopbackOnly => {
+                let local = req
+                    .peer_addr()
+                    .map(|peer| peer.ip().to_canonical())
+                    .is_some_and(|peer| peer.is_loopback() && !proxies.trusts(peer));
+                (!local).then(|| {
+                    HttpResponse::Forbidden().body(
+                        "metrics are served to this host only; configure [metrics] token_file \
+                         (or token_env, token_sha256) to scrape from elsewhere\n",
+                    )
+                })
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {

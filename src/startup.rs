@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context;
 use serde_json::json;
 use tracing_actix_web::TracingLogger;
@@ -23,13 +23,15 @@ use crate::fanout::worker::{TargetPolicy, Worker};
 use crate::fanout::Fanout;
 use crate::ledger::{Db, DbOptions, LedgerError};
 use crate::mapping::MappingSet;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ScrapeAccess};
 use crate::sandbox::{self, Sandbox, SandboxConfig};
-use crate::scim::auth::{Authenticator, ScimAuth};
+use crate::scim::auth::{client_address, Authenticator, FailedAuthLimit, ScimAuth};
 use crate::scim::routes::{self, ScimState};
-use crate::scim::service::{ScimService, Sync};
+use crate::scim::service::{ScimService, Sync, UNAVAILABLE_RETRY_AFTER_SECS};
 use crate::targets::config::build_targets;
 use crate::targets::{Target, TargetSchema};
+use crate::telemetry::RedactedRootSpan;
+use secrecy::ExposeSecret;
 
 /// What the caller chooses beyond the settings.
 #[derive(Clone)]
@@ -70,6 +72,11 @@ impl Application {
             readers: settings.database.readers,
         })
         .with_context(|| format!("database {}", settings.database.path.display()))?;
+        if let Some(megabytes) = settings.database.max_size_mb {
+            db.limit_size(megabytes * 1024 * 1024)
+                .await
+                .context("cannot cap the database size")?;
+        }
 
         let sandbox = if settings.sandbox.start {
             let sandbox_config = if settings.sandbox.vendor_rate_limits {
@@ -158,30 +165,7 @@ impl Application {
             Duration::from_secs(settings.fanout.history_retention_days * 24 * 3600),
         );
 
-        let scim_auth = Authenticator::new(
-            "scim",
-            &settings.scim.clients,
-            settings.scim.dev_token.as_deref(),
-            options.extra_token.as_deref(),
-            settings.scim.requests_per_second,
-        )?;
-        if let Some(token) = &settings.scim.dev_token {
-            tracing::warn!(
-                token = %token,
-                "accepting the development bearer token from the configuration; \
-                 configure [[scim.clients]] and remove scim.dev_token in production"
-            );
-        }
-        let admin_auth = Authenticator::new(
-            "admin",
-            &settings.admin.clients,
-            settings.admin.dev_token.as_deref(),
-            None,
-            settings.scim.requests_per_second,
-        )?;
-        if let Some(token) = &settings.admin.dev_token {
-            tracing::warn!(token = %token, "accepting the development admin token from the configuration");
-        }
+        let (scim_auth, admin_auth, scrape_access) = authenticators(&settings, &options)?;
 
         let listener = TcpListener::bind(settings.server.listen)
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
@@ -205,6 +189,8 @@ impl Application {
             settings.target_names(),
         ));
         let metrics = web::Data::from(metrics);
+        let scrape_access = web::Data::new(scrape_access);
+        let proxies = web::Data::new(settings.server.trusted_proxies.clone());
         let clock = web::Data::new(clock);
         let db_handle = db.clone();
         let db = web::Data::new(db);
@@ -212,8 +198,10 @@ impl Application {
         let bulk_limit = settings.scim.bulk_max_payload_bytes;
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RedactedRootSpan>::new())
                 .app_data(scim.clone())
+                .app_data(scrape_access.clone())
+                .app_data(proxies.clone())
                 .app_data(scim_auth.clone())
                 .app_data(admin_auth.clone())
                 .app_data(operator.clone())
@@ -258,6 +246,78 @@ impl Application {
         }
         served
     }
+}
+
+/// Everything `serve` checks before it binds, without opening the database or starting
+/// anything: every token source and target secret resolves, and every mapping passes.
+/// `scim-bridge config check` runs it, so a configuration that passes it also starts.
+pub fn check(settings: &Settings) -> anyhow::Result<()> {
+    let options = BuildOptions::default();
+    authenticators(settings, &options)?;
+    let targets = build_targets(&settings.targets, options.clock.clone())?;
+    load_mappings(settings, &targets)?;
+    Ok(())
+}
+
+/// The authenticators of the SCIM API, the admin API and `/metrics`. They share one limit
+/// on failed attempts per client address, so guessing cannot move from one to the other.
+fn authenticators(
+    settings: &Settings,
+    options: &BuildOptions,
+) -> anyhow::Result<(Authenticator, Authenticator, ScrapeAccess)> {
+    let failures = Arc::new(FailedAuthLimit::new(
+        settings.server.failed_auth_per_minute,
+        options.clock.clone(),
+    ));
+    let scim_dev = settings.scim.dev_token.as_ref().map(|t| t.expose_secret());
+    let scim_auth = Authenticator::new(
+        "scim",
+        &settings.scim.clients,
+        scim_dev,
+        options.extra_token.as_deref(),
+        settings.scim.requests_per_second,
+        Arc::clone(&failures),
+    )?;
+    if let Some(token) = scim_dev {
+        // Printed on purpose: the embedded default is for trying the bridge out.
+        tracing::warn!(
+            token = %token,
+            "accepting the development bearer token from the configuration; \
+             configure [[scim.clients]] and remove scim.dev_token in production"
+        );
+    }
+    let admin_dev = settings.admin.dev_token.as_ref().map(|t| t.expose_secret());
+    let admin_auth = Authenticator::new(
+        "admin",
+        &settings.admin.clients,
+        admin_dev,
+        None,
+        settings.scim.requests_per_second,
+        Arc::clone(&failures),
+    )?;
+    if let Some(token) = admin_dev {
+        tracing::warn!(token = %token, "accepting the development admin token from the configuration");
+    }
+    let scrape_access = match settings.metrics.client() {
+        Some(client) => ScrapeAccess::Token(Authenticator::new(
+            "metrics",
+            std::slice::from_ref(&client),
+            None,
+            None,
+            settings.scim.requests_per_second,
+            failures,
+        )?),
+        None => {
+            if !settings.scim.clients.is_empty() {
+                tracing::info!(
+                    "/metrics answers this host only; set [metrics] token_file to scrape it \
+                     from elsewhere"
+                );
+            }
+            ScrapeAccess::LoopbackOnly
+        }
+    };
+    Ok((scim_auth, admin_auth, scrape_access))
 }
 
 /// Loads the mapping of every enabled target; an invalid or missing one stops the start.
@@ -339,10 +399,17 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn metrics_text(
+    req: HttpRequest,
+    access: web::Data<ScrapeAccess>,
+    proxies: web::Data<crate::config::TrustedProxies>,
     metrics: web::Data<Metrics>,
     operator: web::Data<Operator>,
     clock: web::Data<SharedClock>,
 ) -> HttpResponse {
+    let address = client_address(req.peer_addr(), req.headers(), &proxies);
+    if let Some(refused) = access.refusal(&req, address, &proxies) {
+        return refused;
+    }
     let lag = match operator.lag().await {
         Ok(lag) => lag,
         Err(err) => {
@@ -359,12 +426,23 @@ async fn metrics_text(
         .body(metrics.render(&lag, unix_millis(clock.as_ref().as_ref())))
 }
 
+/// Ready when the database answers reads and takes writes: a bridge that cannot store what
+/// it is sent (full disk, I/O errors) is taken out of rotation until a write goes through.
 async fn readyz(db: web::Data<Db>) -> HttpResponse {
-    match db.read(|store| store.ping()).await {
+    if let Err::<(), LedgerError>(err) = db.read(|store| store.ping()).await {
+        tracing::warn!(error = %err, "readiness check failed");
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "database unavailable"}));
+    }
+    match db.writable().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err::<(), LedgerError>(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(json!({"status": "database unavailable"}))
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed: writes are refused");
+            HttpResponse::ServiceUnavailable()
+                .insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+                ))
+                .json(json!({"status": "database not writable", "detail": err.to_string()}))
         }
     }
 }

@@ -14,6 +14,9 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Too many failed authentications from this address, or this client's rate exceeded.
+    #[error("too many requests; retry after {retry_after_secs} seconds")]
+    RateLimited { retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[from] LedgerError),
 }
@@ -24,6 +27,7 @@ impl ResponseError for AdminError {
             AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -33,6 +37,7 @@ impl ResponseError for AdminError {
             AdminError::Unauthorized(d) => ("unauthorized", d.clone()),
             AdminError::NotFound(d) => ("not_found", d.clone()),
             AdminError::BadRequest(d) => ("bad_request", d.clone()),
+            AdminError::RateLimited { .. } => ("rate_limited", self.to_string()),
             AdminError::Internal(cause) => {
                 tracing::error!(error = %cause, "admin request failed");
                 ("internal", "internal error; see the bridge log".to_owned())
@@ -44,6 +49,9 @@ impl ResponseError for AdminError {
                 header::WWW_AUTHENTICATE,
                 "Bearer realm=\"scim-bridge-admin\"",
             ));
+        }
+        if let AdminError::RateLimited { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         response.json(json!({"error": kind, "detail": detail}))
     }

@@ -11,7 +11,8 @@ use serde_json::json;
 use crate::admin::{AdminError, Reloader};
 use crate::fanout::operator::{Operator, ReplayRequest};
 use crate::ledger::DeliveryState;
-use crate::scim::auth::Authenticator;
+use crate::scim::auth::{request_address, Authenticator};
+use crate::scim::error::ScimError;
 
 /// The authenticator of the admin API, kept apart from the SCIM clients' tokens.
 pub struct AdminAuth(pub Authenticator);
@@ -42,16 +43,18 @@ async fn require_admin(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let allowed = req
-        .app_data::<web::Data<AdminAuth>>()
-        .map(|auth| auth.0.authenticate(header).is_ok())
-        .unwrap_or(false);
-    if !allowed {
-        return Err(
-            AdminError::Unauthorized("a valid admin bearer token is required".into()).into(),
-        );
+    let Some(auth) = req.app_data::<web::Data<AdminAuth>>() else {
+        return Err(AdminError::Unauthorized("no admin clients are configured".into()).into());
+    };
+    match auth.0.authenticate(request_address(&req), header) {
+        Ok(_) => next.call(req).await,
+        Err(ScimError::RateLimited { retry_after_secs }) => {
+            Err(AdminError::RateLimited { retry_after_secs }.into())
+        }
+        Err(_) => {
+            Err(AdminError::Unauthorized("a valid admin bearer token is required".into()).into())
+        }
     }
-    next.call(req).await
 }
 
 fn known_target(ops: &Operator, target: &str) -> Result<(), AdminError> {

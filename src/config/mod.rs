@@ -2,11 +2,13 @@
 //! `SCIM_BRIDGE__SECTION__KEY` environment overrides, then command-line flags. Validated once
 //! here; the rest of the bridge receives typed settings.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use ipnet::IpNet;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::targets::config::TargetsConfig;
@@ -53,6 +55,8 @@ pub struct Settings {
     pub fanout: FanoutSettings,
     #[serde(default)]
     pub sandbox: SandboxSettings,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     /// The `[targets.<name>]` tables: where each target API is and how to reach it.
     #[serde(default)]
     pub targets: TargetsConfig,
@@ -83,9 +87,72 @@ impl Default for SandboxSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
-    /// A development admin token, printed with a warning at start. Leave it out in production.
-    pub dev_token: Option<String>,
+    /// A development admin token, printed with a warning at start. Refused beside
+    /// `[[admin.clients]]`.
+    pub dev_token: Option<SecretString>,
     pub clients: Vec<ClientSettings>,
+}
+
+/// Who may scrape `/metrics`. With a token source, a scrape must carry it as a bearer token;
+/// without one, only loopback peers that are not trusted proxies are answered.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Hex SHA-256 of the scrape token.
+    pub token_sha256: Option<String>,
+    /// Name of an environment variable holding the scrape token.
+    pub token_env: Option<String>,
+    /// Path of a file holding the scrape token (Prometheus' `credentials_file` can read the
+    /// same file).
+    pub token_file: Option<PathBuf>,
+}
+
+impl MetricsSettings {
+    /// The scrape token as a client entry, when one is configured.
+    pub fn client(&self) -> Option<ClientSettings> {
+        let configured =
+            self.token_sha256.is_some() || self.token_env.is_some() || self.token_file.is_some();
+        configured.then(|| ClientSettings {
+            name: "prometheus".to_owned(),
+            token_sha256: self.token_sha256.clone(),
+            token_env: self.token_env.clone(),
+            token_file: self.token_file.clone(),
+            requests_per_second: None,
+        })
+    }
+}
+
+/// Addresses of reverse proxies whose `X-Forwarded-*` and `Forwarded` headers are believed.
+/// Entries are addresses (`127.0.0.1`) or ranges (`10.0.0.0/8`, `fd00::/8`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn trusts(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.0.iter().any(|net| net.contains(&address))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<String>::deserialize(deserializer)?;
+        entries
+            .iter()
+            .map(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "`{entry}` is neither an IP address nor a CIDR range such as 10.0.0.0/8"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies)
+    }
 }
 
 /// How changes are delivered to the targets.
@@ -132,6 +199,12 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// Seconds to let in-flight requests finish after SIGTERM.
     pub shutdown_timeout_secs: u64,
+    /// Reverse proxies whose forwarding headers are believed (for `meta.location` and for
+    /// the client address the failed-authentication limit counts). None by default.
+    pub trusted_proxies: TrustedProxies,
+    /// Failed authentications accepted per client address and minute (SCIM, admin and
+    /// metrics together) before further failures are answered 429.
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for ServerSettings {
@@ -141,6 +214,8 @@ impl Default for ServerSettings {
             max_body_bytes: 1024 * 1024,
             log_format: LogFormat::Human,
             shutdown_timeout_secs: 30,
+            trusted_proxies: TrustedProxies::default(),
+            failed_auth_per_minute: 30,
         }
     }
 }
@@ -158,6 +233,9 @@ pub struct DatabaseSettings {
     pub path: PathBuf,
     /// Read-only connections for queries, beside the single writer.
     pub readers: usize,
+    /// A ceiling on the database file, in MiB: past it writes are refused with 503 and
+    /// readiness fails, as on a full disk, instead of filling a disk other services share.
+    pub max_size_mb: Option<u64>,
 }
 
 impl Default for DatabaseSettings {
@@ -165,6 +243,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             path: PathBuf::from("data/scim-bridge.db"),
             readers: 4,
+            max_size_mb: None,
         }
     }
 }
@@ -172,9 +251,9 @@ impl Default for DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScimSettings {
-    /// A token accepted for local development, printed with a warning at start.
-    /// Leave it out in production.
-    pub dev_token: Option<String>,
+    /// A token accepted for local development, printed with a warning at start. Refused
+    /// beside `[[scim.clients]]`.
+    pub dev_token: Option<SecretString>,
     /// The identity-provider clients allowed to call the SCIM API.
     pub clients: Vec<ClientSettings>,
     /// Page size when a list request gives no `count`.
@@ -231,28 +310,38 @@ impl Settings {
         file: Option<&std::path::Path>,
         overrides: &Overrides,
     ) -> Result<Settings, ConfigError> {
-        let base = match file {
+        let (base, label) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.display().to_string(),
                     source,
                 })?;
-                Toml::string(&text)
+                (Toml::string(&text), path.display().to_string())
             }
-            None => Toml::string(EMBEDDED_DEFAULT),
+            None => (
+                Toml::string(EMBEDDED_DEFAULT),
+                "the embedded default (config/bridge.toml)".to_owned(),
+            ),
         };
         let figment = Figment::new()
             .merge(base)
             .merge(Env::prefixed("SCIM_BRIDGE__").split("__"));
-        Settings::from_figment(figment, overrides)
+        Settings::from_figment(figment, &label, overrides)
     }
 
     pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Settings, ConfigError> {
-        Settings::from_figment(Figment::new().merge(Toml::string(text)), overrides)
+        let figment = Figment::new().merge(Toml::string(text));
+        Settings::from_figment(figment, "the configuration text", overrides)
     }
 
-    fn from_figment(figment: Figment, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    /// `label` names the file the values came from, for errors an operator must fix there.
+    fn from_figment(
+        figment: Figment,
+        label: &str,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
         let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.refuse_dev_tokens_beside_clients(&figment, label)?;
         if let Some(listen) = overrides.listen {
             settings.server.listen = listen;
         }
@@ -276,6 +365,53 @@ impl Settings {
             .filter(|(_, target)| target.enabled)
             .map(|(name, _)| name.clone())
             .collect()
+    }
+
+    /// A copied development config with real clients added would still accept the
+    /// published development token: such a configuration does not start.
+    fn refuse_dev_tokens_beside_clients(
+        &self,
+        figment: &Figment,
+        label: &str,
+    ) -> Result<(), ConfigError> {
+        let sections = [
+            (
+                "scim",
+                self.scim.dev_token.is_some(),
+                !self.scim.clients.is_empty(),
+            ),
+            (
+                "admin",
+                self.admin.dev_token.is_some(),
+                !self.admin.clients.is_empty(),
+            ),
+        ];
+        for (section, dev_token, clients) in sections {
+            if !(dev_token && clients) {
+                continue;
+            }
+            let key = format!("{section}.dev_token");
+            let from_env = figment
+                .find_metadata(&key)
+                .is_some_and(|meta| meta.name.contains("environment"));
+            let origin = if from_env {
+                format!(
+                    "the environment variable SCIM_BRIDGE__{}__DEV_TOKEN",
+                    section.to_uppercase()
+                )
+            } else {
+                label.to_owned()
+            };
+            return Err(ConfigError::key(
+                &key,
+                format!(
+                    "is set in {origin} while [[{section}.clients]] are configured: the \
+                     development token would keep working in production; remove `dev_token` \
+                     from [{section}] there"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -324,11 +460,39 @@ impl Settings {
                 ));
             }
         }
-        if scim.dev_token.as_deref() == Some("") {
+        let empty = |token: &Option<SecretString>| {
+            token
+                .as_ref()
+                .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).is_empty())
+        };
+        if empty(&scim.dev_token) {
             return Err(ConfigError::key("scim.dev_token", "must not be empty"));
         }
-        if self.admin.dev_token.as_deref() == Some("") {
+        if empty(&self.admin.dev_token) {
             return Err(ConfigError::key("admin.dev_token", "must not be empty"));
+        }
+        if self.server.failed_auth_per_minute == 0 {
+            return Err(ConfigError::key(
+                "server.failed_auth_per_minute",
+                "must be at least 1",
+            ));
+        }
+        let metrics_sources = [
+            self.metrics.token_sha256.is_some(),
+            self.metrics.token_env.is_some(),
+            self.metrics.token_file.is_some(),
+        ];
+        if metrics_sources.iter().filter(|set| **set).count() > 1 {
+            return Err(ConfigError::key(
+                "metrics",
+                "set at most one of token_sha256, token_env, token_file",
+            ));
+        }
+        if self.database.max_size_mb == Some(0) {
+            return Err(ConfigError::key(
+                "database.max_size_mb",
+                "must be at least 1 (leave it out for no ceiling)",
+            ));
         }
         let fanout = &self.fanout;
         if fanout.max_attempts == 0 {

@@ -1,12 +1,17 @@
 //! Connections to the SQLite file: one writer thread that group-commits concurrent writes,
 //! and a small pool of read-only connections. SQLite calls never run on async executor threads.
+//! Opening checks that the file can really be written; the writer keeps track of whether
+//! writes are failing for want of space or storage, which readiness reports.
 
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::{migrations, resources::Store, LedgerError};
@@ -45,17 +50,29 @@ pub struct DbOptions {
     pub readers: usize,
 }
 
+/// Mode of the database file when the bridge creates it: it holds personal data and sealed
+/// passwords. SQLite gives the `-wal` and `-shm` files the mode of the database file.
+const FILE_MODE: u32 = 0o600;
+
 /// What the writer thread runs: the caller's closure inside a savepoint. It reports whether
 /// the closure succeeded, and hands back how to answer the caller once the batch commits.
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// Given an error instead of a connection (no transaction could be opened), it answers its
+/// caller with that error at once.
+type Job = Box<dyn FnOnce(Result<&Connection, &LedgerError>) -> Option<Completion> + Send>;
 
 /// Answers the caller once the batch is committed (`None`) or failed to commit.
 type Finish = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
 
 struct Completion {
     succeeded: bool,
+    /// Set when the closure failed because the storage refused the write.
+    storage_failure: Option<String>,
     finish: Finish,
 }
+
+/// Why writes are failing, shared by every handle: set when a write meets a full disk, an
+/// I/O error or a read-only file, cleared when a write commits again.
+type Health = Arc<Mutex<Option<String>>>;
 
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
@@ -66,6 +83,7 @@ pub struct Db {
     /// other with "busy" at once, without waiting: the shutdown checkpoint, racing the
     /// background one, left the log unfolded.
     checkpointing: Arc<Mutex<()>>,
+    health: Health,
 }
 
 struct ReaderPool {
@@ -76,19 +94,22 @@ struct ReaderPool {
 
 impl Db {
     /// Opens (creating if needed) the database, applies migrations and starts the writer.
+    /// Refuses, saying why, a file the bridge could read but not write: permissions, a
+    /// read-only filesystem, or another process holding the lock.
     pub fn open(options: &DbOptions) -> Result<Db, LedgerError> {
-        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Directory {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
-        let mut writer = Connection::open(&options.path)?;
-        configure(&writer)?;
-        writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        migrations::run(&mut writer)?;
+        prepare_file(&options.path)?;
+        let path = options.path.display().to_string();
+        let mut writer = open_writer(&options.path).map_err(|err| explain(err, &path))?;
         writer.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
+        // SQLite falls back to read-only when it cannot open the file for writing; the
+        // bridge would then answer every write with an error.
+        if writer.is_readonly(DatabaseName::Main)? {
+            return Err(LedgerError::NotWritable {
+                path,
+                reason: "SQLite could only open it read-only".into(),
+            });
+        }
+        migrations::run(&mut writer).map_err(|err| explain(err, &path))?;
 
         // Checkpoints copy pages into the main file and sync it: done on the writer, they
         // stalled every write behind them (a sixth of the writer's time under load).
@@ -102,10 +123,12 @@ impl Db {
             .spawn(move || checkpoint_loop(checkpointer, committed, &guard))
             .map_err(|e| LedgerError::Commit(format!("cannot start the checkpoint thread: {e}")))?;
 
+        let health = Health::default();
+        let writer_health = Arc::clone(&health);
         let (jobs, inbox) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || write_loop(writer, inbox, commits, checkpoints))
+            .spawn(move || write_loop(writer, inbox, commits, checkpoints, &writer_health))
             .map_err(|e| LedgerError::Commit(format!("cannot start the writer thread: {e}")))?;
 
         let readers = options.readers.max(1);
@@ -117,7 +140,49 @@ impl Db {
                 permits: Arc::new(Semaphore::new(readers)),
             }),
             checkpointing,
+            health,
         })
+    }
+
+    /// Caps the database at about `bytes` (SQLite's `max_page_count`): past it, writes fail
+    /// as on a full disk, and are answered and reported the same way.
+    pub async fn limit_size(&self, bytes: u64) -> Result<(), LedgerError> {
+        self.write(move |store| {
+            let conn = store.conn();
+            let page_size: u64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            let pages = (bytes / page_size.max(1)).max(1);
+            // PRAGMA takes no bound parameters; the value is our own integer.
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+            Ok::<(), LedgerError>(())
+        })
+        .await
+    }
+
+    /// `Ok` when writes are going through. After a write failed for want of space or
+    /// storage, tries a write of its own that needs room for a large SCIM write (64 KiB of
+    /// new pages, then a commit), so that readiness comes back once space is freed even if
+    /// nothing else writes, and not while only a sliver is left.
+    pub async fn writable(&self) -> Result<(), LedgerError> {
+        if self.failing().is_none() {
+            return Ok(());
+        }
+        self.write(|store| {
+            store.conn().execute_batch(
+                "CREATE TABLE scim_bridge_write_probe (filler BLOB);
+                 INSERT INTO scim_bridge_write_probe VALUES (zeroblob(65536));
+                 DROP TABLE scim_bridge_write_probe;",
+            )?;
+            Ok::<(), LedgerError>(())
+        })
+        .await
+    }
+
+    /// Why writes are failing, if they are.
+    fn failing(&self) -> Option<String> {
+        self.health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Runs `work` in the next write transaction. Its changes are committed (and only then
@@ -127,22 +192,33 @@ impl Db {
     where
         F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
-        E: From<LedgerError> + Send + 'static,
+        E: From<LedgerError> + std::error::Error + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(refused) => {
+                    let _ = reply.send(Err(E::from(again(refused))));
+                    return None;
+                }
+            };
             let result = work(&Store::new(conn));
-            Completion {
+            Some(Completion {
                 succeeded: result.is_ok(),
+                storage_failure: result
+                    .as_ref()
+                    .err()
+                    .and_then(|err| storage_failure_in(err)),
                 finish: Box::new(move |commit_error| {
                     let outcome = match (result, commit_error) {
-                        (Ok(_), Some(err)) => Err(E::from(LedgerError::Commit(err.to_string()))),
+                        (Ok(_), Some(err)) => Err(E::from(again(err))),
                         (result, _) => result,
                     };
                     // The caller may have gone away (client disconnected); the write stands.
                     let _ = reply.send(outcome);
                 }),
-            }
+            })
         });
         self.jobs
             .send(job)
@@ -235,6 +311,130 @@ impl ReaderPool {
     }
 }
 
+/// Creates the directory (0700) and the file (0600) before SQLite does, so that neither is
+/// ever readable by others, and finds out, in words an operator can act on, whether the file
+/// can be written. Warns about an existing file that others may read.
+fn prepare_file(path: &Path) -> Result<(), LedgerError> {
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| LedgerError::Directory {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|err| LedgerError::NotWritable {
+            path: shown.clone(),
+            reason: why_not_writable(&err),
+        })?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{shown}{suffix}"));
+        if let Ok(meta) = std::fs::metadata(&file) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %file.display(),
+                    mode = %format!("{mode:o}"),
+                    "the database file is readable by other users; it holds personal data and \
+                     sealed passwords: chmod 600 it"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The reason an operator needs, from the error of opening the file for writing.
+fn why_not_writable(err: &std::io::Error) -> String {
+    match err.kind() {
+        ErrorKind::PermissionDenied => format!(
+            "permission denied ({err}): the bridge's user may not write the file or create \
+             files in its directory; check their owner and mode"
+        ),
+        ErrorKind::ReadOnlyFilesystem => {
+            format!("it is on a read-only filesystem ({err}); mount it read-write or move it")
+        }
+        _ => err.to_string(),
+    }
+}
+
+/// The writer's connection, configured and in WAL mode.
+fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
+    let writer = Connection::open(path)?;
+    configure(&writer)?;
+    writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    writer.pragma_update(None, "journal_mode", "WAL")?;
+    // Takes the write lock and lets it go: a lock held elsewhere shows here, at start,
+    // rather than as failed writes later.
+    writer.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+    Ok(writer)
+}
+
+/// Names the cause of an error met while opening, where SQLite's own words do not.
+fn explain(err: LedgerError, path: &str) -> LedgerError {
+    let code = match &err {
+        LedgerError::Sqlite(sqlite) => sqlite.sqlite_error_code(),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => LedgerError::Locked {
+            path: path.to_owned(),
+        },
+        Some(ErrorCode::ReadOnly) => LedgerError::NotWritable {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        },
+        _ => err,
+    }
+}
+
+/// SQLite's answers for "the storage cannot take this write": a full disk (or the
+/// configured size cap), an I/O error, a file that became read-only.
+pub(super) fn is_storage_failure(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::ReadOnly)
+    )
+}
+
+/// Looks through a caller's error and its causes for a storage failure of the ledger.
+fn storage_failure_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if let Some(ledger) = current.downcast_ref::<LedgerError>() {
+            if ledger.is_unavailable() {
+                return Some(ledger.to_string());
+            }
+        }
+        if let Some(sqlite) = current.downcast_ref::<rusqlite::Error>() {
+            if is_storage_failure(sqlite) {
+                return Some(sqlite.to_string());
+            }
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// The same failure again, for each caller of a batch.
+fn again(err: &LedgerError) -> LedgerError {
+    match err {
+        LedgerError::Unavailable(reason) => LedgerError::Unavailable(reason.clone()),
+        other if other.is_unavailable() => LedgerError::Unavailable(other.to_string()),
+        other => LedgerError::Commit(other.to_string()),
+    }
+}
+
 fn configure(conn: &Connection) -> Result<(), LedgerError> {
     conn.busy_timeout(Duration::from_secs(5))?;
     // NORMAL in WAL mode loses no committed transaction on a process crash, only
@@ -288,6 +488,7 @@ fn write_loop(
     inbox: mpsc::Receiver<Job>,
     commits: mpsc::SyncSender<()>,
     checkpoints: std::thread::JoinHandle<()>,
+    health: &Mutex<Option<String>>,
 ) {
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
@@ -297,7 +498,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        run_batch(&conn, batch);
+        run_batch(&conn, batch, health);
         // Full means a checkpoint is already due: nothing to add.
         let _ = commits.try_send(());
     }
@@ -354,28 +555,76 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
     })
 }
 
-fn run_batch(conn: &Connection, batch: Vec<Job>) {
-    let mut finishers = Vec::with_capacity(batch.len());
-    let begin = control(conn, "BEGIN IMMEDIATE");
-    if let Err(err) = begin {
-        // Run nothing: dropping the jobs answers every caller that the writer failed.
-        tracing::error!(error = %err, "cannot begin a write transaction");
-        drop(batch);
+/// Records what a batch showed about the storage: `Ok` when a write committed, `Err` with
+/// the reason when the storage refused one. Called before the callers are answered, so a
+/// caller that saw its write refused finds the bridge not ready.
+fn record(health: &Mutex<Option<String>>, outcome: Result<(), String>) {
+    let mut failing = health
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match (outcome, failing.is_some()) {
+        (Ok(()), true) => {
+            tracing::info!("database writes are going through again");
+            *failing = None;
+        }
+        (Err(reason), false) => {
+            tracing::error!(reason = %reason, "database writes are failing; not ready");
+            *failing = Some(reason);
+        }
+        (Err(reason), true) => *failing = Some(reason),
+        (Ok(()), false) => {}
+    }
+}
+
+/// Runs one batch in one transaction.
+fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>) {
+    let mut finishers: Vec<(bool, Finish)> = Vec::with_capacity(batch.len());
+    let mut storage_failure: Option<String> = None;
+    let mut jobs = batch.into_iter();
+    if let Err(err) = begin(conn) {
+        if err.is_unavailable() {
+            record(health, Err(err.to_string()));
+        }
+        refuse(&err, jobs);
         return;
     }
-    for job in batch {
+    while let Some(job) = jobs.next() {
+        if conn.is_autocommit() {
+            // On a full disk or an I/O error SQLite may roll back the whole transaction,
+            // not only the failed statement: the writes before it in this batch are gone.
+            let reason = storage_failure
+                .clone()
+                .unwrap_or_else(|| "the transaction was rolled back".to_owned());
+            tracing::error!(reason = %reason, lost = finishers.len(), "SQLite rolled back a write batch");
+            record(health, Err(reason.clone()));
+            let lost = LedgerError::Unavailable(reason);
+            for (_, finish) in finishers.drain(..) {
+                finish(Some(&lost));
+            }
+            if let Err(err) = begin(conn) {
+                refuse(&err, std::iter::once(job).chain(jobs));
+                return;
+            }
+        }
         if let Err(err) = control(conn, "SAVEPOINT job") {
             tracing::error!(error = %err, "cannot open a savepoint");
+            job(Err(&LedgerError::from(err)));
             continue;
         }
         // A panicking job must not take the writer (and every later write) down with it.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
-            Ok(completion) => {
-                if let Err(err) = close_savepoint(conn, completion.succeeded) {
-                    tracing::error!(error = %err, "cannot close a savepoint");
+        match std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
+            Ok(Some(completion)) => {
+                if completion.storage_failure.is_some() {
+                    storage_failure = completion.storage_failure;
                 }
-                finishers.push(completion.finish);
+                if !conn.is_autocommit() {
+                    if let Err(err) = close_savepoint(conn, completion.succeeded) {
+                        tracing::error!(error = %err, "cannot close a savepoint");
+                    }
+                }
+                finishers.push((completion.succeeded, completion.finish));
             }
+            Ok(None) => {}
             Err(_) => {
                 tracing::error!("a database write panicked; its changes were rolled back");
                 if let Err(err) = close_savepoint(conn, false) {
@@ -384,17 +633,46 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
             }
         }
     }
-    let commit_error = control(conn, "COMMIT")
-        .err()
-        .map(|err| LedgerError::Commit(err.to_string()));
+    let commit_error = if conn.is_autocommit() {
+        Some(LedgerError::Unavailable(
+            storage_failure
+                .clone()
+                .unwrap_or_else(|| "the transaction was rolled back".to_owned()),
+        ))
+    } else {
+        control(conn, "COMMIT").err().map(LedgerError::from)
+    };
     if let Some(err) = &commit_error {
         tracing::error!(error = %err, "batch commit failed");
-        if let Err(rollback) = control(conn, "ROLLBACK") {
-            tracing::error!(error = %rollback, "rollback after a failed commit failed");
+        if !conn.is_autocommit() {
+            if let Err(rollback) = control(conn, "ROLLBACK") {
+                tracing::error!(error = %rollback, "rollback after a failed commit failed");
+            }
         }
     }
-    for finish in finishers {
+    let committed_any = commit_error.is_none() && finishers.iter().any(|(ok, _)| *ok);
+    match (&commit_error, storage_failure) {
+        (Some(err), _) if err.is_unavailable() => record(health, Err(err.to_string())),
+        (_, Some(reason)) => record(health, Err(reason)),
+        (None, None) if committed_any => record(health, Ok(())),
+        _ => {}
+    }
+    for (_, finish) in finishers {
         finish(commit_error.as_ref());
+    }
+}
+
+fn begin(conn: &Connection) -> Result<(), LedgerError> {
+    control(conn, "BEGIN IMMEDIATE").map_err(|err| {
+        tracing::error!(error = %err, "cannot begin a write transaction");
+        LedgerError::from(err)
+    })
+}
+
+/// Answers jobs that could not run with the reason.
+fn refuse(err: &LedgerError, jobs: impl Iterator<Item = Job>) {
+    for job in jobs {
+        job(Err(err));
     }
 }
 
@@ -411,6 +689,118 @@ mod tests {
             last_modified: "t".into(),
             body: serde_json::Map::new(),
         }
+    }
+
+    /// Log lines written while a test runs, to assert what an operator would read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn new_files_are_private_and_an_existing_readable_one_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("p.db");
+        prepare_file(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || prepare_file(&path).unwrap());
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("readable by other users"), "{text}");
+        assert!(text.contains("mode=644"), "{text}");
+        // Reported, not changed: the operator decides.
+        assert_eq!(mode(&path), 0o644);
+    }
+
+    #[test]
+    fn reasons_for_an_unwritable_file_name_the_cause() {
+        let denied = std::io::Error::from(ErrorKind::PermissionDenied);
+        assert!(why_not_writable(&denied).contains("owner and mode"));
+        // EROFS: a read-only mount cannot be made in a test without privileges.
+        let read_only = std::io::Error::from_raw_os_error(30);
+        assert!(why_not_writable(&read_only).contains("read-only filesystem"));
+    }
+
+    #[test]
+    fn storage_failures_are_told_apart_from_other_errors() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+        // query_only makes SQLite answer writes with SQLITE_READONLY, the code a file that
+        // turned read-only under a running bridge gives.
+        conn.pragma_update(None, "query_only", true).unwrap();
+        let read_only = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert!(is_storage_failure(&read_only), "{read_only}");
+        let wrong = conn.execute("INSERT INTO nope VALUES (1)", []).unwrap_err();
+        assert!(!is_storage_failure(&wrong), "{wrong}");
+        assert!(LedgerError::from(read_only).is_unavailable());
+        assert!(!LedgerError::Commit("x".into()).is_unavailable());
+    }
+
+    async fn insert_filler(db: &Db, n: usize) -> Result<(), LedgerError> {
+        db.write(move |store| {
+            let id = format!("filler{n}");
+            let lookup = Lookup {
+                name: id.clone(),
+                ..Lookup::default()
+            };
+            let mut filler = row(&id);
+            filler
+                .body
+                .insert("pad".into(), serde_json::json!("x".repeat(2000)));
+            store.insert(ResourceKind::User, &filler, &lookup)
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_unavailable_until_a_write_commits_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("f.db"),
+            readers: 1,
+        })
+        .unwrap();
+        db.limit_size(256 * 1024).await.unwrap();
+        db.writable().await.unwrap();
+        let mut n = 0;
+        let err = loop {
+            match insert_filler(&db, n).await {
+                Ok(()) => n += 1,
+                Err(err) => break err,
+            }
+            assert!(n < 1000, "the cap never took effect");
+        };
+        assert!(err.is_unavailable(), "{err}");
+        // The probe needs a new page too, so it fails while nothing is freed.
+        assert!(db.writable().await.unwrap_err().is_unavailable());
+
+        db.limit_size(1024 * 1024).await.unwrap();
+        db.writable().await.unwrap();
+        assert!(db.failing().is_none());
+        insert_filler(&db, n).await.unwrap();
     }
 
     #[tokio::test]

@@ -35,4 +35,34 @@ pub enum LedgerError {
     Commit(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    /// Found at start: the bridge would accept writes it cannot keep.
+    #[error("the database {path} is not writable: {reason}")]
+    NotWritable { path: String, reason: String },
+    #[error(
+        "the database {path} is locked by another process (another scim-bridge, or a tool \
+         holding a write transaction or an exclusive lock, on the same file)"
+    )]
+    Locked { path: String },
+    /// A write failed for a reason outside the request: the disk is full, the file went
+    /// read-only, or the storage failed. Callers answer "try again later", not "bug".
+    #[error("the database cannot take writes now: {0}")]
+    Unavailable(String),
+}
+
+impl LedgerError {
+    /// Whether this is a storage condition (full disk, I/O error, read-only file) rather
+    /// than a fault of the request or of the code.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            LedgerError::Unavailable(_) => true,
+            LedgerError::Sqlite(err) => db::is_storage_failure(err),
+            LedgerError::Json(_)
+            | LedgerError::Directory { .. }
+            | LedgerError::NewerSchema { .. }
+            | LedgerError::Commit(_)
+            | LedgerError::WriterGone
+            | LedgerError::NotWritable { .. }
+            | LedgerError::Locked { .. } => false,
+        }
+    }
 }

@@ -1,21 +1,115 @@
-//! Who may call the SCIM API: bearer tokens per identity-provider client, compared in
-//! constant time, each client with its own rate limit.
+//! Who may call the SCIM API (and, with their own tokens, the admin API and `/metrics`):
+//! bearer tokens per client, compared in constant time, each client with its own rate limit,
+//! and failed attempts limited per client address.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ClientSettings, ConfigError};
+use crate::clock::SharedClock;
+use crate::config::{ClientSettings, ConfigError, TrustedProxies};
 use crate::scim::error::ScimError;
+
+/// The bridge's injected clock, as governor reads time: rate limits move with a test's
+/// `ManualClock` instead of the wall clock.
+#[derive(Debug, Clone)]
+pub struct LimiterClock(SharedClock);
+
+impl governor::clock::Clock for LimiterClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        let since_epoch = self
+            .0
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Nanos::from(since_epoch)
+    }
+}
+
+type ClientLimiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<Nanos>>;
+type AddressLimiter =
+    RateLimiter<IpAddr, DashMapStateStore<IpAddr>, LimiterClock, NoOpMiddleware<Nanos>>;
+
+/// Forgotten addresses are dropped from the failure table after this many failures, so a
+/// spray from many addresses cannot grow it without bound.
+const PRUNE_EVERY: u64 = 1024;
+
+/// Failed authentications per client address, shared by the SCIM API, the admin API and
+/// `/metrics`. Only failures are counted: a request with a valid token is never held back
+/// by this limit, whatever its address has sent before.
+pub struct FailedAuthLimit {
+    limiter: AddressLimiter,
+    clock: LimiterClock,
+    failures: AtomicU64,
+}
+
+impl FailedAuthLimit {
+    pub fn new(per_minute: u32, clock: SharedClock) -> FailedAuthLimit {
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        let clock = LimiterClock(clock);
+        FailedAuthLimit {
+            limiter: RateLimiter::dashmap_with_clock(Quota::per_minute(per_minute), clock.clone()),
+            clock,
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one failure from `address`; past the budget, the seconds to wait.
+    fn failed(&self, address: IpAddr) -> Result<(), u64> {
+        if self.failures.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&address).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            wait.as_secs().max(1)
+        })
+    }
+}
+
+/// The address a request comes from: the peer, or, when the peer is a trusted proxy, the
+/// nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_address(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    proxies: &TrustedProxies,
+) -> IpAddr {
+    let peer = peer
+        .map(|p| p.ip().to_canonical())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if !proxies.trusts(peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|hop| !proxies.trusts(**hop))
+        .or(forwarded.first())
+        .copied()
+        .unwrap_or(peer)
+}
 
 /// The authenticated client's configured name, stored in the request extensions.
 #[derive(Debug, Clone)]
@@ -24,12 +118,12 @@ pub struct ClientName(pub Arc<str>);
 struct Client {
     name: Arc<str>,
     digest: [u8; 32],
-    limiter: DefaultDirectRateLimiter,
+    limiter: ClientLimiter,
 }
 
 pub struct Authenticator {
     clients: Vec<Client>,
-    clock: DefaultClock,
+    failures: Arc<FailedAuthLimit>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -48,20 +142,26 @@ pub fn sha256(token: &str) -> [u8; 32] {
 impl Authenticator {
     /// Builds the client list: the configured clients (`section` names their config key),
     /// a development token, and one more token (`SCIM_BRIDGE_TOKEN`) as a client named `env`.
+    /// Failures count against `failures`, which the SCIM and admin APIs share.
     pub fn new(
         section: &str,
         configured: &[ClientSettings],
         dev_token: Option<&str>,
         extra_token: Option<&str>,
         default_rate: u32,
+        failures: Arc<FailedAuthLimit>,
     ) -> Result<Authenticator, ConfigError> {
         let mut clients = Vec::new();
+        let clock = failures.clock.clone();
         let mut add = |name: &str, digest: [u8; 32], rate: u32| {
             let per_second = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
             clients.push(Client {
                 name: Arc::from(name),
                 digest,
-                limiter: RateLimiter::direct(Quota::per_second(per_second)),
+                limiter: RateLimiter::direct_with_clock(
+                    Quota::per_second(per_second),
+                    clock.clone(),
+                ),
             });
         };
         for (index, client) in configured.iter().enumerate() {
@@ -79,14 +179,33 @@ impl Authenticator {
         if let Some(token) = extra_token.filter(|t| !t.is_empty()) {
             add("env", sha256(token), default_rate);
         }
-        Ok(Authenticator {
-            clients,
-            clock: DefaultClock::default(),
-        })
+        Ok(Authenticator { clients, failures })
     }
 
-    /// Checks an `Authorization` header value and the client's rate limit.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Arc<str>, ScimError> {
+    /// Checks an `Authorization` header value from `address` and the client's rate limit.
+    /// A failure is answered 401 until `address` has failed too often, then 429.
+    pub fn authenticate(
+        &self,
+        address: IpAddr,
+        authorization: Option<&str>,
+    ) -> Result<Arc<str>, ScimError> {
+        let outcome = self.check(authorization);
+        if let Err(ScimError::Unauthorized(reason)) = &outcome {
+            if let Err(retry_after_secs) = self.failures.failed(address) {
+                // Debug only: the request's own log line already carries the address and the
+                // 429, and a spray must not double the log.
+                tracing::debug!(
+                    address = %address,
+                    reason = %reason,
+                    "too many failed authentications from this address"
+                );
+                return Err(ScimError::RateLimited { retry_after_secs });
+            }
+        }
+        outcome
+    }
+
+    fn check(&self, authorization: Option<&str>) -> Result<Arc<str>, ScimError> {
         let Some(value) = authorization else {
             return Err(ScimError::Unauthorized("no bearer token given".into()));
         };
@@ -112,7 +231,7 @@ impl Authenticator {
             return Err(ScimError::Unauthorized("unknown bearer token".into()));
         };
         if let Err(not_until) = client.limiter.check() {
-            let wait = not_until.wait_time_from(self.clock.now());
+            let wait = not_until.wait_time_from(self.failures.clock.now());
             return Err(ScimError::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
             });
@@ -171,27 +290,60 @@ pub async fn require_bearer(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let client = auth.authenticate(header)?;
+    let client = auth.authenticate(request_address(&req), header)?;
     req.extensions_mut().insert(ClientName(client));
     next.call(req).await
+}
+
+/// The client address of a request, with the trusted proxies the app was given.
+pub fn request_address(req: &ServiceRequest) -> IpAddr {
+    match req.app_data::<web::Data<TrustedProxies>>() {
+        Some(proxies) => client_address(req.peer_addr(), req.headers(), proxies),
+        None => client_address(req.peer_addr(), req.headers(), &TrustedProxies::default()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use std::time::{Duration, SystemTime};
+
+    const HERE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const THERE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+
+    fn limit(per_minute: u32) -> (Arc<FailedAuthLimit>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        (
+            Arc::new(FailedAuthLimit::new(per_minute, clock.clone())),
+            clock,
+        )
+    }
 
     fn authenticator(rate: u32) -> Authenticator {
-        Authenticator::new("scim", &[], Some("secret"), Some("from-env"), rate).unwrap()
+        let (failures, _) = limit(1000);
+        Authenticator::new(
+            "scim",
+            &[],
+            Some("secret"),
+            Some("from-env"),
+            rate,
+            failures,
+        )
+        .unwrap()
     }
 
     #[test]
     fn accepts_known_tokens_and_names_the_client() {
         let auth = authenticator(100);
         assert_eq!(
-            &*auth.authenticate(Some("Bearer secret")).unwrap(),
+            &*auth.authenticate(HERE, Some("Bearer secret")).unwrap(),
             "development"
         );
-        assert_eq!(&*auth.authenticate(Some("bearer from-env")).unwrap(), "env");
+        assert_eq!(
+            &*auth.authenticate(HERE, Some("bearer from-env")).unwrap(),
+            "env"
+        );
     }
 
     #[test]
@@ -203,7 +355,7 @@ mod tests {
             Some("Basic c2VjcmV0"),
             Some("secret"),
         ] {
-            let err = auth.authenticate(header).unwrap_err();
+            let err = auth.authenticate(HERE, header).unwrap_err();
             assert!(matches!(err, ScimError::Unauthorized(_)), "{header:?}");
         }
     }
@@ -211,8 +363,8 @@ mod tests {
     #[test]
     fn rate_limits_per_client() {
         let auth = authenticator(1);
-        auth.authenticate(Some("Bearer secret")).unwrap();
-        let err = auth.authenticate(Some("Bearer secret")).unwrap_err();
+        auth.authenticate(HERE, Some("Bearer secret")).unwrap();
+        let err = auth.authenticate(HERE, Some("Bearer secret")).unwrap_err();
         assert!(matches!(
             err,
             ScimError::RateLimited {
@@ -220,7 +372,64 @@ mod tests {
             }
         ));
         // Another client has its own budget.
-        auth.authenticate(Some("Bearer from-env")).unwrap();
+        auth.authenticate(HERE, Some("Bearer from-env")).unwrap();
+    }
+
+    #[test]
+    fn failed_attempts_are_limited_per_address_and_valid_tokens_still_pass() {
+        let (failures, clock) = limit(5);
+        let auth = Authenticator::new("scim", &[], Some("secret"), None, 1000, failures).unwrap();
+        for _ in 0..5 {
+            let err = auth.authenticate(HERE, Some("Bearer guess")).unwrap_err();
+            assert!(matches!(err, ScimError::Unauthorized(_)), "{err:?}");
+        }
+        let err = auth.authenticate(HERE, Some("Bearer guess")).unwrap_err();
+        let ScimError::RateLimited { retry_after_secs } = err else {
+            panic!("{err:?}");
+        };
+        assert!((1..=12).contains(&retry_after_secs), "{retry_after_secs}");
+        // The valid token from the same address, and failures from elsewhere, are unaffected.
+        auth.authenticate(HERE, Some("Bearer secret")).unwrap();
+        let elsewhere = auth.authenticate(THERE, Some("Bearer guess")).unwrap_err();
+        assert!(matches!(elsewhere, ScimError::Unauthorized(_)));
+        // The budget refills with time (the injected clock, not a sleep).
+        clock.advance(Duration::from_secs(60));
+        let later = auth.authenticate(HERE, Some("Bearer guess")).unwrap_err();
+        assert!(matches!(later, ScimError::Unauthorized(_)), "{later:?}");
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let proxies: TrustedProxies =
+            serde_json::from_value(serde_json::json!(["127.0.0.1", "10.0.0.0/8"])).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::HeaderName::from_static("x-forwarded-for"),
+            header::HeaderValue::from_static("198.51.100.7, 203.0.113.9, 10.1.2.3"),
+        );
+        let from = |peer: &str| client_address(Some(peer.parse().unwrap()), &headers, &proxies);
+        // Behind the trusted hops, the nearest untrusted one: the rest could be forged.
+        assert_eq!(
+            from("127.0.0.1:5000"),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            from("10.9.9.9:5000"),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // From anyone else the header is ignored.
+        assert_eq!(
+            from("192.0.2.1:5000"),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(
+                Some("[::ffff:10.0.0.1]:1".parse().unwrap()),
+                &HeaderMap::new(),
+                &proxies
+            ),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -232,7 +441,8 @@ mod tests {
             token_file: None,
             requests_per_second: None,
         }];
-        let err = Authenticator::new("scim", &clients, None, None, 10).unwrap_err();
+        let (failures, _) = limit(10);
+        let err = Authenticator::new("scim", &clients, None, None, 10, failures).unwrap_err();
         assert!(
             err.to_string().contains("scim.clients[0].token_sha256"),
             "{err}"

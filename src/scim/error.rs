@@ -45,6 +45,14 @@ pub enum ScimError {
     NotImplemented(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The store cannot take writes now (full disk, I/O error, read-only file): the client
+    /// should send the same request again later. The cause goes to the log.
+    #[error("the service cannot store changes right now; retry after {retry_after_secs} seconds")]
+    Unavailable {
+        retry_after_secs: u64,
+        #[source]
+        cause: anyhow::Error,
+    },
     /// Anything the client cannot fix. The cause goes to the log, never to the client.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -74,6 +82,7 @@ impl ScimError {
             | ScimError::MethodNotAllowed(_)
             | ScimError::NotImplemented(_)
             | ScimError::UnsupportedMediaType(_)
+            | ScimError::Unavailable { .. }
             | ScimError::Internal(_) => None,
         }
     }
@@ -119,13 +128,18 @@ impl ResponseError for ScimError {
             ScimError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ScimError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ScimError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ScimError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ScimError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ScimError::Internal(cause) = self {
-            tracing::error!(error = ?cause, "request failed");
+        match self {
+            ScimError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
+            ScimError::Unavailable { cause, .. } => {
+                tracing::warn!(error = %cause, "write refused: the store cannot take it now")
+            }
+            _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE));
@@ -133,7 +147,10 @@ impl ResponseError for ScimError {
             ScimError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"scim-bridge\""));
             }
-            ScimError::RateLimited { retry_after_secs } => {
+            ScimError::RateLimited { retry_after_secs }
+            | ScimError::Unavailable {
+                retry_after_secs, ..
+            } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}

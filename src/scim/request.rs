@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
 use serde_json::Value;
 
-use crate::config::ScimSettings;
+use crate::config::{ScimSettings, TrustedProxies};
 use crate::scim::error::ScimError;
 use crate::scim::filter;
 use crate::scim::path::{parse_attr_path, AttrPath};
@@ -275,8 +275,28 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> 
         .map(str::to_owned)
 }
 
-/// The base URL of the SCIM API as the client addressed it, for `meta.location`.
+/// The base URL of the SCIM API as the client addressed it, for `meta.location`. The
+/// `Forwarded` / `X-Forwarded-Host` / `-Proto` headers count only from a trusted proxy;
+/// from anyone else the `Host` header and this listener's own scheme do.
 pub fn base_url(req: &HttpRequest) -> String {
-    let info = req.connection_info();
-    format!("{}://{}/scim/v2", info.scheme(), info.host())
+    let trusted = match (req.app_data::<web::Data<TrustedProxies>>(), req.peer_addr()) {
+        (Some(proxies), Some(peer)) => proxies.trusts(peer.ip()),
+        _ => false,
+    };
+    if trusted {
+        let info = req.connection_info();
+        return format!("{}://{}/scim/v2", info.scheme(), info.host());
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_else(|| req.app_config().host());
+    let scheme = if req.app_config().secure() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}/scim/v2")
 }

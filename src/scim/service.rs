@@ -22,9 +22,21 @@ use crate::scim::resource::{self, Prepared};
 use crate::scim::schema::ResourceSchema;
 use crate::scim::{patch, sort};
 
+/// How long an identity provider is asked to wait when the store cannot take writes (full
+/// disk, I/O error): long enough for an operator's alert to fire, short enough that changes
+/// flow soon after space is freed.
+pub(crate) const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 30;
+
 impl From<LedgerError> for ScimError {
     fn from(err: LedgerError) -> Self {
-        ScimError::internal(err)
+        if err.is_unavailable() {
+            ScimError::Unavailable {
+                retry_after_secs: UNAVAILABLE_RETRY_AFTER_SECS,
+                cause: err.into(),
+            }
+        } else {
+            ScimError::internal(err)
+        }
     }
 }
 

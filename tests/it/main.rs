@@ -10,6 +10,8 @@ mod fanout;
 mod mapping_cli;
 mod mapping_golden;
 mod mapping_regions;
+mod ops_security;
+mod ops_storage;
 mod sandbox_emulators;
 mod scim_bulk;
 mod scim_dialects;

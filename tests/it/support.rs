@@ -29,6 +29,14 @@ impl TestApp {
 
     /// Starts the bridge on its embedded defaults, adjusted by `tweak`.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::spawn_with_clock(Arc::new(SystemClock), tweak).await
+    }
+
+    /// The same, reading time from `clock` (rate limits, lockouts).
+    pub async fn spawn_with_clock(
+        clock: scim_bridge::clock::SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".parse().expect("addr")),
@@ -37,13 +45,14 @@ impl TestApp {
             no_sandbox: true,
         };
         let mut settings = Settings::from_toml(EMBEDDED_DEFAULT, &overrides).expect("settings");
-        settings.scim.dev_token = Some(TOKEN.to_owned());
+        settings.scim.dev_token = Some(TOKEN.into());
         // SCIM-only by default; tests of the fan-out bring their own sandbox and targets.
         settings.sandbox.start = false;
         settings.targets.clear();
         tweak(&mut settings);
         let options = BuildOptions {
             secret_key: Some([7; 32]),
+            clock,
             ..BuildOptions::default()
         };
         let app = Application::build(settings, options).await.expect("build");
