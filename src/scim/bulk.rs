@@ -109,12 +109,33 @@ fn parse(body: &Value) -> Result<(Vec<Operation>, Option<usize>), ScimError> {
             "a bulk request needs an \"Operations\" array".into(),
         ));
     };
-    let operations = raw
+    let operations: Vec<Operation> = raw
         .iter()
         .enumerate()
         .map(|(index, op)| parse_operation(index, op))
         .collect::<Result<_, _>>()?;
+    refuse_duplicate_bulk_ids(&operations)?;
     Ok((operations, fail_on_errors))
+}
+
+/// RFC 7644 section 3.7 has each bulkId identify one new resource. With two operations
+/// sharing one, `bulkId:x` could name either resource; the whole request is refused before
+/// anything runs, as failing only the later operation would still leave the earlier
+/// resource created and references to it resolved by request order alone.
+fn refuse_duplicate_bulk_ids(operations: &[Operation]) -> Result<(), ScimError> {
+    let mut first_use: HashMap<&str, usize> = HashMap::new();
+    for (index, op) in operations.iter().enumerate() {
+        let Some(bulk_id) = op.bulk_id.as_deref() else {
+            continue;
+        };
+        if let Some(first) = first_use.insert(bulk_id, index) {
+            return Err(ScimError::InvalidValue(format!(
+                "bulkId \"{bulk_id}\" is used by Operations[{first}] and Operations[{index}]; \
+                 each bulkId must be unique within a request"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_operation(index: usize, op: &Value) -> Result<Operation, ScimError> {
