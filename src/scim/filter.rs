@@ -1358,4 +1358,49 @@ mod tests {
             let _ = validate(&f, &schema);
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Deep and wide filter text, up to twice every limit: parsing answers a filter or
+        /// invalidFilter, and what parses stays within the limits and evaluates, all on a
+        /// quarter of a worker's stack.
+        #[test]
+        fn deep_and_wide_filters_are_parsed_or_refused_within_bounds(
+            shape in proptest::collection::vec((0..4u8, 0..3u8), 1..(2 * MAX_FILTER_CLAUSES)),
+            nesting in 0..(2 * MAX_FILTER_DEPTH),
+        ) {
+            let mut text = String::new();
+            for (index, (opener, joiner)) in shape.iter().enumerate() {
+                if index > 0 {
+                    text.push_str(["and ", "or ", "AND "][usize::from(*joiner)]);
+                }
+                text.push_str(["", "(", "not (", ""][usize::from(*opener)]);
+                text.push_str(if *opener == 3 { "emails[value pr] " } else { "title pr " });
+                if matches!(opener, 1 | 2) {
+                    text.push_str(") ");
+                }
+            }
+            let text = format!("{}{text}{}", "not (".repeat(nesting), ")".repeat(nesting));
+            let clauses: usize = shape.iter().map(|(opener, _)| if *opener == 3 { 2 } else { 1 }).sum();
+            let depth = nesting + usize::from(shape.iter().any(|(opener, _)| *opener != 0));
+            let within = clauses <= MAX_FILTER_CLAUSES
+                && depth <= MAX_FILTER_DEPTH
+                && text.len() <= MAX_FILTER_LENGTH;
+            let outcome = on_small_stack(move || {
+                let schema = ResourceSchema::user();
+                parse(&text).map(|filter| {
+                    let _ = validate(&filter, &schema);
+                    let _ = matches(&filter, &user(), &schema);
+                    filter.to_string().len()
+                })
+            });
+            prop_assert_eq!(outcome.is_ok(), within, "{:?}", outcome);
+            match outcome {
+                Ok(length) => prop_assert!(length <= 2 * MAX_FILTER_LENGTH),
+                Err(error) => prop_assert!(matches!(error, ScimError::InvalidFilter(_))),
+            }
+        }
+
+    }
 }

@@ -1948,4 +1948,61 @@ mod tests {
             }
         }
     }
+
+    /// A JSON value nested `depth` levels deep, alternating lists and objects.
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!("x"), |inner, level| {
+            if level % 2 == 0 {
+                json!([inner])
+            } else {
+                json!({"value": inner})
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Wide PATCH documents (up to twice the operation limit) with values nested deeper
+        /// than any attribute: past the limit the request is refused before anything is
+        /// applied; otherwise it applies or fails whole, on a quarter of a worker's stack.
+        #[test]
+        fn wide_and_deep_patch_documents_apply_or_fail_within_bounds(
+            count in 1..(2 * MAX_PATCH_OPERATIONS),
+            templates in proptest::collection::vec(0..6u8, 1..8),
+            depth in 0..120usize,
+        ) {
+            let deep = nested(depth);
+            let operations: Vec<Value> = (0..count)
+                .map(|n| match templates[n % templates.len()] {
+                    0 => json!({"op": "add", "path": "emails", "value": {"value": format!("u{n}@x.org")}}),
+                    1 => json!({"op": "add", "path": "emails", "value": deep.clone()}),
+                    2 => json!({"op": "replace", "path": "emails[value pr].type", "value": "work"}),
+                    3 => json!({"op": "remove", "path": "emails", "value": [{"value": format!("u{}@x.org", n / 2)}]}),
+                    4 => json!({"op": "replace", "value": {"title": deep.clone()}}),
+                    _ => json!({"op": "add", "path": "name.givenName", "value": format!("g{n}")}),
+                })
+                .collect();
+            let body = request(Value::Array(operations));
+            let outcome = std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || {
+                    let schema = ResourceSchema::user();
+                    let ops = parse_request(&body)?;
+                    let original = user();
+                    let mut resource = original.clone();
+                    let applied = apply(&mut resource, &ops, &schema);
+                    if applied.is_err() {
+                        assert_eq!(resource, original, "a failed PATCH changed the resource");
+                    }
+                    applied.and_then(|()| prepare(&schema, &resource, Some(&original)).map(|_| ()))
+                })
+                .expect("spawn")
+                .join()
+                .expect("no panic");
+            if count > MAX_PATCH_OPERATIONS {
+                prop_assert!(matches!(outcome, Err(ScimError::TooMany(_))), "{:?}", outcome);
+            }
+        }
+    }
 }
