@@ -328,6 +328,19 @@ fn name_cases(user_path: &str, user_id: &str) -> Vec<Case> {
         )
         .answers(400, Some("invalidPath")),
         Case::new(
+            "thousands of attributes",
+            Method::GET,
+            format!("/Users?attributes={}", vec!["userName"; 5_000].join(",")),
+        )
+        .answers(400, Some("invalidValue")),
+        Case::new(
+            "thousands of excludedAttributes in /.search",
+            Method::POST,
+            "/.search",
+        )
+        .json(&json!({"schemas": [SEARCH_SCHEMA], "excludedAttributes": vec!["title"; 5_000]}))
+        .answers(400, Some("invalidValue")),
+        Case::new(
             "a long id in the path",
             Method::GET,
             format!("/Users/{long}"),
