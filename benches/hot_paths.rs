@@ -1,15 +1,19 @@
 //! Micro-benchmarks of the three pure steps every SCIM write or lookup goes through: parsing a
-//! filter, applying a PATCH and rendering a user through each shipped mapping.
+//! filter, applying a PATCH and rendering a user through each shipped mapping; and PATCH
+//! requests of thousands of values, whose cost must grow linearly.
 //!
 //! `cargo bench --bench hot_paths`; figures and the machine they ran on are in BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::path::Path;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Value};
 
 use scim_bridge::mapping::{commands::builtin_schemas, Event, MappingSet, ParsedPhones};
+use scim_bridge::scim::patch::PatchOperation;
+use scim_bridge::scim::path::parse_value_path;
 use scim_bridge::scim::{filter, patch, schema::ResourceSchema};
 
 /// The filters identity providers send, from the one Entra ID probes with to a compound one.
@@ -92,6 +96,46 @@ fn patch_apply(c: &mut Criterion) {
     group.finish();
 }
 
+/// `add` of thousands of emails, as many operations or as one. The operations are built
+/// directly, past the per-request limits, to show how the cost grows with their number.
+fn patch_many(c: &mut Criterion) {
+    let schema = ResourceSchema::user();
+    let user = fixture_user();
+    let emails = parse_value_path("emails").expect("a path");
+    let email = |n: usize| json!({"value": format!("u{n}@example.com"), "type": "other"});
+    let mut group = c.benchmark_group("patch_many");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(2));
+    for count in [1_000, 5_000, 10_000] {
+        let singles: Vec<PatchOperation> = (0..count)
+            .map(|n| PatchOperation::Add {
+                path: Some(emails.clone()),
+                value: email(n),
+            })
+            .collect();
+        group.bench_function(format!("{count} adds of one email"), |b| {
+            b.iter_batched_ref(
+                || user.clone(),
+                |resource| patch::apply(resource, black_box(&singles), &schema),
+                BatchSize::LargeInput,
+            )
+        });
+        let one = [PatchOperation::Add {
+            path: Some(emails.clone()),
+            value: (0..count).map(email).collect(),
+        }];
+        group.bench_function(format!("one add of {count} emails"), |b| {
+            b.iter_batched_ref(
+                || user.clone(),
+                |resource| patch::apply(resource, black_box(&one), &schema),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn mapping_render(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
     let set = MappingSet::load_dir(&dir, &builtin_schemas()).expect("the shipped mappings load");
@@ -114,5 +158,11 @@ fn mapping_render(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, filter_parse, patch_apply, mapping_render);
+criterion_group!(
+    benches,
+    filter_parse,
+    patch_apply,
+    patch_many,
+    mapping_render
+);
 criterion_main!(benches);

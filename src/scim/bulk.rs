@@ -109,12 +109,33 @@ fn parse(body: &Value) -> Result<(Vec<Operation>, Option<usize>), ScimError> {
             "a bulk request needs an \"Operations\" array".into(),
         ));
     };
-    let operations = raw
+    let operations: Vec<Operation> = raw
         .iter()
         .enumerate()
         .map(|(index, op)| parse_operation(index, op))
         .collect::<Result<_, _>>()?;
+    refuse_duplicate_bulk_ids(&operations)?;
     Ok((operations, fail_on_errors))
+}
+
+/// RFC 7644 section 3.7 has each bulkId identify one new resource. With two operations
+/// sharing one, `bulkId:x` could name either resource; the whole request is refused before
+/// anything runs, as failing only the later operation would still leave the earlier
+/// resource created and references to it resolved by request order alone.
+fn refuse_duplicate_bulk_ids(operations: &[Operation]) -> Result<(), ScimError> {
+    let mut first_use: HashMap<&str, usize> = HashMap::new();
+    for (index, op) in operations.iter().enumerate() {
+        let Some(bulk_id) = op.bulk_id.as_deref() else {
+            continue;
+        };
+        if let Some(first) = first_use.insert(bulk_id, index) {
+            return Err(ScimError::InvalidValue(format!(
+                "bulkId \"{bulk_id}\" is used by Operations[{first}] and Operations[{index}]; \
+                 each bulkId must be unique within a request"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_operation(index: usize, op: &Value) -> Result<Operation, ScimError> {
@@ -171,28 +192,42 @@ async fn run(
     operations: Vec<Operation>,
     fail_on_errors: Option<usize>,
 ) -> Vec<Value> {
-    let pending_ids: Vec<Option<String>> = operations.iter().map(|op| op.bulk_id.clone()).collect();
+    // bulkIds are unique (see `refuse_duplicate_bulk_ids`), so each names one operation. The
+    // references are found once: a chain of operations each naming the next one runs one
+    // per round, and walking every pending id for every reference in every round made such
+    // a request cubic in its length.
+    let declared: HashMap<String, usize> = operations
+        .iter()
+        .enumerate()
+        .filter_map(|(index, op)| op.bulk_id.clone().map(|id| (id, index)))
+        .collect();
     let mut results: Vec<Option<Value>> = vec![None; operations.len()];
     let mut created: HashMap<String, String> = HashMap::new();
-    let mut pending: Vec<(usize, Operation)> = operations.into_iter().enumerate().collect();
+    let mut pending: Vec<(usize, Operation, Vec<String>)> = operations
+        .into_iter()
+        .enumerate()
+        .map(|(index, op)| {
+            let refs = references(&op);
+            (index, op, refs)
+        })
+        .collect();
     let mut errors = 0usize;
 
     while !pending.is_empty() {
         let mut deferred = Vec::new();
         let mut progressed = false;
-        for (index, op) in pending {
+        for (index, op, refs) in pending {
             if fail_on_errors.is_some_and(|limit| errors >= limit) {
                 break;
             }
-            let refs = references(&op);
             let waiting = refs.iter().any(|r| {
                 !created.contains_key(r)
-                    && pending_ids.iter().enumerate().any(|(i, id)| {
-                        id.as_deref() == Some(r.as_str()) && results[i].is_none() && i != index
-                    })
+                    && declared
+                        .get(r)
+                        .is_some_and(|&i| i != index && results[i].is_none())
             });
             if waiting {
-                deferred.push((index, op));
+                deferred.push((index, op, refs));
                 continue;
             }
             progressed = true;
@@ -213,7 +248,7 @@ async fn run(
         }
         if !progressed {
             // What is left references each other in a cycle.
-            for (index, op) in deferred {
+            for (index, op, _) in deferred {
                 let err = ScimError::InvalidValue(format!(
                     "the bulkId references of this {} cannot be resolved (circular)",
                     op.method.as_str()

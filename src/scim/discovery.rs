@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 
 use crate::ledger::ResourceKind;
 use crate::scim::error::ScimError;
+use crate::scim::filter::{MAX_FILTER_CLAUSES, MAX_FILTER_DEPTH, MAX_FILTER_LENGTH};
+use crate::scim::patch::MAX_PATCH_OPERATIONS;
 use crate::scim::request::base_url;
 use crate::scim::response::{json_response, LIST_RESPONSE_SCHEMA};
 use crate::scim::routes::ScimState;
@@ -25,13 +27,22 @@ pub async fn service_provider_config(state: web::Data<ScimState>, req: HttpReque
         &json!({
             "schemas": [SERVICE_PROVIDER_CONFIG_SCHEMA],
             "documentationUri": "https://datatracker.ietf.org/doc/html/rfc7644",
-            "patch": {"supported": true},
+            // `maxOperations` in `patch` and the `max*` limits in `filter` are not in RFC 7643;
+            // they name the limits past which requests get 400 tooMany / invalidFilter, the
+            // way `bulk` names its own.
+            "patch": {"supported": true, "maxOperations": MAX_PATCH_OPERATIONS},
             "bulk": {
                 "supported": true,
                 "maxOperations": settings.bulk_max_operations,
                 "maxPayloadSize": settings.bulk_max_payload_bytes,
             },
-            "filter": {"supported": true, "maxResults": settings.max_page_size},
+            "filter": {
+                "supported": true,
+                "maxResults": settings.max_page_size,
+                "maxLength": MAX_FILTER_LENGTH,
+                "maxDepth": MAX_FILTER_DEPTH,
+                "maxClauses": MAX_FILTER_CLAUSES,
+            },
             "changePassword": {"supported": true},
             "sort": {"supported": true},
             "etag": {"supported": true},

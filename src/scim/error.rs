@@ -6,6 +6,7 @@ use serde_json::json;
 
 pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+const MAX_DETAIL_BYTES: usize = 1024;
 
 /// Every way a SCIM request can fail. The `status` / `scim_type` matches below have no
 /// wildcard arm, so a new variant forces a decision about how it renders.
@@ -87,11 +88,22 @@ impl ScimError {
         }
     }
 
+    /// What the client is told, cut to `MAX_DETAIL_BYTES`: details quote the offending path,
+    /// filter or id, and a client sending megabytes should not get them back.
     fn detail(&self) -> String {
-        match self {
+        let mut detail = match self {
             ScimError::Internal(_) => "internal error; see the bridge log".to_owned(),
             other => other.to_string(),
+        };
+        if detail.len() > MAX_DETAIL_BYTES {
+            let mut cut = MAX_DETAIL_BYTES;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push_str("...");
         }
+        detail
     }
 
     /// The RFC 7644 error body, also used inside Bulk responses.

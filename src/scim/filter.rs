@@ -13,6 +13,19 @@ use crate::scim::path::{parse_attr_path, AttrPath};
 use crate::scim::resource::{attribute_value, field};
 use crate::scim::schema::{find_attribute, AttrType, AttributeDef, ResourceSchema};
 
+/// The longest filter accepted, in bytes. The longest filters identity providers send are a
+/// few dozen `or`ed ids or names, well under 4 KiB; 8 KiB leaves room for that and bounds
+/// what one request makes the parser and every evaluation walk.
+pub const MAX_FILTER_LENGTH: usize = 8 * 1024;
+/// The deepest nesting of `(`, `not (` and `attr[` accepted. Real filters nest two or three
+/// levels; the parser and every walk over the tree recurse once per level, so this bounds
+/// their stack use whatever the input.
+pub const MAX_FILTER_DEPTH: usize = 32;
+/// The most comparisons (`attr op value`, `attr pr`) in one filter. `and`/`or` chains build
+/// one tree level per clause, so this also bounds the depth of the tree the evaluator, the
+/// validator, `Display` and `Drop` recurse through, and the work per evaluated resource.
+pub const MAX_FILTER_CLAUSES: usize = 200;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     And(Box<Filter>, Box<Filter>),
@@ -140,6 +153,17 @@ pub fn parse(input: &str) -> Result<Filter, ScimError> {
     Parser::new(input, false)?.parse_all()
 }
 
+/// Refuses a filter past `MAX_FILTER_LENGTH` before lexing it; the detail does not echo it.
+fn check_length(input: &str) -> Result<(), ScimError> {
+    if input.len() > MAX_FILTER_LENGTH {
+        return Err(ScimError::InvalidFilter(format!(
+            "the filter is {} bytes long, longer than the {MAX_FILTER_LENGTH} bytes accepted",
+            input.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The filter between the brackets of a PATCH or mapping path such as
 /// `emails[type eq "work"].value`: its paths name sub-attributes.
 pub(crate) fn parse_value_filter(input: &str) -> Result<Filter, ScimError> {
@@ -251,15 +275,47 @@ struct Parser<'a> {
     tokens: std::iter::Peekable<std::vec::IntoIter<Token<'a>>>,
     /// Inside `attr[...]`: paths are sub-attribute names and brackets cannot nest.
     in_value_filter: bool,
+    /// Open `(`, `not (` and `[` levels; the parser recurses once per level.
+    depth: usize,
+    clauses: usize,
 }
 
 impl<'a> Parser<'a> {
     fn new(input: &'a str, in_value_filter: bool) -> Result<Self, ScimError> {
+        check_length(input)?;
         Ok(Parser {
             input,
             tokens: lex(input)?.into_iter().peekable(),
             in_value_filter,
+            depth: 0,
+            clauses: 0,
         })
+    }
+
+    /// Enters one nesting level, refusing the filter past `MAX_FILTER_DEPTH`; `leave` undoes it.
+    fn enter(&mut self, at: usize) -> Result<(), ScimError> {
+        self.depth += 1;
+        if self.depth > MAX_FILTER_DEPTH {
+            return Err(ScimError::InvalidFilter(format!(
+                "the filter is nested more than {MAX_FILTER_DEPTH} levels deep (at position {})",
+                at + 1
+            )));
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    fn count_clause(&mut self) -> Result<(), ScimError> {
+        self.clauses += 1;
+        if self.clauses > MAX_FILTER_CLAUSES {
+            return Err(ScimError::InvalidFilter(format!(
+                "the filter has more than {MAX_FILTER_CLAUSES} clauses (comparisons and 'pr' tests)"
+            )));
+        }
+        Ok(())
     }
 
     fn error(&self, at: usize, message: &str) -> ScimError {
@@ -322,8 +378,10 @@ impl<'a> Parser<'a> {
         };
         match token.tok {
             Tok::Open => {
+                self.enter(token.at)?;
                 let inner = self.or_expr()?;
                 self.expect(Tok::Close)?;
+                self.leave();
                 Ok(inner)
             }
             Tok::Word(word)
@@ -331,8 +389,10 @@ impl<'a> Parser<'a> {
                     && matches!(self.tokens.peek(), Some(Token { tok: Tok::Open, .. })) =>
             {
                 self.tokens.next();
+                self.enter(token.at)?;
                 let inner = self.or_expr()?;
                 self.expect(Tok::Close)?;
+                self.leave();
                 Ok(Filter::Not(Box::new(inner)))
             }
             Tok::Word(word) => self.attribute_expr(word, token.at),
@@ -341,6 +401,7 @@ impl<'a> Parser<'a> {
     }
 
     fn attribute_expr(&mut self, word: &str, at: usize) -> Result<Filter, ScimError> {
+        self.count_clause()?;
         let path = parse_attr_path(word).map_err(|e| self.error(at, &e.to_string()))?;
         if self.in_value_filter && (path.urn.is_some() || path.sub_attr.is_some()) {
             return Err(self.error(
@@ -386,10 +447,12 @@ impl<'a> Parser<'a> {
                 &format!("'[' must follow an attribute, not the sub-attribute path '{path}'"),
             ));
         }
+        self.enter(at)?;
         self.in_value_filter = true;
         let inner = self.or_expr()?;
         self.expect(Tok::CloseBracket)?;
         self.in_value_filter = false;
+        self.leave();
         let sub_attribute_follows = match self.tokens.peek() {
             Some(Token {
                 tok: Tok::Word(word),
@@ -1205,6 +1268,68 @@ mod tests {
         tree(prop_oneof![3 => attribute_leaf(attr_path(true).boxed()), 1 => value_path].boxed())
     }
 
+    /// Runs `f` on a thread with a 512 KiB stack, a quarter of an actix worker's: a parser or
+    /// evaluator whose recursion input can drive overflows it and aborts the test binary.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("no panic")
+    }
+
+    fn refused(input: String) -> String {
+        on_small_stack(move || match parse(&input) {
+            Err(ScimError::InvalidFilter(detail)) => detail,
+            other => panic!("expected invalidFilter, got {other:?}"),
+        })
+    }
+
+    #[test]
+    fn hostile_filters_are_refused_without_recursing() {
+        let clause = "userName eq \"a\"";
+        let nested = format!("{}{clause}{}", "(".repeat(1_500), ")".repeat(1_500));
+        assert!(refused(nested).contains("nested"));
+        let negated = format!("{}{clause}{}", "not (".repeat(1_200), ")".repeat(1_200));
+        assert!(refused(negated).contains("nested"));
+        let ored = vec![clause; 10_000].join(" or ");
+        assert!(refused(ored).contains("longer"));
+        let anded = vec!["a pr"; MAX_FILTER_CLAUSES + 1].join(" and ");
+        assert!(anded.len() < MAX_FILTER_LENGTH);
+        assert!(refused(anded).contains("clauses"));
+        let long_value = format!("userName eq \"{}\"", "x".repeat(MAX_FILTER_LENGTH));
+        assert!(refused(long_value).contains("longer"));
+        let value_filter = format!("emails[{}]", vec!["value eq \"u\""; 300].join(" or "));
+        assert!(refused(value_filter).contains("clauses"));
+        let detail = refused("(".repeat(5_000));
+        assert!(
+            detail.len() < 200,
+            "the detail does not echo the filter: {detail}"
+        );
+    }
+
+    #[test]
+    fn filters_at_the_limits_parse_and_evaluate_on_a_small_stack() {
+        let clause = "emails[type eq \"work\" and value co \"@\"]";
+        let deep = format!(
+            "{}{clause}{}",
+            "not (".repeat(MAX_FILTER_DEPTH - 1),
+            ")".repeat(MAX_FILTER_DEPTH - 1)
+        );
+        let wide = vec!["userName eq \"u\""; MAX_FILTER_CLAUSES].join(" or ");
+        for text in [deep, wide] {
+            assert!(text.len() <= MAX_FILTER_LENGTH);
+            on_small_stack(move || {
+                let schema = ResourceSchema::user();
+                let filter = parse(&text).expect("within the limits");
+                validate(&filter, &schema).expect("valid");
+                let _ = matches(&filter, &user(), &schema);
+                assert_eq!(parse(&filter.to_string()).ok(), Some(filter));
+            });
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -1232,5 +1357,50 @@ mod tests {
             let _ = matches(&f, &user(), &schema);
             let _ = validate(&f, &schema);
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Deep and wide filter text, up to twice every limit: parsing answers a filter or
+        /// invalidFilter, and what parses stays within the limits and evaluates, all on a
+        /// quarter of a worker's stack.
+        #[test]
+        fn deep_and_wide_filters_are_parsed_or_refused_within_bounds(
+            shape in proptest::collection::vec((0..4u8, 0..3u8), 1..(2 * MAX_FILTER_CLAUSES)),
+            nesting in 0..(2 * MAX_FILTER_DEPTH),
+        ) {
+            let mut text = String::new();
+            for (index, (opener, joiner)) in shape.iter().enumerate() {
+                if index > 0 {
+                    text.push_str(["and ", "or ", "AND "][usize::from(*joiner)]);
+                }
+                text.push_str(["", "(", "not (", ""][usize::from(*opener)]);
+                text.push_str(if *opener == 3 { "emails[value pr] " } else { "title pr " });
+                if matches!(opener, 1 | 2) {
+                    text.push_str(") ");
+                }
+            }
+            let text = format!("{}{text}{}", "not (".repeat(nesting), ")".repeat(nesting));
+            let clauses: usize = shape.iter().map(|(opener, _)| if *opener == 3 { 2 } else { 1 }).sum();
+            let depth = nesting + usize::from(shape.iter().any(|(opener, _)| *opener != 0));
+            let within = clauses <= MAX_FILTER_CLAUSES
+                && depth <= MAX_FILTER_DEPTH
+                && text.len() <= MAX_FILTER_LENGTH;
+            let outcome = on_small_stack(move || {
+                let schema = ResourceSchema::user();
+                parse(&text).map(|filter| {
+                    let _ = validate(&filter, &schema);
+                    let _ = matches(&filter, &user(), &schema);
+                    filter.to_string().len()
+                })
+            });
+            prop_assert_eq!(outcome.is_ok(), within, "{:?}", outcome);
+            match outcome {
+                Ok(length) => prop_assert!(length <= 2 * MAX_FILTER_LENGTH),
+                Err(error) => prop_assert!(matches!(error, ScimError::InvalidFilter(_))),
+            }
+        }
+
     }
 }

@@ -2,10 +2,12 @@
 //! then applies its operations to the stored resource before `resource::prepare` validates
 //! the result.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::scim::error::ScimError;
-use crate::scim::filter::{matches_value, values_equal, CompareOp, Filter};
+use crate::scim::filter::{as_bool, instant, matches_value, values_equal, CompareOp, Filter};
 use crate::scim::path::{parse_value_path, ValuePath};
 use crate::scim::resource::{coerce, field, is_primary, is_unassigned, tidy};
 use crate::scim::schema::{
@@ -13,6 +15,11 @@ use crate::scim::schema::{
 };
 
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+/// The most operations one PATCH request may carry. Identity providers send one per changed
+/// attribute, or one per batch of group members, so real requests hold a few dozen; some
+/// operations (a value filter, a sub-attribute of every value) walk every value of their
+/// attribute, so this also bounds the work of one request.
+pub const MAX_PATCH_OPERATIONS: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PatchOperation {
@@ -58,6 +65,12 @@ pub fn parse_request(body: &Value) -> Result<Vec<PatchOperation>, ScimError> {
             ))
         }
     };
+    if operations.len() > MAX_PATCH_OPERATIONS {
+        return Err(ScimError::TooMany(format!(
+            "the request has {} operations; at most {MAX_PATCH_OPERATIONS} are accepted in one PATCH",
+            operations.len()
+        )));
+    }
     operations
         .iter()
         .enumerate()
@@ -122,7 +135,10 @@ pub fn apply(
         )));
     };
     let mut work = original.clone();
-    let patcher = Patcher { schema };
+    let mut patcher = Patcher {
+        schema,
+        index: None,
+    };
     for op in ops {
         patcher.apply(&mut work, op)?;
     }
@@ -146,12 +162,15 @@ enum Target<'s> {
 
 struct Patcher<'s> {
     schema: &'s ResourceSchema,
+    /// The values of the multi-valued attribute the last operations added to, kept from one
+    /// operation to the next so that n `add` operations cost O(n), not O(n²).
+    index: Option<ValueIndex>,
 }
 
 type JsonObject = Map<String, Value>;
 
 impl<'s> Patcher<'s> {
-    fn apply(&self, top: &mut JsonObject, op: &PatchOperation) -> Result<(), ScimError> {
+    fn apply(&mut self, top: &mut JsonObject, op: &PatchOperation) -> Result<(), ScimError> {
         match op {
             PatchOperation::Add { path: None, value } => self.merge(top, Mode::Add, value),
             PatchOperation::Replace { path: None, value } => self.merge(top, Mode::Replace, value),
@@ -172,7 +191,7 @@ impl<'s> Patcher<'s> {
 
     /// A path-less add or replace: each key of the value object is a path (Entra ID sends
     /// `name.givenName`), a schema URN holding that schema's attributes, or a plain attribute.
-    fn merge(&self, top: &mut JsonObject, mode: Mode, value: &Value) -> Result<(), ScimError> {
+    fn merge(&mut self, top: &mut JsonObject, mode: Mode, value: &Value) -> Result<(), ScimError> {
         let Value::Object(members) = value else {
             return Err(ScimError::InvalidValue(
                 "an operation without 'path' needs an object of attributes as its value".to_owned(),
@@ -200,7 +219,7 @@ impl<'s> Patcher<'s> {
 
     /// Writes an object of attributes that belong to the schema `urn`.
     fn write_members(
-        &self,
+        &mut self,
         top: &mut JsonObject,
         mode: Mode,
         urn: &str,
@@ -221,6 +240,7 @@ impl<'s> Patcher<'s> {
             }
             Value::Null => {
                 if let Some(ext) = self.schema.extension(urn) {
+                    self.index = None;
                     remove_key(top, &ext.id);
                 }
                 Ok(())
@@ -265,7 +285,7 @@ impl<'s> Patcher<'s> {
     }
 
     fn write(
-        &self,
+        &mut self,
         top: &mut JsonObject,
         mode: Mode,
         path: &ValuePath,
@@ -281,23 +301,56 @@ impl<'s> Patcher<'s> {
             return self.remove(top, path, None, true);
         }
         let label = path.to_string();
-        in_container(top, at.extension, |container| {
+        let owner = ValueIndex::owner_of(&at);
+        let indexed = mode == Mode::Add
+            && at.attr.multi_valued
+            && path.filter.is_none()
+            && at.sub_attr.is_none();
+        // Any other write to the indexed attribute changes it behind the index's back.
+        if !indexed
+            && self
+                .index
+                .as_ref()
+                .is_some_and(|index| index.owner == owner)
+        {
+            self.index = None;
+        }
+        let mut index = if indexed {
+            self.index.take().filter(|index| index.owner == owner)
+        } else {
+            None
+        };
+        let result = in_container(top, at.extension, |container| {
             update(container, &at.attr.name, |current| {
                 match (&path.filter, at.sub_attr) {
-                    (None, None) => set_attribute(current, at.attr, mode, value, &label),
+                    (None, None) if indexed => {
+                        let items = items(current);
+                        let mut reused = index
+                            .take()
+                            .filter(|index| index.len == items.len())
+                            .unwrap_or_else(|| ValueIndex::build(owner.clone(), at.attr, &items));
+                        let added = add_values(items, at.attr, &mut reused, value, &label);
+                        index = Some(reused);
+                        added
+                    }
+                    (None, None) => set_attribute(current, at.attr, value, &label),
                     (None, Some(sub)) => set_sub_attribute(current, at.attr, sub, value, &label),
                     (Some(filter), sub) => {
                         set_filtered(current, at.attr, filter, sub, value, &label)
                     }
                 }
             })
-        })
+        });
+        if indexed {
+            self.index = index;
+        }
+        result
     }
 
     /// `missing_ok`: a value filter that matches nothing is fine, as when a null value
     /// clears an attribute that has no value.
     fn remove(
-        &self,
+        &mut self,
         top: &mut JsonObject,
         path: &ValuePath,
         value: Option<&Value>,
@@ -305,11 +358,19 @@ impl<'s> Patcher<'s> {
     ) -> Result<(), ScimError> {
         let at = match self.locate(path)? {
             Target::Extension(ext) => {
+                self.index = None;
                 remove_key(top, &ext.id);
                 return Ok(());
             }
             Target::Attribute(at) => at,
         };
+        if self
+            .index
+            .as_ref()
+            .is_some_and(|index| index.owner == ValueIndex::owner_of(&at))
+        {
+            self.index = None;
+        }
         let whole = path.filter.is_none() && at.sub_attr.is_none();
         let listed = value.is_some_and(|_| at.attr.multi_valued);
         if at.attr.required && whole && !listed {
@@ -323,6 +384,181 @@ impl<'s> Patcher<'s> {
                 remove_from(current, &at, path, value, missing_ok, &label)
             })
         })
+    }
+}
+
+/// The values of one multi-valued attribute by identity, and which of them are primary: what
+/// `add` needs to merge a value into an equal one and keep a single primary without walking
+/// the whole list.
+struct ValueIndex {
+    /// The extension schema holding the attribute, if any, and the attribute's name.
+    owner: (Option<String>, String),
+    /// Positions by `identity`; values in one bucket may still differ and are told apart by
+    /// `same_value`.
+    buckets: HashMap<Identity, Vec<usize>>,
+    primaries: Vec<usize>,
+    /// The list's length when last seen; a list of another length was changed elsewhere.
+    len: usize,
+}
+
+impl ValueIndex {
+    fn owner_of(at: &Resolved<'_>) -> (Option<String>, String) {
+        (at.extension.map(|ext| ext.id.clone()), at.attr.name.clone())
+    }
+
+    fn build(owner: (Option<String>, String), attr: &AttributeDef, items: &[Value]) -> Self {
+        let mut index = ValueIndex {
+            owner,
+            buckets: HashMap::new(),
+            primaries: Vec::new(),
+            len: 0,
+        };
+        for (position, item) in items.iter().enumerate() {
+            index.insert(attr, item, position);
+        }
+        index.len = items.len();
+        index
+    }
+
+    fn insert(&mut self, attr: &AttributeDef, item: &Value, position: usize) {
+        if let Some(identity) = identity(attr, item) {
+            self.buckets.entry(identity).or_default().push(position);
+        }
+        if is_primary(item) {
+            self.primaries.push(position);
+        }
+    }
+
+    fn find(&self, attr: &AttributeDef, items: &[Value], new: &Value) -> Option<usize> {
+        let bucket = self.buckets.get(&identity(attr, new)?)?;
+        bucket.iter().copied().find(|position| {
+            items
+                .get(*position)
+                .is_some_and(|old| same_value(attr, old, new))
+        })
+    }
+}
+
+/// `add` of values to a multi-valued attribute: a value equal to one already there is merged
+/// into it, others are appended, and a primary value among them becomes the only primary.
+fn add_values(
+    mut items: Vec<Value>,
+    attr: &AttributeDef,
+    index: &mut ValueIndex,
+    value: &Value,
+    label: &str,
+) -> Result<Option<Value>, ScimError> {
+    let mut touched = Vec::new();
+    for new in items_of(coerce(attr, value, label)?) {
+        match index.find(attr, &items, &new) {
+            Some(position) => {
+                if let Some(old) = items.get_mut(position) {
+                    merge_element(attr, old, &new, false, label)?;
+                    if is_primary(old) {
+                        index.primaries.push(position);
+                    }
+                }
+                touched.push(position);
+            }
+            None => {
+                index.insert(attr, &new, items.len());
+                touched.push(items.len());
+                items.push(new);
+            }
+        }
+    }
+    index.len = items.len();
+    let keep = touched
+        .iter()
+        .copied()
+        .find(|position| items.get(*position).is_some_and(is_primary));
+    // Only listed positions can be primary: every value that became primary was listed.
+    index.primaries.retain(|position| {
+        let Some(item) = items.get_mut(*position) else {
+            return false;
+        };
+        if keep.is_some_and(|keep| keep != *position) {
+            if let Some(members) = item.as_object_mut() {
+                members.insert("primary".to_owned(), Value::Bool(false));
+            }
+        }
+        is_primary(item)
+    });
+    index.primaries.dedup();
+    Ok(Some(Value::Array(items)))
+}
+
+/// A hashable stand-in for what `same_value` compares: two values that are the same value
+/// have the same identity. None for a value `same_value` never equates with anything.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Identity {
+    Text(String),
+    Bool(bool),
+    /// The bits of the number as f64: integers equal as i64 are equal as f64 too.
+    Number(u64),
+    Instant(i128),
+    /// A complex value without a `value` sub-attribute, which compares whole.
+    Whole(String),
+}
+
+fn identity(attr: &AttributeDef, value: &Value) -> Option<Identity> {
+    if attr.attr_type != AttrType::Complex {
+        return leaf_identity(attr, value);
+    }
+    let Some(value_def) = attr.sub_attribute("value") else {
+        return Some(Identity::Whole(canonical_text(value)));
+    };
+    match value.as_object().and_then(|o| field(o, &value_def.name)) {
+        Some(inner) => leaf_identity(value_def, inner),
+        None => Some(Identity::Whole(canonical_text(value))),
+    }
+}
+
+/// Mirrors `values_equal` (the `eq` of filters) for one attribute type.
+fn leaf_identity(def: &AttributeDef, value: &Value) -> Option<Identity> {
+    let fold = |text: &str| {
+        if def.case_exact {
+            text.to_owned()
+        } else {
+            text.to_lowercase()
+        }
+    };
+    match def.attr_type {
+        AttrType::String | AttrType::Reference | AttrType::Binary => {
+            value.as_str().map(|text| Identity::Text(fold(text)))
+        }
+        AttrType::Boolean => as_bool(value).map(Identity::Bool),
+        AttrType::Integer | AttrType::Decimal => value
+            .as_f64()
+            .map(|number| Identity::Number((number + 0.0).to_bits())),
+        AttrType::DateTime => value.as_str().map(|text| match instant(text) {
+            Some(at) => Identity::Instant(at.unix_timestamp_nanos()),
+            None => Identity::Text(fold(text)),
+        }),
+        AttrType::Complex => None,
+    }
+}
+
+/// JSON text with object members in name order, so that equal values read the same whatever
+/// order their members came in.
+fn canonical_text(value: &Value) -> String {
+    match value {
+        Value::Object(members) => {
+            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(b.0));
+            let inner: Vec<String> = sorted
+                .into_iter()
+                .map(|(name, member)| {
+                    format!("{}:{}", Value::from(name.as_str()), canonical_text(member))
+                })
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(canonical_text).collect();
+            format!("[{}]", inner.join(","))
+        }
+        scalar => scalar.to_string(),
     }
 }
 
@@ -405,33 +641,13 @@ fn items(current: Option<Value>) -> Vec<Value> {
 fn set_attribute(
     current: Option<Value>,
     attr: &AttributeDef,
-    mode: Mode,
     value: &Value,
     label: &str,
 ) -> Result<Option<Value>, ScimError> {
     let coerced = coerce(attr, value, label)?;
+    // An add to a multi-valued attribute goes through `add_values`; what comes here replaces.
     if attr.multi_valued {
-        if mode == Mode::Replace {
-            return Ok(Some(coerced));
-        }
-        let mut items = items(current);
-        let mut touched = Vec::new();
-        for new in items_of(coerced) {
-            match items.iter().position(|old| same_value(attr, old, &new)) {
-                Some(index) => {
-                    if let Some(old) = items.get_mut(index) {
-                        merge_element(attr, old, &new, false, label)?;
-                    }
-                    touched.push(index);
-                }
-                None => {
-                    items.push(new);
-                    touched.push(items.len() - 1);
-                }
-            }
-        }
-        single_primary(&mut items, &touched);
-        return Ok(Some(Value::Array(items)));
+        return Ok(Some(coerced));
     }
     match current {
         Some(mut old) if attr.attr_type == AttrType::Complex && old.is_object() => {
@@ -692,9 +908,21 @@ fn remove_from(
             match value {
                 Some(listed) if attr.multi_valued => {
                     let unwanted = items_of(coerce(attr, listed, label)?);
+                    let mut by_identity: HashMap<Identity, Vec<&Value>> = HashMap::new();
+                    for gone in &unwanted {
+                        if let Some(identity) = identity(attr, gone) {
+                            by_identity.entry(identity).or_default().push(gone);
+                        }
+                    }
                     let kept = items(current)
                         .into_iter()
-                        .filter(|old| !unwanted.iter().any(|gone| same_value(attr, old, gone)))
+                        .filter(|old| {
+                            !identity(attr, old)
+                                .and_then(|identity| by_identity.get(&identity))
+                                .is_some_and(|bucket| {
+                                    bucket.iter().any(|gone| same_value(attr, old, gone))
+                                })
+                        })
                         .collect();
                     Ok(Some(Value::Array(kept)))
                 }
@@ -762,7 +990,9 @@ fn remove_sub(element: &mut Value, sub: &AttributeDef, label: &str) -> Result<()
 mod tests {
     use super::*;
     use crate::scim::resource::prepare;
-    use crate::scim::schema::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
+    use crate::scim::schema::{
+        ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, MAX_ATTRIBUTE_VALUES, MAX_GROUP_MEMBERS, USER_SCHEMA,
+    };
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -1553,6 +1783,117 @@ mod tests {
         })
     }
 
+    #[test]
+    fn operations_and_values_past_the_limits_are_too_many() {
+        let one = json!({"op": "add", "path": "emails", "value": {"value": "a@example.com"}});
+        let body = request(Value::Array(vec![one; MAX_PATCH_OPERATIONS + 1]));
+        assert!(matches!(parse_request(&body), Err(ScimError::TooMany(_))));
+
+        let emails = |count: usize| -> Value {
+            (0..count)
+                .map(|n| json!({"value": format!("u{n}@example.com")}))
+                .collect()
+        };
+        let schema = ResourceSchema::user();
+        let too_many =
+            json!([{"op": "add", "path": "emails", "value": emails(MAX_ATTRIBUTE_VALUES + 1)}]);
+        assert!(matches!(
+            patched(&schema, &user(), too_many),
+            Err(ScimError::TooMany(_))
+        ));
+        // One at a time the user's two emails grow past the cap, and the result is refused.
+        let singles: Vec<Value> = (0..MAX_ATTRIBUTE_VALUES - 1)
+            .map(|n| json!({"op": "add", "path": "emails", "value": format!("u{n}@example.com")}))
+            .collect();
+        let grown = patched(&schema, &user(), Value::Array(singles)).expect("applies");
+        assert!(matches!(
+            prepare(&schema, &grown, None),
+            Err(ScimError::TooMany(_))
+        ));
+
+        let members: Vec<Value> = (0..=MAX_GROUP_MEMBERS)
+            .map(|n| json!({"value": format!("u{n}")}))
+            .collect();
+        let add = json!([{"op": "add", "path": "members", "value": members}]);
+        assert!(matches!(
+            patched(&ResourceSchema::group(), &group(), add),
+            Err(ScimError::TooMany(_))
+        ));
+    }
+
+    #[test]
+    fn many_adds_merge_into_equal_values_and_keep_one_primary() {
+        let schema = ResourceSchema::user();
+        let mut ops: Vec<Value> = (0..500)
+            .map(|n| json!({"op": "add", "path": "emails", "value": {"value": format!("U{n}@Example.com"), "type": "work"}}))
+            .collect();
+        ops.push(json!({"op": "add", "path": "emails", "value": {"value": "u7@example.com", "primary": true}}));
+        ops.push(json!({"op": "add", "path": "emails", "value": [{"value": "ANA@example.com", "type": "other"}]}));
+        let out = patched(&schema, &user(), Value::Array(ops)).expect("applies");
+        let emails = out["emails"].as_array().expect("emails");
+        assert_eq!(emails.len(), 502, "500 new, two re-added in another case");
+        let primaries: Vec<&Value> = emails.iter().filter(|e| is_primary(e)).collect();
+        assert_eq!(
+            primaries,
+            [&json!({"value": "u7@example.com", "type": "work", "primary": true})]
+        );
+        assert_eq!(
+            emails[0]["type"], "other",
+            "the re-added value merged in place"
+        );
+    }
+
+    /// Operations on `emails` that mix indexed adds with every other kind of write to it.
+    fn email_operation() -> impl Strategy<Value = PatchOperation> {
+        let address =
+            proptest::sample::select(vec!["a@x.org", "A@X.org", "b@x.org", "ana@example.com"]);
+        let email = (
+            address,
+            proptest::option::of(proptest::sample::select(vec!["work", "home"])),
+            any::<bool>(),
+        )
+            .prop_map(|(value, kind, primary)| {
+                let mut email = json!({"value": value});
+                if let Some(kind) = kind {
+                    email["type"] = json!(kind);
+                }
+                if primary {
+                    email["primary"] = json!(true);
+                }
+                email
+            });
+        let paths = proptest::sample::select(vec![
+            "emails",
+            "emails.type",
+            "emails[value eq \"a@x.org\"]",
+            "emails[type eq \"home\"].value",
+            "title",
+        ])
+        .prop_map(|p| parse_value_path(p).ok());
+        (0..6u8, proptest::collection::vec(email, 1..3), paths).prop_map(|(kind, emails, path)| {
+            let value = Value::Array(emails.clone());
+            match (kind, path) {
+                (0..=2, _) => PatchOperation::Add {
+                    path: parse_value_path("emails").ok(),
+                    value,
+                },
+                (3, Some(path)) => PatchOperation::Remove { path, value: None },
+                (4, _) => PatchOperation::Remove {
+                    path: ValuePath::from(crate::scim::path::AttrPath::attr("emails")),
+                    value: Some(value),
+                },
+                (_, path) => PatchOperation::Replace {
+                    path,
+                    value: emails
+                        .first()
+                        .and_then(|e| e.get("value"))
+                        .cloned()
+                        .unwrap_or_default(),
+                },
+            }
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -1570,6 +1911,29 @@ mod tests {
             }
         }
 
+        /// The index `add` keeps from one operation to the next gives what applying the
+        /// operations one request at a time gives.
+        #[test]
+        fn one_request_applies_like_one_request_per_operation(
+            ops in proptest::collection::vec(email_operation(), 1..24),
+        ) {
+            let schema = ResourceSchema::user();
+            let mut together = user();
+            let batch = apply(&mut together, &ops, &schema);
+            let mut one_by_one = user();
+            let mut sequential = Ok(());
+            for op in &ops {
+                sequential = apply(&mut one_by_one, std::slice::from_ref(op), &schema);
+                if sequential.is_err() {
+                    break;
+                }
+            }
+            prop_assert_eq!(batch.is_ok(), sequential.is_ok(), "{:?} / {:?}", batch, sequential);
+            if batch.is_ok() {
+                prop_assert_eq!(together, one_by_one);
+            }
+        }
+
         #[test]
         fn group_patches_never_panic_and_failures_change_nothing(
             ops in proptest::collection::vec(operation(GROUP_PATHS), 1..4),
@@ -1581,6 +1945,63 @@ mod tests {
                 Ok(()) => {
                     let _ = prepare(&ResourceSchema::group(), &resource, Some(&original));
                 }
+            }
+        }
+    }
+
+    /// A JSON value nested `depth` levels deep, alternating lists and objects.
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!("x"), |inner, level| {
+            if level % 2 == 0 {
+                json!([inner])
+            } else {
+                json!({"value": inner})
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Wide PATCH documents (up to twice the operation limit) with values nested deeper
+        /// than any attribute: past the limit the request is refused before anything is
+        /// applied; otherwise it applies or fails whole, on a quarter of a worker's stack.
+        #[test]
+        fn wide_and_deep_patch_documents_apply_or_fail_within_bounds(
+            count in 1..(2 * MAX_PATCH_OPERATIONS),
+            templates in proptest::collection::vec(0..6u8, 1..8),
+            depth in 0..120usize,
+        ) {
+            let deep = nested(depth);
+            let operations: Vec<Value> = (0..count)
+                .map(|n| match templates[n % templates.len()] {
+                    0 => json!({"op": "add", "path": "emails", "value": {"value": format!("u{n}@x.org")}}),
+                    1 => json!({"op": "add", "path": "emails", "value": deep.clone()}),
+                    2 => json!({"op": "replace", "path": "emails[value pr].type", "value": "work"}),
+                    3 => json!({"op": "remove", "path": "emails", "value": [{"value": format!("u{}@x.org", n / 2)}]}),
+                    4 => json!({"op": "replace", "value": {"title": deep.clone()}}),
+                    _ => json!({"op": "add", "path": "name.givenName", "value": format!("g{n}")}),
+                })
+                .collect();
+            let body = request(Value::Array(operations));
+            let outcome = std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || {
+                    let schema = ResourceSchema::user();
+                    let ops = parse_request(&body)?;
+                    let original = user();
+                    let mut resource = original.clone();
+                    let applied = apply(&mut resource, &ops, &schema);
+                    if applied.is_err() {
+                        assert_eq!(resource, original, "a failed PATCH changed the resource");
+                    }
+                    applied.and_then(|()| prepare(&schema, &resource, Some(&original)).map(|_| ()))
+                })
+                .expect("spawn")
+                .join()
+                .expect("no panic");
+            if count > MAX_PATCH_OPERATIONS {
+                prop_assert!(matches!(outcome, Err(ScimError::TooMany(_))), "{:?}", outcome);
             }
         }
     }

@@ -6,6 +6,10 @@ use std::fmt;
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter};
 
+/// The longest attribute path accepted, in bytes (the filter of a value path aside). The
+/// longest real path, an extension URN with an attribute and sub-attribute, is under 100.
+pub const MAX_PATH_LENGTH: usize = 512;
+
 /// `[urn ":"] attr ["." sub_attr]`, e.g. `userName`, `name.givenName`,
 /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value`.
 /// Names keep the client's spelling; resolution against a schema is case-insensitive.
@@ -105,6 +109,9 @@ pub fn parse_attr_path(input: &str) -> Result<AttrPath, ScimError> {
     if text.is_empty() {
         return Err(ScimError::InvalidPath("empty attribute path".to_owned()));
     }
+    if text.len() > MAX_PATH_LENGTH {
+        return Err(too_long(text));
+    }
     // Attribute names never contain ':', and URNs do contain '.' ("2.0"), so the URN ends at
     // the last ':' and only what follows it is split on '.'.
     let (urn, rest) = match text.rfind(':') {
@@ -151,6 +158,9 @@ pub fn parse_value_path(input: &str) -> Result<ValuePath, ScimError> {
     let sub_attr = match &text[close + 1..] {
         "" => None,
         tail => {
+            if tail.len() > MAX_PATH_LENGTH {
+                return Err(too_long(tail));
+            }
             let sub = tail
                 .strip_prefix('.')
                 .ok_or_else(|| invalid(text, "only '.subAttribute' may follow ']'"))?;
@@ -163,6 +173,13 @@ pub fn parse_value_path(input: &str) -> Result<ValuePath, ScimError> {
         filter: Some(filter),
         sub_attr,
     })
+}
+
+fn too_long(path: &str) -> ScimError {
+    ScimError::InvalidPath(format!(
+        "an attribute path of {} bytes is longer than the {MAX_PATH_LENGTH} accepted",
+        path.len()
+    ))
 }
 
 fn invalid(path: &str, why: &str) -> ScimError {

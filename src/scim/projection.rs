@@ -11,11 +11,27 @@ use crate::scim::schema::{AttrType, AttributeDef, ResourceSchema, Returned, Sche
 /// The comma-separated `attributes` or `excludedAttributes` query parameter (or the same
 /// member of a `/.search` body joined with commas).
 pub fn parse_attribute_list(text: &str) -> Result<Vec<AttrPath>, ScimError> {
-    text.split(',')
+    let paths: Vec<&str> = text
+        .split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
-        .map(parse_attr_path)
-        .collect()
+        .collect();
+    check_list_length(paths.len())?;
+    paths.into_iter().map(parse_attr_path).collect()
+}
+
+/// The most paths one `attributes` or `excludedAttributes` list may name. The User schemas
+/// have fewer than 100 attributes and sub-attributes in all; every returned resource is
+/// checked against each path, so a list of thousands cost that much per resource listed.
+pub const MAX_ATTRIBUTE_LIST: usize = 200;
+
+pub(crate) fn check_list_length(count: usize) -> Result<(), ScimError> {
+    if count > MAX_ATTRIBUTE_LIST {
+        return Err(ScimError::InvalidValue(format!(
+            "the list names {count} attributes; at most {MAX_ATTRIBUTE_LIST} are accepted"
+        )));
+    }
+    Ok(())
 }
 
 /// The resource as the client asked to see it. With `attributes` non-empty only those (plus

@@ -14,7 +14,7 @@ use crate::config::{ScimSettings, TrustedProxies};
 use crate::scim::error::ScimError;
 use crate::scim::filter;
 use crate::scim::path::{parse_attr_path, AttrPath};
-use crate::scim::projection::parse_attribute_list;
+use crate::scim::projection::{check_list_length, parse_attribute_list};
 use crate::scim::service::{ListQuery, Precondition};
 
 pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
@@ -168,16 +168,18 @@ impl ListRequest {
         let list = |name: &str| -> Result<Vec<AttrPath>, ScimError> {
             match get(name) {
                 None | Some(Value::Null) => Ok(Vec::new()),
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|item| {
-                        item.as_str()
-                            .ok_or_else(|| {
-                                ScimError::InvalidValue(format!("\"{name}\" must list strings"))
-                            })
-                            .and_then(parse_attr_path)
-                    })
-                    .collect(),
+                Some(Value::Array(items)) => check_list_length(items.len()).and_then(|()| {
+                    items
+                        .iter()
+                        .map(|item| {
+                            item.as_str()
+                                .ok_or_else(|| {
+                                    ScimError::InvalidValue(format!("\"{name}\" must list strings"))
+                                })
+                                .and_then(parse_attr_path)
+                        })
+                        .collect()
+                }),
                 Some(Value::String(s)) => parse_attribute_list(s),
                 Some(_) => Err(ScimError::InvalidValue(format!(
                     "\"{name}\" must be a list of attribute names"

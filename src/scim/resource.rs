@@ -5,8 +5,15 @@ use serde_json::{Map, Value};
 
 use crate::scim::error::ScimError;
 use crate::scim::filter::{as_bool, instant};
-use crate::scim::path::parse_attr_path;
-use crate::scim::schema::{AttrType, AttributeDef, Mutability, Resolved, ResourceSchema};
+use crate::scim::path::{parse_attr_path, MAX_PATH_LENGTH};
+use crate::scim::schema::{
+    AttrType, AttributeDef, Mutability, Resolved, ResourceSchema, Uniqueness,
+};
+
+/// The longest string value accepted, in bytes. The longest real values are base64
+/// certificates and photo URLs of a few KiB; nothing longer is a value a target takes, and
+/// every value is stored, rendered and sent once per target.
+pub const MAX_STRING_BYTES: usize = 16 * 1024;
 
 /// A resource ready to store, and the password it carried, which is never stored with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +46,14 @@ pub fn prepare(
     for (key, value) in body {
         if key.eq_ignore_ascii_case("schemas") {
             continue;
+        }
+        // Unknown attributes are ignored, but a key this long names nothing and is refused
+        // rather than carried through the loop below.
+        if key.len() > MAX_PATH_LENGTH {
+            return Err(ScimError::InvalidSyntax(format!(
+                "an attribute name of {} bytes is longer than the {MAX_PATH_LENGTH} accepted",
+                key.len()
+            )));
         }
         if key.eq_ignore_ascii_case(&schema.core.id) {
             for (name, value) in schema_object(key, value)? {
@@ -310,6 +325,13 @@ pub(crate) fn coerce(def: &AttributeDef, value: &Value, at: &str) -> Result<Valu
         Value::Array(items) => items.as_slice(),
         single => std::slice::from_ref(single),
     };
+    if items.len() > def.max_values {
+        return Err(ScimError::TooMany(format!(
+            "'{at}' has {} values; at most {} are accepted",
+            items.len(),
+            def.max_values
+        )));
+    }
     let mut coerced = Vec::with_capacity(items.len());
     for item in items {
         let one = coerce_one(def, item, at)?;
@@ -366,12 +388,12 @@ fn coerce_one(def: &AttributeDef, value: &Value, at: &str) -> Result<Value, Scim
             },
         },
         AttrType::String => match value {
-            Value::String(_) => Ok(value.clone()),
+            Value::String(text) => check_text(def, text, at).map(|()| value.clone()),
             Value::Number(n) => Ok(Value::String(n.to_string())),
             _ => Err(wrong("a string")),
         },
         AttrType::Reference | AttrType::Binary => match value {
-            Value::String(_) => Ok(value.clone()),
+            Value::String(text) => check_text(def, text, at).map(|()| value.clone()),
             _ => Err(wrong("a string")),
         },
         AttrType::Boolean => as_bool(value)
@@ -407,6 +429,48 @@ fn coerce_one(def: &AttributeDef, value: &Value, at: &str) -> Result<Value, Scim
             _ => Err(wrong("an RFC 3339 date-time such as 2024-01-31T12:00:00Z")),
         },
     }
+}
+
+/// Refuses what no string attribute may carry, whichever request brings it: more than
+/// `MAX_STRING_BYTES`; control characters, which targets, logs and terminals act on (NUL ends
+/// C strings, CR/LF split headers and log lines, ESC starts terminal escapes), except tab and
+/// line breaks in text that spans lines; and, in attributes that identify a resource such
+/// as `userName`, the invisible formatting characters (bidirectional overrides, zero-width
+/// characters) that make two different names look the same. The value is not echoed: it may
+/// be a password.
+fn check_text(def: &AttributeDef, text: &str, at: &str) -> Result<(), ScimError> {
+    if text.len() > MAX_STRING_BYTES {
+        return Err(ScimError::InvalidValue(format!(
+            "'{at}' is {} bytes long; at most {MAX_STRING_BYTES} are accepted",
+            text.len()
+        )));
+    }
+    let identifies = def.uniqueness != Uniqueness::None;
+    let refused = text.chars().enumerate().find(|(_, c)| {
+        let line_break = matches!(c, '\t' | '\n' | '\r');
+        (c.is_control() && !(def.multi_line && line_break)) || (identifies && is_invisible(*c))
+    });
+    match refused {
+        None => Ok(()),
+        Some((position, c)) => Err(ScimError::InvalidValue(format!(
+            "'{at}' contains the {} U+{:04X} at character {}; it is not accepted in this attribute",
+            if c.is_control() {
+                "control character"
+            } else {
+                "invisible formatting character"
+            },
+            u32::from(c),
+            position + 1
+        ))),
+    }
+}
+
+/// Default-ignorable formatting characters: soft hyphen, zero-width space and joiners,
+/// directional marks, embeddings, overrides and isolates, word joiner, byte order mark.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
 }
 
 /// Passwords are never echoed back, not even in an error.
@@ -630,6 +694,86 @@ mod tests {
                 matches!(rejected(&user, body.clone()), ScimError::InvalidSyntax(_)),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn control_and_invisible_characters_are_refused_by_attribute() {
+        let user = ResourceSchema::user();
+        let with = |changes: Value| {
+            let mut body = json!({"schemas": [USER_SCHEMA], "userName": "ana"});
+            if let (Some(body), Some(changes)) = (body.as_object_mut(), changes.as_object()) {
+                body.extend(changes.clone());
+            }
+            body
+        };
+        let refused = [
+            (json!({"userName": "ana\u{0}"}), "'userName'", "U+0000"),
+            (
+                json!({"userName": "ana\r\nX-Admin: 1"}),
+                "'userName'",
+                "U+000D",
+            ),
+            (json!({"userName": "\u{1b}[31mana"}), "'userName'", "U+001B"),
+            (json!({"userName": "ana\tb"}), "'userName'", "U+0009"),
+            (json!({"userName": "ana\u{85}"}), "'userName'", "U+0085"),
+            (
+                json!({"userName": "adm\u{202E}nin"}),
+                "'userName'",
+                "U+202E",
+            ),
+            (json!({"userName": "ad\u{200B}min"}), "'userName'", "U+200B"),
+            (
+                json!({"displayName": "Ana\nLima"}),
+                "'displayName'",
+                "U+000A",
+            ),
+            (
+                json!({"name": {"givenName": "A\u{7f}"}}),
+                "'name.givenName'",
+                "U+007F",
+            ),
+            (
+                json!({"emails": [{"value": "a@x.org\r\n"}]}),
+                "'emails.value'",
+                "U+000D",
+            ),
+            (
+                json!({"profileUrl": "https://x.org/\u{0}"}),
+                "'profileUrl'",
+                "U+0000",
+            ),
+            (json!({"password": "se\u{0}cret"}), "'password'", "U+0000"),
+            (
+                json!({"addresses": [{"formatted": "1 Road\u{0}"}]}),
+                "'addresses.formatted'",
+                "U+0000",
+            ),
+            (
+                json!({"nickName": "x".repeat(MAX_STRING_BYTES + 1)}),
+                "'nickName'",
+                "bytes long",
+            ),
+        ];
+        for (changes, attribute, why) in refused {
+            match rejected(&user, with(changes.clone())) {
+                ScimError::InvalidValue(detail) => assert!(
+                    detail.contains(attribute) && detail.contains(why) && !detail.contains("cret"),
+                    "{changes}: {detail}"
+                ),
+                other => panic!("{changes}: expected InvalidValue, got {other:?}"),
+            }
+        }
+        let accepted = [
+            json!({"addresses": [{"formatted": "1 Road\r\nTown\tN1"}]}),
+            json!({"displayName": "\u{5e9}\u{5dc}\u{5d5}\u{5dd} Ana"}),
+            json!({"displayName": "\u{1F469}\u{200D}\u{1F4BB}"}),
+            json!({"userName": "\u{627}\u{644}\u{639}\u{631}\u{628}\u{64a}\u{629}"}),
+            json!({"nickName": "x".repeat(MAX_STRING_BYTES)}),
+        ];
+        for changes in accepted {
+            let body = with(changes.clone());
+            assert!(prepare(&user, &body, None).is_ok(), "{changes}");
         }
     }
 

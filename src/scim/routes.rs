@@ -91,6 +91,8 @@ fn resource_scope(path: &str, kind: ResourceKind) -> actix_web::Scope {
                 .route(web::delete().to(delete))
                 .default_service(web::to(method_not_allowed)),
         )
+        // Without it, a deeper path such as /Users/{id}/x got an empty 404.
+        .default_service(web::to(not_found))
 }
 
 async fn create(state: State, kind: Kind, req: HttpRequest, body: ScimBody) -> Reply {

@@ -12,6 +12,14 @@ pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 pub const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 
+/// The most values a multi-valued attribute (emails, roles, entitlements...) may hold. Real
+/// users carry a handful; the cap bounds what one request stores, renders for every target
+/// and makes PATCH walk.
+pub const MAX_ATTRIBUTE_VALUES: usize = 1_000;
+/// The most members a group may hold. Every write of a group stores its whole member list
+/// again in the writer's transaction, so this bounds the work one group write costs there.
+pub const MAX_GROUP_MEMBERS: usize = 10_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttrType {
     String,
@@ -109,6 +117,10 @@ pub struct AttributeDef {
     pub canonical_values: Vec<String>,
     pub reference_types: Vec<String>,
     pub sub_attributes: Vec<AttributeDef>,
+    /// For a multi-valued attribute, how many values it may hold.
+    pub max_values: usize,
+    /// Text naturally spanning lines (a postal address), where tab and line breaks are allowed.
+    pub multi_line: bool,
 }
 
 impl AttributeDef {
@@ -128,6 +140,8 @@ impl AttributeDef {
             canonical_values: Vec::new(),
             reference_types: Vec::new(),
             sub_attributes: Vec::new(),
+            max_values: MAX_ATTRIBUTE_VALUES,
+            multi_line: false,
         }
     }
 
@@ -202,6 +216,16 @@ impl AttributeDef {
 
     fn uniqueness(mut self, uniqueness: Uniqueness) -> Self {
         self.uniqueness = uniqueness;
+        self
+    }
+
+    fn max_values(mut self, max_values: usize) -> Self {
+        self.max_values = max_values;
+        self
+    }
+
+    fn multi_line(mut self) -> Self {
+        self.multi_line = true;
         self
     }
 
@@ -496,7 +520,8 @@ fn user_schema() -> SchemaDef {
             s(
                 "formatted",
                 "The full address, formatted for display or mailing.",
-            ),
+            )
+            .multi_line(),
             s("streetAddress", "Street, house number and similar."),
             s("locality", "City or locality."),
             s("region", "State or region."),
@@ -652,7 +677,8 @@ fn group_schema() -> SchemaDef {
                     member(s("type", "The kind of member.").canonical(&["User", "Group"])),
                 ],
             )
-            .multi(),
+            .multi()
+            .max_values(MAX_GROUP_MEMBERS),
         ],
     }
 }

@@ -260,7 +260,10 @@ impl ScimService {
         body: Value,
         condition: Option<Precondition>,
     ) -> Result<Resource, ScimError> {
-        self.update(kind, id, condition, move |_, _| Ok(body)).await
+        self.update(kind, id, condition, move |_: &Value, _: &ResourceSchema| {
+            Ok(body.clone())
+        })
+        .await
     }
 
     pub async fn patch(
@@ -271,35 +274,66 @@ impl ScimService {
         condition: Option<Precondition>,
     ) -> Result<Resource, ScimError> {
         let operations = patch::parse_request(&body)?;
-        self.update(kind, id, condition, move |existing, schema| {
-            let mut patched = existing.clone();
-            patch::apply(&mut patched, &operations, schema)?;
-            Ok(patched)
-        })
+        self.update(
+            kind,
+            id,
+            condition,
+            move |existing: &Value, schema: &ResourceSchema| {
+                let mut patched = existing.clone();
+                patch::apply(&mut patched, &operations, schema)?;
+                Ok(patched)
+            },
+        )
         .await
     }
 
-    /// PUT and PATCH: `change` turns the stored resource into the requested one, inside the
-    /// transaction, so concurrent writes to one resource apply one after the other.
+    /// PUT and PATCH: `change` turns the stored resource into the requested one.
+    ///
+    /// The change is applied and validated on a reader thread, so a large PUT or PATCH does
+    /// not hold the one writer thread every other write waits for. In its transaction the
+    /// writer only checks that the resource is still the one the change was applied to, and
+    /// applies it again if a concurrent write changed it meanwhile, so concurrent writes to
+    /// one resource still apply one after the other.
     async fn update(
         &self,
         kind: ResourceKind,
         id: &str,
         condition: Option<Precondition>,
-        change: impl FnOnce(&Value, &ResourceSchema) -> Result<Value, ScimError> + Send + 'static,
+        change: impl Fn(&Value, &ResourceSchema) -> Result<Value, ScimError>
+            + Send
+            + std::marker::Sync
+            + 'static,
     ) -> Result<Resource, ScimError> {
-        let schema = self.schema(kind).clone();
+        let schema = Arc::clone(self.shared_schema(kind));
+        let change = Arc::new(change);
         let now = self.now();
         let now_ms = unix_millis(self.clock.as_ref());
         let id = id.to_owned();
         let planner = self.planner();
+        let (read, computed) = {
+            let (schema, change, id, condition) = (
+                Arc::clone(&schema),
+                Arc::clone(&change),
+                id.clone(),
+                condition.clone(),
+            );
+            self.db
+                .read(move |store| -> Result<_, ScimError> {
+                    let existing = load_for_write(store, kind, &id, condition.as_ref())?;
+                    let computed = changed(&existing.value, &schema, &*change)?;
+                    Ok((existing.value, computed))
+                })
+                .await?
+        };
         let written = self
             .db
             .write(move |store| -> Written<Resource> {
                 let existing = load_for_write(store, kind, &id, condition.as_ref())?;
-                let requested = change(&existing.value, &schema)?;
-                let Prepared { resource, password } =
-                    resource::prepare(&schema, &requested, Some(&existing.value))?;
+                let Prepared { resource, password } = if existing.value == read {
+                    computed
+                } else {
+                    changed(&existing.value, &schema, &*change)?
+                };
                 let password = password.map(SecretString::from);
                 let (after, changed) = store_change(store, kind, existing.clone(), resource, now)?;
                 let due = if changed || password.is_some() {
@@ -426,6 +460,16 @@ impl ScimService {
             .read(move |store| list_in(store, kind, &schema, &query))
             .await
     }
+}
+
+/// The stored resource after `change`, validated and in canonical form.
+fn changed(
+    existing: &Value,
+    schema: &ResourceSchema,
+    change: &dyn Fn(&Value, &ResourceSchema) -> Result<Value, ScimError>,
+) -> Result<Prepared, ScimError> {
+    let requested = change(existing, schema)?;
+    resource::prepare(schema, &requested, Some(existing))
 }
 
 fn list_in(

@@ -7,6 +7,7 @@
 mod bench;
 mod crash;
 mod fanout;
+mod hostile_input;
 mod mapping_cli;
 mod mapping_golden;
 mod mapping_regions;

@@ -1,5 +1,8 @@
 //! Discovery tells the truth about what the API does.
 
+use scim_bridge::scim::filter::{MAX_FILTER_CLAUSES, MAX_FILTER_DEPTH, MAX_FILTER_LENGTH};
+use scim_bridge::scim::patch::MAX_PATCH_OPERATIONS;
+
 use crate::support::{json_of, TestApp};
 
 #[tokio::test]
@@ -11,6 +14,10 @@ async fn service_provider_config_advertises_what_is_supported() {
     .await;
     let config = json_of(app.get("/ServiceProviderConfig").await, 200).await;
     assert_eq!(config["patch"]["supported"], true);
+    assert_eq!(config["patch"]["maxOperations"], MAX_PATCH_OPERATIONS);
+    assert_eq!(config["filter"]["maxLength"], MAX_FILTER_LENGTH);
+    assert_eq!(config["filter"]["maxDepth"], MAX_FILTER_DEPTH);
+    assert_eq!(config["filter"]["maxClauses"], MAX_FILTER_CLAUSES);
     assert_eq!(config["bulk"]["supported"], true);
     assert_eq!(config["bulk"]["maxOperations"], 77);
     assert_eq!(config["filter"]["maxResults"], 333);
