@@ -25,8 +25,9 @@ pub fn schema() -> TargetSchema {
             required("firstName"),
             required("lastName"),
             FieldSpec {
-                // Omitted on update, the old password stays.
-                required_on_create: true,
+                // Optional on create too: the reference marks name, firstName and lastName
+                // "Required" and not the password (seed 001); omitted on update, the old
+                // password stays (seed 000).
                 write_only: true,
                 ..field("password", FieldKind::String)
             },
