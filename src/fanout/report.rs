@@ -63,6 +63,20 @@ pub fn deliveries(rows: &[Delivery]) -> String {
 pub fn user(status: &UserStatus) -> String {
     let mut out = format!("user {}\n", status.user_id);
     out.push_str(&deliveries(&status.deliveries));
+    for a in &status.adoptions {
+        let changed = if a.changed.is_empty() {
+            "nothing".to_owned()
+        } else {
+            a.changed.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "adopted on {} {}: existing account {}; the first update changed {changed}",
+            a.target,
+            when(a.adopted_at),
+            a.remote_id,
+        );
+    }
     if !status.history.is_empty() {
         out.push_str("history (newest first):\n");
         for a in &status.history {

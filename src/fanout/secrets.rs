@@ -113,6 +113,32 @@ impl SecretBox {
     }
 }
 
+/// A password for a target that cannot create an account without one when the identity
+/// provider sent none: 24 characters from every class password policies ask for, from the
+/// OS-seeded RNG. It is sent on that create only and kept nowhere; its users sign in through
+/// SSO or after an admin reset.
+pub(crate) fn random_password() -> SecretString {
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+    const CLASSES: [&[u8]; 4] = [
+        b"ABCDEFGHJKLMNPQRSTUVWXYZ",
+        b"abcdefghijkmnopqrstuvwxyz",
+        b"23456789",
+        b"!#%+-=?@_",
+    ];
+    let mut rng = rand::thread_rng();
+    let mut chars: Vec<u8> = CLASSES
+        .iter()
+        .flat_map(|class| {
+            (0..6)
+                .map(|_| class[rng.gen_range(0..class.len())])
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    chars.shuffle(&mut rng);
+    SecretString::from(String::from_utf8_lossy(&chars).into_owned())
+}
+
 fn decode_key(encoded: &str) -> Option<[u8; 32]> {
     BASE64.decode(encoded.trim()).ok()?.try_into().ok()
 }
@@ -147,6 +173,18 @@ mod tests {
         assert!(SecretBox::from_key(&[8; 32])
             .open("user-1", &sealed)
             .is_err());
+    }
+
+    #[test]
+    fn random_passwords_mix_every_class_and_differ() {
+        let a = random_password();
+        let a = a.expose_secret();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, random_password().expose_secret());
+        assert!(a.chars().any(|c| c.is_ascii_uppercase()));
+        assert!(a.chars().any(|c| c.is_ascii_lowercase()));
+        assert!(a.chars().any(|c| c.is_ascii_digit()));
+        assert!(a.chars().any(|c| !c.is_ascii_alphanumeric()));
     }
 
     #[test]

@@ -6,16 +6,18 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::backoff::Backoff;
-use crate::fanout::secrets::SecretBox;
-use crate::ledger::{Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError};
+use crate::fanout::secrets::{random_password, SecretBox};
+use crate::ledger::{
+    Adoption, Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError, PASSWORD_MARK,
+};
 use crate::metrics::Metrics;
-use crate::targets::{Payload, Target, TargetError};
+use crate::targets::{Payload, RemoteAccount, Target, TargetError};
 
 /// How a target is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,43 +284,165 @@ impl Worker {
     }
 
     /// Performs one delivery; returns the target's id for the account (None once deleted).
+    /// Without a known id the account is looked up by its natural key first, and one found
+    /// there (or named by a create's 409) is adopted: linked and updated, never re-created.
     async fn send(&self, delivery: &Delivery) -> Result<Option<String>, TargetError> {
         let desired = &delivery.desired;
-        let mut payload = desired.payload.clone();
         let password = self.password_for(delivery).await?;
-        if let (Some(field), Some(password)) = (&desired.password_field, &password) {
-            payload.insert(
-                field.clone(),
-                Value::String(password.expose_secret().to_owned()),
-            );
-        }
-        let existing = match &delivery.remote_id {
-            Some(id) => Some(id.clone()),
-            None => self.target.find(&payload).await?.map(|account| account.id),
+        let account = match &delivery.remote_id {
+            Some(id) => Account::Linked(id.clone()),
+            None => match self.target.find(&desired.payload).await? {
+                Some(found) => Account::Found(found),
+                None => Account::Missing,
+            },
         };
-        match (desired.operation, existing) {
-            (DeliveryOp::Upsert, None) => Ok(Some(self.target.create(&payload).await?.id)),
-            (DeliveryOp::Upsert, Some(id)) => {
-                let update = without(&payload, &desired.create_only);
+        match (desired.operation, account) {
+            (DeliveryOp::Upsert, Account::Missing) => self.create(delivery, password).await,
+            (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Found(found)) => {
+                self.adopt(delivery, found, password.as_ref()).await
+            }
+            (DeliveryOp::Upsert, Account::Linked(id)) => {
+                let update = self.update_payload(delivery, password.as_ref())?;
                 Ok(Some(self.target.update(&id, &update).await?.id))
             }
-            (DeliveryOp::Disable, Some(id)) => {
-                let update = without(&payload, &desired.create_only);
+            (DeliveryOp::Disable, Account::Linked(id)) => {
+                let update = self.update_payload(delivery, password.as_ref())?;
                 Ok(Some(self.target.disable(&id, &update).await?.id))
             }
             // Nothing to disable or delete where no account exists.
-            (DeliveryOp::Disable, None) | (DeliveryOp::Delete, None) => Ok(None),
-            (DeliveryOp::Delete, Some(id)) => match self.target.delete(&id).await {
+            (DeliveryOp::Disable | DeliveryOp::Delete, Account::Missing) => Ok(None),
+            (
+                DeliveryOp::Delete,
+                Account::Linked(id) | Account::Found(RemoteAccount { id, .. }),
+            ) => match self.target.delete(&id).await {
                 Ok(()) | Err(TargetError::Rejected { status: 404, .. }) => Ok(None),
                 Err(err) => Err(err),
             },
         }
     }
 
-    async fn password_for(
+    /// Creates the account. A target that cannot create one without a password gets the
+    /// identity provider's or, when it sent none, a random one made for this create alone:
+    /// never stored, so never sent again. A 409 means the natural key is taken after all (an
+    /// account the look-up missed, or one made meanwhile): that account is adopted.
+    async fn create(
         &self,
         delivery: &Delivery,
-    ) -> Result<Option<secrecy::SecretString>, TargetError> {
+        password: Option<SecretString>,
+    ) -> Result<Option<String>, TargetError> {
+        let desired = &delivery.desired;
+        let mut payload = desired.payload.clone();
+        if let Some(field) = &desired.password_field {
+            let needed = self
+                .target
+                .schema()
+                .field(field)
+                .is_some_and(|spec| spec.required_on_create);
+            let password = match password.clone() {
+                Some(given) => Some(given),
+                None if needed => Some(random_password()),
+                None => None,
+            };
+            if let Some(password) = password {
+                payload.insert(
+                    field.clone(),
+                    Value::String(password.expose_secret().to_owned()),
+                );
+            }
+        }
+        match self.target.create(&payload).await {
+            Ok(account) => Ok(Some(account.id)),
+            Err(TargetError::Rejected {
+                status: 409,
+                message,
+            }) => match self.target.find(&desired.payload).await? {
+                Some(account) => self.adopt(delivery, account, password.as_ref()).await,
+                None => Err(TargetError::Rejected {
+                    status: 409,
+                    message: format!(
+                        "{message} (and no account with this user's natural key was found to adopt)"
+                    ),
+                }),
+            },
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Takes over an account that already existed: updates (or disables) it like one the
+    /// bridge made, and records the takeover with the names of the fields that update
+    /// changed, for an admin to review.
+    async fn adopt(
+        &self,
+        delivery: &Delivery,
+        account: RemoteAccount,
+        password: Option<&SecretString>,
+    ) -> Result<Option<String>, TargetError> {
+        let update = self.update_payload(delivery, password)?;
+        let written = if delivery.desired.operation == DeliveryOp::Disable {
+            self.target.disable(&account.id, &update).await?
+        } else {
+            self.target.update(&account.id, &update).await?
+        };
+        let adoption = Adoption {
+            user_id: delivery.desired.user_id.clone(),
+            target: delivery.desired.target.clone(),
+            remote_id: written.id.clone(),
+            adopted_at: unix_millis(self.clock.as_ref()),
+            changed: changed_fields(&account.fields, &written.fields, &update),
+        };
+        tracing::info!(
+            target_name = %adoption.target,
+            user = %adoption.user_id,
+            remote_id = %adoption.remote_id,
+            changed = ?adoption.changed,
+            "adopted an existing account"
+        );
+        if let Err(err) = self.db.write(move |s| s.record_adoption(&adoption)).await {
+            tracing::error!(error = %err, "cannot record an adoption; the account is linked all the same");
+        }
+        Ok(Some(written.id))
+    }
+
+    /// The payload of an update: without the fields sent on create only, and with the
+    /// password only when the identity provider gave a new one, or when the target wants
+    /// one on every update and the identity provider's is held. A target that wants one on
+    /// every update and has none to get (the identity provider sends none, and the account
+    /// was adopted or created with a random password) is not updated: sending any other
+    /// password would reset the user's.
+    fn update_payload(
+        &self,
+        delivery: &Delivery,
+        password: Option<&SecretString>,
+    ) -> Result<Payload, TargetError> {
+        let desired = &delivery.desired;
+        let mut update = without(&desired.payload, &desired.create_only);
+        let Some(field) = &desired.password_field else {
+            return Ok(update);
+        };
+        let required = self
+            .target
+            .schema()
+            .field(field)
+            .is_some_and(|spec| spec.required_on_update);
+        let newly_given = desired.hash.contains(PASSWORD_MARK);
+        match password {
+            Some(password) if newly_given || required => {
+                update.insert(
+                    field.clone(),
+                    Value::String(password.expose_secret().to_owned()),
+                );
+                Ok(update)
+            }
+            None if required => Err(TargetError::unusable(format!(
+                "needs the user's password: the IdP sent none, and {} requires `{field}` on \
+                 every update, so the update is held rather than reset the account's password",
+                self.target.name()
+            ))),
+            _ => Ok(update),
+        }
+    }
+
+    async fn password_for(&self, delivery: &Delivery) -> Result<Option<SecretString>, TargetError> {
         let Some(secret_id) = delivery.desired.secret_id.clone() else {
             return Ok(None);
         };
@@ -346,12 +470,34 @@ impl Worker {
     }
 }
 
+/// The names of the fields an update set to something other than what the account held:
+/// compared with what the target answered where it echoes the field, else with what was
+/// sent. Write-only fields (a password) count as changed whenever they were sent.
+fn changed_fields(before: &Payload, after: &Payload, sent: &Payload) -> Vec<String> {
+    sent.iter()
+        .filter(|(name, value)| {
+            let now = after.get(*name).unwrap_or(value);
+            before.get(*name) != Some(now)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 fn without(payload: &Payload, fields: &[String]) -> Payload {
     let mut payload = payload.clone();
     for field in fields {
         payload.remove(field);
     }
     payload
+}
+
+/// Where the account of a delivery stands before it is sent.
+enum Account {
+    /// The ledger holds its id.
+    Linked(String),
+    /// Not linked, but the target holds one with the user's natural key: adopted.
+    Found(RemoteAccount),
+    Missing,
 }
 
 fn outcome_name(outcome: &AttemptOutcome) -> &'static str {
@@ -368,7 +514,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::ledger::{DbOptions, DeliveryState, Desired};
-    use crate::targets::{RemoteAccount, TargetResult, TargetSchema};
+    use crate::targets::{TargetResult, TargetSchema};
     use std::collections::VecDeque;
     use std::time::SystemTime;
 

@@ -150,9 +150,11 @@ fn managed_entries(list: &str, mapped: &Value) -> TargetResult<(Vec<Value>, Vec<
                 bare.remove(key);
                 release.push(Value::Object(bare));
             }
-            Some(other) => return Err(TargetError::unusable(format!(
+            Some(other) => {
+                return Err(TargetError::unusable(format!(
                 "`{list}` entry {entry}: `{key}` is {other}, but only \"{marker}\" is understood"
-            ))),
+            )))
+            }
         }
     }
     Ok((hold, release))
