@@ -110,11 +110,16 @@ impl Target for AppgateTarget {
         RemoteAccount::from_object(user, "id")
     }
 
+    /// A PUT replaces the whole user, tags included, so when the mapping sets tags the user
+    /// is read first and the tags it holds (given by hand, used by policies) are sent back
+    /// beside the mapping's.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
-        let user = self
-            .client
-            .replace(id, &payload::shape(&self.schema, payload))
-            .await?;
+        let mut body = payload::shape(&self.schema, payload);
+        if body.contains_key(payload::TAGS) {
+            let current = self.client.get(id).await?;
+            payload::keep_held_tags(&mut body, &current);
+        }
+        let user = self.client.replace(id, &body).await?;
         RemoteAccount::from_object(user, "id")
     }
 
