@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use scim_bridge::clock::SystemClock;
