@@ -514,7 +514,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::ledger::{DbOptions, DeliveryState, Desired};
-    use crate::targets::{TargetResult, TargetSchema};
+    use crate::targets::{FieldKind, FieldSpec, TargetResult, TargetSchema};
     use std::collections::VecDeque;
     use std::time::SystemTime;
 
@@ -522,17 +522,28 @@ mod tests {
     struct Scripted {
         schema: TargetSchema,
         answers: Mutex<VecDeque<TargetResult<()>>>,
+        /// What successive look-ups find; nothing once these run out.
+        found: Mutex<VecDeque<Option<RemoteAccount>>>,
         calls: Mutex<Vec<String>>,
     }
 
     impl Scripted {
         fn new(answers: Vec<TargetResult<()>>) -> Arc<Scripted> {
+            Scripted::with(answers, Vec::new(), Vec::new())
+        }
+
+        fn with(
+            answers: Vec<TargetResult<()>>,
+            found: Vec<Option<RemoteAccount>>,
+            fields: Vec<FieldSpec>,
+        ) -> Arc<Scripted> {
             Arc::new(Scripted {
                 schema: TargetSchema {
-                    fields: Vec::new(),
+                    fields,
                     natural_key: &["name"],
                 },
                 answers: Mutex::new(answers.into()),
+                found: Mutex::new(found.into()),
                 calls: Mutex::new(Vec::new()),
             })
         }
@@ -564,7 +575,7 @@ mod tests {
         }
         async fn find(&self, _payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
             self.calls.lock().unwrap().push("find".into());
-            Ok(None)
+            Ok(self.found.lock().unwrap().pop_front().flatten())
         }
         async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
             self.answer(format!("create {}", Value::Object(payload.clone())))
@@ -595,6 +606,10 @@ mod tests {
     }
 
     fn fixture(answers: Vec<TargetResult<()>>) -> Fixture {
+        fixture_with(Scripted::new(answers))
+    }
+
+    fn fixture_with(target: Arc<Scripted>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&DbOptions {
             path: dir.path().join("w.db"),
@@ -604,7 +619,6 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
         ));
-        let target = Scripted::new(answers);
         let worker = Worker::new(
             target.clone(),
             db.clone(),
@@ -631,6 +645,12 @@ mod tests {
 
     impl Fixture {
         async fn want(&self, hash: &str, operation: DeliveryOp) {
+            self.want_password(hash, operation, None).await;
+        }
+
+        /// A desired state whose `password_field` the target maps; the identity provider
+        /// sent no password.
+        async fn want_password(&self, hash: &str, operation: DeliveryOp, field: Option<&str>) {
             let desired = Desired {
                 user_id: "u1".into(),
                 target: "scripted".into(),
@@ -640,7 +660,7 @@ mod tests {
                     .cloned()
                     .unwrap(),
                 create_only: vec!["password".into()],
-                password_field: None,
+                password_field: field.map(str::to_owned),
                 secret_id: None,
                 retain_secret: false,
                 hash: hash.into(),
@@ -768,5 +788,114 @@ mod tests {
         assert_eq!(f.worker.drain().await.unwrap(), 1);
         assert_eq!(f.target.calls(), ["find"], "no account: nothing to delete");
         assert_eq!(f.row().await.state, DeliveryState::Delivered);
+    }
+
+    fn secret_field(required_on_create: bool, required_on_update: bool) -> Vec<FieldSpec> {
+        vec![FieldSpec {
+            required_on_create,
+            required_on_update,
+            write_only: true,
+            ..FieldSpec::optional("secret", FieldKind::String)
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_create_answered_409_adopts_the_account_with_that_key() {
+        let held = account(
+            "h1",
+            &serde_json::json!({"name": "Held"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let conflict = Err(TargetError::Rejected {
+            status: 409,
+            message: "name taken".into(),
+        });
+        // The first look-up misses it (made meanwhile); the one after the 409 finds it.
+        let f = fixture_with(Scripted::with(
+            vec![conflict],
+            vec![None, Some(held)],
+            secret_field(false, false),
+        ));
+        f.want("v1", DeliveryOp::Upsert).await;
+        assert_eq!(f.worker.drain().await.unwrap(), 1);
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert!(calls[1].starts_with("create "), "{calls:?}");
+        assert!(calls[3].starts_with("update h1 "), "{calls:?}");
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Delivered);
+        assert_eq!(row.remote_id.as_deref(), Some("h1"));
+        let adoptions = f.db.read(|s| s.adoptions_of("u1")).await.unwrap();
+        assert_eq!(adoptions.len(), 1);
+        assert_eq!(adoptions[0].remote_id, "h1");
+        assert_eq!(adoptions[0].changed, ["name"]);
+    }
+
+    #[tokio::test]
+    async fn a_409_with_nothing_to_adopt_stays_a_rejection() {
+        let f = fixture(vec![Err(TargetError::Rejected {
+            status: 409,
+            message: "email taken".into(),
+        })]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Rejected);
+        assert!(row
+            .last_error
+            .unwrap()
+            .starts_with("email taken (and no account"));
+    }
+
+    #[tokio::test]
+    async fn a_made_up_password_goes_to_a_create_that_needs_one_and_nowhere_else() {
+        let f = fixture_with(Scripted::with(vec![], vec![], secret_field(true, false)));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        f.want_password("v2", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert!(calls[1].contains(r#""secret":""#), "{calls:?}");
+        assert!(!calls[2].contains("secret"), "{calls:?}");
+        assert!(f.db.read(|s| s.secret("u1")).await.unwrap().is_none());
+        // A target that can create without one gets none.
+        let f = fixture_with(Scripted::with(vec![], vec![], secret_field(false, false)));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        assert!(!f.target.calls()[1].contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn an_update_that_needs_a_password_nobody_gave_is_held_not_reset() {
+        let held = account(
+            "h1",
+            &serde_json::json!({"name": "v1"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let f = fixture_with(Scripted::with(
+            vec![],
+            vec![Some(held)],
+            secret_field(true, true),
+        ));
+        f.want_password("v1", DeliveryOp::Disable, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(
+            (row.state, row.last_status),
+            (DeliveryState::Rejected, Some(0))
+        );
+        assert!(row
+            .last_error
+            .unwrap()
+            .starts_with("needs the user's password: the IdP sent none"));
+        assert_eq!(f.target.calls(), ["find"], "nothing was sent");
     }
 }
