@@ -478,6 +478,31 @@ mod tests {
         map
     }
 
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_refused_not_retried() {
+        let limits = Limits {
+            timeout: Duration::from_secs(1),
+            concurrency: 1,
+            rate_per_second: NonZeroU32::MIN,
+            throttle_default: None,
+        };
+        let clock = Arc::new(ManualClock::new(at(1_700_000_000)));
+        let transport = Transport::new("t", limits, clock).unwrap();
+        let request = transport
+            .client()
+            .get("http://127.0.0.1:9/")
+            .header("filters", "email=a@b\r\nx-admin: 1");
+        match transport.exchange(request).await {
+            Err(TargetError::Rejected { status: 0, message }) => {
+                assert!(
+                    message.starts_with("the request could not be built"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
     #[test]
     fn data_segments_are_escaped_whole_and_dot_segments_refused() {
         let base = Url::parse("http://h/user-service/internal/user").unwrap();
