@@ -143,6 +143,7 @@ impl Planner {
                     operation,
                     payload,
                     create_only,
+                    unmanaged,
                     password_field,
                     hash,
                 } => {
@@ -203,6 +204,7 @@ impl Planner {
                         operation,
                         payload,
                         create_only,
+                        unmanaged,
                         password_field,
                         secret_id,
                         retain_secret,

@@ -302,11 +302,13 @@ impl Worker {
                 self.adopt(delivery, found, password.as_ref()).await
             }
             (DeliveryOp::Upsert, Account::Linked(id)) => {
-                let update = self.update_payload(delivery, password.as_ref())?;
+                let adopted = self.was_adopted(delivery, &id).await?;
+                let update = self.update_payload(delivery, password.as_ref(), adopted)?;
                 Ok(Some(self.target.update(&id, &update).await?.id))
             }
             (DeliveryOp::Disable, Account::Linked(id)) => {
-                let update = self.update_payload(delivery, password.as_ref())?;
+                let adopted = self.was_adopted(delivery, &id).await?;
+                let update = self.update_payload(delivery, password.as_ref(), adopted)?;
                 Ok(Some(self.target.disable(&id, &update).await?.id))
             }
             // Nothing to disable or delete where no account exists.
@@ -377,7 +379,7 @@ impl Worker {
         account: RemoteAccount,
         password: Option<&SecretString>,
     ) -> Result<Option<String>, TargetError> {
-        let update = self.update_payload(delivery, password)?;
+        let update = self.update_payload(delivery, password, true)?;
         let written = if delivery.desired.operation == DeliveryOp::Disable {
             self.target.disable(&account.id, &update).await?
         } else {
@@ -403,19 +405,45 @@ impl Worker {
         Ok(Some(written.id))
     }
 
-    /// The payload of an update: without the fields sent on create only, and with the
-    /// password only when the identity provider gave a new one, or when the target wants
-    /// one on every update and the identity provider's is held. A target that wants one on
-    /// every update and has none to get (the identity provider sends none, and the account
-    /// was adopted or created with a random password) is not updated: sending any other
-    /// password would reset the user's.
+    /// Whether the linked account `id` is one the bridge adopted. Asked only when the
+    /// mapping has fields it does not manage on adopted accounts, the one thing it changes.
+    async fn was_adopted(&self, delivery: &Delivery, id: &str) -> Result<bool, TargetError> {
+        if delivery.desired.unmanaged.is_empty() {
+            return Ok(false);
+        }
+        let (user, target) = (
+            delivery.desired.user_id.clone(),
+            delivery.desired.target.clone(),
+        );
+        let adoption = self
+            .db
+            .read(move |s| s.adoption(&user, &target))
+            .await
+            .map_err(|err| TargetError::Retryable {
+                reason: format!("cannot read whether the account was adopted: {err}"),
+                retry_after: None,
+            })?;
+        Ok(adoption.is_some_and(|adoption| adoption.remote_id == id))
+    }
+
+    /// The payload of an update: without the fields sent on create only (and, on an adopted
+    /// account, those the mapping does not manage there), and with the password only when
+    /// the identity provider gave a new one, or when the target wants one on every update
+    /// and the identity provider's is held. A target that wants one on every update and has
+    /// none to get (the identity provider sends none, and the account was adopted or created
+    /// with a random password) is not updated: sending any other password would reset the
+    /// user's.
     fn update_payload(
         &self,
         delivery: &Delivery,
         password: Option<&SecretString>,
+        adopted: bool,
     ) -> Result<Payload, TargetError> {
         let desired = &delivery.desired;
         let mut update = without(&desired.payload, &desired.create_only);
+        if adopted {
+            update = without(&update, &desired.unmanaged);
+        }
         let Some(field) = &desired.password_field else {
             return Ok(update);
         };
@@ -648,6 +676,31 @@ mod tests {
             self.want_password(hash, operation, None).await;
         }
 
+        /// A desired state whose `title` the mapping does not manage on adopted accounts.
+        async fn want_unmanaged(&self, hash: &str) {
+            let desired = Desired {
+                user_id: "u1".into(),
+                target: "scripted".into(),
+                operation: DeliveryOp::Upsert,
+                payload: serde_json::json!({"name": hash, "title": "Engineer"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+                create_only: Vec::new(),
+                unmanaged: vec!["title".into()],
+                password_field: None,
+                secret_id: None,
+                retain_secret: false,
+                hash: hash.into(),
+                mapping_version: "m".into(),
+            };
+            let now = unix_millis(self.clock.as_ref());
+            self.db
+                .write(move |s| s.set_desired(&desired, now))
+                .await
+                .unwrap();
+        }
+
         /// A desired state whose `password_field` the target maps; the identity provider
         /// sent no password.
         async fn want_password(&self, hash: &str, operation: DeliveryOp, field: Option<&str>) {
@@ -660,6 +713,7 @@ mod tests {
                     .cloned()
                     .unwrap(),
                 create_only: vec!["password".into()],
+                unmanaged: Vec::new(),
                 password_field: field.map(str::to_owned),
                 secret_id: None,
                 retain_secret: false,
@@ -897,5 +951,38 @@ mod tests {
             .unwrap()
             .starts_with("needs the user's password: the IdP sent none"));
         assert_eq!(f.target.calls(), ["find"], "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn fields_not_managed_are_never_written_to_an_adopted_account() {
+        let held = account(
+            "h1",
+            &serde_json::json!({"name": "v0", "title": "By hand"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let f = fixture_with(Scripted::with(vec![], vec![Some(held)], Vec::new()));
+        f.want_unmanaged("v1").await;
+        f.worker.drain().await.unwrap();
+        f.want_unmanaged("v2").await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        for update in &calls[1..] {
+            assert!(update.starts_with("update h1 "), "{calls:?}");
+            assert!(!update.contains("title"), "{calls:?}");
+        }
+        // On an account the bridge created, the same field is written as usual.
+        let f = fixture(vec![]);
+        f.want_unmanaged("v1").await;
+        f.worker.drain().await.unwrap();
+        f.want_unmanaged("v2").await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert!(
+            calls[2].starts_with("update r1 ") && calls[2].contains("title"),
+            "{calls:?}"
+        );
     }
 }

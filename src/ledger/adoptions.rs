@@ -40,6 +40,14 @@ impl Store<'_> {
         Ok(())
     }
 
+    /// The takeover of one user's account on one target, if the bridge adopted it.
+    pub fn adoption(&self, user_id: &str, target: &str) -> Result<Option<Adoption>, LedgerError> {
+        Ok(self
+            .adoptions_of(user_id)?
+            .into_iter()
+            .find(|adoption| adoption.target == target))
+    }
+
     /// The takeovers of one user, by target.
     pub fn adoptions_of(&self, user_id: &str) -> Result<Vec<Adoption>, LedgerError> {
         let mut stmt = self.conn().prepare_cached(

@@ -122,8 +122,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 5: accounts the bridge took over rather than created: found by their natural key (or
     // after a create answered 409), with the target's id and the names (never the values)
-    // of the fields the first update changed, so an admin can review a takeover.
+    // of the fields the first update changed, so an admin can review a takeover. And the
+    // fields a desired state must never write to such an account (`managed = false`).
     r#"
+    ALTER TABLE deliveries ADD COLUMN unmanaged TEXT NOT NULL DEFAULT '[]';
     CREATE TABLE adoptions (
         user_id     TEXT NOT NULL,
         target      TEXT NOT NULL,

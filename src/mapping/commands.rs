@@ -159,6 +159,7 @@ pub fn preview(
                 operation,
                 payload,
                 create_only,
+                unmanaged,
                 password_field,
                 hash,
             } => {
@@ -167,6 +168,15 @@ pub fn preview(
                     writeln(
                         out,
                         format!("sent on create only: {}", create_only.join(", ")),
+                    );
+                }
+                if !unmanaged.is_empty() {
+                    writeln(
+                        out,
+                        format!(
+                            "never written to an adopted account: {}",
+                            unmanaged.join(", ")
+                        ),
                     );
                 }
                 let mut body = payload;

@@ -43,6 +43,7 @@ fn as_golden(event: Event, rendered: Render) -> Value {
             create_only,
             password_field,
             hash,
+            ..
         } => json!({
             "event": event,
             "operation": operation.as_str(),
