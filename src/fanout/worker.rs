@@ -303,12 +303,16 @@ impl Worker {
             }
             (DeliveryOp::Upsert, Account::Linked(id)) => {
                 let adopted = self.was_adopted(delivery, &id).await?;
-                let update = self.update_payload(delivery, password.as_ref(), adopted)?;
+                let current = self.current_if_held_back(delivery, &id, adopted).await?;
+                let update =
+                    self.update_payload(delivery, password.as_ref(), adopted, current.as_ref())?;
                 Ok(Some(self.target.update(&id, &update).await?.id))
             }
             (DeliveryOp::Disable, Account::Linked(id)) => {
                 let adopted = self.was_adopted(delivery, &id).await?;
-                let update = self.update_payload(delivery, password.as_ref(), adopted)?;
+                let current = self.current_if_held_back(delivery, &id, adopted).await?;
+                let update =
+                    self.update_payload(delivery, password.as_ref(), adopted, current.as_ref())?;
                 Ok(Some(self.target.disable(&id, &update).await?.id))
             }
             // Nothing to disable or delete where no account exists.
@@ -379,7 +383,7 @@ impl Worker {
         account: RemoteAccount,
         password: Option<&SecretString>,
     ) -> Result<Option<String>, TargetError> {
-        let update = self.update_payload(delivery, password, true)?;
+        let update = self.update_payload(delivery, password, true, Some(&account.fields))?;
         let written = if delivery.desired.operation == DeliveryOp::Disable {
             self.target.disable(&account.id, &update).await?
         } else {
@@ -426,23 +430,64 @@ impl Worker {
         Ok(adoption.is_some_and(|adoption| adoption.remote_id == id))
     }
 
-    /// The payload of an update: without the fields sent on create only (and, on an adopted
-    /// account, those the mapping does not manage there), and with the password only when
-    /// the identity provider gave a new one, or when the target wants one on every update
-    /// and the identity provider's is held. A target that wants one on every update and has
-    /// none to get (the identity provider sends none, and the account was adopted or created
-    /// with a random password) is not updated: sending any other password would reset the
-    /// user's.
+    /// The fields an update holds back: those sent on create only and, on an adopted
+    /// account, those the mapping does not manage there. Write-only ones (a password) are
+    /// never read back, so they are simply left out.
+    fn held_back<'d>(&self, delivery: &'d Delivery, adopted: bool) -> Vec<&'d String> {
+        let desired = &delivery.desired;
+        let unmanaged = desired.unmanaged.iter().filter(|_| adopted);
+        desired
+            .create_only
+            .iter()
+            .chain(unmanaged)
+            .filter(|field| desired.payload.contains_key(*field))
+            .collect()
+    }
+
+    /// The account as the target holds it, read only when an update holds fields back: a
+    /// target whose PUT replaces the whole account (Appgate, Kibo) would clear a field that
+    /// is merely left out, so such a field is sent with the value the account holds.
+    async fn current_if_held_back(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        adopted: bool,
+    ) -> Result<Option<Payload>, TargetError> {
+        let schema = self.target.schema();
+        let readable = self
+            .held_back(delivery, adopted)
+            .into_iter()
+            .any(|field| !schema.field(field).is_some_and(|spec| spec.write_only));
+        if !readable {
+            return Ok(None);
+        }
+        Ok(self.target.read(id).await?.map(|account| account.fields))
+    }
+
+    /// The payload of an update: the fields it holds back carry the value the account holds
+    /// (`current`) or are left out, and the password is there only when the identity
+    /// provider gave a new one, or when the target wants one on every update and the
+    /// identity provider's is held. A target that wants one on every update and has none to
+    /// get (the identity provider sends none, and the account was adopted or created with a
+    /// random password) is not updated: sending any other password would reset the user's.
     fn update_payload(
         &self,
         delivery: &Delivery,
         password: Option<&SecretString>,
         adopted: bool,
+        current: Option<&Payload>,
     ) -> Result<Payload, TargetError> {
         let desired = &delivery.desired;
-        let mut update = without(&desired.payload, &desired.create_only);
-        if adopted {
-            update = without(&update, &desired.unmanaged);
+        let mut update = desired.payload.clone();
+        for field in self.held_back(delivery, adopted) {
+            let schema = self.target.schema();
+            let held = current
+                .filter(|_| !schema.field(field).is_some_and(|spec| spec.write_only))
+                .and_then(|account| account.get(field));
+            match held {
+                Some(value) => update.insert(field.clone(), value.clone()),
+                None => update.remove(field),
+            };
         }
         let Some(field) = &desired.password_field else {
             return Ok(update);
@@ -509,14 +554,6 @@ fn changed_fields(before: &Payload, after: &Payload, sent: &Payload) -> Vec<Stri
         })
         .map(|(name, _)| name.clone())
         .collect()
-}
-
-fn without(payload: &Payload, fields: &[String]) -> Payload {
-    let mut payload = payload.clone();
-    for field in fields {
-        payload.remove(field);
-    }
-    payload
 }
 
 /// Where the account of a delivery stands before it is sent.
@@ -971,8 +1008,11 @@ mod tests {
         assert_eq!(calls.len(), 3, "{calls:?}");
         for update in &calls[1..] {
             assert!(update.starts_with("update h1 "), "{calls:?}");
-            assert!(!update.contains("title"), "{calls:?}");
+            assert!(!update.contains("Engineer"), "{calls:?}");
         }
+        // A PUT that replaces everything would clear a field left out: it carries the value
+        // the account holds instead.
+        assert!(calls[1].contains(r#""title":"By hand""#), "{calls:?}");
         // On an account the bridge created, the same field is written as usual.
         let f = fixture(vec![]);
         f.want_unmanaged("v1").await;

@@ -24,6 +24,10 @@ struct Takeover {
 
 impl Takeover {
     async fn spawn(lenient_kibo: bool) -> Takeover {
+        Takeover::spawn_with(lenient_kibo, mappings_dir()).await
+    }
+
+    async fn spawn_with(lenient_kibo: bool, mappings: std::path::PathBuf) -> Takeover {
         let mut cfg = SandboxConfig::ephemeral();
         cfg.kibo.keeps_password_when_omitted = lenient_kibo;
         let sandbox = sandbox::start(cfg, Arc::new(SystemClock)).await.unwrap();
@@ -39,7 +43,7 @@ impl Takeover {
         }
         let app = TestApp::spawn_with(move |settings| {
             settings.targets = targets;
-            settings.fanout.mappings_dir = mappings_dir();
+            settings.fanout.mappings_dir = mappings;
             settings.fanout.poll_ms = 20;
             settings.fanout.backoff_base_ms = 10;
             settings.fanout.backoff_cap_ms = 200;
@@ -328,4 +332,65 @@ async fn new_users_without_a_password_are_created_where_the_vendor_allows_it() {
         let expected = (kind == TargetKind::Kibo).then_some(1);
         assert_eq!(writes, expected, "{target}: {:?}", accounts[0]);
     }
+}
+
+#[tokio::test]
+async fn a_field_not_managed_keeps_the_adopted_accounts_value_even_through_a_full_put() {
+    // The shipped Appgate mapping, with its notes left to Appgate on adopted accounts.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(mappings_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace(
+            "edits made here are overwritten.\" }",
+            "edits made here are overwritten.\", managed = false }",
+        );
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let bridge = Takeover::spawn_with(true, dir.path().to_owned()).await;
+    let held = bridge.sandbox.appgate.insert_account(object(json!({
+        "name": "ana", "firstName": "Hand", "lastName": "Made", "notes": "Contractor until May"
+    })));
+    let ana = bridge.app.create_user(&user("ana")).await;
+    let id = ana["id"].as_str().unwrap();
+    bridge.settled(id).await;
+    let rename = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Ana"}]
+    });
+    json_of(
+        bridge.app.patch(&format!("/Users/{id}"), &rename).await,
+        200,
+    )
+    .await;
+    let status = bridge.settled(id).await;
+    assert_eq!(
+        delivery(&status, "appgate")["state"],
+        "delivered",
+        "{status}"
+    );
+    let account = bridge.account(TargetKind::Appgate, &held);
+    assert_eq!(account.fields["firstName"], "Ana");
+    assert_eq!(account.counts.updates, 2, "{account:?}");
+    assert_eq!(
+        account.fields["notes"], "Contractor until May",
+        "{account:?}"
+    );
+    // A user the bridge creates gets the mapping's notes.
+    let bo = bridge.app.create_user(&user("bo")).await;
+    bridge.settled(bo["id"].as_str().unwrap()).await;
+    let created = bridge
+        .sandbox
+        .appgate
+        .accounts()
+        .into_iter()
+        .find(|a| a.fields["name"] == "bo")
+        .unwrap();
+    assert!(
+        created.fields["notes"]
+            .as_str()
+            .unwrap()
+            .starts_with("Provisioned by scim-bridge"),
+        "{created:?}"
+    );
 }
