@@ -12,7 +12,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::backoff::Backoff;
-use crate::fanout::secrets::{random_password, SecretBox};
+use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
     Adoption, Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError, PASSWORD_MARK,
 };
@@ -298,18 +298,32 @@ impl Worker {
         };
         match (desired.operation, account) {
             (DeliveryOp::Upsert, Account::Missing) => self.create(delivery, password).await,
+            // The account this very bridge created with a password of its own, whose create
+            // answer was lost (a crash, a timeout): its own, not adopted.
+            (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Found(found))
+                if password.as_ref().is_some_and(|p| p.made_up) =>
+            {
+                let current = Some(&found.fields);
+                let update = self.update_payload(delivery, password.as_ref(), false, current)?;
+                let written = if desired.operation == DeliveryOp::Disable {
+                    self.target.disable(&found.id, &update).await?
+                } else {
+                    self.target.update(&found.id, &update).await?
+                };
+                Ok(Some(written.id))
+            }
             (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Found(found)) => {
                 self.adopt(delivery, found, password.as_ref()).await
             }
             (DeliveryOp::Upsert, Account::Linked(id)) => {
-                let adopted = self.was_adopted(delivery, &id).await?;
+                let adopted = self.was_adopted(delivery, &id, password.as_ref()).await?;
                 let current = self.current_if_held_back(delivery, &id, adopted).await?;
                 let update =
                     self.update_payload(delivery, password.as_ref(), adopted, current.as_ref())?;
                 Ok(Some(self.target.update(&id, &update).await?.id))
             }
             (DeliveryOp::Disable, Account::Linked(id)) => {
-                let adopted = self.was_adopted(delivery, &id).await?;
+                let adopted = self.was_adopted(delivery, &id, password.as_ref()).await?;
                 let current = self.current_if_held_back(delivery, &id, adopted).await?;
                 let update =
                     self.update_payload(delivery, password.as_ref(), adopted, current.as_ref())?;
@@ -328,31 +342,30 @@ impl Worker {
     }
 
     /// Creates the account. A target that cannot create one without a password gets the
-    /// identity provider's or, when it sent none, a random one made for this create alone:
-    /// never stored, so never sent again. A 409 means the natural key is taken after all (an
-    /// account the look-up missed, or one made meanwhile): that account is adopted.
+    /// identity provider's or, when it sent none, a random one made up for this create. Only
+    /// a target that also wants the password on every update keeps that one (sealed, before
+    /// the create is sent, so a lost answer loses nothing), for the account this create
+    /// makes and no other. A 409 means the natural key is taken after all (an account the
+    /// look-up missed, or one made meanwhile): that account is adopted, and no password made
+    /// up here ever reaches it.
     async fn create(
         &self,
         delivery: &Delivery,
-        password: Option<SecretString>,
+        password: Option<Password>,
     ) -> Result<Option<String>, TargetError> {
         let desired = &delivery.desired;
         let mut payload = desired.payload.clone();
+        let mut password = password;
         if let Some(field) = &desired.password_field {
-            let needed = self
-                .target
-                .schema()
-                .field(field)
-                .is_some_and(|spec| spec.required_on_create);
-            let password = match password.clone() {
-                Some(given) => Some(given),
-                None if needed => Some(random_password()),
-                None => None,
-            };
-            if let Some(password) = password {
+            let spec = self.target.schema().field(field);
+            if password.is_none() && spec.is_some_and(|spec| spec.required_on_create) {
+                let kept = spec.is_some_and(|spec| spec.required_on_update);
+                password = Some(self.made_up_password(delivery, kept).await?);
+            }
+            if let Some(password) = &password {
                 payload.insert(
                     field.clone(),
-                    Value::String(password.expose_secret().to_owned()),
+                    Value::String(password.secret.expose_secret().to_owned()),
                 );
             }
         }
@@ -381,7 +394,7 @@ impl Worker {
         &self,
         delivery: &Delivery,
         account: RemoteAccount,
-        password: Option<&SecretString>,
+        password: Option<&Password>,
     ) -> Result<Option<String>, TargetError> {
         let update = self.update_payload(delivery, password, true, Some(&account.fields))?;
         let written = if delivery.desired.operation == DeliveryOp::Disable {
@@ -409,10 +422,17 @@ impl Worker {
         Ok(Some(written.id))
     }
 
-    /// Whether the linked account `id` is one the bridge adopted. Asked only when the
-    /// mapping has fields it does not manage on adopted accounts, the one thing it changes.
-    async fn was_adopted(&self, delivery: &Delivery, id: &str) -> Result<bool, TargetError> {
-        if delivery.desired.unmanaged.is_empty() {
+    /// Whether the linked account `id` is one the bridge adopted. Asked only where it
+    /// changes the update: the mapping has fields it does not manage on adopted accounts, or
+    /// the password in hand was made up by the bridge.
+    async fn was_adopted(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        password: Option<&Password>,
+    ) -> Result<bool, TargetError> {
+        let made_up = password.is_some_and(|p| p.made_up);
+        if delivery.desired.unmanaged.is_empty() && !made_up {
             return Ok(false);
         }
         let (user, target) = (
@@ -473,7 +493,7 @@ impl Worker {
     fn update_payload(
         &self,
         delivery: &Delivery,
-        password: Option<&SecretString>,
+        password: Option<&Password>,
         adopted: bool,
         current: Option<&Payload>,
     ) -> Result<Payload, TargetError> {
@@ -498,11 +518,13 @@ impl Worker {
             .field(field)
             .is_some_and(|spec| spec.required_on_update);
         let newly_given = desired.hash.contains(PASSWORD_MARK);
+        // A password the bridge made up belongs to the account it created, never another.
+        let password = password.filter(|p| !(p.made_up && adopted));
         match password {
             Some(password) if newly_given || required => {
                 update.insert(
                     field.clone(),
-                    Value::String(password.expose_secret().to_owned()),
+                    Value::String(password.secret.expose_secret().to_owned()),
                 );
                 Ok(update)
             }
@@ -515,11 +537,21 @@ impl Worker {
         }
     }
 
-    async fn password_for(&self, delivery: &Delivery) -> Result<Option<SecretString>, TargetError> {
-        let Some(secret_id) = delivery.desired.secret_id.clone() else {
+    /// The password this delivery carries: the identity provider's one it names, or else,
+    /// for a target that wants one on every update, the one the bridge made up when it
+    /// created this user's account there.
+    async fn password_for(&self, delivery: &Delivery) -> Result<Option<Password>, TargetError> {
+        let desired = &delivery.desired;
+        let wants_always = desired.password_field.as_ref().is_some_and(|field| {
+            self.target
+                .schema()
+                .field(field)
+                .is_some_and(|spec| spec.required_on_update)
+        });
+        if desired.secret_id.is_none() && !wants_always {
             return Ok(None);
-        };
-        let user = delivery.desired.user_id.clone();
+        }
+        let user = desired.user_id.clone();
         let sealed = self
             .db
             .read(move |s| s.secret(&user))
@@ -528,18 +560,52 @@ impl Worker {
                 reason: format!("cannot read the pending password: {err}"),
                 retry_after: None,
             })?;
-        match sealed.filter(|s| s.secret_id == secret_id) {
-            Some(sealed) => self
+        let target = self.target.name();
+        let usable = sealed.filter(|sealed| match made_up_for(&sealed.secret_id) {
+            Some(made_for) => made_for == target,
+            None => desired.secret_id.as_ref() == Some(&sealed.secret_id),
+        });
+        // None: already delivered and erased, superseded by a newer password, or made up for
+        // another target.
+        let Some(sealed) = usable else {
+            return Ok(None);
+        };
+        let secret = self
+            .secrets
+            .open(&desired.user_id, &sealed)
+            .map_err(|err| TargetError::unusable(err.to_string()))?;
+        Ok(Some(Password {
+            secret,
+            made_up: made_up_for(&sealed.secret_id).is_some(),
+        }))
+    }
+
+    /// A random password for a create; sealed and stored first when `kept` (the target wants
+    /// it on every update), under an id that names the target it was made for.
+    async fn made_up_password(
+        &self,
+        delivery: &Delivery,
+        kept: bool,
+    ) -> Result<Password, TargetError> {
+        let secret = random_password();
+        if kept {
+            let user = delivery.desired.user_id.clone();
+            let sealed = self
                 .secrets
-                .open(&delivery.desired.user_id, &sealed)
-                .map(Some)
-                .map_err(|err| TargetError::Rejected {
-                    status: 0,
-                    message: err.to_string(),
-                }),
-            // Already delivered and erased, or superseded by a newer password.
-            None => Ok(None),
+                .seal_made_up(&user, &secret, self.target.name());
+            let now = unix_millis(self.clock.as_ref());
+            self.db
+                .write(move |s| s.store_secret(&user, &sealed, now))
+                .await
+                .map_err(|err| TargetError::Retryable {
+                    reason: format!("cannot keep the password made up for the create: {err}"),
+                    retry_after: None,
+                })?;
         }
+        Ok(Password {
+            secret,
+            made_up: true,
+        })
     }
 }
 
@@ -554,6 +620,13 @@ fn changed_fields(before: &Payload, after: &Payload, sent: &Payload) -> Vec<Stri
         })
         .map(|(name, _)| name.clone())
         .collect()
+}
+
+/// A password on its way to a target.
+struct Password {
+    secret: SecretString,
+    /// Made up by the bridge for a create (the identity provider sent none).
+    made_up: bool,
 }
 
 /// Where the account of a delivery stands before it is sent.
@@ -753,7 +826,8 @@ mod tests {
                 unmanaged: Vec::new(),
                 password_field: field.map(str::to_owned),
                 secret_id: None,
-                retain_secret: false,
+                // As the plan keeps the password for a target that wants it on every update.
+                retain_secret: field.is_some(),
                 hash: hash.into(),
                 mapping_version: "m".into(),
             };
@@ -1024,5 +1098,80 @@ mod tests {
             calls[2].starts_with("update r1 ") && calls[2].contains("title"),
             "{calls:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_made_up_password_the_target_wants_on_every_update_stays_with_its_own_account() {
+        // The first create's answer is lost; the retry finds the account that create made.
+        let lost = Err(TargetError::Retryable {
+            reason: "timed out".into(),
+            retry_after: None,
+        });
+        let made = account(
+            "r9",
+            &serde_json::json!({"name": "v1"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let f = fixture_with(Scripted::with(
+            vec![lost],
+            vec![None, Some(made)],
+            secret_field(true, true),
+        ));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        f.clock.advance(Duration::from_secs(61));
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        let sent = |call: &str| {
+            let json = call.split_once(' ').unwrap().1;
+            let json = json.strip_prefix("r9 ").unwrap_or(json);
+            let body: Value = serde_json::from_str(json).unwrap();
+            body["secret"].as_str().unwrap().to_owned()
+        };
+        assert!(calls[1].starts_with("create "), "{calls:?}");
+        assert!(calls[3].starts_with("update r9 "), "{calls:?}");
+        assert_eq!(sent(&calls[1]), sent(&calls[3]), "the same password");
+        assert_eq!(f.row().await.state, DeliveryState::Delivered);
+        assert!(
+            f.db.read(|s| s.adoptions_of("u1"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "its own account, not a takeover"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_made_up_password_never_reaches_the_account_a_409_adopts() {
+        let theirs = account(
+            "h1",
+            &serde_json::json!({"name": "v1"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let conflict = Err(TargetError::Rejected {
+            status: 409,
+            message: "taken".into(),
+        });
+        let f = fixture_with(Scripted::with(
+            vec![conflict],
+            vec![None, Some(theirs)],
+            secret_field(true, true),
+        ));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Rejected);
+        assert!(row
+            .last_error
+            .unwrap()
+            .starts_with("needs the user's password"));
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 3, "find, create, find; no update: {calls:?}");
     }
 }

@@ -327,11 +327,29 @@ async fn new_users_without_a_password_are_created_where_the_vendor_allows_it() {
         let accounts = bridge.sandbox.emulator(kind).accounts();
         assert_eq!(accounts.len(), 1, "{target}");
         let writes = accounts[0].secret_writes.get("password").copied();
-        // Only Kibo cannot create an admin user without one: it gets a random password,
-        // once, which the bridge keeps nowhere.
+        // Only Kibo cannot create an admin user without one: it gets a random password.
         let expected = (kind == TargetKind::Kibo).then_some(1);
         assert_eq!(writes, expected, "{target}: {:?}", accounts[0]);
     }
+    // Kibo wants a password on every PUT, so the one made up for the account the bridge
+    // created is kept for it (and only it), and its updates are not held.
+    let id = bo["id"].as_str().unwrap();
+    let made_up = bridge.sandbox.kibo.accounts()[0].id.clone();
+    let first = bridge.sandbox.kibo.secret(&made_up, "password");
+    let rename = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Bo"}]
+    });
+    json_of(
+        bridge.app.patch(&format!("/Users/{id}"), &rename).await,
+        200,
+    )
+    .await;
+    let status = bridge.settled(id).await;
+    assert_eq!(delivery(&status, "kibo")["state"], "delivered", "{status}");
+    let account = bridge.account(TargetKind::Kibo, &made_up);
+    assert_eq!(account.fields["firstName"], "Bo");
+    assert_eq!(bridge.sandbox.kibo.secret(&made_up, "password"), first);
 }
 
 #[tokio::test]
