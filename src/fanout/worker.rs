@@ -305,29 +305,17 @@ impl Worker {
             {
                 let current = Some(&found.fields);
                 let update = self.update_payload(delivery, password.as_ref(), false, current)?;
-                let written = if desired.operation == DeliveryOp::Disable {
-                    self.target.disable(&found.id, &update).await?
-                } else {
-                    self.target.update(&found.id, &update).await?
-                };
-                Ok(Some(written.id))
+                Ok(Some(self.write(delivery, &found.id, &update).await?.id))
             }
             (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Found(found)) => {
                 self.adopt(delivery, found, password.as_ref()).await
             }
-            (DeliveryOp::Upsert, Account::Linked(id)) => {
+            (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Linked(id)) => {
                 let adopted = self.was_adopted(delivery, &id, password.as_ref()).await?;
                 let current = self.current_if_held_back(delivery, &id, adopted).await?;
                 let update =
                     self.update_payload(delivery, password.as_ref(), adopted, current.as_ref())?;
-                Ok(Some(self.target.update(&id, &update).await?.id))
-            }
-            (DeliveryOp::Disable, Account::Linked(id)) => {
-                let adopted = self.was_adopted(delivery, &id, password.as_ref()).await?;
-                let current = self.current_if_held_back(delivery, &id, adopted).await?;
-                let update =
-                    self.update_payload(delivery, password.as_ref(), adopted, current.as_ref())?;
-                Ok(Some(self.target.disable(&id, &update).await?.id))
+                Ok(Some(self.write(delivery, &id, &update).await?.id))
             }
             // Nothing to disable or delete where no account exists.
             (DeliveryOp::Disable | DeliveryOp::Delete, Account::Missing) => Ok(None),
@@ -387,6 +375,19 @@ impl Worker {
         }
     }
 
+    /// Updates the existing account `id`, or disables it when that is what the delivery is.
+    async fn write(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        update: &Payload,
+    ) -> Result<RemoteAccount, TargetError> {
+        match delivery.desired.operation {
+            DeliveryOp::Disable => self.target.disable(id, update).await,
+            DeliveryOp::Upsert | DeliveryOp::Delete => self.target.update(id, update).await,
+        }
+    }
+
     /// Takes over an account that already existed: updates (or disables) it like one the
     /// bridge made, and records the takeover with the names of the fields that update
     /// changed, for an admin to review.
@@ -397,11 +398,7 @@ impl Worker {
         password: Option<&Password>,
     ) -> Result<Option<String>, TargetError> {
         let update = self.update_payload(delivery, password, true, Some(&account.fields))?;
-        let written = if delivery.desired.operation == DeliveryOp::Disable {
-            self.target.disable(&account.id, &update).await?
-        } else {
-            self.target.update(&account.id, &update).await?
-        };
+        let written = self.write(delivery, &account.id, &update).await?;
         let adoption = Adoption {
             user_id: delivery.desired.user_id.clone(),
             target: delivery.desired.target.clone(),
