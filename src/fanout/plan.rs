@@ -160,8 +160,8 @@ impl Planner {
                     let retain_secret = needs_always && event != Event::Deleted;
                     // A first delivery carries the password already sealed for this user, in
                     // case the account is created. When the identity provider never sent one,
-                    // nothing is made up here: the worker gives a create that needs one a
-                    // random password of its own, and nothing else ever gets it.
+                    // nothing is made up here: the worker makes one up for a create that
+                    // needs it, for that create's account alone.
                     let first_delivery = password_field.is_some()
                         && event == Event::Upsert
                         && (history == History::New || never_delivered(store, user_id, target)?);
