@@ -484,9 +484,10 @@ impl Worker {
     /// The payload of an update: the fields it holds back carry the value the account holds
     /// (`current`) or are left out, and the password is there only when the identity
     /// provider gave a new one, or when the target wants one on every update and the
-    /// identity provider's is held. A target that wants one on every update and has none to
-    /// get (the identity provider sends none, and the account was adopted or created with a
-    /// random password) is not updated: sending any other password would reset the user's.
+    /// identity provider's (or, on the account the bridge created, the one it made up) is
+    /// held. A target that wants one on every update and has none to give (the identity
+    /// provider sends none, and the account was adopted) is not updated: sending any other
+    /// password would reset the user's.
     fn update_payload(
         &self,
         delivery: &Delivery,
