@@ -5,7 +5,9 @@
 use serde::Serialize;
 
 use crate::clock::{unix_millis, SharedClock};
-use crate::ledger::{Attempt, Db, Delivery, DeliveryState, LedgerError, Omissions, TargetLag};
+use crate::ledger::{
+    Adoption, Attempt, Db, Delivery, DeliveryState, LedgerError, Omissions, TargetLag,
+};
 
 /// How many rows a listing returns at most.
 const LIST_LIMIT: usize = 1000;
@@ -15,6 +17,8 @@ pub struct UserStatus {
     pub user_id: String,
     pub deliveries: Vec<Delivery>,
     pub history: Vec<Attempt>,
+    /// The targets where the bridge took over an existing account for this user.
+    pub adoptions: Vec<Adoption>,
 }
 
 /// What to replay.
@@ -56,6 +60,7 @@ impl Operator {
                 Ok(UserStatus {
                     deliveries: s.deliveries_of(&user_id)?,
                     history: s.history(&user_id, None, 100)?,
+                    adoptions: s.adoptions_of(&user_id)?,
                     user_id,
                 })
             })

@@ -143,6 +143,7 @@ impl Planner {
                     operation,
                     payload,
                     create_only,
+                    unmanaged,
                     password_field,
                     hash,
                     warnings,
@@ -158,17 +159,11 @@ impl Planner {
                     // After a SCIM delete no further update follows: once this last state
                     // is delivered, the password can go.
                     let retain_secret = needs_always && event != Event::Deleted;
-                    let needs_on_create = password_field.as_deref().is_some_and(|field| {
-                        mapping
-                            .schema()
-                            .field(field)
-                            .is_some_and(|spec| spec.required_on_create)
-                    });
-                    // A first delivery to a target that cannot create an account without a
-                    // password carries the one already sealed for this user or, when the
-                    // identity provider never sent one, a random one (its users sign in
-                    // through SSO or an admin reset).
-                    let first_delivery = needs_on_create
+                    // A first delivery carries the password already sealed for this user, in
+                    // case the account is created. When the identity provider never sent one,
+                    // nothing is made up here: the worker makes one up for a create that
+                    // needs it, for that create's account alone.
+                    let first_delivery = password_field.is_some()
                         && event == Event::Upsert
                         && (history == History::New || never_delivered(store, user_id, target)?);
                     let held = if password.is_none()
@@ -179,18 +174,10 @@ impl Planner {
                     } else {
                         None
                     };
-                    let generated = (first_delivery
-                        && password.is_none()
-                        && sealed.is_none()
-                        && held.is_none())
-                    .then(|| SecretString::from(random_password()));
-                    let wants_held = needs_always || first_delivery;
-                    let fresh = match (&password_field, password.or(generated.as_ref()), &sealed) {
-                        (None, _, _) => None,
+                    let fresh = match (&password_field, password, &sealed) {
+                        (None, _, _) | (Some(_), None, _) => None,
                         // Sealed for an earlier target in this same change.
-                        (Some(_), given, Some(secret)) if given.is_some() || wants_held => {
-                            Some(secret.secret_id.clone())
-                        }
+                        (Some(_), Some(_), Some(secret)) => Some(secret.secret_id.clone()),
                         (Some(_), Some(password), None) => {
                             let secret = self.secrets.seal(user_id, password);
                             store.store_secret(user_id, &secret, now)?;
@@ -198,7 +185,6 @@ impl Planner {
                             sealed = Some(secret);
                             Some(id)
                         }
-                        (Some(_), _, _) => None,
                     };
                     let secret_id = fresh.clone().or(held);
                     // Only a newly given password makes the state differ from what the
@@ -219,6 +205,7 @@ impl Planner {
                         operation,
                         payload,
                         create_only,
+                        unmanaged,
                         password_field,
                         secret_id,
                         retain_secret,
@@ -263,44 +250,4 @@ fn never_delivered(store: &Store<'_>, user_id: &str, target: &str) -> Result<boo
     Ok(store
         .delivery(user_id, target)?
         .is_none_or(|d| d.delivered_hash.is_none() && d.remote_id.is_none()))
-}
-
-/// 24 characters from every class password policies ask for, from the OS-seeded RNG.
-fn random_password() -> String {
-    use rand::seq::SliceRandom;
-    use rand::Rng;
-    const CLASSES: [&[u8]; 4] = [
-        b"ABCDEFGHJKLMNPQRSTUVWXYZ",
-        b"abcdefghijkmnopqrstuvwxyz",
-        b"23456789",
-        b"!#%+-=?@_",
-    ];
-    let mut rng = rand::thread_rng();
-    let mut chars: Vec<u8> = CLASSES
-        .iter()
-        .flat_map(|class| {
-            (0..6)
-                .map(|_| class[rng.gen_range(0..class.len())])
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    chars.shuffle(&mut rng);
-    String::from_utf8_lossy(&chars).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn random_passwords_mix_every_class_and_differ() {
-        let a = random_password();
-        let b = random_password();
-        assert_eq!(a.len(), 24);
-        assert_ne!(a, b);
-        assert!(a.chars().any(|c| c.is_ascii_uppercase()));
-        assert!(a.chars().any(|c| c.is_ascii_lowercase()));
-        assert!(a.chars().any(|c| c.is_ascii_digit()));
-        assert!(a.chars().any(|c| !c.is_ascii_alphanumeric()));
-    }
 }

@@ -85,6 +85,20 @@ pub fn omissions(rows: &[Omissions]) -> String {
 pub fn user(status: &UserStatus) -> String {
     let mut out = format!("user {}\n", status.user_id);
     out.push_str(&deliveries(&status.deliveries));
+    for a in &status.adoptions {
+        let changed = if a.changed.is_empty() {
+            "nothing".to_owned()
+        } else {
+            a.changed.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "adopted on {} {}: existing account {}; the first update changed {changed}",
+            a.target,
+            when(a.adopted_at),
+            a.remote_id,
+        );
+    }
     if !status.history.is_empty() {
         out.push_str("history (newest first):\n");
         for a in &status.history {
@@ -104,4 +118,47 @@ pub fn user(status: &UserStatus) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Adoption;
+
+    #[test]
+    fn a_user_shows_each_takeover_with_what_its_first_update_changed() {
+        let status = UserStatus {
+            user_id: "u1".into(),
+            deliveries: Vec::new(),
+            history: Vec::new(),
+            adoptions: vec![
+                Adoption {
+                    user_id: "u1".into(),
+                    target: "kibo".into(),
+                    remote_id: "k-77".into(),
+                    adopted_at: 0,
+                    changed: vec!["firstName".into(), "lastName".into()],
+                },
+                Adoption {
+                    user_id: "u1".into(),
+                    target: "appgate".into(),
+                    remote_id: "a-1".into(),
+                    adopted_at: 0,
+                    changed: Vec::new(),
+                },
+            ],
+        };
+        let text = user(&status);
+        assert!(
+            text.contains("adopted on kibo 1970-01-01T00:00:00")
+                && text.contains(
+                    "existing account k-77; the first update changed firstName, lastName"
+                ),
+            "{text}"
+        );
+        assert!(
+            text.contains("a-1; the first update changed nothing"),
+            "{text}"
+        );
+    }
 }

@@ -95,6 +95,19 @@ impl SecretBox {
         }
     }
 
+    /// `seal` for a password the bridge made up for a create on `target`: its id says so
+    /// (`made-up:<target>:<uuid>`), so it is only ever sent to the account that create made.
+    pub fn seal_made_up(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+        target: &str,
+    ) -> SealedSecret {
+        let mut sealed = self.seal(user_id, password);
+        sealed.secret_id = format!("{MADE_UP}{target}:{}", sealed.secret_id);
+        sealed
+    }
+
     pub fn open(&self, user_id: &str, sealed: &SealedSecret) -> Result<SecretString, SecretError> {
         if sealed.nonce.len() != 12 {
             return Err(SecretError::Open);
@@ -111,6 +124,41 @@ impl SecretBox {
             .map(SecretString::from)
             .map_err(|_| SecretError::Open)
     }
+}
+
+/// Starts the id of a sealed password the bridge made up (see `seal_made_up`).
+const MADE_UP: &str = "made-up:";
+
+/// The target a sealed password was made up for, from its id; `None` for the identity
+/// provider's.
+pub(crate) fn made_up_for(secret_id: &str) -> Option<&str> {
+    let rest = secret_id.strip_prefix(MADE_UP)?;
+    rest.rsplit_once(':').map(|(target, _)| target)
+}
+
+/// A password for a target that cannot create an account without one when the identity
+/// provider sent none: 24 characters from every class password policies ask for, from the
+/// OS-seeded RNG. Its users sign in through SSO or after an admin reset.
+pub(crate) fn random_password() -> SecretString {
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+    const CLASSES: [&[u8]; 4] = [
+        b"ABCDEFGHJKLMNPQRSTUVWXYZ",
+        b"abcdefghijkmnopqrstuvwxyz",
+        b"23456789",
+        b"!#%+-=?@_",
+    ];
+    let mut rng = rand::thread_rng();
+    let mut chars: Vec<u8> = CLASSES
+        .iter()
+        .flat_map(|class| {
+            (0..6)
+                .map(|_| class[rng.gen_range(0..class.len())])
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    chars.shuffle(&mut rng);
+    SecretString::from(String::from_utf8_lossy(&chars).into_owned())
 }
 
 fn decode_key(encoded: &str) -> Option<[u8; 32]> {
@@ -147,6 +195,28 @@ mod tests {
         assert!(SecretBox::from_key(&[8; 32])
             .open("user-1", &sealed)
             .is_err());
+    }
+
+    #[test]
+    fn a_made_up_password_names_its_target() {
+        let sb = SecretBox::from_key(&[7; 32]);
+        let password = SecretString::from("x".to_owned());
+        let sealed = sb.seal_made_up("u", &password, "kibo:eu");
+        assert_eq!(made_up_for(&sealed.secret_id), Some("kibo:eu"));
+        assert_eq!(made_up_for(&sb.seal("u", &password).secret_id), None);
+        assert_eq!(sb.open("u", &sealed).unwrap().expose_secret(), "x");
+    }
+
+    #[test]
+    fn random_passwords_mix_every_class_and_differ() {
+        let a = random_password();
+        let a = a.expose_secret();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, random_password().expose_secret());
+        assert!(a.chars().any(|c| c.is_ascii_uppercase()));
+        assert!(a.chars().any(|c| c.is_ascii_lowercase()));
+        assert!(a.chars().any(|c| c.is_ascii_digit()));
+        assert!(a.chars().any(|c| !c.is_ascii_alphanumeric()));
     }
 
     #[test]

@@ -6,16 +6,18 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::backoff::Backoff;
-use crate::fanout::secrets::SecretBox;
-use crate::ledger::{Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError};
+use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
+use crate::ledger::{
+    Adoption, Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError, PASSWORD_MARK,
+};
 use crate::metrics::Metrics;
-use crate::targets::{Payload, Target, TargetError};
+use crate::targets::{Payload, RemoteAccount, Target, TargetError};
 
 /// How a target is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,47 +284,272 @@ impl Worker {
     }
 
     /// Performs one delivery; returns the target's id for the account (None once deleted).
+    /// Without a known id the account is looked up by its natural key first, and one found
+    /// there (or named by a create's 409) is adopted: linked and updated, never re-created.
     async fn send(&self, delivery: &Delivery) -> Result<Option<String>, TargetError> {
         let desired = &delivery.desired;
-        let mut payload = desired.payload.clone();
         let password = self.password_for(delivery).await?;
-        if let (Some(field), Some(password)) = (&desired.password_field, &password) {
-            payload.insert(
-                field.clone(),
-                Value::String(password.expose_secret().to_owned()),
-            );
-        }
-        let existing = match &delivery.remote_id {
-            Some(id) => Some(id.clone()),
-            None => self.target.find(&payload).await?.map(|account| account.id),
+        let account = match &delivery.remote_id {
+            Some(id) => Account::Linked(id.clone()),
+            None => match self.target.find(&desired.payload).await? {
+                Some(found) => Account::Found(found),
+                None => Account::Missing,
+            },
         };
-        match (desired.operation, existing) {
-            (DeliveryOp::Upsert, None) => Ok(Some(self.target.create(&payload).await?.id)),
-            (DeliveryOp::Upsert, Some(id)) => {
-                let update = without(&payload, &desired.create_only);
-                Ok(Some(self.target.update(&id, &update).await?.id))
+        match (desired.operation, account) {
+            (DeliveryOp::Upsert, Account::Missing) => self.create(delivery, password).await,
+            // The account this very bridge created with a password of its own, whose create
+            // answer was lost (a crash, a timeout): its own, not adopted.
+            (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Found(found))
+                if password.as_ref().is_some_and(|p| p.made_up) =>
+            {
+                let current = Some(&found.fields);
+                let update = self.update_payload(delivery, password.as_ref(), false, current)?;
+                Ok(Some(self.write(delivery, &found.id, &update).await?.id))
             }
-            (DeliveryOp::Disable, Some(id)) => {
-                let update = without(&payload, &desired.create_only);
-                Ok(Some(self.target.disable(&id, &update).await?.id))
+            (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Found(found)) => {
+                self.adopt(delivery, found, password.as_ref()).await
+            }
+            (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Linked(id)) => {
+                let adopted = self.was_adopted(delivery, &id, password.as_ref()).await?;
+                let current = self.current_if_held_back(delivery, &id, adopted).await?;
+                let update =
+                    self.update_payload(delivery, password.as_ref(), adopted, current.as_ref())?;
+                Ok(Some(self.write(delivery, &id, &update).await?.id))
             }
             // Nothing to disable or delete where no account exists.
-            (DeliveryOp::Disable, None) | (DeliveryOp::Delete, None) => Ok(None),
-            (DeliveryOp::Delete, Some(id)) => match self.target.delete(&id).await {
+            (DeliveryOp::Disable | DeliveryOp::Delete, Account::Missing) => Ok(None),
+            (
+                DeliveryOp::Delete,
+                Account::Linked(id) | Account::Found(RemoteAccount { id, .. }),
+            ) => match self.target.delete(&id).await {
                 Ok(()) | Err(TargetError::Rejected { status: 404, .. }) => Ok(None),
                 Err(err) => Err(err),
             },
         }
     }
 
-    async fn password_for(
+    /// Creates the account. A target that cannot create one without a password gets the
+    /// identity provider's or, when it sent none, a random one made up for this create. Only
+    /// a target that also wants the password on every update keeps that one (sealed, before
+    /// the create is sent, so a lost answer loses nothing), for the account this create
+    /// makes and no other. A 409 means the natural key is taken after all (an account the
+    /// look-up missed, or one made meanwhile): that account is adopted, and no password made
+    /// up here ever reaches it.
+    async fn create(
         &self,
         delivery: &Delivery,
-    ) -> Result<Option<secrecy::SecretString>, TargetError> {
-        let Some(secret_id) = delivery.desired.secret_id.clone() else {
-            return Ok(None);
+        password: Option<Password>,
+    ) -> Result<Option<String>, TargetError> {
+        let desired = &delivery.desired;
+        let mut payload = desired.payload.clone();
+        let mut password = password;
+        if let Some(field) = &desired.password_field {
+            let spec = self.target.schema().field(field);
+            if password.is_none() && spec.is_some_and(|spec| spec.required_on_create) {
+                let kept = spec.is_some_and(|spec| spec.required_on_update);
+                password = Some(self.made_up_password(delivery, kept).await?);
+            }
+            if let Some(password) = &password {
+                payload.insert(
+                    field.clone(),
+                    Value::String(password.secret.expose_secret().to_owned()),
+                );
+            }
+        }
+        match self.target.create(&payload).await {
+            Ok(account) => Ok(Some(account.id)),
+            Err(TargetError::Rejected {
+                status: 409,
+                message,
+            }) => match self.target.find(&desired.payload).await? {
+                Some(account) => self.adopt(delivery, account, password.as_ref()).await,
+                None => Err(TargetError::Rejected {
+                    status: 409,
+                    message: format!(
+                        "{message} (and no account with this user's natural key was found to adopt)"
+                    ),
+                }),
+            },
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Updates the existing account `id`, or disables it when that is what the delivery is.
+    async fn write(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        update: &Payload,
+    ) -> Result<RemoteAccount, TargetError> {
+        match delivery.desired.operation {
+            DeliveryOp::Disable => self.target.disable(id, update).await,
+            DeliveryOp::Upsert | DeliveryOp::Delete => self.target.update(id, update).await,
+        }
+    }
+
+    /// Takes over an account that already existed: updates (or disables) it like one the
+    /// bridge made, and records the takeover with the names of the fields that update
+    /// changed, for an admin to review.
+    async fn adopt(
+        &self,
+        delivery: &Delivery,
+        account: RemoteAccount,
+        password: Option<&Password>,
+    ) -> Result<Option<String>, TargetError> {
+        let update = self.update_payload(delivery, password, true, Some(&account.fields))?;
+        let written = self.write(delivery, &account.id, &update).await?;
+        let adoption = Adoption {
+            user_id: delivery.desired.user_id.clone(),
+            target: delivery.desired.target.clone(),
+            remote_id: written.id.clone(),
+            adopted_at: unix_millis(self.clock.as_ref()),
+            changed: changed_fields(&account.fields, &written.fields, &update),
         };
-        let user = delivery.desired.user_id.clone();
+        tracing::info!(
+            target_name = %adoption.target,
+            user = %adoption.user_id,
+            remote_id = %adoption.remote_id,
+            changed = ?adoption.changed,
+            "adopted an existing account"
+        );
+        if let Err(err) = self.db.write(move |s| s.record_adoption(&adoption)).await {
+            tracing::error!(error = %err, "cannot record an adoption; the account is linked all the same");
+        }
+        Ok(Some(written.id))
+    }
+
+    /// Whether the linked account `id` is one the bridge adopted. Asked only where it
+    /// changes the update: the mapping has fields it does not manage on adopted accounts, or
+    /// the password in hand was made up by the bridge.
+    async fn was_adopted(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        password: Option<&Password>,
+    ) -> Result<bool, TargetError> {
+        let made_up = password.is_some_and(|p| p.made_up);
+        if delivery.desired.unmanaged.is_empty() && !made_up {
+            return Ok(false);
+        }
+        let (user, target) = (
+            delivery.desired.user_id.clone(),
+            delivery.desired.target.clone(),
+        );
+        let adoption = self
+            .db
+            .read(move |s| s.adoption(&user, &target))
+            .await
+            .map_err(|err| TargetError::Retryable {
+                reason: format!("cannot read whether the account was adopted: {err}"),
+                retry_after: None,
+            })?;
+        Ok(adoption.is_some_and(|adoption| adoption.remote_id == id))
+    }
+
+    /// The fields an update holds back: those sent on create only and, on an adopted
+    /// account, those the mapping does not manage there. Write-only ones (a password) are
+    /// never read back, so they are simply left out.
+    fn held_back<'d>(&self, delivery: &'d Delivery, adopted: bool) -> Vec<&'d String> {
+        let desired = &delivery.desired;
+        let unmanaged = desired.unmanaged.iter().filter(|_| adopted);
+        desired
+            .create_only
+            .iter()
+            .chain(unmanaged)
+            .filter(|field| desired.payload.contains_key(*field))
+            .collect()
+    }
+
+    /// The account as the target holds it, read only when an update holds fields back: a
+    /// target whose PUT replaces the whole account (Appgate, Kibo) would clear a field that
+    /// is merely left out, so such a field is sent with the value the account holds.
+    async fn current_if_held_back(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        adopted: bool,
+    ) -> Result<Option<Payload>, TargetError> {
+        let schema = self.target.schema();
+        let readable = self
+            .held_back(delivery, adopted)
+            .into_iter()
+            .any(|field| !schema.field(field).is_some_and(|spec| spec.write_only));
+        if !readable {
+            return Ok(None);
+        }
+        Ok(self.target.read(id).await?.map(|account| account.fields))
+    }
+
+    /// The payload of an update: the fields it holds back carry the value the account holds
+    /// (`current`) or are left out, and the password is there only when the identity
+    /// provider gave a new one, or when the target wants one on every update and the
+    /// identity provider's (or, on the account the bridge created, the one it made up) is
+    /// held. A target that wants one on every update and has none to give (the identity
+    /// provider sends none, and the account was adopted) is not updated: sending any other
+    /// password would reset the user's.
+    fn update_payload(
+        &self,
+        delivery: &Delivery,
+        password: Option<&Password>,
+        adopted: bool,
+        current: Option<&Payload>,
+    ) -> Result<Payload, TargetError> {
+        let desired = &delivery.desired;
+        let mut update = desired.payload.clone();
+        for field in self.held_back(delivery, adopted) {
+            let schema = self.target.schema();
+            let held = current
+                .filter(|_| !schema.field(field).is_some_and(|spec| spec.write_only))
+                .and_then(|account| account.get(field));
+            match held {
+                Some(value) => update.insert(field.clone(), value.clone()),
+                None => update.remove(field),
+            };
+        }
+        let Some(field) = &desired.password_field else {
+            return Ok(update);
+        };
+        let required = self
+            .target
+            .schema()
+            .field(field)
+            .is_some_and(|spec| spec.required_on_update);
+        let newly_given = desired.hash.contains(PASSWORD_MARK);
+        // A password the bridge made up belongs to the account it created, never another.
+        let password = password.filter(|p| !(p.made_up && adopted));
+        match password {
+            Some(password) if newly_given || required => {
+                update.insert(
+                    field.clone(),
+                    Value::String(password.secret.expose_secret().to_owned()),
+                );
+                Ok(update)
+            }
+            None if required => Err(TargetError::unusable(format!(
+                "needs the user's password: the IdP sent none, and {} requires `{field}` on \
+                 every update, so the update is held rather than reset the account's password",
+                self.target.name()
+            ))),
+            _ => Ok(update),
+        }
+    }
+
+    /// The password this delivery carries: the identity provider's one it names, or else,
+    /// for a target that wants one on every update, the one the bridge made up when it
+    /// created this user's account there.
+    async fn password_for(&self, delivery: &Delivery) -> Result<Option<Password>, TargetError> {
+        let desired = &delivery.desired;
+        let wants_always = desired.password_field.as_ref().is_some_and(|field| {
+            self.target
+                .schema()
+                .field(field)
+                .is_some_and(|spec| spec.required_on_update)
+        });
+        if desired.secret_id.is_none() && !wants_always {
+            return Ok(None);
+        }
+        let user = desired.user_id.clone();
         let sealed = self
             .db
             .read(move |s| s.secret(&user))
@@ -331,27 +558,82 @@ impl Worker {
                 reason: format!("cannot read the pending password: {err}"),
                 retry_after: None,
             })?;
-        match sealed.filter(|s| s.secret_id == secret_id) {
-            Some(sealed) => self
+        let target = self.target.name();
+        let usable = sealed.filter(|sealed| match made_up_for(&sealed.secret_id) {
+            Some(made_for) => made_for == target,
+            None => desired.secret_id.as_ref() == Some(&sealed.secret_id),
+        });
+        // None: already delivered and erased, superseded by a newer password, or made up for
+        // another target.
+        let Some(sealed) = usable else {
+            return Ok(None);
+        };
+        let secret = self
+            .secrets
+            .open(&desired.user_id, &sealed)
+            .map_err(|err| TargetError::unusable(err.to_string()))?;
+        Ok(Some(Password {
+            secret,
+            made_up: made_up_for(&sealed.secret_id).is_some(),
+        }))
+    }
+
+    /// A random password for a create; sealed and stored first when `kept` (the target wants
+    /// it on every update), under an id that names the target it was made for.
+    async fn made_up_password(
+        &self,
+        delivery: &Delivery,
+        kept: bool,
+    ) -> Result<Password, TargetError> {
+        let secret = random_password();
+        if kept {
+            let user = delivery.desired.user_id.clone();
+            let sealed = self
                 .secrets
-                .open(&delivery.desired.user_id, &sealed)
-                .map(Some)
-                .map_err(|err| TargetError::Rejected {
-                    status: 0,
-                    message: err.to_string(),
-                }),
-            // Already delivered and erased, or superseded by a newer password.
-            None => Ok(None),
+                .seal_made_up(&user, &secret, self.target.name());
+            let now = unix_millis(self.clock.as_ref());
+            self.db
+                .write(move |s| s.store_secret(&user, &sealed, now))
+                .await
+                .map_err(|err| TargetError::Retryable {
+                    reason: format!("cannot keep the password made up for the create: {err}"),
+                    retry_after: None,
+                })?;
         }
+        Ok(Password {
+            secret,
+            made_up: true,
+        })
     }
 }
 
-fn without(payload: &Payload, fields: &[String]) -> Payload {
-    let mut payload = payload.clone();
-    for field in fields {
-        payload.remove(field);
-    }
-    payload
+/// The names of the fields an update set to something other than what the account held:
+/// compared with what the target answered where it echoes the field, else with what was
+/// sent. Write-only fields (a password) count as changed whenever they were sent.
+fn changed_fields(before: &Payload, after: &Payload, sent: &Payload) -> Vec<String> {
+    sent.iter()
+        .filter(|(name, value)| {
+            let now = after.get(*name).unwrap_or(value);
+            before.get(*name) != Some(now)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// A password on its way to a target.
+struct Password {
+    secret: SecretString,
+    /// Made up by the bridge for a create (the identity provider sent none).
+    made_up: bool,
+}
+
+/// Where the account of a delivery stands before it is sent.
+enum Account {
+    /// The ledger holds its id.
+    Linked(String),
+    /// Not linked, but the target holds one with the user's natural key: adopted.
+    Found(RemoteAccount),
+    Missing,
 }
 
 fn outcome_name(outcome: &AttemptOutcome) -> &'static str {
@@ -368,7 +650,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::ledger::{DbOptions, DeliveryState, Desired};
-    use crate::targets::{RemoteAccount, TargetResult, TargetSchema};
+    use crate::targets::{FieldKind, FieldSpec, TargetResult, TargetSchema};
     use std::collections::VecDeque;
     use std::time::SystemTime;
 
@@ -376,17 +658,28 @@ mod tests {
     struct Scripted {
         schema: TargetSchema,
         answers: Mutex<VecDeque<TargetResult<()>>>,
+        /// What successive look-ups find; nothing once these run out.
+        found: Mutex<VecDeque<Option<RemoteAccount>>>,
         calls: Mutex<Vec<String>>,
     }
 
     impl Scripted {
         fn new(answers: Vec<TargetResult<()>>) -> Arc<Scripted> {
+            Scripted::with(answers, Vec::new(), Vec::new())
+        }
+
+        fn with(
+            answers: Vec<TargetResult<()>>,
+            found: Vec<Option<RemoteAccount>>,
+            fields: Vec<FieldSpec>,
+        ) -> Arc<Scripted> {
             Arc::new(Scripted {
                 schema: TargetSchema {
-                    fields: Vec::new(),
+                    fields,
                     natural_key: &["name"],
                 },
                 answers: Mutex::new(answers.into()),
+                found: Mutex::new(found.into()),
                 calls: Mutex::new(Vec::new()),
             })
         }
@@ -418,7 +711,7 @@ mod tests {
         }
         async fn find(&self, _payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
             self.calls.lock().unwrap().push("find".into());
-            Ok(None)
+            Ok(self.found.lock().unwrap().pop_front().flatten())
         }
         async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
             self.answer(format!("create {}", Value::Object(payload.clone())))
@@ -449,6 +742,10 @@ mod tests {
     }
 
     fn fixture(answers: Vec<TargetResult<()>>) -> Fixture {
+        fixture_with(Scripted::new(answers))
+    }
+
+    fn fixture_with(target: Arc<Scripted>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&DbOptions {
             path: dir.path().join("w.db"),
@@ -458,7 +755,6 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
         ));
-        let target = Scripted::new(answers);
         let worker = Worker::new(
             target.clone(),
             db.clone(),
@@ -485,6 +781,37 @@ mod tests {
 
     impl Fixture {
         async fn want(&self, hash: &str, operation: DeliveryOp) {
+            self.want_password(hash, operation, None).await;
+        }
+
+        /// A desired state whose `title` the mapping does not manage on adopted accounts.
+        async fn want_unmanaged(&self, hash: &str) {
+            let desired = Desired {
+                user_id: "u1".into(),
+                target: "scripted".into(),
+                operation: DeliveryOp::Upsert,
+                payload: serde_json::json!({"name": hash, "title": "Engineer"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+                create_only: Vec::new(),
+                unmanaged: vec!["title".into()],
+                password_field: None,
+                secret_id: None,
+                retain_secret: false,
+                hash: hash.into(),
+                mapping_version: "m".into(),
+            };
+            let now = unix_millis(self.clock.as_ref());
+            self.db
+                .write(move |s| s.set_desired(&desired, now))
+                .await
+                .unwrap();
+        }
+
+        /// A desired state whose `password_field` the target maps; the identity provider
+        /// sent no password.
+        async fn want_password(&self, hash: &str, operation: DeliveryOp, field: Option<&str>) {
             let desired = Desired {
                 user_id: "u1".into(),
                 target: "scripted".into(),
@@ -494,9 +821,11 @@ mod tests {
                     .cloned()
                     .unwrap(),
                 create_only: vec!["password".into()],
-                password_field: None,
+                unmanaged: Vec::new(),
+                password_field: field.map(str::to_owned),
                 secret_id: None,
-                retain_secret: false,
+                // As the plan keeps the password for a target that wants it on every update.
+                retain_secret: field.is_some(),
                 hash: hash.into(),
                 mapping_version: "m".into(),
             };
@@ -622,5 +951,225 @@ mod tests {
         assert_eq!(f.worker.drain().await.unwrap(), 1);
         assert_eq!(f.target.calls(), ["find"], "no account: nothing to delete");
         assert_eq!(f.row().await.state, DeliveryState::Delivered);
+    }
+
+    fn secret_field(required_on_create: bool, required_on_update: bool) -> Vec<FieldSpec> {
+        vec![FieldSpec {
+            required_on_create,
+            required_on_update,
+            write_only: true,
+            ..FieldSpec::optional("secret", FieldKind::String)
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_create_answered_409_adopts_the_account_with_that_key() {
+        let held = account(
+            "h1",
+            &serde_json::json!({"name": "Held"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let conflict = Err(TargetError::Rejected {
+            status: 409,
+            message: "name taken".into(),
+        });
+        // The first look-up misses it (made meanwhile); the one after the 409 finds it.
+        let f = fixture_with(Scripted::with(
+            vec![conflict],
+            vec![None, Some(held)],
+            secret_field(false, false),
+        ));
+        f.want("v1", DeliveryOp::Upsert).await;
+        assert_eq!(f.worker.drain().await.unwrap(), 1);
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert!(calls[1].starts_with("create "), "{calls:?}");
+        assert!(calls[3].starts_with("update h1 "), "{calls:?}");
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Delivered);
+        assert_eq!(row.remote_id.as_deref(), Some("h1"));
+        let adoptions = f.db.read(|s| s.adoptions_of("u1")).await.unwrap();
+        assert_eq!(adoptions.len(), 1);
+        assert_eq!(adoptions[0].remote_id, "h1");
+        assert_eq!(adoptions[0].changed, ["name"]);
+    }
+
+    #[tokio::test]
+    async fn a_409_with_nothing_to_adopt_stays_a_rejection() {
+        let f = fixture(vec![Err(TargetError::Rejected {
+            status: 409,
+            message: "email taken".into(),
+        })]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Rejected);
+        assert!(row
+            .last_error
+            .unwrap()
+            .starts_with("email taken (and no account"));
+    }
+
+    #[tokio::test]
+    async fn a_made_up_password_goes_to_a_create_that_needs_one_and_nowhere_else() {
+        let f = fixture_with(Scripted::with(vec![], vec![], secret_field(true, false)));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        f.want_password("v2", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert!(calls[1].contains(r#""secret":""#), "{calls:?}");
+        assert!(!calls[2].contains("secret"), "{calls:?}");
+        assert!(f.db.read(|s| s.secret("u1")).await.unwrap().is_none());
+        // A target that can create without one gets none.
+        let f = fixture_with(Scripted::with(vec![], vec![], secret_field(false, false)));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        assert!(!f.target.calls()[1].contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn an_update_that_needs_a_password_nobody_gave_is_held_not_reset() {
+        let held = account(
+            "h1",
+            &serde_json::json!({"name": "v1"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let f = fixture_with(Scripted::with(
+            vec![],
+            vec![Some(held)],
+            secret_field(true, true),
+        ));
+        f.want_password("v1", DeliveryOp::Disable, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(
+            (row.state, row.last_status),
+            (DeliveryState::Rejected, Some(0))
+        );
+        assert!(row
+            .last_error
+            .unwrap()
+            .starts_with("needs the user's password: the IdP sent none"));
+        assert_eq!(f.target.calls(), ["find"], "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn fields_not_managed_are_never_written_to_an_adopted_account() {
+        let held = account(
+            "h1",
+            &serde_json::json!({"name": "v0", "title": "By hand"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let f = fixture_with(Scripted::with(vec![], vec![Some(held)], Vec::new()));
+        f.want_unmanaged("v1").await;
+        f.worker.drain().await.unwrap();
+        f.want_unmanaged("v2").await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        for update in &calls[1..] {
+            assert!(update.starts_with("update h1 "), "{calls:?}");
+            assert!(!update.contains("Engineer"), "{calls:?}");
+        }
+        // A PUT that replaces everything would clear a field left out: it carries the value
+        // the account holds instead.
+        assert!(calls[1].contains(r#""title":"By hand""#), "{calls:?}");
+        // On an account the bridge created, the same field is written as usual.
+        let f = fixture(vec![]);
+        f.want_unmanaged("v1").await;
+        f.worker.drain().await.unwrap();
+        f.want_unmanaged("v2").await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert!(
+            calls[2].starts_with("update r1 ") && calls[2].contains("title"),
+            "{calls:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_made_up_password_the_target_wants_on_every_update_stays_with_its_own_account() {
+        // The first create's answer is lost; the retry finds the account that create made.
+        let lost = Err(TargetError::Retryable {
+            reason: "timed out".into(),
+            retry_after: None,
+        });
+        let made = account(
+            "r9",
+            &serde_json::json!({"name": "v1"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let f = fixture_with(Scripted::with(
+            vec![lost],
+            vec![None, Some(made)],
+            secret_field(true, true),
+        ));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        f.clock.advance(Duration::from_secs(61));
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        let sent = |call: &str| {
+            let json = call.split_once(' ').unwrap().1;
+            let json = json.strip_prefix("r9 ").unwrap_or(json);
+            let body: Value = serde_json::from_str(json).unwrap();
+            body["secret"].as_str().unwrap().to_owned()
+        };
+        assert!(calls[1].starts_with("create "), "{calls:?}");
+        assert!(calls[3].starts_with("update r9 "), "{calls:?}");
+        assert_eq!(sent(&calls[1]), sent(&calls[3]), "the same password");
+        assert_eq!(f.row().await.state, DeliveryState::Delivered);
+        assert!(
+            f.db.read(|s| s.adoptions_of("u1"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "its own account, not a takeover"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_made_up_password_never_reaches_the_account_a_409_adopts() {
+        let theirs = account(
+            "h1",
+            &serde_json::json!({"name": "v1"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let conflict = Err(TargetError::Rejected {
+            status: 409,
+            message: "taken".into(),
+        });
+        let f = fixture_with(Scripted::with(
+            vec![conflict],
+            vec![None, Some(theirs)],
+            secret_field(true, true),
+        ));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Rejected);
+        assert!(row
+            .last_error
+            .unwrap()
+            .starts_with("needs the user's password"));
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 3, "find, create, find; no update: {calls:?}");
     }
 }

@@ -84,6 +84,8 @@ pub struct Desired {
     pub operation: DeliveryOp,
     pub payload: Map<String, Value>,
     pub create_only: Vec<String>,
+    /// Fields never written to an account the bridge adopted (`managed = false`).
+    pub unmanaged: Vec<String>,
     pub password_field: Option<String>,
     /// The pending password (in `user_secrets`) this state must carry, if any.
     pub secret_id: Option<String>,
@@ -206,10 +208,11 @@ pub const PASSWORD_MARK: &str = "+pw:";
 
 const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
     desired_hash, mapping_version, delivered_hash, remote_id, state, attempts, next_attempt_at, \
-    last_status, last_error, changed_at, updated_at, secret_id, retain_secret, warnings";
+    last_status, last_error, changed_at, updated_at, secret_id, retain_secret, warnings, unmanaged";
 
-/// A delivery as read, with the JSON columns still to decode.
-type RawDelivery = (Delivery, String, String, Option<String>);
+/// A delivery as read, with the JSON columns still to decode: payload, create_only,
+/// warnings (NULL when none) and unmanaged.
+type RawDelivery = (Delivery, String, String, Option<String>, String);
 
 fn read_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
     let operation: String = row.get(2)?;
@@ -221,6 +224,7 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
             operation: DeliveryOp::parse(&operation),
             payload: Map::new(),
             create_only: Vec::new(),
+            unmanaged: Vec::new(),
             password_field: row.get(5)?,
             secret_id: row.get(17)?,
             retain_secret: row.get(18)?,
@@ -238,14 +242,15 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
         updated_at: row.get(16)?,
         warnings: Vec::new(),
     };
-    Ok((delivery, row.get(3)?, row.get(4)?, row.get(19)?))
+    Ok((delivery, row.get(3)?, row.get(4)?, row.get(19)?, row.get(20)?))
 }
 
 fn finish_delivery(
-    (mut delivery, payload, create_only, warnings): RawDelivery,
+    (mut delivery, payload, create_only, warnings, unmanaged): RawDelivery,
 ) -> Result<Delivery, LedgerError> {
     delivery.desired.payload = serde_json::from_str(&payload)?;
     delivery.desired.create_only = serde_json::from_str(&create_only)?;
+    delivery.desired.unmanaged = serde_json::from_str(&unmanaged)?;
     if let Some(warnings) = warnings {
         delivery.warnings = serde_json::from_str(&warnings)?;
     }
@@ -349,12 +354,13 @@ impl Store<'_> {
             .prepare_cached(
                 "INSERT INTO deliveries (user_id, target, operation, payload, create_only, \
                  password_field, desired_hash, mapping_version, state, attempts, next_attempt_at, \
-                 changed_at, updated_at, secret_id, retain_secret) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, ?10, ?11, ?12) \
+                 changed_at, updated_at, secret_id, retain_secret, unmanaged) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, ?10, ?11, ?12, ?13) \
                  ON CONFLICT (user_id, target) DO UPDATE SET operation = ?3, payload = ?4, \
                  create_only = ?5, password_field = ?6, desired_hash = ?7, mapping_version = ?8, \
                  state = ?9, attempts = 0, next_attempt_at = ?10, last_error = NULL, \
-                 changed_at = ?10, updated_at = ?10, secret_id = ?11, retain_secret = ?12",
+                 changed_at = ?10, updated_at = ?10, secret_id = ?11, retain_secret = ?12, \
+                 unmanaged = ?13",
             )?
             .execute(params![
                 desired.user_id,
@@ -369,6 +375,7 @@ impl Store<'_> {
                 now,
                 desired.secret_id,
                 desired.retain_secret,
+                serde_json::to_string(&desired.unmanaged)?,
             ])?;
         Ok(())
     }
@@ -432,7 +439,7 @@ impl Store<'_> {
                  changed_at, updated_at) \
                  VALUES (?1, ?2, 'upsert', '{}', '[]', ?3, ?4, 'rejected', 0, ?5, ?6, ?5, ?5) \
                  ON CONFLICT (user_id, target) DO UPDATE SET operation = 'upsert', payload = '{}', \
-                 create_only = '[]', password_field = NULL, secret_id = NULL, desired_hash = ?3, \
+                 create_only = '[]', unmanaged = '[]', password_field = NULL, secret_id = NULL, desired_hash = ?3, \
                  mapping_version = ?4, state = 'rejected', attempts = 0, last_status = NULL, \
                  last_error = ?6, changed_at = ?5, updated_at = ?5, warnings = NULL",
             )?
@@ -809,6 +816,7 @@ mod tests {
                 .cloned()
                 .unwrap(),
             create_only: vec!["password".into()],
+            unmanaged: Vec::new(),
             password_field: None,
             secret_id: None,
             retain_secret: false,

@@ -120,6 +120,21 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX deliveries_state;
     CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
     "#,
+    // 5: accounts the bridge took over rather than created: found by their natural key (or
+    // after a create answered 409), with the target's id and the names (never the values)
+    // of the fields the first update changed, so an admin can review a takeover. And the
+    // fields a desired state must never write to such an account (`managed = false`).
+    r#"
+    ALTER TABLE deliveries ADD COLUMN unmanaged TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE adoptions (
+        user_id     TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        remote_id   TEXT NOT NULL,
+        adopted_at  INTEGER NOT NULL,
+        changed     TEXT NOT NULL,
+        PRIMARY KEY (user_id, target)
+    ) WITHOUT ROWID;
+    "#,
     // 6: the fields a desired state leaves out because the user's value could not be mapped,
     // as a JSON list of {field, value, reason}; NULL when none. The partial index lets the
     // per-field counts (/metrics, the admin API) read only the rows that have some.

@@ -1,11 +1,13 @@
 //! The SQLite store behind the bridge: SCIM resources, and (as the fan-out lands) the sync
 //! ledger of what each target was asked and answered. rusqlite never leaves this folder.
 
+mod adoptions;
 mod db;
 mod deliveries;
 mod migrations;
 mod resources;
 
+pub use adoptions::Adoption;
 pub use db::{Db, DbOptions};
 pub use deliveries::{
     Attempt, AttemptOutcome, Delivery, DeliveryOp, DeliveryState, Desired, Omissions, SealedSecret,

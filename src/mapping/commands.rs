@@ -193,6 +193,7 @@ pub fn preview(
                 operation,
                 payload,
                 create_only,
+                unmanaged,
                 password_field,
                 hash,
                 warnings,
@@ -202,6 +203,15 @@ pub fn preview(
                     writeln(
                         out,
                         format!("sent on create only: {}", create_only.join(", ")),
+                    );
+                }
+                if !unmanaged.is_empty() {
+                    writeln(
+                        out,
+                        format!(
+                            "never written to an adopted account: {}",
+                            unmanaged.join(", ")
+                        ),
                     );
                 }
                 let mut body = payload;

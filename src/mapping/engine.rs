@@ -57,6 +57,9 @@ pub enum Render {
         payload: Payload,
         /// Fields in `payload` to leave out of an update.
         create_only: Vec<String>,
+        /// Fields in `payload` never written to an account the bridge adopted
+        /// (`managed = false`).
+        unmanaged: Vec<String>,
         /// The target field that carries the password. It is never in `payload`: the fan-out
         /// adds the decrypted password on create, and on update only when it changed.
         password_field: Option<String>,
@@ -135,11 +138,19 @@ impl Mapping {
                     .filter(|f| f.create_only && payload.contains_key(&f.name))
                     .map(|f| f.name.clone())
                     .collect();
+                let unmanaged = self
+                    .spec
+                    .fields
+                    .iter()
+                    .filter(|f| !f.managed && payload.contains_key(&f.name))
+                    .map(|f| f.name.clone())
+                    .collect();
                 let hash = payload_hash(&payload);
                 Render::Send {
                     operation,
                     payload,
                     create_only,
+                    unmanaged,
                     password_field,
                     hash,
                     warnings,
@@ -755,6 +766,27 @@ userProducts = { grants = [{ group = "Schedulers", entry = { productName = "SCHE
         );
         assert_eq!(create_only, ["firstName"]);
         assert_eq!(password.as_deref(), Some("password"));
+    }
+
+    #[test]
+    fn fields_not_managed_on_adopted_accounts_are_listed_and_the_flag_is_checked() {
+        let mapping = load(&with_fields(
+            r#"title = { from = "title", transform = [{ truncate = 25 }], managed = false }
+mobile = { from = 'phoneNumbers[type eq "mobile"].value', managed = true }"#,
+        ))
+        .expect("valid mapping");
+        match mapping.render(&user(), Event::Upsert) {
+            Render::Send { unmanaged, .. } => assert_eq!(unmanaged, ["title"]),
+            other => panic!("expected a payload, got {other:?}"),
+        }
+        let errors = load(&with_fields(
+            r#"title = { from = "title", managed = "no" }"#,
+        ))
+        .expect_err("a flag that is not a boolean");
+        assert!(
+            format!("{errors:?}").contains("'managed' must be true or false"),
+            "{errors:?}"
+        );
     }
 
     #[test]

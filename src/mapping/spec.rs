@@ -173,6 +173,9 @@ pub(crate) struct FieldRule {
     pub rule: Rule,
     /// Sent when the account is created, left out of updates.
     pub create_only: bool,
+    /// `managed = false`: the target's own on accounts the bridge adopted (never written
+    /// there); written as usual on accounts the bridge created.
+    pub managed: bool,
     /// What a value that cannot be mapped does; unset, the target's schema decides.
     pub on_invalid: Option<OnInvalid>,
 }
@@ -308,6 +311,7 @@ const FIELD_KEYS: &[&str] = &[
     "when",
     "transform",
     "create_only",
+    "managed",
     "on_invalid",
 ];
 const DEPROVISION_KEYS: &[&str] = &["deactivate", "delete", "disable_sets"];
@@ -481,20 +485,8 @@ impl Reader<'_> {
 
     fn field(&mut self, entry: &Entry, spec: &mut Spec) {
         let before = self.errors.len();
-        let create_only = match &entry.node.value {
-            NodeValue::Table(keys) => keys
-                .iter()
-                .find(|k| k.key == "create_only")
-                .and_then(|k| match k.node.value {
-                    NodeValue::Boolean(b) => Some(b),
-                    _ => {
-                        self.invalid(&k.node.span, "'create_only' must be true or false", None);
-                        None
-                    }
-                })
-                .unwrap_or(false),
-            _ => false,
-        };
+        let create_only = self.flag(entry, "create_only").unwrap_or(false);
+        let managed = self.flag(entry, "managed").unwrap_or(true);
         let on_invalid = match &entry.node.value {
             NodeValue::Table(keys) => keys
                 .iter()
@@ -509,6 +501,7 @@ impl Reader<'_> {
                 name_span: entry.key_span.clone(),
                 rule,
                 create_only,
+                managed,
                 on_invalid,
             }),
             _ => spec
@@ -530,6 +523,25 @@ impl Reader<'_> {
                          \"reject\" sends nothing and records why"
                             .to_owned(),
                     ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A boolean key of a field's table (`create_only`, `managed`), if given.
+    fn flag(&mut self, entry: &Entry, key: &str) -> Option<bool> {
+        let NodeValue::Table(keys) = &entry.node.value else {
+            return None;
+        };
+        let found = keys.iter().find(|k| k.key == key)?;
+        match found.node.value {
+            NodeValue::Boolean(b) => Some(b),
+            _ => {
+                self.invalid(
+                    &found.node.span,
+                    format!("'{key}' must be true or false"),
+                    None,
                 );
                 None
             }
@@ -578,7 +590,9 @@ impl Reader<'_> {
         let known: Vec<&str> = FIELD_KEYS
             .iter()
             .copied()
-            .filter(|k| top || !matches!(*k, "create_only" | "grants" | "revoke" | "on_invalid"))
+            .filter(|k| {
+                top || !matches!(*k, "create_only" | "managed" | "grants" | "revoke" | "on_invalid")
+            })
             .collect();
         let misspelt = self.unknown_keys(entries, &known, "a field rule");
         let sources: Vec<&Entry> = entries

@@ -66,9 +66,21 @@ pub(crate) struct Record {
     pub fields: Payload,
     /// Write-only values, kept apart so no read ever returns them.
     pub secrets: BTreeMap<String, String>,
+    /// How many accepted writes (a seed included) set each write-only field.
+    pub secret_writes: BTreeMap<String, u32>,
     pub counts: Counts,
     /// Deleted accounts stay listed (never served) so their delete count can be seen.
     pub deleted: bool,
+}
+
+impl Record {
+    /// Takes the write-only values an accepted write set, counting each.
+    fn set_secrets(&mut self, secrets: BTreeMap<String, String>) {
+        for (name, value) in secrets {
+            *self.secret_writes.entry(name.clone()).or_default() += 1;
+            self.secrets.insert(name, value);
+        }
+    }
 }
 
 /// An account as the control endpoint and the test handles show it.
@@ -78,6 +90,9 @@ pub struct AccountSnapshot {
     pub fields: Payload,
     /// The write-only fields that hold a value (their values are not shown).
     pub secrets_set: Vec<String>,
+    /// How many times each write-only field was set, by a seed or an accepted write: a
+    /// password set by hand and never by the bridge shows `{"password": 1}`.
+    pub secret_writes: BTreeMap<String, u32>,
     pub counts: Counts,
     pub deleted: bool,
 }
@@ -253,10 +268,12 @@ impl Accounts {
         let position = self.records.len();
         self.by_id.entry(id.to_owned()).or_insert(position);
         self.index.add(position, &fields);
+        let secret_writes = secrets.keys().map(|name| (name.clone(), 1)).collect();
         self.records.push(Record {
             id: id.to_owned(),
             fields,
             secrets,
+            secret_writes,
             counts,
             deleted: false,
         });
@@ -285,7 +302,7 @@ impl Accounts {
         self.index.remove(position, &record.fields);
         self.index.add(position, &fields);
         record.fields = fields;
-        record.secrets.extend(secrets);
+        record.set_secrets(secrets);
         record.counts.updates += 1;
         Ok(record)
     }
@@ -313,7 +330,7 @@ impl Accounts {
         }
         record.fields.extend(set);
         self.index.add(position, &record.fields);
-        record.secrets.extend(secrets);
+        record.set_secrets(secrets);
         record.counts.updates += 1;
         Ok(record)
     }
@@ -356,6 +373,7 @@ impl Accounts {
                 id: record.id.clone(),
                 fields: record.fields.clone(),
                 secrets_set: record.secrets.keys().cloned().collect(),
+                secret_writes: record.secret_writes.clone(),
                 counts: record.counts,
                 deleted: record.deleted,
             })
@@ -463,6 +481,8 @@ struct Inner {
 pub(crate) struct EmulatorState {
     pub clock: SharedClock,
     pub flavor: Flavor,
+    /// An update without the password keeps the one held (see `EmulatorConfig`).
+    pub keeps_password_when_omitted: bool,
     token_ttl: Duration,
     rate_limit: Option<u32>,
     configured_faults: Faults,
@@ -475,6 +495,7 @@ impl EmulatorState {
         Self {
             clock,
             flavor,
+            keeps_password_when_omitted: cfg.keeps_password_when_omitted,
             token_ttl: Duration::from_secs(cfg.token_ttl_secs),
             rate_limit: cfg.rate_limit_per_second,
             configured_faults: cfg.faults.clone(),

@@ -150,15 +150,24 @@ async fn token(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Byt
     })))
 }
 
-/// The first rule a create or PUT body breaks.
-fn violation(schema: &TargetSchema, account: &Payload, creating: bool) -> Option<String> {
+/// The first rule a create or PUT body breaks. `password_optional` lifts the reference's
+/// rule that a PUT carries the password.
+fn violation(
+    schema: &TargetSchema,
+    account: &Payload,
+    creating: bool,
+    password_optional: bool,
+) -> Option<String> {
     let text = |field: &str| {
         account
             .get(field)
             .and_then(Value::as_str)
             .unwrap_or_default()
     };
-    if let Some(spec) = required(schema, creating).find(|spec| text(spec.name).is_empty()) {
+    let missing = required(schema, creating)
+        .filter(|spec| !(password_optional && spec.name == "password"))
+        .find(|spec| text(spec.name).is_empty());
+    if let Some(spec) = missing {
         return Some(format!(
             "Missing or invalid parameter: {} is required",
             spec.name
@@ -187,7 +196,8 @@ fn accept_account(
 ) -> Result<Payload, Refusal> {
     let account = json_object(state, req, body, "Missing or invalid parameter: body")?;
     let schema = &state.flavor.schema;
-    match violation(schema, &account, creating) {
+    let password_optional = !creating && state.keeps_password_when_omitted;
+    match violation(schema, &account, creating, password_optional) {
         Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
         None => {
             let mut kept = writable_fields(schema, &account);

@@ -51,6 +51,10 @@ pub struct EmulatorConfig {
     pub rate_limit_per_second: Option<u32>,
     /// The faults in force at start, and again after a reset.
     pub faults: Faults,
+    /// Kibo: accept a PUT without the password and keep the one held. Kibo's reference
+    /// requires it on every PUT, which is the default; a tenant that does not can be
+    /// emulated with this (and the adapter's `password_required_on_update = false`).
+    pub keeps_password_when_omitted: bool,
 }
 
 impl EmulatorConfig {
@@ -60,6 +64,7 @@ impl EmulatorConfig {
             token_ttl_secs: 3_600,
             rate_limit_per_second: None,
             faults: Faults::default(),
+            keeps_password_when_omitted: false,
         }
     }
 }

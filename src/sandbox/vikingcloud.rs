@@ -15,6 +15,7 @@ use super::emulator::{
 };
 use super::index::Key;
 use super::{DEV_PASSWORD, DEV_USERNAME};
+use crate::targets::vikingcloud::payload::LISTS;
 use crate::targets::{FieldKind, Payload, TargetSchema};
 
 /// Another user with the same email address is a conflict.
@@ -219,7 +220,7 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
 }
 
 /// Updates the user the body's `userKey` names with the fields sent; a field sent as null
-/// is cleared.
+/// is cleared, and `roles` and `privileges` become what was sent (empty when left out).
 async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
     authorize(&state, &req)?;
     let user = accept_user(&state, &req, &body)?;
@@ -229,6 +230,11 @@ async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
     let mut changes = user;
     // The key names the user; it is not one of the fields that change.
     changes.remove("userKey");
+    // The lists are required with a default of [] (seed 002): the service replaces each with
+    // what is sent, and an update that leaves one out empties it.
+    for list in LISTS {
+        changes.entry(list).or_insert_with(|| json!([]));
+    }
     let outcome = state.with_accounts(|accounts| {
         let id = find_id(accounts, &authenticator, &username).ok_or(Refused::NotFound)?;
         let record = accounts.merge(&id, changes, UNIQUE_EMAIL)?;

@@ -153,8 +153,13 @@ pub fn found<T>(result: TargetResult<T>) -> TargetResult<Option<T>> {
     }
 }
 
-/// A failure before any HTTP answer: always worth another try later.
+/// A failure before any HTTP answer. A request that could not even be built (a value no
+/// header can carry) fails the same way every time, so it is refused rather than retried;
+/// anything else is worth another try later.
 fn transport_error(err: &reqwest::Error) -> TargetError {
+    if err.is_builder() {
+        return TargetError::unusable(format!("the request could not be built: {err}"));
+    }
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -179,6 +184,24 @@ pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
         path.pop_if_empty().extend(segments);
     }
     url
+}
+
+/// `endpoint` for segments that carry data (a user name, an id the target gave). `endpoint`
+/// escapes `/`, `?`, `#`, `%` and non-ASCII text in a segment, but silently drops a `.` or
+/// `..` segment and strips tabs and line breaks, and an empty segment names the collection
+/// instead of a member. Such a value would address another resource, so it is refused
+/// before anything is sent.
+pub fn data_endpoint(base: &Url, segments: &[&str]) -> TargetResult<Url> {
+    let unplaceable = |segment: &&&str| {
+        matches!(**segment, "" | "." | "..") || segment.chars().any(char::is_control)
+    };
+    if let Some(segment) = segments.iter().find(unplaceable) {
+        return Err(TargetError::unusable(format!(
+            "{segment:?} cannot be placed in a URL path (empty, a dot segment or a control \
+             character)"
+        )));
+    }
+    Ok(endpoint(base, segments))
 }
 
 /// How hard one target may be driven.
@@ -453,6 +476,51 @@ mod tests {
             map.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_refused_not_retried() {
+        let limits = Limits {
+            timeout: Duration::from_secs(1),
+            concurrency: 1,
+            rate_per_second: NonZeroU32::MIN,
+            throttle_default: None,
+        };
+        let clock = Arc::new(ManualClock::new(at(1_700_000_000)));
+        let transport = Transport::new("t", limits, clock).unwrap();
+        let request = transport
+            .client()
+            .get("http://127.0.0.1:9/")
+            .header("filters", "email=a@b\r\nx-admin: 1");
+        match transport.exchange(request).await {
+            Err(TargetError::Rejected { status: 0, message }) => {
+                assert!(
+                    message.starts_with("the request could not be built"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_segments_are_escaped_whole_and_dot_segments_refused() {
+        let base = Url::parse("http://h/user-service/internal/user").unwrap();
+        let url = data_endpoint(&base, &["local", "a/b?c#d%2Fe é"]).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://h/user-service/internal/user/local/a%2Fb%3Fc%23d%252Fe%20%C3%A9"
+        );
+        assert_eq!(url.path_segments().unwrap().count(), 5);
+        for bad in ["", ".", "..", "ana\r\nx-admin: 1", "tab\there"] {
+            assert!(
+                matches!(
+                    data_endpoint(&base, &["local", bad]),
+                    Err(TargetError::Rejected { status: 0, .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -338,12 +338,12 @@ async fn throttling_is_retried_and_primaveras_limit_is_never_exceeded() {
 
 #[tokio::test]
 async fn an_update_before_the_first_delivery_keeps_the_password_the_create_needs() {
-    // Appgate cannot create an account without a password: the bridge generates one when
-    // the identity provider sends none. A PATCH that lands before that create went out must
-    // not drop it.
+    // Kibo cannot create an account without a password: the bridge makes one up for the
+    // create when the identity provider sends none. A PATCH that lands before that create
+    // went out must not drop it.
     let synced = SyncedApp::spawn().await;
     let pause = synced
-        .admin(Method::POST, "/targets/appgate/pause")
+        .admin(Method::POST, "/targets/kibo/pause")
         .send()
         .await
         .unwrap();
@@ -353,7 +353,7 @@ async fn an_update_before_the_first_delivery_keeps_the_password_the_create_needs
     let rename = patch(json!([{"op": "replace", "path": "displayName", "value": "Renamed"}]));
     json_of(synced.app.patch(&path, &rename).await, 200).await;
     let resume = synced
-        .admin(Method::POST, "/targets/appgate/resume")
+        .admin(Method::POST, "/targets/kibo/resume")
         .send()
         .await
         .unwrap();
@@ -364,8 +364,8 @@ async fn an_update_before_the_first_delivery_keeps_the_password_the_create_needs
             .all(|t| t["delivered"] == 1 && t["rejected"] == 0),
         "{lag:?}"
     );
-    let appgate = synced.live_accounts(TargetKind::Appgate);
-    assert!(appgate[0].secrets_set.contains(&"password".to_owned()));
+    let kibo = synced.live_accounts(TargetKind::Kibo);
+    assert_eq!(kibo[0].secret_writes["password"], 1);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 // clippy.toml lets `#[test]` functions unwrap; the helpers they call are test code too.
 #![allow(clippy::unwrap_used)]
 
+mod adoption;
 mod bench;
 mod crash;
 mod fanout;

@@ -44,6 +44,7 @@ fn as_golden(event: Event, rendered: Render) -> Value {
             password_field,
             hash,
             warnings,
+            ..
         } => {
             let mut golden = json!({
                 "event": event,

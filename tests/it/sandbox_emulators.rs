@@ -9,6 +9,7 @@ use scim_bridge::sandbox::{
     DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME,
 };
 use scim_bridge::targets::config::TargetKind;
+use scim_bridge::targets::TargetError;
 use serde_json::{json, Value};
 
 use crate::support::{object, Env};
@@ -128,14 +129,15 @@ async fn appgate_validates_creates_with_200_and_replaces_on_put() {
         json!([{"field": "lastName", "message": "may not be empty"}])
     );
 
+    // The reference marks name, firstName and lastName "Required", not the password (001).
     let mut no_password = ana.clone();
     no_password.as_object_mut().unwrap().remove("password");
-    let (status, error) = send(call(Method::POST, "/local-users").json(&no_password)).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        error["errors"],
-        json!([{"field": "password", "message": "may not be null"}])
-    );
+    no_password["name"] = json!("sso-user");
+    let (status, created) = send(call(Method::POST, "/local-users").json(&no_password)).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let sso_id = created["id"].as_str().unwrap();
+    assert_eq!(emulator.secret(sso_id, "password"), None);
+    send(call(Method::DELETE, &format!("/local-users/{sso_id}"))).await;
 
     let (status, created) = send(call(Method::POST, "/local-users").json(&ana)).await;
     assert_eq!(status, StatusCode::OK, "Appgate answers a create with 200");
@@ -157,10 +159,17 @@ async fn appgate_validates_creates_with_200_and_replaces_on_put() {
         "PUT replaces the whole user: {replaced}"
     );
     assert_eq!(emulator.secret(&id, "password").as_deref(), Some("first"));
+    let writes = |id: &str| emulator.account(id).unwrap().secret_writes;
+    assert_eq!(writes(&id), [("password".to_owned(), 1)].into());
     let mut with_password = replacement.clone();
     with_password["password"] = json!("second");
     send(call(Method::PUT, &format!("/local-users/{id}")).json(&with_password)).await;
     assert_eq!(emulator.secret(&id, "password").as_deref(), Some("second"));
+    assert_eq!(
+        writes(&id),
+        [("password".to_owned(), 2)].into(),
+        "every write that sets it counts"
+    );
 
     // `query` is a substring match across fields.
     for name in ["joanna", "bob"] {
@@ -300,7 +309,13 @@ async fn vikingcloud_checks_tokens_phone_rule_and_uniqueness() {
         )
     );
 
-    // Update is a POST naming the user by its key; fields not sent stay.
+    // Update is a POST naming the user by its key; fields not sent stay, but the lists are
+    // replaced with what is sent, and one left out takes its default, [] (seed 002).
+    let listed = json!({"userKey": {"username": "ana", "authenticator": "local"},
+                        "roles": [{"name": "ADMIN"}], "privileges": [{"name": "EXPORT"}]});
+    let (status, updated) = send(call(Method::POST, "/user-service/v1/user").json(&listed)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(updated["privileges"], json!([{"name": "EXPORT"}]));
     let update =
         json!({"userKey": {"username": "ana", "authenticator": "local"}, "enabled": false});
     let (status, updated) = send(call(Method::POST, "/user-service/v1/user").json(&update)).await;
@@ -308,6 +323,11 @@ async fn vikingcloud_checks_tokens_phone_rule_and_uniqueness() {
     assert_eq!(
         (updated["enabled"].clone(), updated["email"].clone()),
         (json!(false), json!("ana@example.com"))
+    );
+    assert_eq!(
+        (updated["roles"].clone(), updated["privileges"].clone()),
+        (json!([]), json!([])),
+        "an update without the lists empties them"
     );
     let unknown = json!({"userKey": {"username": "nobody", "authenticator": "local"}});
     assert_eq!(
@@ -430,8 +450,14 @@ async fn kibo_requires_context_headers_and_full_puts() {
 
     // PUT wants email, names and password too.
     let account = format!("{accounts}/{id}");
-    let (status, _) = send(call(client.put(&account)).json(&no_password)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, error) = send(call(client.put(&account)).json(&no_password)).await;
+    assert_eq!(
+        (status, error["message"].clone()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!("Missing or invalid parameter: password is required")
+        )
+    );
     let mut inactive = ana.clone();
     inactive["isActive"] = json!(false);
     let (status, replaced) = send(call(client.put(&account)).json(&inactive)).await;
@@ -500,6 +526,41 @@ async fn kibo_requires_context_headers_and_full_puts() {
         held.counts.role_calls, 5,
         "two assigns of 2, one of 3, two removes"
     );
+}
+
+#[tokio::test]
+async fn a_kibo_tenant_that_keeps_the_password_accepts_a_put_without_it() {
+    let mut cfg = SandboxConfig::ephemeral();
+    cfg.kibo.keeps_password_when_omitted = true;
+    let env = Env::start_with(cfg).await;
+    let emulator = env.emulator(TargetKind::Kibo);
+    let id = emulator.insert_account(object(json!({
+        "emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima",
+        "password": "hand-set"
+    })));
+    let target = env.target(TargetKind::Kibo, |_| {});
+    let renamed = object(json!({
+        "emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Souza"
+    }));
+    let updated = target.update(&id, &renamed).await.unwrap();
+    assert_eq!(updated.fields["lastName"], json!("Souza"));
+    assert_eq!(
+        emulator.secret(&id, "password").as_deref(),
+        Some("hand-set")
+    );
+    let held = emulator.account(&id).unwrap();
+    assert_eq!(held.secret_writes, [("password".to_owned(), 1)].into());
+    // A create still needs one.
+    let new = object(json!({"emailAddress": "bo@example.com", "firstName": "B", "lastName": "O"}));
+    match target.create(&new).await {
+        Err(TargetError::Rejected {
+            status: 400,
+            message,
+        }) => {
+            assert!(message.contains("password is required"), "{message}")
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -549,3 +549,80 @@ async fn kibo_roles_are_assigned_and_removed_by_their_own_calls() {
 
     env.sandbox.stop().await;
 }
+
+/// Names that try to leave their place in a request: a path separator, a query, a fragment,
+/// an escape of their own, non-ASCII letters, and a line break that would start a header.
+const HOSTILE: [&str; 4] = [
+    "a/b?c=1#d%2Fe",
+    "..%2F..",
+    "zoë-ünïcødé",
+    "eve\r\nx-admin: true",
+];
+
+/// Each hostile name either makes the whole round trip (create, find, update, read,
+/// delete) on its own account and no other, or is refused before anything is sent, as a
+/// rejection (status 0) that names the problem, never a retryable "request failed".
+async fn hostile(case: Case, refused: &[&str]) {
+    let env = Env::start().await;
+    let emulator = env.emulator(case.kind).clone();
+    let target = env.target(case.kind, |_| {});
+    // A bystander whose account a misplaced request would hit.
+    let bystander = (case.user)("a");
+    let bystander_id = target.create(&bystander).await.unwrap().id;
+    for who in HOSTILE {
+        env.next_second();
+        let payload = (case.user)(who);
+        if refused.contains(&who) {
+            let requests = emulator.requests();
+            match target.find(&payload).await {
+                Err(TargetError::Rejected { status: 0, message }) => {
+                    // Named as written, escapes and all, so the admin sees what to fix.
+                    let named = format!("{who:?}");
+                    assert!(
+                        message.contains(named.trim_matches('"')),
+                        "{who:?}: {message}"
+                    );
+                }
+                other => panic!("{who:?}: expected a refusal, got {other:?}"),
+            }
+            assert_eq!(emulator.requests(), requests, "{who:?}: nothing sent");
+            continue;
+        }
+        assert_eq!(target.find(&payload).await.unwrap(), None, "{who:?}");
+        let created = target.create(&payload).await.unwrap();
+        let found = target.find(&payload).await.unwrap();
+        assert_eq!(found.map(|f| f.id), Some(created.id.clone()), "{who:?}");
+        let updated = target
+            .update(&created.id, &renamed(&case, payload.clone(), "Souza"))
+            .await
+            .unwrap();
+        assert_eq!(updated.id, created.id, "{who:?}");
+        assert_eq!(only(&case, &emulator, who).fields[case.last_name], "Souza");
+        assert!(target.read(&created.id).await.unwrap().is_some(), "{who:?}");
+        target.delete(&created.id).await.unwrap();
+        assert!(live(&case, &emulator, who).is_empty(), "{who:?}");
+    }
+    let bystander = target.read(&bystander_id).await.unwrap().unwrap();
+    assert_eq!(bystander.fields[case.last_name], "Lima", "untouched");
+    env.sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn appgate_hostile_names_stay_in_their_query_string() {
+    hostile(appgate_case(), &[]).await;
+}
+
+#[tokio::test]
+async fn vikingcloud_hostile_usernames_are_escaped_path_segments_or_refused() {
+    hostile(vikingcloud_case(), &["eve\r\nx-admin: true"]).await;
+}
+
+#[tokio::test]
+async fn kibo_hostile_addresses_stay_in_their_query_string() {
+    hostile(kibo_case(), &[]).await;
+}
+
+#[tokio::test]
+async fn primavera_addresses_a_header_cannot_carry_are_refused_before_sending() {
+    hostile(primavera_case(), &["zoë-ünïcødé", "eve\r\nx-admin: true"]).await;
+}

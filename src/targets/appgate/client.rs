@@ -12,7 +12,9 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::targets::http::{endpoint, Auth, Issued, Session, Transport, UNSTATED_TOKEN_LIFETIME};
+use crate::targets::http::{
+    data_endpoint, Auth, Issued, Session, Transport, UNSTATED_TOKEN_LIFETIME,
+};
 use crate::targets::{Payload, TargetResult};
 
 /// How the bridge logs in to the controller.
@@ -80,8 +82,8 @@ pub struct AppgateClient {
 }
 
 impl AppgateClient {
-    fn user(&self, id: &str) -> Url {
-        endpoint(&self.users, &[id])
+    fn user(&self, id: &str) -> TargetResult<Url> {
+        data_endpoint(&self.users, &[id])
     }
 
     /// Local users whose fields contain `query`, ordered by name, `count` from `start`.
@@ -108,23 +110,26 @@ impl AppgateClient {
     }
 
     pub async fn get(&self, id: &str) -> TargetResult<Payload> {
+        let url = self.user(id)?;
         self.session
-            .call(|client| client.get(self.user(id)))
+            .call(|client| client.get(url.clone()))
             .await?
             .json()
     }
 
     /// `PUT /local-users/{id}`: replaces the whole user.
     pub async fn replace(&self, id: &str, body: &Payload) -> TargetResult<Payload> {
+        let url = self.user(id)?;
         self.session
-            .call(|client| client.put(self.user(id)).json(body))
+            .call(|client| client.put(url.clone()).json(body))
             .await?
             .json()
     }
 
     pub async fn delete(&self, id: &str) -> TargetResult<()> {
+        let url = self.user(id)?;
         self.session
-            .call(|client| client.delete(self.user(id)))
+            .call(|client| client.delete(url.clone()))
             .await
             .map(drop)
     }

@@ -23,6 +23,16 @@ pub struct AppgateConfig {
     pub device_id: Option<String>,
     #[serde(default = "default_api_version")]
     pub api_version: u32,
+    /// Whether the controller holds `Ana@Example.com` and `ana@example.com` as one name, so
+    /// an account found with the name in another case is adopted. The Admin API reference
+    /// does not say; controllers refuse the second spelling with a 409, so this is on by
+    /// default. Off, only the exact name is adopted.
+    #[serde(default = "default_name_ignores_case")]
+    pub name_ignores_case: bool,
+}
+
+fn default_name_ignores_case() -> bool {
+    true
 }
 
 fn default_provider_name() -> String {

@@ -1,5 +1,6 @@
 //! Appgate SDP local users: the adapter the fan-out worker drives for `kind = "appgate"`.
-//! Accounts are matched by exact `name`; a PUT replaces the whole user.
+//! Accounts are matched by `name` (in any case, unless configured otherwise); a PUT replaces
+//! the whole user.
 
 pub mod client;
 pub mod config;
@@ -21,6 +22,7 @@ pub struct AppgateTarget {
     name: String,
     schema: TargetSchema,
     client: AppgateClient,
+    name_ignores_case: bool,
 }
 
 impl AppgateTarget {
@@ -52,6 +54,7 @@ impl AppgateTarget {
             },
             name: built.name,
             schema: payload::schema(),
+            name_ignores_case: cfg.name_ignores_case,
         })
     }
 }
@@ -66,23 +69,36 @@ impl Target for AppgateTarget {
         &self.schema
     }
 
-    /// `query` matches substrings of several fields, so pages are searched for the exact name.
+    /// `query` matches substrings of several fields, so pages are searched for the name: the
+    /// exact one first, else (where the controller ignores case) the one account whose name
+    /// differs only in case. Several such accounts mean the controller tells case apart
+    /// after all, and none of them is taken for this user.
     async fn find(&self, payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
         let name = required_str(payload, payload::NAME)?;
+        let folded = name.to_lowercase();
+        let mut in_other_case = Vec::new();
         let mut start = 0;
         loop {
             let page = self.client.search(name, start, PAGE_SIZE).await?;
-            let exact = page
-                .data
-                .iter()
-                .find(|user| user.get(payload::NAME).and_then(Value::as_str) == Some(name));
-            if let Some(user) = exact {
-                return RemoteAccount::from_object(user.clone(), "id").map(Some);
+            for user in &page.data {
+                let Some(held) = user.get(payload::NAME).and_then(Value::as_str) else {
+                    continue;
+                };
+                if held == name {
+                    return RemoteAccount::from_object(user.clone(), "id").map(Some);
+                }
+                if self.name_ignores_case && held.to_lowercase() == folded {
+                    in_other_case.push(user.clone());
+                }
             }
             start += page.data.len();
             if page.data.is_empty() || start >= page.total_count {
-                return Ok(None);
+                break;
             }
+        }
+        match <[Payload; 1]>::try_from(in_other_case) {
+            Ok([user]) => RemoteAccount::from_object(user, "id").map(Some),
+            Err(_) => Ok(None),
         }
     }
 
@@ -94,11 +110,16 @@ impl Target for AppgateTarget {
         RemoteAccount::from_object(user, "id")
     }
 
+    /// A PUT replaces the whole user, tags included, so when the mapping sets tags the user
+    /// is read first and the tags it holds (given by hand, used by policies) are sent back
+    /// beside the mapping's.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
-        let user = self
-            .client
-            .replace(id, &payload::shape(&self.schema, payload))
-            .await?;
+        let mut body = payload::shape(&self.schema, payload);
+        if body.contains_key(payload::TAGS) {
+            let current = self.client.get(id).await?;
+            payload::keep_held_tags(&mut body, &current);
+        }
+        let user = self.client.replace(id, &body).await?;
         RemoteAccount::from_object(user, "id")
     }
 

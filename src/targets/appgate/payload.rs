@@ -7,6 +7,7 @@ use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetSchema};
 
 /// The field that names a local user; unique per controller, so it is the natural key.
 pub const NAME: &str = "name";
+pub const TAGS: &str = "tags";
 
 pub fn schema() -> TargetSchema {
     let field = FieldSpec::optional;
@@ -25,15 +26,16 @@ pub fn schema() -> TargetSchema {
             required("firstName"),
             required("lastName"),
             FieldSpec {
-                // Omitted on update, the old password stays.
-                required_on_create: true,
+                // Optional on create too: the reference marks name, firstName and lastName
+                // "Required" and not the password (seed 001); omitted on update, the old
+                // password stays (seed 000).
                 write_only: true,
                 ..field("password", FieldKind::String)
             },
             field("email", FieldKind::String),
             field("phone", FieldKind::String),
             field("notes", FieldKind::String),
-            field("tags", FieldKind::StringArray),
+            field(TAGS, FieldKind::StringArray),
             field("disabled", FieldKind::Boolean),
             read_only("id", FieldKind::String),
             read_only("created", FieldKind::String),
@@ -69,6 +71,28 @@ pub fn shape(schema: &TargetSchema, payload: &Payload) -> Payload {
         .collect()
 }
 
+/// Puts the tags `current` holds that `body` lacks before the body's own: the mapping
+/// manages the tags it names, and a tag given in Appgate stays.
+pub fn keep_held_tags(body: &mut Payload, current: &Payload) {
+    let Some(Value::Array(mapped)) = body.get(TAGS) else {
+        return;
+    };
+    let mut tags: Vec<Value> = current
+        .get(TAGS)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|tag| tag.as_str().is_some_and(|text| !text.is_empty()))
+        .cloned()
+        .collect();
+    for tag in mapped {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    body.insert(TAGS.to_owned(), Value::Array(tags));
+}
+
 /// The same account with login refused.
 pub fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "disabled", Value::Bool(true))
@@ -101,6 +125,17 @@ mod tests {
     fn a_given_password_is_sent() {
         let input = object(json!({"name": "ana", "password": "s3cret!"}));
         assert_eq!(shape(&schema(), &input)["password"], json!("s3cret!"));
+    }
+
+    #[test]
+    fn tags_held_are_kept_beside_the_mappings() {
+        let mut body = object(json!({"name": "ana", "tags": ["scim-bridge"]}));
+        let current = object(json!({"tags": ["vpn-admins", "scim-bridge"]}));
+        keep_held_tags(&mut body, &current);
+        assert_eq!(body["tags"], json!(["vpn-admins", "scim-bridge"]));
+        let mut untagged = object(json!({"name": "ana"}));
+        keep_held_tags(&mut untagged, &current);
+        assert!(!untagged.contains_key("tags"));
     }
 
     #[test]

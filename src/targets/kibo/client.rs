@@ -10,7 +10,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::targets::http::{endpoint, Auth, Issued, Session, Transport, UNSTATED_TOKEN_LIFETIME};
+use crate::targets::http::{
+    data_endpoint, Auth, Issued, Session, Transport, UNSTATED_TOKEN_LIFETIME,
+};
 use crate::targets::{Payload, TargetResult};
 
 /// The tenant and site context every Kibo call carries.
@@ -72,12 +74,12 @@ pub struct KiboClient {
 }
 
 impl KiboClient {
-    fn account(&self, id: &str) -> Url {
-        endpoint(&self.accounts, &[id])
+    fn account(&self, id: &str) -> TargetResult<Url> {
+        data_endpoint(&self.accounts, &[id])
     }
 
-    fn role(&self, id: &str, role: i64) -> Url {
-        endpoint(&self.accounts, &[id, "roles", &role.to_string()])
+    fn role(&self, id: &str, role: i64) -> TargetResult<Url> {
+        data_endpoint(&self.accounts, &[id, "roles", &role.to_string()])
     }
 
     pub async fn by_email(&self, email: &str) -> TargetResult<Collection> {
@@ -101,22 +103,24 @@ impl KiboClient {
     }
 
     pub async fn get(&self, id: &str) -> TargetResult<Payload> {
+        let url = self.account(id)?;
         self.session
-            .call(|client| client.get(self.account(id)))
+            .call(|client| client.get(url.clone()))
             .await?
             .json()
     }
 
     pub async fn replace(&self, id: &str, body: &Payload) -> TargetResult<Payload> {
+        let url = self.account(id)?;
         self.session
-            .call(|client| client.put(self.account(id)).json(body))
+            .call(|client| client.put(url.clone()).json(body))
             .await?
             .json()
     }
 
     /// `POST .../{id}/roles/{roleId}`: Kibo assigns one role per call.
     pub async fn assign_role(&self, id: &str, role: i64) -> TargetResult<()> {
-        let url = self.role(id, role);
+        let url = self.role(id, role)?;
         self.session
             .call(|client| client.post(url.clone()))
             .await
@@ -125,7 +129,7 @@ impl KiboClient {
 
     /// `DELETE .../{id}/roles/{roleId}`.
     pub async fn remove_role(&self, id: &str, role: i64) -> TargetResult<()> {
-        let url = self.role(id, role);
+        let url = self.role(id, role)?;
         self.session
             .call(|client| client.delete(url.clone()))
             .await
@@ -133,8 +137,9 @@ impl KiboClient {
     }
 
     pub async fn delete(&self, id: &str) -> TargetResult<()> {
+        let url = self.account(id)?;
         self.session
-            .call(|client| client.delete(self.account(id)))
+            .call(|client| client.delete(url.clone()))
             .await
             .map(drop)
     }

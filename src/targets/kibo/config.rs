@@ -21,6 +21,17 @@ pub struct KiboConfig {
     pub tenant_id: String,
     /// Sent as `x-vol-site`: Kibo takes the site of an admin user from this header.
     pub site_id: String,
+    /// Kibo's reference lists the password among the properties a PUT requires. An account
+    /// whose password the bridge does not know (one it adopted, the identity provider sending
+    /// none) then cannot be updated without resetting it, so such updates are held with a
+    /// finding. A tenant that keeps the old password when a PUT leaves it out can say so
+    /// here (`false`), and those accounts are updated without a password.
+    #[serde(default = "default_password_required_on_update")]
+    pub password_required_on_update: bool,
+}
+
+fn default_password_required_on_update() -> bool {
+    true
 }
 
 fn default_auth_url() -> String {

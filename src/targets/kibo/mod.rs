@@ -1,7 +1,7 @@
 //! Kibo Commerce admin-user accounts: the adapter the fan-out worker drives for
-//! `kind = "kibo"`. Accounts are matched by email address; every PUT carries the email, the
-//! names and the password, as Kibo requires. Roles go through their own calls after the
-//! account is written.
+//! `kind = "kibo"`. Accounts are matched by email address; every PUT carries the email and
+//! the names, and the password where the tenant requires it. Roles go through their own
+//! calls after the account is written.
 
 pub mod client;
 pub mod config;
@@ -41,7 +41,7 @@ impl KiboTarget {
                 session: Session::new(built.transport, auth),
             },
             name: built.name,
-            schema: payload::schema(),
+            schema: payload::schema_with(cfg.password_required_on_update),
         })
     }
 }

@@ -18,7 +18,13 @@ const ROLE_ID: &str = "roleId";
 /// the same marker Primavera takes for licences, so one spelling serves every mapping file.
 const REVOKE: (&str, &str) = ("action", "DELETE");
 
+/// The schema as Kibo's reference states it: the password required on every PUT.
 pub fn schema() -> TargetSchema {
+    schema_with(true)
+}
+
+/// The schema, with the password required on update or not (`password_required_on_update`).
+pub fn schema_with(password_required_on_update: bool) -> TargetSchema {
     let field = FieldSpec::optional;
     // Kibo wants these on every PUT as well as on create.
     let always = |name| FieldSpec {
@@ -37,6 +43,7 @@ pub fn schema() -> TargetSchema {
             always("lastName"),
             FieldSpec {
                 write_only: true,
+                required_on_update: password_required_on_update,
                 ..always("password")
             },
             field("userName", FieldKind::String),

@@ -93,13 +93,25 @@ impl PrimaveraClient {
         endpoint(&self.users, &[&id.to_string()])
     }
 
+    /// `GET /user` with the filter header `email=<address>`. A header carries only visible
+    /// ASCII safely: an address with a line break could add headers of its own, and other
+    /// characters are read differently by different servers, so such an address is refused
+    /// before anything is sent.
     pub async fn by_email(&self, email: &str) -> TargetResult<Vec<Payload>> {
-        let filter = format!("email={email}");
+        if !email.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(TargetError::unusable(format!(
+                "email {email:?} cannot be sent in the `{}` header: only visible ASCII \
+                 characters are allowed there (no spaces, line breaks or non-ASCII letters)",
+                self.filter_header
+            )));
+        }
+        let filter = HeaderValue::try_from(format!("email={email}"))
+            .map_err(|err| TargetError::unusable(format!("email {email:?}: {err}")))?;
         self.session
             .call(|client| {
                 client
                     .get(self.users.clone())
-                    .header(self.filter_header.clone(), filter.as_str())
+                    .header(self.filter_header.clone(), filter.clone())
             })
             .await?
             .json()

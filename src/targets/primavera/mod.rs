@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use self::client::{PrimaveraAuth, PrimaveraClient};
 pub use self::config::PrimaveraConfig;
-use self::payload::{EMAIL, PRODUCTS, USER_ID};
+use self::payload::{EMAIL, USER_ID};
 use crate::targets::config::{parse_url, Built, TargetConfigError};
 use crate::targets::http::{endpoint, found, Session};
 use crate::targets::{
@@ -138,15 +138,13 @@ impl Target for PrimaveraTarget {
             })
     }
 
-    /// Licences the payload no longer lists are released explicitly, which needs the user's
-    /// current licences first; the PUT answers no body, so the user is read back.
+    /// Primavera keeps a licence an update leaves out, so the body carries only what the
+    /// mapping manages: the licences granted, and those it takes away (its `revoke` entries,
+    /// `action: "DELETE"`). A licence given by hand and not named in the mapping stays. The
+    /// PUT answers no body, so the user is read back.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
         let id = user_id(id)?;
-        let mut body = payload::shape(&self.schema, payload, Some(id));
-        if body.contains_key(PRODUCTS) {
-            let current = self.client.get(id).await?;
-            payload::release_dropped_licences(&mut body, &current);
-        }
+        let body = payload::shape(&self.schema, payload, Some(id));
         self.client.update(&body).await?;
         self.read_back(id).await
     }

@@ -1,9 +1,7 @@
 //! Primavera Cloud users as a mapping sees them: the field schema (lengths and allowed
 //! values from the API reference), and the shaping a payload gets before it is sent.
 
-use std::collections::BTreeSet;
-
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetSchema};
 
@@ -73,42 +71,6 @@ pub fn shape(schema: &TargetSchema, payload: &Payload, user_id: Option<i64>) -> 
     body
 }
 
-/// Adds an `action: "DELETE"` entry for every licence the user holds that `body` no longer
-/// lists: Primavera keeps a licence that is merely left out. A body without `userProducts`
-/// does not manage licences and is left alone.
-pub fn release_dropped_licences(body: &mut Payload, current: &Payload) {
-    let product_name = |entry: &Value| {
-        entry
-            .get("productName")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let Some(Value::Array(listed)) = body.get(PRODUCTS) else {
-        return;
-    };
-    let wanted: BTreeSet<String> = listed.iter().filter_map(product_name).collect();
-    let releases: Vec<Value> = current
-        .get(PRODUCTS)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|held| {
-            let name = product_name(held)?;
-            if wanted.contains(&name) {
-                return None;
-            }
-            let mut release = json!({"productName": name, "action": "DELETE"});
-            if let Some(id) = held.get("userProductId") {
-                release["userProductId"] = id.clone();
-            }
-            Some(release)
-        })
-        .collect();
-    if let Some(Value::Array(entries)) = body.get_mut(PRODUCTS) {
-        entries.extend(releases);
-    }
-}
-
 /// The same user, inactive.
 pub fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "status", json!("INACTIVE"))
@@ -116,6 +78,8 @@ pub fn disabled(payload: &Payload) -> Payload {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::targets::object;
 
@@ -130,29 +94,6 @@ mod tests {
             Value::Object(shape(&schema(), &payload, None)),
             json!({"email": "a@example.com"})
         );
-    }
-
-    #[test]
-    fn licences_left_out_are_released_explicitly() {
-        let mut body = object(json!({"userProducts": [{"productName": "TASKS"}]}));
-        let current = object(json!({"userProducts": [
-            {"productName": "TASKS", "productId": 1, "userProductId": 10},
-            {"productName": "SCHEDULE", "productId": 2, "userProductId": 11}
-        ]}));
-        release_dropped_licences(&mut body, &current);
-        assert_eq!(
-            body["userProducts"],
-            json!([{"productName": "TASKS"},
-                   {"productName": "SCHEDULE", "action": "DELETE", "userProductId": 11}])
-        );
-    }
-
-    #[test]
-    fn a_body_without_licences_does_not_manage_them() {
-        let mut body = object(json!({"email": "a@example.com"}));
-        let current = object(json!({"userProducts": [{"productName": "TASKS"}]}));
-        release_dropped_licences(&mut body, &current);
-        assert_eq!(Value::Object(body), json!({"email": "a@example.com"}));
     }
 
     #[test]

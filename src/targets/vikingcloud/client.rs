@@ -13,7 +13,7 @@ use serde_json::json;
 use super::payload::UserKey;
 use crate::targets::config::TargetConfigError;
 use crate::targets::http::{
-    endpoint, Answer, Auth, Issued, Session, Transport, UNSTATED_TOKEN_LIFETIME,
+    data_endpoint, Answer, Auth, Issued, Session, Transport, UNSTATED_TOKEN_LIFETIME,
 };
 use crate::targets::{Payload, TargetError, TargetResult};
 
@@ -42,7 +42,9 @@ impl PathTemplate {
         }
     }
 
-    pub fn fill(&self, base: &Url, key: Option<&UserKey>) -> Url {
+    /// The path for `key`, each part of the key escaped as one segment. A key that cannot
+    /// stand in a path (an empty or dot segment, a control character) is refused.
+    pub fn fill(&self, base: &Url, key: Option<&UserKey>) -> TargetResult<Url> {
         let segments: Vec<&str> = self
             .0
             .iter()
@@ -52,7 +54,7 @@ impl PathTemplate {
                 (segment, _) => segment,
             })
             .collect();
-        endpoint(base, &segments)
+        data_endpoint(base, &segments)
     }
 }
 
@@ -142,7 +144,7 @@ pub struct VikingCloudClient {
 
 impl VikingCloudClient {
     pub async fn lookup(&self, key: &UserKey) -> TargetResult<Payload> {
-        let url = self.paths.lookup.fill(&self.base, Some(key));
+        let url = self.paths.lookup.fill(&self.base, Some(key))?;
         self.session
             .call(|client| client.get(url.clone()))
             .await?
@@ -150,7 +152,7 @@ impl VikingCloudClient {
     }
 
     pub async fn create(&self, body: &Payload) -> TargetResult<Answer> {
-        let url = self.paths.create.fill(&self.base, None);
+        let url = self.paths.create.fill(&self.base, None)?;
         self.session
             .call(|client| client.post(url.clone()).json(body))
             .await
@@ -158,14 +160,14 @@ impl VikingCloudClient {
 
     /// `POST /user-service/v1/user`: the user named by the body's `userKey` is updated.
     pub async fn update(&self, body: &Payload) -> TargetResult<Answer> {
-        let url = self.paths.update.fill(&self.base, None);
+        let url = self.paths.update.fill(&self.base, None)?;
         self.session
             .call(|client| client.post(url.clone()).json(body))
             .await
     }
 
     pub async fn delete(&self, key: &UserKey) -> TargetResult<()> {
-        let url = self.paths.delete.fill(&self.base, Some(key));
+        let url = self.paths.delete.fill(&self.base, Some(key))?;
         self.session
             .call(|client| client.delete(url.clone()))
             .await

@@ -29,8 +29,11 @@ impl VikingCloudTarget {
                 .map_err(|err| TargetConfigError::invalid(built.key(field), err.to_string()))
         };
         let path = |field: &str, value: &str| PathTemplate::parse(&built.key(field), value);
+        let login_url = path("login_path", &cfg.login_path)?
+            .fill(&built.base_url, None)
+            .map_err(|err| TargetConfigError::invalid(built.key("login_path"), err.to_string()))?;
         let auth = VikingCloudAuth {
-            login_url: path("login_path", &cfg.login_path)?.fill(&built.base_url, None),
+            login_url,
             username: cfg.username.clone(),
             password: cfg.password.resolve(&built.key("password"))?,
             access_header: header("access_token_header", &cfg.access_token_header)?,
@@ -94,21 +97,20 @@ impl Target for VikingCloudTarget {
 
     async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
         let key = UserKey::of(payload, &self.authenticator)?;
-        let answer = self
-            .client
-            .create(&payload::shape(&self.schema, payload, &key))
-            .await?;
+        let body = payload::create_body(&self.schema, payload, &key)?;
+        let answer = self.client.create(&body).await?;
         self.account(&key, answer).await
     }
 
     /// The account's id, not the payload, decides which user is updated: the service cannot
-    /// rename a `userKey`.
+    /// rename a `userKey`. The service replaces `roles` and `privileges` with what an update
+    /// sends, so the user is read first and its lists are sent back with only the mapping's
+    /// entries added or removed.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
         let key = UserKey::from_id(id)?;
-        let answer = self
-            .client
-            .update(&payload::shape(&self.schema, payload, &key))
-            .await?;
+        let current = self.client.lookup(&key).await?;
+        let body = payload::update_body(&self.schema, payload, &key, &current)?;
+        let answer = self.client.update(&body).await?;
         self.account(&key, answer).await
     }
 

@@ -93,10 +93,12 @@ impl UserKey {
         })
     }
 
-    /// The id the bridge keeps for the account: `authenticator/username`. The service has no
-    /// other handle on a user.
+    /// The id the bridge keeps for the account: `authenticator/username`, with `%` and `/`
+    /// escaped in the authenticator so the first `/` always separates the two. The service
+    /// has no other handle on a user.
     pub fn id(&self) -> String {
-        format!("{}/{}", self.authenticator, self.username)
+        let authenticator = self.authenticator.replace('%', "%25").replace('/', "%2F");
+        format!("{authenticator}/{}", self.username)
     }
 
     pub fn from_id(id: &str) -> TargetResult<Self> {
@@ -105,7 +107,7 @@ impl UserKey {
                 if !authenticator.is_empty() && !username.is_empty() =>
             {
                 Ok(Self {
-                    authenticator: authenticator.to_owned(),
+                    authenticator: authenticator.replace("%2F", "/").replace("%25", "%"),
                     username: username.to_owned(),
                 })
             }
@@ -116,18 +118,130 @@ impl UserKey {
     }
 }
 
-/// The body of a create or an update: the writable fields, the key the call is about, and
-/// the `roles`/`privileges` arrays the service requires (empty when the mapping sets none).
-pub fn shape(schema: &TargetSchema, payload: &Payload, key: &UserKey) -> Payload {
+/// The lists the service requires in every body and replaces with what a body sends.
+pub const LISTS: [&str; 2] = ["roles", "privileges"];
+
+/// Marks a list entry the user does not (or no longer) qualify for: the mapping's `revoke`,
+/// the spelling Kibo roles and Primavera licences use too.
+const REVOKE: (&str, &str) = ("action", "DELETE");
+
+/// A mapped list split into the entries to hold and the entries to take away (their revoke
+/// marker removed). An entry that is not an object, or whose `action` is not the marker, is
+/// a mapping mistake and refuses the payload before anything is sent.
+fn managed_entries(list: &str, mapped: &Value) -> TargetResult<(Vec<Value>, Vec<Value>)> {
+    let Value::Array(entries) = mapped else {
+        return Err(TargetError::unusable(format!(
+            "`{list}` must be a list of entries"
+        )));
+    };
+    let (key, marker) = REVOKE;
+    let mut hold = Vec::new();
+    let mut release = Vec::new();
+    for entry in entries {
+        let Value::Object(fields) = entry else {
+            return Err(TargetError::unusable(format!(
+                "`{list}` entry {entry} is not an object"
+            )));
+        };
+        match fields.get(key) {
+            None => hold.push(entry.clone()),
+            Some(Value::String(text)) if text == marker => {
+                let mut bare = fields.clone();
+                bare.remove(key);
+                release.push(Value::Object(bare));
+            }
+            Some(other) => {
+                return Err(TargetError::unusable(format!(
+                "`{list}` entry {entry}: `{key}` is {other}, but only \"{marker}\" is understood"
+            )))
+            }
+        }
+    }
+    Ok((hold, release))
+}
+
+/// Whether a held entry is the one a mapped entry names: every field the mapping gives
+/// matches (the service may add its own, such as an id).
+fn names(mapped: &Value, held: &Value) -> bool {
+    match (mapped, held) {
+        (Value::Object(mapped), Value::Object(held)) => mapped
+            .iter()
+            .all(|(name, value)| held.get(name) == Some(value)),
+        _ => false,
+    }
+}
+
+/// The list an update sends: what the account holds, less the entries the mapping takes
+/// away, plus the ones it grants that are missing. Entries the mapping does not name (given
+/// by hand) stay.
+pub fn merged_list(held: &[Value], hold: &[Value], release: &[Value]) -> Vec<Value> {
+    let mut list: Vec<Value> = held
+        .iter()
+        .filter(|entry| !release.iter().any(|gone| names(gone, entry)))
+        .cloned()
+        .collect();
+    for wanted in hold {
+        if !list.iter().any(|entry| names(wanted, entry)) {
+            list.push(wanted.clone());
+        }
+    }
+    list
+}
+
+fn with_key(schema: &TargetSchema, payload: &Payload, key: &UserKey) -> Payload {
     let mut body = schema.writable(payload);
     body.insert(
         USER_KEY.to_owned(),
         json!({"username": key.username, "authenticator": key.authenticator}),
     );
-    for list in ["roles", "privileges"] {
-        body.entry(list).or_insert_with(|| Value::Array(Vec::new()));
-    }
     body
+}
+
+/// The body of a create: the mapped fields, the key, and the lists the service requires
+/// (the entries granted, empty when the mapping sets none).
+pub fn create_body(
+    schema: &TargetSchema,
+    payload: &Payload,
+    key: &UserKey,
+) -> TargetResult<Payload> {
+    let mut body = with_key(schema, payload, key);
+    for list in LISTS {
+        let granted = match payload.get(list) {
+            Some(mapped) => managed_entries(list, mapped)?.0,
+            None => Vec::new(),
+        };
+        body.insert(list.to_owned(), Value::Array(granted));
+    }
+    Ok(body)
+}
+
+/// The body of an update of the account `current`: only the mapped fields and the key,
+/// and each list as the account holds it with the mapping's entries added or taken away. A
+/// list the mapping does not set is sent back unchanged, since the service would otherwise
+/// replace it with the empty default.
+pub fn update_body(
+    schema: &TargetSchema,
+    payload: &Payload,
+    key: &UserKey,
+    current: &Payload,
+) -> TargetResult<Payload> {
+    let mut body = with_key(schema, payload, key);
+    for list in LISTS {
+        let held = current
+            .get(list)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let sent = match payload.get(list) {
+            Some(mapped) => {
+                let (hold, release) = managed_entries(list, mapped)?;
+                merged_list(held, &hold, &release)
+            }
+            None => held.to_vec(),
+        };
+        body.insert(list.to_owned(), Value::Array(sent));
+    }
+    Ok(body)
 }
 
 /// The same user with login refused.
@@ -151,16 +265,66 @@ mod tests {
     }
 
     #[test]
-    fn shaping_sets_the_key_and_the_required_lists() {
+    fn an_authenticator_with_a_slash_survives_the_id() {
+        let key = UserKey {
+            authenticator: "corp/ad%x".into(),
+            username: "ana/b".into(),
+        };
+        assert_eq!(key.id(), "corp%2Fad%25x/ana/b");
+        assert_eq!(UserKey::from_id(&key.id()).unwrap(), key);
+    }
+
+    #[test]
+    fn a_create_sends_the_key_the_granted_entries_and_empty_lists() {
         let payload = object(json!({
             "userKey": {"username": "someone-else"}, "email": "ana@example.com",
-            "roles": [{"name": "admin"}], "id": "server-side", "createdInstant": "x"
+            "roles": [{"name": "ADMIN"}, {"name": "AUDITOR", "action": "DELETE"}],
+            "id": "server-side", "createdInstant": "x"
         }));
         let key = UserKey::from_id("local/ana").unwrap();
         assert_eq!(
-            Value::Object(shape(&schema(), &payload, &key)),
+            Value::Object(create_body(&schema(), &payload, &key).unwrap()),
             json!({"userKey": {"username": "ana", "authenticator": "local"},
-                   "email": "ana@example.com", "roles": [{"name": "admin"}], "privileges": []})
+                   "email": "ana@example.com", "roles": [{"name": "ADMIN"}], "privileges": []})
         );
+    }
+
+    #[test]
+    fn an_update_keeps_entries_the_mapping_does_not_name() {
+        let payload = object(json!({
+            "userKey": {"username": "ana"}, "firstName": "Ana",
+            "roles": [{"name": "ANALYST"}, {"name": "ADMIN", "action": "DELETE"}]
+        }));
+        let current = object(json!({
+            "roles": [{"name": "ADMIN", "id": 1}, {"name": "BILLING", "id": 7}],
+            "privileges": [{"name": "EXPORT"}],
+            "notes": "made by hand"
+        }));
+        let key = UserKey::from_id("local/ana").unwrap();
+        assert_eq!(
+            Value::Object(update_body(&schema(), &payload, &key, &current).unwrap()),
+            json!({"userKey": {"username": "ana", "authenticator": "local"}, "firstName": "Ana",
+                   "roles": [{"name": "BILLING", "id": 7}, {"name": "ANALYST"}],
+                   "privileges": [{"name": "EXPORT"}]})
+        );
+    }
+
+    #[test]
+    fn list_entries_it_cannot_read_refuse_the_payload() {
+        let key = UserKey::from_id("local/ana").unwrap();
+        for roles in [
+            json!(["ADMIN"]),
+            json!([{"name": "A", "action": "REMOVE"}]),
+            json!({}),
+        ] {
+            let payload = object(json!({ "roles": roles }));
+            assert!(
+                matches!(
+                    create_body(&schema(), &payload, &key),
+                    Err(TargetError::Rejected { status: 0, .. })
+                ),
+                "{roles}"
+            );
+        }
     }
 }

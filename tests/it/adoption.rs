@@ -1,0 +1,414 @@
+//! Taking over accounts that already exist in the targets: an account made by hand (with a
+//! password, roles, privileges, tags or licences) is adopted by a SCIM create that carries no
+//! password, and neither its password nor what the mapping does not manage is touched, on the
+//! first update or later ones. Runs the real bridge against the sandbox with the shipped
+//! mappings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use scim_bridge::clock::SystemClock;
+use scim_bridge::sandbox::{self, AccountSnapshot, Sandbox, SandboxConfig};
+use scim_bridge::targets::config::{TargetKind, VendorConfig};
+
+use crate::support::{group, json_of, mappings_dir, object, user, TestApp, ADMIN_TOKEN};
+
+/// The bridge and its sandbox. `lenient_kibo` makes the Kibo emulator and adapter agree that
+/// a PUT may leave the password out (a tenant unlike Kibo's reference).
+struct Takeover {
+    app: TestApp,
+    sandbox: Sandbox,
+}
+
+impl Takeover {
+    async fn spawn(lenient_kibo: bool) -> Takeover {
+        Takeover::spawn_with(lenient_kibo, mappings_dir()).await
+    }
+
+    async fn spawn_with(lenient_kibo: bool, mappings: std::path::PathBuf) -> Takeover {
+        let mut cfg = SandboxConfig::ephemeral();
+        cfg.kibo.keeps_password_when_omitted = lenient_kibo;
+        let sandbox = sandbox::start(cfg, Arc::new(SystemClock)).await.unwrap();
+        let mut targets = sandbox.targets_config().unwrap();
+        for (name, target) in targets.iter_mut() {
+            if name != "primavera" {
+                target.rate_limit_per_second = 1000;
+            }
+            target.timeout_ms = 2000;
+            if let VendorConfig::Kibo(kibo) = &mut target.vendor {
+                kibo.password_required_on_update = !lenient_kibo;
+            }
+        }
+        let app = TestApp::spawn_with(move |settings| {
+            settings.targets = targets;
+            settings.fanout.mappings_dir = mappings;
+            settings.fanout.poll_ms = 20;
+            settings.fanout.backoff_base_ms = 10;
+            settings.fanout.backoff_cap_ms = 200;
+        })
+        .await;
+        Takeover { app, sandbox }
+    }
+
+    async fn admin_user(&self, id: &str) -> Value {
+        let response = self
+            .app
+            .client
+            .get(format!("{}/admin/users/{id}", self.app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        json_of(response, 200).await
+    }
+
+    /// Waits (bounded) until no delivery of the user is pending or retrying; returns the
+    /// ledger's view of it.
+    async fn settled(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.admin_user(id).await;
+            let busy = status["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["state"] == "pending" || d["state"] == "retrying");
+            let all = status["deliveries"].as_array().unwrap().len() == 4;
+            if all && !busy {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never settled: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn account(&self, kind: TargetKind, id: &str) -> AccountSnapshot {
+        self.sandbox.emulator(kind).account(id).unwrap()
+    }
+
+    fn live(&self, kind: TargetKind) -> usize {
+        self.sandbox
+            .emulator(kind)
+            .accounts()
+            .iter()
+            .filter(|a| !a.deleted)
+            .count()
+    }
+}
+
+fn delivery<'a>(status: &'a Value, target: &str) -> &'a Value {
+    status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["desired"]["target"] == target)
+        .unwrap()
+}
+
+fn adoption<'a>(status: &'a Value, target: &str) -> Option<&'a Value> {
+    status["adoptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["target"] == target)
+}
+
+fn names(list: &Value, key: &str) -> Vec<Value> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry[key].clone())
+        .collect()
+}
+
+/// Accounts made by hand in all four targets for "ana", each with a password (where the
+/// vendor has one) and entries the mapping does not manage. Returns their ids by target.
+fn made_by_hand(sandbox: &Sandbox) -> [String; 4] {
+    let appgate = sandbox.appgate.insert_account(object(json!({
+        "name": "ana", "firstName": "Hand", "lastName": "Made", "password": "hand-set",
+        "tags": ["vpn-admins"], "email": "ana@example.com"
+    })));
+    let vikingcloud = sandbox.vikingcloud.insert_account(object(json!({
+        "userKey": {"username": "ana", "authenticator": "local"}, "firstName": "Hand",
+        "lastName": "Made", "email": "ana@example.com", "password": "hand-set",
+        "roles": [{"name": "BILLING"}, {"name": "AUDITOR"}], "privileges": [{"name": "EXPORT"}]
+    })));
+    let kibo = sandbox.kibo.insert_account(object(json!({
+        "emailAddress": "ana@example.com", "firstName": "Hand", "lastName": "Made",
+        "password": "hand-set", "roles": [{"roleId": 1, "roleName": "Admin"}]
+    })));
+    let primavera = sandbox.primavera.insert_account(object(json!({
+        "email": "ana@example.com", "firstName": "Hand", "lastName": "Made",
+        "userProducts": [{"productName": "TASKS"}]
+    })));
+    [appgate, vikingcloud, kibo, primavera]
+}
+
+#[tokio::test]
+async fn accounts_made_by_hand_are_adopted_and_keep_their_password_and_unmanaged_entries() {
+    let bridge = Takeover::spawn(true).await;
+    let [appgate, vikingcloud, kibo, primavera] = made_by_hand(&bridge.sandbox);
+
+    // Entra ID style: no password. Ana is an analyst, a catalog manager and a task user.
+    let ana = bridge.app.create_user(&user("ana")).await;
+    let id = ana["id"].as_str().unwrap();
+    for name in [
+        "VikingCloud Analysts",
+        "Kibo Catalog Managers",
+        "Primavera Task Users",
+    ] {
+        bridge.app.create_group(&group(name, &[id])).await;
+    }
+    let status = bridge.settled(id).await;
+    for target in ["appgate", "vikingcloud", "kibo", "primavera"] {
+        assert_eq!(delivery(&status, target)["state"], "delivered", "{status}");
+        let adopted = adoption(&status, target).unwrap_or_else(|| panic!("{target}: {status}"));
+        let changed = adopted["changed"].as_array().unwrap();
+        assert!(changed.contains(&json!("firstName")), "{target}: {adopted}");
+        assert!(!changed.contains(&json!("password")), "{target}: {adopted}");
+    }
+    assert_eq!(adoption(&status, "kibo").unwrap()["remote_id"], json!(kibo));
+
+    let check = |round: &str| {
+        // Adopted, not duplicated: still one account each, never created through the API.
+        for kind in TargetKind::ALL {
+            assert_eq!(bridge.live(kind), 1, "{round}: {kind:?}");
+        }
+        let appgate = bridge.account(TargetKind::Appgate, &appgate);
+        let vikingcloud = bridge.account(TargetKind::VikingCloud, &vikingcloud);
+        let kibo = bridge.account(TargetKind::Kibo, &kibo);
+        let primavera = bridge.account(TargetKind::Primavera, &primavera);
+        for account in [&appgate, &vikingcloud, &kibo, &primavera] {
+            assert_eq!(account.counts.creates, 0, "{round}: {account:?}");
+        }
+        // The password was set once, by hand, and is still the one set then.
+        for (kind, account) in [
+            (TargetKind::Appgate, &appgate),
+            (TargetKind::VikingCloud, &vikingcloud),
+            (TargetKind::Kibo, &kibo),
+        ] {
+            assert_eq!(
+                account.secret_writes,
+                [("password".to_owned(), 1)].into(),
+                "{round}: {kind:?}"
+            );
+            let held = bridge
+                .sandbox
+                .emulator(kind)
+                .secret(&account.id, "password");
+            assert_eq!(held.as_deref(), Some("hand-set"), "{round}: {kind:?}");
+        }
+        // Entries given by hand stay beside the mapping's.
+        assert_eq!(
+            appgate.fields["tags"],
+            json!(["vpn-admins", "scim-bridge"]),
+            "{round}"
+        );
+        assert_eq!(
+            names(&vikingcloud.fields["roles"], "name"),
+            [json!("BILLING"), json!("ANALYST")],
+            "{round}: AUDITOR is the mapping's and Ana is no auditor"
+        );
+        assert_eq!(
+            vikingcloud.fields["privileges"],
+            json!([{"name": "EXPORT"}]),
+            "{round}"
+        );
+        assert_eq!(
+            names(&kibo.fields["roles"], "roleId"),
+            [json!(1), json!(2)],
+            "{round}"
+        );
+        assert_eq!(
+            names(&primavera.fields["userProducts"], "productName"),
+            [json!("TASKS")],
+            "{round}"
+        );
+        [appgate, vikingcloud, kibo, primavera]
+    };
+    let accounts = check("first update");
+    for account in &accounts {
+        assert_eq!(account.fields["firstName"], "Given", "{account:?}");
+    }
+
+    // Later updates: the managed fields follow the identity provider, the rest stays.
+    let rename = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Ana"}]
+    });
+    json_of(
+        bridge.app.patch(&format!("/Users/{id}"), &rename).await,
+        200,
+    )
+    .await;
+    let status = bridge.settled(id).await;
+    for target in ["appgate", "vikingcloud", "kibo", "primavera"] {
+        assert_eq!(delivery(&status, target)["state"], "delivered", "{status}");
+    }
+    for account in check("later update") {
+        assert_eq!(account.fields["firstName"], "Ana", "{account:?}");
+        assert!(account.counts.updates >= 2, "{account:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_kibo_tenant_that_wants_the_password_on_every_put_holds_the_update_instead() {
+    let bridge = Takeover::spawn(false).await;
+    let [_, _, kibo, _] = made_by_hand(&bridge.sandbox);
+    let ana = bridge.app.create_user(&user("ana")).await;
+    let status = bridge.settled(ana["id"].as_str().unwrap()).await;
+    let held = delivery(&status, "kibo");
+    assert_eq!(held["state"], "rejected", "{held}");
+    assert_eq!(held["last_status"], 0, "decided before sending: {held}");
+    let reason = held["last_error"].as_str().unwrap();
+    assert!(
+        reason.starts_with("needs the user's password: the IdP sent none"),
+        "{reason}"
+    );
+    assert!(adoption(&status, "kibo").is_none(), "{status}");
+    let account = bridge.account(TargetKind::Kibo, &kibo);
+    assert_eq!(account.counts.updates, 0, "{account:?}");
+    assert_eq!(account.secret_writes, [("password".to_owned(), 1)].into());
+    assert_eq!(
+        bridge.sandbox.kibo.secret(&kibo, "password").as_deref(),
+        Some("hand-set")
+    );
+    // The other targets took the account over as usual.
+    for target in ["appgate", "vikingcloud", "primavera"] {
+        assert_eq!(delivery(&status, target)["state"], "delivered", "{status}");
+    }
+}
+
+#[tokio::test]
+async fn an_appgate_name_in_another_case_is_adopted_not_duplicated_or_rejected() {
+    let bridge = Takeover::spawn(true).await;
+    let existing = bridge.sandbox.appgate.insert_account(object(json!({
+        "name": "Ana@Example.com", "firstName": "Hand", "lastName": "Made",
+        "password": "hand-set"
+    })));
+    let ana = bridge.app.create_user(&user("ana@example.com")).await;
+    let status = bridge.settled(ana["id"].as_str().unwrap()).await;
+    assert_eq!(
+        delivery(&status, "appgate")["state"],
+        "delivered",
+        "{status}"
+    );
+    assert_eq!(
+        adoption(&status, "appgate").unwrap()["remote_id"],
+        json!(existing)
+    );
+    assert_eq!(bridge.live(TargetKind::Appgate), 1);
+    let account = bridge.account(TargetKind::Appgate, &existing);
+    assert_eq!(account.counts.creates, 0);
+    assert_eq!(account.secret_writes, [("password".to_owned(), 1)].into());
+}
+
+#[tokio::test]
+async fn new_users_without_a_password_are_created_where_the_vendor_allows_it() {
+    let bridge = Takeover::spawn(false).await;
+    let bo = bridge.app.create_user(&user("bo")).await;
+    let status = bridge.settled(bo["id"].as_str().unwrap()).await;
+    assert!(
+        status["adoptions"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    for (kind, target) in [
+        (TargetKind::Appgate, "appgate"),
+        (TargetKind::VikingCloud, "vikingcloud"),
+        (TargetKind::Kibo, "kibo"),
+        (TargetKind::Primavera, "primavera"),
+    ] {
+        assert_eq!(delivery(&status, target)["state"], "delivered", "{status}");
+        let accounts = bridge.sandbox.emulator(kind).accounts();
+        assert_eq!(accounts.len(), 1, "{target}");
+        let writes = accounts[0].secret_writes.get("password").copied();
+        // Only Kibo cannot create an admin user without one: it gets a random password.
+        let expected = (kind == TargetKind::Kibo).then_some(1);
+        assert_eq!(writes, expected, "{target}: {:?}", accounts[0]);
+    }
+    // Kibo wants a password on every PUT, so the one made up for the account the bridge
+    // created is kept for it (and only it), and its updates are not held.
+    let id = bo["id"].as_str().unwrap();
+    let made_up = bridge.sandbox.kibo.accounts()[0].id.clone();
+    let first = bridge.sandbox.kibo.secret(&made_up, "password");
+    let rename = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Bo"}]
+    });
+    json_of(
+        bridge.app.patch(&format!("/Users/{id}"), &rename).await,
+        200,
+    )
+    .await;
+    let status = bridge.settled(id).await;
+    assert_eq!(delivery(&status, "kibo")["state"], "delivered", "{status}");
+    let account = bridge.account(TargetKind::Kibo, &made_up);
+    assert_eq!(account.fields["firstName"], "Bo");
+    assert_eq!(bridge.sandbox.kibo.secret(&made_up, "password"), first);
+}
+
+#[tokio::test]
+async fn a_field_not_managed_keeps_the_adopted_accounts_value_even_through_a_full_put() {
+    // The shipped Appgate mapping, with its notes left to Appgate on adopted accounts.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(mappings_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace(
+            "edits made here are overwritten.\" }",
+            "edits made here are overwritten.\", managed = false }",
+        );
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let bridge = Takeover::spawn_with(true, dir.path().to_owned()).await;
+    let held = bridge.sandbox.appgate.insert_account(object(json!({
+        "name": "ana", "firstName": "Hand", "lastName": "Made", "notes": "Contractor until May"
+    })));
+    let ana = bridge.app.create_user(&user("ana")).await;
+    let id = ana["id"].as_str().unwrap();
+    bridge.settled(id).await;
+    let rename = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Ana"}]
+    });
+    json_of(
+        bridge.app.patch(&format!("/Users/{id}"), &rename).await,
+        200,
+    )
+    .await;
+    let status = bridge.settled(id).await;
+    assert_eq!(
+        delivery(&status, "appgate")["state"],
+        "delivered",
+        "{status}"
+    );
+    let account = bridge.account(TargetKind::Appgate, &held);
+    assert_eq!(account.fields["firstName"], "Ana");
+    assert_eq!(account.counts.updates, 2, "{account:?}");
+    assert_eq!(
+        account.fields["notes"], "Contractor until May",
+        "{account:?}"
+    );
+    // A user the bridge creates gets the mapping's notes.
+    let bo = bridge.app.create_user(&user("bo")).await;
+    bridge.settled(bo["id"].as_str().unwrap()).await;
+    let created = bridge
+        .sandbox
+        .appgate
+        .accounts()
+        .into_iter()
+        .find(|a| a.fields["name"] == "bo")
+        .unwrap();
+    assert!(
+        created.fields["notes"]
+            .as_str()
+            .unwrap()
+            .starts_with("Provisioned by scim-bridge"),
+        "{created:?}"
+    );
+}
