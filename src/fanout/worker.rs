@@ -1,6 +1,7 @@
 //! One delivery worker per target: takes due (user, target) rows from the ledger, sends them
 //! through the target adapter within its concurrency and rate limit, classifies the answer
 //! and records it. A row is never in flight twice, so one user's deliveries stay in order.
+//! The target's circuit decides whether anything is sent at all.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,11 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::backoff::Backoff;
+use crate::fanout::circuit::{self, Admission, Circuit, Verdict};
 use crate::fanout::secrets::SecretBox;
-use crate::ledger::{Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError};
+use crate::ledger::{
+    Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError, TargetCircuit,
+};
 use crate::metrics::Metrics;
 use crate::targets::{Payload, Target, TargetError};
 
@@ -23,8 +27,14 @@ pub struct TargetPolicy {
     /// Deliveries in flight at once. (Requests per second are paced by the adapter's own
     /// transport, which sees every request, logins and look-ups included.)
     pub concurrency: usize,
-    /// Retryable failures before a delivery is dead-lettered.
+    /// Retryable failures, while the target otherwise works, before a delivery is
+    /// dead-lettered.
     pub max_attempts: u32,
+    /// A delivery still failing this long after its first failure is dead-lettered, however
+    /// its failures were counted.
+    pub dead_letter_after: Duration,
+    /// Target-level failures in a row (throttling, down, unreachable) that open the circuit.
+    pub circuit_failures: u32,
     pub backoff: Backoff,
 }
 
@@ -40,6 +50,7 @@ pub struct Worker {
     slots: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
+    circuit: Arc<Circuit>,
 }
 
 impl Worker {
@@ -55,6 +66,7 @@ impl Worker {
             slots: Arc::new(Semaphore::new(policy.concurrency.max(1))),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             wake: Arc::new(Notify::new()),
+            circuit: Arc::new(Circuit::new(policy.circuit_failures, policy.backoff)),
             target,
             db,
             clock,
@@ -102,7 +114,8 @@ impl Worker {
             .await;
     }
 
-    /// Starts every delivery that is due now, up to the free concurrency; returns how many.
+    /// Starts every delivery that is due now, up to the free concurrency (one probe while
+    /// the circuit is open, none while it waits); returns how many.
     pub async fn dispatch_due(&self) -> Result<usize, LedgerError> {
         let free = self.slots.available_permits();
         let busy = self.lock_in_flight().len();
@@ -111,8 +124,15 @@ impl Worker {
             let _slot = self.slots.acquire().await;
             return Ok(0);
         }
+        self.load_circuit().await?;
         let name = self.name().to_owned();
         let now = unix_millis(self.clock.as_ref());
+        let admission = self.circuit.admit(now);
+        let wanted = match admission {
+            Admission::All => free,
+            Admission::Probe => 1,
+            Admission::Shut => return Ok(0),
+        };
         // The due list names the rows in flight too (they stay due until recorded), so it
         // asks for that many more.
         let due = self
@@ -121,11 +141,15 @@ impl Worker {
                 if s.is_paused(&name)? {
                     return Ok(Vec::new());
                 }
-                s.due(&name, now, free + busy)
+                s.due(&name, now, wanted + busy)
             })
             .await?;
+        let probe = admission == Admission::Probe;
         let mut started = 0;
         for delivery in due {
+            if started == wanted {
+                break;
+            }
             let user = delivery.desired.user_id.clone();
             if !self.lock_in_flight().insert(user.clone()) {
                 continue;
@@ -134,12 +158,21 @@ impl Worker {
                 self.lock_in_flight().remove(&user);
                 break;
             };
+            if probe {
+                let changed = self.circuit.begin_probe(now);
+                self.save_circuit(changed).await;
+            }
             let worker = self.clone();
             tokio::spawn(async move {
                 // The list above may predate a delivery of this row that finished since;
                 // only a fresh read taken while the row is ours says whether it is still due.
                 if let Some(fresh) = worker.still_due(&delivery).await {
-                    worker.deliver(fresh).await;
+                    worker.deliver(fresh, probe).await;
+                }
+                if probe {
+                    let now = unix_millis(worker.clock.as_ref());
+                    let changed = worker.circuit.end_probe(now);
+                    worker.save_circuit(changed).await;
                 }
                 worker.lock_in_flight().remove(&user);
                 drop(slot);
@@ -148,6 +181,27 @@ impl Worker {
             started += 1;
         }
         Ok(started)
+    }
+
+    /// Reads the circuit the ledger last recorded, once: a restart resumes an open one.
+    async fn load_circuit(&self) -> Result<(), LedgerError> {
+        if self.circuit.is_loaded() {
+            return Ok(());
+        }
+        let name = self.name().to_owned();
+        let stored = self.db.read(move |s| s.circuit(&name)).await?;
+        self.circuit.load(stored);
+        Ok(())
+    }
+
+    async fn save_circuit(&self, changed: Option<TargetCircuit>) {
+        let Some(circuit) = changed else {
+            return;
+        };
+        let name = self.name().to_owned();
+        if let Err(err) = self.db.write(move |s| s.set_circuit(&name, &circuit)).await {
+            tracing::error!(target_name = self.name(), error = %err, "cannot record the circuit");
+        }
     }
 
     /// How many slots must be free before the due list is read again while deliveries are
@@ -196,11 +250,25 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, delivery: Delivery) {
+    async fn deliver(&self, delivery: Delivery, probe: bool) {
         let began = Instant::now();
         let result = self.send(&delivery).await;
         let at = unix_millis(self.clock.as_ref());
-        let outcome = self.classify(&delivery, result, at);
+        let signal = circuit::signal(&result);
+        let (verdict, circuit) = self
+            .circuit
+            .record(&signal, probe, at, &mut rand::thread_rng());
+        if let Some(changed) = &circuit {
+            tracing::warn!(
+                target_name = self.name(),
+                state = changed.state.as_str(),
+                failures = changed.failures,
+                retry_at = ?changed.retry_at,
+                last_error = changed.last_error.as_deref().unwrap_or(""),
+                "circuit changed"
+            );
+        }
+        let outcome = self.classify(&delivery, result, &verdict, at);
         self.metrics.record_delivery(
             self.name(),
             outcome_name(&outcome),
@@ -230,9 +298,13 @@ impl Worker {
             "delivery attempt"
         );
         let user = delivery.desired.user_id.clone();
+        let name = self.name().to_owned();
         let recorded = self
             .db
             .write(move |s| {
+                if let Some(circuit) = &circuit {
+                    s.set_circuit(&name, circuit)?;
+                }
                 s.record_attempt(&attempt, &outcome)?;
                 s.erase_secret_if_delivered(&user)
             })
@@ -246,6 +318,7 @@ impl Worker {
         &self,
         delivery: &Delivery,
         result: Result<Option<String>, TargetError>,
+        verdict: &Verdict,
         now: i64,
     ) -> AttemptOutcome {
         match result {
@@ -261,21 +334,38 @@ impl Worker {
                 reason,
                 retry_after,
             }) => {
-                let attempt = delivery.attempts + 1;
-                if attempt >= self.policy.max_attempts {
+                let status = circuit::answered_status(&reason);
+                let attempt = delivery.attempts + u32::from(verdict.charged);
+                if verdict.charged && attempt >= self.policy.max_attempts {
                     return AttemptOutcome::Dead {
-                        status: None,
+                        status,
                         error: format!("gave up after {attempt} attempts: {reason}"),
                     };
                 }
-                let delay =
-                    self.policy
-                        .backoff
-                        .delay(attempt, retry_after, &mut rand::thread_rng());
+                let failing_for = now - delivery.failing_since.unwrap_or(now);
+                if failing_for >= self.policy.dead_letter_after.as_millis() as i64 {
+                    return AttemptOutcome::Dead {
+                        status,
+                        error: format!(
+                            "gave up after failing for {} hours: {reason}",
+                            failing_for / 3_600_000
+                        ),
+                    };
+                }
+                // While the circuit is open the delivery waits for it; the probe decides.
+                let next_attempt_at = verdict.retry_at.unwrap_or_else(|| {
+                    let delay = self.policy.backoff.delay(
+                        attempt.max(1),
+                        retry_after,
+                        &mut rand::thread_rng(),
+                    );
+                    now + delay.as_millis() as i64
+                });
                 AttemptOutcome::Retry {
-                    status: None,
+                    status,
                     error: reason,
-                    next_attempt_at: now + delay.as_millis() as i64,
+                    next_attempt_at,
+                    charged: verdict.charged,
                 }
             }
         }
@@ -377,6 +467,8 @@ mod tests {
         schema: TargetSchema,
         answers: Mutex<VecDeque<TargetResult<()>>>,
         calls: Mutex<Vec<String>>,
+        /// While set, every call (look-ups included) is answered with this error.
+        fault: Mutex<Option<TargetError>>,
     }
 
     impl Scripted {
@@ -388,12 +480,20 @@ mod tests {
                 },
                 answers: Mutex::new(answers.into()),
                 calls: Mutex::new(Vec::new()),
+                fault: Mutex::new(None),
             })
         }
 
         fn answer(&self, call: String) -> TargetResult<()> {
             self.calls.lock().unwrap().push(call);
+            if let Some(fault) = self.fault.lock().unwrap().clone() {
+                return Err(fault);
+            }
             self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()))
+        }
+
+        fn set_fault(&self, fault: Option<TargetError>) {
+            *self.fault.lock().unwrap() = fault;
         }
 
         fn calls(&self) -> Vec<String> {
@@ -418,7 +518,10 @@ mod tests {
         }
         async fn find(&self, _payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
             self.calls.lock().unwrap().push("find".into());
-            Ok(None)
+            match self.fault.lock().unwrap().clone() {
+                Some(fault) => Err(fault),
+                None => Ok(None),
+            }
         }
         async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
             self.answer(format!("create {}", Value::Object(payload.clone())))
@@ -468,6 +571,8 @@ mod tests {
             TargetPolicy {
                 concurrency: 4,
                 max_attempts: 3,
+                dead_letter_after: Duration::from_secs(72 * 3600),
+                circuit_failures: 3,
                 backoff: Backoff {
                     base: Duration::from_secs(1),
                     cap: Duration::from_secs(60),
@@ -485,14 +590,19 @@ mod tests {
 
     impl Fixture {
         async fn want(&self, hash: &str, operation: DeliveryOp) {
+            self.want_for("u1", hash, operation).await;
+        }
+
+        async fn want_for(&self, user: &str, hash: &str, operation: DeliveryOp) {
             let desired = Desired {
-                user_id: "u1".into(),
+                user_id: user.into(),
                 target: "scripted".into(),
                 operation,
-                payload: serde_json::json!({"name": hash, "password": "never-here"})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
+                payload:
+                    serde_json::json!({"name": format!("{user}-{hash}"), "password": "never-here"})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
                 create_only: vec!["password".into()],
                 password_field: None,
                 secret_id: None,
@@ -622,5 +732,68 @@ mod tests {
         assert_eq!(f.worker.drain().await.unwrap(), 1);
         assert_eq!(f.target.calls(), ["find"], "no account: nothing to delete");
         assert_eq!(f.row().await.state, DeliveryState::Delivered);
+    }
+
+    fn throttled(seconds: u64) -> TargetError {
+        TargetError::Retryable {
+            reason: "429: too many requests".into(),
+            retry_after: Some(Duration::from_secs(seconds)),
+        }
+    }
+
+    fn unavailable() -> TargetError {
+        TargetError::Retryable {
+            reason: "503: the target is down".into(),
+            retry_after: None,
+        }
+    }
+
+    impl Fixture {
+        async fn lag(&self) -> crate::ledger::TargetLag {
+            self.db.read(|s| s.lag("scripted")).await.unwrap()
+        }
+
+        /// Lets `seconds` pass in steps of `step`, delivering whatever falls due.
+        async fn run_for(&self, seconds: u64, step: u64) {
+            for _ in 0..seconds / step {
+                self.worker.drain().await.unwrap();
+                self.clock.advance(Duration::from_secs(step));
+            }
+            self.worker.drain().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_throttling_storm_longer_than_the_retries_dead_letters_no_one() {
+        let f = fixture(vec![]);
+        for n in 0..20 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        // 50 s of 429 with Retry-After: 5, against 3 attempts of at most 5 s each.
+        f.target.set_fault(Some(throttled(5)));
+        f.run_for(50, 1).await;
+        assert_eq!(f.lag().await.dead, 0, "{:?}", f.lag().await);
+        f.target.set_fault(None);
+        f.run_for(10, 1).await;
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.dead), (20, 0), "{lag:?}");
+    }
+
+    #[tokio::test]
+    async fn a_long_outage_dead_letters_no_one_and_heals_without_a_replay() {
+        let f = fixture(vec![]);
+        for n in 0..20 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        f.target.set_fault(Some(unavailable()));
+        f.run_for(2 * 3600, 10).await;
+        assert_eq!(f.lag().await.dead, 0, "{:?}", f.lag().await);
+        f.target.set_fault(None);
+        // The probe cadence is capped at 60 s in this fixture.
+        f.run_for(120, 1).await;
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.dead), (20, 0), "{lag:?}");
     }
 }

@@ -8,8 +8,8 @@ mod resources;
 
 pub use db::{Db, DbOptions};
 pub use deliveries::{
-    Attempt, AttemptOutcome, Delivery, DeliveryOp, DeliveryState, Desired, SealedSecret, TargetLag,
-    PASSWORD_MARK,
+    Attempt, AttemptOutcome, CircuitState, Delivery, DeliveryOp, DeliveryState, Desired,
+    SealedSecret, TargetCircuit, TargetLag, PASSWORD_MARK,
 };
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
 
