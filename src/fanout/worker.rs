@@ -469,6 +469,8 @@ mod tests {
         calls: Mutex<Vec<String>>,
         /// While set, every call (look-ups included) is answered with this error.
         fault: Mutex<Option<TargetError>>,
+        /// Calls about the account whose name contains the text get the error.
+        poisoned: Mutex<Option<(String, TargetError)>>,
     }
 
     impl Scripted {
@@ -481,13 +483,19 @@ mod tests {
                 answers: Mutex::new(answers.into()),
                 calls: Mutex::new(Vec::new()),
                 fault: Mutex::new(None),
+                poisoned: Mutex::new(None),
             })
         }
 
         fn answer(&self, call: String) -> TargetResult<()> {
-            self.calls.lock().unwrap().push(call);
+            self.calls.lock().unwrap().push(call.clone());
             if let Some(fault) = self.fault.lock().unwrap().clone() {
                 return Err(fault);
+            }
+            if let Some((name, err)) = self.poisoned.lock().unwrap().clone() {
+                if call.contains(&name) {
+                    return Err(err);
+                }
             }
             self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()))
         }
@@ -652,7 +660,7 @@ mod tests {
     async fn retries_with_backoff_then_dead_letters() {
         let retry = || {
             Err(TargetError::Retryable {
-                reason: "503".into(),
+                reason: "500: internal error".into(),
                 retry_after: None,
             })
         };
@@ -670,6 +678,7 @@ mod tests {
         f.worker.drain().await.unwrap();
         let row = f.row().await;
         assert_eq!(row.state, DeliveryState::Dead);
+        assert_eq!(row.last_status, Some(500));
         assert!(row.last_error.unwrap().contains("gave up after 3 attempts"));
         f.clock.advance(Duration::from_secs(3600));
         assert_eq!(
@@ -795,5 +804,150 @@ mod tests {
         f.run_for(120, 1).await;
         let lag = f.lag().await;
         assert_eq!((lag.delivered, lag.dead), (20, 0), "{lag:?}");
+    }
+
+    async fn attempts_of(f: &Fixture, user: &'static str) -> Delivery {
+        f.db.read(move |s| s.delivery(user, "scripted"))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_open_circuit_sends_one_probe_per_cadence_and_charges_no_one() {
+        let f = fixture(vec![]);
+        for n in 0..20 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        f.target.set_fault(Some(unavailable()));
+        f.worker.drain().await.unwrap();
+        // One round at the concurrency of 4 went out before the circuit opened at 3.
+        assert_eq!(f.target.calls().len(), 4);
+        let circuit = f.lag().await.circuit;
+        assert_eq!(circuit.state, crate::ledger::CircuitState::Open);
+        assert_eq!(circuit.last_status, Some(503));
+        assert_eq!(f.worker.drain().await.unwrap(), 0, "nothing while open");
+        for round in 1..=30 {
+            // The probe cadence never exceeds the 60 s cap, nor comes twice within it.
+            f.clock.advance(Duration::from_secs(60));
+            f.worker.drain().await.unwrap();
+            assert_eq!(f.target.calls().len(), 4 + round, "round {round}");
+        }
+        let dues =
+            f.db.read(|s| s.deliveries_in(&[DeliveryState::Retrying], None, 100))
+                .await
+                .unwrap();
+        let charged: u32 = dues.iter().map(|d| d.attempts).sum();
+        assert_eq!(charged, 1, "only the first failure of the outage counts");
+        assert_eq!(dues[0].last_status, Some(503));
+        let history = f.db.read(|s| s.history("u00", None, 10)).await.unwrap();
+        assert!(history.iter().all(|a| a.status == Some(503)), "{history:?}");
+
+        f.target.set_fault(None);
+        f.clock.advance(Duration::from_secs(60));
+        f.worker.drain().await.unwrap();
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.dead), (20, 0), "{lag:?}");
+        assert_eq!(lag.circuit.state, crate::ledger::CircuitState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_user_failing_with_500_while_others_succeed_is_dead_lettered() {
+        let f = fixture(vec![]);
+        *f.target.poisoned.lock().unwrap() = Some((
+            "bad-".into(),
+            TargetError::Retryable {
+                reason: "500: NullPointerException".into(),
+                retry_after: None,
+            },
+        ));
+        f.want_for("bad", "v1", DeliveryOp::Upsert).await;
+        for round in 0..3 {
+            f.want_for(&format!("good{round}"), "v1", DeliveryOp::Upsert)
+                .await;
+            f.worker.drain().await.unwrap();
+            f.clock.advance(Duration::from_secs(61));
+        }
+        let bad = attempts_of(&f, "bad").await;
+        assert_eq!(bad.state, DeliveryState::Dead);
+        assert_eq!(bad.last_status, Some(500));
+        assert!(bad.last_error.unwrap().contains("gave up after 3 attempts"));
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.dead), (3, 1), "{lag:?}");
+        assert_eq!(lag.circuit.state, crate::ledger::CircuitState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_user_the_target_keeps_refusing_is_still_rejected_at_once() {
+        let f = fixture(vec![]);
+        *f.target.poisoned.lock().unwrap() = Some((
+            "refused-".into(),
+            TargetError::Rejected {
+                status: 422,
+                message: "email: invalid".into(),
+            },
+        ));
+        f.want_for("refused", "v1", DeliveryOp::Upsert).await;
+        f.want_for("fine", "v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let refused = attempts_of(&f, "refused").await;
+        assert_eq!(
+            (refused.state, refused.last_status),
+            (DeliveryState::Rejected, Some(422))
+        );
+        assert_eq!(
+            attempts_of(&f, "fine").await.state,
+            DeliveryState::Delivered
+        );
+        assert_eq!(
+            f.lag().await.circuit.state,
+            crate::ledger::CircuitState::Closed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_failing_for_days_is_dead_lettered_by_age() {
+        let f = fixture(vec![]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        // Throttled for good, with an hour named each time: never charged, but old.
+        f.target.set_fault(Some(throttled(3600)));
+        f.run_for(71 * 3600, 3600).await;
+        assert_eq!(f.row().await.state, DeliveryState::Retrying);
+        f.run_for(2 * 3600, 3600).await;
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Dead);
+        assert_eq!(row.last_status, Some(429));
+        assert!(
+            row.last_error
+                .as_deref()
+                .unwrap()
+                .contains("gave up after failing for 72 hours"),
+            "{row:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_worker_resumes_an_open_circuit() {
+        let f = fixture(vec![]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.target.set_fault(Some(throttled(600)));
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls().len();
+        let again = Worker::new(
+            f.target.clone(),
+            f.db.clone(),
+            f.clock.clone(),
+            Arc::new(SecretBox::from_key(&[1; 32])),
+            Arc::new(Metrics::new()),
+            f.worker.policy,
+        );
+        f.clock.advance(Duration::from_secs(599));
+        assert_eq!(again.drain().await.unwrap(), 0);
+        assert_eq!(f.target.calls().len(), calls);
+        f.target.set_fault(None);
+        f.clock.advance(Duration::from_secs(1));
+        again.drain().await.unwrap();
+        assert_eq!(f.row().await.state, DeliveryState::Delivered);
     }
 }

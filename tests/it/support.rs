@@ -29,6 +29,14 @@ impl TestApp {
 
     /// Starts the bridge on its embedded defaults, adjusted by `tweak`.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::spawn_with_clock(Arc::new(SystemClock), tweak).await
+    }
+
+    /// `spawn_with`, the bridge reading time from `clock`.
+    pub async fn spawn_with_clock(
+        clock: scim_bridge::clock::SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".parse().expect("addr")),
@@ -44,6 +52,7 @@ impl TestApp {
         tweak(&mut settings);
         let options = BuildOptions {
             secret_key: Some([7; 32]),
+            clock,
             ..BuildOptions::default()
         };
         let app = Application::build(settings, options).await.expect("build");
@@ -230,6 +239,14 @@ impl SyncedApp {
     /// Fast retries (10 ms base), quick polling, the shipped mappings, generous rate limits
     /// except Primavera's documented one; `tweak` adjusts further.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> SyncedApp {
+        SyncedApp::spawn_with_clock(Arc::new(SystemClock), tweak).await
+    }
+
+    /// `spawn_with`, the bridge (not the sandbox) reading time from `clock`.
+    pub async fn spawn_with_clock(
+        clock: scim_bridge::clock::SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> SyncedApp {
         let sandbox = sandbox::start(SandboxConfig::ephemeral(), Arc::new(SystemClock))
             .await
             .unwrap();
@@ -241,7 +258,7 @@ impl SyncedApp {
             target.concurrency = 8;
             target.timeout_ms = 2000;
         }
-        let app = TestApp::spawn_with(move |settings| {
+        let app = TestApp::spawn_with_clock(clock, move |settings| {
             settings.targets = targets;
             settings.fanout.mappings_dir = mappings_dir();
             settings.fanout.poll_ms = 20;
