@@ -301,8 +301,9 @@ for name, origin in sorted(EMULATORS.items()):
     if wrong:
         failures.append(f"{name}: {wrong} users wrong")
     _, stats = call("GET", f"{origin}/_sandbox/stats")
-    log(f"{name}: {len(held)} live accounts for {len(live)} live users "
-        f"({len(gone)} deleted); {stats['requests']} API requests received")
+    kept = sum(1 for u in gone if held.get(key_of(u)))
+    log(f"{name}: holds {len(held)} accounts: {len(live)} live users, {kept} of the "
+        f"{len(gone)} deleted ones disabled; {stats['requests']} API requests received")
 
 log(f"fault periods entered: {flips}")
 if failures:
