@@ -173,7 +173,9 @@ async fn a_target_that_is_down_loses_nothing_delays_no_one_and_gets_coalesced_up
     let kibo_row = synced
         .until_target("kibo", |t| {
             t["circuit"]["state"] != "closed"
-                && t["circuit"]["failed_probes"].as_u64().unwrap() > 10
+                && t["circuit"]["failed_probes"]
+                    .as_u64()
+                    .is_some_and(|probes| probes > 10)
         })
         .await;
     assert_eq!(kibo_row["delivered"], 0, "{kibo_row}");
