@@ -171,19 +171,21 @@ impl Circuit {
     }
 
     /// Reads one delivery's result. Returns the verdict on it and, when the circuit
-    /// changed, the state to record.
+    /// changed, the state it was in and the state to record.
     pub fn record(
         &self,
         signal: &Signal,
         probe: bool,
         now: i64,
         rng: &mut impl Rng,
-    ) -> (Verdict, Option<TargetCircuit>) {
+    ) -> (Verdict, Option<(CircuitState, TargetCircuit)>) {
         let mut verdict = Verdict {
             charged: false,
             retry_at: None,
         };
+        let mut was = CircuitState::Closed;
         let changed = self.change(now, |circuit| {
+            was = circuit.state;
             let closes = match signal {
                 Signal::Up => true,
                 // A straggler's 500 while the target is throttled proves little; the
@@ -244,7 +246,7 @@ impl Circuit {
                 verdict.retry_at = circuit.retry_at;
             }
         });
-        (verdict, changed)
+        (verdict, changed.map(|circuit| (was, circuit)))
     }
 
     /// Applies `edit`; returns the new state when it differs from the old one.
@@ -372,7 +374,8 @@ mod tests {
         );
         assert_eq!(c.admit(2), Admission::All);
         let (third, changed) = c.record(&down(None), false, 2, &mut rng);
-        let opened = changed.unwrap();
+        let (was, opened) = changed.unwrap();
+        assert_eq!(was, CircuitState::Closed);
         assert_eq!(opened.state, CircuitState::Open);
         assert!(!third.charged);
         let retry_at = third.retry_at.unwrap();
@@ -394,7 +397,7 @@ mod tests {
         c.begin_probe(next);
         let (_, closed) = c.record(&Signal::Up, true, next, &mut rng);
         assert_eq!(
-            closed.unwrap(),
+            closed.unwrap().1,
             TargetCircuit {
                 updated_at: next,
                 ..TargetCircuit::default()

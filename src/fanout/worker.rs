@@ -16,7 +16,7 @@ use crate::fanout::backoff::Backoff;
 use crate::fanout::circuit::{self, Admission, Circuit, Verdict};
 use crate::fanout::secrets::SecretBox;
 use crate::ledger::{
-    Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError, TargetCircuit,
+    Attempt, AttemptOutcome, CircuitState, Db, Delivery, DeliveryOp, LedgerError, TargetCircuit,
 };
 use crate::metrics::Metrics;
 use crate::targets::{Payload, Target, TargetError};
@@ -204,6 +204,25 @@ impl Worker {
         }
     }
 
+    fn log_circuit(&self, was: CircuitState, now: &TargetCircuit) {
+        let (name, state) = (self.name(), now.state.as_str());
+        let error = now.last_error.as_deref().unwrap_or("");
+        match (was, now.state) {
+            (CircuitState::Closed, CircuitState::Open) => tracing::warn!(
+                target_name = name, failures = now.failures, retry_at = ?now.retry_at, error,
+                "circuit opened: deliveries wait, one probe at a time"
+            ),
+            (_, CircuitState::Closed) => tracing::warn!(
+                target_name = name,
+                "circuit closed: the target works again, deliveries resume"
+            ),
+            _ => tracing::debug!(
+                target_name = name, state, failed_probes = now.failed_probes,
+                retry_at = ?now.retry_at, error, "probe failed"
+            ),
+        }
+    }
+
     /// How many slots must be free before the due list is read again while deliveries are
     /// in flight. Reading it for every finished delivery re-read (and re-parsed) every row
     /// in flight each time: at 64 in flight, 64 rows per delivery. A quarter of the slots
@@ -258,16 +277,12 @@ impl Worker {
         let (verdict, circuit) = self
             .circuit
             .record(&signal, probe, at, &mut rand::thread_rng());
-        if let Some(changed) = &circuit {
-            tracing::warn!(
-                target_name = self.name(),
-                state = changed.state.as_str(),
-                failures = changed.failures,
-                retry_at = ?changed.retry_at,
-                last_error = changed.last_error.as_deref().unwrap_or(""),
-                "circuit changed"
-            );
-        }
+        let circuit = circuit.map(|(was, now)| {
+            if was != now.state {
+                self.log_circuit(was, &now);
+            }
+            now
+        });
         let outcome = self.classify(&delivery, result, &verdict, at);
         self.metrics.record_delivery(
             self.name(),
