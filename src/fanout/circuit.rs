@@ -194,7 +194,10 @@ impl Circuit {
                 Signal::Down { .. } | Signal::Silent => false,
             };
             if closes {
-                *circuit = TargetCircuit::default();
+                *circuit = TargetCircuit {
+                    updated_at: circuit.updated_at,
+                    ..TargetCircuit::default()
+                };
                 verdict.charged = matches!(signal, Signal::UserFailure);
                 return;
             }
@@ -404,6 +407,8 @@ mod tests {
             }
         );
         assert_eq!(c.admit(next), Admission::All);
+        // Working answers to a closed circuit change nothing, so nothing is written.
+        assert_eq!(c.record(&Signal::Up, false, next + 1, &mut rng).1, None);
     }
 
     #[test]
