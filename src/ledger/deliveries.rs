@@ -1069,6 +1069,87 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn uncharged_failures_keep_the_count_and_failing_since_dates_the_first() {
+        let (db, _dir) = db().await;
+        run(&db, |s| s.set_desired(&desired("h"), 100)).await;
+        let retry = |charged, next_attempt_at| AttemptOutcome::Retry {
+            status: Some(503),
+            error: "down".into(),
+            next_attempt_at,
+            charged,
+        };
+        let first = retry(true, 200);
+        run(&db, move |s| s.record_attempt(&attempt("h", 110), &first)).await;
+        let second = retry(false, 300);
+        run(&db, move |s| s.record_attempt(&attempt("h", 210), &second)).await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!(
+            (row.attempts, row.failing_since, row.last_status),
+            (1, Some(110), Some(503))
+        );
+        let history = run(&db, |s| s.history("u1", None, 10)).await;
+        assert_eq!(history.len(), 2);
+
+        // Dead, then replayed: the count and the age start over.
+        let dead = AttemptOutcome::Dead {
+            status: Some(503),
+            error: "gave up".into(),
+        };
+        run(&db, move |s| s.record_attempt(&attempt("h", 310), &dead)).await;
+        run(&db, |s| {
+            s.replay(None, Some("kibo"), &[DeliveryState::Dead], 400)
+        })
+        .await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!((row.attempts, row.failing_since), (0, None));
+        let third = retry(true, 500);
+        run(&db, move |s| s.record_attempt(&attempt("h", 410), &third)).await;
+        let delivered = AttemptOutcome::Delivered {
+            remote_id: Some("r".into()),
+            status: None,
+        };
+        run(&db, move |s| {
+            s.record_attempt(&attempt("h", 510), &delivered)
+        })
+        .await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!((row.attempts, row.failing_since), (0, None));
+    }
+
+    #[tokio::test]
+    async fn a_targets_circuit_is_kept_and_shown_with_its_lag() {
+        let (db, _dir) = db().await;
+        assert_eq!(run(&db, |s| s.circuit("kibo")).await, None);
+        assert_eq!(
+            run(&db, |s| s.lag("kibo")).await.circuit.state,
+            CircuitState::Closed
+        );
+        let open = TargetCircuit {
+            state: CircuitState::Open,
+            failures: 5,
+            failed_probes: 2,
+            opened_at: Some(10),
+            retry_at: Some(70),
+            last_status: Some(429),
+            last_error: Some("429: slow down".into()),
+            updated_at: 40,
+        };
+        let stored = open.clone();
+        run(&db, move |s| s.set_circuit("kibo", &stored)).await;
+        assert_eq!(run(&db, |s| s.circuit("kibo")).await, Some(open.clone()));
+        assert_eq!(run(&db, |s| s.lag("kibo")).await.circuit, open);
+        let closed = TargetCircuit {
+            updated_at: 80,
+            ..TargetCircuit::default()
+        };
+        run(&db, move |s| s.set_circuit("kibo", &closed)).await;
+        assert_eq!(
+            run(&db, |s| s.lag("kibo")).await.circuit.state,
+            CircuitState::Closed
+        );
+    }
+
+    #[tokio::test]
     async fn pause_switch() {
         let (db, _dir) = db().await;
         assert!(!run(&db, |s| s.is_paused("kibo")).await);
