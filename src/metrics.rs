@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::config::TrustedProxies;
-use crate::ledger::{Omissions, TargetLag};
+use crate::ledger::{CircuitState, Omissions, TargetLag};
 use crate::scim::auth::Authenticator;
 use crate::scim::error::ScimError;
 
@@ -96,6 +96,12 @@ pub struct TargetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabels {
+    pub target: String,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub target: String,
     pub state: &'static str,
@@ -115,6 +121,8 @@ pub struct Metrics {
     queue: Family<QueueLabels, Gauge>,
     lag_seconds: Family<TargetLabels, Gauge<f64, AtomicU64>>,
     omissions: Family<OmissionLabels, Gauge>,
+    circuit: Family<CircuitLabels, Gauge>,
+    circuit_failures: Family<TargetLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -171,8 +179,22 @@ impl Metrics {
              field",
             omissions.clone(),
         );
+        let circuit = Family::<CircuitLabels, Gauge>::default();
+        registry.register(
+            "target_circuit",
+            "1 for the state each target's circuit is in (closed, open, half_open), 0 for the others",
+            circuit.clone(),
+        );
+        let circuit_failures = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "target_circuit_failures",
+            "Target-level failures (throttling, down, unreachable) since the target last worked",
+            circuit_failures.clone(),
+        );
         Metrics {
             registry,
+            circuit,
+            circuit_failures,
             accepted_writes,
             deliveries,
             delivery_seconds,
@@ -245,6 +267,19 @@ impl Metrics {
                     target: t.target.clone(),
                 })
                 .set(lag_seconds);
+            for state in CircuitState::ALL {
+                self.circuit
+                    .get_or_create(&CircuitLabels {
+                        target: t.target.clone(),
+                        state: state.as_str(),
+                    })
+                    .set(i64::from(t.circuit.state == state));
+            }
+            self.circuit_failures
+                .get_or_create(&TargetLabels {
+                    target: t.target.clone(),
+                })
+                .set(i64::from(t.circuit.failures));
         }
         let mut out = String::new();
         if let Err(err) = encode(&mut out, &self.registry) {
@@ -267,6 +302,11 @@ mod tests {
             target: "kibo".into(),
             pending: 3,
             oldest_change_at: Some(1_000),
+            circuit: crate::ledger::TargetCircuit {
+                state: CircuitState::Open,
+                failures: 5,
+                ..Default::default()
+            },
             ..TargetLag::default()
         }];
         let text = metrics.render(&lag, 6_000);
@@ -281,6 +321,9 @@ mod tests {
         );
         assert!(text.contains("scim_bridge_delivery_queue{target=\"kibo\",state=\"pending\"} 3"));
         assert!(text.contains("scim_bridge_delivery_lag_seconds{target=\"kibo\"} 5.0"));
+        assert!(text.contains("scim_bridge_target_circuit{target=\"kibo\",state=\"open\"} 1"));
+        assert!(text.contains("scim_bridge_target_circuit{target=\"kibo\",state=\"closed\"} 0"));
+        assert!(text.contains("scim_bridge_target_circuit_failures{target=\"kibo\"} 5"));
     }
 
     #[test]

@@ -130,6 +130,10 @@ impl Application {
                     TargetPolicy {
                         concurrency,
                         max_attempts: fanout_settings.max_attempts,
+                        dead_letter_after: Duration::from_secs(
+                            fanout_settings.dead_letter_after_hours * 3600,
+                        ),
+                        circuit_failures: fanout_settings.circuit_failures,
                         backoff: Backoff {
                             base: Duration::from_millis(fanout_settings.backoff_base_ms),
                             cap: Duration::from_millis(fanout_settings.backoff_cap_ms),

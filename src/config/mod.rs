@@ -159,8 +159,15 @@ impl<'de> Deserialize<'de> for TrustedProxies {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FanoutSettings {
-    /// Retryable failures before a delivery is dead-lettered.
+    /// Retryable failures, while the target otherwise works, before a delivery is
+    /// dead-lettered. Failures while the target as a whole is down or throttling do not count.
     pub max_attempts: u32,
+    /// A delivery still failing this many hours after its first failure is dead-lettered,
+    /// however its failures were counted.
+    pub dead_letter_after_hours: u64,
+    /// Target-level failures in a row (429, 502-504, timeouts, refused connections) that
+    /// open a target's circuit: then only one probe delivery goes at the backoff cadence.
+    pub circuit_failures: u32,
     /// First retry waits up to this long (full jitter), doubling per attempt...
     pub backoff_base_ms: u64,
     /// ...up to this ceiling.
@@ -179,6 +186,8 @@ impl Default for FanoutSettings {
     fn default() -> Self {
         FanoutSettings {
             max_attempts: 8,
+            dead_letter_after_hours: 72,
+            circuit_failures: 5,
             backoff_base_ms: 1_000,
             backoff_cap_ms: 300_000,
             poll_ms: 1_000,
@@ -507,6 +516,18 @@ impl Settings {
                 "must be at least fanout.backoff_base_ms, which must be above 0",
             ));
         }
+        if fanout.dead_letter_after_hours == 0 {
+            return Err(ConfigError::key(
+                "fanout.dead_letter_after_hours",
+                "must be at least 1",
+            ));
+        }
+        if fanout.circuit_failures == 0 {
+            return Err(ConfigError::key(
+                "fanout.circuit_failures",
+                "must be at least 1",
+            ));
+        }
         if fanout.poll_ms == 0 {
             return Err(ConfigError::key("fanout.poll_ms", "must be at least 1"));
         }
@@ -532,6 +553,11 @@ mod tests {
             ("[scim]\ndefault_page_size = 0", "scim.default_page_size"),
             ("[scim]\nmax_page_sise = 3", "max_page_sise"),
             ("[[scim.clients]]\nname = \"okta\"", "scim.clients[0]"),
+            (
+                "[fanout]\ndead_letter_after_hours = 0",
+                "fanout.dead_letter_after_hours",
+            ),
+            ("[fanout]\ncircuit_failures = 0", "fanout.circuit_failures"),
         ];
         for (text, key) in cases {
             let err = Settings::from_toml(text, &Overrides::default()).unwrap_err();

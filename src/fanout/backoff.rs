@@ -19,13 +19,31 @@ impl Backoff {
         retry_after: Option<Duration>,
         rng: &mut impl Rng,
     ) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)))
-            .min(self.cap);
+        let ceiling = self.ceiling(attempt);
         let jittered = Duration::from_millis(rng.gen_range(0..=ceiling.as_millis() as u64));
         // When the target says when to come back, that is the answer.
         retry_after.unwrap_or(jittered)
+    }
+
+    /// The wait before a circuit's probe number `attempt` (1 for the first). Half the
+    /// window is fixed and half jittered: one probe per target needs no spreading over the
+    /// whole window, and full jitter would send some probes almost at once.
+    pub fn probe_delay(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Duration {
+        let ceiling = self.ceiling(attempt).as_millis() as u64;
+        let half = ceiling / 2;
+        let jittered = Duration::from_millis(half + rng.gen_range(0..=ceiling - half));
+        retry_after.unwrap_or(jittered)
+    }
+
+    fn ceiling(&self, attempt: u32) -> Duration {
+        self.base
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)))
+            .min(self.cap)
     }
 }
 
@@ -49,6 +67,27 @@ mod tests {
                 assert!(d.as_millis() as u64 <= ceiling, "attempt {attempt}: {d:?}");
             }
         }
+    }
+
+    #[test]
+    fn probes_wait_between_half_and_all_of_the_window() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(5),
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        for attempt in 1..20 {
+            let ceiling = (100u64 << (attempt - 1)).min(5000);
+            for _ in 0..50 {
+                let d = backoff.probe_delay(attempt, None, &mut rng).as_millis() as u64;
+                assert!(
+                    (ceiling / 2..=ceiling).contains(&d),
+                    "attempt {attempt}: {d}"
+                );
+            }
+        }
+        let named = backoff.probe_delay(2, Some(Duration::from_secs(9)), &mut rng);
+        assert_eq!(named, Duration::from_secs(9));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! rate limits, dead letters, and passwords sealed until delivered.
 
 pub mod backoff;
+pub mod circuit;
 pub mod operator;
 pub mod report;
 pub mod secrets;

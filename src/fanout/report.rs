@@ -3,23 +3,46 @@
 use std::fmt::Write as _;
 
 use crate::fanout::operator::UserStatus;
-use crate::ledger::{Delivery, Omissions, TargetLag};
+use crate::ledger::{CircuitState, Delivery, Omissions, TargetCircuit, TargetLag};
 
 fn when(millis: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
     crate::scim::service::timestamp(at)
 }
 
+/// Whether a target takes deliveries, and if not since when, until when and why.
+fn circuit(circuit: &TargetCircuit) -> String {
+    let since = circuit.opened_at.map(when).unwrap_or_else(|| "-".into());
+    let why = match (circuit.last_status, circuit.last_error.as_deref()) {
+        (_, Some(error)) => error.to_owned(),
+        (Some(status), None) => status.to_string(),
+        (None, None) => String::new(),
+    };
+    match circuit.state {
+        CircuitState::Closed => "closed".into(),
+        CircuitState::Open => format!(
+            "open since {since}, next probe {}, {} failures: {why}",
+            circuit.retry_at.map(when).unwrap_or_else(|| "now".into()),
+            circuit.failures
+        ),
+        CircuitState::HalfOpen => format!(
+            "half-open since {since}, probing, {} failures: {why}",
+            circuit.failures
+        ),
+    }
+}
+
 pub fn lag(lag: &[TargetLag]) -> String {
     let mut out = format!(
-        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {}\n",
+        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24}  {}\n",
         "target",
         "pending",
         "retrying",
         "rejected",
         "dead",
         "delivered",
-        "oldest undelivered change"
+        "oldest undelivered change",
+        "circuit"
     );
     for t in lag {
         let oldest = t.oldest_change_at.map(when).unwrap_or_else(|| "-".into());
@@ -30,8 +53,13 @@ pub fn lag(lag: &[TargetLag]) -> String {
         };
         let _ = writeln!(
             out,
-            "{name:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {oldest}",
-            t.pending, t.retrying, t.rejected, t.dead, t.delivered
+            "{name:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {oldest:<25}  {}",
+            t.pending,
+            t.retrying,
+            t.rejected,
+            t.dead,
+            t.delivered,
+            circuit(&t.circuit)
         );
     }
     out
@@ -160,5 +188,38 @@ mod tests {
             text.contains("a-1; the first update changed nothing"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_shows_each_targets_circuit() {
+        let open = TargetLag {
+            target: "kibo".into(),
+            retrying: 20,
+            circuit: TargetCircuit {
+                state: CircuitState::Open,
+                failures: 7,
+                opened_at: Some(0),
+                retry_at: Some(65_000),
+                last_status: Some(503),
+                last_error: Some("503: the target is down".into()),
+                ..TargetCircuit::default()
+            },
+            ..TargetLag::default()
+        };
+        let closed = TargetLag {
+            target: "appgate".into(),
+            ..TargetLag::default()
+        };
+        let text = lag(&[open, closed]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("circuit"), "{text}");
+        assert!(
+            lines[1].ends_with(
+                "open since 1970-01-01T00:00:00Z, next probe 1970-01-01T00:01:05Z, \
+                 7 failures: 503: the target is down"
+            ),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("closed"), "{text}");
     }
 }

@@ -1,6 +1,7 @@
 //! One delivery worker per target: takes due (user, target) rows from the ledger, sends them
 //! through the target adapter within its concurrency and rate limit, classifies the answer
 //! and records it. A row is never in flight twice, so one user's deliveries stay in order.
+//! The target's circuit decides whether anything is sent at all.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -12,9 +13,11 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::backoff::Backoff;
+use crate::fanout::circuit::{self, Admission, Circuit, Verdict};
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
-    Adoption, Attempt, AttemptOutcome, Db, Delivery, DeliveryOp, LedgerError, PASSWORD_MARK,
+    Adoption, Attempt, AttemptOutcome, CircuitState, Db, Delivery, DeliveryOp, LedgerError,
+    TargetCircuit, PASSWORD_MARK,
 };
 use crate::metrics::Metrics;
 use crate::targets::{Payload, RemoteAccount, Target, TargetError};
@@ -25,8 +28,14 @@ pub struct TargetPolicy {
     /// Deliveries in flight at once. (Requests per second are paced by the adapter's own
     /// transport, which sees every request, logins and look-ups included.)
     pub concurrency: usize,
-    /// Retryable failures before a delivery is dead-lettered.
+    /// Retryable failures, while the target otherwise works, before a delivery is
+    /// dead-lettered.
     pub max_attempts: u32,
+    /// A delivery still failing this long after its first failure is dead-lettered, however
+    /// its failures were counted.
+    pub dead_letter_after: Duration,
+    /// Target-level failures in a row (throttling, down, unreachable) that open the circuit.
+    pub circuit_failures: u32,
     pub backoff: Backoff,
 }
 
@@ -42,6 +51,7 @@ pub struct Worker {
     slots: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
+    circuit: Arc<Circuit>,
 }
 
 impl Worker {
@@ -57,6 +67,7 @@ impl Worker {
             slots: Arc::new(Semaphore::new(policy.concurrency.max(1))),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             wake: Arc::new(Notify::new()),
+            circuit: Arc::new(Circuit::new(policy.circuit_failures, policy.backoff)),
             target,
             db,
             clock,
@@ -104,7 +115,8 @@ impl Worker {
             .await;
     }
 
-    /// Starts every delivery that is due now, up to the free concurrency; returns how many.
+    /// Starts every delivery that is due now, up to the free concurrency (one probe while
+    /// the circuit is open, none while it waits); returns how many.
     pub async fn dispatch_due(&self) -> Result<usize, LedgerError> {
         let free = self.slots.available_permits();
         let busy = self.lock_in_flight().len();
@@ -113,8 +125,15 @@ impl Worker {
             let _slot = self.slots.acquire().await;
             return Ok(0);
         }
+        self.load_circuit().await?;
         let name = self.name().to_owned();
         let now = unix_millis(self.clock.as_ref());
+        let admission = self.circuit.admit(now);
+        let wanted = match admission {
+            Admission::All => free,
+            Admission::Probe => 1,
+            Admission::Shut => return Ok(0),
+        };
         // The due list names the rows in flight too (they stay due until recorded), so it
         // asks for that many more.
         let due = self
@@ -123,11 +142,15 @@ impl Worker {
                 if s.is_paused(&name)? {
                     return Ok(Vec::new());
                 }
-                s.due(&name, now, free + busy)
+                s.due(&name, now, wanted + busy)
             })
             .await?;
+        let probe = admission == Admission::Probe;
         let mut started = 0;
         for delivery in due {
+            if started == wanted {
+                break;
+            }
             let user = delivery.desired.user_id.clone();
             if !self.lock_in_flight().insert(user.clone()) {
                 continue;
@@ -136,12 +159,21 @@ impl Worker {
                 self.lock_in_flight().remove(&user);
                 break;
             };
+            if probe {
+                let changed = self.circuit.begin_probe(now);
+                self.save_circuit(changed).await;
+            }
             let worker = self.clone();
             tokio::spawn(async move {
                 // The list above may predate a delivery of this row that finished since;
                 // only a fresh read taken while the row is ours says whether it is still due.
                 if let Some(fresh) = worker.still_due(&delivery).await {
-                    worker.deliver(fresh).await;
+                    worker.deliver(fresh, probe).await;
+                }
+                if probe {
+                    let now = unix_millis(worker.clock.as_ref());
+                    let changed = worker.circuit.end_probe(now);
+                    worker.save_circuit(changed).await;
                 }
                 worker.lock_in_flight().remove(&user);
                 drop(slot);
@@ -150,6 +182,46 @@ impl Worker {
             started += 1;
         }
         Ok(started)
+    }
+
+    /// Reads the circuit the ledger last recorded, once: a restart resumes an open one.
+    async fn load_circuit(&self) -> Result<(), LedgerError> {
+        if self.circuit.is_loaded() {
+            return Ok(());
+        }
+        let name = self.name().to_owned();
+        let stored = self.db.read(move |s| s.circuit(&name)).await?;
+        self.circuit.load(stored);
+        Ok(())
+    }
+
+    async fn save_circuit(&self, changed: Option<TargetCircuit>) {
+        let Some(circuit) = changed else {
+            return;
+        };
+        let name = self.name().to_owned();
+        if let Err(err) = self.db.write(move |s| s.set_circuit(&name, &circuit)).await {
+            tracing::error!(target_name = self.name(), error = %err, "cannot record the circuit");
+        }
+    }
+
+    fn log_circuit(&self, was: CircuitState, now: &TargetCircuit) {
+        let (name, state) = (self.name(), now.state.as_str());
+        let error = now.last_error.as_deref().unwrap_or("");
+        match (was, now.state) {
+            (CircuitState::Closed, CircuitState::Open) => tracing::warn!(
+                target_name = name, failures = now.failures, retry_at = ?now.retry_at, error,
+                "circuit opened: deliveries wait, one probe at a time"
+            ),
+            (_, CircuitState::Closed) => tracing::warn!(
+                target_name = name,
+                "circuit closed: the target works again, deliveries resume"
+            ),
+            _ => tracing::debug!(
+                target_name = name, state, failed_probes = now.failed_probes,
+                retry_at = ?now.retry_at, error, "probe failed"
+            ),
+        }
     }
 
     /// How many slots must be free before the due list is read again while deliveries are
@@ -198,11 +270,21 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, delivery: Delivery) {
+    async fn deliver(&self, delivery: Delivery, probe: bool) {
         let began = Instant::now();
         let result = self.send(&delivery).await;
         let at = unix_millis(self.clock.as_ref());
-        let outcome = self.classify(&delivery, result, at);
+        let signal = circuit::signal(&result);
+        let (verdict, circuit) = self
+            .circuit
+            .record(&signal, probe, at, &mut rand::thread_rng());
+        let circuit = circuit.map(|(was, now)| {
+            if was != now.state {
+                self.log_circuit(was, &now);
+            }
+            now
+        });
+        let outcome = self.classify(&delivery, result, &verdict, at);
         self.metrics.record_delivery(
             self.name(),
             outcome_name(&outcome),
@@ -232,9 +314,13 @@ impl Worker {
             "delivery attempt"
         );
         let user = delivery.desired.user_id.clone();
+        let name = self.name().to_owned();
         let recorded = self
             .db
             .write(move |s| {
+                if let Some(circuit) = &circuit {
+                    s.set_circuit(&name, circuit)?;
+                }
                 s.record_attempt(&attempt, &outcome)?;
                 s.erase_secret_if_delivered(&user)
             })
@@ -248,6 +334,7 @@ impl Worker {
         &self,
         delivery: &Delivery,
         result: Result<Option<String>, TargetError>,
+        verdict: &Verdict,
         now: i64,
     ) -> AttemptOutcome {
         match result {
@@ -263,21 +350,38 @@ impl Worker {
                 reason,
                 retry_after,
             }) => {
-                let attempt = delivery.attempts + 1;
-                if attempt >= self.policy.max_attempts {
+                let status = circuit::answered_status(&reason);
+                let attempt = delivery.attempts + u32::from(verdict.charged);
+                if verdict.charged && attempt >= self.policy.max_attempts {
                     return AttemptOutcome::Dead {
-                        status: None,
+                        status,
                         error: format!("gave up after {attempt} attempts: {reason}"),
                     };
                 }
-                let delay =
-                    self.policy
-                        .backoff
-                        .delay(attempt, retry_after, &mut rand::thread_rng());
+                let failing_for = now - delivery.failing_since.unwrap_or(now);
+                if failing_for >= self.policy.dead_letter_after.as_millis() as i64 {
+                    return AttemptOutcome::Dead {
+                        status,
+                        error: format!(
+                            "gave up after failing for {} hours: {reason}",
+                            failing_for / 3_600_000
+                        ),
+                    };
+                }
+                // While the circuit is open the delivery waits for it; the probe decides.
+                let next_attempt_at = verdict.retry_at.unwrap_or_else(|| {
+                    let delay = self.policy.backoff.delay(
+                        attempt.max(1),
+                        retry_after,
+                        &mut rand::thread_rng(),
+                    );
+                    now + delay.as_millis() as i64
+                });
                 AttemptOutcome::Retry {
-                    status: None,
+                    status,
                     error: reason,
-                    next_attempt_at: now + delay.as_millis() as i64,
+                    next_attempt_at,
+                    charged: verdict.charged,
                 }
             }
         }
@@ -661,6 +765,10 @@ mod tests {
         /// What successive look-ups find; nothing once these run out.
         found: Mutex<VecDeque<Option<RemoteAccount>>>,
         calls: Mutex<Vec<String>>,
+        /// While set, every call (look-ups included) is answered with this error.
+        fault: Mutex<Option<TargetError>>,
+        /// Calls about the account whose name contains the text get the error.
+        poisoned: Mutex<Option<(String, TargetError)>>,
     }
 
     impl Scripted {
@@ -681,12 +789,26 @@ mod tests {
                 answers: Mutex::new(answers.into()),
                 found: Mutex::new(found.into()),
                 calls: Mutex::new(Vec::new()),
+                fault: Mutex::new(None),
+                poisoned: Mutex::new(None),
             })
         }
 
         fn answer(&self, call: String) -> TargetResult<()> {
-            self.calls.lock().unwrap().push(call);
+            self.calls.lock().unwrap().push(call.clone());
+            if let Some(fault) = self.fault.lock().unwrap().clone() {
+                return Err(fault);
+            }
+            if let Some((name, err)) = self.poisoned.lock().unwrap().clone() {
+                if call.contains(&name) {
+                    return Err(err);
+                }
+            }
             self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()))
+        }
+
+        fn set_fault(&self, fault: Option<TargetError>) {
+            *self.fault.lock().unwrap() = fault;
         }
 
         fn calls(&self) -> Vec<String> {
@@ -711,7 +833,10 @@ mod tests {
         }
         async fn find(&self, _payload: &Payload) -> TargetResult<Option<RemoteAccount>> {
             self.calls.lock().unwrap().push("find".into());
-            Ok(self.found.lock().unwrap().pop_front().flatten())
+            match self.fault.lock().unwrap().clone() {
+                Some(fault) => Err(fault),
+                None => Ok(self.found.lock().unwrap().pop_front().flatten()),
+            }
         }
         async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
             self.answer(format!("create {}", Value::Object(payload.clone())))
@@ -764,6 +889,8 @@ mod tests {
             TargetPolicy {
                 concurrency: 4,
                 max_attempts: 3,
+                dead_letter_after: Duration::from_secs(72 * 3600),
+                circuit_failures: 3,
                 backoff: Backoff {
                     base: Duration::from_secs(1),
                     cap: Duration::from_secs(60),
@@ -781,7 +908,15 @@ mod tests {
 
     impl Fixture {
         async fn want(&self, hash: &str, operation: DeliveryOp) {
-            self.want_password(hash, operation, None).await;
+            self.want_for("u1", hash, operation).await;
+        }
+
+        async fn want_for(&self, user: &str, hash: &str, operation: DeliveryOp) {
+            self.want_password_for(user, hash, operation, None).await;
+        }
+
+        async fn want_password(&self, hash: &str, operation: DeliveryOp, field: Option<&str>) {
+            self.want_password_for("u1", hash, operation, field).await;
         }
 
         /// A desired state whose `title` the mapping does not manage on adopted accounts.
@@ -811,15 +946,22 @@ mod tests {
 
         /// A desired state whose `password_field` the target maps; the identity provider
         /// sent no password.
-        async fn want_password(&self, hash: &str, operation: DeliveryOp, field: Option<&str>) {
+        async fn want_password_for(
+            &self,
+            user: &str,
+            hash: &str,
+            operation: DeliveryOp,
+            field: Option<&str>,
+        ) {
             let desired = Desired {
-                user_id: "u1".into(),
+                user_id: user.into(),
                 target: "scripted".into(),
                 operation,
-                payload: serde_json::json!({"name": hash, "password": "never-here"})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
+                payload:
+                    serde_json::json!({"name": format!("{user}-{hash}"), "password": "never-here"})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
                 create_only: vec!["password".into()],
                 unmanaged: Vec::new(),
                 password_field: field.map(str::to_owned),
@@ -871,7 +1013,7 @@ mod tests {
     async fn retries_with_backoff_then_dead_letters() {
         let retry = || {
             Err(TargetError::Retryable {
-                reason: "503".into(),
+                reason: "500: internal error".into(),
                 retry_after: None,
             })
         };
@@ -889,6 +1031,7 @@ mod tests {
         f.worker.drain().await.unwrap();
         let row = f.row().await;
         assert_eq!(row.state, DeliveryState::Dead);
+        assert_eq!(row.last_status, Some(500));
         assert!(row.last_error.unwrap().contains("gave up after 3 attempts"));
         f.clock.advance(Duration::from_secs(3600));
         assert_eq!(
@@ -1142,6 +1285,169 @@ mod tests {
         );
     }
 
+    fn throttled(seconds: u64) -> TargetError {
+        TargetError::Retryable {
+            reason: "429: too many requests".into(),
+            retry_after: Some(Duration::from_secs(seconds)),
+        }
+    }
+
+    fn unavailable() -> TargetError {
+        TargetError::Retryable {
+            reason: "503: the target is down".into(),
+            retry_after: None,
+        }
+    }
+
+    impl Fixture {
+        async fn lag(&self) -> crate::ledger::TargetLag {
+            self.db.read(|s| s.lag("scripted")).await.unwrap()
+        }
+
+        /// Lets `seconds` pass in steps of `step`, delivering whatever falls due.
+        async fn run_for(&self, seconds: u64, step: u64) {
+            for _ in 0..seconds / step {
+                self.worker.drain().await.unwrap();
+                self.clock.advance(Duration::from_secs(step));
+            }
+            self.worker.drain().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_throttling_storm_longer_than_the_retries_dead_letters_no_one() {
+        let f = fixture(vec![]);
+        for n in 0..20 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        // 50 s of 429 with Retry-After: 5, against 3 attempts of at most 5 s each.
+        f.target.set_fault(Some(throttled(5)));
+        f.run_for(50, 1).await;
+        assert_eq!(f.lag().await.dead, 0, "{:?}", f.lag().await);
+        f.target.set_fault(None);
+        f.run_for(10, 1).await;
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.dead), (20, 0), "{lag:?}");
+    }
+
+    #[tokio::test]
+    async fn a_long_outage_dead_letters_no_one_and_heals_without_a_replay() {
+        let f = fixture(vec![]);
+        for n in 0..20 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        f.target.set_fault(Some(unavailable()));
+        f.run_for(2 * 3600, 10).await;
+        assert_eq!(f.lag().await.dead, 0, "{:?}", f.lag().await);
+        f.target.set_fault(None);
+        // The probe cadence is capped at 60 s in this fixture.
+        f.run_for(120, 1).await;
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.dead), (20, 0), "{lag:?}");
+    }
+
+    async fn attempts_of(f: &Fixture, user: &'static str) -> Delivery {
+        f.db.read(move |s| s.delivery(user, "scripted"))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_open_circuit_sends_one_probe_per_cadence_and_charges_no_one() {
+        let f = fixture(vec![]);
+        for n in 0..20 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        f.target.set_fault(Some(unavailable()));
+        f.worker.drain().await.unwrap();
+        // One round at the concurrency of 4 went out before the circuit opened at 3.
+        assert_eq!(f.target.calls().len(), 4);
+        let circuit = f.lag().await.circuit;
+        assert_eq!(circuit.state, crate::ledger::CircuitState::Open);
+        assert_eq!(circuit.last_status, Some(503));
+        assert_eq!(f.worker.drain().await.unwrap(), 0, "nothing while open");
+        for round in 1..=30 {
+            // The probe cadence never exceeds the 60 s cap, nor comes twice within it.
+            f.clock.advance(Duration::from_secs(60));
+            f.worker.drain().await.unwrap();
+            assert_eq!(f.target.calls().len(), 4 + round, "round {round}");
+        }
+        let dues =
+            f.db.read(|s| s.deliveries_in(&[DeliveryState::Retrying], None, 100))
+                .await
+                .unwrap();
+        let charged: u32 = dues.iter().map(|d| d.attempts).sum();
+        assert_eq!(charged, 1, "only the first failure of the outage counts");
+        assert_eq!(dues[0].last_status, Some(503));
+        let history = f.db.read(|s| s.history("u00", None, 10)).await.unwrap();
+        assert!(history.iter().all(|a| a.status == Some(503)), "{history:?}");
+
+        f.target.set_fault(None);
+        f.clock.advance(Duration::from_secs(60));
+        f.worker.drain().await.unwrap();
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.dead), (20, 0), "{lag:?}");
+        assert_eq!(lag.circuit.state, crate::ledger::CircuitState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_user_failing_with_500_while_others_succeed_is_dead_lettered() {
+        let f = fixture(vec![]);
+        *f.target.poisoned.lock().unwrap() = Some((
+            "bad-".into(),
+            TargetError::Retryable {
+                reason: "500: NullPointerException".into(),
+                retry_after: None,
+            },
+        ));
+        f.want_for("bad", "v1", DeliveryOp::Upsert).await;
+        for round in 0..3 {
+            f.want_for(&format!("good{round}"), "v1", DeliveryOp::Upsert)
+                .await;
+            f.worker.drain().await.unwrap();
+            f.clock.advance(Duration::from_secs(61));
+        }
+        let bad = attempts_of(&f, "bad").await;
+        assert_eq!(bad.state, DeliveryState::Dead);
+        assert_eq!(bad.last_status, Some(500));
+        assert!(bad.last_error.unwrap().contains("gave up after 3 attempts"));
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.dead), (3, 1), "{lag:?}");
+        assert_eq!(lag.circuit.state, crate::ledger::CircuitState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_user_the_target_keeps_refusing_is_still_rejected_at_once() {
+        let f = fixture(vec![]);
+        *f.target.poisoned.lock().unwrap() = Some((
+            "refused-".into(),
+            TargetError::Rejected {
+                status: 422,
+                message: "email: invalid".into(),
+            },
+        ));
+        f.want_for("refused", "v1", DeliveryOp::Upsert).await;
+        f.want_for("fine", "v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let refused = attempts_of(&f, "refused").await;
+        assert_eq!(
+            (refused.state, refused.last_status),
+            (DeliveryState::Rejected, Some(422))
+        );
+        assert_eq!(
+            attempts_of(&f, "fine").await.state,
+            DeliveryState::Delivered
+        );
+        assert_eq!(
+            f.lag().await.circuit.state,
+            crate::ledger::CircuitState::Closed
+        );
+    }
+
     #[tokio::test]
     async fn a_made_up_password_never_reaches_the_account_a_409_adopts() {
         let theirs = account(
@@ -1171,5 +1477,50 @@ mod tests {
             .starts_with("needs the user's password"));
         let calls = f.target.calls();
         assert_eq!(calls.len(), 3, "find, create, find; no update: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_failing_for_days_is_dead_lettered_by_age() {
+        let f = fixture(vec![]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        // Throttled for good, with an hour named each time: never charged, but old.
+        f.target.set_fault(Some(throttled(3600)));
+        f.run_for(71 * 3600, 3600).await;
+        assert_eq!(f.row().await.state, DeliveryState::Retrying);
+        f.run_for(2 * 3600, 3600).await;
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Dead);
+        assert_eq!(row.last_status, Some(429));
+        assert!(
+            row.last_error
+                .as_deref()
+                .unwrap()
+                .contains("gave up after failing for 72 hours"),
+            "{row:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_worker_resumes_an_open_circuit() {
+        let f = fixture(vec![]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.target.set_fault(Some(throttled(600)));
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls().len();
+        let again = Worker::new(
+            f.target.clone(),
+            f.db.clone(),
+            f.clock.clone(),
+            Arc::new(SecretBox::from_key(&[1; 32])),
+            Arc::new(Metrics::new()),
+            f.worker.policy,
+        );
+        f.clock.advance(Duration::from_secs(599));
+        assert_eq!(again.drain().await.unwrap(), 0);
+        assert_eq!(f.target.calls().len(), calls);
+        f.target.set_fault(None);
+        f.clock.advance(Duration::from_secs(1));
+        again.drain().await.unwrap();
+        assert_eq!(f.row().await.state, DeliveryState::Delivered);
     }
 }

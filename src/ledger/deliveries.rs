@@ -1,5 +1,5 @@
 //! The sync ledger: per (user, target) the desired and the delivered state, the attempt
-//! history, pending passwords and per-target pause switches. Times are unix milliseconds
+//! history, pending passwords, per-target pause switches and circuits. Times are unix milliseconds
 //! taken from the injected clock by the caller.
 
 use rusqlite::{params, OptionalExtension, Row};
@@ -112,6 +112,8 @@ pub struct Delivery {
     pub updated_at: i64,
     /// Fields the desired state leaves out because the user's value could not be mapped.
     pub warnings: Vec<FieldWarning>,
+    /// When the current state first failed to arrive; `None` until it fails.
+    pub failing_since: Option<i64>,
 }
 
 /// How many users one target receives without one field, and one reason as an example.
@@ -143,6 +145,9 @@ pub enum AttemptOutcome {
         status: Option<u16>,
         error: String,
         next_attempt_at: i64,
+        /// Whether the failure counts toward the dead-letter limit: not when the target as a
+        /// whole was down or throttling.
+        charged: bool,
     },
     Dead {
         status: Option<u16>,
@@ -193,6 +198,61 @@ pub struct TargetLag {
     /// When the oldest undelivered change was made, if any.
     pub oldest_change_at: Option<i64>,
     pub paused: bool,
+    pub circuit: TargetCircuit,
+}
+
+/// Whether deliveries flow to a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Deliveries flow.
+    #[default]
+    Closed,
+    /// The target is down or throttling: nothing is sent before `retry_at`.
+    Open,
+    /// One probe delivery is out; its answer closes or reopens the circuit.
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+
+    pub const ALL: [CircuitState; 3] = [
+        CircuitState::Closed,
+        CircuitState::Open,
+        CircuitState::HalfOpen,
+    ];
+
+    fn parse(stored: &str) -> CircuitState {
+        match stored {
+            "open" => CircuitState::Open,
+            "half_open" => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        }
+    }
+}
+
+/// The circuit of one target as last recorded by its worker.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct TargetCircuit {
+    pub state: CircuitState,
+    /// Target-level failures (throttling, down, unreachable) since the last answer that
+    /// showed the target working.
+    pub failures: u32,
+    /// Probes that failed since the circuit opened; the probe cadence grows with them.
+    pub failed_probes: u32,
+    pub opened_at: Option<i64>,
+    /// When the next probe may go, while open.
+    pub retry_at: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub updated_at: i64,
 }
 
 /// An encrypted password waiting for its targets.
@@ -208,7 +268,8 @@ pub const PASSWORD_MARK: &str = "+pw:";
 
 const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
     desired_hash, mapping_version, delivered_hash, remote_id, state, attempts, next_attempt_at, \
-    last_status, last_error, changed_at, updated_at, secret_id, retain_secret, warnings, unmanaged";
+    last_status, last_error, changed_at, updated_at, secret_id, retain_secret, warnings, unmanaged, \
+    failing_since";
 
 /// A delivery as read, with the JSON columns still to decode: payload, create_only,
 /// warnings (NULL when none) and unmanaged.
@@ -241,8 +302,15 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
         changed_at: row.get(15)?,
         updated_at: row.get(16)?,
         warnings: Vec::new(),
+        failing_since: row.get(21)?,
     };
-    Ok((delivery, row.get(3)?, row.get(4)?, row.get(19)?, row.get(20)?))
+    Ok((
+        delivery,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(19)?,
+        row.get(20)?,
+    ))
 }
 
 fn finish_delivery(
@@ -360,7 +428,7 @@ impl Store<'_> {
                  create_only = ?5, password_field = ?6, desired_hash = ?7, mapping_version = ?8, \
                  state = ?9, attempts = 0, next_attempt_at = ?10, last_error = NULL, \
                  changed_at = ?10, updated_at = ?10, secret_id = ?11, retain_secret = ?12, \
-                 unmanaged = ?13",
+                 unmanaged = ?13, failing_since = NULL",
             )?
             .execute(params![
                 desired.user_id,
@@ -441,7 +509,8 @@ impl Store<'_> {
                  ON CONFLICT (user_id, target) DO UPDATE SET operation = 'upsert', payload = '{}', \
                  create_only = '[]', unmanaged = '[]', password_field = NULL, secret_id = NULL, desired_hash = ?3, \
                  mapping_version = ?4, state = 'rejected', attempts = 0, last_status = NULL, \
-                 last_error = ?6, changed_at = ?5, updated_at = ?5, warnings = NULL",
+                 last_error = ?6, changed_at = ?5, updated_at = ?5, warnings = NULL, \
+                 failing_since = NULL",
             )?
             .execute(params![user_id, target, hash, mapping_version, now, reason])?;
         Ok(())
@@ -489,7 +558,7 @@ impl Store<'_> {
                 conn.prepare_cached(
                     "UPDATE deliveries SET delivered_hash = ?3, remote_id = ?4, state = ?5, \
                      attempts = 0, next_attempt_at = ?6, last_status = ?7, last_error = NULL, \
-                     updated_at = ?6 WHERE user_id = ?1 AND target = ?2",
+                     updated_at = ?6, failing_since = NULL WHERE user_id = ?1 AND target = ?2",
                 )?
                 .execute(params![
                     attempt.user_id,
@@ -505,11 +574,17 @@ impl Store<'_> {
                 status,
                 error,
                 next_attempt_at,
+                charged,
             } => {
+                // A failure of a state that has since been replaced says nothing about the
+                // new one: it is neither charged to it nor dates its failing.
                 let next = if moved_on { now } else { *next_attempt_at };
+                let charged = *charged && !moved_on;
+                let failed_at = (!moved_on).then_some(now);
                 conn.prepare_cached(
-                    "UPDATE deliveries SET state = 'retrying', attempts = attempts + 1, \
-                     next_attempt_at = ?3, last_status = ?4, last_error = ?5, updated_at = ?6 \
+                    "UPDATE deliveries SET state = 'retrying', attempts = attempts + ?7, \
+                     next_attempt_at = ?3, last_status = ?4, last_error = ?5, updated_at = ?6, \
+                     failing_since = COALESCE(failing_since, ?8) \
                      WHERE user_id = ?1 AND target = ?2",
                 )?
                 .execute(params![
@@ -518,7 +593,9 @@ impl Store<'_> {
                     next,
                     status,
                     error,
-                    now
+                    now,
+                    u32::from(charged),
+                    failed_at,
                 ])?;
             }
             AttemptOutcome::Dead { .. } | AttemptOutcome::Rejected { .. } if moved_on => {
@@ -661,7 +738,8 @@ impl Store<'_> {
         let states: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
         let sql = format!(
             "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?3, \
-             updated_at = ?3 WHERE state IN ({}) AND (?1 IS NULL OR user_id = ?1) \
+             updated_at = ?3, failing_since = NULL WHERE state IN ({}) \
+             AND (?1 IS NULL OR user_id = ?1) \
              AND (?2 IS NULL OR target = ?2)",
             states.join(", ")
         );
@@ -677,6 +755,7 @@ impl Store<'_> {
         let mut lag = TargetLag {
             target: target.to_owned(),
             paused: self.is_paused(target)?,
+            circuit: self.circuit(target)?.unwrap_or_default(),
             ..TargetLag::default()
         };
         let mut stmt = self.conn().prepare_cached(LAG_BY_STATE)?;
@@ -737,6 +816,51 @@ impl Store<'_> {
                  ON CONFLICT (target) DO UPDATE SET paused = ?2",
             )?
             .execute(params![target, paused])?;
+        Ok(())
+    }
+
+    /// The circuit of `target` as its worker last recorded it; `None` before it ever opened.
+    pub fn circuit(&self, target: &str) -> Result<Option<TargetCircuit>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT state, failures, failed_probes, opened_at, retry_at, last_status, last_error, \
+             updated_at FROM target_circuits WHERE target = ?1",
+        )?;
+        Ok(stmt
+            .query_row([target], |row| {
+                Ok(TargetCircuit {
+                    state: CircuitState::parse(&row.get::<_, String>(0)?),
+                    failures: row.get(1)?,
+                    failed_probes: row.get(2)?,
+                    opened_at: row.get(3)?,
+                    retry_at: row.get(4)?,
+                    last_status: row.get(5)?,
+                    last_error: row.get(6)?,
+                    updated_at: row.get(7)?,
+                })
+            })
+            .optional()?)
+    }
+
+    pub fn set_circuit(&self, target: &str, circuit: &TargetCircuit) -> Result<(), LedgerError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO target_circuits (target, state, failures, failed_probes, opened_at, \
+                 retry_at, last_status, last_error, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (target) DO UPDATE SET \
+                 state = ?2, failures = ?3, failed_probes = ?4, opened_at = ?5, retry_at = ?6, \
+                 last_status = ?7, last_error = ?8, updated_at = ?9",
+            )?
+            .execute(params![
+                target,
+                circuit.state.as_str(),
+                circuit.failures,
+                circuit.failed_probes,
+                circuit.opened_at,
+                circuit.retry_at,
+                circuit.last_status,
+                circuit.last_error,
+                circuit.updated_at,
+            ])?;
         Ok(())
     }
 
@@ -934,6 +1058,7 @@ mod tests {
             status: Some(503),
             error: "unavailable".into(),
             next_attempt_at: 500,
+            charged: true,
         };
         run(&db, move |s| s.record_attempt(&attempt("h", 110), &retry)).await;
         assert!(
@@ -1096,6 +1221,87 @@ mod tests {
         })
         .await;
         assert!(plan.contains("INDEX deliveries_warnings"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn uncharged_failures_keep_the_count_and_failing_since_dates_the_first() {
+        let (db, _dir) = db().await;
+        run(&db, |s| s.set_desired(&desired("h"), 100)).await;
+        let retry = |charged, next_attempt_at| AttemptOutcome::Retry {
+            status: Some(503),
+            error: "down".into(),
+            next_attempt_at,
+            charged,
+        };
+        let first = retry(true, 200);
+        run(&db, move |s| s.record_attempt(&attempt("h", 110), &first)).await;
+        let second = retry(false, 300);
+        run(&db, move |s| s.record_attempt(&attempt("h", 210), &second)).await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!(
+            (row.attempts, row.failing_since, row.last_status),
+            (1, Some(110), Some(503))
+        );
+        let history = run(&db, |s| s.history("u1", None, 10)).await;
+        assert_eq!(history.len(), 2);
+
+        // Dead, then replayed: the count and the age start over.
+        let dead = AttemptOutcome::Dead {
+            status: Some(503),
+            error: "gave up".into(),
+        };
+        run(&db, move |s| s.record_attempt(&attempt("h", 310), &dead)).await;
+        run(&db, |s| {
+            s.replay(None, Some("kibo"), &[DeliveryState::Dead], 400)
+        })
+        .await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!((row.attempts, row.failing_since), (0, None));
+        let third = retry(true, 500);
+        run(&db, move |s| s.record_attempt(&attempt("h", 410), &third)).await;
+        let delivered = AttemptOutcome::Delivered {
+            remote_id: Some("r".into()),
+            status: None,
+        };
+        run(&db, move |s| {
+            s.record_attempt(&attempt("h", 510), &delivered)
+        })
+        .await;
+        let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
+        assert_eq!((row.attempts, row.failing_since), (0, None));
+    }
+
+    #[tokio::test]
+    async fn a_targets_circuit_is_kept_and_shown_with_its_lag() {
+        let (db, _dir) = db().await;
+        assert_eq!(run(&db, |s| s.circuit("kibo")).await, None);
+        assert_eq!(
+            run(&db, |s| s.lag("kibo")).await.circuit.state,
+            CircuitState::Closed
+        );
+        let open = TargetCircuit {
+            state: CircuitState::Open,
+            failures: 5,
+            failed_probes: 2,
+            opened_at: Some(10),
+            retry_at: Some(70),
+            last_status: Some(429),
+            last_error: Some("429: slow down".into()),
+            updated_at: 40,
+        };
+        let stored = open.clone();
+        run(&db, move |s| s.set_circuit("kibo", &stored)).await;
+        assert_eq!(run(&db, |s| s.circuit("kibo")).await, Some(open.clone()));
+        assert_eq!(run(&db, |s| s.lag("kibo")).await.circuit, open);
+        let closed = TargetCircuit {
+            updated_at: 80,
+            ..TargetCircuit::default()
+        };
+        run(&db, move |s| s.set_circuit("kibo", &closed)).await;
+        assert_eq!(
+            run(&db, |s| s.lag("kibo")).await.circuit.state,
+            CircuitState::Closed
+        );
     }
 
     #[tokio::test]

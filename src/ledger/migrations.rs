@@ -120,6 +120,25 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX deliveries_state;
     CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
     "#,
+    // 4: a target that is down or throttling is a property of the target, not of each user.
+    // Its circuit (closed, open until `retry_at`, half-open while one probe is out) is kept
+    // here so the CLI, which may run in another process, sees it, and a restart resumes it.
+    // `failing_since` dates the first failure of a delivery's current state, for the
+    // dead-letter age.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN failing_since INTEGER;
+    CREATE TABLE target_circuits (
+        target         TEXT PRIMARY KEY,
+        state          TEXT NOT NULL,
+        failures       INTEGER NOT NULL,
+        failed_probes  INTEGER NOT NULL,
+        opened_at      INTEGER,
+        retry_at       INTEGER,
+        last_status    INTEGER,
+        last_error     TEXT,
+        updated_at     INTEGER NOT NULL
+    );
+    "#,
     // 5: accounts the bridge took over rather than created: found by their natural key (or
     // after a create answered 409), with the target's id and the names (never the values)
     // of the fields the first update changed, so an admin can review a takeover. And the

@@ -10,8 +10,8 @@ mod resources;
 pub use adoptions::Adoption;
 pub use db::{Db, DbOptions};
 pub use deliveries::{
-    Attempt, AttemptOutcome, Delivery, DeliveryOp, DeliveryState, Desired, Omissions, SealedSecret,
-    TargetLag, PASSWORD_MARK,
+    Attempt, AttemptOutcome, CircuitState, Delivery, DeliveryOp, DeliveryState, Desired, Omissions,
+    SealedSecret, TargetCircuit, TargetLag, PASSWORD_MARK,
 };
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
 

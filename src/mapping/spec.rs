@@ -591,7 +591,10 @@ impl Reader<'_> {
             .iter()
             .copied()
             .filter(|k| {
-                top || !matches!(*k, "create_only" | "managed" | "grants" | "revoke" | "on_invalid")
+                top || !matches!(
+                    *k,
+                    "create_only" | "managed" | "grants" | "revoke" | "on_invalid"
+                )
             })
             .collect();
         let misspelt = self.unknown_keys(entries, &known, "a field rule");

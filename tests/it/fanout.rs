@@ -6,6 +6,10 @@ use std::collections::HashSet;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use scim_bridge::clock::ManualClock;
 use scim_bridge::sandbox::Faults;
 use scim_bridge::targets::config::TargetKind;
 
@@ -132,8 +136,9 @@ async fn updates_deactivation_and_delete_follow_each_targets_policy() {
 
 #[tokio::test]
 async fn a_target_that_is_down_loses_nothing_delays_no_one_and_gets_coalesced_updates() {
-    // Retries go on for as long as the outage lasts.
-    let synced = SyncedApp::spawn_with(|settings| settings.fanout.max_attempts = 100_000).await;
+    // The default 8 attempts, at retries of at most 200 ms: an outage of a few seconds
+    // outlasts them many times over.
+    let synced = SyncedApp::spawn().await;
     let app = &synced.app;
     let kibo = synced.sandbox.emulator(TargetKind::Kibo);
     kibo.set_faults(Faults {
@@ -163,14 +168,56 @@ async fn a_target_that_is_down_loses_nothing_delays_no_one_and_gets_coalesced_up
             })
             .await;
     }
-    let lag = synced.lag().await;
-    let kibo_row = lag.iter().find(|t| t["target"] == "kibo").unwrap();
+    // The circuit is open: the bridge probes with one delivery at a time, and no user is
+    // charged for the target's outage, however long it lasts.
+    let kibo_row = synced
+        .until_target("kibo", |t| {
+            t["circuit"]["state"] != "closed"
+                && t["circuit"]["failed_probes"]
+                    .as_u64()
+                    .is_some_and(|probes| probes > 10)
+        })
+        .await;
     assert_eq!(kibo_row["delivered"], 0, "{kibo_row}");
+    assert_eq!(kibo_row["dead"], 0, "{kibo_row}");
+    assert_eq!(kibo_row["circuit"]["last_status"], 503, "{kibo_row}");
     assert!(kibo_row["oldest_change_at"].is_number());
     assert!(kibo.accounts().is_empty());
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+        .args(["ledger", "status", "--db"])
+        .arg(app.dir.path().join("bridge.db"))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    let kibo_line = status.lines().find(|l| l.starts_with("kibo")).unwrap();
+    assert!(
+        kibo_line.contains("open since") || kibo_line.contains("half-open since"),
+        "{status}"
+    );
+    assert!(kibo_line.contains("503"), "{status}");
+    let metrics = synced
+        .app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("scim_bridge_target_circuit{target=\"kibo\",state=\"closed\"} 0")
+            && metrics
+                .contains("scim_bridge_target_circuit{target=\"appgate\",state=\"closed\"} 1"),
+        "{metrics}"
+    );
 
+    // The target comes back: everything arrives without a replay.
     kibo.set_faults(Faults::default());
-    synced.settle(20).await;
+    let lag = synced.settle(20).await;
+    assert!(lag.iter().all(|t| t["dead"] == 0), "{lag:?}");
+    let kibo_row = lag.iter().find(|t| t["target"] == "kibo").unwrap();
+    assert_eq!(kibo_row["circuit"]["state"], "closed", "{kibo_row}");
     let accounts = synced.live_accounts(TargetKind::Kibo);
     assert_eq!(accounts.len(), 20);
     for account in accounts {
@@ -186,8 +233,10 @@ async fn dead_letters_and_rejections_are_visible_and_replayable() {
     let synced = SyncedApp::spawn_with(|settings| settings.fanout.max_attempts = 2).await;
     let app = &synced.app;
     let appgate = synced.sandbox.emulator(TargetKind::Appgate);
+    // A target that is merely down is waited for, not dead-lettered; one that answers with
+    // server errors (500 and 503, half and half) charges the user's attempts.
     appgate.set_faults(Faults {
-        down: true,
+        server_error_share: 1.0,
         ..Faults::default()
     });
     // Someone created a Kibo admin by hand with the same user name and another email: Kibo
@@ -590,4 +639,73 @@ async fn kibo_roles_follow_group_membership_and_spare_hand_assigned_ones() {
         2,
         "one assign, one removal"
     );
+}
+
+#[tokio::test]
+async fn a_throttling_storm_with_retry_after_is_waited_out_with_one_probe_per_wait() {
+    // The brief's storm: 429 with `Retry-After: 5` for 50 s, on the default 8 attempts and
+    // 1 s backoff. Before circuits it dead-lettered every queued user. The bridge reads
+    // time from a clock the test moves; Kibo takes one delivery at a time, so every request
+    // the emulator counts after the circuit opened is a probe.
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let synced = SyncedApp::spawn_with_clock(clock.clone(), |settings| {
+        settings.fanout.backoff_base_ms = 1_000;
+        settings.fanout.backoff_cap_ms = 300_000;
+        if let Some(kibo) = settings.targets.get_mut("kibo") {
+            kibo.concurrency = 1;
+        }
+    })
+    .await;
+    let kibo = synced.sandbox.emulator(TargetKind::Kibo);
+    kibo.set_faults(Faults {
+        throttle: true,
+        retry_after: Some("5".into()),
+        ..Faults::default()
+    });
+    for n in 0..20 {
+        synced.app.create_user(&user(&format!("storm{n:02}"))).await;
+    }
+    synced
+        .until_target("kibo", |t| t["circuit"]["state"] == "open")
+        .await;
+    let opened_by = kibo.requests();
+    assert_eq!(opened_by, 1, "one 429 naming a wait opens the circuit");
+    for wait in 1..=10 {
+        clock.advance(Duration::from_secs(5));
+        let row = synced
+            .until_target("kibo", |t| t["circuit"]["failed_probes"] == wait)
+            .await;
+        assert_eq!(row["circuit"]["state"], "open", "{row}");
+        assert_eq!(kibo.requests(), opened_by + wait, "one probe per wait");
+    }
+    let waiting = json_of(
+        synced
+            .admin(Method::GET, "/deliveries?state=retrying&target=kibo")
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let waiting = waiting["deliveries"].as_array().unwrap().clone();
+    assert!(!waiting.is_empty());
+    assert!(
+        waiting
+            .iter()
+            .all(|d| d["attempts"] == 0 && d["last_status"] == 429),
+        "Retry-After is not a failure of the user: {waiting:?}"
+    );
+    let lag = synced.lag().await;
+    let row = lag.iter().find(|t| t["target"] == "kibo").unwrap();
+    assert_eq!(
+        (row["dead"].clone(), row["delivered"].clone()),
+        (json!(0), json!(0))
+    );
+
+    // The storm ends: the next probe closes the circuit and everyone is delivered.
+    kibo.set_faults(Faults::default());
+    clock.advance(Duration::from_secs(5));
+    let lag = synced.settle(20).await;
+    assert!(lag.iter().all(|t| t["dead"] == 0), "{lag:?}");
+    assert_eq!(synced.live_accounts(TargetKind::Kibo).len(), 20);
 }

@@ -239,6 +239,14 @@ impl SyncedApp {
     /// Fast retries (10 ms base), quick polling, the shipped mappings, generous rate limits
     /// except Primavera's documented one; `tweak` adjusts further.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> SyncedApp {
+        SyncedApp::spawn_with_clock(Arc::new(SystemClock), tweak).await
+    }
+
+    /// `spawn_with`, the bridge (not the sandbox) reading time from `clock`.
+    pub async fn spawn_with_clock(
+        clock: scim_bridge::clock::SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> SyncedApp {
         let sandbox = sandbox::start(SandboxConfig::ephemeral(), Arc::new(SystemClock))
             .await
             .unwrap();
@@ -250,7 +258,7 @@ impl SyncedApp {
             target.concurrency = 8;
             target.timeout_ms = 2000;
         }
-        let app = TestApp::spawn_with(move |settings| {
+        let app = TestApp::spawn_with_clock(clock, move |settings| {
             settings.targets = targets;
             settings.fanout.mappings_dir = mappings_dir();
             settings.fanout.poll_ms = 20;
