@@ -1,7 +1,6 @@
 //! Discovery tells the truth about what the API does.
 
-use scim_bridge::scim::filter::{MAX_FILTER_CLAUSES, MAX_FILTER_DEPTH, MAX_FILTER_LENGTH};
-use scim_bridge::scim::patch::MAX_PATCH_OPERATIONS;
+use scim_bridge::scim::discovery::SERVICE_PROVIDER_CONFIG_SCHEMA;
 
 use crate::support::{json_of, TestApp};
 
@@ -14,10 +13,13 @@ async fn service_provider_config_advertises_what_is_supported() {
     .await;
     let config = json_of(app.get("/ServiceProviderConfig").await, 200).await;
     assert_eq!(config["patch"]["supported"], true);
-    assert_eq!(config["patch"]["maxOperations"], MAX_PATCH_OPERATIONS);
-    assert_eq!(config["filter"]["maxLength"], MAX_FILTER_LENGTH);
-    assert_eq!(config["filter"]["maxDepth"], MAX_FILTER_DEPTH);
-    assert_eq!(config["filter"]["maxClauses"], MAX_FILTER_CLAUSES);
+    // The core attributes are exactly RFC 7643's: strict clients refuse unknown ones, so the
+    // PATCH and filter limits are told by the errors that enforce them.
+    assert_eq!(
+        config["schemas"],
+        serde_json::json!([SERVICE_PROVIDER_CONFIG_SCHEMA])
+    );
+    assert_eq!(config["patch"], serde_json::json!({"supported": true}));
     assert_eq!(config["bulk"]["supported"], true);
     assert_eq!(config["bulk"]["maxOperations"], 77);
     assert_eq!(config["filter"]["maxResults"], 333);
