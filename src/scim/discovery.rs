@@ -7,8 +7,6 @@ use serde_json::{json, Value};
 
 use crate::ledger::ResourceKind;
 use crate::scim::error::ScimError;
-use crate::scim::filter::{MAX_FILTER_CLAUSES, MAX_FILTER_DEPTH, MAX_FILTER_LENGTH};
-use crate::scim::patch::MAX_PATCH_OPERATIONS;
 use crate::scim::request::base_url;
 use crate::scim::response::{json_response, LIST_RESPONSE_SCHEMA};
 use crate::scim::routes::ScimState;
