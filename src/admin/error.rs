@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::ledger::LedgerError;
+use crate::scim::service::UNAVAILABLE_RETRY_AFTER_SECS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -17,8 +18,22 @@ pub enum AdminError {
     /// Too many failed authentications from this address, or this client's rate exceeded.
     #[error("too many requests; retry after {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
+    /// The store cannot take writes now (full disk, I/O error, a file turned read-only):
+    /// the operator's request may be retried once it can.
+    #[error("the database cannot take writes now; retry later")]
+    Unavailable(LedgerError),
     #[error("internal error")]
-    Internal(#[from] LedgerError),
+    Internal(LedgerError),
+}
+
+impl From<LedgerError> for AdminError {
+    fn from(err: LedgerError) -> Self {
+        if err.is_unavailable() {
+            AdminError::Unavailable(err)
+        } else {
+            AdminError::Internal(err)
+        }
+    }
 }
 
 impl ResponseError for AdminError {
@@ -28,6 +43,7 @@ impl ResponseError for AdminError {
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -38,6 +54,10 @@ impl ResponseError for AdminError {
             AdminError::NotFound(d) => ("not_found", d.clone()),
             AdminError::BadRequest(d) => ("bad_request", d.clone()),
             AdminError::RateLimited { .. } => ("rate_limited", self.to_string()),
+            AdminError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "admin request refused: the database cannot take writes");
+                ("unavailable", self.to_string())
+            }
             AdminError::Internal(cause) => {
                 tracing::error!(error = %cause, "admin request failed");
                 ("internal", "internal error; see the bridge log".to_owned())
@@ -50,9 +70,39 @@ impl ResponseError for AdminError {
                 "Bearer realm=\"scim-bridge-admin\"",
             ));
         }
-        if let AdminError::RateLimited { retry_after_secs } = self {
-            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        match self {
+            AdminError::RateLimited { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            AdminError::Unavailable(_) => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+                ));
+            }
+            _ => {}
         }
         response.json(json!({"error": kind, "detail": detail}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_trouble_is_a_503_to_retry_and_anything_else_a_500() {
+        let full = AdminError::from(LedgerError::Unavailable("database or disk is full".into()));
+        let response = full.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).unwrap(),
+            &UNAVAILABLE_RETRY_AFTER_SECS.to_string()
+        );
+        let bug = AdminError::from(LedgerError::WriterGone);
+        assert_eq!(
+            bug.error_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }
