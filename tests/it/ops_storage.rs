@@ -18,13 +18,19 @@ async fn serve_once(db: &Path, uid: Option<u32>) -> Option<(bool, String)> {
     let bridge = env!("CARGO_BIN_EXE_scim-bridge");
     let mut command = match uid {
         Some(uid) => {
+            // A copy beside the database: the checkout (and the binary in it) may sit below a
+            // directory that user cannot enter.
+            let copy = db.with_file_name("scim-bridge");
+            std::fs::copy(bridge, &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
             let mut command = tokio::process::Command::new("setpriv");
-            command.args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                bridge,
-            ]);
+            command
+                .args([
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={uid}"),
+                    "--clear-groups",
+                ])
+                .arg(&copy);
             command
         }
         None => tokio::process::Command::new(bridge),
