@@ -680,6 +680,7 @@ fn refuse(err: &LedgerError, jobs: impl Iterator<Item = Job>) {
 mod tests {
     use super::*;
     use crate::ledger::{Lookup, ResourceKind, ResourceRow};
+    use crate::telemetry::Captured;
 
     fn row(id: &str) -> ResourceRow {
         ResourceRow {
@@ -688,27 +689,6 @@ mod tests {
             created: "t".into(),
             last_modified: "t".into(),
             body: serde_json::Map::new(),
-        }
-    }
-
-    /// Log lines written while a test runs, to assert what an operator would read.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
         }
     }
 
@@ -728,7 +708,7 @@ mod tests {
             .with_ansi(false)
             .finish();
         tracing::subscriber::with_default(subscriber, || prepare_file(&path).unwrap());
-        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let text = log.text();
         assert!(text.contains("readable by other users"), "{text}");
         assert!(text.contains("mode=644"), "{text}");
         // Reported, not changed: the operator decides.
