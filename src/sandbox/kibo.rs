@@ -446,3 +446,23 @@ fn role_call(
         (Some(()), RoleCall::Remove) => Ok(HttpResponse::NoContent().finish()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kibo's reader skips members it does not know: the account is taken without them.
+    #[test]
+    fn a_field_kibo_does_not_know_is_dropped_not_refused() {
+        let Value::Object(account) = json!({
+            "emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima",
+            "password": "p", "department": "Finance",
+        }) else {
+            unreachable!("a JSON object literal")
+        };
+        assert_eq!(violation(&CONTRACT, &account, true, false), None);
+        let kept = CONTRACT.writable_fields(&account);
+        assert!(!kept.contains_key("department"), "{kept:?}");
+        assert_eq!(kept.len(), 4);
+    }
+}

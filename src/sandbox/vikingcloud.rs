@@ -315,3 +315,24 @@ async fn delete(
         Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spring Boot's reader ignores properties it does not know: the user is taken without
+    /// them.
+    #[test]
+    fn a_field_the_service_does_not_know_is_dropped_not_refused() {
+        let Value::Object(user) = json!({
+            "userKey": {"username": "ana", "authenticator": "local"},
+            "email": "ana@example.com", "department": "Finance",
+        }) else {
+            unreachable!("a JSON object literal")
+        };
+        assert_eq!(violation(&CONTRACT, &user), None);
+        let kept = CONTRACT.writable_fields(&user);
+        assert!(!kept.contains_key("department"), "{kept:?}");
+        assert_eq!(kept.len(), 2);
+    }
+}
