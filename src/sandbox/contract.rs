@@ -38,7 +38,7 @@ impl Kind {
     }
 
     /// How the kind reads in an error message ("must be a string").
-    pub fn described(self) -> &'static str {
+    pub(crate) fn described(self) -> &'static str {
         match self {
             Kind::String => "a string",
             Kind::Boolean => "a boolean",
@@ -71,7 +71,7 @@ pub struct Field {
 impl Field {
     /// A field accepted and returned, required nowhere, with no limits; a table starts
     /// from it and states what differs.
-    pub const fn new(name: &'static str, kind: Kind) -> Self {
+    pub(crate) const fn new(name: &'static str, kind: Kind) -> Self {
         Self {
             name,
             kind,
@@ -84,16 +84,16 @@ impl Field {
         }
     }
 
-    pub const fn text(name: &'static str) -> Self {
+    pub(crate) const fn text(name: &'static str) -> Self {
         Self::new(name, Kind::String)
     }
 
-    pub const fn flag(name: &'static str) -> Self {
+    pub(crate) const fn flag(name: &'static str) -> Self {
         Self::new(name, Kind::Boolean)
     }
 
     /// Required on create and on every update.
-    pub const fn required(self) -> Self {
+    pub(crate) const fn required(self) -> Self {
         Self {
             required_on_create: true,
             required_on_update: true,
@@ -101,25 +101,25 @@ impl Field {
         }
     }
 
-    pub const fn max(self, max_len: usize) -> Self {
+    pub(crate) const fn max(self, max_len: usize) -> Self {
         Self {
             max_len: Some(max_len),
             ..self
         }
     }
 
-    pub const fn one_of(self, allowed: &'static [&'static str]) -> Self {
+    pub(crate) const fn one_of(self, allowed: &'static [&'static str]) -> Self {
         Self { allowed, ..self }
     }
 
-    pub const fn write_only(self) -> Self {
+    pub(crate) const fn write_only(self) -> Self {
         Self {
             write_only: true,
             ..self
         }
     }
 
-    pub const fn read_only(self) -> Self {
+    pub(crate) const fn read_only(self) -> Self {
         Self {
             read_only: true,
             ..self

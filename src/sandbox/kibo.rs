@@ -50,7 +50,7 @@ pub const CONTRACT: Contract = Contract {
         Field::text("emailAddress").required(),
         Field::text("firstName").required(),
         Field::text("lastName").required(),
-        // Returned as a null member, never with its value.
+        // Listed in answers too (string or null); the emulator never returns it.
         Field::text("password").required().write_only(),
         Field::text("userName"),
         Field::text("phoneNumber"),
