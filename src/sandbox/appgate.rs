@@ -9,13 +9,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::contract::{Contract, Field, Kind, Unknown};
 use super::emulator::{
-    bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
-    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
+    bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Payload,
+    Record, Refusal, Refused, Reply,
 };
 use super::index::Key;
 use super::{DEV_PASSWORD, DEV_USERNAME};
-use crate::targets::{Payload, TargetSchema};
 
 /// The Admin API versions this emulated controller accepts.
 pub const MIN_VERSION: u32 = 18;
@@ -41,9 +41,37 @@ const INDEXED: &[Key] = &[
     Key::lower("email"),
 ];
 
+/// A Local User as the Admin API reference describes it (seeds 000 and 001). The
+/// controller validates a body strictly and answers 422 naming each bad field, so a field
+/// it does not know is refused too, not dropped.
+pub const CONTRACT: Contract = Contract {
+    fields: &[
+        Field::text("name").required(),
+        Field::text("firstName").required(),
+        Field::text("lastName").required(),
+        // Not marked "Required" in the create reference, and "omit the field to keep the
+        // old password when updating".
+        Field::text("password").write_only(),
+        Field::text("email"),
+        Field::text("phone"),
+        Field::text("notes"),
+        Field::new("tags", Kind::StringArray),
+        Field::flag("disabled"),
+        // A create may carry these (they are in its body parameters), but the controller
+        // assigns them.
+        Field::text("id").read_only(),
+        Field::new("failedLoginAttempts", Kind::Number).read_only(),
+        Field::text("lockStart").read_only(),
+        // Only in answers; a client that sends back what it read carries them.
+        Field::text("created").read_only(),
+        Field::text("updated").read_only(),
+    ],
+    unknown: Unknown::Refuse,
+};
+
 pub(crate) fn flavor() -> Flavor {
     Flavor {
-        schema: crate::targets::appgate::payload::schema(),
+        contract: &CONTRACT,
         base_path: "/admin",
         error_body,
         seed,
@@ -126,19 +154,22 @@ async fn login(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Byt
 }
 
 /// The per-field problems Appgate reports in a 422.
-fn validate(schema: &TargetSchema, user: &Payload, creating: bool) -> Vec<Value> {
+fn validate(contract: &Contract, user: &Payload, creating: bool) -> Vec<Value> {
     let mut errors = Vec::new();
-    for spec in required(schema, creating) {
+    for field in contract.refused_unknown(user) {
+        errors.push(json!({"field": field, "message": "is not a field of a Local User"}));
+    }
+    for spec in contract.required(creating) {
         if user.get(spec.name).is_none_or(Value::is_null) {
             errors.push(json!({"field": spec.name, "message": "may not be null"}));
         }
     }
-    for spec in mistyped(schema, user) {
-        let message = format!("must be {}", kind_name(spec.kind));
+    for spec in contract.mistyped(user) {
+        let message = format!("must be {}", spec.kind.described());
         errors.push(json!({"field": spec.name, "message": message}));
     }
     // Appgate refuses an empty string anywhere, in `tags` too: a client omits the field.
-    for (field, value) in writable_fields(schema, user) {
+    for (field, value) in contract.writable_fields(user) {
         let empty = match &value {
             Value::String(text) => text.is_empty(),
             Value::Array(items) => items.iter().any(|item| item.as_str() == Some("")),
@@ -159,8 +190,8 @@ fn accept_user(
     creating: bool,
 ) -> Result<Payload, Refusal> {
     let user = json_object(state, req, body, JSON_ERROR)?;
-    let schema = &state.flavor.schema;
-    let errors = validate(schema, &user, creating);
+    let contract = state.flavor.contract;
+    let errors = validate(contract, &user, creating);
     if !errors.is_empty() {
         return Err(Refusal {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -171,7 +202,7 @@ fn accept_user(
             }),
         });
     }
-    let mut stored = writable_fields(schema, &user);
+    let mut stored = contract.writable_fields(&user);
     stored.entry("tags").or_insert_with(|| json!([]));
     stored.entry("disabled").or_insert(Value::Bool(false));
     Ok(stored)

@@ -17,17 +17,21 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::contract::Contract;
 use super::faults::{inject, Faults};
 use super::index::{Index, Key};
 use super::EmulatorConfig;
 use crate::clock::SharedClock;
-use crate::targets::{FieldKind, FieldSpec, Payload, TargetSchema};
 
-/// What makes an emulator one vendor's: its schema, routes, error bodies and ids.
+/// A JSON object: a request body, or an account's fields.
+pub type Payload = serde_json::Map<String, Value>;
+
+/// What makes an emulator one vendor's: its contract, routes, error bodies and ids.
 pub(crate) struct Flavor {
-    /// The vendor's user schema, the one its adapter declares: the emulator checks types,
-    /// required fields and limits against it and keeps write-only fields apart.
-    pub schema: TargetSchema,
+    /// The vendor's user fields as its documentation states them (not as the adapter
+    /// declares them): the emulator checks types, required fields and limits against it
+    /// and keeps write-only fields apart.
+    pub contract: &'static Contract,
     /// The path a `TargetConfig.base_url` ends with.
     pub base_path: &'static str,
     /// The vendor's error body for a status and a message, at a path and a time.
@@ -123,13 +127,7 @@ impl Accounts {
         Self {
             records: Vec::new(),
             sequence: 0,
-            write_only: flavor
-                .schema
-                .fields
-                .iter()
-                .filter(|spec| spec.write_only)
-                .map(|spec| spec.name)
-                .collect(),
+            write_only: flavor.contract.write_only().collect(),
             by_id: HashMap::new(),
             index: Index::new(flavor.indexed),
         }
@@ -379,66 +377,6 @@ impl Accounts {
             })
             .collect()
     }
-}
-
-/// The fields of `body` a client may write (nulls included: some vendors read a null as
-/// "clear it").
-pub(crate) fn writable_fields(schema: &TargetSchema, body: &Payload) -> Payload {
-    schema
-        .fields
-        .iter()
-        .filter(|spec| !spec.read_only)
-        .filter_map(|spec| Some((spec.name.to_owned(), body.get(spec.name)?.clone())))
-        .collect()
-}
-
-/// The writable fields of `body` whose value is not of the declared kind; a null passes,
-/// as the vendors read it as "not set".
-pub(crate) fn mistyped<'a>(
-    schema: &'a TargetSchema,
-    body: &'a Payload,
-) -> impl Iterator<Item = &'a FieldSpec> + 'a {
-    schema.fields.iter().filter(move |spec| {
-        let Some(value) = body.get(spec.name).filter(|value| !value.is_null()) else {
-            return false;
-        };
-        let fits = match spec.kind {
-            FieldKind::String => value.is_string(),
-            FieldKind::Boolean => value.is_boolean(),
-            FieldKind::Integer => value.is_i64(),
-            FieldKind::StringArray => value
-                .as_array()
-                .is_some_and(|items| items.iter().all(Value::is_string)),
-            FieldKind::Object => value.is_object(),
-            FieldKind::ObjectArray => value
-                .as_array()
-                .is_some_and(|items| items.iter().all(Value::is_object)),
-        };
-        !spec.read_only && !fits
-    })
-}
-
-/// How a field kind reads in an error message ("must be a string").
-pub(crate) fn kind_name(kind: FieldKind) -> &'static str {
-    match kind {
-        FieldKind::String => "a string",
-        FieldKind::Boolean => "a boolean",
-        FieldKind::Integer => "an integer",
-        FieldKind::StringArray => "an array of strings",
-        FieldKind::Object => "an object",
-        FieldKind::ObjectArray => "an array of objects",
-    }
-}
-
-/// The fields a create (or an update) must carry.
-pub(crate) fn required(schema: &TargetSchema, creating: bool) -> impl Iterator<Item = &FieldSpec> {
-    schema.fields.iter().filter(move |spec| {
-        if creating {
-            spec.required_on_create
-        } else {
-            spec.required_on_update
-        }
-    })
 }
 
 /// A refusal in the vendor's own error shape; handlers return it with `?`.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::targets::Payload;
+use super::emulator::Payload;
 
 /// How the values of an indexed field are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

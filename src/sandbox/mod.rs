@@ -3,6 +3,7 @@
 //! tests start it on port 0 and reach into it through the handles.
 
 pub mod appgate;
+pub mod contract;
 mod emulator;
 pub mod faults;
 mod index;

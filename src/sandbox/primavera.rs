@@ -11,14 +11,13 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::contract::{Contract, Field, Kind, Unknown};
 use super::emulator::{
-    bearer, header, json_object, kind_name, mistyped, required, timestamp, writable_fields,
-    Accounts, Counts, EmulatorState, Flavor, Record, Refusal, Refused, Reply,
+    bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Payload,
+    Record, Refusal, Refused, Reply,
 };
 use super::index::Key;
 use super::{DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME};
-use crate::targets::primavera::payload::{schema, PRODUCTS, PRODUCT_NAMES, USER_ID};
-use crate::targets::{Payload, TargetSchema};
 
 /// Requests per second before the service answers 429.
 pub const RATE_LIMIT_PER_SECOND: u32 = 55;
@@ -36,9 +35,48 @@ const UNIQUE: &[(&str, &str)] = &[
 const UNNAMED: &str = "The user is identified by userId or ldapGuid; neither was given.";
 const INVALID_JSON: &str = "Invalid input: the request body is not a JSON object.";
 
+/// The system-assigned id, which also names the user in a PUT body.
+const USER_ID: &str = "userId";
+/// The user's licences.
+const PRODUCTS: &str = "userProducts";
+const PRODUCT_NAMES: &[&str] = &["IDEA", "PORTFOLIO", "PROGRESS", "SCHEDULE", "TASKS"];
+
+/// `ApiEntityApplicationUserInput`, the body of a user create or update, as the API
+/// reference states it (seed 004), lengths and allowed values included. The reference lists
+/// the input entity's fields as a closed set and answers a body it cannot read with 400
+/// "Invalid input", so a field outside the entity is refused, not dropped.
+pub const CONTRACT: Contract = Contract {
+    fields: &[
+        Field::text("email").required().max(320),
+        Field::text("firstName").required().max(100),
+        Field::text("lastName").required().max(100),
+        // Also at least one character long (checked in `violation`).
+        Field::text("ldapGuid").max(255),
+        Field::text("mobile").max(100),
+        Field::text("phone").max(100),
+        Field::text("title").max(25),
+        Field::text("status")
+            .max(20)
+            .one_of(&["ACTIVE", "INACTIVE"]),
+        Field::text("userLocale").one_of(&[
+            "pt_BR", "nl", "en", "fr", "de", "it", "ja", "ko", "ru", "zh_CN", "es", "zh_TW",
+        ]),
+        Field::text("userType").one_of(&[
+            "USER",
+            "COMPANY_RESTRICTED",
+            "APPLICATION_ADMIN",
+            "IDEA_SUBMITTER",
+        ]),
+        Field::new(PRODUCTS, Kind::ObjectArray),
+        // System-generated, yet a PUT names its user with it (checked in `violation`).
+        Field::new(USER_ID, Kind::Integer).read_only(),
+    ],
+    unknown: Unknown::Refuse,
+};
+
 pub(crate) fn flavor() -> Flavor {
     Flavor {
-        schema: schema(),
+        contract: &CONTRACT,
         base_path: "/api/restapi",
         error_body,
         seed,
@@ -122,18 +160,22 @@ async fn token(
     })))
 }
 
-/// The first rule a body breaks, checked against the API reference's schema.
-fn violation(schema: &TargetSchema, user: &Payload, creating: bool) -> Option<String> {
+/// The first rule a body breaks, checked against the API reference's entity.
+fn violation(contract: &Contract, user: &Payload, creating: bool) -> Option<String> {
     let text = |field: &str| user.get(field).and_then(Value::as_str);
-    if let Some(spec) =
-        required(schema, creating).find(|spec| text(spec.name).is_none_or(str::is_empty))
+    if let Some(field) = contract.refused_unknown(user).next() {
+        return Some(format!("Unrecognized field \"{field}\"."));
+    }
+    if let Some(spec) = contract
+        .required(creating)
+        .find(|spec| text(spec.name).is_none_or(str::is_empty))
     {
         return Some(format!("{} is required.", spec.name));
     }
-    if let Some(spec) = mistyped(schema, user).next() {
-        return Some(format!("{} must be {}.", spec.name, kind_name(spec.kind)));
+    if let Some(spec) = contract.mistyped(user).next() {
+        return Some(format!("{} must be {}.", spec.name, spec.kind.described()));
     }
-    for spec in &schema.fields {
+    for spec in contract.fields {
         let Some(text) = text(spec.name) else {
             continue;
         };
@@ -186,7 +228,7 @@ fn accept_user(
     creating: bool,
 ) -> Result<Payload, Refusal> {
     let user = json_object(state, req, body, INVALID_JSON)?;
-    match violation(&state.flavor.schema, &user, creating) {
+    match violation(state.flavor.contract, &user, creating) {
         Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
         None => Ok(user),
     }
@@ -264,7 +306,7 @@ async fn list(state: web::Data<EmulatorState>, req: HttpRequest) -> Reply {
 async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
     authorize(&state, &req)?;
     let user = accept_user(&state, &req, &body, true)?;
-    let fields = writable_fields(&state.flavor.schema, &user);
+    let fields = state.flavor.contract.writable_fields(&user);
     let created = state.with_accounts(|accounts| match accounts.clash(&fields, UNIQUE, None) {
         Some(message) => Err(message),
         None => Ok(store_new(accounts, fields, Counts::CREATED).fields.clone()),
@@ -280,7 +322,7 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
 async fn update(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {
     authorize(&state, &req)?;
     let user = accept_user(&state, &req, &body, false)?;
-    let mut changes = writable_fields(&state.flavor.schema, &user);
+    let mut changes = state.flavor.contract.writable_fields(&user);
     let entries = changes.remove(PRODUCTS);
     let outcome = state.with_accounts(|accounts| {
         let id = match (

@@ -9,14 +9,13 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::contract::{Contract, Field, Kind, Unknown};
 use super::emulator::{
-    bearer, header, json_object, kind_name, mistyped, timestamp, writable_fields, Accounts, Counts,
-    EmulatorState, Flavor, Record, Refusal, Refused, Reply,
+    bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Payload,
+    Record, Refusal, Refused, Reply,
 };
 use super::index::Key;
 use super::{DEV_PASSWORD, DEV_USERNAME};
-use crate::targets::vikingcloud::payload::LISTS;
-use crate::targets::{FieldKind, Payload, TargetSchema};
 
 /// Another user with the same email address is a conflict.
 const UNIQUE_EMAIL: &[(&str, &str)] = &[("email", "Email already in use")];
@@ -25,9 +24,60 @@ const INDEXED: &[Key] = &[Key::ascii("email"), USERNAME];
 const NOT_FOUND: &str = "User not found";
 const MALFORMED: &str = "Malformed JSON request";
 
+/// The lists the update request marks required with a default of `[]`: left out, each
+/// becomes empty.
+const LISTS: [&str; 2] = ["roles", "privileges"];
+
+/// A user as the "Update user" request body describes it (seed 002). The service is Spring
+/// Boot, whose JSON reader ignores properties it does not know unless told otherwise, and
+/// nothing in the reference says it was: an unknown field is dropped, not refused.
+pub const CONTRACT: Contract = Contract {
+    fields: &[
+        // Names the user: username plus authenticator.
+        Field::new("userKey", Kind::Object).required(),
+        Field::text("orgId"),
+        Field::text("email"),
+        Field::text("notes"),
+        Field::text("firstName"),
+        Field::text("lastName"),
+        Field::text("primaryPhone"),
+        Field::text("primaryPhoneCountryCode"),
+        Field::text("primaryPhoneExtension"),
+        Field::text("timeZone"),
+        Field::text("locale"),
+        Field::flag("enabled"),
+        Field::flag("locked"),
+        Field::flag("forcePasswordChange"),
+        Field::flag("expired"),
+        Field::flag("credentialsExpired"),
+        Field::flag("usingMfa"),
+        Field::flag("isSsoUser"),
+        // Secrets: taken on a write, never shown.
+        Field::text("password").write_only(),
+        Field::text("mfaSecret").write_only(),
+        Field::text("sharedSecret").write_only(),
+        // Marked required but defaulting to `[]`, so a body may leave them out (see LISTS).
+        Field::new("roles", Kind::ObjectArray),
+        Field::new("privileges", Kind::ObjectArray),
+        // The roles and privileges a user holds in effect (the sample shows them filled):
+        // the service works them out, so a write does not set them.
+        Field::new("allRoles", Kind::ObjectArray).read_only(),
+        Field::new("allPrivileges", Kind::ObjectArray).read_only(),
+        // In the request body, but kept by the service.
+        Field::text("id").read_only(),
+        Field::text("createdInstant").read_only(),
+        Field::text("lastUpdatedInstant").read_only(),
+        Field::text("createdBy").read_only(),
+        Field::text("lastUpdatedBy").read_only(),
+        Field::text("lastSuccessfulAuthAttempt").read_only(),
+        Field::text("lastFailedAuthAttempt").read_only(),
+    ],
+    unknown: Unknown::Ignore,
+};
+
 pub(crate) fn flavor() -> Flavor {
     Flavor {
-        schema: crate::targets::vikingcloud::payload::schema(),
+        contract: &CONTRACT,
         base_path: "",
         error_body,
         seed,
@@ -97,7 +147,7 @@ fn user_key(user: &Payload) -> Option<(&str, &str)> {
 }
 
 /// The first rule a body breaks, worded as the service words it.
-fn violation(schema: &TargetSchema, user: &Payload) -> Option<String> {
+fn violation(contract: &Contract, user: &Payload) -> Option<String> {
     let Some(key) = user.get("userKey").and_then(Value::as_object) else {
         return Some("Field \"userKey\" cannot be null".to_owned());
     };
@@ -110,17 +160,16 @@ fn violation(schema: &TargetSchema, user: &Payload) -> Option<String> {
             return Some(format!("Field \"userKey.{part}\" cannot be null"));
         }
     }
-    if let Some(spec) = mistyped(schema, user).next() {
+    if let Some(spec) = contract.mistyped(user).next() {
         return Some(format!(
             "Field \"{}\" must be {}",
             spec.name,
-            kind_name(spec.kind)
+            spec.kind.described()
         ));
     }
-    let lists = schema
-        .fields
-        .iter()
-        .filter(|spec| spec.kind == FieldKind::ObjectArray);
+    let lists = contract
+        .writable()
+        .filter(|spec| spec.kind == Kind::ObjectArray);
     for spec in lists {
         let items = user.get(spec.name).and_then(Value::as_array);
         let repeats = items.is_some_and(|items| {
@@ -147,10 +196,10 @@ fn violation(schema: &TargetSchema, user: &Payload) -> Option<String> {
 
 fn accept_user(state: &EmulatorState, req: &HttpRequest, body: &[u8]) -> Result<Payload, Refusal> {
     let user = json_object(state, req, body, MALFORMED)?;
-    let schema = &state.flavor.schema;
-    match violation(schema, &user) {
+    let contract = state.flavor.contract;
+    match violation(contract, &user) {
         Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
-        None => Ok(writable_fields(schema, &user)),
+        None => Ok(contract.writable_fields(&user)),
     }
 }
 
@@ -264,5 +313,26 @@ async fn delete(
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(state.refuse(StatusCode::NOT_FOUND, NOT_FOUND, &req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spring Boot's reader ignores properties it does not know: the user is taken without
+    /// them.
+    #[test]
+    fn a_field_the_service_does_not_know_is_dropped_not_refused() {
+        let Value::Object(user) = json!({
+            "userKey": {"username": "ana", "authenticator": "local"},
+            "email": "ana@example.com", "department": "Finance",
+        }) else {
+            unreachable!("a JSON object literal")
+        };
+        assert_eq!(violation(&CONTRACT, &user), None);
+        let kept = CONTRACT.writable_fields(&user);
+        assert!(!kept.contains_key("department"), "{kept:?}");
+        assert_eq!(kept.len(), 2);
     }
 }

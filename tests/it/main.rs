@@ -7,6 +7,7 @@
 mod adoption;
 mod bench;
 mod crash;
+mod emulator_contracts;
 mod fanout;
 mod hostile_input;
 mod mapping_cli;

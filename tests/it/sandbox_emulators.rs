@@ -209,6 +209,36 @@ async fn appgate_validates_creates_with_200_and_replaces_on_put() {
     assert_eq!((counts.creates, counts.updates, counts.deletes), (1, 2, 1));
 }
 
+/// Appgate validates a body strictly: a field that is not part of a Local User is named in
+/// the 422's `errors`, and nothing is stored. Fields the controller assigns may be sent back
+/// as read (a PUT of what a GET returned), and are ignored.
+#[tokio::test]
+async fn appgate_refuses_a_field_a_local_user_does_not_have() {
+    use reqwest::Method;
+    let env = Env::start().await;
+    let emulator = env.emulator(TargetKind::Appgate);
+    let call = appgate_session(&env).await;
+    let ana = json!({"name": "ana", "firstName": "Ana", "lastName": "Lima", "department": "x"});
+
+    let (status, error) = send(call(Method::POST, "/local-users").json(&ana)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(
+        error["errors"],
+        json!([{"field": "department", "message": "is not a field of a Local User"}])
+    );
+    assert!(emulator.accounts().is_empty());
+
+    let mut known = ana.clone();
+    known.as_object_mut().unwrap().remove("department");
+    let (status, created) = send(call(Method::POST, "/local-users").json(&known)).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, replaced) =
+        send(call(Method::PUT, &format!("/local-users/{id}")).json(&created)).await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced["created"], created["created"]);
+}
+
 #[tokio::test]
 async fn vikingcloud_checks_tokens_phone_rule_and_uniqueness() {
     let env = Env::start().await;
@@ -651,6 +681,11 @@ async fn primavera_checks_lengths_enums_and_answers_put_with_204() {
             "ldapGuid must be at least 1 character long.",
         ),
         (broken("lastName", Value::Null), "lastName is required."),
+        // The input entity is a closed set of fields: one outside it is refused, not dropped.
+        (
+            broken("department", json!("Finance")),
+            "Unrecognized field \"department\".",
+        ),
     ];
     for (user, message) in cases {
         let (status, error) = send(call(client.post(&users)).json(&user)).await;
