@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod kibo;
 pub mod primavera;
+pub mod vendor;
 pub mod vikingcloud;
 
 /// A payload in the target's own field names, as the mapping engine rendered it.

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use self::client::{AppgateAuth, AppgateClient};
 pub use self::config::AppgateConfig;
-use crate::targets::config::{Built, TargetConfigError};
 use crate::targets::http::{endpoint, found, Session};
+use crate::targets::vendor::{Built, TargetConfigError};
 use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 /// Users fetched per page while looking for an exact name among substring matches.

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use self::client::{KiboAuth, KiboClient};
 pub use self::config::KiboConfig;
-use crate::targets::config::{parse_url, Built, TargetConfigError};
 use crate::targets::http::{endpoint, found, Session};
+use crate::targets::vendor::{parse_url, Built, TargetConfigError};
 use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 pub struct KiboTarget {

@@ -15,8 +15,8 @@ use serde_json::Value;
 use self::client::{PrimaveraAuth, PrimaveraClient};
 pub use self::config::PrimaveraConfig;
 use self::payload::{EMAIL, USER_ID};
-use crate::targets::config::{parse_url, Built, TargetConfigError};
 use crate::targets::http::{endpoint, found, Session};
+use crate::targets::vendor::{parse_url, Built, TargetConfigError};
 use crate::targets::{
     required_str, Payload, RemoteAccount, Target, TargetError, TargetResult, TargetSchema,
 };

@@ -11,8 +11,8 @@ use reqwest::header::HeaderName;
 use self::client::{PathTemplate, Paths, VikingCloudAuth, VikingCloudClient};
 pub use self::config::VikingCloudConfig;
 use self::payload::{UserKey, USER_KEY};
-use crate::targets::config::{Built, TargetConfigError};
 use crate::targets::http::{found, Answer, Session};
+use crate::targets::vendor::{Built, TargetConfigError};
 use crate::targets::{Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 pub struct VikingCloudTarget {

@@ -1,0 +1,166 @@
+//! Below the vendors: what every vendor folder uses to read its keys and build its adapter
+//! (secrets, URLs, the errors naming the key at fault), so no vendor depends on
+//! `targets/config.rs`, which builds adapters from the vendors.
+
+use std::path::PathBuf;
+
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::http::Transport;
+
+/// Where a secret comes from: `{ value = "..." }` (sandbox and tests only),
+/// `{ env = "NAME" }` (falling back to a file named by `NAME_FILE`, the container-secrets
+/// convention), or `{ file = "/run/secrets/..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretSource {
+    Value(SecretString),
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret; `key` names the config key in the error (`targets.kibo.client_secret`).
+    pub fn resolve(&self, key: &str) -> Result<SecretString, TargetConfigError> {
+        self.resolve_with(key, &|name| std::env::var(name).ok())
+    }
+
+    fn resolve_with(
+        &self,
+        key: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SecretString, TargetConfigError> {
+        match self {
+            SecretSource::Value(secret) => Ok(SecretString::from(secret.expose_secret())),
+            SecretSource::Env(name) => {
+                if let Some(value) = env(name) {
+                    return Ok(SecretString::from(value));
+                }
+                let file_var = format!("{name}_FILE");
+                match env(&file_var) {
+                    Some(path) => read_secret_file(key, PathBuf::from(path)),
+                    None => Err(TargetConfigError::MissingEnv {
+                        key: key.to_owned(),
+                        var: name.clone(),
+                    }),
+                }
+            }
+            SecretSource::File(path) => read_secret_file(key, path.clone()),
+        }
+    }
+}
+
+fn read_secret_file(key: &str, path: PathBuf) -> Result<SecretString, TargetConfigError> {
+    match std::fs::read_to_string(&path) {
+        // Secret files usually end with a newline the secret does not contain.
+        Ok(text) => Ok(SecretString::from(text.trim_end_matches(['\r', '\n']))),
+        Err(source) => Err(TargetConfigError::SecretFile {
+            key: key.to_owned(),
+            path,
+            source,
+        }),
+    }
+}
+
+/// Why the targets could not be built. Each names the config key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetConfigError {
+    #[error("{key}: environment variable {var} is not set (nor {var}_FILE)")]
+    MissingEnv { key: String, var: String },
+    #[error("{key}: cannot read secret file {}: {source}", path.display())]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("targets.{name}: cannot build the HTTP client: {source}")]
+    Client {
+        name: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl TargetConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        TargetConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a URL from the config, insisting on http(s) and a path that segments can be
+/// appended to.
+pub(crate) fn parse_url(key: &str, value: &str) -> Result<Url, TargetConfigError> {
+    let url = Url::parse(value).map_err(|err| TargetConfigError::invalid(key, err.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(TargetConfigError::invalid(key, "must be an http(s) URL"));
+    }
+    Ok(url)
+}
+
+/// What `build_targets` hands every vendor: the target's name, its checked base URL and a
+/// transport already carrying its limits.
+pub(crate) struct Built {
+    pub name: String,
+    pub base_url: Url,
+    pub transport: Transport,
+}
+
+impl Built {
+    /// The full config key of one of this target's settings, for error messages.
+    pub fn key(&self, field: &str) -> String {
+        format!("targets.{}.{field}", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_env_then_env_file_then_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let file_path = path.display().to_string();
+        let env = |name: &str| match name {
+            "DIRECT" => Some("from-env".to_owned()),
+            "VIA_FILE_FILE" => Some(file_path.clone()),
+            _ => None,
+        };
+        let resolve = |source: SecretSource| {
+            source
+                .resolve_with("targets.t.password", &env)
+                .map(|secret| secret.expose_secret().to_owned())
+        };
+        assert_eq!(
+            resolve(SecretSource::Env("DIRECT".into())).unwrap(),
+            "from-env"
+        );
+        assert_eq!(
+            resolve(SecretSource::Env("VIA_FILE".into())).unwrap(),
+            "from-file"
+        );
+        assert_eq!(
+            resolve(SecretSource::File(path.clone())).unwrap(),
+            "from-file"
+        );
+        assert_eq!(
+            resolve(SecretSource::Env("ABSENT".into()))
+                .unwrap_err()
+                .to_string(),
+            "targets.t.password: environment variable ABSENT is not set (nor ABSENT_FILE)"
+        );
+        let missing = resolve(SecretSource::File(dir.path().join("nope"))).unwrap_err();
+        assert!(missing
+            .to_string()
+            .starts_with("targets.t.password: cannot read secret file"));
+    }
+}
