@@ -339,12 +339,8 @@ async fn mappings(command: MappingsCommand) -> anyhow::Result<()> {
 async fn run_sandbox() -> anyhow::Result<()> {
     telemetry::init(LogFormat::Human);
     let sandbox = sandbox::start(SandboxConfig::default(), Arc::new(SystemClock)).await?;
-    for (name, emulator) in [
-        ("appgate", &sandbox.appgate),
-        ("vikingcloud", &sandbox.vikingcloud),
-        ("kibo", &sandbox.kibo),
-        ("primavera", &sandbox.primavera),
-    ] {
+    for (vendor, emulator) in &sandbox.emulators {
+        let name = vendor.kind;
         println!(
             "{name:<12} {}   (accounts: {}/_sandbox/accounts)",
             emulator.base_url(),

@@ -6,16 +6,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
-use super::appgate::{AppgateConfig, AppgateTarget};
 use super::http::{Limits, Transport};
-use super::kibo::{KiboConfig, KiboTarget};
-use super::primavera::{PrimaveraConfig, PrimaveraTarget};
-use super::vendor::{parse_url, Built};
+use super::vendor::{parse_url, Built, Vendor, VendorKeys};
 pub use super::vendor::{SecretSource, TargetConfigError};
-use super::vikingcloud::{VikingCloudConfig, VikingCloudTarget};
-use super::{Target, TargetSchema};
+use super::{Target, VENDORS};
 use crate::clock::SharedClock;
 
 /// Every `[targets.<name>]` table, by name. The name is what logs, the ledger and the
@@ -23,24 +20,71 @@ use crate::clock::SharedClock;
 pub type TargetsConfig = BTreeMap<String, TargetConfig>;
 
 /// One `[targets.<name>]` table: the settings every target has, then its vendor's own keys
-/// (chosen by `kind`).
-#[derive(Debug, Deserialize)]
+/// (the vendor chosen by `kind`).
+#[derive(Debug)]
 pub struct TargetConfig {
-    #[serde(default = "enabled_by_default")]
     pub enabled: bool,
     /// The API root the vendor's paths hang off (Appgate `.../admin`, Kibo `.../api`,
     /// Primavera `.../api/restapi`, VikingCloud the host in front of `/user-service`).
     pub base_url: String,
     /// For the whole exchange: connect, send and read the answer.
-    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Requests in flight at once.
-    #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    #[serde(default = "default_rate_limit")]
     pub rate_limit_per_second: u32,
+    pub vendor: &'static Vendor,
+    pub keys: Box<dyn VendorKeys>,
+}
+
+/// A target table as written, before its `kind` picks the vendor that reads the rest.
+#[derive(Deserialize)]
+struct TargetTable {
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    base_url: String,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default = "default_rate_limit")]
+    rate_limit_per_second: u32,
+    kind: String,
     #[serde(flatten)]
-    pub vendor: VendorConfig,
+    keys: toml::Table,
+}
+
+impl<'de> Deserialize<'de> for TargetConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let table = TargetTable::deserialize(deserializer)?;
+        let vendor = super::vendor(&table.kind).ok_or_else(|| {
+            let kinds: Vec<String> = VENDORS
+                .iter()
+                .map(|vendor| format!("`{}`", vendor.kind))
+                .collect();
+            D::Error::custom(format!(
+                "unknown variant `{}`, expected one of {}",
+                table.kind,
+                kinds.join(", ")
+            ))
+        })?;
+        let keys = (vendor.keys)(table.keys).map_err(|err| D::Error::custom(err.message()))?;
+        Ok(TargetConfig {
+            enabled: table.enabled,
+            base_url: table.base_url,
+            timeout_ms: table.timeout_ms,
+            concurrency: table.concurrency,
+            rate_limit_per_second: table.rate_limit_per_second,
+            vendor,
+            keys,
+        })
+    }
+}
+
+impl TargetConfig {
+    /// Which vendor's API the target speaks.
+    pub fn kind(&self) -> &'static Vendor {
+        self.vendor
+    }
 }
 
 fn enabled_by_default() -> bool {
@@ -57,65 +101,6 @@ fn default_concurrency() -> usize {
 
 fn default_rate_limit() -> u32 {
     10
-}
-
-/// The vendor-specific keys of a target table, tagged by its `kind`.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum VendorConfig {
-    Appgate(AppgateConfig),
-    Vikingcloud(VikingCloudConfig),
-    Kibo(KiboConfig),
-    Primavera(PrimaveraConfig),
-}
-
-/// Which API a target speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TargetKind {
-    Appgate,
-    VikingCloud,
-    Kibo,
-    Primavera,
-}
-
-impl TargetKind {
-    pub const ALL: [TargetKind; 4] = [
-        TargetKind::Appgate,
-        TargetKind::VikingCloud,
-        TargetKind::Kibo,
-        TargetKind::Primavera,
-    ];
-
-    /// The `kind` value in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::Appgate => "appgate",
-            TargetKind::VikingCloud => "vikingcloud",
-            TargetKind::Kibo => "kibo",
-            TargetKind::Primavera => "primavera",
-        }
-    }
-
-    /// The user schema of this kind's API, for checking mapping files without a target.
-    pub fn schema(self) -> TargetSchema {
-        match self {
-            TargetKind::Appgate => super::appgate::payload::schema(),
-            TargetKind::VikingCloud => super::vikingcloud::payload::schema(),
-            TargetKind::Kibo => super::kibo::payload::schema(),
-            TargetKind::Primavera => super::primavera::payload::schema(),
-        }
-    }
-}
-
-impl TargetConfig {
-    pub fn kind(&self) -> TargetKind {
-        match self.vendor {
-            VendorConfig::Appgate(_) => TargetKind::Appgate,
-            VendorConfig::Vikingcloud(_) => TargetKind::VikingCloud,
-            VendorConfig::Kibo(_) => TargetKind::Kibo,
-            VendorConfig::Primavera(_) => TargetKind::Primavera,
-        }
-    }
 }
 
 /// Builds an adapter for every enabled target. Secrets are read here, so a missing one
@@ -148,10 +133,7 @@ fn build_target(
         rate_per_second: NonZeroU32::new(cfg.rate_limit_per_second).ok_or_else(|| {
             TargetConfigError::invalid(key("rate_limit_per_second"), "must be greater than 0")
         })?,
-        throttle_default: match cfg.vendor {
-            VendorConfig::Primavera(_) => Some(super::primavera::THROTTLE_BACKOFF),
-            VendorConfig::Appgate(_) | VendorConfig::Vikingcloud(_) | VendorConfig::Kibo(_) => None,
-        },
+        throttle_default: cfg.vendor.throttle_default,
     };
     let transport =
         Transport::new(name, limits, clock).map_err(|source| TargetConfigError::Client {
@@ -163,12 +145,7 @@ fn build_target(
         base_url,
         transport,
     };
-    Ok(match &cfg.vendor {
-        VendorConfig::Appgate(vendor) => Arc::new(AppgateTarget::build(built, vendor)?),
-        VendorConfig::Vikingcloud(vendor) => Arc::new(VikingCloudTarget::build(built, vendor)?),
-        VendorConfig::Kibo(vendor) => Arc::new(KiboTarget::build(built, vendor)?),
-        VendorConfig::Primavera(vendor) => Arc::new(PrimaveraTarget::build(built, vendor)?),
-    })
+    cfg.keys.build(built)
 }
 
 #[cfg(test)]
@@ -199,12 +176,13 @@ mod tests {
         )
         .unwrap();
         let target = &cfg["appgate"];
-        assert_eq!(target.kind(), TargetKind::Appgate);
+        assert_eq!(target.kind(), &crate::targets::appgate::VENDOR);
         assert!(target.enabled);
         assert_eq!(target.timeout_ms, 10_000);
-        let VendorConfig::Appgate(appgate) = &target.vendor else {
-            panic!("wrong vendor: {:?}", target.vendor)
-        };
+        let keys: &dyn std::any::Any = target.keys.as_ref();
+        let appgate = keys
+            .downcast_ref::<crate::targets::appgate::AppgateConfig>()
+            .unwrap();
         assert_eq!(appgate.api_version, 18);
 
         let typo = parse(
@@ -226,7 +204,9 @@ mod tests {
             base_url = "https://x.example.com"
             "#,
         );
-        assert!(unknown_kind.is_err());
+        assert!(unknown_kind.unwrap_err().to_string().contains(
+            "unknown variant `ldap`, expected one of `appgate`, `vikingcloud`, `kibo`, `primavera`"
+        ));
     }
 
     #[test]

@@ -2,13 +2,72 @@
 //! (secrets, URLs, the errors naming the key at fault), so no vendor depends on
 //! `targets/config.rs`, which builds adapters from the vendors.
 
+use std::any::Any;
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::http::Transport;
+use super::{Target, TargetSchema};
+use crate::sandbox::Flavor;
+
+/// One vendor's entry point: all the rest of the bridge knows of it. The table of them is
+/// `targets::VENDORS`; everything that differs by vendor goes through it.
+pub struct Vendor {
+    /// The `kind` of its target tables, the name of its mapping file and its placeholder in
+    /// the sandbox's `targets.toml`.
+    pub kind: &'static str,
+    /// Its declared user schema, for checking mapping files without a built target.
+    pub schema: fn() -> TargetSchema,
+    /// Reads its own keys of a target table (unknown keys refused).
+    pub(crate) keys: fn(toml::Table) -> Result<Box<dyn VendorKeys>, toml::de::Error>,
+    /// The wait after a 429 without `Retry-After`, for vendors that document one.
+    pub(crate) throttle_default: Option<Duration>,
+    pub(crate) emulator: Emulator,
+}
+
+/// How the sandbox runs a vendor's emulator by default.
+pub(crate) struct Emulator {
+    pub flavor: fn() -> Flavor,
+    /// The port the embedded default config points at.
+    pub port: u16,
+    /// The per-second limit the vendor documents, enforced with a bare 429.
+    pub rate_limit_per_second: Option<u32>,
+}
+
+impl PartialEq for Vendor {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+    }
+}
+
+impl Eq for Vendor {}
+
+impl fmt::Debug for Vendor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind)
+    }
+}
+
+/// A vendor's own keys of one target table, which build its adapter. `Any` lets a test
+/// adjust one vendor's keys after the config is read.
+pub trait VendorKeys: fmt::Debug + Send + Sync + Any {
+    fn build(&self, built: Built) -> Result<Arc<dyn Target>, TargetConfigError>;
+}
+
+/// `Vendor::keys` for a vendor whose keys deserialize into `K`.
+pub(crate) fn keys<K>(table: toml::Table) -> Result<Box<dyn VendorKeys>, toml::de::Error>
+where
+    K: VendorKeys + DeserializeOwned,
+{
+    Ok(Box::new(toml::Value::Table(table).try_into::<K>()?))
+}
 
 /// Where a secret comes from: `{ value = "..." }` (sandbox and tests only),
 /// `{ env = "NAME" }` (falling back to a file named by `NAME_FILE`, the container-secrets
@@ -107,7 +166,7 @@ pub(crate) fn parse_url(key: &str, value: &str) -> Result<Url, TargetConfigError
 
 /// What `build_targets` hands every vendor: the target's name, its checked base URL and a
 /// transport already carrying its limits.
-pub(crate) struct Built {
+pub struct Built {
     pub name: String,
     pub base_url: Url,
     pub transport: Transport,
