@@ -39,7 +39,7 @@ pub enum Command {
     /// Run the bridge: the SCIM API at /scim/v2, the admin API at /admin, health checks at
     /// /healthz and /readyz, Prometheus metrics at /metrics.
     Serve(ServeArgs),
-    /// Run only the emulators of the four target APIs, on the ports the default config's
+    /// Run only the emulators of the target APIs, on the ports the default config's
     /// targets point at, so a bridge started with `serve --no-sandbox` can be stopped or
     /// killed while the emulators keep their state.
     Sandbox,
