@@ -39,7 +39,7 @@ pub enum Command {
     /// Run the bridge: the SCIM API at /scim/v2, the admin API at /admin, health checks at
     /// /healthz and /readyz, Prometheus metrics at /metrics.
     Serve(ServeArgs),
-    /// Run only the emulators of the four target APIs, on the ports the default config's
+    /// Run only the emulators of the target APIs, on the ports the default config's
     /// targets point at, so a bridge started with `serve --no-sandbox` can be stopped or
     /// killed while the emulators keep their state.
     Sandbox,
@@ -339,12 +339,8 @@ async fn mappings(command: MappingsCommand) -> anyhow::Result<()> {
 async fn run_sandbox() -> anyhow::Result<()> {
     telemetry::init(LogFormat::Human);
     let sandbox = sandbox::start(SandboxConfig::default(), Arc::new(SystemClock)).await?;
-    for (name, emulator) in [
-        ("appgate", &sandbox.appgate),
-        ("vikingcloud", &sandbox.vikingcloud),
-        ("kibo", &sandbox.kibo),
-        ("primavera", &sandbox.primavera),
-    ] {
+    for (vendor, emulator) in &sandbox.emulators {
+        let name = vendor.kind;
         println!(
             "{name:<12} {}   (accounts: {}/_sandbox/accounts)",
             emulator.base_url(),

@@ -90,11 +90,13 @@ impl Application {
                     "cannot start the sandbox emulators on ports 18441-18444 (is `scim-bridge \
                      sandbox` already running? then use `serve --no-sandbox`)",
                 )?;
+            let emulators: Vec<String> = sandbox
+                .emulators
+                .iter()
+                .map(|(vendor, emulator)| format!("{}={}", vendor.kind, emulator.base_url()))
+                .collect();
             tracing::warn!(
-                appgate = %sandbox.appgate.base_url(),
-                vikingcloud = %sandbox.vikingcloud.base_url(),
-                kibo = %sandbox.kibo.base_url(),
-                primavera = %sandbox.primavera.base_url(),
+                emulators = %emulators.join(" "),
                 "delivering to the built-in sandbox emulators, not to real target APIs"
             );
             Some(sandbox)

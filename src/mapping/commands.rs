@@ -16,7 +16,7 @@ use crate::mapping::{
     MappingWarning, Render,
 };
 use crate::scim::service::{ListQuery, ScimService};
-use crate::targets::{appgate, kibo, primavera, vikingcloud, TargetSchema};
+use crate::targets::{TargetSchema, VENDORS};
 
 /// Users read from the store per page in `mappings diff`.
 const DIFF_PAGE: u64 = 500;
@@ -26,12 +26,10 @@ const SHOWN_CHANGES: usize = 3;
 /// The schema of every built-in vendor, keyed by vendor name, which is also the default target
 /// name and so the stem of its mapping file.
 pub fn builtin_schemas() -> BTreeMap<String, TargetSchema> {
-    BTreeMap::from([
-        ("appgate".to_owned(), appgate::payload::schema()),
-        ("kibo".to_owned(), kibo::payload::schema()),
-        ("primavera".to_owned(), primavera::payload::schema()),
-        ("vikingcloud".to_owned(), vikingcloud::payload::schema()),
-    ])
+    VENDORS
+        .iter()
+        .map(|vendor| (vendor.kind.to_owned(), (vendor.schema)()))
+        .collect()
 }
 
 /// `mappings check`: validates every mapping file in `dir`, printing each problem with its

@@ -17,12 +17,15 @@ use actix_web::dev::ServerHandle;
 use actix_web::web;
 use tokio::task::JoinHandle;
 
+use self::emulator::EmulatorState;
+pub(crate) use self::emulator::Flavor;
 pub use self::emulator::{AccountSnapshot, Counts};
-use self::emulator::{EmulatorState, Flavor};
 pub use self::faults::Faults;
 use crate::clock::SharedClock;
-use crate::targets::config::{TargetKind, TargetsConfig};
+use crate::targets::config::TargetsConfig;
+use crate::targets::vendor::Vendor;
 use crate::targets::Payload;
+use crate::targets::VENDORS;
 
 /// The login every emulator accepts (Appgate, VikingCloud, Primavera), and the one the
 /// default config uses. Development only.
@@ -36,8 +39,8 @@ pub const DEV_KIBO_SITE: &str = "20000";
 /// The tenant code the Primavera emulator's token request answers with.
 pub const DEV_PRIMAVERA_TENANT: &str = "SANDBOX";
 
-/// The default config's targets with `{appgate}`, `{vikingcloud}`, `{kibo}` and `{primavera}`
-/// standing for each emulator's origin.
+/// The default config's targets with `{<kind>}` (`{appgate}`, `{kibo}`, ...) standing for
+/// each emulator's origin.
 const TARGETS_TEMPLATE: &str = include_str!("targets.toml");
 
 /// One emulator's settings.
@@ -73,10 +76,8 @@ impl EmulatorConfig {
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub host: IpAddr,
-    pub appgate: EmulatorConfig,
-    pub vikingcloud: EmulatorConfig,
-    pub kibo: EmulatorConfig,
-    pub primavera: EmulatorConfig,
+    /// One emulator per entry of `targets::VENDORS`.
+    pub emulators: Vec<(&'static Vendor, EmulatorConfig)>,
 }
 
 impl Default for SandboxConfig {
@@ -84,13 +85,16 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            appgate: EmulatorConfig::on_port(18441),
-            vikingcloud: EmulatorConfig::on_port(18442),
-            kibo: EmulatorConfig::on_port(18443),
-            primavera: EmulatorConfig {
-                rate_limit_per_second: Some(primavera::RATE_LIMIT_PER_SECOND),
-                ..EmulatorConfig::on_port(18444)
-            },
+            emulators: VENDORS
+                .iter()
+                .map(|vendor| {
+                    let emulator = EmulatorConfig {
+                        rate_limit_per_second: vendor.emulator.rate_limit_per_second,
+                        ..EmulatorConfig::on_port(vendor.emulator.port)
+                    };
+                    (*vendor, emulator)
+                })
+                .collect(),
         }
     }
 }
@@ -98,7 +102,7 @@ impl Default for SandboxConfig {
 impl SandboxConfig {
     /// The same emulators with no per-second limit, for load tests of the bridge itself.
     pub fn without_rate_limits(mut self) -> Self {
-        for emulator in self.emulators_mut() {
+        for (_, emulator) in &mut self.emulators {
             emulator.rate_limit_per_second = None;
         }
         self
@@ -107,37 +111,24 @@ impl SandboxConfig {
     /// The defaults on free ports, for tests running side by side.
     pub fn ephemeral() -> Self {
         let mut cfg = Self::default();
-        for emulator in cfg.emulators_mut() {
+        for (_, emulator) in &mut cfg.emulators {
             emulator.port = 0;
         }
         cfg
     }
 
-    pub fn emulator(&self, kind: TargetKind) -> &EmulatorConfig {
-        match kind {
-            TargetKind::Appgate => &self.appgate,
-            TargetKind::VikingCloud => &self.vikingcloud,
-            TargetKind::Kibo => &self.kibo,
-            TargetKind::Primavera => &self.primavera,
-        }
+    pub fn emulator(&self, vendor: &Vendor) -> Option<&EmulatorConfig> {
+        self.emulators
+            .iter()
+            .find(|(kind, _)| *kind == vendor)
+            .map(|(_, emulator)| emulator)
     }
 
-    pub fn emulator_mut(&mut self, kind: TargetKind) -> &mut EmulatorConfig {
-        match kind {
-            TargetKind::Appgate => &mut self.appgate,
-            TargetKind::VikingCloud => &mut self.vikingcloud,
-            TargetKind::Kibo => &mut self.kibo,
-            TargetKind::Primavera => &mut self.primavera,
-        }
-    }
-
-    fn emulators_mut(&mut self) -> [&mut EmulatorConfig; 4] {
-        [
-            &mut self.appgate,
-            &mut self.vikingcloud,
-            &mut self.kibo,
-            &mut self.primavera,
-        ]
+    pub fn emulator_mut(&mut self, vendor: &Vendor) -> Option<&mut EmulatorConfig> {
+        self.emulators
+            .iter_mut()
+            .find(|(kind, _)| *kind == vendor)
+            .map(|(_, emulator)| emulator)
     }
 }
 
@@ -214,55 +205,46 @@ impl EmulatorHandle {
     }
 }
 
-/// The four running emulators.
+/// The running emulators, one per vendor.
 pub struct Sandbox {
-    pub appgate: EmulatorHandle,
-    pub vikingcloud: EmulatorHandle,
-    pub kibo: EmulatorHandle,
-    pub primavera: EmulatorHandle,
+    pub emulators: Vec<(&'static Vendor, EmulatorHandle)>,
     servers: Vec<(ServerHandle, JoinHandle<std::io::Result<()>>)>,
 }
 
 /// Binds every emulator and starts serving. Needs a running tokio runtime.
 pub async fn start(cfg: SandboxConfig, clock: SharedClock) -> std::io::Result<Sandbox> {
     let mut servers = Vec::new();
-    let mut launch = |flavor: Flavor, emulator: &EmulatorConfig| {
+    let mut emulators = Vec::new();
+    for (vendor, emulator) in &cfg.emulators {
+        let flavor = (vendor.emulator.flavor)();
         let state = web::Data::new(EmulatorState::new(flavor, emulator, clock.clone()));
         let (addr, server) = emulator::serve(cfg.host, emulator.port, state.clone())?;
         servers.push(server);
         tracing::info!(%addr, base_path = state.flavor.base_path, "sandbox emulator listening");
-        Ok::<_, std::io::Error>(EmulatorHandle { addr, state })
-    };
-    let appgate = launch(appgate::flavor(), &cfg.appgate)?;
-    let vikingcloud = launch(vikingcloud::flavor(), &cfg.vikingcloud)?;
-    let kibo = launch(kibo::flavor(), &cfg.kibo)?;
-    let primavera = launch(primavera::flavor(), &cfg.primavera)?;
+        emulators.push((*vendor, EmulatorHandle { addr, state }));
+    }
     let servers = servers
         .into_iter()
         .map(|server| (server.handle(), tokio::spawn(server)))
         .collect();
-    Ok(Sandbox {
-        appgate,
-        vikingcloud,
-        kibo,
-        primavera,
-        servers,
-    })
+    Ok(Sandbox { emulators, servers })
 }
 
 impl Sandbox {
-    pub fn emulator(&self, kind: TargetKind) -> &EmulatorHandle {
-        match kind {
-            TargetKind::Appgate => &self.appgate,
-            TargetKind::VikingCloud => &self.vikingcloud,
-            TargetKind::Kibo => &self.kibo,
-            TargetKind::Primavera => &self.primavera,
-        }
+    pub fn emulator(&self, vendor: &Vendor) -> Option<&EmulatorHandle> {
+        self.emulators
+            .iter()
+            .find(|(kind, _)| *kind == vendor)
+            .map(|(_, emulator)| emulator)
     }
 
     /// The default targets, pointed at these emulators wherever they listen.
     pub fn targets_config(&self) -> Result<TargetsConfig, toml::de::Error> {
-        parse_targets(&targets_toml(|kind| self.emulator(kind).origin()))
+        let origins = self
+            .emulators
+            .iter()
+            .map(|(vendor, emulator)| (vendor.kind, emulator.origin()));
+        parse_targets(&targets_toml(origins))
     }
 
     /// Stops every emulator, dropping requests in flight.
@@ -275,24 +257,22 @@ impl Sandbox {
     }
 }
 
-/// The `[targets.*]` tables of the embedded default config: the four targets pointed at
-/// the sandbox on its default ports.
+/// The `[targets.*]` tables of the embedded default config: every target pointed at the
+/// sandbox on its default ports.
 pub fn default_targets_toml() -> String {
     let cfg = SandboxConfig::default();
-    targets_toml(|kind| {
-        format!(
-            "http://{}",
-            SocketAddr::new(cfg.host, cfg.emulator(kind).port)
-        )
-    })
+    let origins = cfg.emulators.iter().map(|(vendor, emulator)| {
+        let addr = SocketAddr::new(cfg.host, emulator.port);
+        (vendor.kind, format!("http://{addr}"))
+    });
+    targets_toml(origins)
 }
 
-fn targets_toml(origin: impl Fn(TargetKind) -> String) -> String {
-    TargetKind::ALL
-        .iter()
-        .fold(TARGETS_TEMPLATE.to_owned(), |text, kind| {
-            text.replace(&format!("{{{}}}", kind.as_str()), &origin(*kind))
-        })
+/// The template with each `{<kind>}` replaced by that emulator's origin.
+fn targets_toml(origins: impl Iterator<Item = (&'static str, String)>) -> String {
+    origins.fold(TARGETS_TEMPLATE.to_owned(), |text, (kind, origin)| {
+        text.replace(&format!("{{{kind}}}"), &origin)
+    })
 }
 
 fn parse_targets(text: &str) -> Result<TargetsConfig, toml::de::Error> {
@@ -313,8 +293,8 @@ mod tests {
         assert!(!text.contains("{appgate}"), "{text}");
         let targets = parse_targets(&text).unwrap();
         let kinds: Vec<_> = targets.values().map(|target| target.kind()).collect();
-        assert_eq!(kinds.len(), 4);
-        assert!(TargetKind::ALL.iter().all(|kind| kinds.contains(kind)));
+        assert_eq!(kinds.len(), VENDORS.len());
+        assert!(VENDORS.iter().all(|vendor| kinds.contains(vendor)));
         assert_eq!(targets["appgate"].base_url, "http://127.0.0.1:18441/admin");
         assert_eq!(
             targets["primavera"].base_url,

@@ -10,7 +10,24 @@ pub mod config;
 pub mod http;
 pub mod kibo;
 pub mod primavera;
+pub mod vendor;
 pub mod vikingcloud;
+
+use self::vendor::Vendor;
+
+/// Every vendor the bridge can deliver to. Adding one: its folder under `targets/`, its
+/// emulator under `sandbox/`, its line here.
+pub static VENDORS: &[&Vendor] = &[
+    &appgate::VENDOR,
+    &vikingcloud::VENDOR,
+    &kibo::VENDOR,
+    &primavera::VENDOR,
+];
+
+/// The vendor a target table's `kind` names.
+pub fn vendor(kind: &str) -> Option<&'static Vendor> {
+    VENDORS.iter().copied().find(|vendor| vendor.kind == kind)
+}
 
 /// A payload in the target's own field names, as the mapping engine rendered it.
 pub type Payload = Map<String, Value>;
@@ -194,4 +211,37 @@ pub trait Target: Send + Sync {
 
     /// Reads the account back; `Ok(None)` when it no longer exists.
     async fn read(&self, id: &str) -> TargetResult<Option<RemoteAccount>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::VENDORS;
+
+    /// Adding a vendor is its folder and its line in `VENDORS`; this holds the rest of the
+    /// bridge to that line: the sandbox's default targets and the shipped mapping files.
+    #[test]
+    fn every_vendor_in_the_table_is_unique_and_shipped_with_a_sandbox_target_and_a_mapping() {
+        let kinds: BTreeSet<_> = VENDORS.iter().map(|vendor| vendor.kind).collect();
+        assert_eq!(kinds.len(), VENDORS.len(), "a kind appears twice");
+        let ports: BTreeSet<_> = VENDORS.iter().map(|vendor| vendor.emulator.port).collect();
+        assert_eq!(ports.len(), VENDORS.len(), "two emulators share a port");
+
+        let template: toml::Table =
+            toml::from_str(include_str!("../sandbox/targets.toml")).unwrap();
+        let sandbox_targets = template["targets"].as_table().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for vendor in VENDORS {
+            let block = sandbox_targets.get(vendor.kind);
+            assert!(
+                block.is_some_and(|block| block["kind"].as_str() == Some(vendor.kind)),
+                "src/sandbox/targets.toml has no [targets.{0}] with kind = \"{0}\"",
+                vendor.kind
+            );
+            let mapping = root.join("mappings").join(format!("{}.toml", vendor.kind));
+            assert!(mapping.is_file(), "no mapping file {}", mapping.display());
+        }
+    }
 }

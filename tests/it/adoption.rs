@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use scim_bridge::clock::SystemClock;
 use scim_bridge::sandbox::{self, AccountSnapshot, Sandbox, SandboxConfig};
-use scim_bridge::targets::config::{TargetKind, VendorConfig};
+use scim_bridge::targets;
+use scim_bridge::targets::kibo::KiboConfig;
+use scim_bridge::targets::vendor::Vendor;
 
 use crate::support::{group, json_of, mappings_dir, object, user, TestApp, ADMIN_TOKEN};
 
@@ -29,7 +31,9 @@ impl Takeover {
 
     async fn spawn_with(lenient_kibo: bool, mappings: std::path::PathBuf) -> Takeover {
         let mut cfg = SandboxConfig::ephemeral();
-        cfg.kibo.keeps_password_when_omitted = lenient_kibo;
+        cfg.emulator_mut(&targets::kibo::VENDOR)
+            .unwrap()
+            .keeps_password_when_omitted = lenient_kibo;
         let sandbox = sandbox::start(cfg, Arc::new(SystemClock)).await.unwrap();
         let mut targets = sandbox.targets_config().unwrap();
         for (name, target) in targets.iter_mut() {
@@ -37,7 +41,8 @@ impl Takeover {
                 target.rate_limit_per_second = 1000;
             }
             target.timeout_ms = 2000;
-            if let VendorConfig::Kibo(kibo) = &mut target.vendor {
+            let keys: &mut dyn std::any::Any = target.keys.as_mut();
+            if let Some(kibo) = keys.downcast_mut::<KiboConfig>() {
                 kibo.password_required_on_update = !lenient_kibo;
             }
         }
@@ -87,13 +92,14 @@ impl Takeover {
         }
     }
 
-    fn account(&self, kind: TargetKind, id: &str) -> AccountSnapshot {
-        self.sandbox.emulator(kind).account(id).unwrap()
+    fn account(&self, kind: &Vendor, id: &str) -> AccountSnapshot {
+        self.sandbox.emulator(kind).unwrap().account(id).unwrap()
     }
 
-    fn live(&self, kind: TargetKind) -> usize {
+    fn live(&self, kind: &Vendor) -> usize {
         self.sandbox
             .emulator(kind)
+            .unwrap()
             .accounts()
             .iter()
             .filter(|a| !a.deleted)
@@ -129,23 +135,35 @@ fn names(list: &Value, key: &str) -> Vec<Value> {
 /// Accounts made by hand in all four targets for "ana", each with a password (where the
 /// vendor has one) and entries the mapping does not manage. Returns their ids by target.
 fn made_by_hand(sandbox: &Sandbox) -> [String; 4] {
-    let appgate = sandbox.appgate.insert_account(object(json!({
-        "name": "ana", "firstName": "Hand", "lastName": "Made", "password": "hand-set",
-        "tags": ["vpn-admins"], "email": "ana@example.com"
-    })));
-    let vikingcloud = sandbox.vikingcloud.insert_account(object(json!({
-        "userKey": {"username": "ana", "authenticator": "local"}, "firstName": "Hand",
-        "lastName": "Made", "email": "ana@example.com", "password": "hand-set",
-        "roles": [{"name": "BILLING"}, {"name": "AUDITOR"}], "privileges": [{"name": "EXPORT"}]
-    })));
-    let kibo = sandbox.kibo.insert_account(object(json!({
-        "emailAddress": "ana@example.com", "firstName": "Hand", "lastName": "Made",
-        "password": "hand-set", "roles": [{"roleId": 1, "roleName": "Admin"}]
-    })));
-    let primavera = sandbox.primavera.insert_account(object(json!({
-        "email": "ana@example.com", "firstName": "Hand", "lastName": "Made",
-        "userProducts": [{"productName": "TASKS"}]
-    })));
+    let appgate = sandbox
+        .emulator(&targets::appgate::VENDOR)
+        .unwrap()
+        .insert_account(object(json!({
+            "name": "ana", "firstName": "Hand", "lastName": "Made", "password": "hand-set",
+            "tags": ["vpn-admins"], "email": "ana@example.com"
+        })));
+    let vikingcloud = sandbox
+        .emulator(&targets::vikingcloud::VENDOR)
+        .unwrap()
+        .insert_account(object(json!({
+            "userKey": {"username": "ana", "authenticator": "local"}, "firstName": "Hand",
+            "lastName": "Made", "email": "ana@example.com", "password": "hand-set",
+            "roles": [{"name": "BILLING"}, {"name": "AUDITOR"}], "privileges": [{"name": "EXPORT"}]
+        })));
+    let kibo = sandbox
+        .emulator(&targets::kibo::VENDOR)
+        .unwrap()
+        .insert_account(object(json!({
+            "emailAddress": "ana@example.com", "firstName": "Hand", "lastName": "Made",
+            "password": "hand-set", "roles": [{"roleId": 1, "roleName": "Admin"}]
+        })));
+    let primavera = sandbox
+        .emulator(&targets::primavera::VENDOR)
+        .unwrap()
+        .insert_account(object(json!({
+            "email": "ana@example.com", "firstName": "Hand", "lastName": "Made",
+            "userProducts": [{"productName": "TASKS"}]
+        })));
     [appgate, vikingcloud, kibo, primavera]
 }
 
@@ -176,21 +194,21 @@ async fn accounts_made_by_hand_are_adopted_and_keep_their_password_and_unmanaged
 
     let check = |round: &str| {
         // Adopted, not duplicated: still one account each, never created through the API.
-        for kind in TargetKind::ALL {
+        for kind in targets::VENDORS {
             assert_eq!(bridge.live(kind), 1, "{round}: {kind:?}");
         }
-        let appgate = bridge.account(TargetKind::Appgate, &appgate);
-        let vikingcloud = bridge.account(TargetKind::VikingCloud, &vikingcloud);
-        let kibo = bridge.account(TargetKind::Kibo, &kibo);
-        let primavera = bridge.account(TargetKind::Primavera, &primavera);
+        let appgate = bridge.account(&targets::appgate::VENDOR, &appgate);
+        let vikingcloud = bridge.account(&targets::vikingcloud::VENDOR, &vikingcloud);
+        let kibo = bridge.account(&targets::kibo::VENDOR, &kibo);
+        let primavera = bridge.account(&targets::primavera::VENDOR, &primavera);
         for account in [&appgate, &vikingcloud, &kibo, &primavera] {
             assert_eq!(account.counts.creates, 0, "{round}: {account:?}");
         }
         // The password was set once, by hand, and is still the one set then.
         for (kind, account) in [
-            (TargetKind::Appgate, &appgate),
-            (TargetKind::VikingCloud, &vikingcloud),
-            (TargetKind::Kibo, &kibo),
+            (&targets::appgate::VENDOR, &appgate),
+            (&targets::vikingcloud::VENDOR, &vikingcloud),
+            (&targets::kibo::VENDOR, &kibo),
         ] {
             assert_eq!(
                 account.secret_writes,
@@ -200,6 +218,7 @@ async fn accounts_made_by_hand_are_adopted_and_keep_their_password_and_unmanaged
             let held = bridge
                 .sandbox
                 .emulator(kind)
+                .unwrap()
                 .secret(&account.id, "password");
             assert_eq!(held.as_deref(), Some("hand-set"), "{round}: {kind:?}");
         }
@@ -271,11 +290,16 @@ async fn a_kibo_tenant_that_wants_the_password_on_every_put_holds_the_update_ins
         "{reason}"
     );
     assert!(adoption(&status, "kibo").is_none(), "{status}");
-    let account = bridge.account(TargetKind::Kibo, &kibo);
+    let account = bridge.account(&targets::kibo::VENDOR, &kibo);
     assert_eq!(account.counts.updates, 0, "{account:?}");
     assert_eq!(account.secret_writes, [("password".to_owned(), 1)].into());
     assert_eq!(
-        bridge.sandbox.kibo.secret(&kibo, "password").as_deref(),
+        bridge
+            .sandbox
+            .emulator(&targets::kibo::VENDOR)
+            .unwrap()
+            .secret(&kibo, "password")
+            .as_deref(),
         Some("hand-set")
     );
     // The other targets took the account over as usual.
@@ -287,10 +311,14 @@ async fn a_kibo_tenant_that_wants_the_password_on_every_put_holds_the_update_ins
 #[tokio::test]
 async fn an_appgate_name_in_another_case_is_adopted_not_duplicated_or_rejected() {
     let bridge = Takeover::spawn(true).await;
-    let existing = bridge.sandbox.appgate.insert_account(object(json!({
-        "name": "Ana@Example.com", "firstName": "Hand", "lastName": "Made",
-        "password": "hand-set"
-    })));
+    let existing = bridge
+        .sandbox
+        .emulator(&targets::appgate::VENDOR)
+        .unwrap()
+        .insert_account(object(json!({
+            "name": "Ana@Example.com", "firstName": "Hand", "lastName": "Made",
+            "password": "hand-set"
+        })));
     let ana = bridge.app.create_user(&user("ana@example.com")).await;
     let status = bridge.settled(ana["id"].as_str().unwrap()).await;
     assert_eq!(
@@ -302,8 +330,8 @@ async fn an_appgate_name_in_another_case_is_adopted_not_duplicated_or_rejected()
         adoption(&status, "appgate").unwrap()["remote_id"],
         json!(existing)
     );
-    assert_eq!(bridge.live(TargetKind::Appgate), 1);
-    let account = bridge.account(TargetKind::Appgate, &existing);
+    assert_eq!(bridge.live(&targets::appgate::VENDOR), 1);
+    let account = bridge.account(&targets::appgate::VENDOR, &existing);
     assert_eq!(account.counts.creates, 0);
     assert_eq!(account.secret_writes, [("password".to_owned(), 1)].into());
 }
@@ -318,24 +346,34 @@ async fn new_users_without_a_password_are_created_where_the_vendor_allows_it() {
         "{status}"
     );
     for (kind, target) in [
-        (TargetKind::Appgate, "appgate"),
-        (TargetKind::VikingCloud, "vikingcloud"),
-        (TargetKind::Kibo, "kibo"),
-        (TargetKind::Primavera, "primavera"),
+        (&targets::appgate::VENDOR, "appgate"),
+        (&targets::vikingcloud::VENDOR, "vikingcloud"),
+        (&targets::kibo::VENDOR, "kibo"),
+        (&targets::primavera::VENDOR, "primavera"),
     ] {
         assert_eq!(delivery(&status, target)["state"], "delivered", "{status}");
-        let accounts = bridge.sandbox.emulator(kind).accounts();
+        let accounts = bridge.sandbox.emulator(kind).unwrap().accounts();
         assert_eq!(accounts.len(), 1, "{target}");
         let writes = accounts[0].secret_writes.get("password").copied();
         // Only Kibo cannot create an admin user without one: it gets a random password.
-        let expected = (kind == TargetKind::Kibo).then_some(1);
+        let expected = (kind == &targets::kibo::VENDOR).then_some(1);
         assert_eq!(writes, expected, "{target}: {:?}", accounts[0]);
     }
     // Kibo wants a password on every PUT, so the one made up for the account the bridge
     // created is kept for it (and only it), and its updates are not held.
     let id = bo["id"].as_str().unwrap();
-    let made_up = bridge.sandbox.kibo.accounts()[0].id.clone();
-    let first = bridge.sandbox.kibo.secret(&made_up, "password");
+    let made_up = bridge
+        .sandbox
+        .emulator(&targets::kibo::VENDOR)
+        .unwrap()
+        .accounts()[0]
+        .id
+        .clone();
+    let first = bridge
+        .sandbox
+        .emulator(&targets::kibo::VENDOR)
+        .unwrap()
+        .secret(&made_up, "password");
     let rename = json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "replace", "path": "name.givenName", "value": "Bo"}]
@@ -347,9 +385,16 @@ async fn new_users_without_a_password_are_created_where_the_vendor_allows_it() {
     .await;
     let status = bridge.settled(id).await;
     assert_eq!(delivery(&status, "kibo")["state"], "delivered", "{status}");
-    let account = bridge.account(TargetKind::Kibo, &made_up);
+    let account = bridge.account(&targets::kibo::VENDOR, &made_up);
     assert_eq!(account.fields["firstName"], "Bo");
-    assert_eq!(bridge.sandbox.kibo.secret(&made_up, "password"), first);
+    assert_eq!(
+        bridge
+            .sandbox
+            .emulator(&targets::kibo::VENDOR)
+            .unwrap()
+            .secret(&made_up, "password"),
+        first
+    );
 }
 
 #[tokio::test]
@@ -366,9 +411,13 @@ async fn a_field_not_managed_keeps_the_adopted_accounts_value_even_through_a_ful
         std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
     }
     let bridge = Takeover::spawn_with(true, dir.path().to_owned()).await;
-    let held = bridge.sandbox.appgate.insert_account(object(json!({
-        "name": "ana", "firstName": "Hand", "lastName": "Made", "notes": "Contractor until May"
-    })));
+    let held = bridge
+        .sandbox
+        .emulator(&targets::appgate::VENDOR)
+        .unwrap()
+        .insert_account(object(json!({
+            "name": "ana", "firstName": "Hand", "lastName": "Made", "notes": "Contractor until May"
+        })));
     let ana = bridge.app.create_user(&user("ana")).await;
     let id = ana["id"].as_str().unwrap();
     bridge.settled(id).await;
@@ -387,7 +436,7 @@ async fn a_field_not_managed_keeps_the_adopted_accounts_value_even_through_a_ful
         "delivered",
         "{status}"
     );
-    let account = bridge.account(TargetKind::Appgate, &held);
+    let account = bridge.account(&targets::appgate::VENDOR, &held);
     assert_eq!(account.fields["firstName"], "Ana");
     assert_eq!(account.counts.updates, 2, "{account:?}");
     assert_eq!(
@@ -399,7 +448,8 @@ async fn a_field_not_managed_keeps_the_adopted_accounts_value_even_through_a_ful
     bridge.settled(bo["id"].as_str().unwrap()).await;
     let created = bridge
         .sandbox
-        .appgate
+        .emulator(&targets::appgate::VENDOR)
+        .unwrap()
         .accounts()
         .into_iter()
         .find(|a| a.fields["name"] == "bo")

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use scim_bridge::clock::SystemClock;
 use scim_bridge::sandbox::{self, Sandbox, SandboxConfig};
-use scim_bridge::targets::config::TargetKind;
+use scim_bridge::targets;
 
 use crate::support::{mappings_dir, user, ADMIN_TOKEN, TOKEN};
 
@@ -68,14 +68,14 @@ impl Drop for Bridge {
 fn config(sandbox: &Sandbox, dir: &std::path::Path) -> String {
     let mut targets = sandbox::default_targets_toml();
     for (port, kind) in [
-        (18441, TargetKind::Appgate),
-        (18442, TargetKind::VikingCloud),
-        (18443, TargetKind::Kibo),
-        (18444, TargetKind::Primavera),
+        (18441, &targets::appgate::VENDOR),
+        (18442, &targets::vikingcloud::VENDOR),
+        (18443, &targets::kibo::VENDOR),
+        (18444, &targets::primavera::VENDOR),
     ] {
         targets = targets.replace(
             &format!("http://127.0.0.1:{port}"),
-            &sandbox.emulator(kind).origin(),
+            &sandbox.emulator(kind).unwrap().origin(),
         );
     }
     let targets = targets
@@ -142,7 +142,10 @@ async fn create(client: &reqwest::Client, base: &str, n: usize) -> Option<u16> {
 #[tokio::test]
 async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
     let mut sandbox_cfg = SandboxConfig::ephemeral();
-    sandbox_cfg.primavera.rate_limit_per_second = None;
+    sandbox_cfg
+        .emulator_mut(&targets::primavera::VENDOR)
+        .unwrap()
+        .rate_limit_per_second = None;
     let sandbox = sandbox::start(sandbox_cfg, Arc::new(SystemClock))
         .await
         .unwrap();
@@ -277,9 +280,10 @@ async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for kind in TargetKind::ALL {
+    for kind in targets::VENDORS {
         let live: Vec<_> = sandbox
             .emulator(kind)
+            .unwrap()
             .accounts()
             .into_iter()
             .filter(|a| !a.deleted)
@@ -316,7 +320,12 @@ async fn sigterm_stops_gracefully_and_folds_the_log_into_the_database_and_logs_n
     assert_eq!(created.status(), 201);
     // Let the password travel to its targets, so every code path that handles it has run.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while sandbox.emulator(TargetKind::Appgate).accounts().is_empty() {
+    while sandbox
+        .emulator(&targets::appgate::VENDOR)
+        .unwrap()
+        .accounts()
+        .is_empty()
+    {
         assert!(Instant::now() < deadline, "no delivery");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use scim_bridge::clock::ManualClock;
 use scim_bridge::sandbox::Faults;
-use scim_bridge::targets::config::TargetKind;
+use scim_bridge::targets;
+use scim_bridge::targets::vendor::Vendor;
 
 use crate::support::{json_of, user, SyncedApp};
 
@@ -43,7 +44,7 @@ async fn two_hundred_users_arrive_on_every_target_with_their_mapped_fields() {
         "{lag:?}"
     );
 
-    for kind in TargetKind::ALL {
+    for kind in targets::VENDORS {
         let accounts = synced.live_accounts(kind);
         assert_eq!(accounts.len(), 200, "{kind:?}");
         assert!(
@@ -51,7 +52,7 @@ async fn two_hundred_users_arrive_on_every_target_with_their_mapped_fields() {
             "{kind:?}: one create each"
         );
     }
-    let appgate = synced.live_accounts(TargetKind::Appgate);
+    let appgate = synced.live_accounts(&targets::appgate::VENDOR);
     let ana = appgate
         .iter()
         .find(|a| a.fields["name"] == "user007")
@@ -62,7 +63,7 @@ async fn two_hundred_users_arrive_on_every_target_with_their_mapped_fields() {
     assert_eq!(ana.fields["disabled"], false);
     assert!(ana.secrets_set.contains(&"password".to_owned()));
 
-    let viking = synced.live_accounts(TargetKind::VikingCloud);
+    let viking = synced.live_accounts(&targets::vikingcloud::VENDOR);
     let v = viking
         .iter()
         .find(|a| a.fields["email"] == "user007@example.com")
@@ -70,7 +71,7 @@ async fn two_hundred_users_arrive_on_every_target_with_their_mapped_fields() {
     assert_eq!(v.fields["primaryPhone"], "4155550100");
     assert_eq!(v.fields["primaryPhoneCountryCode"], "1");
 
-    let prima = synced.live_accounts(TargetKind::Primavera);
+    let prima = synced.live_accounts(&targets::primavera::VENDOR);
     let p = prima
         .iter()
         .find(|a| a.fields["email"] == "user007@example.com")
@@ -98,7 +99,7 @@ async fn updates_deactivation_and_delete_follow_each_targets_policy() {
     let rename = patch(json!([{"op": "replace", "path": "name.familyName", "value": "Renamed"}]));
     json_of(app.patch(&path, &rename).await, 200).await;
     synced.settle(1).await;
-    for kind in TargetKind::ALL {
+    for kind in targets::VENDORS {
         let account = &synced.live_accounts(kind)[0];
         assert_eq!(account.fields["lastName"], "Renamed", "{kind:?}");
         assert_eq!(account.counts.updates, 1, "{kind:?}");
@@ -107,20 +108,20 @@ async fn updates_deactivation_and_delete_follow_each_targets_policy() {
     let deactivate = patch(json!([{"op": "Replace", "value": {"active": "False"}}]));
     json_of(app.patch(&path, &deactivate).await, 200).await;
     synced.settle(1).await;
-    let field = |kind: TargetKind, name: &str| synced.live_accounts(kind)[0].fields[name].clone();
-    assert_eq!(field(TargetKind::Appgate, "disabled"), true);
-    assert_eq!(field(TargetKind::Kibo, "isActive"), false);
-    assert_eq!(field(TargetKind::Primavera, "status"), "INACTIVE");
-    assert_eq!(field(TargetKind::VikingCloud, "enabled"), false);
+    let field = |kind: &Vendor, name: &str| synced.live_accounts(kind)[0].fields[name].clone();
+    assert_eq!(field(&targets::appgate::VENDOR, "disabled"), true);
+    assert_eq!(field(&targets::kibo::VENDOR, "isActive"), false);
+    assert_eq!(field(&targets::primavera::VENDOR, "status"), "INACTIVE");
+    assert_eq!(field(&targets::vikingcloud::VENDOR, "enabled"), false);
 
     assert_eq!(app.delete(&path).await.status(), 204);
     synced.settle(0).await;
     // Appgate's mapping deletes; the others keep the account disabled.
-    assert!(synced.live_accounts(TargetKind::Appgate).is_empty());
+    assert!(synced.live_accounts(&targets::appgate::VENDOR).is_empty());
     for kind in [
-        TargetKind::Kibo,
-        TargetKind::Primavera,
-        TargetKind::VikingCloud,
+        &targets::kibo::VENDOR,
+        &targets::primavera::VENDOR,
+        &targets::vikingcloud::VENDOR,
     ] {
         assert_eq!(synced.live_accounts(kind).len(), 1, "{kind:?}");
     }
@@ -140,7 +141,7 @@ async fn a_target_that_is_down_loses_nothing_delays_no_one_and_gets_coalesced_up
     // outlasts them many times over.
     let synced = SyncedApp::spawn().await;
     let app = &synced.app;
-    let kibo = synced.sandbox.emulator(TargetKind::Kibo);
+    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
     kibo.set_faults(Faults {
         down: true,
         ..Faults::default()
@@ -218,7 +219,7 @@ async fn a_target_that_is_down_loses_nothing_delays_no_one_and_gets_coalesced_up
     assert!(lag.iter().all(|t| t["dead"] == 0), "{lag:?}");
     let kibo_row = lag.iter().find(|t| t["target"] == "kibo").unwrap();
     assert_eq!(kibo_row["circuit"]["state"], "closed", "{kibo_row}");
-    let accounts = synced.live_accounts(TargetKind::Kibo);
+    let accounts = synced.live_accounts(&targets::kibo::VENDOR);
     assert_eq!(accounts.len(), 20);
     for account in accounts {
         // One create with the latest state: the three rounds of updates were coalesced.
@@ -232,7 +233,7 @@ async fn a_target_that_is_down_loses_nothing_delays_no_one_and_gets_coalesced_up
 async fn dead_letters_and_rejections_are_visible_and_replayable() {
     let synced = SyncedApp::spawn_with(|settings| settings.fanout.max_attempts = 2).await;
     let app = &synced.app;
-    let appgate = synced.sandbox.emulator(TargetKind::Appgate);
+    let appgate = synced.sandbox.emulator(&targets::appgate::VENDOR).unwrap();
     // A target that is merely down is waited for, not dead-lettered; one that answers with
     // server errors (500 and 503, half and half) charges the user's attempts.
     appgate.set_faults(Faults {
@@ -241,7 +242,7 @@ async fn dead_letters_and_rejections_are_visible_and_replayable() {
     });
     // Someone created a Kibo admin by hand with the same user name and another email: Kibo
     // refuses the bridge's account, in its own words.
-    let kibo = synced.sandbox.emulator(TargetKind::Kibo);
+    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
     kibo.insert_account(crate::support::object(json!({
         "emailAddress": "someone.else@example.com",
         "userName": "clash",
@@ -318,8 +319,8 @@ async fn dead_letters_and_rejections_are_visible_and_replayable() {
         .unwrap();
     assert_eq!(json_of(replay, 200).await["replayed"], 2);
     synced.settle(1).await;
-    assert_eq!(synced.live_accounts(TargetKind::Appgate).len(), 1);
-    let kibo_accounts = synced.live_accounts(TargetKind::Kibo);
+    assert_eq!(synced.live_accounts(&targets::appgate::VENDOR).len(), 1);
+    let kibo_accounts = synced.live_accounts(&targets::kibo::VENDOR);
     assert_eq!(kibo_accounts.len(), 1);
     assert_eq!(kibo_accounts[0].fields["userName"], "clash");
 
@@ -350,7 +351,10 @@ async fn throttling_is_retried_and_primaveras_limit_is_never_exceeded() {
     })
     .await;
     let app = &synced.app;
-    let vikingcloud = synced.sandbox.emulator(TargetKind::VikingCloud);
+    let vikingcloud = synced
+        .sandbox
+        .emulator(&targets::vikingcloud::VENDOR)
+        .unwrap();
     vikingcloud.set_faults(Faults {
         throttle: true,
         retry_after: Some("0".into()),
@@ -378,7 +382,7 @@ async fn throttling_is_retried_and_primaveras_limit_is_never_exceeded() {
         "the adapter's pacing kept Primavera under its limit"
     );
     let names: HashSet<String> = synced
-        .live_accounts(TargetKind::VikingCloud)
+        .live_accounts(&targets::vikingcloud::VENDOR)
         .iter()
         .map(|a| a.fields["email"].as_str().unwrap().to_owned())
         .collect();
@@ -413,7 +417,7 @@ async fn an_update_before_the_first_delivery_keeps_the_password_the_create_needs
             .all(|t| t["delivered"] == 1 && t["rejected"] == 0),
         "{lag:?}"
     );
-    let kibo = synced.live_accounts(TargetKind::Kibo);
+    let kibo = synced.live_accounts(&targets::kibo::VENDOR);
     assert_eq!(kibo[0].secret_writes["password"], 1);
 }
 
@@ -434,7 +438,7 @@ async fn pause_holds_deliveries_and_resume_releases_them() {
         .until_target("primavera", |t| t["paused"] == true)
         .await;
     assert_eq!(row["pending"], 1);
-    assert!(synced.live_accounts(TargetKind::Primavera).is_empty());
+    assert!(synced.live_accounts(&targets::primavera::VENDOR).is_empty());
     let resume = synced
         .admin(Method::POST, "/targets/primavera/resume")
         .send()
@@ -497,11 +501,16 @@ async fn mapping_reload_applies_a_valid_change_and_refuses_an_invalid_one() {
     synced
         .until_target("appgate", |t| t["delivered"] == 1 && t["pending"] == 0)
         .await;
-    let account = synced.live_accounts(TargetKind::Appgate)[0].clone();
+    let account = synced.live_accounts(&targets::appgate::VENDOR)[0].clone();
     assert_eq!(account.fields["notes"], "Managed by scim-bridge.");
     assert_eq!(account.counts.updates, 1);
     // The other targets' payloads did not change: nothing was sent to them.
-    assert_eq!(synced.live_accounts(TargetKind::Kibo)[0].counts.updates, 0);
+    assert_eq!(
+        synced.live_accounts(&targets::kibo::VENDOR)[0]
+            .counts
+            .updates,
+        0
+    );
 
     std::fs::write(
         &appgate_file,
@@ -523,7 +532,7 @@ async fn mapping_reload_applies_a_valid_change_and_refuses_an_invalid_one() {
     synced.app.create_user(&user("after-refusal")).await;
     synced.settle(2).await;
     let newest = synced
-        .live_accounts(TargetKind::Appgate)
+        .live_accounts(&targets::appgate::VENDOR)
         .into_iter()
         .find(|a| a.fields["name"] == "after-refusal")
         .unwrap();
@@ -540,7 +549,7 @@ async fn group_membership_grants_and_releases_a_primavera_licence() {
     synced.settle(2).await;
     let products = |name: &str| -> Value {
         synced
-            .live_accounts(TargetKind::Primavera)
+            .live_accounts(&targets::primavera::VENDOR)
             .into_iter()
             .find(|a| a.fields["email"] == format!("{name}@example.com"))
             .unwrap()
@@ -566,7 +575,7 @@ async fn group_membership_grants_and_releases_a_primavera_licence() {
     );
     // Only the member's deliveries changed.
     let bystander_updates = synced
-        .live_accounts(TargetKind::Primavera)
+        .live_accounts(&targets::primavera::VENDOR)
         .into_iter()
         .find(|a| a.fields["email"] == "bystander@example.com")
         .unwrap()
@@ -595,7 +604,7 @@ async fn group_membership_grants_and_releases_a_primavera_licence() {
 
 /// The role ids a Kibo emulator account holds.
 fn kibo_roles(synced: &SyncedApp) -> Vec<i64> {
-    let accounts = synced.live_accounts(TargetKind::Kibo);
+    let accounts = synced.live_accounts(&targets::kibo::VENDOR);
     assert_eq!(accounts.len(), 1, "{accounts:?}");
     accounts[0].fields["roles"]
         .as_array()
@@ -611,7 +620,7 @@ async fn kibo_roles_follow_group_membership_and_spare_hand_assigned_ones() {
     let app = &synced.app;
     // A Kibo admin already exists, with the Admin role (1) given by hand: the bridge adopts
     // the account, and role 1 is not named in the mapping, so it is never removed.
-    let kibo = synced.sandbox.emulator(TargetKind::Kibo);
+    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
     kibo.insert_account(crate::support::object(json!({
         "emailAddress": "rolf@example.com", "firstName": "Rolf", "lastName": "Hand",
         "roles": [{"roleId": 1, "roleName": "Admin"}],
@@ -635,7 +644,9 @@ async fn kibo_roles_follow_group_membership_and_spare_hand_assigned_ones() {
     synced.settle(1).await;
     assert_eq!(kibo_roles(&synced), [1]);
     assert_eq!(
-        synced.live_accounts(TargetKind::Kibo)[0].counts.role_calls,
+        synced.live_accounts(&targets::kibo::VENDOR)[0]
+            .counts
+            .role_calls,
         2,
         "one assign, one removal"
     );
@@ -656,7 +667,7 @@ async fn a_throttling_storm_with_retry_after_is_waited_out_with_one_probe_per_wa
         }
     })
     .await;
-    let kibo = synced.sandbox.emulator(TargetKind::Kibo);
+    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
     kibo.set_faults(Faults {
         throttle: true,
         retry_after: Some("5".into()),
@@ -707,5 +718,5 @@ async fn a_throttling_storm_with_retry_after_is_waited_out_with_one_probe_per_wa
     clock.advance(Duration::from_secs(5));
     let lag = synced.settle(20).await;
     assert!(lag.iter().all(|t| t["dead"] == 0), "{lag:?}");
-    assert_eq!(synced.live_accounts(TargetKind::Kibo).len(), 20);
+    assert_eq!(synced.live_accounts(&targets::kibo::VENDOR).len(), 20);
 }

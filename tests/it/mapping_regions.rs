@@ -6,7 +6,8 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use scim_bridge::targets::config::TargetKind;
+use scim_bridge::targets;
+use scim_bridge::targets::vendor::Vendor;
 
 use crate::support::{json_of, SyncedApp};
 
@@ -22,7 +23,7 @@ fn fixture(name: &str) -> Value {
     user
 }
 
-fn account(synced: &SyncedApp, kind: TargetKind, key: &str, email: &str) -> Value {
+fn account(synced: &SyncedApp, kind: &Vendor, key: &str, email: &str) -> Value {
     let accounts = synced.live_accounts(kind);
     let found = accounts
         .iter()
@@ -44,25 +45,25 @@ async fn a_german_user_reaches_every_target_with_german_numbers() {
     );
 
     let jonas = "jonas.mueller@example.de";
-    let appgate = account(&synced, TargetKind::Appgate, "name", jonas);
+    let appgate = account(&synced, &targets::appgate::VENDOR, "name", jonas);
     assert_eq!(appgate["phone"], "+4915123456789");
-    let kibo = account(&synced, TargetKind::Kibo, "emailAddress", jonas);
+    let kibo = account(&synced, &targets::kibo::VENDOR, "emailAddress", jonas);
     assert_eq!(kibo["phoneNumber"], "+49301234567");
-    let primavera = account(&synced, TargetKind::Primavera, "email", jonas);
+    let primavera = account(&synced, &targets::primavera::VENDOR, "email", jonas);
     assert_eq!(primavera["mobile"], "+4915123456789");
     assert_eq!(primavera["phone"], "+49301234567");
-    let viking = account(&synced, TargetKind::VikingCloud, "email", jonas);
+    let viking = account(&synced, &targets::vikingcloud::VENDOR, "email", jonas);
     assert_eq!(viking["primaryPhoneCountryCode"], "49");
     assert_eq!(viking["primaryPhone"], "301234567");
 
     let elodie = "elodie.lefevre@contoso.fr";
-    let appgate = account(&synced, TargetKind::Appgate, "name", elodie);
+    let appgate = account(&synced, &targets::appgate::VENDOR, "name", elodie);
     assert_eq!(appgate["phone"], "+33612345678");
-    let kibo = account(&synced, TargetKind::Kibo, "emailAddress", elodie);
+    let kibo = account(&synced, &targets::kibo::VENDOR, "emailAddress", elodie);
     assert_eq!(kibo["phoneNumber"], "+33612345678");
-    let primavera = account(&synced, TargetKind::Primavera, "email", elodie);
+    let primavera = account(&synced, &targets::primavera::VENDOR, "email", elodie);
     assert_eq!(primavera["mobile"], "+33612345678");
-    let viking = account(&synced, TargetKind::VikingCloud, "email", elodie);
+    let viking = account(&synced, &targets::vikingcloud::VENDOR, "email", elodie);
     assert_eq!(viking["primaryPhoneCountryCode"], "33");
     assert_eq!(viking["primaryPhone"], "612345678");
 }
@@ -79,7 +80,7 @@ async fn a_garbage_mobile_is_left_out_and_the_warning_is_visible() {
         "the user is delivered everywhere: {lag:?}"
     );
     let lena = "lena.schmidt@example.de";
-    let primavera = account(&synced, TargetKind::Primavera, "email", lena);
+    let primavera = account(&synced, &targets::primavera::VENDOR, "email", lena);
     assert!(primavera.get("mobile").is_none(), "{primavera}");
     assert_eq!(primavera["phone"], "+49307654321");
 
@@ -203,6 +204,6 @@ async fn a_garbage_mobile_is_left_out_and_the_warning_is_visible() {
     )
     .await;
     assert_eq!(omissions["omissions"], serde_json::json!([]));
-    let primavera = account(&synced, TargetKind::Primavera, "email", lena);
+    let primavera = account(&synced, &targets::primavera::VENDOR, "email", lena);
     assert_eq!(primavera["mobile"], "+491517654321");
 }

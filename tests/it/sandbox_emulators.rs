@@ -8,7 +8,7 @@ use scim_bridge::sandbox::{
     appgate, SandboxConfig, DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_KIBO_SITE, DEV_KIBO_TENANT,
     DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME,
 };
-use scim_bridge::targets::config::TargetKind;
+use scim_bridge::targets;
 use scim_bridge::targets::TargetError;
 use serde_json::{json, Value};
 
@@ -35,7 +35,7 @@ fn accept(version: u32) -> String {
 
 /// Logs in to the Appgate emulator and returns a request maker carrying the token.
 async fn appgate_session(env: &Env) -> impl Fn(reqwest::Method, &str) -> RequestBuilder {
-    let base = env.emulator(TargetKind::Appgate).base_url();
+    let base = env.emulator(&targets::appgate::VENDOR).base_url();
     let client = Client::new();
     let (status, login) = send(
         client
@@ -60,7 +60,10 @@ async fn appgate_session(env: &Env) -> impl Fn(reqwest::Method, &str) -> Request
 #[tokio::test]
 async fn appgate_answers_406_outside_its_version_window() {
     let env = Env::start().await;
-    let login = format!("{}/login", env.emulator(TargetKind::Appgate).base_url());
+    let login = format!(
+        "{}/login",
+        env.emulator(&targets::appgate::VENDOR).base_url()
+    );
     let client = Client::new();
     for accept_header in [
         Some(accept(appgate::MIN_VERSION - 1)),
@@ -115,7 +118,7 @@ async fn appgate_tokens_expire_with_the_clock() {
 async fn appgate_validates_creates_with_200_and_replaces_on_put() {
     use reqwest::Method;
     let env = Env::start().await;
-    let emulator = env.emulator(TargetKind::Appgate);
+    let emulator = env.emulator(&targets::appgate::VENDOR);
     let call = appgate_session(&env).await;
     let ana = json!({"name": "ana", "firstName": "Ana", "lastName": "Lima",
                      "password": "first", "email": "ana@example.com", "tags": ["x"]});
@@ -242,7 +245,7 @@ async fn appgate_refuses_a_field_a_local_user_does_not_have() {
 #[tokio::test]
 async fn vikingcloud_checks_tokens_phone_rule_and_uniqueness() {
     let env = Env::start().await;
-    let base = env.emulator(TargetKind::VikingCloud).base_url();
+    let base = env.emulator(&targets::vikingcloud::VENDOR).base_url();
     let client = Client::new();
     let (status, login) = send(
         client
@@ -389,7 +392,7 @@ async fn vikingcloud_checks_tokens_phone_rule_and_uniqueness() {
 #[tokio::test]
 async fn kibo_requires_context_headers_and_full_puts() {
     let env = Env::start().await;
-    let base = env.emulator(TargetKind::Kibo).base_url();
+    let base = env.emulator(&targets::kibo::VENDOR).base_url();
     let client = Client::new();
     let oauth = format!("{base}/platform/applications/authtickets/oauth");
     let grant = |secret: &str, grant_type: &str| json!({"client_id": DEV_CLIENT_ID, "client_secret": secret, "grant_type": grant_type});
@@ -551,7 +554,7 @@ async fn kibo_requires_context_headers_and_full_puts() {
         (status, error["errorCode"].clone()),
         (StatusCode::NOT_FOUND, json!("ITEM_NOT_FOUND"))
     );
-    let held = env.emulator(TargetKind::Kibo).account(&id).unwrap();
+    let held = env.emulator(&targets::kibo::VENDOR).account(&id).unwrap();
     assert_eq!(
         held.counts.role_calls, 5,
         "two assigns of 2, one of 3, two removes"
@@ -561,14 +564,16 @@ async fn kibo_requires_context_headers_and_full_puts() {
 #[tokio::test]
 async fn a_kibo_tenant_that_keeps_the_password_accepts_a_put_without_it() {
     let mut cfg = SandboxConfig::ephemeral();
-    cfg.kibo.keeps_password_when_omitted = true;
+    cfg.emulator_mut(&targets::kibo::VENDOR)
+        .unwrap()
+        .keeps_password_when_omitted = true;
     let env = Env::start_with(cfg).await;
-    let emulator = env.emulator(TargetKind::Kibo);
+    let emulator = env.emulator(&targets::kibo::VENDOR);
     let id = emulator.insert_account(object(json!({
         "emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima",
         "password": "hand-set"
     })));
-    let target = env.target(TargetKind::Kibo, |_| {});
+    let target = env.target(&targets::kibo::VENDOR, |_| {});
     let renamed = object(json!({
         "emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Souza"
     }));
@@ -596,7 +601,7 @@ async fn a_kibo_tenant_that_keeps_the_password_accepts_a_put_without_it() {
 #[tokio::test]
 async fn primavera_checks_lengths_enums_and_answers_put_with_204() {
     let env = Env::start().await;
-    let emulator = env.emulator(TargetKind::Primavera);
+    let emulator = env.emulator(&targets::primavera::VENDOR);
     let base = emulator.base_url();
     let origin = emulator.origin();
     let client = Client::new();
@@ -736,7 +741,7 @@ async fn primavera_checks_lengths_enums_and_answers_put_with_204() {
 #[tokio::test]
 async fn primavera_allows_55_requests_per_second_then_a_bare_429() {
     let env = Env::start().await;
-    let emulator = env.emulator(TargetKind::Primavera);
+    let emulator = env.emulator(&targets::primavera::VENDOR);
     let client = Client::new();
     let token_url = format!(
         "{}/primediscovery/apitoken/request?scope=x",
@@ -770,7 +775,7 @@ async fn primavera_allows_55_requests_per_second_then_a_bare_429() {
 #[tokio::test]
 async fn faults_are_set_and_read_through_the_control_endpoint() {
     let env = Env::start().await;
-    let emulator = env.emulator(TargetKind::Kibo);
+    let emulator = env.emulator(&targets::kibo::VENDOR);
     let client = Client::new();
     let faults = format!("{}/_sandbox/faults", emulator.origin());
     // Any API path will do: faults answer before authentication.
@@ -847,12 +852,15 @@ async fn faults_are_set_and_read_through_the_control_endpoint() {
 #[tokio::test]
 async fn the_control_endpoint_lists_counts_expires_tokens_and_resets() {
     let mut cfg = SandboxConfig::ephemeral();
-    cfg.kibo.faults.latency_ms = 1;
+    cfg.emulator_mut(&targets::kibo::VENDOR)
+        .unwrap()
+        .faults
+        .latency_ms = 1;
     let env = Env::start_with(cfg).await;
-    let emulator = env.emulator(TargetKind::Kibo);
+    let emulator = env.emulator(&targets::kibo::VENDOR);
     let control = |path: &str| format!("{}/_sandbox/{path}", emulator.origin());
     let client = Client::new();
-    let target = env.target(TargetKind::Kibo, |_| {});
+    let target = env.target(&targets::kibo::VENDOR, |_| {});
     let ana = object(
         json!({"emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima", "password": "p"}),
     );
@@ -934,9 +942,15 @@ async fn the_control_endpoint_lists_counts_expires_tokens_and_resets() {
 #[tokio::test]
 async fn faults_can_be_configured_at_start() {
     let mut cfg = SandboxConfig::ephemeral();
-    cfg.appgate.faults.down = true;
+    cfg.emulator_mut(&targets::appgate::VENDOR)
+        .unwrap()
+        .faults
+        .down = true;
     let env = Env::start_with(cfg).await;
-    let login = format!("{}/login", env.emulator(TargetKind::Appgate).base_url());
+    let login = format!(
+        "{}/login",
+        env.emulator(&targets::appgate::VENDOR).base_url()
+    );
     let (status, error) = send(Client::new().post(login).header("accept", accept(20))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error["id"], json!("service unavailable"));

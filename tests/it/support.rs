@@ -9,7 +9,8 @@ use scim_bridge::clock::{ManualClock, SystemClock};
 use scim_bridge::config::{Overrides, Settings, EMBEDDED_DEFAULT};
 use scim_bridge::sandbox::{self, EmulatorHandle, Sandbox, SandboxConfig};
 use scim_bridge::startup::{Application, BuildOptions};
-use scim_bridge::targets::config::{build_targets, TargetConfig, TargetKind};
+use scim_bridge::targets::config::{build_targets, TargetConfig};
+use scim_bridge::targets::vendor::Vendor;
 use scim_bridge::targets::{Payload, Target};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -188,16 +189,12 @@ impl Env {
         Self { sandbox, clock }
     }
 
-    pub fn emulator(&self, kind: TargetKind) -> &EmulatorHandle {
-        self.sandbox.emulator(kind)
+    pub fn emulator(&self, kind: &Vendor) -> &EmulatorHandle {
+        self.sandbox.emulator(kind).unwrap()
     }
 
     /// The default config's target of `kind`, pointed at this sandbox, after `tweak`.
-    pub fn target(
-        &self,
-        kind: TargetKind,
-        tweak: impl FnOnce(&mut TargetConfig),
-    ) -> Arc<dyn Target> {
+    pub fn target(&self, kind: &Vendor, tweak: impl FnOnce(&mut TargetConfig)) -> Arc<dyn Target> {
         let mut cfg = self.sandbox.targets_config().unwrap();
         cfg.retain(|_, target| target.kind() == kind);
         let (_, target) = cfg.iter_mut().next().unwrap();
@@ -323,9 +320,10 @@ impl SyncedApp {
     }
 
     /// Live (not deleted) accounts of one emulator.
-    pub fn live_accounts(&self, kind: TargetKind) -> Vec<scim_bridge::sandbox::AccountSnapshot> {
+    pub fn live_accounts(&self, kind: &Vendor) -> Vec<scim_bridge::sandbox::AccountSnapshot> {
         self.sandbox
             .emulator(kind)
+            .unwrap()
             .accounts()
             .into_iter()
             .filter(|a| !a.deleted)

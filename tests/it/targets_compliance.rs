@@ -5,7 +5,8 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use scim_bridge::sandbox::{AccountSnapshot, EmulatorHandle, Faults};
-use scim_bridge::targets::config::TargetKind;
+use scim_bridge::targets;
+use scim_bridge::targets::vendor::Vendor;
 use scim_bridge::targets::{Payload, RemoteAccount, TargetError};
 use serde_json::{json, Value};
 
@@ -13,7 +14,7 @@ use crate::support::{object, Env};
 
 /// What the suite needs to know about one vendor.
 struct Case {
-    kind: TargetKind,
+    kind: &'static Vendor,
     /// A complete payload for the person called `who`.
     user: fn(&str) -> Payload,
     /// The natural key of an account, read from the fields the emulator holds.
@@ -30,7 +31,7 @@ struct Case {
 
 fn appgate_case() -> Case {
     Case {
-        kind: TargetKind::Appgate,
+        kind: &targets::appgate::VENDOR,
         user: |who| {
             object(json!({
                 "name": who, "firstName": "Ana", "lastName": "Lima",
@@ -52,7 +53,7 @@ fn appgate_case() -> Case {
 
 fn vikingcloud_case() -> Case {
     Case {
-        kind: TargetKind::VikingCloud,
+        kind: &targets::vikingcloud::VENDOR,
         user: |who| {
             object(json!({
                 "userKey": {"username": who, "authenticator": "local"},
@@ -75,7 +76,7 @@ fn vikingcloud_case() -> Case {
 
 fn kibo_case() -> Case {
     Case {
-        kind: TargetKind::Kibo,
+        kind: &targets::kibo::VENDOR,
         user: |who| {
             object(json!({
                 "emailAddress": format!("{who}@example.com"), "userName": who,
@@ -97,7 +98,7 @@ fn kibo_case() -> Case {
 
 fn primavera_case() -> Case {
     Case {
-        kind: TargetKind::Primavera,
+        kind: &targets::primavera::VENDOR,
         user: |who| {
             object(json!({
                 "email": format!("{who}@example.com"), "firstName": "Ana", "lastName": "Lima",
@@ -117,16 +118,12 @@ fn primavera_case() -> Case {
     }
 }
 
-fn email(who: &str) -> String {
-    format!("{who}@example.com")
-}
-
 /// The value of the natural key `user(who)` carries, as the emulator stores it.
 fn key_value(case: &Case, who: &str) -> String {
-    match case.kind {
-        TargetKind::Appgate | TargetKind::VikingCloud => who.to_owned(),
-        TargetKind::Kibo | TargetKind::Primavera => email(who),
-    }
+    let user = (case.user)(who);
+    (case.key)(&user)
+        .expect("the case's user carries its natural key")
+        .to_owned()
 }
 
 fn live(case: &Case, emulator: &EmulatorHandle, who: &str) -> Vec<AccountSnapshot> {
@@ -413,8 +410,8 @@ fn role_ids(fields: &Payload) -> Vec<i64> {
 #[tokio::test]
 async fn kibo_roles_are_assigned_and_removed_by_their_own_calls() {
     let env = Env::start().await;
-    let emulator = env.emulator(TargetKind::Kibo).clone();
-    let target = env.target(TargetKind::Kibo, |_| {});
+    let emulator = env.emulator(&targets::kibo::VENDOR).clone();
+    let target = env.target(&targets::kibo::VENDOR, |_| {});
     let with_roles = |who: &str, roles: Value| {
         let mut payload = (kibo_case().user)(who);
         payload.insert("roles".to_owned(), roles);

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::targets::config::SecretSource;
+use crate::targets::vendor::SecretSource;
 
 /// The Admin API version sent in `Accept: application/vnd.appgate.peer-v<N>+json`.
 /// Controllers accept a window of versions (v16 to v23 exist); 20 sits inside the windows of

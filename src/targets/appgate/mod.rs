@@ -6,13 +6,15 @@ pub mod client;
 pub mod config;
 pub mod payload;
 
+use std::sync::Arc;
+
 use reqwest::header::HeaderValue;
 use serde_json::Value;
 
 use self::client::{AppgateAuth, AppgateClient};
 pub use self::config::AppgateConfig;
-use crate::targets::config::{Built, TargetConfigError};
 use crate::targets::http::{endpoint, found, Session};
+use crate::targets::vendor::{keys, Built, Emulator, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 /// Users fetched per page while looking for an exact name among substring matches.
@@ -23,6 +25,25 @@ pub struct AppgateTarget {
     schema: TargetSchema,
     client: AppgateClient,
     name_ignores_case: bool,
+}
+
+/// Appgate SDP's entry in `targets::VENDORS`.
+pub static VENDOR: Vendor = Vendor {
+    kind: "appgate",
+    schema: payload::schema,
+    keys: keys::<AppgateConfig>,
+    throttle_default: None,
+    emulator: Emulator {
+        flavor: crate::sandbox::appgate::flavor,
+        port: 18441,
+        rate_limit_per_second: None,
+    },
+};
+
+impl VendorKeys for AppgateConfig {
+    fn build(&self, built: Built) -> Result<Arc<dyn Target>, TargetConfigError> {
+        Ok(Arc::new(AppgateTarget::build(built, self)?))
+    }
 }
 
 impl AppgateTarget {

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::targets::config::SecretSource;
+use crate::targets::vendor::SecretSource;
 
 /// Kibo issues application tokens from its home host, apart from the tenant's API host.
 pub const DEFAULT_AUTH_URL: &str =

@@ -7,19 +7,42 @@ pub mod client;
 pub mod config;
 pub mod payload;
 
+use std::sync::Arc;
+
 use reqwest::header::HeaderValue;
 use serde_json::Value;
 
 use self::client::{KiboAuth, KiboClient};
 pub use self::config::KiboConfig;
-use crate::targets::config::{parse_url, Built, TargetConfigError};
 use crate::targets::http::{endpoint, found, Session};
+use crate::targets::vendor::{
+    keys, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
+};
 use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 pub struct KiboTarget {
     name: String,
     schema: TargetSchema,
     client: KiboClient,
+}
+
+/// Kibo Commerce's entry in `targets::VENDORS`.
+pub static VENDOR: Vendor = Vendor {
+    kind: "kibo",
+    schema: payload::schema,
+    keys: keys::<KiboConfig>,
+    throttle_default: None,
+    emulator: Emulator {
+        flavor: crate::sandbox::kibo::flavor,
+        port: 18443,
+        rate_limit_per_second: None,
+    },
+};
+
+impl VendorKeys for KiboConfig {
+    fn build(&self, built: Built) -> Result<Arc<dyn Target>, TargetConfigError> {
+        Ok(Arc::new(KiboTarget::build(built, self)?))
+    }
 }
 
 impl KiboTarget {

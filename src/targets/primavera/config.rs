@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::targets::config::SecretSource;
+use crate::targets::vendor::SecretSource;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod payload;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
@@ -15,8 +16,10 @@ use serde_json::Value;
 use self::client::{PrimaveraAuth, PrimaveraClient};
 pub use self::config::PrimaveraConfig;
 use self::payload::{EMAIL, USER_ID};
-use crate::targets::config::{parse_url, Built, TargetConfigError};
 use crate::targets::http::{endpoint, found, Session};
+use crate::targets::vendor::{
+    keys, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
+};
 use crate::targets::{
     required_str, Payload, RemoteAccount, Target, TargetError, TargetResult, TargetSchema,
 };
@@ -48,6 +51,25 @@ fn token_url_for(base: &Url) -> Url {
 fn user_id(id: &str) -> TargetResult<i64> {
     id.parse()
         .map_err(|_| TargetError::unusable(format!("`{id}` is not a Primavera userId")))
+}
+
+/// Primavera's entry in `targets::VENDORS`.
+pub static VENDOR: Vendor = Vendor {
+    kind: "primavera",
+    schema: payload::schema,
+    keys: keys::<PrimaveraConfig>,
+    throttle_default: Some(THROTTLE_BACKOFF),
+    emulator: Emulator {
+        flavor: crate::sandbox::primavera::flavor,
+        port: 18444,
+        rate_limit_per_second: Some(crate::sandbox::primavera::RATE_LIMIT_PER_SECOND),
+    },
+};
+
+impl VendorKeys for PrimaveraConfig {
+    fn build(&self, built: Built) -> Result<Arc<dyn Target>, TargetConfigError> {
+        Ok(Arc::new(PrimaveraTarget::build(built, self)?))
+    }
 }
 
 impl PrimaveraTarget {

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::payload::UserKey;
-use crate::targets::config::TargetConfigError;
 use crate::targets::http::{
     data_endpoint, Answer, Auth, Issued, Session, Transport, UNSTATED_TOKEN_LIFETIME,
 };
+use crate::targets::vendor::TargetConfigError;
 use crate::targets::{Payload, TargetError, TargetResult};
 
 /// A configured path whose `{authenticator}` and `{username}` segments are filled per call.

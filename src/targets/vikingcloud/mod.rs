@@ -6,13 +6,15 @@ pub mod client;
 pub mod config;
 pub mod payload;
 
+use std::sync::Arc;
+
 use reqwest::header::HeaderName;
 
 use self::client::{PathTemplate, Paths, VikingCloudAuth, VikingCloudClient};
 pub use self::config::VikingCloudConfig;
 use self::payload::{UserKey, USER_KEY};
-use crate::targets::config::{Built, TargetConfigError};
 use crate::targets::http::{found, Answer, Session};
+use crate::targets::vendor::{keys, Built, Emulator, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 pub struct VikingCloudTarget {
@@ -20,6 +22,25 @@ pub struct VikingCloudTarget {
     schema: TargetSchema,
     authenticator: String,
     client: VikingCloudClient,
+}
+
+/// VikingCloud's entry in `targets::VENDORS`.
+pub static VENDOR: Vendor = Vendor {
+    kind: "vikingcloud",
+    schema: payload::schema,
+    keys: keys::<VikingCloudConfig>,
+    throttle_default: None,
+    emulator: Emulator {
+        flavor: crate::sandbox::vikingcloud::flavor,
+        port: 18442,
+        rate_limit_per_second: None,
+    },
+};
+
+impl VendorKeys for VikingCloudConfig {
+    fn build(&self, built: Built) -> Result<Arc<dyn Target>, TargetConfigError> {
+        Ok(Arc::new(VikingCloudTarget::build(built, self)?))
+    }
 }
 
 impl VikingCloudTarget {
