@@ -459,16 +459,24 @@ async fn hostile_requests_get_scim_errors_and_change_nothing() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
-    // Headers past actix's buffer are answered 431 by the HTTP/1 dispatcher, before any
-    // route or middleware runs, so with no body at all; the server keeps serving.
+    // Huge headers: actix answers 431 (with no body, before any route or middleware runs)
+    // when they arrive in pieces past its 32 KiB buffer, but parses them whole when one read
+    // brings them all, so which of the two comes back depends on the socket's timing. Either
+    // way the server keeps serving and nothing is stored.
     let response = app
         .request(Method::GET, "/Users")
         .header("X-Padding", "p".repeat(200 * 1024))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 431);
+    assert!(
+        [200, 431].contains(&response.status().as_u16()),
+        "{}",
+        response.status()
+    );
     assert_eq!(stored(&app).await, before);
+    let after = app.request(Method::GET, "/Users").send().await.unwrap();
+    assert_eq!(after.status(), 200, "the server still answers");
 }
 
 /// Whether the response is the RFC 7644 error expected, with a bounded detail.

@@ -219,7 +219,7 @@ async fn appgate_validates_creates_with_200_and_replaces_on_put() {
 async fn appgate_refuses_a_field_a_local_user_does_not_have() {
     use reqwest::Method;
     let env = Env::start().await;
-    let emulator = env.emulator(TargetKind::Appgate);
+    let emulator = env.emulator(&targets::appgate::VENDOR);
     let call = appgate_session(&env).await;
     let ana = json!({"name": "ana", "firstName": "Ana", "lastName": "Lima", "department": "x"});
 
