@@ -246,13 +246,13 @@ impl Planner {
 
 /// The fan-out as the SCIM service sees it: plans inside the write's transaction, wakes the
 /// workers of the targets that got work once it commits.
-pub struct FanoutHook {
+pub(crate) struct FanoutHook {
     planner: Arc<Planner>,
     fanout: Arc<Fanout>,
 }
 
 impl FanoutHook {
-    pub fn new(planner: Arc<Planner>, fanout: Arc<Fanout>) -> FanoutHook {
+    pub(crate) fn new(planner: Arc<Planner>, fanout: Arc<Fanout>) -> FanoutHook {
         FanoutHook { planner, fanout }
     }
 }
@@ -341,4 +341,45 @@ fn never_delivered(store: &Store<'_>, user_id: &str, target: &str) -> Result<boo
     Ok(store
         .delivery(user_id, target)?
         .is_none_or(|d| d.delivered_hash.is_none() && d.remote_id.is_none()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group<'a>(name: &'a str, members: &[&'a str]) -> GroupView<'a> {
+        GroupView {
+            display_name: Some(name),
+            user_members: members.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn a_membership_change_touches_only_the_users_who_joined_or_left() {
+        let before = group("Schedulers", &["u1", "u2"]);
+        let after = group("Schedulers", &["u2", "u3"]);
+        assert_eq!(
+            affected_members(Some(&before), Some(&after)),
+            BTreeSet::from(["u1", "u3"])
+        );
+        assert!(affected_members(Some(&before), Some(&before)).is_empty());
+    }
+
+    #[test]
+    fn a_rename_touches_every_member_old_and_new() {
+        let before = group("Schedulers", &["u1", "u2"]);
+        let after = group("Planners", &["u2", "u3"]);
+        assert_eq!(
+            affected_members(Some(&before), Some(&after)),
+            BTreeSet::from(["u1", "u2", "u3"])
+        );
+    }
+
+    #[test]
+    fn creating_or_deleting_a_group_touches_all_its_members() {
+        let members = group("Schedulers", &["u1", "u2"]);
+        let all = BTreeSet::from(["u1", "u2"]);
+        assert_eq!(affected_members(None, Some(&members)), all);
+        assert_eq!(affected_members(Some(&members), None), all);
+    }
 }

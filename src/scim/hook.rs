@@ -131,3 +131,48 @@ impl Woken {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_an_explicit_false_makes_a_user_inactive() {
+        let absent = json!({"id": "u1", "userName": "ana"});
+        let inactive = json!({"id": "u1", "active": false});
+        let odd = json!({"id": "u1", "active": "false"});
+        assert!(UserView::of(&absent).is_some_and(|u| u.active && u.id == "u1"));
+        assert!(UserView::of(&inactive).is_some_and(|u| !u.active));
+        assert!(UserView::of(&odd).is_some_and(|u| u.active));
+        assert!(UserView::of(&json!({"userName": "ana"})).is_none());
+    }
+
+    #[test]
+    fn a_group_view_leaves_out_nested_groups() {
+        let group = json!({
+            "displayName": "Schedulers",
+            "members": [
+                {"value": "u1", "type": "User"},
+                {"value": "g2", "type": "Group"},
+                {"value": "u2"},
+            ],
+        });
+        let view = GroupView::of(&group);
+        assert_eq!(view.display_name, Some("Schedulers"));
+        assert_eq!(view.user_members, BTreeSet::from(["u1", "u2"]));
+    }
+
+    #[test]
+    fn staged_work_comes_back_only_as_its_own_type() {
+        assert_eq!(Staged::new(7_u32).take::<u32>(), Some(7));
+        assert_eq!(Staged::new(7_u32).take::<String>(), None);
+    }
+
+    #[test]
+    fn woken_targets_are_sorted_and_named_once() {
+        let mut woken = Woken::new(vec!["kibo".into(), "appgate".into(), "kibo".into()]);
+        woken.merge(Woken::new(vec!["appgate".into(), "primavera".into()]));
+        assert_eq!(woken.targets(), ["appgate", "kibo", "primavera"]);
+    }
+}
