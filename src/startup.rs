@@ -17,7 +17,7 @@ use crate::clock::{unix_millis, SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::fanout::backoff::Backoff;
 use crate::fanout::operator::Operator;
-use crate::fanout::plan::Planner;
+use crate::fanout::plan::{FanoutHook, Planner};
 use crate::fanout::secrets::{SecretBox, KEY_ENV};
 use crate::fanout::worker::{TargetPolicy, Worker};
 use crate::fanout::Fanout;
@@ -27,7 +27,7 @@ use crate::metrics::{Metrics, ScrapeAccess};
 use crate::sandbox::{self, Sandbox, SandboxConfig};
 use crate::scim::auth::{client_address, Authenticator, FailedAuthLimit, ScimAuth};
 use crate::scim::routes::{self, ScimState};
-use crate::scim::service::{ScimService, Sync, UNAVAILABLE_RETRY_AFTER_SECS};
+use crate::scim::service::{ScimService, UNAVAILABLE_RETRY_AFTER_SECS};
 use crate::targets::config::build_targets;
 use crate::targets::{Target, TargetSchema};
 use crate::telemetry::RedactedRootSpan;
@@ -152,10 +152,10 @@ impl Application {
         let service = ScimService::new(
             db.clone(),
             clock.clone(),
-            Some(Sync {
-                planner: Arc::clone(&planner),
-                fanout: Arc::clone(&fanout),
-            }),
+            Some(Arc::new(FanoutHook::new(
+                Arc::clone(&planner),
+                Arc::clone(&fanout),
+            ))),
         )
         .with_metrics(Arc::clone(&metrics));
         let reloader = web::Data::new(Reloader::new(

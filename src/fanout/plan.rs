@@ -1,18 +1,21 @@
-//! From a SCIM change to desired states: renders the user through every target's mapping
-//! and records the result in the ledger, inside the same transaction as the SCIM write.
+//! From a SCIM change to desired states: the SCIM service's write hook. Renders the users a
+//! write touched through every target's mapping, records the result in the ledger inside the
+//! same transaction as the SCIM write, and wakes the workers once it commits.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use secrecy::SecretString;
-use serde_json::Value;
 
 use crate::fanout::secrets::SecretBox;
+use crate::fanout::Fanout;
 use crate::ledger::{DeliveryOp, Desired, LedgerError, SealedSecret, Store, PASSWORD_MARK};
 use crate::mapping::{Event, MappingSet, Operation, ParsedPhones, Render};
+use crate::scim::hook::{Change, GroupView, Staged, UserView, Woken, WriteHook};
 
 /// What happened to the user in SCIM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserChange {
+enum UserChange {
     /// Created or updated; `active` in the user decides between upsert and deactivation.
     Changed,
     Deleted,
@@ -21,7 +24,7 @@ pub enum UserChange {
 /// A user rendered through every mapping of one mapping set, not yet recorded. Rendering
 /// needs no database, so a new user is rendered before its write reaches the single writer
 /// thread, on the request's own thread.
-pub struct Rendered {
+struct Rendered {
     mappings: Arc<MappingSet>,
     event: Event,
     renders: Vec<Render>,
@@ -64,19 +67,17 @@ impl Planner {
     }
 
     /// Renders `user` through every mapping in force.
-    pub fn render(&self, user: &Value, change: UserChange) -> Rendered {
+    fn render(&self, user: &UserView<'_>, change: UserChange) -> Rendered {
         let event = match change {
             UserChange::Deleted => Event::Deleted,
-            UserChange::Changed if user.get("active") == Some(&Value::Bool(false)) => {
-                Event::Deactivated
-            }
+            UserChange::Changed if !user.active => Event::Deactivated,
             UserChange::Changed => Event::Upsert,
         };
         let mappings = self.mappings();
         let mut phones = ParsedPhones::default();
         let renders = mappings
             .iter()
-            .map(|m| m.render_with(user, event, &mut phones))
+            .map(|m| m.render_with(user.resource, event, &mut phones))
             .collect();
         Rendered {
             mappings,
@@ -87,10 +88,10 @@ impl Planner {
 
     /// Records, for every target, the state it should reach for `user`. Returns the targets
     /// that now have something to deliver.
-    pub fn plan(
+    fn plan(
         &self,
         store: &Store<'_>,
-        user: &Value,
+        user: &UserView<'_>,
         change: UserChange,
         password: Option<&SecretString>,
         now: i64,
@@ -101,10 +102,10 @@ impl Planner {
 
     /// `plan` for a user created in this write, rendered beforehand from `user` as it was
     /// going to be stored. A mapping reload since then renders it again.
-    pub fn plan_new(
+    fn plan_new(
         &self,
         store: &Store<'_>,
-        user: &Value,
+        user: &UserView<'_>,
         rendered: Rendered,
         password: Option<&SecretString>,
         now: i64,
@@ -120,15 +121,13 @@ impl Planner {
     fn record(
         &self,
         store: &Store<'_>,
-        user: &Value,
+        user: &UserView<'_>,
         rendered: Rendered,
         history: History,
         password: Option<&SecretString>,
         now: i64,
     ) -> Result<Vec<String>, LedgerError> {
-        let Some(user_id) = user.get("id").and_then(Value::as_str) else {
-            return Ok(Vec::new());
-        };
+        let user_id = user.id;
         let Rendered {
             mappings,
             event,
@@ -245,9 +244,142 @@ impl Planner {
     }
 }
 
+/// The fan-out as the SCIM service sees it: plans inside the write's transaction, wakes the
+/// workers of the targets that got work once it commits.
+pub(crate) struct FanoutHook {
+    planner: Arc<Planner>,
+    fanout: Arc<Fanout>,
+}
+
+impl FanoutHook {
+    pub(crate) fn new(planner: Arc<Planner>, fanout: Arc<Fanout>) -> FanoutHook {
+        FanoutHook { planner, fanout }
+    }
+}
+
+impl WriteHook for FanoutHook {
+    /// A new user belongs to no group yet, so it can be rendered for every target before
+    /// its write, in parallel with other requests, rather than on the one writer thread.
+    fn prepare(&self, user: &UserView<'_>) -> Option<Staged> {
+        Some(Staged::new(self.planner.render(user, UserChange::Changed)))
+    }
+
+    fn record(
+        &self,
+        store: &Store<'_>,
+        change: Change<'_>,
+        now_ms: i64,
+    ) -> Result<Woken, LedgerError> {
+        let planner = &self.planner;
+        let due = match change {
+            Change::User {
+                user,
+                password,
+                staged,
+            } => match staged.and_then(Staged::take::<Rendered>) {
+                Some(rendered) => planner.plan_new(store, &user, rendered, password, now_ms)?,
+                None => planner.plan(store, &user, UserChange::Changed, password, now_ms)?,
+            },
+            Change::UserDeleted(user) => {
+                planner.plan(store, &user, UserChange::Deleted, None, now_ms)?
+            }
+            Change::Group {
+                before,
+                after,
+                users,
+            } => {
+                let mut due = Vec::new();
+                for member in affected_members(before.as_ref(), after.as_ref()) {
+                    if let Some(resource) = users(member)? {
+                        if let Some(user) = UserView::of(&resource) {
+                            due.extend(planner.plan(
+                                store,
+                                &user,
+                                UserChange::Changed,
+                                None,
+                                now_ms,
+                            )?);
+                        }
+                    }
+                }
+                due
+            }
+        };
+        Ok(Woken::new(due))
+    }
+
+    fn committed(&self, woken: Woken) {
+        if !woken.targets().is_empty() {
+            self.fanout.wake(woken.targets());
+        }
+    }
+}
+
+/// The users whose rendering a group change can alter. Only users whose membership changed
+/// see a different group list, unless the group itself was renamed, created or deleted
+/// (mappings match groups by name).
+fn affected_members<'a>(
+    before: Option<&GroupView<'a>>,
+    after: Option<&GroupView<'a>>,
+) -> BTreeSet<&'a str> {
+    let none = BTreeSet::new();
+    let was = before.map_or(&none, |g| &g.user_members);
+    let is = after.map_or(&none, |g| &g.user_members);
+    let renamed = match (before, after) {
+        (Some(b), Some(a)) => b.display_name != a.display_name,
+        _ => true,
+    };
+    if renamed {
+        was.union(is).copied().collect()
+    } else {
+        was.symmetric_difference(is).copied().collect()
+    }
+}
+
 /// True when this target has never been sent anything for this user.
 fn never_delivered(store: &Store<'_>, user_id: &str, target: &str) -> Result<bool, LedgerError> {
     Ok(store
         .delivery(user_id, target)?
         .is_none_or(|d| d.delivered_hash.is_none() && d.remote_id.is_none()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group<'a>(name: &'a str, members: &[&'a str]) -> GroupView<'a> {
+        GroupView {
+            display_name: Some(name),
+            user_members: members.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn a_membership_change_touches_only_the_users_who_joined_or_left() {
+        let before = group("Schedulers", &["u1", "u2"]);
+        let after = group("Schedulers", &["u2", "u3"]);
+        assert_eq!(
+            affected_members(Some(&before), Some(&after)),
+            BTreeSet::from(["u1", "u3"])
+        );
+        assert!(affected_members(Some(&before), Some(&before)).is_empty());
+    }
+
+    #[test]
+    fn a_rename_touches_every_member_old_and_new() {
+        let before = group("Schedulers", &["u1", "u2"]);
+        let after = group("Planners", &["u2", "u3"]);
+        assert_eq!(
+            affected_members(Some(&before), Some(&after)),
+            BTreeSet::from(["u1", "u2", "u3"])
+        );
+    }
+
+    #[test]
+    fn creating_or_deleting_a_group_touches_all_its_members() {
+        let members = group("Schedulers", &["u1", "u2"]);
+        let all = BTreeSet::from(["u1", "u2"]);
+        assert_eq!(affected_members(None, Some(&members)), all);
+        assert_eq!(affected_members(Some(&members), None), all);
+    }
 }

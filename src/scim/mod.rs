@@ -7,6 +7,7 @@ pub mod bulk;
 pub mod discovery;
 pub mod error;
 pub mod filter;
+pub mod hook;
 pub mod patch;
 pub mod path;
 pub mod projection;

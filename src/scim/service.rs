@@ -1,7 +1,6 @@
 //! The SCIM operations on users and groups, between the thin route handlers and the store:
 //! validation, uniqueness, preconditions, PATCH, and filtering with indexed fast paths.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,12 +10,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::clock::{unix_millis, SharedClock};
-use crate::fanout::plan::{Planner, UserChange};
-use crate::fanout::Fanout;
 use crate::ledger::{Db, GroupMember, LedgerError, Lookup, ResourceKind, ResourceRow, Store};
 use crate::metrics::Metrics;
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, CompareOp, Filter};
+use crate::scim::hook::{Change, GroupView, Staged, UserView, Woken, WriteHook};
 use crate::scim::path::AttrPath;
 use crate::scim::resource::{self, Prepared};
 use crate::scim::schema::ResourceSchema;
@@ -113,14 +111,6 @@ pub struct ListPage {
     pub resources: Vec<Resource>,
 }
 
-/// What keeps the targets in step with SCIM writes: the planner records desired states in
-/// the write's own transaction, the fan-out is woken once it commits.
-#[derive(Clone)]
-pub struct Sync {
-    pub planner: Arc<Planner>,
-    pub fanout: Arc<Fanout>,
-}
-
 #[derive(Clone)]
 pub struct ScimService {
     db: Db,
@@ -129,21 +119,22 @@ pub struct ScimService {
     users: Arc<ResourceSchema>,
     groups: Arc<ResourceSchema>,
     clock: SharedClock,
-    sync: Option<Sync>,
+    /// What keeps other systems in step with the writes, if anything does.
+    hook: Option<Arc<dyn WriteHook>>,
     metrics: Option<Arc<Metrics>>,
 }
 
-/// The outcome of a write inside its transaction: the resource, and the targets with work.
-type Written<T> = Result<(T, Vec<String>), ScimError>;
+/// The outcome of a write inside its transaction: the resource, and who must be woken.
+type Written<T> = Result<(T, Woken), ScimError>;
 
 impl ScimService {
-    pub fn new(db: Db, clock: SharedClock, sync: Option<Sync>) -> Self {
+    pub fn new(db: Db, clock: SharedClock, hook: Option<Arc<dyn WriteHook>>) -> Self {
         ScimService {
             db,
             users: Arc::new(ResourceSchema::user()),
             groups: Arc::new(ResourceSchema::group()),
             clock,
-            sync,
+            hook,
             metrics: None,
         }
     }
@@ -174,16 +165,10 @@ impl ScimService {
         timestamp(self.clock.now())
     }
 
-    fn planner(&self) -> Option<Arc<Planner>> {
-        self.sync.as_ref().map(|sync| Arc::clone(&sync.planner))
-    }
-
-    /// Wakes the workers of targets that received work, once the write has committed.
-    fn committed<T>(&self, (value, due): (T, Vec<String>)) -> T {
-        if let Some(sync) = &self.sync {
-            if !due.is_empty() {
-                sync.fanout.wake(&due);
-            }
+    /// Tells the hook the write has committed.
+    fn committed<T>(&self, (value, woken): (T, Woken)) -> T {
+        if let Some(hook) = &self.hook {
+            hook.committed(woken);
         }
         value
     }
@@ -204,15 +189,16 @@ impl ScimService {
             last_modified: now,
             body: into_object(resource),
         };
-        let planner = self.planner();
-        // A new user belongs to no group yet, so it can be rendered for every target here,
-        // in parallel with other requests, rather than on the one writer thread. The writer
-        // checks it stored exactly what was rendered.
-        let rendered = match (&planner, kind) {
-            (Some(planner), ResourceKind::User) => {
-                let expected = shape(kind, row.clone(), Vec::new());
-                let rendered = planner.render(&expected.value, UserChange::Changed);
-                Some((expected.value, rendered))
+        let hook = self.hook.clone();
+        // A new user belongs to no group yet, so the hook may do its part here, in parallel
+        // with other requests, rather than on the one writer thread. The writer checks it
+        // stored exactly the user the hook saw.
+        let staged = match (&hook, kind) {
+            (Some(hook), ResourceKind::User) => {
+                let expected = shape(kind, row.clone(), Vec::new()).value;
+                UserView::of(&expected)
+                    .and_then(|user| hook.prepare(&user))
+                    .map(|staged| (expected, staged))
             }
             _ => None,
         };
@@ -220,26 +206,19 @@ impl ScimService {
             .db
             .write(move |store| -> Written<Resource> {
                 let created = save(store, kind, row, true)?;
-                let due = match (planner.as_deref(), rendered) {
-                    (Some(planner), Some((expected, rendered))) if expected == created.value => {
-                        planner.plan_new(
-                            store,
-                            &created.value,
-                            rendered,
-                            password.as_ref(),
-                            now_ms,
-                        )?
-                    }
-                    (planner, _) => sync_targets(
-                        store,
-                        planner,
-                        None,
-                        Some(&created),
-                        password.as_ref(),
-                        now_ms,
-                    )?,
-                };
-                Ok((created, due))
+                let staged = staged
+                    .filter(|(expected, _)| *expected == created.value)
+                    .map(|(_, staged)| staged);
+                let woken = record(
+                    store,
+                    hook.as_deref(),
+                    None,
+                    Some(&created),
+                    password.as_ref(),
+                    staged,
+                    now_ms,
+                )?;
+                Ok((created, woken))
             })
             .await?;
         self.count_write(kind, "create");
@@ -299,17 +278,14 @@ impl ScimService {
         kind: ResourceKind,
         id: &str,
         condition: Option<Precondition>,
-        change: impl Fn(&Value, &ResourceSchema) -> Result<Value, ScimError>
-            + Send
-            + std::marker::Sync
-            + 'static,
+        change: impl Fn(&Value, &ResourceSchema) -> Result<Value, ScimError> + Send + Sync + 'static,
     ) -> Result<Resource, ScimError> {
         let schema = Arc::clone(self.shared_schema(kind));
         let change = Arc::new(change);
         let now = self.now();
         let now_ms = unix_millis(self.clock.as_ref());
         let id = id.to_owned();
-        let planner = self.planner();
+        let hook = self.hook.clone();
         let (read, computed) = {
             let (schema, change, id, condition) = (
                 Arc::clone(&schema),
@@ -336,19 +312,20 @@ impl ScimService {
                 };
                 let password = password.map(SecretString::from);
                 let (after, changed) = store_change(store, kind, existing.clone(), resource, now)?;
-                let due = if changed || password.is_some() {
-                    sync_targets(
+                let woken = if changed || password.is_some() {
+                    record(
                         store,
-                        planner.as_deref(),
+                        hook.as_deref(),
                         Some(&existing),
                         Some(&after),
                         password.as_ref(),
+                        None,
                         now_ms,
                     )?
                 } else {
-                    Vec::new()
+                    Woken::default()
                 };
-                Ok((after, due))
+                Ok((after, woken))
             })
             .await?;
         self.count_write(kind, "update");
@@ -363,21 +340,22 @@ impl ScimService {
     ) -> Result<(), ScimError> {
         let id = id.to_owned();
         let now_ms = unix_millis(self.clock.as_ref());
-        let planner = self.planner();
+        let hook = self.hook.clone();
         let written = self
             .db
             .write(move |store| -> Written<()> {
                 let existing = load_for_write(store, kind, &id, condition.as_ref())?;
                 store.delete(kind, &id)?;
-                let due = sync_targets(
+                let woken = record(
                     store,
-                    planner.as_deref(),
+                    hook.as_deref(),
                     Some(&existing),
+                    None,
                     None,
                     None,
                     now_ms,
                 )?;
-                Ok(((), due))
+                Ok(((), woken))
             })
             .await?;
         self.count_write(kind, "delete");
@@ -388,34 +366,35 @@ impl ScimService {
     /// Records every user's desired state again, e.g. after the mappings changed. Works in
     /// batches so no single transaction holds the writer for long.
     pub async fn replan_all(&self) -> Result<usize, ScimError> {
-        let Some(planner) = self.planner() else {
+        let Some(hook) = self.hook.clone() else {
             return Ok(0);
         };
         const BATCH: u64 = 500;
         let mut offset = 0;
         let mut total = 0;
         loop {
-            let planner = Arc::clone(&planner);
+            let hook = Arc::clone(&hook);
             let now_ms = unix_millis(self.clock.as_ref());
-            let (count, due) = self
+            let (count, woken) = self
                 .db
-                .write(move |store| -> Result<(usize, Vec<String>), ScimError> {
+                .write(move |store| -> Written<usize> {
                     let rows = store.page(ResourceKind::User, offset, BATCH)?;
-                    let mut due = Vec::new();
+                    let mut woken = Woken::default();
                     for row in &rows {
                         let user = assemble(store, ResourceKind::User, row.clone())?;
-                        due.extend(planner.plan(
-                            store,
-                            &user.value,
-                            UserChange::Changed,
-                            None,
-                            now_ms,
-                        )?);
+                        if let Some(user) = UserView::of(&user.value) {
+                            let change = Change::User {
+                                user,
+                                password: None,
+                                staged: None,
+                            };
+                            woken.merge(hook.record(store, change, now_ms)?);
+                        }
                     }
-                    Ok((rows.len(), due))
+                    Ok((rows.len(), woken))
                 })
                 .await?;
-            self.committed(((), due));
+            self.committed(((), woken));
             total += count;
             if (count as u64) < BATCH {
                 return Ok(total);
@@ -644,76 +623,50 @@ fn store_change(
     Ok((save(store, kind, row, false)?, true))
 }
 
-/// Records the desired state of every user a write touched: the user itself, or the users
-/// whose group memberships changed.
-fn sync_targets(
+/// Hands what a write did to the hook, if there is one, in the write's transaction.
+fn record(
     store: &Store<'_>,
-    planner: Option<&Planner>,
+    hook: Option<&dyn WriteHook>,
     before: Option<&Resource>,
     after: Option<&Resource>,
     password: Option<&SecretString>,
+    staged: Option<Staged>,
     now_ms: i64,
-) -> Result<Vec<String>, ScimError> {
-    let Some(planner) = planner else {
-        return Ok(Vec::new());
+) -> Result<Woken, ScimError> {
+    let Some(hook) = hook else {
+        return Ok(Woken::default());
     };
     let Some(kind) = after.or(before).map(|r| r.kind) else {
-        return Ok(Vec::new());
+        return Ok(Woken::default());
     };
-    let mut due = Vec::new();
-    match (kind, after) {
-        (ResourceKind::User, Some(user)) => {
-            due.extend(planner.plan(store, &user.value, UserChange::Changed, password, now_ms)?);
+    let users = |id: &str| -> Result<Option<Value>, LedgerError> {
+        match store.get(ResourceKind::User, id)? {
+            Some(row) => Ok(Some(assemble(store, ResourceKind::User, row)?.value)),
+            None => Ok(None),
         }
-        (ResourceKind::User, None) => {
-            if let Some(user) = before {
-                due.extend(planner.plan(store, &user.value, UserChange::Deleted, None, now_ms)?);
-            }
-        }
-        (ResourceKind::Group, _) => {
-            // Only users whose membership changed see a different group list, unless the
-            // group itself was renamed or deleted (mappings match groups by name).
-            let was: BTreeSet<String> = before.map(|g| user_members(&g.value)).unwrap_or_default();
-            let is: BTreeSet<String> = after.map(|g| user_members(&g.value)).unwrap_or_default();
-            let renamed = match (before, after) {
-                (Some(b), Some(a)) => b.value.get("displayName") != a.value.get("displayName"),
-                _ => true,
+    };
+    let change = match kind {
+        ResourceKind::User => {
+            let Some(user) = after.or(before).and_then(|u| UserView::of(&u.value)) else {
+                return Ok(Woken::default());
             };
-            let members: BTreeSet<String> = if renamed {
-                was.union(&is).cloned().collect()
-            } else {
-                was.symmetric_difference(&is).cloned().collect()
-            };
-            for member in members {
-                if let Some(user) = load(store, ResourceKind::User, &member)? {
-                    due.extend(planner.plan(
-                        store,
-                        &user.value,
-                        UserChange::Changed,
-                        None,
-                        now_ms,
-                    )?);
+            if after.is_some() {
+                Change::User {
+                    user,
+                    password,
+                    staged,
                 }
+            } else {
+                Change::UserDeleted(user)
             }
         }
-    }
-    due.sort();
-    due.dedup();
-    Ok(due)
-}
-
-fn user_members(group: &Value) -> BTreeSet<String> {
-    group
-        .get("members")
-        .and_then(Value::as_array)
-        .map(|members| {
-            members
-                .iter()
-                .filter(|m| m.get("type").and_then(Value::as_str) != Some("Group"))
-                .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+        ResourceKind::Group => Change::Group {
+            before: before.map(|g| GroupView::of(&g.value)),
+            after: after.map(|g| GroupView::of(&g.value)),
+            users: &users,
+        },
+    };
+    Ok(hook.record(store, change, now_ms)?)
 }
 
 /// Inserts or updates a prepared resource with its lookup columns and memberships.
