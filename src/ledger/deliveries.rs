@@ -154,7 +154,8 @@ pub enum AttemptOutcome {
         error: String,
     },
     Rejected {
-        status: u16,
+        /// `None` when the adapter refused the payload before sending anything.
+        status: Option<u16>,
         error: String,
     },
 }
@@ -165,8 +166,8 @@ impl AttemptOutcome {
         match self {
             AttemptOutcome::Delivered { status, .. } => (*status, None),
             AttemptOutcome::Retry { status, error, .. }
-            | AttemptOutcome::Dead { status, error } => (*status, Some(error)),
-            AttemptOutcome::Rejected { status, error } => (Some(*status), Some(error)),
+            | AttemptOutcome::Dead { status, error }
+            | AttemptOutcome::Rejected { status, error } => (*status, Some(error)),
         }
     }
 }
@@ -1038,7 +1039,7 @@ mod tests {
         run(&db, |s| s.set_desired(&desired("old"), 1)).await;
         run(&db, |s| s.set_desired(&desired("new"), 2)).await;
         let rejected = AttemptOutcome::Rejected {
-            status: 400,
+            status: Some(400),
             error: "bad".into(),
         };
         run(&db, move |s| {
@@ -1069,7 +1070,7 @@ mod tests {
         assert_eq!(run(&db, |s| s.next_due_at("kibo")).await, Some(500));
 
         let rejected = AttemptOutcome::Rejected {
-            status: 422,
+            status: Some(422),
             error: "lastName is required".into(),
         };
         run(&db, move |s| {
