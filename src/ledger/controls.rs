@@ -1,6 +1,7 @@
 //! Per-target switches the workers obey: the operator's pause and the circuit each worker
 //! records, kept in the ledger so the CLI in another process sees them and a restart resumes.
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -34,12 +35,18 @@ impl CircuitState {
         CircuitState::HalfOpen,
     ];
 
-    fn parse(stored: &str) -> CircuitState {
-        match stored {
-            "open" => CircuitState::Open,
-            "half_open" => CircuitState::HalfOpen,
-            _ => CircuitState::Closed,
-        }
+    fn parse(stored: &str) -> Option<CircuitState> {
+        Self::ALL.into_iter().find(|state| state.as_str() == stored)
+    }
+}
+
+/// A circuit state no build wrote is an error, not a closed circuit.
+impl FromSql for CircuitState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        CircuitState::parse(text).ok_or_else(|| {
+            FromSqlError::Other(format!("unknown circuit state {text:?} in the ledger").into())
+        })
     }
 }
 
@@ -90,7 +97,7 @@ impl Store<'_> {
         Ok(stmt
             .query_row([target], |row| {
                 Ok(TargetCircuit {
-                    state: CircuitState::parse(&row.get::<_, String>(0)?),
+                    state: row.get(0)?,
                     failures: row.get(1)?,
                     failed_probes: row.get(2)?,
                     opened_at: row.get(3)?,
@@ -124,5 +131,19 @@ impl Store<'_> {
                 circuit.updated_at,
             ])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_circuit_states_are_read_strictly() {
+        for state in CircuitState::ALL {
+            assert_eq!(CircuitState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(CircuitState::parse("halfopen"), None);
+        assert_eq!(CircuitState::parse(""), None);
     }
 }
