@@ -34,20 +34,20 @@ pub enum Signal {
 pub fn signal<T>(result: &Result<T, TargetError>) -> Signal {
     match result {
         Ok(_) => Signal::Up,
-        Err(TargetError::Rejected { status: 0, .. }) => Signal::Silent,
+        Err(TargetError::Unusable { .. }) => Signal::Silent,
         Err(TargetError::Rejected { .. }) => Signal::Up,
         Err(TargetError::Retryable {
+            status,
             reason,
             retry_after,
         }) => {
-            let status = answered_status(reason);
             let down = retry_after.is_some()
                 || matches!(status, Some(408 | 429 | 502 | 503 | 504))
                 || (status.is_none() && unreachable(reason));
             if down {
                 Signal::Down {
                     retry_after: *retry_after,
-                    status,
+                    status: *status,
                     error: reason.clone(),
                 }
             } else {
@@ -55,14 +55,6 @@ pub fn signal<T>(result: &Result<T, TargetError>) -> Signal {
             }
         }
     }
-}
-
-/// The HTTP status a retryable failure was answered with. `targets::http::classify` words
-/// every such failure as "<status>: <the target's text>".
-pub fn answered_status(reason: &str) -> Option<u16> {
-    let (head, _) = reason.split_once(": ")?;
-    let status: u16 = head.parse().ok()?;
-    (100..=599).contains(&status).then_some(status)
 }
 
 /// A request that got no usable answer at all (`targets::http::transport_error`).
@@ -272,8 +264,14 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
+    /// A retryable failure worded as `targets::http` words them ("503: ..."), with the
+    /// status it carries.
     fn retryable(reason: &str, retry_after: Option<u64>) -> Result<(), TargetError> {
+        let status = reason
+            .split_once(": ")
+            .and_then(|(head, _)| head.parse().ok());
         Err(TargetError::Retryable {
+            status,
             reason: reason.into(),
             retry_after: retry_after.map(Duration::from_secs),
         })

@@ -343,14 +343,18 @@ impl Worker {
                 status: None,
             },
             Err(TargetError::Rejected { status, message }) => AttemptOutcome::Rejected {
-                status,
+                status: Some(status),
+                error: message,
+            },
+            Err(TargetError::Unusable { message }) => AttemptOutcome::Rejected {
+                status: None,
                 error: message,
             },
             Err(TargetError::Retryable {
+                status,
                 reason,
                 retry_after,
             }) => {
-                let status = circuit::answered_status(&reason);
                 let attempt = delivery.attempts + u32::from(verdict.charged);
                 if verdict.charged && attempt >= self.policy.max_attempts {
                     return AttemptOutcome::Dead {
@@ -545,6 +549,7 @@ impl Worker {
             .read(move |s| s.adoption(&user, &target))
             .await
             .map_err(|err| TargetError::Retryable {
+                status: None,
                 reason: format!("cannot read whether the account was adopted: {err}"),
                 retry_after: None,
             })?;
@@ -659,6 +664,7 @@ impl Worker {
             .read(move |s| s.secret(&user))
             .await
             .map_err(|err| TargetError::Retryable {
+                status: None,
                 reason: format!("cannot read the pending password: {err}"),
                 retry_after: None,
             })?;
@@ -700,6 +706,7 @@ impl Worker {
                 .write(move |s| s.store_secret(&user, &sealed, now))
                 .await
                 .map_err(|err| TargetError::Retryable {
+                    status: None,
                     reason: format!("cannot keep the password made up for the create: {err}"),
                     retry_after: None,
                 })?;
@@ -1013,6 +1020,7 @@ mod tests {
     async fn retries_with_backoff_then_dead_letters() {
         let retry = || {
             Err(TargetError::Retryable {
+                status: Some(500),
                 reason: "500: internal error".into(),
                 retry_after: None,
             })
@@ -1044,6 +1052,7 @@ mod tests {
     #[tokio::test]
     async fn retry_after_is_honoured() {
         let f = fixture(vec![Err(TargetError::Retryable {
+            status: Some(429),
             reason: "429".into(),
             retry_after: Some(Duration::from_secs(30)),
         })]);
@@ -1196,7 +1205,7 @@ mod tests {
         let row = f.row().await;
         assert_eq!(
             (row.state, row.last_status),
-            (DeliveryState::Rejected, Some(0))
+            (DeliveryState::Rejected, None)
         );
         assert!(row
             .last_error
@@ -1245,6 +1254,7 @@ mod tests {
     async fn a_made_up_password_the_target_wants_on_every_update_stays_with_its_own_account() {
         // The first create's answer is lost; the retry finds the account that create made.
         let lost = Err(TargetError::Retryable {
+            status: None,
             reason: "timed out".into(),
             retry_after: None,
         });
@@ -1287,6 +1297,7 @@ mod tests {
 
     fn throttled(seconds: u64) -> TargetError {
         TargetError::Retryable {
+            status: Some(429),
             reason: "429: too many requests".into(),
             retry_after: Some(Duration::from_secs(seconds)),
         }
@@ -1294,6 +1305,7 @@ mod tests {
 
     fn unavailable() -> TargetError {
         TargetError::Retryable {
+            status: Some(503),
             reason: "503: the target is down".into(),
             retry_after: None,
         }
@@ -1400,6 +1412,7 @@ mod tests {
         *f.target.poisoned.lock().unwrap() = Some((
             "bad-".into(),
             TargetError::Retryable {
+                status: Some(500),
                 reason: "500: NullPointerException".into(),
                 retry_after: None,
             },

@@ -1,80 +1,15 @@
-//! The sync ledger: per (user, target) the desired and the delivered state, the attempt
-//! history, pending passwords, per-target pause switches and circuits. Times are unix milliseconds
-//! taken from the injected clock by the caller.
+//! The sync ledger's rows: per (user, target) the desired and the delivered state, read by
+//! the fan-out workers and the operator's views. Times are unix milliseconds taken from the
+//! injected clock by the caller.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Row};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Digest;
 
-use super::{LedgerError, Store};
+use super::lifecycle::{DeliveryOp, DeliveryState};
+use super::{LedgerError, Store, TargetCircuit};
 use crate::mapping::FieldWarning;
-
-/// What a target should do with a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryOp {
-    Upsert,
-    Disable,
-    Delete,
-}
-
-impl DeliveryOp {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryOp::Upsert => "upsert",
-            DeliveryOp::Disable => "disable",
-            DeliveryOp::Delete => "delete",
-        }
-    }
-
-    fn parse(stored: &str) -> DeliveryOp {
-        match stored {
-            "disable" => DeliveryOp::Disable,
-            "delete" => DeliveryOp::Delete,
-            _ => DeliveryOp::Upsert,
-        }
-    }
-}
-
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryState {
-    /// Differs from what the target holds; due at `next_attempt_at`.
-    Pending,
-    /// Failed in a way worth retrying; due at `next_attempt_at`.
-    Retrying,
-    /// The target holds the desired state.
-    Delivered,
-    /// The target refused it; waits for a change to the user or mapping, or a replay.
-    Rejected,
-    /// Retried too often; waits for a replay.
-    Dead,
-}
-
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Retrying => "retrying",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Rejected => "rejected",
-            DeliveryState::Dead => "dead",
-        }
-    }
-
-    pub fn parse(stored: &str) -> Option<DeliveryState> {
-        Some(match stored {
-            "pending" => DeliveryState::Pending,
-            "retrying" => DeliveryState::Retrying,
-            "delivered" => DeliveryState::Delivered,
-            "rejected" => DeliveryState::Rejected,
-            "dead" => DeliveryState::Dead,
-            _ => return None,
-        })
-    }
-}
 
 /// The state a target should reach for a user, as the mapping rendered it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,62 +63,8 @@ pub struct Omissions {
 impl Delivery {
     /// Whether a worker should send this row at `now`.
     pub fn is_due(&self, now: i64) -> bool {
-        matches!(self.state, DeliveryState::Pending | DeliveryState::Retrying)
-            && self.next_attempt_at <= now
+        self.state.is_waiting() && self.next_attempt_at <= now
     }
-}
-
-/// How one attempt ended, as the fan-out classified it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptOutcome {
-    Delivered {
-        /// The target's id for the account; `None` after a delete.
-        remote_id: Option<String>,
-        status: Option<u16>,
-    },
-    Retry {
-        status: Option<u16>,
-        error: String,
-        next_attempt_at: i64,
-        /// Whether the failure counts toward the dead-letter limit: not when the target as a
-        /// whole was down or throttling.
-        charged: bool,
-    },
-    Dead {
-        status: Option<u16>,
-        error: String,
-    },
-    Rejected {
-        status: u16,
-        error: String,
-    },
-}
-
-impl AttemptOutcome {
-    /// The status and error text of a failed attempt.
-    pub fn failure(&self) -> (Option<u16>, Option<&str>) {
-        match self {
-            AttemptOutcome::Delivered { status, .. } => (*status, None),
-            AttemptOutcome::Retry { status, error, .. }
-            | AttemptOutcome::Dead { status, error } => (*status, Some(error)),
-            AttemptOutcome::Rejected { status, error } => (Some(*status), Some(error)),
-        }
-    }
-}
-
-/// One line of the attempt history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attempt {
-    pub at: i64,
-    pub user_id: String,
-    pub target: String,
-    pub operation: String,
-    pub status: Option<u16>,
-    pub duration_ms: u64,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub payload_hash: String,
-    pub mapping_version: String,
 }
 
 /// Queue depth and lag of one target.
@@ -201,68 +82,6 @@ pub struct TargetLag {
     pub circuit: TargetCircuit,
 }
 
-/// Whether deliveries flow to a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitState {
-    /// Deliveries flow.
-    #[default]
-    Closed,
-    /// The target is down or throttling: nothing is sent before `retry_at`.
-    Open,
-    /// One probe delivery is out; its answer closes or reopens the circuit.
-    HalfOpen,
-}
-
-impl CircuitState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CircuitState::Closed => "closed",
-            CircuitState::Open => "open",
-            CircuitState::HalfOpen => "half_open",
-        }
-    }
-
-    pub const ALL: [CircuitState; 3] = [
-        CircuitState::Closed,
-        CircuitState::Open,
-        CircuitState::HalfOpen,
-    ];
-
-    fn parse(stored: &str) -> CircuitState {
-        match stored {
-            "open" => CircuitState::Open,
-            "half_open" => CircuitState::HalfOpen,
-            _ => CircuitState::Closed,
-        }
-    }
-}
-
-/// The circuit of one target as last recorded by its worker.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct TargetCircuit {
-    pub state: CircuitState,
-    /// Target-level failures (throttling, down, unreachable) since the last answer that
-    /// showed the target working.
-    pub failures: u32,
-    /// Probes that failed since the circuit opened; the probe cadence grows with them.
-    pub failed_probes: u32,
-    pub opened_at: Option<i64>,
-    /// When the next probe may go, while open.
-    pub retry_at: Option<i64>,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    pub updated_at: i64,
-}
-
-/// An encrypted password waiting for its targets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SealedSecret {
-    pub secret_id: String,
-    pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
-}
-
 /// Separates a payload hash from the id of the password a desired state carries.
 pub const PASSWORD_MARK: &str = "+pw:";
 
@@ -276,13 +95,11 @@ const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only
 type RawDelivery = (Delivery, String, String, Option<String>, String);
 
 fn read_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
-    let operation: String = row.get(2)?;
-    let state: String = row.get(10)?;
     let delivery = Delivery {
         desired: Desired {
             user_id: row.get(0)?,
             target: row.get(1)?,
-            operation: DeliveryOp::parse(&operation),
+            operation: row.get(2)?,
             payload: Map::new(),
             create_only: Vec::new(),
             unmanaged: Vec::new(),
@@ -294,7 +111,7 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
         },
         delivered_hash: row.get(8)?,
         remote_id: row.get(9)?,
-        state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+        state: row.get(10)?,
         attempts: row.get(11)?,
         next_attempt_at: row.get(12)?,
         last_status: row.get(13)?,
@@ -379,10 +196,7 @@ impl Store<'_> {
                             desired.secret_id
                         ])?;
                 }
-                return Ok(matches!(
-                    current.state,
-                    DeliveryState::Pending | DeliveryState::Retrying
-                ));
+                return Ok(current.state.is_waiting());
             }
         }
         // A state that carries no new password is already there when the target received
@@ -433,13 +247,13 @@ impl Store<'_> {
             .execute(params![
                 desired.user_id,
                 desired.target,
-                desired.operation.as_str(),
+                desired.operation,
                 serde_json::to_string(&desired.payload)?,
                 serde_json::to_string(&desired.create_only)?,
                 desired.password_field,
                 desired.hash,
                 desired.mapping_version,
-                state.as_str(),
+                state,
                 now,
                 desired.secret_id,
                 desired.retain_secret,
@@ -535,146 +349,6 @@ impl Store<'_> {
         Ok(stmt.query_row([target], |row| row.get(0))?)
     }
 
-    /// Records how an attempt to deliver `sent_hash` ended, and appends it to the history.
-    /// If the desired state moved on while the attempt ran, the row stays due for it.
-    pub fn record_attempt(
-        &self,
-        attempt: &Attempt,
-        outcome: &AttemptOutcome,
-    ) -> Result<(), LedgerError> {
-        let Some(current) = self.delivery(&attempt.user_id, &attempt.target)? else {
-            return self.append_attempt(attempt);
-        };
-        let moved_on = current.desired.hash != attempt.payload_hash;
-        let now = attempt.at;
-        let conn = self.conn();
-        match outcome {
-            AttemptOutcome::Delivered { remote_id, status } => {
-                let state = if moved_on {
-                    DeliveryState::Pending
-                } else {
-                    DeliveryState::Delivered
-                };
-                conn.prepare_cached(
-                    "UPDATE deliveries SET delivered_hash = ?3, remote_id = ?4, state = ?5, \
-                     attempts = 0, next_attempt_at = ?6, last_status = ?7, last_error = NULL, \
-                     updated_at = ?6, failing_since = NULL WHERE user_id = ?1 AND target = ?2",
-                )?
-                .execute(params![
-                    attempt.user_id,
-                    attempt.target,
-                    attempt.payload_hash,
-                    remote_id,
-                    state.as_str(),
-                    now,
-                    status,
-                ])?;
-            }
-            AttemptOutcome::Retry {
-                status,
-                error,
-                next_attempt_at,
-                charged,
-            } => {
-                // A failure of a state that has since been replaced says nothing about the
-                // new one: it is neither charged to it nor dates its failing.
-                let next = if moved_on { now } else { *next_attempt_at };
-                let charged = *charged && !moved_on;
-                let failed_at = (!moved_on).then_some(now);
-                conn.prepare_cached(
-                    "UPDATE deliveries SET state = 'retrying', attempts = attempts + ?7, \
-                     next_attempt_at = ?3, last_status = ?4, last_error = ?5, updated_at = ?6, \
-                     failing_since = COALESCE(failing_since, ?8) \
-                     WHERE user_id = ?1 AND target = ?2",
-                )?
-                .execute(params![
-                    attempt.user_id,
-                    attempt.target,
-                    next,
-                    status,
-                    error,
-                    now,
-                    u32::from(charged),
-                    failed_at,
-                ])?;
-            }
-            AttemptOutcome::Dead { .. } | AttemptOutcome::Rejected { .. } if moved_on => {
-                let (status, error) = outcome.failure();
-                // New data arrived meanwhile: try that instead of parking the old state.
-                conn.prepare_cached(
-                    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3, \
-                     last_status = ?4, last_error = ?5, updated_at = ?3 \
-                     WHERE user_id = ?1 AND target = ?2",
-                )?
-                .execute(params![
-                    attempt.user_id,
-                    attempt.target,
-                    now,
-                    status,
-                    error
-                ])?;
-            }
-            AttemptOutcome::Dead { status, error } => {
-                conn.prepare_cached(
-                    "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, \
-                     last_status = ?3, last_error = ?4, updated_at = ?5 \
-                     WHERE user_id = ?1 AND target = ?2",
-                )?
-                .execute(params![
-                    attempt.user_id,
-                    attempt.target,
-                    status,
-                    error,
-                    now
-                ])?;
-            }
-            AttemptOutcome::Rejected { status, error } => {
-                conn.prepare_cached(
-                    "UPDATE deliveries SET state = 'rejected', last_status = ?3, last_error = ?4, \
-                     updated_at = ?5 WHERE user_id = ?1 AND target = ?2",
-                )?
-                .execute(params![
-                    attempt.user_id,
-                    attempt.target,
-                    status,
-                    error,
-                    now
-                ])?;
-            }
-        }
-        self.append_attempt(attempt)
-    }
-
-    fn append_attempt(&self, attempt: &Attempt) -> Result<(), LedgerError> {
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO delivery_attempts (at, user_id, target, operation, status, \
-                 duration_ms, outcome, error, payload_hash, mapping_version) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                attempt.at,
-                attempt.user_id,
-                attempt.target,
-                attempt.operation,
-                attempt.status,
-                attempt.duration_ms as i64,
-                attempt.outcome,
-                attempt.error,
-                attempt.payload_hash,
-                attempt.mapping_version,
-            ])?;
-        Ok(())
-    }
-
-    /// Forgets the ledger row of a user on a target (after its account was deleted there).
-    pub fn forget_delivery(&self, user_id: &str, target: &str) -> Result<(), LedgerError> {
-        self.conn()
-            .prepare_cached("DELETE FROM deliveries WHERE user_id = ?1 AND target = ?2")?
-            .execute(params![user_id, target])?;
-        Ok(())
-    }
-
     pub fn deliveries_of(&self, user_id: &str) -> Result<Vec<Delivery>, LedgerError> {
         let sql =
             format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 ORDER BY target");
@@ -695,36 +369,6 @@ impl Store<'_> {
             states.join(", ")
         );
         self.deliveries(&sql, params![target, limit as i64])
-    }
-
-    pub fn history(
-        &self,
-        user_id: &str,
-        target: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Attempt>, LedgerError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT at, user_id, target, operation, status, duration_ms, outcome, error, \
-             payload_hash, mapping_version FROM delivery_attempts \
-             WHERE user_id = ?1 AND (?2 IS NULL OR target = ?2) ORDER BY seq DESC LIMIT ?3",
-        )?;
-        let attempts = stmt
-            .query_map(params![user_id, target, limit as i64], |row| {
-                Ok(Attempt {
-                    at: row.get(0)?,
-                    user_id: row.get(1)?,
-                    target: row.get(2)?,
-                    operation: row.get(3)?,
-                    status: row.get(4)?,
-                    duration_ms: row.get::<_, i64>(5)? as u64,
-                    outcome: row.get(6)?,
-                    error: row.get(7)?,
-                    payload_hash: row.get(8)?,
-                    mapping_version: row.get(9)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(attempts)
     }
 
     /// Makes rejected or dead deliveries due again; returns how many.
@@ -762,7 +406,7 @@ impl Store<'_> {
         let rows = stmt
             .query_map([target], |row| {
                 Ok((
-                    row.get::<_, String>(0)?,
+                    row.get::<_, DeliveryState>(0)?,
                     row.get::<_, i64>(1)?,
                     row.get::<_, i64>(2)?,
                 ))
@@ -770,25 +414,25 @@ impl Store<'_> {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (state, count, oldest) in rows {
             let count = count as u64;
-            let undelivered = match DeliveryState::parse(&state) {
-                Some(DeliveryState::Pending) => {
+            let undelivered = match state {
+                DeliveryState::Pending => {
                     lag.pending = count;
                     true
                 }
-                Some(DeliveryState::Retrying) => {
+                DeliveryState::Retrying => {
                     lag.retrying = count;
                     true
                 }
-                Some(DeliveryState::Rejected) => {
+                DeliveryState::Rejected => {
                     lag.rejected = count;
                     true
                 }
-                Some(DeliveryState::Dead) => {
+                DeliveryState::Dead => {
                     lag.dead = count;
                     true
                 }
-                Some(DeliveryState::Delivered) | None => {
-                    lag.delivered += count;
+                DeliveryState::Delivered => {
+                    lag.delivered = count;
                     false
                 }
             };
@@ -798,137 +442,14 @@ impl Store<'_> {
         }
         Ok(lag)
     }
-
-    pub fn is_paused(&self, target: &str) -> Result<bool, LedgerError> {
-        let mut stmt = self
-            .conn()
-            .prepare_cached("SELECT paused FROM target_controls WHERE target = ?1")?;
-        Ok(stmt
-            .query_row([target], |row| row.get::<_, bool>(0))
-            .optional()?
-            .unwrap_or(false))
-    }
-
-    pub fn set_paused(&self, target: &str, paused: bool) -> Result<(), LedgerError> {
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO target_controls (target, paused) VALUES (?1, ?2) \
-                 ON CONFLICT (target) DO UPDATE SET paused = ?2",
-            )?
-            .execute(params![target, paused])?;
-        Ok(())
-    }
-
-    /// The circuit of `target` as its worker last recorded it; `None` before it ever opened.
-    pub fn circuit(&self, target: &str) -> Result<Option<TargetCircuit>, LedgerError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT state, failures, failed_probes, opened_at, retry_at, last_status, last_error, \
-             updated_at FROM target_circuits WHERE target = ?1",
-        )?;
-        Ok(stmt
-            .query_row([target], |row| {
-                Ok(TargetCircuit {
-                    state: CircuitState::parse(&row.get::<_, String>(0)?),
-                    failures: row.get(1)?,
-                    failed_probes: row.get(2)?,
-                    opened_at: row.get(3)?,
-                    retry_at: row.get(4)?,
-                    last_status: row.get(5)?,
-                    last_error: row.get(6)?,
-                    updated_at: row.get(7)?,
-                })
-            })
-            .optional()?)
-    }
-
-    pub fn set_circuit(&self, target: &str, circuit: &TargetCircuit) -> Result<(), LedgerError> {
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO target_circuits (target, state, failures, failed_probes, opened_at, \
-                 retry_at, last_status, last_error, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (target) DO UPDATE SET \
-                 state = ?2, failures = ?3, failed_probes = ?4, opened_at = ?5, retry_at = ?6, \
-                 last_status = ?7, last_error = ?8, updated_at = ?9",
-            )?
-            .execute(params![
-                target,
-                circuit.state.as_str(),
-                circuit.failures,
-                circuit.failed_probes,
-                circuit.opened_at,
-                circuit.retry_at,
-                circuit.last_status,
-                circuit.last_error,
-                circuit.updated_at,
-            ])?;
-        Ok(())
-    }
-
-    pub fn store_secret(
-        &self,
-        user_id: &str,
-        secret: &SealedSecret,
-        now: i64,
-    ) -> Result<(), LedgerError> {
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO user_secrets (user_id, secret_id, nonce, ciphertext, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO UPDATE SET \
-                 secret_id = ?2, nonce = ?3, ciphertext = ?4, created_at = ?5",
-            )?
-            .execute(params![
-                user_id,
-                secret.secret_id,
-                secret.nonce,
-                secret.ciphertext,
-                now
-            ])?;
-        Ok(())
-    }
-
-    pub fn secret(&self, user_id: &str) -> Result<Option<SealedSecret>, LedgerError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT secret_id, nonce, ciphertext FROM user_secrets WHERE user_id = ?1",
-        )?;
-        Ok(stmt
-            .query_row([user_id], |row| {
-                Ok(SealedSecret {
-                    secret_id: row.get(0)?,
-                    nonce: row.get(1)?,
-                    ciphertext: row.get(2)?,
-                })
-            })
-            .optional()?)
-    }
-
-    /// Erases a user's pending password once no delivery still waits to carry it.
-    pub fn erase_secret_if_delivered(&self, user_id: &str) -> Result<bool, LedgerError> {
-        let erased = self
-            .conn()
-            .prepare_cached(
-                "DELETE FROM user_secrets WHERE user_id = ?1 AND NOT EXISTS (\
-                 SELECT 1 FROM deliveries d WHERE d.user_id = ?1 AND ((\
-                 d.secret_id = user_secrets.secret_id \
-                 AND (d.delivered_hash IS NULL OR d.delivered_hash != d.desired_hash)) \
-                 OR (d.retain_secret = 1 AND d.operation != 'delete')))",
-            )?
-            .execute([user_id])?;
-        Ok(erased > 0)
-    }
-
-    /// Deletes attempt history older than `before`; returns how many lines went.
-    pub fn prune_attempts(&self, before: i64) -> Result<usize, LedgerError> {
-        Ok(self
-            .conn()
-            .prepare_cached("DELETE FROM delivery_attempts WHERE at < ?1")?
-            .execute([before])?)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Db, DbOptions};
+    use crate::ledger::{
+        Attempt, AttemptOutcome, CircuitState, Db, DbOptions, SealedSecret, TargetCircuit,
+    };
 
     fn desired(hash: &str) -> Desired {
         Desired {
@@ -1038,7 +559,7 @@ mod tests {
         run(&db, |s| s.set_desired(&desired("old"), 1)).await;
         run(&db, |s| s.set_desired(&desired("new"), 2)).await;
         let rejected = AttemptOutcome::Rejected {
-            status: 400,
+            status: Some(400),
             error: "bad".into(),
         };
         run(&db, move |s| {
@@ -1069,7 +590,7 @@ mod tests {
         assert_eq!(run(&db, |s| s.next_due_at("kibo")).await, Some(500));
 
         let rejected = AttemptOutcome::Rejected {
-            status: 422,
+            status: Some(422),
             error: "lastName is required".into(),
         };
         run(&db, move |s| {

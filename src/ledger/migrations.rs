@@ -160,6 +160,52 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deliveries ADD COLUMN warnings TEXT;
     CREATE INDEX deliveries_warnings ON deliveries(target) WHERE warnings IS NOT NULL;
+    "#, // 7: the life cycle's words are checked by the database too, so a row no build wrote
+    // fails where it is written rather than being read as something else. SQLite adds a
+    // CHECK only by rebuilding the table: every column of migrations 2, 4, 5 and 6 is
+    // copied and every index recreated.
+    r#"
+    CREATE TABLE deliveries_checked (
+        user_id          TEXT NOT NULL,
+        target           TEXT NOT NULL,
+        operation        TEXT NOT NULL CHECK (operation IN ('upsert', 'disable', 'delete')),
+        payload          TEXT NOT NULL,
+        create_only      TEXT NOT NULL,
+        password_field   TEXT,
+        secret_id        TEXT,
+        retain_secret    INTEGER NOT NULL DEFAULT 0,
+        desired_hash     TEXT NOT NULL,
+        delivered_hash   TEXT,
+        remote_id        TEXT,
+        state            TEXT NOT NULL
+            CHECK (state IN ('pending', 'retrying', 'delivered', 'rejected', 'dead')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  INTEGER NOT NULL,
+        last_status      INTEGER,
+        last_error       TEXT,
+        mapping_version  TEXT NOT NULL,
+        changed_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        failing_since    INTEGER,
+        unmanaged        TEXT NOT NULL DEFAULT '[]',
+        warnings         TEXT,
+        PRIMARY KEY (user_id, target)
+    ) WITHOUT ROWID;
+    INSERT INTO deliveries_checked (user_id, target, operation, payload, create_only,
+        password_field, secret_id, retain_secret, desired_hash, delivered_hash, remote_id,
+        state, attempts, next_attempt_at, last_status, last_error, mapping_version,
+        changed_at, updated_at, failing_since, unmanaged, warnings)
+    SELECT user_id, target, operation, payload, create_only,
+        password_field, secret_id, retain_secret, desired_hash, delivered_hash, remote_id,
+        state, attempts, next_attempt_at, last_status, last_error, mapping_version,
+        changed_at, updated_at, failing_since, unmanaged, warnings
+    FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_checked RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries(target, next_attempt_at)
+        WHERE state IN ('pending', 'retrying');
+    CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
+    CREATE INDEX deliveries_warnings ON deliveries(target) WHERE warnings IS NOT NULL;
     "#,
 ];
 
@@ -209,5 +255,71 @@ mod tests {
             .unwrap();
         let err = run(&mut conn).unwrap_err();
         assert!(matches!(err, LedgerError::NewerSchema { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_checked_ledger_keeps_every_row_and_refuses_unknown_words() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 6;
+             INSERT INTO deliveries (user_id, target, operation, payload, create_only,
+                 desired_hash, state, next_attempt_at, last_status, mapping_version,
+                 changed_at, updated_at, failing_since, unmanaged, warnings)
+             VALUES ('u1', 'kibo', 'disable', '{}', '[]', 'h', 'retrying', 9, 503, 'm1',
+                 1, 2, 3, '[\"phone\"]', '[]');",
+        )
+        .unwrap();
+        run(&mut conn).unwrap();
+        let kept: (String, String, i64, i64, String, String) = conn
+            .query_row(
+                "SELECT operation, state, last_status, failing_since, unmanaged, warnings \
+                 FROM deliveries WHERE user_id = 'u1'",
+                [],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            kept,
+            (
+                "disable".into(),
+                "retrying".into(),
+                503,
+                3,
+                "[\"phone\"]".into(),
+                "[]".into()
+            )
+        );
+        for (column, word) in [("state", "queued"), ("operation", "create")] {
+            let err = conn
+                .execute(
+                    &format!("UPDATE deliveries SET {column} = ?1 WHERE user_id = 'u1'"),
+                    [word],
+                )
+                .unwrap_err();
+            assert!(err.to_string().contains("CHECK"), "{column}: {err}");
+        }
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            ["deliveries_due", "deliveries_state", "deliveries_warnings"]
+        );
     }
 }

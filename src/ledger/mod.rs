@@ -2,18 +2,23 @@
 //! ledger of what each target was asked and answered. rusqlite never leaves this folder.
 
 mod adoptions;
+mod attempts;
+mod controls;
 mod db;
 mod deliveries;
+mod lifecycle;
 mod migrations;
 mod resources;
+mod secrets;
 
 pub use adoptions::Adoption;
+pub use attempts::{Attempt, AttemptOutcome};
+pub use controls::{CircuitState, TargetCircuit};
 pub use db::{Db, DbOptions};
-pub use deliveries::{
-    Attempt, AttemptOutcome, CircuitState, Delivery, DeliveryOp, DeliveryState, Desired, Omissions,
-    SealedSecret, TargetCircuit, TargetLag, PASSWORD_MARK,
-};
+pub use deliveries::{Delivery, Desired, Omissions, TargetLag, PASSWORD_MARK};
+pub use lifecycle::{DeliveryOp, DeliveryState};
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
+pub use secrets::SealedSecret;
 
 /// Errors of the storage layer. Callers turn them into their own layer's error.
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,7 @@ impl Answer {
     /// duplicates whatever the target did.
     pub fn json<T: DeserializeOwned>(&self) -> TargetResult<T> {
         serde_json::from_slice(&self.body).map_err(|err| TargetError::Retryable {
+            status: Some(self.status.as_u16()),
             reason: format!("unreadable {} answer: {err}", self.status.as_u16()),
             retry_after: None,
         })
@@ -64,9 +65,10 @@ pub fn classify(
             .unwrap_or("no reason given")
             .to_owned()
     });
+    // 501 says the target does not implement the call at all: asking again cannot help.
     let retryable = status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error();
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED);
     if retryable {
         let named = headers
             .get(RETRY_AFTER)
@@ -77,11 +79,12 @@ pub fn classify(
             _ => named,
         };
         return Err(TargetError::Retryable {
+            status: Some(status.as_u16()),
             reason: format!("{}: {text}", status.as_u16()),
             retry_after,
         });
     }
-    // Other 4xx, and 1xx/3xx too: the client follows redirects itself, so one that reaches
+    // Other 4xx, 501, and 1xx/3xx too: the client follows redirects itself, so one that reaches
     // here points at a misconfigured base URL, which retrying will not fix.
     Err(TargetError::Rejected {
         status: status.as_u16(),
@@ -170,6 +173,7 @@ fn transport_error(err: &reqwest::Error) -> TargetError {
         "request failed"
     };
     TargetError::Retryable {
+        status: None,
         reason: format!("{kind}: {err}"),
         retry_after: None,
     }
@@ -262,6 +266,7 @@ impl Transport {
             .acquire()
             .await
             .map_err(|_| TargetError::Retryable {
+                status: None,
                 reason: "target is shutting down".to_owned(),
                 retry_after: None,
             })?;
@@ -493,7 +498,7 @@ mod tests {
             .get("http://127.0.0.1:9/")
             .header("filters", "email=a@b\r\nx-admin: 1");
         match transport.exchange(request).await {
-            Err(TargetError::Rejected { status: 0, message }) => {
+            Err(TargetError::Unusable { message }) => {
                 assert!(
                     message.starts_with("the request could not be built"),
                     "{message}"
@@ -516,7 +521,7 @@ mod tests {
             assert!(
                 matches!(
                     data_endpoint(&base, &["local", bad]),
-                    Err(TargetError::Rejected { status: 0, .. })
+                    Err(TargetError::Unusable { .. })
                 ),
                 "{bad:?}"
             );
@@ -547,6 +552,7 @@ mod tests {
                 b"",
                 one_sec,
                 Err(TargetError::Retryable {
+                    status: Some(429),
                     reason: "429: Too Many Requests".into(),
                     retry_after: Some(Duration::from_secs(7)),
                 }),
@@ -557,6 +563,7 @@ mod tests {
                 b"",
                 None,
                 Err(TargetError::Retryable {
+                    status: Some(429),
                     reason: "429: Too Many Requests".into(),
                     retry_after: Some(Duration::from_secs(90)),
                 }),
@@ -567,6 +574,7 @@ mod tests {
                 b"",
                 one_sec,
                 Err(TargetError::Retryable {
+                    status: Some(429),
                     reason: "429: Too Many Requests".into(),
                     retry_after: one_sec,
                 }),
@@ -577,6 +585,7 @@ mod tests {
                 b"",
                 None,
                 Err(TargetError::Retryable {
+                    status: Some(429),
                     reason: "429: Too Many Requests".into(),
                     retry_after: None,
                 }),
@@ -587,6 +596,7 @@ mod tests {
                 b"",
                 one_sec,
                 Err(TargetError::Retryable {
+                    status: Some(408),
                     reason: "408: Request Timeout".into(),
                     retry_after: None,
                 }),
@@ -597,6 +607,7 @@ mod tests {
                 br#"{"id":"unavailable","message":"Maintenance"}"#,
                 None,
                 Err(TargetError::Retryable {
+                    status: Some(503),
                     reason: "503: Maintenance".into(),
                     retry_after: Some(Duration::from_secs(120)),
                 }),
@@ -607,8 +618,19 @@ mod tests {
                 b"upstream exploded",
                 None,
                 Err(TargetError::Retryable {
+                    status: Some(500),
                     reason: "500: upstream exploded".into(),
                     retry_after: None,
+                }),
+            ),
+            (
+                501,
+                None,
+                b"",
+                None,
+                Err(TargetError::Rejected {
+                    status: 501,
+                    message: "Not Implemented".into(),
                 }),
             ),
             (

@@ -48,23 +48,27 @@ pub enum TargetError {
     /// Worth trying again later: 429, 408, 5xx, timeouts, connection errors.
     #[error("retryable: {reason}")]
     Retryable {
+        /// The HTTP status the target answered; `None` when no answer came (a timeout, a
+        /// connection error) or the failure is the bridge's own.
+        status: Option<u16>,
         reason: String,
         retry_after: Option<Duration>,
     },
     /// Permanent until the data or the mapping changes: other 4xx, with the target's own text.
     #[error("rejected ({status}): {message}")]
     Rejected { status: u16, message: String },
+    /// Refused by the adapter before anything was sent: a mapping mistake (a missing natural
+    /// key) or a setting the target needs. Permanent like a rejection, but no target spoke.
+    #[error("not sent: {message}")]
+    Unusable { message: String },
 }
 
 pub type TargetResult<T> = Result<T, TargetError>;
 
 impl TargetError {
-    /// A call the adapter refuses without the target deciding it: a mapping mistake (a
-    /// missing natural key) or a setting the target needs. Status 0 marks that no HTTP answer
-    /// decided the outcome.
+    /// A call the adapter refuses without the target deciding it.
     pub fn unusable(message: impl Into<String>) -> Self {
-        TargetError::Rejected {
-            status: 0,
+        TargetError::Unusable {
             message: message.into(),
         }
     }
@@ -107,6 +111,7 @@ impl RemoteAccount {
             Some(Value::Number(id)) => id.to_string(),
             _ => {
                 return Err(TargetError::Retryable {
+                    status: None,
                     reason: format!("answer carries no `{id_field}`"),
                     retry_after: None,
                 })

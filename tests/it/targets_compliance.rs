@@ -160,6 +160,7 @@ fn assert_retryable<T: std::fmt::Debug>(
         Err(TargetError::Retryable {
             reason,
             retry_after,
+            ..
         }) => {
             assert!(
                 reason.contains(reason_part),
@@ -285,6 +286,7 @@ async fn run(case: Case) {
     });
     match target.create(&cy).await {
         Err(TargetError::Retryable {
+            status,
             reason,
             retry_after,
         }) => {
@@ -292,6 +294,7 @@ async fn run(case: Case) {
                 reason.starts_with("500") || reason.starts_with("503"),
                 "{reason}"
             );
+            assert_eq!(status, reason[..3].parse().ok(), "{reason}");
             let expected = reason.starts_with("503").then(|| Duration::from_secs(3));
             assert_eq!(retry_after, expected);
         }
@@ -511,7 +514,7 @@ async fn kibo_roles_are_assigned_and_removed_by_their_own_calls() {
         .create(&with_roles("cy", json!([{"name": "Admin"}])))
         .await
     {
-        Err(TargetError::Rejected { status: 0, message }) => {
+        Err(TargetError::Unusable { message }) => {
             assert!(message.contains("roleId"), "{message}");
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -572,7 +575,7 @@ async fn hostile(case: Case, refused: &[&str]) {
         if refused.contains(&who) {
             let requests = emulator.requests();
             match target.find(&payload).await {
-                Err(TargetError::Rejected { status: 0, message }) => {
+                Err(TargetError::Unusable { message }) => {
                     // Named as written, escapes and all, so the admin sees what to fix.
                     let named = format!("{who:?}");
                     assert!(

@@ -217,10 +217,7 @@ mod tests {
         ] {
             let payload = object(json!({ "roles": roles }));
             assert!(
-                matches!(
-                    role_goal(&payload),
-                    Err(TargetError::Rejected { status: 0, .. })
-                ),
+                matches!(role_goal(&payload), Err(TargetError::Unusable { .. })),
                 "{roles}"
             );
         }

@@ -52,6 +52,7 @@ impl Auth for PrimaveraAuth {
             (Some(configured), _) => configured.clone(),
             (None, Some(code)) => {
                 HeaderValue::try_from(code).map_err(|_| TargetError::Retryable {
+                    status: None,
                     reason: "token answer names an unusable tenant code".to_owned(),
                     retry_after: None,
                 })?

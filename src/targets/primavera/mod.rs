@@ -155,6 +155,7 @@ impl Target for PrimaveraTarget {
         self.find(payload)
             .await?
             .ok_or_else(|| TargetError::Retryable {
+                status: None,
                 reason: "created user cannot be found by email".to_owned(),
                 retry_after: None,
             })

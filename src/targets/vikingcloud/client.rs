@@ -83,6 +83,7 @@ struct LoginAnswer {
 
 fn sensitive(value: &str) -> TargetResult<HeaderValue> {
     let mut value = HeaderValue::from_str(value).map_err(|_| TargetError::Retryable {
+        status: None,
         reason: "login answered a token that cannot be sent in a header".to_owned(),
         retry_after: None,
     })?;

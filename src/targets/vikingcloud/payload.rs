@@ -321,7 +321,7 @@ mod tests {
             assert!(
                 matches!(
                     create_body(&schema(), &payload, &key),
-                    Err(TargetError::Rejected { status: 0, .. })
+                    Err(TargetError::Unusable { .. })
                 ),
                 "{roles}"
             );

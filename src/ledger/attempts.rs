@@ -1,0 +1,177 @@
+//! The attempt history: how each delivery attempt ended, and what that does to its ledger
+//! row (the transition itself is `lifecycle::transition`).
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::lifecycle::{transition, Progress};
+use super::{LedgerError, Store};
+
+/// How one attempt ended, as the fan-out classified it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Delivered {
+        /// The target's id for the account; `None` after a delete.
+        remote_id: Option<String>,
+        status: Option<u16>,
+    },
+    Retry {
+        status: Option<u16>,
+        error: String,
+        next_attempt_at: i64,
+        /// Whether the failure counts toward the dead-letter limit: not when the target as a
+        /// whole was down or throttling.
+        charged: bool,
+    },
+    Dead {
+        status: Option<u16>,
+        error: String,
+    },
+    Rejected {
+        /// `None` when the adapter refused the payload before sending anything.
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+impl AttemptOutcome {
+    /// The status and error text of a failed attempt.
+    pub fn failure(&self) -> (Option<u16>, Option<&str>) {
+        match self {
+            AttemptOutcome::Delivered { status, .. } => (*status, None),
+            AttemptOutcome::Retry { status, error, .. }
+            | AttemptOutcome::Dead { status, error }
+            | AttemptOutcome::Rejected { status, error } => (*status, Some(error)),
+        }
+    }
+}
+
+/// One line of the attempt history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub at: i64,
+    pub user_id: String,
+    pub target: String,
+    pub operation: String,
+    pub status: Option<u16>,
+    pub duration_ms: u64,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub payload_hash: String,
+    pub mapping_version: String,
+}
+
+impl Store<'_> {
+    /// Records how an attempt to deliver `sent_hash` ended, and appends it to the history.
+    /// If the desired state moved on while the attempt ran, the row stays due for it.
+    pub fn record_attempt(
+        &self,
+        attempt: &Attempt,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), LedgerError> {
+        let Some(current) = self.delivery(&attempt.user_id, &attempt.target)? else {
+            return self.append_attempt(attempt);
+        };
+        let moved_on = current.desired.hash != attempt.payload_hash;
+        let now = attempt.at;
+        let from = Progress {
+            state: current.state,
+            attempts: current.attempts,
+            next_attempt_at: current.next_attempt_at,
+            failing_since: current.failing_since,
+        };
+        let to = transition(from, outcome, moved_on, now);
+        let (status, error) = outcome.failure();
+        self.conn()
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?3, attempts = ?4, next_attempt_at = ?5, \
+                 failing_since = ?6, last_status = ?7, last_error = ?8, updated_at = ?9 \
+                 WHERE user_id = ?1 AND target = ?2",
+            )?
+            .execute(params![
+                attempt.user_id,
+                attempt.target,
+                to.state,
+                to.attempts,
+                to.next_attempt_at,
+                to.failing_since,
+                status,
+                error,
+                now,
+            ])?;
+        if let AttemptOutcome::Delivered { remote_id, .. } = outcome {
+            self.conn()
+                .prepare_cached(
+                    "UPDATE deliveries SET delivered_hash = ?3, remote_id = ?4 \
+                     WHERE user_id = ?1 AND target = ?2",
+                )?
+                .execute(params![
+                    attempt.user_id,
+                    attempt.target,
+                    attempt.payload_hash,
+                    remote_id
+                ])?;
+        }
+        self.append_attempt(attempt)
+    }
+
+    fn append_attempt(&self, attempt: &Attempt) -> Result<(), LedgerError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO delivery_attempts (at, user_id, target, operation, status, \
+                 duration_ms, outcome, error, payload_hash, mapping_version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                attempt.at,
+                attempt.user_id,
+                attempt.target,
+                attempt.operation,
+                attempt.status,
+                attempt.duration_ms as i64,
+                attempt.outcome,
+                attempt.error,
+                attempt.payload_hash,
+                attempt.mapping_version,
+            ])?;
+        Ok(())
+    }
+
+    pub fn history(
+        &self,
+        user_id: &str,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Attempt>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT at, user_id, target, operation, status, duration_ms, outcome, error, \
+             payload_hash, mapping_version FROM delivery_attempts \
+             WHERE user_id = ?1 AND (?2 IS NULL OR target = ?2) ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let attempts = stmt
+            .query_map(params![user_id, target, limit as i64], |row| {
+                Ok(Attempt {
+                    at: row.get(0)?,
+                    user_id: row.get(1)?,
+                    target: row.get(2)?,
+                    operation: row.get(3)?,
+                    status: row.get(4)?,
+                    duration_ms: row.get::<_, i64>(5)? as u64,
+                    outcome: row.get(6)?,
+                    error: row.get(7)?,
+                    payload_hash: row.get(8)?,
+                    mapping_version: row.get(9)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(attempts)
+    }
+
+    /// Deletes attempt history older than `before`; returns how many lines went.
+    pub fn prune_attempts(&self, before: i64) -> Result<usize, LedgerError> {
+        Ok(self
+            .conn()
+            .prepare_cached("DELETE FROM delivery_attempts WHERE at < ?1")?
+            .execute([before])?)
+    }
+}

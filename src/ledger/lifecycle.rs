@@ -1,0 +1,298 @@
+//! The delivery life cycle as types: what a target should do with a user, where its ledger
+//! row stands, and the one pure transition an attempt's outcome makes. Stored text is parsed
+//! strictly: a value no build wrote is an error, never a guess.
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::Serialize;
+
+use super::AttemptOutcome;
+
+/// Stored text that names no known state or operation.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {kind} {text:?} in the ledger")]
+pub struct UnknownText {
+    kind: &'static str,
+    text: String,
+}
+
+/// What a target should do with a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOp {
+    Upsert,
+    Disable,
+    Delete,
+}
+
+impl DeliveryOp {
+    pub const ALL: [DeliveryOp; 3] = [DeliveryOp::Upsert, DeliveryOp::Disable, DeliveryOp::Delete];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOp::Upsert => "upsert",
+            DeliveryOp::Disable => "disable",
+            DeliveryOp::Delete => "delete",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<DeliveryOp, UnknownText> {
+        Self::ALL
+            .into_iter()
+            .find(|op| op.as_str() == text)
+            .ok_or_else(|| UnknownText {
+                kind: "operation",
+                text: text.to_owned(),
+            })
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Differs from what the target holds; due at `next_attempt_at`.
+    Pending,
+    /// Failed in a way worth retrying; due at `next_attempt_at`.
+    Retrying,
+    /// The target holds the desired state.
+    Delivered,
+    /// The target refused it; waits for a change to the user or mapping, or a replay.
+    Rejected,
+    /// Retried too often; waits for a replay.
+    Dead,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 5] = [
+        DeliveryState::Pending,
+        DeliveryState::Retrying,
+        DeliveryState::Delivered,
+        DeliveryState::Rejected,
+        DeliveryState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Rejected => "rejected",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    /// The state named `text` (stored, or asked for by an operator).
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+
+    /// Whether a worker sends rows in this state once they are due.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, DeliveryState::Pending | DeliveryState::Retrying)
+    }
+}
+
+impl FromSql for DeliveryOp {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        DeliveryOp::parse(value.as_str()?).map_err(|err| FromSqlError::Other(Box::new(err)))
+    }
+}
+
+impl ToSql for DeliveryOp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for DeliveryState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        DeliveryState::parse(text).ok_or_else(|| {
+            FromSqlError::Other(Box::new(UnknownText {
+                kind: "delivery state",
+                text: text.to_owned(),
+            }))
+        })
+    }
+}
+
+impl ToSql for DeliveryState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+/// The part of a ledger row that an attempt's outcome moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub state: DeliveryState,
+    /// Failures charged toward the dead-letter limit.
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    /// When the current desired state first failed to arrive.
+    pub failing_since: Option<i64>,
+}
+
+/// Where a row goes when an attempt ends with `outcome` at `now`. `moved_on` says the desired
+/// state changed while the attempt ran: its failure then says nothing about the new state,
+/// which is neither charged nor parked but stays due.
+pub(crate) fn transition(
+    current: Progress,
+    outcome: &AttemptOutcome,
+    moved_on: bool,
+    now: i64,
+) -> Progress {
+    match outcome {
+        AttemptOutcome::Delivered { .. } => Progress {
+            state: if moved_on {
+                DeliveryState::Pending
+            } else {
+                DeliveryState::Delivered
+            },
+            attempts: 0,
+            next_attempt_at: now,
+            failing_since: None,
+        },
+        AttemptOutcome::Retry {
+            next_attempt_at,
+            charged,
+            ..
+        } => Progress {
+            state: DeliveryState::Retrying,
+            attempts: current.attempts + u32::from(*charged && !moved_on),
+            next_attempt_at: if moved_on { now } else { *next_attempt_at },
+            failing_since: current.failing_since.or((!moved_on).then_some(now)),
+        },
+        AttemptOutcome::Dead { .. } | AttemptOutcome::Rejected { .. } if moved_on => Progress {
+            state: DeliveryState::Pending,
+            next_attempt_at: now,
+            ..current
+        },
+        AttemptOutcome::Dead { .. } => Progress {
+            state: DeliveryState::Dead,
+            attempts: current.attempts + 1,
+            ..current
+        },
+        AttemptOutcome::Rejected { .. } => Progress {
+            state: DeliveryState::Rejected,
+            ..current
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000;
+
+    fn outcomes() -> [(&'static str, AttemptOutcome); 5] {
+        [
+            (
+                "delivered",
+                AttemptOutcome::Delivered {
+                    remote_id: Some("r".into()),
+                    status: Some(200),
+                },
+            ),
+            (
+                "retry charged",
+                AttemptOutcome::Retry {
+                    status: Some(500),
+                    error: "e".into(),
+                    next_attempt_at: 5_000,
+                    charged: true,
+                },
+            ),
+            (
+                "retry uncharged",
+                AttemptOutcome::Retry {
+                    status: None,
+                    error: "e".into(),
+                    next_attempt_at: 5_000,
+                    charged: false,
+                },
+            ),
+            (
+                "dead",
+                AttemptOutcome::Dead {
+                    status: Some(503),
+                    error: "e".into(),
+                },
+            ),
+            (
+                "rejected",
+                AttemptOutcome::Rejected {
+                    status: None,
+                    error: "e".into(),
+                },
+            ),
+        ]
+    }
+
+    /// What every (outcome, moved on) does, whatever state the row was in: the outcome of
+    /// the attempt decides, the row's previous state only lends its counters.
+    fn expected(outcome: &str, moved_on: bool, from: Progress) -> Progress {
+        let at = |state, attempts, next_attempt_at, failing_since| Progress {
+            state,
+            attempts,
+            next_attempt_at,
+            failing_since,
+        };
+        let since = from.failing_since;
+        match (outcome, moved_on) {
+            ("delivered", false) => at(DeliveryState::Delivered, 0, NOW, None),
+            ("delivered", true) => at(DeliveryState::Pending, 0, NOW, None),
+            ("retry charged", false) => at(DeliveryState::Retrying, 3, 5_000, since.or(Some(NOW))),
+            ("retry uncharged", false) => {
+                at(DeliveryState::Retrying, 2, 5_000, since.or(Some(NOW)))
+            }
+            ("retry charged" | "retry uncharged", true) => {
+                at(DeliveryState::Retrying, 2, NOW, since)
+            }
+            ("dead", false) => at(DeliveryState::Dead, 3, 700, since),
+            ("rejected", false) => at(DeliveryState::Rejected, 2, 700, since),
+            ("dead" | "rejected", true) => at(DeliveryState::Pending, 2, NOW, since),
+            other => panic!("no expectation for {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_state_and_outcome_pair() {
+        for state in DeliveryState::ALL {
+            for failing_since in [None, Some(400)] {
+                let from = Progress {
+                    state,
+                    attempts: 2,
+                    next_attempt_at: 700,
+                    failing_since,
+                };
+                for (name, outcome) in outcomes() {
+                    for moved_on in [false, true] {
+                        assert_eq!(
+                            transition(from, &outcome, moved_on, NOW),
+                            expected(name, moved_on, from),
+                            "{state:?} {failing_since:?} {name} moved_on={moved_on}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stored_text_round_trips_and_unknown_text_is_refused() {
+        for state in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(state.as_str()), Some(state));
+        }
+        for op in DeliveryOp::ALL {
+            assert_eq!(DeliveryOp::parse(op.as_str()).ok(), Some(op));
+        }
+        for unknown in ["", "Pending", "pending ", "queued"] {
+            assert_eq!(DeliveryState::parse(unknown), None, "{unknown:?}");
+        }
+        for unknown in ["", "Upsert", "create", "update"] {
+            assert!(DeliveryOp::parse(unknown).is_err(), "{unknown:?}");
+        }
+    }
+}
