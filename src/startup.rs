@@ -298,7 +298,7 @@ fn authenticators(
         &settings.admin.clients,
         admin_dev,
         None,
-        settings.scim.requests_per_second,
+        settings.admin.requests_per_second,
         Arc::clone(&failures),
     )?;
     if let Some(token) = admin_dev {
@@ -310,7 +310,7 @@ fn authenticators(
             std::slice::from_ref(&client),
             None,
             None,
-            settings.scim.requests_per_second,
+            settings.admin.requests_per_second,
             failures,
         )?),
         None => {

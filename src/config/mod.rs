@@ -84,13 +84,27 @@ impl Default for SandboxSettings {
 }
 
 /// Who may call the operator's API under `/admin` (its own tokens, never the SCIM ones).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// A development admin token, printed with a warning at start. Refused beside
     /// `[[admin.clients]]`.
     pub dev_token: Option<SecretString>,
     pub clients: Vec<ClientSettings>,
+    /// Per-client rate limit of the admin API (and of `/metrics` scrapes) unless the client
+    /// sets its own. Operators and scrapers call far less often than identity providers,
+    /// so this is the admin API's own setting, not the SCIM one.
+    pub requests_per_second: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            dev_token: None,
+            clients: Vec::new(),
+            requests_per_second: 100,
+        }
+    }
 }
 
 /// Who may scrape `/metrics`. With a token source, a scrape must carry it as a bearer token;
@@ -446,6 +460,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.admin.requests_per_second == 0 {
+            return Err(ConfigError::key(
+                "admin.requests_per_second",
+                "must be at least 1",
+            ));
+        }
         for (index, client) in scim.clients.iter().enumerate() {
             let key = format!("scim.clients[{index}]");
             let sources = [
@@ -543,6 +563,9 @@ mod tests {
     fn embedded_default_is_valid() {
         let settings = Settings::from_toml(EMBEDDED_DEFAULT, &Overrides::default()).unwrap();
         assert_eq!(settings.server.listen.port(), 8080);
+        // The admin API has its own limit, not the identity providers' one.
+        assert_eq!(settings.admin.requests_per_second, 100);
+        assert_eq!(settings.scim.requests_per_second, 1000);
         assert!(settings.scim.dev_token.is_some());
     }
 
@@ -558,6 +581,10 @@ mod tests {
                 "fanout.dead_letter_after_hours",
             ),
             ("[fanout]\ncircuit_failures = 0", "fanout.circuit_failures"),
+            (
+                "[admin]\nrequests_per_second = 0",
+                "admin.requests_per_second",
+            ),
         ];
         for (text, key) in cases {
             let err = Settings::from_toml(text, &Overrides::default()).unwrap_err();
