@@ -157,7 +157,7 @@ struct TargetSite {
 struct Bridge {
     child: Child,
     base: String,
-    dir: tempfile::TempDir,
+    dir: WorkDir,
     targets: Vec<TargetSite>,
 }
 
@@ -168,9 +168,36 @@ impl Drop for Bridge {
     }
 }
 
+/// The bench's own scratch directory (database, key, log), removed when the bench ends.
+/// Written here rather than taken from `tempfile`, which would make a test-only crate a
+/// run-time dependency of the server binary for these few lines.
+struct WorkDir(std::path::PathBuf);
+
+impl WorkDir {
+    fn create() -> std::io::Result<WorkDir> {
+        let path = std::env::temp_dir().join(format!(
+            "scim-bridge-bench-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir(&path)?;
+        Ok(WorkDir(path))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Bridge {
     async fn start(options: &BenchOptions) -> anyhow::Result<(Bridge, Option<f64>)> {
-        let dir = tempfile::tempdir()?;
+        let dir = WorkDir::create()?;
         let db_path = dir.path().join("bench.db");
         let seed_seconds = if options.seed > 0 {
             let began = Instant::now();
