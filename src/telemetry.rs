@@ -104,6 +104,23 @@ impl RootSpanBuilder for RedactedRootSpan {
     }
 }
 
+/// An error with its causes, `outer: inner: root`: the one way the SCIM and the admin side
+/// log a failure, so the cause of a 500 or a 503 is in the log whichever API answered it.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // thiserror's `{0}` messages already carry their source's text: say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Log lines written while a test runs, to assert what an operator would read.
 #[cfg(test)]
 #[derive(Clone, Default)]
@@ -198,5 +215,17 @@ mod tests {
         let text = log.text();
         assert!(text.contains("access_token=[redacted]&count=5"), "{text}");
         assert!(!text.contains("s3cr3t-t0ken"), "{text}");
+    }
+
+    #[test]
+    fn an_error_is_logged_with_its_causes_each_said_once() {
+        let root = std::io::Error::other("disk full");
+        let outer = anyhow::Error::new(root).context("writing the batch");
+        assert_eq!(error_chain(outer.as_ref()), "writing the batch: disk full");
+        let ledger = crate::ledger::LedgerError::Unavailable("database or disk is full".into());
+        assert_eq!(
+            error_chain(&ledger),
+            "the database cannot take writes now: database or disk is full"
+        );
     }
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::ledger::LedgerError;
 use crate::scim::service::UNAVAILABLE_RETRY_AFTER_SECS;
+use crate::telemetry::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -55,11 +56,14 @@ impl ResponseError for AdminError {
             AdminError::BadRequest(d) => ("bad_request", d.clone()),
             AdminError::RateLimited { .. } => ("rate_limited", self.to_string()),
             AdminError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "admin request refused: the database cannot take writes");
+                tracing::warn!(
+                    error = %error_chain(cause),
+                    "admin request refused: the database cannot take writes"
+                );
                 ("unavailable", self.to_string())
             }
             AdminError::Internal(cause) => {
-                tracing::error!(error = %cause, "admin request failed");
+                tracing::error!(error = %error_chain(cause), "admin request failed");
                 ("internal", "internal error; see the bridge log".to_owned())
             }
         };

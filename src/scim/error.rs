@@ -4,6 +4,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::telemetry::error_chain;
+
 pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 const MAX_DETAIL_BYTES: usize = 1024;
@@ -147,10 +149,13 @@ impl ResponseError for ScimError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ScimError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
-            ScimError::Unavailable { cause, .. } => {
-                tracing::warn!(error = %cause, "write refused: the store cannot take it now")
+            ScimError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause.as_ref()), "request failed")
             }
+            ScimError::Unavailable { cause, .. } => tracing::warn!(
+                error = %error_chain(cause.as_ref()),
+                "write refused: the store cannot take it now"
+            ),
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
