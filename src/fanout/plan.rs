@@ -9,7 +9,7 @@ use secrecy::SecretString;
 
 use crate::fanout::secrets::SecretBox;
 use crate::fanout::Fanout;
-use crate::ledger::{DeliveryOp, Desired, LedgerError, SealedSecret, Store, PASSWORD_MARK};
+use crate::ledger::{DeliveryOp, Desired, LedgerError, SealedSecret, StateKey, Store};
 use crate::mapping::{Event, MappingSet, Operation, ParsedPhones, Render};
 use crate::scim::hook::{Change, GroupView, Staged, UserView, Woken, WriteHook};
 
@@ -194,10 +194,7 @@ impl Planner {
                         Operation::Delete => DeliveryOp::Delete,
                     };
                     // The same payload deleted is not the same state as that payload kept.
-                    let hash = match &fresh {
-                        Some(id) => format!("{}:{hash}{PASSWORD_MARK}{id}", operation.as_str()),
-                        None => format!("{}:{hash}", operation.as_str()),
-                    };
+                    let hash = StateKey::new(operation, &hash, fresh.as_deref()).into_string();
                     let desired = Desired {
                         user_id: user_id.to_owned(),
                         target: target.to_owned(),

@@ -17,7 +17,7 @@ use crate::fanout::circuit::{self, Admission, Circuit, Verdict};
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
     Adoption, Attempt, AttemptOutcome, CircuitState, Db, Delivery, DeliveryOp, LedgerError,
-    TargetCircuit, PASSWORD_MARK,
+    StateKey, TargetCircuit,
 };
 use crate::metrics::Metrics;
 use crate::targets::{Payload, RemoteAccount, Target, TargetError};
@@ -624,7 +624,7 @@ impl Worker {
             .schema()
             .field(field)
             .is_some_and(|spec| spec.required_on_update);
-        let newly_given = desired.hash.contains(PASSWORD_MARK);
+        let newly_given = StateKey::carries_new_password(&desired.hash);
         // A password the bridge made up belongs to the account it created, never another.
         let password = password.filter(|p| !(p.made_up && adopted));
         match password {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Digest;
 
-use super::lifecycle::{DeliveryOp, DeliveryState};
+use super::lifecycle::{DeliveryOp, DeliveryState, StateKey};
 use super::{LedgerError, Store, TargetCircuit};
 use crate::mapping::FieldWarning;
 
@@ -81,9 +81,6 @@ pub struct TargetLag {
     pub paused: bool,
     pub circuit: TargetCircuit,
 }
-
-/// Separates a payload hash from the id of the password a desired state carries.
-pub const PASSWORD_MARK: &str = "+pw:";
 
 const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
     desired_hash, mapping_version, delivered_hash, remote_id, state, attempts, next_attempt_at, \
@@ -199,17 +196,10 @@ impl Store<'_> {
                 return Ok(current.state.is_waiting());
             }
         }
-        // A state that carries no new password is already there when the target received
-        // the same payload with a password (`<hash>+pw:<secret>`).
         let already_there = current
             .as_ref()
             .and_then(|c| c.delivered_hash.as_deref())
-            .is_some_and(|delivered| {
-                delivered == desired.hash
-                    || (!desired.hash.contains(PASSWORD_MARK)
-                        && delivered.split_once(PASSWORD_MARK).map(|(h, _)| h)
-                            == Some(desired.hash.as_str()))
-            });
+            .is_some_and(|delivered| StateKey::already_holds(delivered, &desired.hash));
         let state = if already_there {
             DeliveryState::Delivered
         } else {

@@ -180,6 +180,49 @@ pub(crate) fn transition(
     }
 }
 
+/// The key of a desired state, as the ledger stores and compares it: the operation and the
+/// payload's hash, and, when the identity provider gave a new password with this change,
+/// the id of that sealed password (`upsert:<hash>` or `upsert:<hash>+pw:<id>`). Only this
+/// type writes or reads that format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateKey(String);
+
+/// Separates a payload hash from the id of the new password a desired state carries.
+const NEW_PASSWORD_MARK: &str = "+pw:";
+
+impl StateKey {
+    pub fn new(operation: DeliveryOp, payload_hash: &str, new_password: Option<&str>) -> StateKey {
+        StateKey(match new_password {
+            Some(id) => format!(
+                "{}:{payload_hash}{NEW_PASSWORD_MARK}{id}",
+                operation.as_str()
+            ),
+            None => format!("{}:{payload_hash}", operation.as_str()),
+        })
+    }
+
+    /// Whether this change brought a password the target has not received yet.
+    pub fn carries_new_password(key: &str) -> bool {
+        key.contains(NEW_PASSWORD_MARK)
+    }
+
+    /// Whether a target that received `delivered` already holds the state `desired`: the
+    /// same key, or `desired` carries no new password and `delivered` is the same payload
+    /// sent with one.
+    pub fn already_holds(delivered: &str, desired: &str) -> bool {
+        delivered == desired
+            || (!StateKey::carries_new_password(desired)
+                && delivered
+                    .split_once(NEW_PASSWORD_MARK)
+                    .map(|(payload, _)| payload)
+                    == Some(desired))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +337,22 @@ mod tests {
         for unknown in ["", "Upsert", "create", "update"] {
             assert!(DeliveryOp::parse(unknown).is_err(), "{unknown:?}");
         }
+    }
+
+    #[test]
+    fn a_state_key_says_whether_it_brings_a_password_and_what_the_target_holds() {
+        let plain = StateKey::new(DeliveryOp::Upsert, "abc", None).into_string();
+        let with = StateKey::new(DeliveryOp::Upsert, "abc", Some("s1")).into_string();
+        assert_eq!(plain, "upsert:abc");
+        assert_eq!(with, "upsert:abc+pw:s1");
+        assert!(StateKey::carries_new_password(&with));
+        assert!(!StateKey::carries_new_password(&plain));
+        // Sent with a password, then the same payload without a new one: already held.
+        assert!(StateKey::already_holds(&with, &plain));
+        // A new password is never held already, unless it is that very one.
+        assert!(!StateKey::already_holds(&plain, &with));
+        assert!(StateKey::already_holds(&with, &with));
+        let deleted = StateKey::new(DeliveryOp::Delete, "abc", None).into_string();
+        assert!(!StateKey::already_holds(&plain, &deleted));
     }
 }

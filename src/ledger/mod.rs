@@ -15,8 +15,8 @@ pub use adoptions::Adoption;
 pub use attempts::{Attempt, AttemptOutcome};
 pub use controls::{CircuitState, TargetCircuit};
 pub use db::{Db, DbOptions};
-pub use deliveries::{Delivery, Desired, Omissions, TargetLag, PASSWORD_MARK};
-pub use lifecycle::{DeliveryOp, DeliveryState};
+pub use deliveries::{Delivery, Desired, Omissions, TargetLag};
+pub use lifecycle::{DeliveryOp, DeliveryState, StateKey};
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
 pub use secrets::SealedSecret;
 
