@@ -11,7 +11,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 pub type SharedClock = Arc<dyn Clock>;
 
 /// Milliseconds since the Unix epoch, the unit the ledger stores times in.
-pub fn unix_millis(clock: &dyn Clock) -> i64 {
+pub(crate) fn unix_millis(clock: &dyn Clock) -> i64 {
     clock
         .now()
         .duration_since(std::time::UNIX_EPOCH)

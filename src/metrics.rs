@@ -23,7 +23,7 @@ use crate::scim::error::ScimError;
 
 /// Who may read `/metrics`: queue depths, target names and lag say a lot about an
 /// organisation, so the endpoint is not open to whoever reaches the SCIM listener.
-pub enum ScrapeAccess {
+pub(crate) enum ScrapeAccess {
     /// Scrapes carry this bearer token (`[metrics] token_*`).
     Token(Authenticator),
     /// No token configured: only peers on this host that are not a trusted proxy (a reverse
@@ -33,7 +33,7 @@ pub enum ScrapeAccess {
 
 impl ScrapeAccess {
     /// The answer to send instead of the metrics, when this scrape may not read them.
-    pub fn refusal(
+    pub(crate) fn refusal(
         &self,
         req: &HttpRequest,
         address: IpAddr,
@@ -79,41 +79,41 @@ impl ScrapeAccess {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WriteLabels {
+pub(crate) struct WriteLabels {
     pub resource: &'static str,
     pub operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeliveryLabels {
+pub(crate) struct DeliveryLabels {
     pub target: String,
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TargetLabels {
+pub(crate) struct TargetLabels {
     pub target: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CircuitLabels {
-    pub target: String,
-    pub state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueueLabels {
+pub(crate) struct CircuitLabels {
     pub target: String,
     pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OmissionLabels {
+pub(crate) struct QueueLabels {
+    pub target: String,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OmissionLabels {
     pub target: String,
     pub field: String,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub accepted_writes: Family<WriteLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
@@ -138,7 +138,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("scim_bridge");
         let accepted_writes = Family::<WriteLabels, Counter>::default();
         registry.register(
@@ -206,7 +206,7 @@ impl Metrics {
 
     /// Sets the omission gauges from the ledger's counts; a field no longer left out for
     /// anyone disappears rather than staying at its last count.
-    pub fn set_omissions(&self, rows: &[Omissions]) {
+    pub(crate) fn set_omissions(&self, rows: &[Omissions]) {
         self.omissions.clear();
         for row in rows {
             self.omissions
@@ -218,7 +218,7 @@ impl Metrics {
         }
     }
 
-    pub fn record_write(&self, resource: &'static str, operation: &'static str) {
+    pub(crate) fn record_write(&self, resource: &'static str, operation: &'static str) {
         self.accepted_writes
             .get_or_create(&WriteLabels {
                 resource,
@@ -227,7 +227,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_delivery(&self, target: &str, outcome: &str, seconds: f64) {
+    pub(crate) fn record_delivery(&self, target: &str, outcome: &str, seconds: f64) {
         self.deliveries
             .get_or_create(&DeliveryLabels {
                 target: target.to_owned(),
@@ -242,7 +242,7 @@ impl Metrics {
     }
 
     /// Renders the text exposition, after setting the queue gauges from `lag`.
-    pub fn render(&self, lag: &[TargetLag], now_millis: i64) -> String {
+    pub(crate) fn render(&self, lag: &[TargetLag], now_millis: i64) -> String {
         for t in lag {
             for (state, value) in [
                 ("pending", t.pending),

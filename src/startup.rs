@@ -257,7 +257,7 @@ impl Application {
 /// Everything `serve` checks before it binds, without opening the database or starting
 /// anything: every token source and target secret resolves, and every mapping passes.
 /// `scim-bridge config check` runs it, so a configuration that passes it also starts.
-pub fn check(settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn check(settings: &Settings) -> anyhow::Result<()> {
     let options = BuildOptions::default();
     authenticators(settings, &options)?;
     let targets = build_targets(&settings.targets, options.clock.clone())?;

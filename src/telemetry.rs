@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 use crate::scim::auth::request_address;
 
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -39,7 +39,7 @@ const LOGGED_PARAMETERS: &[&str] = &[
 
 /// The request target as logged: the path, and the query with every value not known to be
 /// harmless replaced by `[redacted]`.
-pub fn loggable_target(path: &str, query: &str) -> String {
+pub(crate) fn loggable_target(path: &str, query: &str) -> String {
     if query.is_empty() {
         return path.to_owned();
     }
@@ -63,7 +63,7 @@ pub fn loggable_target(path: &str, query: &str) -> String {
 /// The root span of every request: tracing-actix-web's default fields, except that the
 /// target is `loggable_target`, the client address believes forwarding headers only from
 /// trusted proxies, and the host (which a client may forge) is left out.
-pub struct RedactedRootSpan;
+pub(crate) struct RedactedRootSpan;
 
 impl RootSpanBuilder for RedactedRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {

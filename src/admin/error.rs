@@ -9,7 +9,7 @@ use crate::scim::service::UNAVAILABLE_RETRY_AFTER_SECS;
 use crate::telemetry::error_chain;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]

@@ -5,6 +5,6 @@ mod error;
 mod reload;
 mod routes;
 
-pub use error::AdminError;
-pub use reload::{ReloadReport, Reloader};
-pub use routes::{configure, parse_states, AdminAuth};
+pub(crate) use error::AdminError;
+pub(crate) use reload::Reloader;
+pub(crate) use routes::{configure, parse_states, AdminAuth};

@@ -15,14 +15,14 @@ use crate::scim::service::ScimService;
 use crate::targets::TargetSchema;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     /// Mapping version per target now in force.
     pub versions: BTreeMap<String, String>,
     /// Users whose desired state was recorded again.
     pub users: usize,
 }
 
-pub struct Reloader {
+pub(crate) struct Reloader {
     dir: PathBuf,
     schemas: BTreeMap<String, TargetSchema>,
     planner: Arc<Planner>,
@@ -32,7 +32,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
+    pub(crate) fn new(
         dir: PathBuf,
         schemas: BTreeMap<String, TargetSchema>,
         planner: Arc<Planner>,
@@ -49,7 +49,7 @@ impl Reloader {
 
     /// Loads the mapping directory again. On any problem, returns every error message and
     /// leaves the mappings in force untouched.
-    pub async fn reload(&self) -> Result<ReloadReport, Vec<String>> {
+    pub(crate) async fn reload(&self) -> Result<ReloadReport, Vec<String>> {
         let _one_at_a_time = self.running.lock().await;
         let mappings = MappingSet::load_dir(&self.dir, &self.schemas)
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;

@@ -15,12 +15,12 @@ use crate::scim::auth::{request_address, Authenticator};
 use crate::scim::error::ScimError;
 
 /// The authenticator of the admin API, kept apart from the SCIM clients' tokens.
-pub struct AdminAuth(pub Authenticator);
+pub(crate) struct AdminAuth(pub Authenticator);
 
 type Reply = Result<HttpResponse, AdminError>;
 type Ops = web::Data<Operator>;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(middleware::from_fn(require_admin))
@@ -92,7 +92,7 @@ struct ListParams {
     target: Option<String>,
 }
 
-pub fn parse_states(state: Option<&str>) -> Result<Vec<DeliveryState>, String> {
+pub(crate) fn parse_states(state: Option<&str>) -> Result<Vec<DeliveryState>, String> {
     match state {
         None | Some("failed") => Ok(vec![DeliveryState::Rejected, DeliveryState::Dead]),
         Some(name) => DeliveryState::parse(name).map(|s| vec![s]).ok_or_else(|| {

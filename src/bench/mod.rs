@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::config::{Overrides, Settings};
 use crate::ledger::{Db, DbOptions, Lookup, ResourceKind, ResourceRow};
-pub use stats::PhaseReport;
+pub(crate) use stats::PhaseReport;
 
 const BENCH_TOKEN: &str = "bench-token";
 const ADMIN_TOKEN: &str = "scim-bridge-admin-dev-token";
@@ -100,7 +100,7 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = format!(
             "users {}  concurrency {}  seeded {}",
             self.users, self.concurrency, self.seeded_users

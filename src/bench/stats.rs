@@ -20,7 +20,7 @@ pub struct PhaseReport {
 }
 
 impl PhaseReport {
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         mut latencies: Vec<Duration>,
         errors: usize,
@@ -54,7 +54,7 @@ impl PhaseReport {
         }
     }
 
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut line = format!(
             "{:<26} {:>8} req {:>6} err {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms",
             self.name,

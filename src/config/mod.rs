@@ -32,7 +32,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn key(key: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn key(key: &str, message: impl Into<String>) -> Self {
         ConfigError::Key {
             key: key.to_owned(),
             message: message.into(),
@@ -123,7 +123,7 @@ pub struct MetricsSettings {
 
 impl MetricsSettings {
     /// The scrape token as a client entry, when one is configured.
-    pub fn client(&self) -> Option<ClientSettings> {
+    pub(crate) fn client(&self) -> Option<ClientSettings> {
         let configured =
             self.token_sha256.is_some() || self.token_env.is_some() || self.token_file.is_some();
         configured.then(|| ClientSettings {
@@ -142,7 +142,7 @@ impl MetricsSettings {
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    pub fn trusts(&self, address: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, address: IpAddr) -> bool {
         let address = address.to_canonical();
         self.0.iter().any(|net| net.contains(&address))
     }

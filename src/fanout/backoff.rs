@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub base: Duration,
     pub cap: Duration,
 }
@@ -13,7 +13,7 @@ pub struct Backoff {
 impl Backoff {
     /// The wait before retry number `attempt` (1 for the first retry). Full jitter spreads
     /// the retries of many users over the whole window instead of in synchronized waves.
-    pub fn delay(
+    pub(crate) fn delay(
         &self,
         attempt: u32,
         retry_after: Option<Duration>,
@@ -28,7 +28,7 @@ impl Backoff {
     /// The wait before a circuit's probe number `attempt` (1 for the first). Half the
     /// window is fixed and half jittered: one probe per target needs no spreading over the
     /// whole window, and full jitter would send some probes almost at once.
-    pub fn probe_delay(
+    pub(crate) fn probe_delay(
         &self,
         attempt: u32,
         retry_after: Option<Duration>,

@@ -14,7 +14,7 @@ use crate::targets::TargetError;
 
 /// What one delivery's result says about its target.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// The target answered as a working service: delivered, or refused this user's data.
     Up,
     /// The target answered, but failed this delivery in a way worth retrying (a 500, an
@@ -31,7 +31,7 @@ pub enum Signal {
 }
 
 /// Reads a delivery's result as evidence about its target.
-pub fn signal<T>(result: &Result<T, TargetError>) -> Signal {
+pub(crate) fn signal<T>(result: &Result<T, TargetError>) -> Signal {
     match result {
         Ok(_) => Signal::Up,
         Err(TargetError::Unusable { .. }) => Signal::Silent,
@@ -66,7 +66,7 @@ fn unreachable(reason: &str) -> bool {
 
 /// Whether the worker may send now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Closed: everything due.
     All,
     /// Open and its time has come: one delivery, the probe.
@@ -77,7 +77,7 @@ pub enum Admission {
 
 /// How the circuit judged one failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The failure counts toward the user's `max_attempts`: the target was otherwise
     /// healthy when it happened.
     pub charged: bool,
@@ -87,7 +87,7 @@ pub struct Verdict {
 
 /// The circuit of one target. Shared by the worker's clones.
 #[derive(Debug)]
-pub struct Circuit {
+pub(crate) struct Circuit {
     /// Target-level failures in a row that open it.
     threshold: u32,
     backoff: Backoff,
@@ -96,7 +96,7 @@ pub struct Circuit {
 }
 
 impl Circuit {
-    pub fn new(threshold: u32, backoff: Backoff) -> Circuit {
+    pub(crate) fn new(threshold: u32, backoff: Backoff) -> Circuit {
         Circuit {
             threshold: threshold.max(1),
             backoff,
@@ -110,13 +110,13 @@ impl Circuit {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn is_loaded(&self) -> bool {
+    pub(crate) fn is_loaded(&self) -> bool {
         self.lock().is_some()
     }
 
     /// Takes the state the ledger last recorded. A probe that was out when the process
     /// stopped never answered: the circuit is open and due for another.
-    pub fn load(&self, stored: Option<TargetCircuit>) {
+    pub(crate) fn load(&self, stored: Option<TargetCircuit>) {
         let mut state = self.lock();
         if state.is_none() {
             let mut stored = stored.unwrap_or_default();
@@ -127,11 +127,12 @@ impl Circuit {
         }
     }
 
-    pub fn snapshot(&self) -> TargetCircuit {
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> TargetCircuit {
         self.lock().clone().unwrap_or_default()
     }
 
-    pub fn admit(&self, now: i64) -> Admission {
+    pub(crate) fn admit(&self, now: i64) -> Admission {
         let state = self.lock();
         let Some(circuit) = state.as_ref() else {
             return Admission::All;
@@ -144,7 +145,7 @@ impl Circuit {
     }
 
     /// The probe is leaving; returns the state to record.
-    pub fn begin_probe(&self, now: i64) -> Option<TargetCircuit> {
+    pub(crate) fn begin_probe(&self, now: i64) -> Option<TargetCircuit> {
         self.change(now, |circuit| {
             if circuit.state == CircuitState::Open {
                 circuit.state = CircuitState::HalfOpen;
@@ -154,7 +155,7 @@ impl Circuit {
 
     /// The probe is done. If it brought no answer (its delivery was no longer due), the
     /// circuit is open again and due for another probe.
-    pub fn end_probe(&self, now: i64) -> Option<TargetCircuit> {
+    pub(crate) fn end_probe(&self, now: i64) -> Option<TargetCircuit> {
         self.change(now, |circuit| {
             if circuit.state == CircuitState::HalfOpen {
                 circuit.state = CircuitState::Open;
@@ -164,7 +165,7 @@ impl Circuit {
 
     /// Reads one delivery's result. Returns the verdict on it and, when the circuit
     /// changed, the state it was in and the state to record.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         signal: &Signal,
         probe: bool,

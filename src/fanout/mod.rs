@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use worker::Worker;
 
 /// The running workers, one per target.
-pub struct Fanout {
+pub(crate) struct Fanout {
     workers: Vec<Worker>,
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -31,7 +31,7 @@ impl std::fmt::Debug for Fanout {
 
 impl Fanout {
     /// Starts every worker on the current runtime.
-    pub fn start(workers: Vec<Worker>, poll: Duration) -> Fanout {
+    pub(crate) fn start(workers: Vec<Worker>, poll: Duration) -> Fanout {
         let (stop, watching) = watch::channel(false);
         let tasks = workers
             .iter()
@@ -45,7 +45,7 @@ impl Fanout {
     }
 
     /// Nudges the workers of `targets`: a change for them was just committed.
-    pub fn wake(&self, targets: &[String]) {
+    pub(crate) fn wake(&self, targets: &[String]) {
         for worker in &self.workers {
             if targets.iter().any(|t| t == worker.name()) {
                 worker.wake();
@@ -53,13 +53,9 @@ impl Fanout {
         }
     }
 
-    pub fn workers(&self) -> &[Worker] {
-        &self.workers
-    }
-
     /// Stops taking new deliveries and waits up to `deadline` for those in flight. What is
     /// still in flight then stays due in the ledger and is delivered after the restart.
-    pub async fn shutdown(&self, deadline: Duration) {
+    pub(crate) async fn shutdown(&self, deadline: Duration) {
         let _ = self.stop.send(true);
         let tasks: Vec<JoinHandle<()>> = self
             .tasks

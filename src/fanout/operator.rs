@@ -13,7 +13,7 @@ use crate::ledger::{
 const LIST_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct UserStatus {
+pub(crate) struct UserStatus {
     pub user_id: String,
     pub deliveries: Vec<Delivery>,
     pub history: Vec<Attempt>,
@@ -23,7 +23,7 @@ pub struct UserStatus {
 
 /// What to replay.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayRequest {
+pub(crate) struct ReplayRequest {
     pub user_id: Option<String>,
     pub target: Option<String>,
     /// Only dead letters (`true`), or rejected ones too (`false`).
@@ -31,29 +31,29 @@ pub struct ReplayRequest {
 }
 
 #[derive(Clone)]
-pub struct Operator {
+pub(crate) struct Operator {
     db: Db,
     clock: SharedClock,
     targets: Vec<String>,
 }
 
 impl Operator {
-    pub fn new(db: Db, clock: SharedClock, targets: Vec<String>) -> Operator {
+    pub(crate) fn new(db: Db, clock: SharedClock, targets: Vec<String>) -> Operator {
         Operator { db, clock, targets }
     }
 
-    pub fn targets(&self) -> &[String] {
+    pub(crate) fn targets(&self) -> &[String] {
         &self.targets
     }
 
-    pub async fn lag(&self) -> Result<Vec<TargetLag>, LedgerError> {
+    pub(crate) async fn lag(&self) -> Result<Vec<TargetLag>, LedgerError> {
         let targets = self.targets.clone();
         self.db
             .read(move |s| targets.iter().map(|t| s.lag(t)).collect())
             .await
     }
 
-    pub async fn user(&self, user_id: &str) -> Result<UserStatus, LedgerError> {
+    pub(crate) async fn user(&self, user_id: &str) -> Result<UserStatus, LedgerError> {
         let user_id = user_id.to_owned();
         self.db
             .read(move |s| {
@@ -67,7 +67,7 @@ impl Operator {
             .await
     }
 
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         states: &[DeliveryState],
         target: Option<&str>,
@@ -81,12 +81,12 @@ impl Operator {
 
     /// Per target and field, how many users are sent without it because their value could
     /// not be mapped.
-    pub async fn omissions(&self) -> Result<Vec<Omissions>, LedgerError> {
+    pub(crate) async fn omissions(&self) -> Result<Vec<Omissions>, LedgerError> {
         self.db.read(|s| s.omissions()).await
     }
 
     /// Makes matching rejected / dead deliveries due now; returns how many.
-    pub async fn replay(&self, request: ReplayRequest) -> Result<usize, LedgerError> {
+    pub(crate) async fn replay(&self, request: ReplayRequest) -> Result<usize, LedgerError> {
         let now = unix_millis(self.clock.as_ref());
         let states = if request.dead_only {
             vec![DeliveryState::Dead]
@@ -105,7 +105,7 @@ impl Operator {
             .await
     }
 
-    pub async fn set_paused(&self, target: &str, paused: bool) -> Result<(), LedgerError> {
+    pub(crate) async fn set_paused(&self, target: &str, paused: bool) -> Result<(), LedgerError> {
         let target = target.to_owned();
         self.db.write(move |s| s.set_paused(&target, paused)).await
     }

@@ -39,7 +39,7 @@ enum History {
 }
 
 /// Holds the mappings in force (swapped whole on reload) and the password sealer.
-pub struct Planner {
+pub(crate) struct Planner {
     mappings: RwLock<Arc<MappingSet>>,
     secrets: Arc<SecretBox>,
 }
@@ -51,18 +51,18 @@ impl std::fmt::Debug for Planner {
 }
 
 impl Planner {
-    pub fn new(mappings: MappingSet, secrets: Arc<SecretBox>) -> Planner {
+    pub(crate) fn new(mappings: MappingSet, secrets: Arc<SecretBox>) -> Planner {
         Planner {
             mappings: RwLock::new(Arc::new(mappings)),
             secrets,
         }
     }
 
-    pub fn mappings(&self) -> Arc<MappingSet> {
+    pub(crate) fn mappings(&self) -> Arc<MappingSet> {
         Arc::clone(&self.mappings.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn replace_mappings(&self, mappings: MappingSet) {
+    pub(crate) fn replace_mappings(&self, mappings: MappingSet) {
         *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(mappings);
     }
 

@@ -32,7 +32,7 @@ fn circuit(circuit: &TargetCircuit) -> String {
     }
 }
 
-pub fn lag(lag: &[TargetLag]) -> String {
+pub(crate) fn lag(lag: &[TargetLag]) -> String {
     let mut out = format!(
         "{:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24}  {}\n",
         "target",
@@ -65,7 +65,7 @@ pub fn lag(lag: &[TargetLag]) -> String {
     out
 }
 
-pub fn deliveries(rows: &[Delivery]) -> String {
+pub(crate) fn deliveries(rows: &[Delivery]) -> String {
     if rows.is_empty() {
         return "no deliveries in that state\n".into();
     }
@@ -91,7 +91,7 @@ pub fn deliveries(rows: &[Delivery]) -> String {
     out
 }
 
-pub fn omissions(rows: &[Omissions]) -> String {
+pub(crate) fn omissions(rows: &[Omissions]) -> String {
     if rows.is_empty() {
         return "no user is sent without a field\n".into();
     }
@@ -110,7 +110,7 @@ pub fn omissions(rows: &[Omissions]) -> String {
     out
 }
 
-pub fn user(status: &UserStatus) -> String {
+pub(crate) fn user(status: &UserStatus) -> String {
     let mut out = format!("user {}\n", status.user_id);
     out.push_str(&deliveries(&status.deliveries));
     for a in &status.adoptions {

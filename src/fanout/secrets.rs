@@ -13,10 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::ledger::SealedSecret;
 
 /// Environment variable holding the base64 key; wins over the key file.
-pub const KEY_ENV: &str = "SCIM_BRIDGE_SECRET_KEY";
+pub(crate) const KEY_ENV: &str = "SCIM_BRIDGE_SECRET_KEY";
 
 #[derive(Debug, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("{KEY_ENV} must be 32 bytes encoded in base64")]
     BadEnvKey,
     #[error("the key file {path} must hold 32 bytes encoded in base64")]
@@ -31,7 +31,7 @@ pub enum SecretError {
     Open,
 }
 
-pub struct SecretBox {
+pub(crate) struct SecretBox {
     cipher: ChaCha20Poly1305,
 }
 
@@ -42,7 +42,7 @@ impl std::fmt::Debug for SecretBox {
 }
 
 impl SecretBox {
-    pub fn from_key(key: &[u8; 32]) -> SecretBox {
+    pub(crate) fn from_key(key: &[u8; 32]) -> SecretBox {
         SecretBox {
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
         }
@@ -50,7 +50,7 @@ impl SecretBox {
 
     /// The key from `SCIM_BRIDGE_SECRET_KEY`, else from `key_file`, creating that file with a
     /// fresh key on first run (with a warning: production keeps its key elsewhere).
-    pub fn load(env_key: Option<&str>, key_file: &Path) -> Result<SecretBox, SecretError> {
+    pub(crate) fn load(env_key: Option<&str>, key_file: &Path) -> Result<SecretBox, SecretError> {
         if let Some(encoded) = env_key {
             return decode_key(encoded)
                 .map(|k| SecretBox::from_key(&k))
@@ -79,7 +79,7 @@ impl SecretBox {
         }
     }
 
-    pub fn seal(&self, user_id: &str, password: &SecretString) -> SealedSecret {
+    pub(crate) fn seal(&self, user_id: &str, password: &SecretString) -> SealedSecret {
         let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
         let payload = Payload {
             msg: password.expose_secret().as_bytes(),
@@ -97,7 +97,7 @@ impl SecretBox {
 
     /// `seal` for a password the bridge made up for a create on `target`: its id says so
     /// (`made-up:<target>:<uuid>`), so it is only ever sent to the account that create made.
-    pub fn seal_made_up(
+    pub(crate) fn seal_made_up(
         &self,
         user_id: &str,
         password: &SecretString,
@@ -108,7 +108,11 @@ impl SecretBox {
         sealed
     }
 
-    pub fn open(&self, user_id: &str, sealed: &SealedSecret) -> Result<SecretString, SecretError> {
+    pub(crate) fn open(
+        &self,
+        user_id: &str,
+        sealed: &SealedSecret,
+    ) -> Result<SecretString, SecretError> {
         if sealed.nonce.len() != 12 {
             return Err(SecretError::Open);
         }

@@ -24,7 +24,7 @@ use crate::targets::{Payload, RemoteAccount, Target, TargetError};
 
 /// How a target is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TargetPolicy {
+pub(crate) struct TargetPolicy {
     /// Deliveries in flight at once. (Requests per second are paced by the adapter's own
     /// transport, which sees every request, logins and look-ups included.)
     pub concurrency: usize,
@@ -41,7 +41,7 @@ pub struct TargetPolicy {
 
 /// Drives one target. Cheap to clone; clones share the in-flight set and limits.
 #[derive(Clone)]
-pub struct Worker {
+pub(crate) struct Worker {
     target: Arc<dyn Target>,
     db: Db,
     clock: SharedClock,
@@ -55,7 +55,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
+    pub(crate) fn new(
         target: Arc<dyn Target>,
         db: Db,
         clock: SharedClock,
@@ -77,17 +77,17 @@ impl Worker {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.target.name()
     }
 
     /// Tells the worker new work may be due, so it does not wait for its next poll.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
     /// Runs until `stop` turns true: deliver what is due, then wait for a wake-up or the poll.
-    pub async fn run(self, poll: Duration, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self, poll: Duration, mut stop: watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 break;
@@ -117,7 +117,7 @@ impl Worker {
 
     /// Starts every delivery that is due now, up to the free concurrency (one probe while
     /// the circuit is open, none while it waits); returns how many.
-    pub async fn dispatch_due(&self) -> Result<usize, LedgerError> {
+    pub(crate) async fn dispatch_due(&self) -> Result<usize, LedgerError> {
         let free = self.slots.available_permits();
         let busy = self.lock_in_flight().len();
         if free == 0 || (busy > 0 && free < self.refill_at()) {
@@ -234,7 +234,8 @@ impl Worker {
     }
 
     /// Delivers everything due now and waits for it; for tests and the CLI.
-    pub async fn drain(&self) -> Result<usize, LedgerError> {
+    #[cfg(test)]
+    pub(crate) async fn drain(&self) -> Result<usize, LedgerError> {
         let mut total = 0;
         loop {
             let started = self.dispatch_due().await?;

@@ -9,7 +9,7 @@ use super::{LedgerError, Store};
 
 /// One takeover: which account, when, and what its first update changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Adoption {
+pub(crate) struct Adoption {
     pub user_id: String,
     pub target: String,
     /// The target's id for the account.
@@ -23,7 +23,7 @@ pub struct Adoption {
 impl Store<'_> {
     /// Records a takeover; a later one of the same user on the same target (the account was
     /// deleted there and adopted again) replaces it.
-    pub fn record_adoption(&self, adoption: &Adoption) -> Result<(), LedgerError> {
+    pub(crate) fn record_adoption(&self, adoption: &Adoption) -> Result<(), LedgerError> {
         self.conn()
             .prepare_cached(
                 "INSERT INTO adoptions (user_id, target, remote_id, adopted_at, changed) \
@@ -41,7 +41,11 @@ impl Store<'_> {
     }
 
     /// The takeover of one user's account on one target, if the bridge adopted it.
-    pub fn adoption(&self, user_id: &str, target: &str) -> Result<Option<Adoption>, LedgerError> {
+    pub(crate) fn adoption(
+        &self,
+        user_id: &str,
+        target: &str,
+    ) -> Result<Option<Adoption>, LedgerError> {
         Ok(self
             .adoptions_of(user_id)?
             .into_iter()
@@ -49,7 +53,7 @@ impl Store<'_> {
     }
 
     /// The takeovers of one user, by target.
-    pub fn adoptions_of(&self, user_id: &str) -> Result<Vec<Adoption>, LedgerError> {
+    pub(crate) fn adoptions_of(&self, user_id: &str) -> Result<Vec<Adoption>, LedgerError> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT target, remote_id, adopted_at, changed FROM adoptions \
              WHERE user_id = ?1 ORDER BY target",

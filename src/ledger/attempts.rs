@@ -9,7 +9,7 @@ use super::{LedgerError, Store};
 
 /// How one attempt ended, as the fan-out classified it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AttemptOutcome {
+pub(crate) enum AttemptOutcome {
     Delivered {
         /// The target's id for the account; `None` after a delete.
         remote_id: Option<String>,
@@ -36,7 +36,7 @@ pub enum AttemptOutcome {
 
 impl AttemptOutcome {
     /// The status and error text of a failed attempt.
-    pub fn failure(&self) -> (Option<u16>, Option<&str>) {
+    pub(crate) fn failure(&self) -> (Option<u16>, Option<&str>) {
         match self {
             AttemptOutcome::Delivered { status, .. } => (*status, None),
             AttemptOutcome::Retry { status, error, .. }
@@ -48,7 +48,7 @@ impl AttemptOutcome {
 
 /// One line of the attempt history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     pub at: i64,
     pub user_id: String,
     pub target: String,
@@ -64,7 +64,7 @@ pub struct Attempt {
 impl Store<'_> {
     /// Records how an attempt to deliver `sent_hash` ended, and appends it to the history.
     /// If the desired state moved on while the attempt ran, the row stays due for it.
-    pub fn record_attempt(
+    pub(crate) fn record_attempt(
         &self,
         attempt: &Attempt,
         outcome: &AttemptOutcome,
@@ -137,7 +137,7 @@ impl Store<'_> {
         Ok(())
     }
 
-    pub fn history(
+    pub(crate) fn history(
         &self,
         user_id: &str,
         target: Option<&str>,
@@ -168,7 +168,7 @@ impl Store<'_> {
     }
 
     /// Deletes attempt history older than `before`; returns how many lines went.
-    pub fn prune_attempts(&self, before: i64) -> Result<usize, LedgerError> {
+    pub(crate) fn prune_attempts(&self, before: i64) -> Result<usize, LedgerError> {
         Ok(self
             .conn()
             .prepare_cached("DELETE FROM delivery_attempts WHERE at < ?1")?

@@ -10,7 +10,7 @@ use super::{LedgerError, Store};
 /// Whether deliveries flow to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CircuitState {
+pub(crate) enum CircuitState {
     /// Deliveries flow.
     #[default]
     Closed,
@@ -21,7 +21,7 @@ pub enum CircuitState {
 }
 
 impl CircuitState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CircuitState::Closed => "closed",
             CircuitState::Open => "open",
@@ -29,7 +29,7 @@ impl CircuitState {
         }
     }
 
-    pub const ALL: [CircuitState; 3] = [
+    pub(crate) const ALL: [CircuitState; 3] = [
         CircuitState::Closed,
         CircuitState::Open,
         CircuitState::HalfOpen,
@@ -52,7 +52,7 @@ impl FromSql for CircuitState {
 
 /// The circuit of one target as last recorded by its worker.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct TargetCircuit {
+pub(crate) struct TargetCircuit {
     pub state: CircuitState,
     /// Target-level failures (throttling, down, unreachable) since the last answer that
     /// showed the target working.
@@ -68,7 +68,7 @@ pub struct TargetCircuit {
 }
 
 impl Store<'_> {
-    pub fn is_paused(&self, target: &str) -> Result<bool, LedgerError> {
+    pub(crate) fn is_paused(&self, target: &str) -> Result<bool, LedgerError> {
         let mut stmt = self
             .conn()
             .prepare_cached("SELECT paused FROM target_controls WHERE target = ?1")?;
@@ -78,7 +78,7 @@ impl Store<'_> {
             .unwrap_or(false))
     }
 
-    pub fn set_paused(&self, target: &str, paused: bool) -> Result<(), LedgerError> {
+    pub(crate) fn set_paused(&self, target: &str, paused: bool) -> Result<(), LedgerError> {
         self.conn()
             .prepare_cached(
                 "INSERT INTO target_controls (target, paused) VALUES (?1, ?2) \
@@ -89,7 +89,7 @@ impl Store<'_> {
     }
 
     /// The circuit of `target` as its worker last recorded it; `None` before it ever opened.
-    pub fn circuit(&self, target: &str) -> Result<Option<TargetCircuit>, LedgerError> {
+    pub(crate) fn circuit(&self, target: &str) -> Result<Option<TargetCircuit>, LedgerError> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT state, failures, failed_probes, opened_at, retry_at, last_status, last_error, \
              updated_at FROM target_circuits WHERE target = ?1",
@@ -110,7 +110,11 @@ impl Store<'_> {
             .optional()?)
     }
 
-    pub fn set_circuit(&self, target: &str, circuit: &TargetCircuit) -> Result<(), LedgerError> {
+    pub(crate) fn set_circuit(
+        &self,
+        target: &str,
+        circuit: &TargetCircuit,
+    ) -> Result<(), LedgerError> {
         self.conn()
             .prepare_cached(
                 "INSERT INTO target_circuits (target, state, failures, failed_probes, opened_at, \

@@ -146,7 +146,7 @@ impl Db {
 
     /// Caps the database at about `bytes` (SQLite's `max_page_count`): past it, writes fail
     /// as on a full disk, and are answered and reported the same way.
-    pub async fn limit_size(&self, bytes: u64) -> Result<(), LedgerError> {
+    pub(crate) async fn limit_size(&self, bytes: u64) -> Result<(), LedgerError> {
         self.write(move |store| {
             let conn = store.conn();
             let page_size: u64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
@@ -162,7 +162,7 @@ impl Db {
     /// storage, tries a write of its own that needs room for a large SCIM write (64 KiB of
     /// new pages, then a commit), so that readiness comes back once space is freed even if
     /// nothing else writes, and not while only a sliver is left.
-    pub async fn writable(&self) -> Result<(), LedgerError> {
+    pub(crate) async fn writable(&self) -> Result<(), LedgerError> {
         if self.failing().is_none() {
             return Ok(());
         }
@@ -188,7 +188,7 @@ impl Db {
     /// Runs `work` in the next write transaction. Its changes are committed (and only then
     /// is the result returned) or, if it returns an error, rolled back alone: other writes
     /// in the same batch are unaffected.
-    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    pub(crate) async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
         T: Send + 'static,

@@ -13,7 +13,7 @@ use crate::mapping::FieldWarning;
 
 /// The state a target should reach for a user, as the mapping rendered it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Desired {
+pub(crate) struct Desired {
     pub user_id: String,
     pub target: String,
     pub operation: DeliveryOp,
@@ -34,7 +34,7 @@ pub struct Desired {
 
 /// One (user, target) row of the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub desired: Desired,
     pub delivered_hash: Option<String>,
     pub remote_id: Option<String>,
@@ -53,7 +53,7 @@ pub struct Delivery {
 
 /// How many users one target receives without one field, and one reason as an example.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Omissions {
+pub(crate) struct Omissions {
     pub target: String,
     pub field: String,
     pub users: u64,
@@ -62,14 +62,14 @@ pub struct Omissions {
 
 impl Delivery {
     /// Whether a worker should send this row at `now`.
-    pub fn is_due(&self, now: i64) -> bool {
+    pub(crate) fn is_due(&self, now: i64) -> bool {
         self.state.is_waiting() && self.next_attempt_at <= now
     }
 }
 
 /// Queue depth and lag of one target.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct TargetLag {
+pub(crate) struct TargetLag {
     pub target: String,
     pub pending: u64,
     pub retrying: u64,
@@ -162,7 +162,11 @@ impl Store<'_> {
         raw.into_iter().map(finish_delivery).collect()
     }
 
-    pub fn delivery(&self, user_id: &str, target: &str) -> Result<Option<Delivery>, LedgerError> {
+    pub(crate) fn delivery(
+        &self,
+        user_id: &str,
+        target: &str,
+    ) -> Result<Option<Delivery>, LedgerError> {
         let sql =
             format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 AND target = ?2");
         Ok(self.deliveries(&sql, params![user_id, target])?.pop())
@@ -171,7 +175,7 @@ impl Store<'_> {
     /// Records the state a target should reach. Returns true when the target now has
     /// something to receive. An unchanged desired state keeps the row as it is (including a
     /// rejection: nothing changed that could make the target accept it now).
-    pub fn set_desired(&self, desired: &Desired, now: i64) -> Result<bool, LedgerError> {
+    pub(crate) fn set_desired(&self, desired: &Desired, now: i64) -> Result<bool, LedgerError> {
         let current = self.delivery(&desired.user_id, &desired.target)?;
         if let Some(current) = &current {
             if current.desired.hash == desired.hash
@@ -211,7 +215,11 @@ impl Store<'_> {
 
     /// `set_desired` for a user the ledger has never seen (created in this transaction):
     /// nothing to compare with, so the state is simply pending.
-    pub fn set_first_desired(&self, desired: &Desired, now: i64) -> Result<bool, LedgerError> {
+    pub(crate) fn set_first_desired(
+        &self,
+        desired: &Desired,
+        now: i64,
+    ) -> Result<bool, LedgerError> {
         self.write_desired(desired, DeliveryState::Pending, now)?;
         Ok(true)
     }
@@ -254,7 +262,7 @@ impl Store<'_> {
 
     /// Keeps with the desired state the fields it leaves out; none clears them. A write
     /// only when they changed, so an unchanged user costs one indexed read.
-    pub fn set_warnings(
+    pub(crate) fn set_warnings(
         &self,
         user_id: &str,
         target: &str,
@@ -275,7 +283,7 @@ impl Store<'_> {
     }
 
     /// How many users each target receives without a field, per field, most first.
-    pub fn omissions(&self) -> Result<Vec<Omissions>, LedgerError> {
+    pub(crate) fn omissions(&self) -> Result<Vec<Omissions>, LedgerError> {
         let mut stmt = self.conn().prepare_cached(OMISSIONS)?;
         let rows = stmt
             .query_map([], |row| {
@@ -292,7 +300,7 @@ impl Store<'_> {
 
     /// Records that the mapping cannot produce a valid payload for this user on this target:
     /// nothing is sent, and the reason waits in the ledger for an admin.
-    pub fn set_mapping_rejection(
+    pub(crate) fn set_mapping_rejection(
         &self,
         user_id: &str,
         target: &str,
@@ -321,7 +329,12 @@ impl Store<'_> {
     }
 
     /// Deliveries of `target` that are due at `now`, oldest first.
-    pub fn due(&self, target: &str, now: i64, limit: usize) -> Result<Vec<Delivery>, LedgerError> {
+    pub(crate) fn due(
+        &self,
+        target: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, LedgerError> {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE target = ?1 \
              AND state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
@@ -331,7 +344,8 @@ impl Store<'_> {
     }
 
     /// When the next delivery of `target` falls due, if any is waiting.
-    pub fn next_due_at(&self, target: &str) -> Result<Option<i64>, LedgerError> {
+    #[cfg(test)]
+    pub(crate) fn next_due_at(&self, target: &str) -> Result<Option<i64>, LedgerError> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT MIN(next_attempt_at) FROM deliveries \
              WHERE target = ?1 AND state IN ('pending', 'retrying')",
@@ -339,14 +353,14 @@ impl Store<'_> {
         Ok(stmt.query_row([target], |row| row.get(0))?)
     }
 
-    pub fn deliveries_of(&self, user_id: &str) -> Result<Vec<Delivery>, LedgerError> {
+    pub(crate) fn deliveries_of(&self, user_id: &str) -> Result<Vec<Delivery>, LedgerError> {
         let sql =
             format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE user_id = ?1 ORDER BY target");
         self.deliveries(&sql, [user_id])
     }
 
     /// Deliveries in the given states, optionally of one target, most recent first.
-    pub fn deliveries_in(
+    pub(crate) fn deliveries_in(
         &self,
         states: &[DeliveryState],
         target: Option<&str>,
@@ -362,7 +376,7 @@ impl Store<'_> {
     }
 
     /// Makes rejected or dead deliveries due again; returns how many.
-    pub fn replay(
+    pub(crate) fn replay(
         &self,
         user_id: Option<&str>,
         target: Option<&str>,
@@ -383,7 +397,7 @@ impl Store<'_> {
             .execute(params![user_id, target, now])?)
     }
 
-    pub fn lag(&self, target: &str) -> Result<TargetLag, LedgerError> {
+    pub(crate) fn lag(&self, target: &str) -> Result<TargetLag, LedgerError> {
         // Answered from the `deliveries_state` index alone (migration 3): /metrics and the
         // admin API call it while the ledger holds millions of rows.
         let mut lag = TargetLag {

@@ -10,7 +10,7 @@ use super::AttemptOutcome;
 /// Stored text that names no known state or operation.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown {kind} {text:?} in the ledger")]
-pub struct UnknownText {
+pub(crate) struct UnknownText {
     kind: &'static str,
     text: String,
 }
@@ -18,16 +18,17 @@ pub struct UnknownText {
 /// What a target should do with a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DeliveryOp {
+pub(crate) enum DeliveryOp {
     Upsert,
     Disable,
     Delete,
 }
 
 impl DeliveryOp {
-    pub const ALL: [DeliveryOp; 3] = [DeliveryOp::Upsert, DeliveryOp::Disable, DeliveryOp::Delete];
+    pub(crate) const ALL: [DeliveryOp; 3] =
+        [DeliveryOp::Upsert, DeliveryOp::Disable, DeliveryOp::Delete];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryOp::Upsert => "upsert",
             DeliveryOp::Disable => "disable",
@@ -35,7 +36,7 @@ impl DeliveryOp {
         }
     }
 
-    pub fn parse(text: &str) -> Result<DeliveryOp, UnknownText> {
+    pub(crate) fn parse(text: &str) -> Result<DeliveryOp, UnknownText> {
         Self::ALL
             .into_iter()
             .find(|op| op.as_str() == text)
@@ -49,7 +50,7 @@ impl DeliveryOp {
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DeliveryState {
+pub(crate) enum DeliveryState {
     /// Differs from what the target holds; due at `next_attempt_at`.
     Pending,
     /// Failed in a way worth retrying; due at `next_attempt_at`.
@@ -63,7 +64,7 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 5] = [
+    pub(crate) const ALL: [DeliveryState; 5] = [
         DeliveryState::Pending,
         DeliveryState::Retrying,
         DeliveryState::Delivered,
@@ -71,7 +72,7 @@ impl DeliveryState {
         DeliveryState::Dead,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
             DeliveryState::Retrying => "retrying",
@@ -82,12 +83,12 @@ impl DeliveryState {
     }
 
     /// The state named `text` (stored, or asked for by an operator).
-    pub fn parse(text: &str) -> Option<DeliveryState> {
+    pub(crate) fn parse(text: &str) -> Option<DeliveryState> {
         Self::ALL.into_iter().find(|state| state.as_str() == text)
     }
 
     /// Whether a worker sends rows in this state once they are due.
-    pub fn is_waiting(self) -> bool {
+    pub(crate) fn is_waiting(self) -> bool {
         matches!(self, DeliveryState::Pending | DeliveryState::Retrying)
     }
 }
@@ -185,13 +186,17 @@ pub(crate) fn transition(
 /// the id of that sealed password (`upsert:<hash>` or `upsert:<hash>+pw:<id>`). Only this
 /// type writes or reads that format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateKey(String);
+pub(crate) struct StateKey(String);
 
 /// Separates a payload hash from the id of the new password a desired state carries.
 const NEW_PASSWORD_MARK: &str = "+pw:";
 
 impl StateKey {
-    pub fn new(operation: DeliveryOp, payload_hash: &str, new_password: Option<&str>) -> StateKey {
+    pub(crate) fn new(
+        operation: DeliveryOp,
+        payload_hash: &str,
+        new_password: Option<&str>,
+    ) -> StateKey {
         StateKey(match new_password {
             Some(id) => format!(
                 "{}:{payload_hash}{NEW_PASSWORD_MARK}{id}",
@@ -202,14 +207,14 @@ impl StateKey {
     }
 
     /// Whether this change brought a password the target has not received yet.
-    pub fn carries_new_password(key: &str) -> bool {
+    pub(crate) fn carries_new_password(key: &str) -> bool {
         key.contains(NEW_PASSWORD_MARK)
     }
 
     /// Whether a target that received `delivered` already holds the state `desired`: the
     /// same key, or `desired` carries no new password and `delivered` is the same payload
     /// sent with one.
-    pub fn already_holds(delivered: &str, desired: &str) -> bool {
+    pub(crate) fn already_holds(delivered: &str, desired: &str) -> bool {
         delivered == desired
             || (!StateKey::carries_new_password(desired)
                 && delivered
@@ -218,7 +223,7 @@ impl StateKey {
                     == Some(desired))
     }
 
-    pub fn into_string(self) -> String {
+    pub(crate) fn into_string(self) -> String {
         self.0
     }
 }

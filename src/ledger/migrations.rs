@@ -210,11 +210,11 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
-pub fn latest() -> i64 {
+pub(crate) fn latest() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-pub fn run(conn: &mut Connection) -> Result<(), LedgerError> {
+pub(crate) fn run(conn: &mut Connection) -> Result<(), LedgerError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if current > latest() {
         return Err(LedgerError::NewerSchema {

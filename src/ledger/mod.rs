@@ -11,14 +11,14 @@ mod migrations;
 mod resources;
 mod secrets;
 
-pub use adoptions::Adoption;
-pub use attempts::{Attempt, AttemptOutcome};
-pub use controls::{CircuitState, TargetCircuit};
+pub(crate) use adoptions::Adoption;
+pub(crate) use attempts::{Attempt, AttemptOutcome};
+pub(crate) use controls::{CircuitState, TargetCircuit};
 pub use db::{Db, DbOptions};
-pub use deliveries::{Delivery, Desired, Omissions, TargetLag};
-pub use lifecycle::{DeliveryOp, DeliveryState, StateKey};
+pub(crate) use deliveries::{Delivery, Desired, Omissions, TargetLag};
+pub(crate) use lifecycle::{DeliveryOp, DeliveryState, StateKey};
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
-pub use secrets::SealedSecret;
+pub(crate) use secrets::SealedSecret;
 
 /// Errors of the storage layer. Callers turn them into their own layer's error.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum LedgerError {
 impl LedgerError {
     /// Whether this is a storage condition (full disk, I/O error, read-only file) rather
     /// than a fault of the request or of the code.
-    pub fn is_unavailable(&self) -> bool {
+    pub(crate) fn is_unavailable(&self) -> bool {
         match self {
             LedgerError::Unavailable(_) => true,
             LedgerError::Sqlite(err) => db::is_storage_failure(err),

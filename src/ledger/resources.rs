@@ -20,7 +20,7 @@ impl ResourceKind {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ResourceKind::User => "User",
             ResourceKind::Group => "Group",
@@ -128,7 +128,11 @@ impl<'c> Store<'c> {
         raw.into_iter().map(into_resource).collect()
     }
 
-    pub fn get(&self, kind: ResourceKind, id: &str) -> Result<Option<ResourceRow>, LedgerError> {
+    pub(crate) fn get(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<Option<ResourceRow>, LedgerError> {
         let sql = format!("SELECT {COLUMNS} FROM {} WHERE id = ?1", kind.table());
         Ok(self.rows(&sql, [id])?.pop())
     }
@@ -143,7 +147,7 @@ impl<'c> Store<'c> {
             .optional()?)
     }
 
-    pub fn find_by_name(
+    pub(crate) fn find_by_name(
         &self,
         kind: ResourceKind,
         name: &str,
@@ -156,7 +160,7 @@ impl<'c> Store<'c> {
         self.rows(&sql, [fold(name)])
     }
 
-    pub fn find_by_external_id(
+    pub(crate) fn find_by_external_id(
         &self,
         kind: ResourceKind,
         external_id: &str,
@@ -168,7 +172,7 @@ impl<'c> Store<'c> {
         self.rows(&sql, [external_id])
     }
 
-    pub fn find_users_by_email(&self, email: &str) -> Result<Vec<ResourceRow>, LedgerError> {
+    pub(crate) fn find_users_by_email(&self, email: &str) -> Result<Vec<ResourceRow>, LedgerError> {
         let sql = format!(
             "SELECT DISTINCT {cols} FROM users u JOIN user_emails e ON e.user_seq = u.seq \
              WHERE e.email_key = ?1 ORDER BY u.seq",
@@ -181,14 +185,14 @@ impl<'c> Store<'c> {
         self.rows(&sql, [fold(email)])
     }
 
-    pub fn count(&self, kind: ResourceKind) -> Result<u64, LedgerError> {
+    pub(crate) fn count(&self, kind: ResourceKind) -> Result<u64, LedgerError> {
         let sql = format!("SELECT COUNT(*) FROM {}", kind.table());
         let mut stmt = self.conn.prepare_cached(&sql)?;
         Ok(stmt.query_row([], |row| row.get::<_, i64>(0))? as u64)
     }
 
     /// One page in creation order.
-    pub fn page(
+    pub(crate) fn page(
         &self,
         kind: ResourceKind,
         offset: u64,
@@ -203,7 +207,7 @@ impl<'c> Store<'c> {
     }
 
     /// Visits every resource of a kind in creation order without holding them all in memory.
-    pub fn for_each(
+    pub(crate) fn for_each(
         &self,
         kind: ResourceKind,
         mut visit: impl FnMut(ResourceRow) -> Result<(), LedgerError>,
@@ -217,7 +221,7 @@ impl<'c> Store<'c> {
         Ok(())
     }
 
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         kind: ResourceKind,
         row: &ResourceRow,
@@ -244,7 +248,7 @@ impl<'c> Store<'c> {
     }
 
     /// Replaces a stored resource; false when it does not exist.
-    pub fn update(
+    pub(crate) fn update(
         &self,
         kind: ResourceKind,
         row: &ResourceRow,
@@ -309,7 +313,7 @@ impl<'c> Store<'c> {
     }
 
     /// Deletes a resource and every membership naming it; false when it does not exist.
-    pub fn delete(&self, kind: ResourceKind, id: &str) -> Result<bool, LedgerError> {
+    pub(crate) fn delete(&self, kind: ResourceKind, id: &str) -> Result<bool, LedgerError> {
         self.conn
             .prepare_cached("DELETE FROM group_members WHERE member_id = ?1")?
             .execute([id])?;
@@ -317,7 +321,7 @@ impl<'c> Store<'c> {
         Ok(self.conn.prepare_cached(&sql)?.execute([id])? > 0)
     }
 
-    pub fn members(&self, group_id: &str) -> Result<Vec<GroupMember>, LedgerError> {
+    pub(crate) fn members(&self, group_id: &str) -> Result<Vec<GroupMember>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT m.member_id, m.member_type, m.display FROM group_members m \
              JOIN groups g ON g.seq = m.group_seq WHERE g.id = ?1 ORDER BY m.rowid",
@@ -335,7 +339,7 @@ impl<'c> Store<'c> {
         Ok(members)
     }
 
-    pub fn replace_members(
+    pub(crate) fn replace_members(
         &self,
         group_id: &str,
         members: &[GroupMember],
@@ -361,7 +365,7 @@ impl<'c> Store<'c> {
     }
 
     /// The groups `member_id` belongs to directly, as (id, displayName).
-    pub fn groups_of(&self, member_id: &str) -> Result<Vec<(String, String)>, LedgerError> {
+    pub(crate) fn groups_of(&self, member_id: &str) -> Result<Vec<(String, String)>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT g.id, g.display_name FROM group_members m \
              JOIN groups g ON g.seq = m.group_seq WHERE m.member_id = ?1 ORDER BY g.seq",
@@ -373,13 +377,13 @@ impl<'c> Store<'c> {
     }
 
     /// Proves the database answers, for readiness checks.
-    pub fn ping(&self) -> Result<(), LedgerError> {
+    pub(crate) fn ping(&self) -> Result<(), LedgerError> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 
     /// Which kind of resource `id` is, if it exists.
-    pub fn kind_of(&self, id: &str) -> Result<Option<ResourceKind>, LedgerError> {
+    pub(crate) fn kind_of(&self, id: &str) -> Result<Option<ResourceKind>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT 'User' FROM users WHERE id = ?1 UNION ALL SELECT 'Group' FROM groups WHERE id = ?1",
         )?;

@@ -6,14 +6,14 @@ use super::{LedgerError, Store};
 
 /// An encrypted password waiting for its targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SealedSecret {
+pub(crate) struct SealedSecret {
     pub secret_id: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
 }
 
 impl Store<'_> {
-    pub fn store_secret(
+    pub(crate) fn store_secret(
         &self,
         user_id: &str,
         secret: &SealedSecret,
@@ -35,7 +35,7 @@ impl Store<'_> {
         Ok(())
     }
 
-    pub fn secret(&self, user_id: &str) -> Result<Option<SealedSecret>, LedgerError> {
+    pub(crate) fn secret(&self, user_id: &str) -> Result<Option<SealedSecret>, LedgerError> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT secret_id, nonce, ciphertext FROM user_secrets WHERE user_id = ?1",
         )?;
@@ -51,7 +51,7 @@ impl Store<'_> {
     }
 
     /// Erases a user's pending password once no delivery still waits to carry it.
-    pub fn erase_secret_if_delivered(&self, user_id: &str) -> Result<bool, LedgerError> {
+    pub(crate) fn erase_secret_if_delivered(&self, user_id: &str) -> Result<bool, LedgerError> {
         let erased = self
             .conn()
             .prepare_cached(

@@ -80,7 +80,7 @@ pub fn check(dir: &Path, out: &mut impl Write) -> Result<bool, MappingError> {
 
 /// Prints errors the way compilers do: location, message, the line with the spot underlined,
 /// and the hint.
-pub fn print_errors(errors: &[MappingError], out: &mut impl Write) {
+pub(crate) fn print_errors(errors: &[MappingError], out: &mut impl Write) {
     for error in errors {
         match error.location() {
             Some(at) => print_located("error", at, &error.headline(), error.hint(), out),
@@ -90,7 +90,7 @@ pub fn print_errors(errors: &[MappingError], out: &mut impl Write) {
 }
 
 /// Prints warnings like errors, labelled as warnings.
-pub fn print_warnings(warnings: &[MappingWarning], out: &mut impl Write) {
+pub(crate) fn print_warnings(warnings: &[MappingWarning], out: &mut impl Write) {
     for warning in warnings {
         print_located(
             "warning",

@@ -449,7 +449,7 @@ impl Mapping {
 impl Mapping {
     /// How this mapping reads `user`'s phone numbers written without a `+country` code: one
     /// sentence per way its phone transforms choose a region, for the preview.
-    pub fn phone_regions(&self, user: &Value) -> Vec<String> {
+    pub(crate) fn phone_regions(&self, user: &Value) -> Vec<String> {
         let mut seen: Vec<PhoneRegion> = Vec::new();
         for field in &self.spec.fields {
             walk_rule(&field.rule, &mut |rule| {

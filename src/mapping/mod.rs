@@ -120,7 +120,7 @@ fn hint_suffix(hint: &Option<String>) -> String {
 
 impl MappingError {
     /// Where in a mapping file the problem is, if it is in one.
-    pub fn location(&self) -> Option<&Location> {
+    pub(crate) fn location(&self) -> Option<&Location> {
         match self {
             MappingError::Syntax { at, .. }
             | MappingError::Invalid { at, .. }
@@ -134,7 +134,7 @@ impl MappingError {
         }
     }
 
-    pub fn hint(&self) -> Option<&str> {
+    pub(crate) fn hint(&self) -> Option<&str> {
         match self {
             MappingError::Syntax { hint, .. }
             | MappingError::Invalid { hint, .. }
@@ -149,7 +149,7 @@ impl MappingError {
     }
 
     /// The problem alone, without location and hint, for reports that show those apart.
-    pub fn headline(&self) -> String {
+    pub(crate) fn headline(&self) -> String {
         match self {
             MappingError::Syntax { message, .. } => format!("invalid TOML: {message}"),
             MappingError::Invalid { message, .. } => message.clone(),
@@ -185,7 +185,7 @@ impl MappingError {
 /// Advice about a mapping that still loads and runs: shown by `mappings check`, with its place
 /// and a hint, the way errors are.
 #[derive(Debug, Clone)]
-pub struct MappingWarning {
+pub(crate) struct MappingWarning {
     pub at: Box<Location>,
     pub message: String,
     pub hint: Option<String>,
@@ -200,7 +200,7 @@ pub(crate) struct SourceFile {
 
 impl SourceFile {
     /// Boxed, because every error carries one and errors travel by value in `Result`s.
-    pub fn locate(&self, span: &Range<usize>) -> Box<Location> {
+    pub(crate) fn locate(&self, span: &Range<usize>) -> Box<Location> {
         let start = floor_char_boundary(&self.text, span.start);
         let end = floor_char_boundary(&self.text, span.end.max(start));
         let line_start = self.text[..start].rfind('\n').map_or(0, |at| at + 1);
@@ -245,7 +245,7 @@ pub struct Mapping {
 impl Mapping {
     /// Parses and validates the mapping `text` (read from `file`, which only names it in
     /// errors) for `target`, reporting every problem found.
-    pub fn parse(
+    pub(crate) fn parse(
         file: &Path,
         text: &str,
         target: &str,
@@ -279,21 +279,21 @@ impl Mapping {
         &self.target
     }
 
-    pub fn file(&self) -> &Path {
+    pub(crate) fn file(&self) -> &Path {
         &self.file
     }
 
     /// Hex SHA-256 of the file's text: which mapping produced a delivered payload.
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         &self.version
     }
 
-    pub fn schema(&self) -> &TargetSchema {
+    pub(crate) fn schema(&self) -> &TargetSchema {
         &self.schema
     }
 
     /// Advice from `mappings check` that does not stop the mapping from loading.
-    pub fn warnings(&self) -> &[MappingWarning] {
+    pub(crate) fn warnings(&self) -> &[MappingWarning] {
         &self.warnings
     }
 }
@@ -330,7 +330,7 @@ impl MappingSet {
         }
     }
 
-    pub fn get(&self, target: &str) -> Option<&Mapping> {
+    pub(crate) fn get(&self, target: &str) -> Option<&Mapping> {
         self.mappings.get(target)
     }
 
@@ -397,7 +397,7 @@ pub(crate) mod test_support {
 
     use super::{Mapping, MappingError};
 
-    pub fn schema() -> TargetSchema {
+    pub(crate) fn schema() -> TargetSchema {
         let field = |name, kind| FieldSpec {
             name,
             kind,
@@ -459,12 +459,12 @@ pub(crate) mod test_support {
         }
     }
 
-    pub fn load(text: &str) -> Result<Mapping, Vec<MappingError>> {
+    pub(crate) fn load(text: &str) -> Result<Mapping, Vec<MappingError>> {
         Mapping::parse(Path::new("mappings/test.toml"), text, "test", &schema())
     }
 
     /// The smallest valid mapping, with `extra` lines added under `[fields]`.
-    pub fn with_fields(extra: &str) -> String {
+    pub(crate) fn with_fields(extra: &str) -> String {
         format!(
             "[deprovision]\n\
              deactivate = \"disable\"\n\

@@ -46,7 +46,7 @@ pub(crate) struct Entry {
 }
 
 impl Node {
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         match &self.value {
             NodeValue::String(text) | NodeValue::Datetime(text) => Value::String(text.clone()),
             NodeValue::Integer(n) => Value::from(*n),
@@ -269,7 +269,7 @@ pub(crate) enum Policy {
 }
 
 impl Policy {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Policy::Disable => "disable",
             Policy::Delete => "delete",

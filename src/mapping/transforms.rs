@@ -19,7 +19,7 @@ use crate::scim::resource::field;
 
 /// What kind of value flows through a rule, as far as the mapping file can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Text,
     Bool,
     Integer,
@@ -30,7 +30,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Kind::Text => "text",
             Kind::Bool => "a boolean",
@@ -41,7 +41,7 @@ impl Kind {
         }
     }
 
-    pub fn of(value: &Value) -> Kind {
+    pub(crate) fn of(value: &Value) -> Kind {
         match value {
             Value::String(_) => Kind::Text,
             Value::Bool(_) => Kind::Bool,
@@ -53,7 +53,7 @@ impl Kind {
     }
 
     /// Whether a value of kind `self` can stand where `other` is expected.
-    pub fn fits(self, other: Kind) -> bool {
+    pub(crate) fn fits(self, other: Kind) -> bool {
         self == other
             || self == Kind::Any
             || other == Kind::Any
@@ -70,11 +70,11 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    pub fn one(kind: Kind) -> Shape {
+    pub(crate) fn one(kind: Kind) -> Shape {
         Shape { kind, many: false }
     }
 
-    pub fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         if self.many {
             format!("a list of {}", plural(self.kind))
         } else {
@@ -151,7 +151,7 @@ impl PhoneRegion {
     /// The region a number of `user` without a country code is read in, and why. Runs for
     /// every phone step of every render, so the reason is kept as borrowed parts and only
     /// written out when shown.
-    pub fn resolve(self, user: &Value) -> Option<RegionChoice<'_>> {
+    pub(crate) fn resolve(self, user: &Value) -> Option<RegionChoice<'_>> {
         match self {
             PhoneRegion::Unset => None,
             PhoneRegion::Fixed(id) => Some(RegionChoice {
@@ -355,7 +355,7 @@ impl From<String> for Refusal {
 
 impl Step {
     /// Parses `"name"` or `{ name = argument }`.
-    pub fn parse(node: &Node) -> Result<StepAt, StepError> {
+    pub(crate) fn parse(node: &Node) -> Result<StepAt, StepError> {
         let (name, name_span, arg) = match &node.value {
             NodeValue::String(name) => (name.as_str(), node.span.clone(), None),
             NodeValue::Table(entries) if entries.len() == 1 => {
@@ -401,7 +401,7 @@ impl Step {
     }
 
     /// The shape a value leaves this step with, or what the step expected instead of `input`.
-    pub fn output(&self, input: Shape) -> Result<Shape, Mismatch> {
+    pub(crate) fn output(&self, input: Shape) -> Result<Shape, Mismatch> {
         let needs = |kinds: &[Kind], what: &str| {
             if input.kind == Kind::Any || kinds.contains(&input.kind) {
                 Ok(())
@@ -480,7 +480,7 @@ impl Step {
 
     /// Applies the step to a rule's values (none, one or several) of `user`. Empty strings
     /// that come out count as no value, so they never reach a target that refuses them.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         values: Vec<Value>,
         user: &Value,

@@ -24,7 +24,7 @@ use super::EmulatorConfig;
 use crate::clock::SharedClock;
 
 /// A JSON object: a request body, or an account's fields.
-pub type Payload = serde_json::Map<String, Value>;
+pub(crate) type Payload = serde_json::Map<String, Value>;
 
 /// What makes an emulator one vendor's: its contract, routes, error bodies and ids.
 pub(crate) struct Flavor {
@@ -134,27 +134,27 @@ impl Accounts {
     }
 
     /// A fresh number, for ids the vendor assigns in sequence.
-    pub fn next_sequence(&mut self) -> u64 {
+    pub(crate) fn next_sequence(&mut self) -> u64 {
         self.sequence += 1;
         self.sequence
     }
 
-    pub fn live(&self) -> impl Iterator<Item = &Record> {
+    pub(crate) fn live(&self) -> impl Iterator<Item = &Record> {
         self.records.iter().filter(|record| !record.deleted)
     }
 
-    pub fn get(&self, id: &str) -> Option<&Record> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Record> {
         self.by_id.get(id).map(|position| &self.records[*position])
     }
 
     /// A live account to change in place; the caller must not change its indexed fields.
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
         let position = *self.by_id.get(id)?;
         Some(&mut self.records[position])
     }
 
     /// The live accounts whose `key` equals `text` (as the key compares), in creation order.
-    pub fn find(&self, key: Key, text: &str) -> Vec<&Record> {
+    pub(crate) fn find(&self, key: Key, text: &str) -> Vec<&Record> {
         match self.index.equal(key, text) {
             Some(positions) => positions.iter().map(|p| &self.records[*p]).collect(),
             None => {
@@ -171,7 +171,7 @@ impl Accounts {
 
     /// The live accounts, in creation order, where one of `keys` (each folded by
     /// `str::to_lowercase`) contains `needle` (already lowercased).
-    pub fn search(&self, keys: &[Key], needle: &str) -> Vec<&Record> {
+    pub(crate) fn search(&self, keys: &[Key], needle: &str) -> Vec<&Record> {
         // A value no longer than the needle contains it only by being equal to it, and
         // equal values are what the index holds.
         let only_equal = keys.iter().all(|key| {
@@ -204,7 +204,7 @@ impl Accounts {
     /// The message paired with the first of `unique` fields whose value in `account` a live
     /// account other than `except` already holds (compared without regard to case, as the
     /// vendors compare names and addresses).
-    pub fn clash(
+    pub(crate) fn clash(
         &self,
         account: &Payload,
         unique: &[(&'static str, &'static str)],
@@ -238,12 +238,12 @@ impl Accounts {
     }
 
     /// The fields of a live account, as the API returns them.
-    pub fn fields(&self, id: &str) -> Option<Payload> {
+    pub(crate) fn fields(&self, id: &str) -> Option<Payload> {
         self.get(id).map(|record| record.fields.clone())
     }
 
     /// What an account keeps of `fields`: no nulls, and the write-only values apart.
-    pub fn to_store(&self, fields: Payload) -> (Payload, BTreeMap<String, String>) {
+    pub(crate) fn to_store(&self, fields: Payload) -> (Payload, BTreeMap<String, String>) {
         let mut secrets = BTreeMap::new();
         let mut kept = Payload::new();
         for (name, value) in fields {
@@ -261,7 +261,7 @@ impl Accounts {
     }
 
     /// Stores a new account.
-    pub fn insert(&mut self, id: &str, fields: Payload, counts: Counts) -> &Record {
+    pub(crate) fn insert(&mut self, id: &str, fields: Payload, counts: Counts) -> &Record {
         let (fields, secrets) = self.to_store(fields);
         let position = self.records.len();
         self.by_id.entry(id.to_owned()).or_insert(position);
@@ -281,7 +281,7 @@ impl Accounts {
     /// A PUT: the account's fields become `fields`, except the `kept` ones the body does not
     /// set (what the vendor assigns), and write-only values it leaves out stay. The caller
     /// may go on to change the record's fields, but not the indexed ones.
-    pub fn replace(
+    pub(crate) fn replace(
         &mut self,
         id: &str,
         fields: Payload,
@@ -307,7 +307,7 @@ impl Accounts {
 
     /// A partial update: the fields sent change, a null clears one, the rest stay. The
     /// caller may go on to change the record's fields, but not the indexed ones.
-    pub fn merge(
+    pub(crate) fn merge(
         &mut self,
         id: &str,
         changes: Payload,
@@ -353,7 +353,7 @@ impl Accounts {
     }
 
     /// Marks a live account deleted; false when there is none.
-    pub fn delete(&mut self, id: &str) -> bool {
+    pub(crate) fn delete(&mut self, id: &str) -> bool {
         let Some(position) = self.by_id.remove(id) else {
             return false;
         };
@@ -428,7 +428,7 @@ pub(crate) struct EmulatorState {
 }
 
 impl EmulatorState {
-    pub fn new(flavor: Flavor, cfg: &EmulatorConfig, clock: SharedClock) -> Self {
+    pub(crate) fn new(flavor: Flavor, cfg: &EmulatorConfig, clock: SharedClock) -> Self {
         let accounts = Accounts::new(&flavor);
         Self {
             clock,
@@ -456,16 +456,16 @@ impl EmulatorState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         self.clock.now()
     }
 
     /// Runs `f` over the accounts under the lock.
-    pub fn with_accounts<T>(&self, f: impl FnOnce(&mut Accounts) -> T) -> T {
+    pub(crate) fn with_accounts<T>(&self, f: impl FnOnce(&mut Accounts) -> T) -> T {
         f(&mut self.inner().accounts)
     }
 
-    pub fn refuse(&self, status: StatusCode, message: &str, req: &HttpRequest) -> Refusal {
+    pub(crate) fn refuse(&self, status: StatusCode, message: &str, req: &HttpRequest) -> Refusal {
         Refusal {
             status,
             body: (self.flavor.error_body)(status, message, req.path(), self.now()),
@@ -473,7 +473,7 @@ impl EmulatorState {
     }
 
     /// `GET .../{id}`: the account, or a 404 in the vendor's words.
-    pub fn read_reply(&self, req: &HttpRequest, id: &str, missing: &str) -> Reply {
+    pub(crate) fn read_reply(&self, req: &HttpRequest, id: &str, missing: &str) -> Reply {
         match self.with_accounts(|accounts| accounts.fields(id)) {
             Some(fields) => Ok(HttpResponse::Ok().json(fields)),
             None => Err(self.refuse(StatusCode::NOT_FOUND, missing, req)),
@@ -481,7 +481,7 @@ impl EmulatorState {
     }
 
     /// `DELETE .../{id}`: 204, or a 404 in the vendor's words.
-    pub fn delete_reply(&self, req: &HttpRequest, id: &str, missing: &str) -> Reply {
+    pub(crate) fn delete_reply(&self, req: &HttpRequest, id: &str, missing: &str) -> Reply {
         if self.with_accounts(|accounts| accounts.delete(id)) {
             Ok(HttpResponse::NoContent().finish())
         } else {
@@ -491,7 +491,7 @@ impl EmulatorState {
 
     /// One login: issues `N` tokens valid for the configured lifetime, returned with their
     /// expiry.
-    pub fn issue_tokens<const N: usize>(&self) -> ([String; N], SystemTime) {
+    pub(crate) fn issue_tokens<const N: usize>(&self) -> ([String; N], SystemTime) {
         let tokens: [String; N] =
             std::array::from_fn(|_| uuid::Uuid::new_v4().simple().to_string());
         let expires_at = self.now() + self.token_ttl;
@@ -504,11 +504,11 @@ impl EmulatorState {
     }
 
     /// The token lifetime in whole seconds, as the vendors state it.
-    pub fn token_ttl_secs(&self) -> u64 {
+    pub(crate) fn token_ttl_secs(&self) -> u64 {
         self.token_ttl.as_secs()
     }
 
-    pub fn token_valid(&self, token: &str) -> bool {
+    pub(crate) fn token_valid(&self, token: &str) -> bool {
         let now = self.now();
         self.inner()
             .tokens
@@ -541,43 +541,43 @@ impl EmulatorState {
         inner.window.1 > limit
     }
 
-    pub fn snapshot(&self) -> Vec<AccountSnapshot> {
+    pub(crate) fn snapshot(&self) -> Vec<AccountSnapshot> {
         self.inner().accounts.snapshot()
     }
 
-    pub fn faults(&self) -> Faults {
+    pub(crate) fn faults(&self) -> Faults {
         self.inner().faults.clone()
     }
 
-    pub fn set_faults(&self, faults: Faults) {
+    pub(crate) fn set_faults(&self, faults: Faults) {
         self.inner().faults = faults;
     }
 
-    pub fn expire_tokens(&self) {
+    pub(crate) fn expire_tokens(&self) {
         self.inner().tokens.clear();
     }
 
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.inner().requests
     }
 
-    pub fn logins(&self) -> u64 {
+    pub(crate) fn logins(&self) -> u64 {
         self.inner().logins
     }
 
-    pub fn secret(&self, id: &str, name: &str) -> Option<String> {
+    pub(crate) fn secret(&self, id: &str, name: &str) -> Option<String> {
         let inner = self.inner();
         inner.accounts.get(id)?.secrets.get(name).cloned()
     }
 
-    pub fn seed(&self, fields: Payload) -> String {
+    pub(crate) fn seed(&self, fields: Payload) -> String {
         let now = self.now();
         let mut inner = self.inner();
         (self.flavor.seed)(&mut inner.accounts, fields, now)
     }
 
     /// Back to the state at start: no accounts, tokens or counts, the configured faults.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         let mut inner = self.inner();
         inner.accounts = Accounts::new(&self.flavor);
         inner.tokens.clear();

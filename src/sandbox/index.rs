@@ -19,7 +19,7 @@ pub(crate) enum Fold {
 }
 
 impl Fold {
-    pub fn apply(self, text: &str) -> String {
+    pub(crate) fn apply(self, text: &str) -> String {
         match self {
             Fold::Ascii => text.to_ascii_lowercase(),
             Fold::Lower => text.to_lowercase(),
@@ -36,14 +36,14 @@ pub(crate) struct Key {
 }
 
 impl Key {
-    pub const fn ascii(path: &'static str) -> Key {
+    pub(crate) const fn ascii(path: &'static str) -> Key {
         Key {
             path,
             fold: Fold::Ascii,
         }
     }
 
-    pub const fn lower(path: &'static str) -> Key {
+    pub(crate) const fn lower(path: &'static str) -> Key {
         Key {
             path,
             fold: Fold::Lower,
@@ -51,7 +51,7 @@ impl Key {
     }
 
     /// The field's text in `fields`, if it holds a string.
-    pub fn text<'a>(&self, fields: &'a Payload) -> Option<&'a str> {
+    pub(crate) fn text<'a>(&self, fields: &'a Payload) -> Option<&'a str> {
         let mut parts = self.path.split('.');
         let first = fields.get(parts.next()?)?;
         parts
@@ -75,13 +75,13 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub fn new(keys: &[Key]) -> Index {
+    pub(crate) fn new(keys: &[Key]) -> Index {
         Index {
             keys: keys.iter().map(|key| (*key, Postings::default())).collect(),
         }
     }
 
-    pub fn add(&mut self, position: usize, fields: &Payload) {
+    pub(crate) fn add(&mut self, position: usize, fields: &Payload) {
         for (key, postings) in &mut self.keys {
             let Some(text) = key.text(fields) else {
                 continue;
@@ -95,7 +95,7 @@ impl Index {
         }
     }
 
-    pub fn remove(&mut self, position: usize, fields: &Payload) {
+    pub(crate) fn remove(&mut self, position: usize, fields: &Payload) {
         for (key, postings) in &mut self.keys {
             let Some(text) = key.text(fields) else {
                 continue;
@@ -118,7 +118,7 @@ impl Index {
 
     /// Positions of the live accounts whose `key` folds to what `text` folds to, ascending;
     /// `None` when the key is not indexed.
-    pub fn equal(&self, key: Key, text: &str) -> Option<&[usize]> {
+    pub(crate) fn equal(&self, key: Key, text: &str) -> Option<&[usize]> {
         let postings = self.keys.get(&key)?;
         Some(
             postings
@@ -130,7 +130,7 @@ impl Index {
 
     /// The byte length of the longest folded value of `key` among live accounts (0 when
     /// there is none); `None` when the key is not indexed.
-    pub fn longest(&self, key: Key) -> Option<usize> {
+    pub(crate) fn longest(&self, key: Key) -> Option<usize> {
         let postings = self.keys.get(&key)?;
         Some(postings.lengths.keys().next_back().copied().unwrap_or(0))
     }

@@ -101,7 +101,7 @@ impl Default for SandboxConfig {
 
 impl SandboxConfig {
     /// The same emulators with no per-second limit, for load tests of the bridge itself.
-    pub fn without_rate_limits(mut self) -> Self {
+    pub(crate) fn without_rate_limits(mut self) -> Self {
         for (_, emulator) in &mut self.emulators {
             emulator.rate_limit_per_second = None;
         }
@@ -115,13 +115,6 @@ impl SandboxConfig {
             emulator.port = 0;
         }
         cfg
-    }
-
-    pub fn emulator(&self, vendor: &Vendor) -> Option<&EmulatorConfig> {
-        self.emulators
-            .iter()
-            .find(|(kind, _)| *kind == vendor)
-            .map(|(_, emulator)| emulator)
     }
 
     pub fn emulator_mut(&mut self, vendor: &Vendor) -> Option<&mut EmulatorConfig> {

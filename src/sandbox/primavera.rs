@@ -20,7 +20,7 @@ use super::index::Key;
 use super::{DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME};
 
 /// Requests per second before the service answers 429.
-pub const RATE_LIMIT_PER_SECOND: u32 = 55;
+pub(crate) const RATE_LIMIT_PER_SECOND: u32 = 55;
 /// The `Version` header values the service understands (3 is the latest).
 const VERSIONS: std::ops::RangeInclusive<u32> = 1..=3;
 const NOT_FOUND: &str = "The user does not exist.";

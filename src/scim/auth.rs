@@ -11,7 +11,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::web;
 use governor::clock::Clock as _;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -28,7 +28,7 @@ use crate::scim::error::ScimError;
 /// The bridge's injected clock, as governor reads time: rate limits move with a test's
 /// `ManualClock` instead of the wall clock.
 #[derive(Debug, Clone)]
-pub struct LimiterClock(SharedClock);
+pub(crate) struct LimiterClock(SharedClock);
 
 impl governor::clock::Clock for LimiterClock {
     type Instant = Nanos;
@@ -54,14 +54,14 @@ const PRUNE_EVERY: u64 = 1024;
 /// Failed authentications per client address, shared by the SCIM API, the admin API and
 /// `/metrics`. Only failures are counted: a request with a valid token is never held back
 /// by this limit, whatever its address has sent before.
-pub struct FailedAuthLimit {
+pub(crate) struct FailedAuthLimit {
     limiter: AddressLimiter,
     clock: LimiterClock,
     failures: AtomicU64,
 }
 
 impl FailedAuthLimit {
-    pub fn new(per_minute: u32, clock: SharedClock) -> FailedAuthLimit {
+    pub(crate) fn new(per_minute: u32, clock: SharedClock) -> FailedAuthLimit {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         let clock = LimiterClock(clock);
         FailedAuthLimit {
@@ -85,7 +85,7 @@ impl FailedAuthLimit {
 
 /// The address a request comes from: the peer, or, when the peer is a trusted proxy, the
 /// nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn client_address(
+pub(crate) fn client_address(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     proxies: &TrustedProxies,
@@ -111,17 +111,13 @@ pub fn client_address(
         .unwrap_or(peer)
 }
 
-/// The authenticated client's configured name, stored in the request extensions.
-#[derive(Debug, Clone)]
-pub struct ClientName(pub Arc<str>);
-
 struct Client {
     name: Arc<str>,
     digest: [u8; 32],
     limiter: ClientLimiter,
 }
 
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     clients: Vec<Client>,
     failures: Arc<FailedAuthLimit>,
 }
@@ -135,7 +131,7 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-pub fn sha256(token: &str) -> [u8; 32] {
+pub(crate) fn sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -143,7 +139,7 @@ impl Authenticator {
     /// Builds the client list: the configured clients (`section` names their config key),
     /// a development token, and one more token (`SCIM_BRIDGE_TOKEN`) as a client named `env`.
     /// Failures count against `failures`, which the SCIM and admin APIs share.
-    pub fn new(
+    pub(crate) fn new(
         section: &str,
         configured: &[ClientSettings],
         dev_token: Option<&str>,
@@ -184,7 +180,7 @@ impl Authenticator {
 
     /// Checks an `Authorization` header value from `address` and the client's rate limit.
     /// A failure is answered 401 until `address` has failed too often, then 429.
-    pub fn authenticate(
+    pub(crate) fn authenticate(
         &self,
         address: IpAddr,
         authorization: Option<&str>,
@@ -276,10 +272,10 @@ fn client_digest(client: &ClientSettings, key: &str) -> Result<[u8; 32], ConfigE
 }
 
 /// The authenticator of the SCIM API, as application data.
-pub struct ScimAuth(pub Authenticator);
+pub(crate) struct ScimAuth(pub Authenticator);
 
 /// Middleware in front of every SCIM route.
-pub async fn require_bearer(
+pub(crate) async fn require_bearer(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -290,13 +286,12 @@ pub async fn require_bearer(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let client = auth.authenticate(request_address(&req), header)?;
-    req.extensions_mut().insert(ClientName(client));
+    auth.authenticate(request_address(&req), header)?;
     next.call(req).await
 }
 
 /// The client address of a request, with the trusted proxies the app was given.
-pub fn request_address(req: &ServiceRequest) -> IpAddr {
+pub(crate) fn request_address(req: &ServiceRequest) -> IpAddr {
     match req.app_data::<web::Data<TrustedProxies>>() {
         Some(proxies) => client_address(req.peer_addr(), req.headers(), proxies),
         None => client_address(req.peer_addr(), req.headers(), &TrustedProxies::default()),

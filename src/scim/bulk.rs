@@ -14,8 +14,8 @@ use crate::scim::response::{json_response, location};
 use crate::scim::routes::ScimState;
 use crate::scim::service::{Precondition, Resource};
 
-pub const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
-pub const BULK_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+pub(crate) const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+pub(crate) const BULK_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
 const BULK_ID_PREFIX: &str = "bulkId:";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ struct Operation {
     data: Option<Value>,
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     state: web::Data<ScimState>,
     req: HttpRequest,
     body: ScimBody,

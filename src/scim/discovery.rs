@@ -17,7 +17,10 @@ type Reply = Result<HttpResponse, ScimError>;
 pub const SERVICE_PROVIDER_CONFIG_SCHEMA: &str =
     "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 
-pub async fn service_provider_config(state: web::Data<ScimState>, req: HttpRequest) -> Reply {
+pub(crate) async fn service_provider_config(
+    state: web::Data<ScimState>,
+    req: HttpRequest,
+) -> Reply {
     let settings = &state.settings;
     let base = base_url(&req);
     Ok(json_response(
@@ -60,7 +63,7 @@ fn kinds() -> [ResourceKind; 2] {
     [ResourceKind::User, ResourceKind::Group]
 }
 
-pub async fn resource_types(state: web::Data<ScimState>, req: HttpRequest) -> Reply {
+pub(crate) async fn resource_types(state: web::Data<ScimState>, req: HttpRequest) -> Reply {
     let base = base_url(&req);
     let types: Vec<Value> = kinds()
         .into_iter()
@@ -69,7 +72,7 @@ pub async fn resource_types(state: web::Data<ScimState>, req: HttpRequest) -> Re
     Ok(list(types))
 }
 
-pub async fn resource_type(
+pub(crate) async fn resource_type(
     state: web::Data<ScimState>,
     req: HttpRequest,
     name: web::Path<String>,
@@ -93,7 +96,7 @@ fn all_schemas(state: &ScimState) -> Vec<&SchemaDef> {
         .collect()
 }
 
-pub async fn schemas(state: web::Data<ScimState>, req: HttpRequest) -> Reply {
+pub(crate) async fn schemas(state: web::Data<ScimState>, req: HttpRequest) -> Reply {
     let base = base_url(&req);
     let schemas = all_schemas(&state)
         .into_iter()
@@ -102,7 +105,11 @@ pub async fn schemas(state: web::Data<ScimState>, req: HttpRequest) -> Reply {
     Ok(list(schemas))
 }
 
-pub async fn schema(state: web::Data<ScimState>, req: HttpRequest, id: web::Path<String>) -> Reply {
+pub(crate) async fn schema(
+    state: web::Data<ScimState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Reply {
     let base = base_url(&req);
     all_schemas(&state)
         .into_iter()

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::telemetry::error_chain;
 
-pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+pub(crate) const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub(crate) const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 const MAX_DETAIL_BYTES: usize = 1024;
 
 /// Every way a SCIM request can fail. The `status` / `scim_type` matches below have no
@@ -62,11 +62,11 @@ pub enum ScimError {
 }
 
 impl ScimError {
-    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn internal(err: impl Into<anyhow::Error>) -> Self {
         ScimError::Internal(err.into())
     }
 
-    pub fn scim_type(&self) -> Option<&'static str> {
+    pub(crate) fn scim_type(&self) -> Option<&'static str> {
         match self {
             ScimError::InvalidFilter(_) => Some("invalidFilter"),
             ScimError::InvalidSyntax(_) => Some("invalidSyntax"),
@@ -109,7 +109,7 @@ impl ScimError {
     }
 
     /// The RFC 7644 error body, also used inside Bulk responses.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         let mut body = json!({
             "schemas": [ERROR_SCHEMA],
             "status": self.status_code().as_u16().to_string(),

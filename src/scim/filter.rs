@@ -16,7 +16,7 @@ use crate::scim::schema::{find_attribute, AttrType, AttributeDef, ResourceSchema
 /// The longest filter accepted, in bytes. The longest filters identity providers send are a
 /// few dozen `or`ed ids or names, well under 4 KiB; 8 KiB leaves room for that and bounds
 /// what one request makes the parser and every evaluation walk.
-pub const MAX_FILTER_LENGTH: usize = 8 * 1024;
+pub(crate) const MAX_FILTER_LENGTH: usize = 8 * 1024;
 /// The deepest nesting of `(`, `not (` and `attr[` accepted. Real filters nest two or three
 /// levels; the parser and every walk over the tree recurse once per level, so this bounds
 /// their stack use whatever the input.
@@ -58,7 +58,7 @@ pub enum CompareOp {
 }
 
 impl CompareOp {
-    pub fn keyword(self) -> &'static str {
+    pub(crate) fn keyword(self) -> &'static str {
         match self {
             CompareOp::Eq => "eq",
             CompareOp::Ne => "ne",
@@ -597,7 +597,7 @@ fn comparands<'s, 'v>(
 }
 
 /// Whether a resource matches. Paths that name nothing in the schema match nothing.
-pub fn matches(filter: &Filter, resource: &Value, schema: &ResourceSchema) -> bool {
+pub(crate) fn matches(filter: &Filter, resource: &Value, schema: &ResourceSchema) -> bool {
     eval(filter, &Scope::Resource(schema), resource)
 }
 
@@ -739,7 +739,7 @@ pub(crate) fn instant(text: &str) -> Option<OffsetDateTime> {
 /// operators on booleans, comparisons of a complex attribute as a whole, ordering against
 /// `true`/`null`, and value filters on simple attributes. Unknown attributes are accepted; they
 /// simply match nothing.
-pub fn validate(filter: &Filter, schema: &ResourceSchema) -> Result<(), ScimError> {
+pub(crate) fn validate(filter: &Filter, schema: &ResourceSchema) -> Result<(), ScimError> {
     check(filter, &Scope::Resource(schema))
 }
 

@@ -60,7 +60,7 @@ pub struct UserView<'a> {
 
 impl<'a> UserView<'a> {
     /// `None` for a resource without an id, which nothing can be recorded for.
-    pub fn of(resource: &'a Value) -> Option<UserView<'a>> {
+    pub(crate) fn of(resource: &'a Value) -> Option<UserView<'a>> {
         Some(UserView {
             id: resource.get("id")?.as_str()?,
             active: resource.get("active") != Some(&Value::Bool(false)),
@@ -77,7 +77,7 @@ pub struct GroupView<'a> {
 }
 
 impl<'a> GroupView<'a> {
-    pub fn of(resource: &'a Value) -> GroupView<'a> {
+    pub(crate) fn of(resource: &'a Value) -> GroupView<'a> {
         let user_members = resource
             .get("members")
             .and_then(Value::as_array)
@@ -100,12 +100,12 @@ impl<'a> GroupView<'a> {
 pub struct Staged(Box<dyn Any + Send>);
 
 impl Staged {
-    pub fn new<T: Any + Send>(work: T) -> Staged {
+    pub(crate) fn new<T: Any + Send>(work: T) -> Staged {
         Staged(Box::new(work))
     }
 
     /// The work, if it is of the type the hook put in.
-    pub fn take<T: Any>(self) -> Option<T> {
+    pub(crate) fn take<T: Any>(self) -> Option<T> {
         self.0.downcast().ok().map(|work| *work)
     }
 }
@@ -115,19 +115,19 @@ impl Staged {
 pub struct Woken(Vec<String>);
 
 impl Woken {
-    pub fn new(mut targets: Vec<String>) -> Woken {
+    pub(crate) fn new(mut targets: Vec<String>) -> Woken {
         targets.sort();
         targets.dedup();
         Woken(targets)
     }
 
-    pub fn merge(&mut self, other: Woken) {
+    pub(crate) fn merge(&mut self, other: Woken) {
         self.0.extend(other.0);
         self.0.sort();
         self.0.dedup();
     }
 
-    pub fn targets(&self) -> &[String] {
+    pub(crate) fn targets(&self) -> &[String] {
         &self.0
     }
 }

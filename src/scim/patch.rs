@@ -14,7 +14,7 @@ use crate::scim::schema::{
     AttrType, AttributeDef, Mutability, Resolved, ResourceSchema, SchemaDef,
 };
 
-pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub(crate) const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// The most operations one PATCH request may carry. Identity providers send one per changed
 /// attribute, or one per batch of group members, so real requests hold a few dozen; some
 /// operations (a value filter, a sub-attribute of every value) walk every value of their

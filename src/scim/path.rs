@@ -8,7 +8,7 @@ use crate::scim::filter::{self, Filter};
 
 /// The longest attribute path accepted, in bytes (the filter of a value path aside). The
 /// longest real path, an extension URN with an attribute and sub-attribute, is under 100.
-pub const MAX_PATH_LENGTH: usize = 512;
+pub(crate) const MAX_PATH_LENGTH: usize = 512;
 
 /// `[urn ":"] attr ["." sub_attr]`, e.g. `userName`, `name.givenName`,
 /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value`.
@@ -22,7 +22,8 @@ pub struct AttrPath {
 
 impl AttrPath {
     /// An unprefixed top-level attribute.
-    pub fn attr(name: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn attr(name: &str) -> Self {
         AttrPath {
             urn: None,
             attr: name.to_owned(),
@@ -31,7 +32,7 @@ impl AttrPath {
     }
 
     /// The path with the sub-attribute replaced.
-    pub fn with_sub(&self, sub_attr: Option<&str>) -> Self {
+    pub(crate) fn with_sub(&self, sub_attr: Option<&str>) -> Self {
         AttrPath {
             urn: self.urn.clone(),
             attr: self.attr.clone(),
@@ -42,7 +43,7 @@ impl AttrPath {
     /// The path read as a whole schema URN: `urn:...:enterprise:2.0:User` parses as URN
     /// `urn:...:2.0` plus attribute `User`, and PATCH and `attributes` also use it to name a
     /// whole extension object.
-    pub fn as_schema_urn(&self) -> Option<String> {
+    pub(crate) fn as_schema_urn(&self) -> Option<String> {
         match (&self.urn, &self.sub_attr) {
             (Some(urn), None) => Some(format!("{urn}:{}", self.attr)),
             _ => None,
@@ -76,7 +77,7 @@ pub struct ValuePath {
 
 impl ValuePath {
     /// The attribute and sub-attribute, without the filter.
-    pub fn target(&self) -> AttrPath {
+    pub(crate) fn target(&self) -> AttrPath {
         self.attr.with_sub(self.sub_attr.as_deref())
     }
 }
@@ -104,7 +105,7 @@ impl fmt::Display for ValuePath {
     }
 }
 
-pub fn parse_attr_path(input: &str) -> Result<AttrPath, ScimError> {
+pub(crate) fn parse_attr_path(input: &str) -> Result<AttrPath, ScimError> {
     let text = input.trim();
     if text.is_empty() {
         return Err(ScimError::InvalidPath("empty attribute path".to_owned()));

@@ -10,7 +10,7 @@ use crate::scim::schema::{AttrType, AttributeDef, ResourceSchema, Returned, Sche
 
 /// The comma-separated `attributes` or `excludedAttributes` query parameter (or the same
 /// member of a `/.search` body joined with commas).
-pub fn parse_attribute_list(text: &str) -> Result<Vec<AttrPath>, ScimError> {
+pub(crate) fn parse_attribute_list(text: &str) -> Result<Vec<AttrPath>, ScimError> {
     let paths: Vec<&str> = text
         .split(',')
         .map(str::trim)
@@ -23,7 +23,7 @@ pub fn parse_attribute_list(text: &str) -> Result<Vec<AttrPath>, ScimError> {
 /// The most paths one `attributes` or `excludedAttributes` list may name. The User schemas
 /// have fewer than 100 attributes and sub-attributes in all; every returned resource is
 /// checked against each path, so a list of thousands cost that much per resource listed.
-pub const MAX_ATTRIBUTE_LIST: usize = 200;
+pub(crate) const MAX_ATTRIBUTE_LIST: usize = 200;
 
 pub(crate) fn check_list_length(count: usize) -> Result<(), ScimError> {
     if count > MAX_ATTRIBUTE_LIST {
@@ -40,7 +40,7 @@ pub(crate) fn check_list_length(count: usize) -> Result<(), ScimError> {
 /// A path naming a whole extension by its URN selects or excludes all of it.
 ///
 /// Takes the resource by value: what is kept is moved into the answer, not copied.
-pub fn project(
+pub(crate) fn project(
     resource: Value,
     schema: &ResourceSchema,
     attributes: &[AttrPath],

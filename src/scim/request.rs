@@ -17,10 +17,11 @@ use crate::scim::path::{parse_attr_path, AttrPath};
 use crate::scim::projection::{check_list_length, parse_attribute_list};
 use crate::scim::service::{ListQuery, Precondition};
 
-pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+pub(crate) const SEARCH_REQUEST_SCHEMA: &str =
+    "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
 
 /// A request body parsed as JSON, with SCIM errors for every way that can fail.
-pub struct ScimBody(pub Value);
+pub(crate) struct ScimBody(pub Value);
 
 impl FromRequest for ScimBody {
     type Error = ScimError;
@@ -63,13 +64,13 @@ impl FromRequest for ScimBody {
 
 /// Which attributes to return, from `attributes` / `excludedAttributes`.
 #[derive(Debug, Clone, Default)]
-pub struct Projection {
+pub(crate) struct Projection {
     pub attributes: Vec<AttrPath>,
     pub excluded: Vec<AttrPath>,
 }
 
 impl Projection {
-    pub fn from_query(req: &HttpRequest) -> Result<Projection, ScimError> {
+    pub(crate) fn from_query(req: &HttpRequest) -> Result<Projection, ScimError> {
         let params = query_pairs(req)?;
         projection_from(&params)
     }
@@ -104,13 +105,16 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// A list (`GET /Users?...`) or search (`POST /Users/.search`) request.
 #[derive(Debug, Clone)]
-pub struct ListRequest {
+pub(crate) struct ListRequest {
     pub query: ListQuery,
     pub projection: Projection,
 }
 
 impl ListRequest {
-    pub fn from_query(req: &HttpRequest, limits: &ScimSettings) -> Result<ListRequest, ScimError> {
+    pub(crate) fn from_query(
+        req: &HttpRequest,
+        limits: &ScimSettings,
+    ) -> Result<ListRequest, ScimError> {
         let params = query_pairs(req)?;
         let raw = RawList {
             filter: param(&params, "filter").map(str::to_owned),
@@ -122,7 +126,10 @@ impl ListRequest {
         raw.into_request(projection_from(&params)?, limits)
     }
 
-    pub fn from_search(body: &Value, limits: &ScimSettings) -> Result<ListRequest, ScimError> {
+    pub(crate) fn from_search(
+        body: &Value,
+        limits: &ScimSettings,
+    ) -> Result<ListRequest, ScimError> {
         let Value::Object(map) = body else {
             return Err(ScimError::InvalidSyntax(
                 "a search request must be a JSON object".into(),
@@ -262,11 +269,11 @@ fn parse_number(value: Option<&str>, name: &str) -> Result<Option<i64>, ScimErro
         .transpose()
 }
 
-pub fn if_match(headers: &HeaderMap) -> Option<Precondition> {
+pub(crate) fn if_match(headers: &HeaderMap) -> Option<Precondition> {
     header_text(headers, header::IF_MATCH).map(|value| Precondition::parse(&value))
 }
 
-pub fn if_none_match(headers: &HeaderMap) -> Option<Precondition> {
+pub(crate) fn if_none_match(headers: &HeaderMap) -> Option<Precondition> {
     header_text(headers, header::IF_NONE_MATCH).map(|value| Precondition::parse(&value))
 }
 
@@ -280,7 +287,7 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> 
 /// The base URL of the SCIM API as the client addressed it, for `meta.location`. The
 /// `Forwarded` / `X-Forwarded-Host` / `-Proto` headers count only from a trusted proxy;
 /// from anyone else the `Host` header and this listener's own scheme do.
-pub fn base_url(req: &HttpRequest) -> String {
+pub(crate) fn base_url(req: &HttpRequest) -> String {
     let trusted = match (req.app_data::<web::Data<TrustedProxies>>(), req.peer_addr()) {
         (Some(proxies), Some(peer)) => proxies.trusts(peer.ip()),
         _ => false,

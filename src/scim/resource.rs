@@ -17,7 +17,7 @@ pub const MAX_STRING_BYTES: usize = 16 * 1024;
 
 /// A resource ready to store, and the password it carried, which is never stored with it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub resource: Value,
     pub password: Option<String>,
 }
@@ -31,7 +31,7 @@ pub struct Prepared {
 /// a key, are refused; URN-prefixed keys naming a known attribute
 /// (`urn:...:enterprise:2.0:User:department`) are accepted. `existing` is the stored resource on PUT, against which immutable
 /// attributes are checked.
-pub fn prepare(
+pub(crate) fn prepare(
     schema: &ResourceSchema,
     incoming: &Value,
     existing: Option<&Value>,
@@ -498,18 +498,22 @@ fn wrong_type(def: &AttributeDef, value: &Value, at: &str, expected: &str) -> Sc
     ScimError::InvalidValue(format!("'{at}' must be {expected}, not {shown}"))
 }
 
-pub fn user_name(resource: &Value) -> Option<&str> {
+#[cfg(test)]
+pub(crate) fn user_name(resource: &Value) -> Option<&str> {
     top_level_str(resource, "userName")
 }
 
-pub fn external_id(resource: &Value) -> Option<&str> {
+#[cfg(test)]
+pub(crate) fn external_id(resource: &Value) -> Option<&str> {
     top_level_str(resource, "externalId")
 }
 
-pub fn display_name(resource: &Value) -> Option<&str> {
+#[cfg(test)]
+pub(crate) fn display_name(resource: &Value) -> Option<&str> {
     top_level_str(resource, "displayName")
 }
 
+#[cfg(test)]
 fn top_level_str<'v>(resource: &'v Value, name: &str) -> Option<&'v str> {
     field(resource.as_object()?, name)?.as_str()
 }

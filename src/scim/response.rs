@@ -11,10 +11,10 @@ use crate::scim::request::{base_url, Projection};
 use crate::scim::schema::ResourceSchema;
 use crate::scim::service::{ListPage, Resource, ScimService};
 
-pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+pub(crate) const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
 /// The resource as the client sees it: with its location, and only the requested attributes.
-pub fn render(
+pub(crate) fn render(
     resource: Resource,
     schema: &ResourceSchema,
     base: &str,
@@ -90,11 +90,11 @@ fn add_references(value: &mut Value, base: &str) {
     }
 }
 
-pub fn location(schema: &ResourceSchema, base: &str, id: &str) -> String {
+pub(crate) fn location(schema: &ResourceSchema, base: &str, id: &str) -> String {
     format!("{base}{}/{id}", schema.endpoint)
 }
 
-pub fn resource(
+pub(crate) fn resource(
     status: StatusCode,
     req: &HttpRequest,
     resource: Resource,
@@ -119,7 +119,7 @@ fn to_bytes(body: &Value) -> Vec<u8> {
     serde_json::to_vec(body).unwrap_or_default()
 }
 
-pub fn list(
+pub(crate) fn list(
     req: &HttpRequest,
     page: ListPage,
     schema: &ResourceSchema,
@@ -135,7 +135,7 @@ pub fn list(
 }
 
 /// A list whose resources may be of several types (root `/.search`).
-pub fn list_mixed(
+pub(crate) fn list_mixed(
     req: &HttpRequest,
     page: ListPage,
     service: &ScimService,
@@ -166,7 +166,7 @@ fn list_body(total_results: u64, start_index: u64, resources: Vec<Value>) -> Htt
     )
 }
 
-pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE))
         .body(to_bytes(body))

@@ -11,7 +11,7 @@ use crate::scim::service::ScimService;
 use crate::scim::{auth, bulk, discovery, response};
 
 /// What every SCIM handler needs.
-pub struct ScimState {
+pub(crate) struct ScimState {
     pub service: ScimService,
     pub settings: ScimSettings,
 }
@@ -21,7 +21,7 @@ type State = web::Data<ScimState>;
 type Reply = Result<HttpResponse, ScimError>;
 
 /// Mounts the SCIM API under `/scim/v2`.
-pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize, bulk_limit: usize) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, body_limit: usize, bulk_limit: usize) {
     cfg.service(
         web::scope("/scim/v2")
             .wrap(middleware::from_fn(auth::require_bearer))

@@ -5,12 +5,12 @@ use serde_json::{json, Map, Value};
 
 use crate::scim::path::AttrPath;
 
-pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const ENTERPRISE_USER_SCHEMA: &str =
+pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const ENTERPRISE_USER_SCHEMA: &str =
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
-pub const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+pub(crate) const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub(crate) const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+pub(crate) const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 
 /// The most values a multi-valued attribute (emails, roles, entitlements...) may hold. Real
 /// users carry a handful; the cap bounds what one request stores, renders for every target
@@ -33,7 +33,7 @@ pub enum AttrType {
 }
 
 impl AttrType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AttrType::String => "string",
             AttrType::Boolean => "boolean",
@@ -56,7 +56,7 @@ pub enum Mutability {
 }
 
 impl Mutability {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mutability::ReadOnly => "readOnly",
             Mutability::ReadWrite => "readWrite",
@@ -75,7 +75,7 @@ pub enum Returned {
 }
 
 impl Returned {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Returned::Always => "always",
             Returned::Never => "never",
@@ -93,7 +93,7 @@ pub enum Uniqueness {
 }
 
 impl Uniqueness {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Uniqueness::None => "none",
             Uniqueness::Server => "server",
@@ -246,13 +246,13 @@ impl AttributeDef {
     }
 
     /// Sub-attribute lookup; attribute names are case-insensitive (RFC 7643 section 2.1).
-    pub fn sub_attribute(&self, name: &str) -> Option<&AttributeDef> {
+    pub(crate) fn sub_attribute(&self, name: &str) -> Option<&AttributeDef> {
         find_attribute(&self.sub_attributes, name)
     }
 
     /// What a comparison against the attribute itself means: for a multi-valued complex
     /// attribute such as `emails`, its `value` sub-attribute (RFC 7644 section 3.4.2.2).
-    pub fn comparable(&self) -> Option<&AttributeDef> {
+    pub(crate) fn comparable(&self) -> Option<&AttributeDef> {
         if self.attr_type == AttrType::Complex {
             if self.multi_valued {
                 self.sub_attribute("value")
@@ -264,7 +264,7 @@ impl AttributeDef {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut out = Map::new();
         out.insert("name".into(), json!(self.name));
         out.insert("type".into(), json!(self.attr_type.as_str()));
@@ -312,13 +312,13 @@ pub struct SchemaDef {
 }
 
 impl SchemaDef {
-    pub fn attribute(&self, name: &str) -> Option<&AttributeDef> {
+    pub(crate) fn attribute(&self, name: &str) -> Option<&AttributeDef> {
         find_attribute(&self.attributes, name)
     }
 
     /// The `/Schemas/{id}` representation. `base_url` is the SCIM root the client used, e.g.
     /// `https://bridge.example.com/scim/v2`.
-    pub fn to_json(&self, base_url: &str) -> Value {
+    pub(crate) fn to_json(&self, base_url: &str) -> Value {
         let attributes: Vec<Value> = self.attributes.iter().map(AttributeDef::to_json).collect();
         json!({
             "schemas": [SCHEMA_SCHEMA],
@@ -349,7 +349,7 @@ pub struct ResourceSchema {
 /// Where a path points: the attribute, the sub-attribute if any, and the extension whose
 /// object holds the attribute (`None`: the attribute sits at the top level of the resource).
 #[derive(Debug, Clone, Copy)]
-pub struct Resolved<'s> {
+pub(crate) struct Resolved<'s> {
     pub extension: Option<&'s SchemaDef>,
     pub attr: &'s AttributeDef,
     pub sub_attr: Option<&'s AttributeDef>,
@@ -357,7 +357,7 @@ pub struct Resolved<'s> {
 
 impl Resolved<'_> {
     /// The definition the path ends at.
-    pub fn leaf(&self) -> &AttributeDef {
+    pub(crate) fn leaf(&self) -> &AttributeDef {
         self.sub_attr.unwrap_or(self.attr)
     }
 }
@@ -373,7 +373,7 @@ impl ResourceSchema {
         }
     }
 
-    pub fn group() -> Self {
+    pub(crate) fn group() -> Self {
         ResourceSchema {
             name: "Group".to_owned(),
             endpoint: "/Groups".to_owned(),
@@ -384,7 +384,7 @@ impl ResourceSchema {
     }
 
     /// The extension whose URN this is (URNs compare case-insensitively).
-    pub fn extension(&self, urn: &str) -> Option<&SchemaDef> {
+    pub(crate) fn extension(&self, urn: &str) -> Option<&SchemaDef> {
         self.extensions
             .iter()
             .map(|(ext, _)| ext)
@@ -392,13 +392,13 @@ impl ResourceSchema {
     }
 
     /// Every schema URN this resource type knows, core first.
-    pub fn schema_ids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn schema_ids(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.core.id.as_str())
             .chain(self.extensions.iter().map(|(ext, _)| ext.id.as_str()))
     }
 
     /// A top-level attribute of the core schema or a common attribute.
-    pub fn top_level(&self, name: &str) -> Option<&AttributeDef> {
+    pub(crate) fn top_level(&self, name: &str) -> Option<&AttributeDef> {
         self.core
             .attribute(name)
             .or_else(|| find_attribute(&self.common, name))
@@ -406,7 +406,7 @@ impl ResourceSchema {
 
     /// Resolves a path case-insensitively. Unprefixed names refer to the core schema and the
     /// common attributes; extension attributes need their schema URN as prefix.
-    pub fn locate(&self, path: &AttrPath) -> Option<Resolved<'_>> {
+    pub(crate) fn locate(&self, path: &AttrPath) -> Option<Resolved<'_>> {
         let (extension, attr) = match &path.urn {
             Some(urn) if urn.eq_ignore_ascii_case(&self.core.id) => {
                 (None, self.top_level(&path.attr)?)
@@ -428,12 +428,13 @@ impl ResourceSchema {
         })
     }
 
-    pub fn resolve(&self, path: &AttrPath) -> Option<&AttributeDef> {
+    #[cfg(test)]
+    pub(crate) fn resolve(&self, path: &AttrPath) -> Option<&AttributeDef> {
         self.locate(path).map(|r| r.sub_attr.unwrap_or(r.attr))
     }
 
     /// The `/ResourceTypes/{name}` representation.
-    pub fn resource_type_json(&self, base_url: &str) -> Value {
+    pub(crate) fn resource_type_json(&self, base_url: &str) -> Value {
         let extensions: Vec<Value> = self
             .extensions
             .iter()

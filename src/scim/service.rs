@@ -49,25 +49,25 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn etag(&self) -> String {
+    pub(crate) fn etag(&self) -> String {
         etag(self.version)
     }
 }
 
-pub fn etag(version: i64) -> String {
+pub(crate) fn etag(version: i64) -> String {
     format!("W/\"{version}\"")
 }
 
 /// An `If-Match` / `If-None-Match` condition from the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Precondition {
+pub(crate) enum Precondition {
     Any,
     Versions(Vec<String>),
 }
 
 impl Precondition {
     /// Parses a header value such as `W/"3"`, `"3", W/"4"` or `*`.
-    pub fn parse(header: &str) -> Precondition {
+    pub(crate) fn parse(header: &str) -> Precondition {
         if header.trim() == "*" {
             return Precondition::Any;
         }
@@ -85,7 +85,7 @@ impl Precondition {
         )
     }
 
-    pub fn matches(&self, version: i64) -> bool {
+    pub(crate) fn matches(&self, version: i64) -> bool {
         match self {
             Precondition::Any => true,
             Precondition::Versions(tags) => tags.iter().any(|tag| *tag == version.to_string()),
@@ -95,7 +95,7 @@ impl Precondition {
 
 /// A list or search request, already parsed.
 #[derive(Debug, Clone, Default)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     pub filter: Option<Filter>,
     pub sort_by: Option<AttrPath>,
     pub descending: bool,
@@ -105,7 +105,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Clone)]
-pub struct ListPage {
+pub(crate) struct ListPage {
     pub total_results: u64,
     pub start_index: u64,
     pub resources: Vec<Resource>,
@@ -139,7 +139,7 @@ impl ScimService {
         }
     }
 
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -150,7 +150,7 @@ impl ScimService {
         }
     }
 
-    pub fn schema(&self, kind: ResourceKind) -> &ResourceSchema {
+    pub(crate) fn schema(&self, kind: ResourceKind) -> &ResourceSchema {
         self.shared_schema(kind)
     }
 
@@ -225,14 +225,14 @@ impl ScimService {
         Ok(self.committed(written))
     }
 
-    pub async fn get(&self, kind: ResourceKind, id: &str) -> Result<Resource, ScimError> {
+    pub(crate) async fn get(&self, kind: ResourceKind, id: &str) -> Result<Resource, ScimError> {
         let id = id.to_owned();
         self.db
             .read(move |store| load(store, kind, &id)?.ok_or_else(|| not_found(kind, &id)))
             .await
     }
 
-    pub async fn replace(
+    pub(crate) async fn replace(
         &self,
         kind: ResourceKind,
         id: &str,
@@ -245,7 +245,7 @@ impl ScimService {
         .await
     }
 
-    pub async fn patch(
+    pub(crate) async fn patch(
         &self,
         kind: ResourceKind,
         id: &str,
@@ -332,7 +332,7 @@ impl ScimService {
         Ok(self.committed(written))
     }
 
-    pub async fn delete(
+    pub(crate) async fn delete(
         &self,
         kind: ResourceKind,
         id: &str,
@@ -365,7 +365,7 @@ impl ScimService {
 
     /// Records every user's desired state again, e.g. after the mappings changed. Works in
     /// batches so no single transaction holds the writer for long.
-    pub async fn replan_all(&self) -> Result<usize, ScimError> {
+    pub(crate) async fn replan_all(&self) -> Result<usize, ScimError> {
         let Some(hook) = self.hook.clone() else {
             return Ok(0);
         };
@@ -404,7 +404,7 @@ impl ScimService {
     }
 
     /// Searches users and groups together: the filter applies to both, users come first.
-    pub async fn search_all(&self, query: ListQuery) -> Result<ListPage, ScimError> {
+    pub(crate) async fn search_all(&self, query: ListQuery) -> Result<ListPage, ScimError> {
         let (users, groups) = (Arc::clone(&self.users), Arc::clone(&self.groups));
         self.db
             .read(move |store| {
@@ -430,7 +430,11 @@ impl ScimService {
             .await
     }
 
-    pub async fn list(&self, kind: ResourceKind, query: ListQuery) -> Result<ListPage, ScimError> {
+    pub(crate) async fn list(
+        &self,
+        kind: ResourceKind,
+        query: ListQuery,
+    ) -> Result<ListPage, ScimError> {
         let schema = Arc::clone(self.shared_schema(kind));
         if let Some(filter) = &query.filter {
             filter::validate(filter, &schema)?;
@@ -848,7 +852,7 @@ fn not_found(kind: ResourceKind, id: &str) -> ScimError {
     ScimError::NotFound(format!("{} {id} not found", kind.as_str()))
 }
 
-pub fn timestamp(at: SystemTime) -> String {
+pub(crate) fn timestamp(at: SystemTime) -> String {
     OffsetDateTime::from(at)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())

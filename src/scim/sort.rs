@@ -14,7 +14,7 @@ use crate::scim::schema::{AttrType, AttributeDef, Resolved, ResourceSchema};
 /// value, else its first; strings ignore case unless the attribute is caseExact; resources
 /// without a value come last. For descending order reverse the result, which puts resources
 /// without a value first. A path the schema does not know leaves the order unchanged.
-pub fn compare(a: &Value, b: &Value, by: &AttrPath, schema: &ResourceSchema) -> Ordering {
+pub(crate) fn compare(a: &Value, b: &Value, by: &AttrPath, schema: &ResourceSchema) -> Ordering {
     let Some(at) = schema.locate(by) else {
         return Ordering::Equal;
     };

@@ -10,14 +10,14 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::http::{Limits, Transport};
+pub(crate) use super::vendor::TargetConfigError;
 use super::vendor::{parse_url, Built, Vendor, VendorKeys};
-pub use super::vendor::{SecretSource, TargetConfigError};
 use super::{Target, VENDORS};
 use crate::clock::SharedClock;
 
 /// Every `[targets.<name>]` table, by name. The name is what logs, the ledger and the
 /// mapping files call the target.
-pub type TargetsConfig = BTreeMap<String, TargetConfig>;
+pub(crate) type TargetsConfig = BTreeMap<String, TargetConfig>;
 
 /// One `[targets.<name>]` table: the settings every target has, then its vendor's own keys
 /// (the vendor chosen by `kind`).

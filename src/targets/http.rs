@@ -24,11 +24,11 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(30);
 
 /// A token whose lifetime the target does not state is renewed after this long. Guessing
 /// too long costs one 401 and a fresh login, never a failed delivery.
-pub const UNSTATED_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+pub(crate) const UNSTATED_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// An answer as it came off the wire.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
@@ -38,7 +38,7 @@ impl Answer {
     /// The body of a delivered answer as JSON. An unreadable success is retryable: the next
     /// attempt looks the account up by its natural key first, so it adopts rather than
     /// duplicates whatever the target did.
-    pub fn json<T: DeserializeOwned>(&self) -> TargetResult<T> {
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> TargetResult<T> {
         serde_json::from_slice(&self.body).map_err(|err| TargetError::Retryable {
             status: Some(self.status.as_u16()),
             reason: format!("unreadable {} answer: {err}", self.status.as_u16()),
@@ -49,7 +49,7 @@ impl Answer {
 
 /// Sorts one answer into delivered (`Ok`), retryable or rejected. `throttle_default` is the
 /// wait to suggest after a 429 that names none (an API may document a minimum back-off).
-pub fn classify(
+pub(crate) fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
@@ -93,7 +93,7 @@ pub fn classify(
 }
 
 /// Reads a `Retry-After` value: delay seconds or an HTTP date (a date in the past means now).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
@@ -105,7 +105,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// The target's own words from an error body: the usual message keys (Appgate `message`,
 /// Spring `message`, OAuth `error_description`, problem+json `detail`) followed by any
 /// per-field `errors[]`; the raw text when the body is not JSON.
-pub fn error_text(body: &[u8]) -> Option<String> {
+pub(crate) fn error_text(body: &[u8]) -> Option<String> {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
         let raw = String::from_utf8_lossy(body);
         let raw = raw.trim();
@@ -148,7 +148,7 @@ pub fn error_text(body: &[u8]) -> Option<String> {
 }
 
 /// Reads a 404 as "no such account" for lookups and read-backs.
-pub fn found<T>(result: TargetResult<T>) -> TargetResult<Option<T>> {
+pub(crate) fn found<T>(result: TargetResult<T>) -> TargetResult<Option<T>> {
     match result {
         Ok(value) => Ok(Some(value)),
         Err(TargetError::Rejected { status: 404, .. }) => Ok(None),
@@ -180,7 +180,7 @@ fn transport_error(err: &reqwest::Error) -> TargetError {
 }
 
 /// Appends path segments to a base URL, percent-encoding each one.
-pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
+pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
     let mut url = base.clone();
     // Base URLs are checked to be hierarchical when the target is built, so this only fails
     // for URLs that never get here.
@@ -195,7 +195,7 @@ pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
 /// `..` segment and strips tabs and line breaks, and an empty segment names the collection
 /// instead of a member. Such a value would address another resource, so it is refused
 /// before anything is sent.
-pub fn data_endpoint(base: &Url, segments: &[&str]) -> TargetResult<Url> {
+pub(crate) fn data_endpoint(base: &Url, segments: &[&str]) -> TargetResult<Url> {
     let unplaceable = |segment: &&&str| {
         matches!(**segment, "" | "." | "..") || segment.chars().any(char::is_control)
     };
@@ -210,7 +210,7 @@ pub fn data_endpoint(base: &Url, segments: &[&str]) -> TargetResult<Url> {
 
 /// How hard one target may be driven.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub timeout: Duration,
     pub concurrency: usize,
     pub rate_per_second: NonZeroU32,
@@ -231,7 +231,11 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(name: &str, limits: Limits, clock: SharedClock) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(
+        name: &str,
+        limits: Limits,
+        clock: SharedClock,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(limits.timeout)
             .connect_timeout(limits.timeout)
@@ -250,17 +254,17 @@ impl Transport {
         })
     }
 
-    pub fn client(&self) -> &reqwest::Client {
+    pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
 
-    pub fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         self.clock.now()
     }
 
     /// Sends one request within the target's limits and reads the whole answer, without
     /// judging it.
-    pub async fn exchange(&self, request: RequestBuilder) -> TargetResult<Answer> {
+    pub(crate) async fn exchange(&self, request: RequestBuilder) -> TargetResult<Answer> {
         let _permit = self
             .in_flight
             .acquire()
@@ -302,7 +306,7 @@ impl Transport {
     }
 
     /// Judges an answer with [`classify`], handing it back when it was delivered.
-    pub fn classify(&self, answer: Answer) -> TargetResult<Answer> {
+    pub(crate) fn classify(&self, answer: Answer) -> TargetResult<Answer> {
         classify(
             answer.status,
             &answer.headers,
@@ -314,7 +318,7 @@ impl Transport {
     }
 
     /// Sends a request that needs no token (logins) and judges the answer.
-    pub async fn send(&self, request: RequestBuilder) -> TargetResult<Answer> {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> TargetResult<Answer> {
         let answer = self.exchange(request).await?;
         self.classify(answer)
     }
@@ -322,14 +326,14 @@ impl Transport {
 
 /// A token as the target issued it.
 #[derive(Debug, Clone)]
-pub struct Issued<T> {
+pub(crate) struct Issued<T> {
     pub token: T,
     pub expires_at: SystemTime,
 }
 
 /// A token handed out by the cache, remembering which login produced it.
 #[derive(Debug, Clone)]
-pub struct Lease<T> {
+pub(crate) struct Lease<T> {
     pub token: T,
     generation: u64,
 }
@@ -343,13 +347,13 @@ struct Slot<T> {
 /// Keeps one token until shortly before it expires. The lock is held across a login, so
 /// concurrent callers wait for one login instead of each starting their own.
 #[derive(Debug)]
-pub struct TokenCache<T> {
+pub(crate) struct TokenCache<T> {
     slot: Mutex<Slot<T>>,
     clock: SharedClock,
 }
 
 impl<T: Clone> TokenCache<T> {
-    pub fn new(clock: SharedClock) -> Self {
+    pub(crate) fn new(clock: SharedClock) -> Self {
         Self {
             slot: Mutex::new(Slot {
                 current: None,
@@ -360,7 +364,7 @@ impl<T: Clone> TokenCache<T> {
     }
 
     /// The cached token, or a fresh one from `login` when there is none or it is due.
-    pub async fn lease<F, Fut>(&self, login: F) -> TargetResult<Lease<T>>
+    pub(crate) async fn lease<F, Fut>(&self, login: F) -> TargetResult<Lease<T>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = TargetResult<Issued<T>>>,
@@ -389,7 +393,7 @@ impl<T: Clone> TokenCache<T> {
 
     /// Forgets the token of `lease` after the target refused it, unless a newer login has
     /// already replaced it.
-    pub async fn invalidate(&self, lease: &Lease<T>) {
+    pub(crate) async fn invalidate(&self, lease: &Lease<T>) {
         let mut slot = self.slot.lock().await;
         if slot.generation == lease.generation {
             slot.current = None;
@@ -399,7 +403,7 @@ impl<T: Clone> TokenCache<T> {
 
 /// How one API authenticates: how to log in, and how a token goes onto a request.
 #[async_trait::async_trait]
-pub trait Auth: Send + Sync {
+pub(crate) trait Auth: Send + Sync {
     type Token: Clone + Send + Sync;
 
     async fn login(&self, transport: &Transport) -> TargetResult<Issued<Self::Token>>;
@@ -410,14 +414,14 @@ pub trait Auth: Send + Sync {
 
 /// An authenticated conversation with one target.
 #[derive(Debug)]
-pub struct Session<A: Auth> {
+pub(crate) struct Session<A: Auth> {
     transport: Transport,
     auth: A,
     tokens: TokenCache<A::Token>,
 }
 
 impl<A: Auth> Session<A> {
-    pub fn new(transport: Transport, auth: A) -> Self {
+    pub(crate) fn new(transport: Transport, auth: A) -> Self {
         let tokens = TokenCache::new(transport.clock.clone());
         Self {
             transport,
@@ -426,13 +430,9 @@ impl<A: Auth> Session<A> {
         }
     }
 
-    pub fn transport(&self) -> &Transport {
-        &self.transport
-    }
-
     /// Sends the request `build` makes with a valid token and judges the answer. A 401 gets
     /// one fresh login and one more try; a second 401 is a rejection.
-    pub async fn call<F>(&self, build: F) -> TargetResult<Answer>
+    pub(crate) async fn call<F>(&self, build: F) -> TargetResult<Answer>
     where
         F: Fn(&reqwest::Client) -> RequestBuilder + Send + Sync,
     {

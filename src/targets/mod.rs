@@ -25,7 +25,7 @@ pub static VENDORS: &[&Vendor] = &[
 ];
 
 /// The vendor a target table's `kind` names.
-pub fn vendor(kind: &str) -> Option<&'static Vendor> {
+pub(crate) fn vendor(kind: &str) -> Option<&'static Vendor> {
     VENDORS.iter().copied().find(|vendor| vendor.kind == kind)
 }
 
@@ -63,11 +63,11 @@ pub enum TargetError {
     Unusable { message: String },
 }
 
-pub type TargetResult<T> = Result<T, TargetError>;
+pub(crate) type TargetResult<T> = Result<T, TargetError>;
 
 impl TargetError {
     /// A call the adapter refuses without the target deciding it.
-    pub fn unusable(message: impl Into<String>) -> Self {
+    pub(crate) fn unusable(message: impl Into<String>) -> Self {
         TargetError::Unusable {
             message: message.into(),
         }
@@ -75,7 +75,7 @@ impl TargetError {
 }
 
 /// A copy of `payload` with `field` set to `value` (how adapters disable an account).
-pub fn with_field(payload: &Payload, field: &str, value: Value) -> Payload {
+pub(crate) fn with_field(payload: &Payload, field: &str, value: Value) -> Payload {
     let mut payload = payload.clone();
     payload.insert(field.to_owned(), value);
     payload
@@ -92,7 +92,7 @@ pub(crate) fn object(value: Value) -> Payload {
 
 /// A non-empty string field the adapter cannot do without (a natural key); its absence is a
 /// mapping mistake, so the payload is refused before anything is sent.
-pub fn required_str<'a>(payload: &'a Payload, field: &str) -> TargetResult<&'a str> {
+pub(crate) fn required_str<'a>(payload: &'a Payload, field: &str) -> TargetResult<&'a str> {
     match payload.get(field) {
         Some(Value::String(text)) if !text.is_empty() => Ok(text),
         _ => Err(TargetError::unusable(format!(
@@ -105,7 +105,7 @@ impl RemoteAccount {
     /// An account from a target's JSON object, its id read from `id_field` (a string or a
     /// number). A delivered answer without an id is retryable: the next attempt adopts the
     /// account by its natural key.
-    pub fn from_object(fields: Payload, id_field: &str) -> TargetResult<Self> {
+    pub(crate) fn from_object(fields: Payload, id_field: &str) -> TargetResult<Self> {
         let id = match fields.get(id_field) {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             Some(Value::Number(id)) => id.to_string(),
@@ -181,7 +181,7 @@ impl TargetSchema {
 
     /// The payload without the fields the target assigns itself (ids, timestamps, counters),
     /// which a write must not carry.
-    pub fn writable(&self, payload: &Payload) -> Payload {
+    pub(crate) fn writable(&self, payload: &Payload) -> Payload {
         payload
             .iter()
             .filter(|(name, _)| !self.field(name).is_some_and(|spec| spec.read_only))

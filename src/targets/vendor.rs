@@ -82,7 +82,7 @@ pub enum SecretSource {
 
 impl SecretSource {
     /// Reads the secret; `key` names the config key in the error (`targets.kibo.client_secret`).
-    pub fn resolve(&self, key: &str) -> Result<SecretString, TargetConfigError> {
+    pub(crate) fn resolve(&self, key: &str) -> Result<SecretString, TargetConfigError> {
         self.resolve_with(key, &|name| std::env::var(name).ok())
     }
 
@@ -174,7 +174,7 @@ pub struct Built {
 
 impl Built {
     /// The full config key of one of this target's settings, for error messages.
-    pub fn key(&self, field: &str) -> String {
+    pub(crate) fn key(&self, field: &str) -> String {
         format!("targets.{}.{field}", self.name)
     }
 }

@@ -18,7 +18,7 @@ use crate::targets::http::{
 use crate::targets::{Payload, TargetResult};
 
 /// How the bridge logs in to the controller.
-pub struct AppgateAuth {
+pub(crate) struct AppgateAuth {
     pub login_url: Url,
     pub accept: HeaderValue,
     pub provider_name: String,
@@ -69,14 +69,14 @@ impl Auth for AppgateAuth {
 
 /// One page of `GET /local-users`.
 #[derive(Debug, Deserialize)]
-pub struct Page {
+pub(crate) struct Page {
     #[serde(default)]
     pub data: Vec<Payload>,
     #[serde(rename = "totalCount", default)]
     pub total_count: usize,
 }
 
-pub struct AppgateClient {
+pub(crate) struct AppgateClient {
     pub session: Session<AppgateAuth>,
     pub users: Url,
 }
@@ -87,7 +87,12 @@ impl AppgateClient {
     }
 
     /// Local users whose fields contain `query`, ordered by name, `count` from `start`.
-    pub async fn search(&self, query: &str, start: usize, count: usize) -> TargetResult<Page> {
+    pub(crate) async fn search(
+        &self,
+        query: &str,
+        start: usize,
+        count: usize,
+    ) -> TargetResult<Page> {
         let range = format!("{start}-{}", start + count);
         self.session
             .call(|client| {
@@ -102,14 +107,14 @@ impl AppgateClient {
     }
 
     /// `POST /local-users`; Appgate answers 200 with the stored user.
-    pub async fn create(&self, body: &Payload) -> TargetResult<Payload> {
+    pub(crate) async fn create(&self, body: &Payload) -> TargetResult<Payload> {
         self.session
             .call(|client| client.post(self.users.clone()).json(body))
             .await?
             .json()
     }
 
-    pub async fn get(&self, id: &str) -> TargetResult<Payload> {
+    pub(crate) async fn get(&self, id: &str) -> TargetResult<Payload> {
         let url = self.user(id)?;
         self.session
             .call(|client| client.get(url.clone()))
@@ -118,7 +123,7 @@ impl AppgateClient {
     }
 
     /// `PUT /local-users/{id}`: replaces the whole user.
-    pub async fn replace(&self, id: &str, body: &Payload) -> TargetResult<Payload> {
+    pub(crate) async fn replace(&self, id: &str, body: &Payload) -> TargetResult<Payload> {
         let url = self.user(id)?;
         self.session
             .call(|client| client.put(url.clone()).json(body))
@@ -126,7 +131,7 @@ impl AppgateClient {
             .json()
     }
 
-    pub async fn delete(&self, id: &str) -> TargetResult<()> {
+    pub(crate) async fn delete(&self, id: &str) -> TargetResult<()> {
         let url = self.user(id)?;
         self.session
             .call(|client| client.delete(url.clone()))

@@ -7,11 +7,11 @@ use crate::targets::vendor::SecretSource;
 /// The Admin API version sent in `Accept: application/vnd.appgate.peer-v<N>+json`.
 /// Controllers accept a window of versions (v16 to v23 exist); 20 sits inside the windows of
 /// current releases.
-pub const DEFAULT_API_VERSION: u32 = 20;
+pub(crate) const DEFAULT_API_VERSION: u32 = 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AppgateConfig {
+pub(crate) struct AppgateConfig {
     /// The admin the bridge logs in as.
     pub username: String,
     pub password: SecretSource,

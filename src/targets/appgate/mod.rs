@@ -12,7 +12,7 @@ use reqwest::header::HeaderValue;
 use serde_json::Value;
 
 use self::client::{AppgateAuth, AppgateClient};
-pub use self::config::AppgateConfig;
+pub(crate) use self::config::AppgateConfig;
 use crate::targets::http::{endpoint, found, Session};
 use crate::targets::vendor::{keys, Built, Emulator, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
@@ -20,7 +20,7 @@ use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult,
 /// Users fetched per page while looking for an exact name among substring matches.
 const PAGE_SIZE: usize = 50;
 
-pub struct AppgateTarget {
+pub(crate) struct AppgateTarget {
     name: String,
     schema: TargetSchema,
     client: AppgateClient,

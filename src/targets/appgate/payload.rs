@@ -6,8 +6,8 @@ use serde_json::Value;
 use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetSchema};
 
 /// The field that names a local user; unique per controller, so it is the natural key.
-pub const NAME: &str = "name";
-pub const TAGS: &str = "tags";
+pub(crate) const NAME: &str = "name";
+pub(crate) const TAGS: &str = "tags";
 
 pub fn schema() -> TargetSchema {
     let field = FieldSpec::optional;
@@ -50,7 +50,7 @@ pub fn schema() -> TargetSchema {
 /// The body of a create or a PUT. Appgate answers 422 to an empty string and reads an absent
 /// field as "clear it" on PUT, so empty strings and nulls are left out; that includes an
 /// empty password, which a PUT then keeps as it was.
-pub fn shape(schema: &TargetSchema, payload: &Payload) -> Payload {
+pub(crate) fn shape(schema: &TargetSchema, payload: &Payload) -> Payload {
     schema
         .writable(payload)
         .into_iter()
@@ -73,7 +73,7 @@ pub fn shape(schema: &TargetSchema, payload: &Payload) -> Payload {
 
 /// Puts the tags `current` holds that `body` lacks before the body's own: the mapping
 /// manages the tags it names, and a tag given in Appgate stays.
-pub fn keep_held_tags(body: &mut Payload, current: &Payload) {
+pub(crate) fn keep_held_tags(body: &mut Payload, current: &Payload) {
     let Some(Value::Array(mapped)) = body.get(TAGS) else {
         return;
     };
@@ -94,7 +94,7 @@ pub fn keep_held_tags(body: &mut Payload, current: &Payload) {
 }
 
 /// The same account with login refused.
-pub fn disabled(payload: &Payload) -> Payload {
+pub(crate) fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "disabled", Value::Bool(true))
 }
 

@@ -16,10 +16,10 @@ use crate::targets::http::{
 use crate::targets::{Payload, TargetResult};
 
 /// The tenant and site context every Kibo call carries.
-pub const TENANT_HEADER: &str = "x-vol-tenant";
-pub const SITE_HEADER: &str = "x-vol-site";
+pub(crate) const TENANT_HEADER: &str = "x-vol-tenant";
+pub(crate) const SITE_HEADER: &str = "x-vol-site";
 
-pub struct KiboAuth {
+pub(crate) struct KiboAuth {
     pub auth_url: Url,
     pub client_id: String,
     pub client_secret: SecretString,
@@ -63,12 +63,12 @@ impl Auth for KiboAuth {
 
 /// One page of `GET /platform/adminuser/accounts`.
 #[derive(Debug, Deserialize)]
-pub struct Collection {
+pub(crate) struct Collection {
     #[serde(default)]
     pub items: Vec<Payload>,
 }
 
-pub struct KiboClient {
+pub(crate) struct KiboClient {
     pub session: Session<KiboAuth>,
     pub accounts: Url,
 }
@@ -82,7 +82,7 @@ impl KiboClient {
         data_endpoint(&self.accounts, &[id, "roles", &role.to_string()])
     }
 
-    pub async fn by_email(&self, email: &str) -> TargetResult<Collection> {
+    pub(crate) async fn by_email(&self, email: &str) -> TargetResult<Collection> {
         self.session
             .call(|client| {
                 client.get(self.accounts.clone()).query(&[
@@ -95,14 +95,14 @@ impl KiboClient {
             .json()
     }
 
-    pub async fn create(&self, body: &Payload) -> TargetResult<Payload> {
+    pub(crate) async fn create(&self, body: &Payload) -> TargetResult<Payload> {
         self.session
             .call(|client| client.post(self.accounts.clone()).json(body))
             .await?
             .json()
     }
 
-    pub async fn get(&self, id: &str) -> TargetResult<Payload> {
+    pub(crate) async fn get(&self, id: &str) -> TargetResult<Payload> {
         let url = self.account(id)?;
         self.session
             .call(|client| client.get(url.clone()))
@@ -110,7 +110,7 @@ impl KiboClient {
             .json()
     }
 
-    pub async fn replace(&self, id: &str, body: &Payload) -> TargetResult<Payload> {
+    pub(crate) async fn replace(&self, id: &str, body: &Payload) -> TargetResult<Payload> {
         let url = self.account(id)?;
         self.session
             .call(|client| client.put(url.clone()).json(body))
@@ -119,7 +119,7 @@ impl KiboClient {
     }
 
     /// `POST .../{id}/roles/{roleId}`: Kibo assigns one role per call.
-    pub async fn assign_role(&self, id: &str, role: i64) -> TargetResult<()> {
+    pub(crate) async fn assign_role(&self, id: &str, role: i64) -> TargetResult<()> {
         let url = self.role(id, role)?;
         self.session
             .call(|client| client.post(url.clone()))
@@ -128,7 +128,7 @@ impl KiboClient {
     }
 
     /// `DELETE .../{id}/roles/{roleId}`.
-    pub async fn remove_role(&self, id: &str, role: i64) -> TargetResult<()> {
+    pub(crate) async fn remove_role(&self, id: &str, role: i64) -> TargetResult<()> {
         let url = self.role(id, role)?;
         self.session
             .call(|client| client.delete(url.clone()))
@@ -136,7 +136,7 @@ impl KiboClient {
             .map(drop)
     }
 
-    pub async fn delete(&self, id: &str) -> TargetResult<()> {
+    pub(crate) async fn delete(&self, id: &str) -> TargetResult<()> {
         let url = self.account(id)?;
         self.session
             .call(|client| client.delete(url.clone()))

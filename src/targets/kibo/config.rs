@@ -5,7 +5,7 @@ use serde::Deserialize;
 use crate::targets::vendor::SecretSource;
 
 /// Kibo issues application tokens from its home host, apart from the tenant's API host.
-pub const DEFAULT_AUTH_URL: &str =
+pub(crate) const DEFAULT_AUTH_URL: &str =
     "https://home.mozu.com/api/platform/applications/authtickets/oauth";
 
 #[derive(Debug, Deserialize)]

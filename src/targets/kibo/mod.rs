@@ -20,7 +20,7 @@ use crate::targets::vendor::{
 };
 use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
-pub struct KiboTarget {
+pub(crate) struct KiboTarget {
     name: String,
     schema: TargetSchema,
     client: KiboClient,

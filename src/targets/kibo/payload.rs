@@ -6,10 +6,10 @@ use serde_json::Value;
 use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetError, TargetSchema};
 
 /// Unique per tenant, so it is the natural key.
-pub const EMAIL: &str = "emailAddress";
+pub(crate) const EMAIL: &str = "emailAddress";
 
 /// The account's admin roles: entries `{ "roleId": 2 }`, as Kibo reports them on GET.
-pub const ROLES: &str = "roles";
+pub(crate) const ROLES: &str = "roles";
 
 /// The key of a role entry that names the role.
 const ROLE_ID: &str = "roleId";
@@ -24,7 +24,7 @@ pub fn schema() -> TargetSchema {
 }
 
 /// The schema, with the password required on update or not (`password_required_on_update`).
-pub fn schema_with(password_required_on_update: bool) -> TargetSchema {
+pub(crate) fn schema_with(password_required_on_update: bool) -> TargetSchema {
     let field = FieldSpec::optional;
     // Kibo wants these on every PUT as well as on create.
     let always = |name| FieldSpec {
@@ -65,13 +65,13 @@ pub fn schema_with(password_required_on_update: bool) -> TargetSchema {
 }
 
 /// The same account, deactivated.
-pub fn disabled(payload: &Payload) -> Payload {
+pub(crate) fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "isActive", Value::Bool(false))
 }
 
 /// The body of an account POST or PUT: what Kibo assigns is left out, and so are the roles,
 /// which Kibo takes only through `/accounts/{id}/roles/{roleId}`.
-pub fn account_body(schema: &TargetSchema, payload: &Payload) -> Payload {
+pub(crate) fn account_body(schema: &TargetSchema, payload: &Payload) -> Payload {
     let mut body = schema.writable(payload);
     body.remove(ROLES);
     body
@@ -81,20 +81,20 @@ pub fn account_body(schema: &TargetSchema, payload: &Payload) -> Payload {
 /// does not qualify for. A role in neither list is nobody's business here: a role assigned by
 /// hand in Kibo for another purpose stays.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct RoleGoal {
+pub(crate) struct RoleGoal {
     pub hold: Vec<i64>,
     pub release: Vec<i64>,
 }
 
 /// The calls that bring an account to a `RoleGoal`.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct RoleChanges {
+pub(crate) struct RoleChanges {
     pub assign: Vec<i64>,
     pub remove: Vec<i64>,
 }
 
 impl RoleChanges {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.assign.is_empty() && self.remove.is_empty()
     }
 }
@@ -102,7 +102,7 @@ impl RoleChanges {
 /// The payload's roles; `None` when the mapping sets no `roles` field, in which case the
 /// account's roles are left alone. An entry without an integer `roleId` is a mapping mistake
 /// and refuses the payload before anything is sent.
-pub fn role_goal(payload: &Payload) -> Result<Option<RoleGoal>, TargetError> {
+pub(crate) fn role_goal(payload: &Payload) -> Result<Option<RoleGoal>, TargetError> {
     let Some(roles) = payload.get(ROLES) else {
         return Ok(None);
     };
@@ -138,7 +138,7 @@ pub fn role_goal(payload: &Payload) -> Result<Option<RoleGoal>, TargetError> {
 }
 
 /// The role ids an account holds, from Kibo's `roles[].roleId`.
-pub fn held_roles(account: &Payload) -> Vec<i64> {
+pub(crate) fn held_roles(account: &Payload) -> Vec<i64> {
     account
         .get(ROLES)
         .and_then(Value::as_array)
@@ -149,7 +149,7 @@ pub fn held_roles(account: &Payload) -> Vec<i64> {
 }
 
 /// Assign what is wanted and missing; remove what is held but released.
-pub fn role_changes(goal: &RoleGoal, held: &[i64]) -> RoleChanges {
+pub(crate) fn role_changes(goal: &RoleGoal, held: &[i64]) -> RoleChanges {
     RoleChanges {
         assign: goal
             .hold

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use crate::targets::http::{endpoint, Answer, Auth, Issued, Session, Transport};
 use crate::targets::{Payload, TargetError, TargetResult};
 
-pub const TENANT_HEADER: &str = "x-prime-tenant-code";
-pub const VERSION_HEADER: &str = "version";
+pub(crate) const TENANT_HEADER: &str = "x-prime-tenant-code";
+pub(crate) const VERSION_HEADER: &str = "version";
 
-pub struct PrimaveraAuth {
+pub(crate) struct PrimaveraAuth {
     pub token_url: Url,
     pub username: String,
     pub password: SecretString,
@@ -24,7 +24,7 @@ pub struct PrimaveraAuth {
     pub version: Option<HeaderValue>,
 }
 
-pub struct PrimaveraToken {
+pub(crate) struct PrimaveraToken {
     access: SecretString,
     tenant: HeaderValue,
 }
@@ -83,7 +83,7 @@ impl Auth for PrimaveraAuth {
     }
 }
 
-pub struct PrimaveraClient {
+pub(crate) struct PrimaveraClient {
     pub session: Session<PrimaveraAuth>,
     pub users: Url,
     pub filter_header: HeaderName,
@@ -98,7 +98,7 @@ impl PrimaveraClient {
     /// ASCII safely: an address with a line break could add headers of its own, and other
     /// characters are read differently by different servers, so such an address is refused
     /// before anything is sent.
-    pub async fn by_email(&self, email: &str) -> TargetResult<Vec<Payload>> {
+    pub(crate) async fn by_email(&self, email: &str) -> TargetResult<Vec<Payload>> {
         if !email.chars().all(|c| c.is_ascii_graphic()) {
             return Err(TargetError::unusable(format!(
                 "email {email:?} cannot be sent in the `{}` header: only visible ASCII \
@@ -118,28 +118,28 @@ impl PrimaveraClient {
             .json()
     }
 
-    pub async fn get(&self, id: i64) -> TargetResult<Payload> {
+    pub(crate) async fn get(&self, id: i64) -> TargetResult<Payload> {
         self.session
             .call(|client| client.get(self.user(id)))
             .await?
             .json()
     }
 
-    pub async fn create(&self, body: &Payload) -> TargetResult<Answer> {
+    pub(crate) async fn create(&self, body: &Payload) -> TargetResult<Answer> {
         self.session
             .call(|client| client.post(self.users.clone()).json(body))
             .await
     }
 
     /// `PUT /user`: 204 and no body; the user is the one the body's `userId` names.
-    pub async fn update(&self, body: &Payload) -> TargetResult<()> {
+    pub(crate) async fn update(&self, body: &Payload) -> TargetResult<()> {
         self.session
             .call(|client| client.put(self.users.clone()).json(body))
             .await
             .map(drop)
     }
 
-    pub async fn delete(&self, id: i64) -> TargetResult<()> {
+    pub(crate) async fn delete(&self, id: i64) -> TargetResult<()> {
         self.session
             .call(|client| client.delete(self.user(id)))
             .await

@@ -8,7 +8,7 @@ use crate::targets::vendor::SecretSource;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PrimaveraConfig {
+pub(crate) struct PrimaveraConfig {
     /// The email address of the integration user (Basic auth on the token request).
     pub username: String,
     pub password: SecretSource,

@@ -14,7 +14,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use self::client::{PrimaveraAuth, PrimaveraClient};
-pub use self::config::PrimaveraConfig;
+pub(crate) use self::config::PrimaveraConfig;
 use self::payload::{EMAIL, USER_ID};
 use crate::targets::http::{endpoint, found, Session};
 use crate::targets::vendor::{
@@ -25,9 +25,9 @@ use crate::targets::{
 };
 
 /// Primavera answers 429 without `Retry-After` and asks callers to wait at least a second.
-pub const THROTTLE_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const THROTTLE_BACKOFF: Duration = Duration::from_secs(1);
 
-pub struct PrimaveraTarget {
+pub(crate) struct PrimaveraTarget {
     name: String,
     schema: TargetSchema,
     client: PrimaveraClient,

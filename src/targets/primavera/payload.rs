@@ -6,21 +6,20 @@ use serde_json::json;
 use crate::targets::{with_field, FieldKind, FieldSpec, Payload, TargetSchema};
 
 /// Unique per tenant, so it is the natural key.
-pub const EMAIL: &str = "email";
+pub(crate) const EMAIL: &str = "email";
 /// The system-assigned id, which also names the user in a PUT body.
-pub const USER_ID: &str = "userId";
-pub const PRODUCTS: &str = "userProducts";
-pub const STATUSES: &[&str] = &["ACTIVE", "INACTIVE"];
-pub const LOCALES: &[&str] = &[
+pub(crate) const USER_ID: &str = "userId";
+pub(crate) const PRODUCTS: &str = "userProducts";
+pub(crate) const STATUSES: &[&str] = &["ACTIVE", "INACTIVE"];
+pub(crate) const LOCALES: &[&str] = &[
     "pt_BR", "nl", "en", "fr", "de", "it", "ja", "ko", "ru", "zh_CN", "es", "zh_TW",
 ];
-pub const USER_TYPES: &[&str] = &[
+pub(crate) const USER_TYPES: &[&str] = &[
     "USER",
     "COMPANY_RESTRICTED",
     "APPLICATION_ADMIN",
     "IDEA_SUBMITTER",
 ];
-pub const PRODUCT_NAMES: &[&str] = &["IDEA", "PORTFOLIO", "PROGRESS", "SCHEDULE", "TASKS"];
 
 pub fn schema() -> TargetSchema {
     let field = |name, max_len| FieldSpec {
@@ -63,7 +62,7 @@ pub fn schema() -> TargetSchema {
 }
 
 /// The body of a create, or with `user_id` of a PUT, which names its user in the body.
-pub fn shape(schema: &TargetSchema, payload: &Payload, user_id: Option<i64>) -> Payload {
+pub(crate) fn shape(schema: &TargetSchema, payload: &Payload, user_id: Option<i64>) -> Payload {
     let mut body = schema.writable(payload);
     if let Some(id) = user_id {
         body.insert(USER_ID.to_owned(), json!(id));
@@ -72,7 +71,7 @@ pub fn shape(schema: &TargetSchema, payload: &Payload, user_id: Option<i64>) -> 
 }
 
 /// The same user, inactive.
-pub fn disabled(payload: &Payload) -> Payload {
+pub(crate) fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "status", json!("INACTIVE"))
 }
 

@@ -19,10 +19,10 @@ use crate::targets::{Payload, TargetError, TargetResult};
 
 /// A configured path whose `{authenticator}` and `{username}` segments are filled per call.
 #[derive(Debug, Clone)]
-pub struct PathTemplate(Vec<String>);
+pub(crate) struct PathTemplate(Vec<String>);
 
 impl PathTemplate {
-    pub fn parse(key: &str, text: &str) -> Result<Self, TargetConfigError> {
+    pub(crate) fn parse(key: &str, text: &str) -> Result<Self, TargetConfigError> {
         let segments: Vec<String> = text
             .split('/')
             .filter(|segment| !segment.is_empty())
@@ -44,7 +44,7 @@ impl PathTemplate {
 
     /// The path for `key`, each part of the key escaped as one segment. A key that cannot
     /// stand in a path (an empty or dot segment, a control character) is refused.
-    pub fn fill(&self, base: &Url, key: Option<&UserKey>) -> TargetResult<Url> {
+    pub(crate) fn fill(&self, base: &Url, key: Option<&UserKey>) -> TargetResult<Url> {
         let segments: Vec<&str> = self
             .0
             .iter()
@@ -59,7 +59,7 @@ impl PathTemplate {
 }
 
 /// How the bridge logs in to the user-service.
-pub struct VikingCloudAuth {
+pub(crate) struct VikingCloudAuth {
     pub login_url: Url,
     pub username: String,
     pub password: SecretString,
@@ -69,7 +69,7 @@ pub struct VikingCloudAuth {
 
 /// The two headers a call carries, built once per login and marked sensitive so they never
 /// show in debug output.
-pub struct TokenHeaders {
+pub(crate) struct TokenHeaders {
     access: HeaderValue,
     id: HeaderValue,
 }
@@ -130,21 +130,21 @@ impl Auth for VikingCloudAuth {
     }
 }
 
-pub struct Paths {
+pub(crate) struct Paths {
     pub lookup: PathTemplate,
     pub update: PathTemplate,
     pub create: PathTemplate,
     pub delete: PathTemplate,
 }
 
-pub struct VikingCloudClient {
+pub(crate) struct VikingCloudClient {
     pub session: Session<VikingCloudAuth>,
     pub base: Url,
     pub paths: Paths,
 }
 
 impl VikingCloudClient {
-    pub async fn lookup(&self, key: &UserKey) -> TargetResult<Payload> {
+    pub(crate) async fn lookup(&self, key: &UserKey) -> TargetResult<Payload> {
         let url = self.paths.lookup.fill(&self.base, Some(key))?;
         self.session
             .call(|client| client.get(url.clone()))
@@ -152,7 +152,7 @@ impl VikingCloudClient {
             .json()
     }
 
-    pub async fn create(&self, body: &Payload) -> TargetResult<Answer> {
+    pub(crate) async fn create(&self, body: &Payload) -> TargetResult<Answer> {
         let url = self.paths.create.fill(&self.base, None)?;
         self.session
             .call(|client| client.post(url.clone()).json(body))
@@ -160,14 +160,14 @@ impl VikingCloudClient {
     }
 
     /// `POST /user-service/v1/user`: the user named by the body's `userKey` is updated.
-    pub async fn update(&self, body: &Payload) -> TargetResult<Answer> {
+    pub(crate) async fn update(&self, body: &Payload) -> TargetResult<Answer> {
         let url = self.paths.update.fill(&self.base, None)?;
         self.session
             .call(|client| client.post(url.clone()).json(body))
             .await
     }
 
-    pub async fn delete(&self, key: &UserKey) -> TargetResult<()> {
+    pub(crate) async fn delete(&self, key: &UserKey) -> TargetResult<()> {
         let url = self.paths.delete.fill(&self.base, Some(key))?;
         self.session
             .call(|client| client.delete(url.clone()))

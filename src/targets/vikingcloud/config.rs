@@ -9,7 +9,7 @@ use crate::targets::vendor::SecretSource;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VikingCloudConfig {
+pub(crate) struct VikingCloudConfig {
     /// The service account the bridge logs in as.
     pub username: String,
     pub password: SecretSource,

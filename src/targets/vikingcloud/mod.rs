@@ -11,13 +11,13 @@ use std::sync::Arc;
 use reqwest::header::HeaderName;
 
 use self::client::{PathTemplate, Paths, VikingCloudAuth, VikingCloudClient};
-pub use self::config::VikingCloudConfig;
+pub(crate) use self::config::VikingCloudConfig;
 use self::payload::{UserKey, USER_KEY};
 use crate::targets::http::{found, Answer, Session};
 use crate::targets::vendor::{keys, Built, Emulator, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
-pub struct VikingCloudTarget {
+pub(crate) struct VikingCloudTarget {
     name: String,
     schema: TargetSchema,
     authenticator: String,

@@ -9,7 +9,7 @@ use crate::targets::{
 };
 
 /// The object that names a user: username plus authenticator.
-pub const USER_KEY: &str = "userKey";
+pub(crate) const USER_KEY: &str = "userKey";
 
 pub fn schema() -> TargetSchema {
     let field = FieldSpec::optional;
@@ -71,14 +71,14 @@ pub fn schema() -> TargetSchema {
 
 /// A user's name in the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserKey {
+pub(crate) struct UserKey {
     pub authenticator: String,
     pub username: String,
 }
 
 impl UserKey {
     /// The key in `payload.userKey`, with `default_authenticator` when it names none.
-    pub fn of(payload: &Payload, default_authenticator: &str) -> TargetResult<Self> {
+    pub(crate) fn of(payload: &Payload, default_authenticator: &str) -> TargetResult<Self> {
         let key = payload
             .get(USER_KEY)
             .and_then(Value::as_object)
@@ -96,12 +96,12 @@ impl UserKey {
     /// The id the bridge keeps for the account: `authenticator/username`, with `%` and `/`
     /// escaped in the authenticator so the first `/` always separates the two. The service
     /// has no other handle on a user.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         let authenticator = self.authenticator.replace('%', "%25").replace('/', "%2F");
         format!("{authenticator}/{}", self.username)
     }
 
-    pub fn from_id(id: &str) -> TargetResult<Self> {
+    pub(crate) fn from_id(id: &str) -> TargetResult<Self> {
         match id.split_once('/') {
             Some((authenticator, username))
                 if !authenticator.is_empty() && !username.is_empty() =>
@@ -119,7 +119,7 @@ impl UserKey {
 }
 
 /// The lists the service requires in every body and replaces with what a body sends.
-pub const LISTS: [&str; 2] = ["roles", "privileges"];
+pub(crate) const LISTS: [&str; 2] = ["roles", "privileges"];
 
 /// Marks a list entry the user does not (or no longer) qualify for: the mapping's `revoke`,
 /// the spelling Kibo roles and Primavera licences use too.
@@ -174,7 +174,7 @@ fn names(mapped: &Value, held: &Value) -> bool {
 /// The list an update sends: what the account holds, less the entries the mapping takes
 /// away, plus the ones it grants that are missing. Entries the mapping does not name (given
 /// by hand) stay.
-pub fn merged_list(held: &[Value], hold: &[Value], release: &[Value]) -> Vec<Value> {
+pub(crate) fn merged_list(held: &[Value], hold: &[Value], release: &[Value]) -> Vec<Value> {
     let mut list: Vec<Value> = held
         .iter()
         .filter(|entry| !release.iter().any(|gone| names(gone, entry)))
@@ -199,7 +199,7 @@ fn with_key(schema: &TargetSchema, payload: &Payload, key: &UserKey) -> Payload 
 
 /// The body of a create: the mapped fields, the key, and the lists the service requires
 /// (the entries granted, empty when the mapping sets none).
-pub fn create_body(
+pub(crate) fn create_body(
     schema: &TargetSchema,
     payload: &Payload,
     key: &UserKey,
@@ -219,7 +219,7 @@ pub fn create_body(
 /// and each list as the account holds it with the mapping's entries added or taken away. A
 /// list the mapping does not set is sent back unchanged, since the service would otherwise
 /// replace it with the empty default.
-pub fn update_body(
+pub(crate) fn update_body(
     schema: &TargetSchema,
     payload: &Payload,
     key: &UserKey,
@@ -245,7 +245,7 @@ pub fn update_body(
 }
 
 /// The same user with login refused.
-pub fn disabled(payload: &Payload) -> Payload {
+pub(crate) fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "enabled", Value::Bool(false))
 }
 
