@@ -196,16 +196,7 @@ async fn a_target_that_is_down_loses_nothing_delays_no_one_and_gets_coalesced_up
         "{status}"
     );
     assert!(kibo_line.contains("503"), "{status}");
-    let metrics = synced
-        .app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = synced.metrics().await;
     assert!(
         metrics.contains("scim_bridge_target_circuit{target=\"kibo\",state=\"closed\"} 0")
             && metrics
@@ -448,16 +439,7 @@ async fn pause_holds_deliveries_and_resume_releases_them() {
     synced
         .until_target("primavera", |t| t["delivered"] == 1)
         .await;
-    let metrics = synced
-        .app
-        .client
-        .get(format!("{}/metrics", synced.app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = synced.metrics().await;
     assert!(
         metrics
             .contains("scim_bridge_deliveries_total{target=\"primavera\",outcome=\"delivered\"} 1"),

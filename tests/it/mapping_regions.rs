@@ -142,16 +142,7 @@ async fn a_garbage_mobile_is_left_out_and_the_warning_is_visible() {
         ]
     );
 
-    let metrics = synced
-        .app
-        .client
-        .get(format!("{}/metrics", synced.app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = synced.metrics().await;
     assert!(
         metrics.contains("scim_bridge_mapping_omissions{target=\"primavera\",field=\"mobile\"} 1"),
         "{metrics}"

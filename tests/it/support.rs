@@ -229,6 +229,20 @@ pub fn mappings_dir() -> std::path::PathBuf {
 }
 
 impl SyncedApp {
+    /// The Prometheus text `/metrics` serves (to this host, which needs no token).
+    pub async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.app.base);
+        self.app
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn spawn() -> SyncedApp {
         SyncedApp::spawn_with(|_| {}).await
     }
