@@ -831,6 +831,11 @@ mod tests {
         }
     }
 
+    /// An account the target already holds, as a look-up finds it.
+    fn held(id: &str, fields: Value) -> RemoteAccount {
+        account(id, fields.as_object().unwrap())
+    }
+
     #[async_trait::async_trait]
     impl Target for Scripted {
         fn name(&self) -> &str {
@@ -1117,13 +1122,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_create_answered_409_adopts_the_account_with_that_key() {
-        let held = account(
-            "h1",
-            &serde_json::json!({"name": "Held"})
-                .as_object()
-                .cloned()
-                .unwrap(),
-        );
+        let held = held("h1", serde_json::json!({"name": "Held"}));
         let conflict = Err(TargetError::Rejected {
             status: 409,
             message: "name taken".into(),
@@ -1188,13 +1187,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_update_that_needs_a_password_nobody_gave_is_held_not_reset() {
-        let held = account(
-            "h1",
-            &serde_json::json!({"name": "v1"})
-                .as_object()
-                .cloned()
-                .unwrap(),
-        );
+        let held = held("h1", serde_json::json!({"name": "v1"}));
         let f = fixture_with(Scripted::with(
             vec![],
             vec![Some(held)],
@@ -1217,13 +1210,7 @@ mod tests {
 
     #[tokio::test]
     async fn fields_not_managed_are_never_written_to_an_adopted_account() {
-        let held = account(
-            "h1",
-            &serde_json::json!({"name": "v0", "title": "By hand"})
-                .as_object()
-                .cloned()
-                .unwrap(),
-        );
+        let held = held("h1", serde_json::json!({"name": "v0", "title": "By hand"}));
         let f = fixture_with(Scripted::with(vec![], vec![Some(held)], Vec::new()));
         f.want_unmanaged("v1").await;
         f.worker.drain().await.unwrap();
@@ -1259,13 +1246,7 @@ mod tests {
             reason: "timed out".into(),
             retry_after: None,
         });
-        let made = account(
-            "r9",
-            &serde_json::json!({"name": "v1"})
-                .as_object()
-                .cloned()
-                .unwrap(),
-        );
+        let made = held("r9", serde_json::json!({"name": "v1"}));
         let f = fixture_with(Scripted::with(
             vec![lost],
             vec![None, Some(made)],
@@ -1464,13 +1445,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_made_up_password_never_reaches_the_account_a_409_adopts() {
-        let theirs = account(
-            "h1",
-            &serde_json::json!({"name": "v1"})
-                .as_object()
-                .cloned()
-                .unwrap(),
-        );
+        let theirs = held("h1", serde_json::json!({"name": "v1"}));
         let conflict = Err(TargetError::Rejected {
             status: 409,
             message: "taken".into(),
