@@ -121,6 +121,14 @@ impl RemoteAccount {
     }
 }
 
+/// One page of a target's accounts, read in the vendor's own paging.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountPage {
+    pub accounts: Vec<RemoteAccount>,
+    /// Where the next page starts (`None` on the last page), handed back to `Target::list`.
+    pub next: Option<String>,
+}
+
 /// The type of a target field, as the target API declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
@@ -216,6 +224,30 @@ pub trait Target: Send + Sync {
 
     /// Reads the account back; `Ok(None)` when it no longer exists.
     async fn read(&self, id: &str) -> TargetResult<Option<RemoteAccount>>;
+
+    /// Whether the vendor has a call that lists every account. Without one, a reconcile reads
+    /// each account the ledger knows by id and cannot see accounts made elsewhere.
+    fn can_list(&self) -> bool {
+        false
+    }
+
+    /// One page of the target's accounts; `cursor` is `None` for the first page, then the
+    /// previous page's `next`.
+    async fn list(&self, _cursor: Option<&str>) -> TargetResult<AccountPage> {
+        Err(TargetError::unusable("this target has no call that lists accounts"))
+    }
+
+    /// Whether an account carries the mark the bridge puts on the accounts it makes, so a
+    /// reconcile can tell its own orphans from accounts made by hand.
+    fn marked(&self, _account: &RemoteAccount) -> bool {
+        false
+    }
+
+    /// `payload` as the target would store it (its own normalisations), so a reconcile
+    /// compares what was delivered with what the target holds like for like.
+    fn as_stored(&self, payload: &Payload) -> Payload {
+        payload.clone()
+    }
 }
 
 #[cfg(test)]
