@@ -14,7 +14,7 @@ use serde_json::Value;
 use self::client::{AppgateAuth, AppgateClient};
 pub(crate) use self::config::AppgateConfig;
 use crate::targets::http::{endpoint, found, Session};
-use crate::targets::vendor::{keys, Built, Emulator, TargetConfigError, Vendor, VendorKeys};
+use crate::targets::vendor::{keys, Built, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 /// Users fetched per page while looking for an exact name among substring matches.
@@ -33,11 +33,6 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<AppgateConfig>,
     throttle_default: None,
-    emulator: Emulator {
-        flavor: crate::sandbox::appgate::flavor,
-        port: 18441,
-        rate_limit_per_second: None,
-    },
 };
 
 impl VendorKeys for AppgateConfig {

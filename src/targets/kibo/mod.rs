@@ -15,9 +15,7 @@ use serde_json::Value;
 use self::client::{KiboAuth, KiboClient};
 pub use self::config::KiboConfig;
 use crate::targets::http::{endpoint, found, Session};
-use crate::targets::vendor::{
-    keys, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
-};
+use crate::targets::vendor::{keys, parse_url, Built, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 pub(crate) struct KiboTarget {
@@ -32,11 +30,6 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<KiboConfig>,
     throttle_default: None,
-    emulator: Emulator {
-        flavor: crate::sandbox::kibo::flavor,
-        port: 18443,
-        rate_limit_per_second: None,
-    },
 };
 
 impl VendorKeys for KiboConfig {

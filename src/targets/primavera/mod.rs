@@ -17,9 +17,7 @@ use self::client::{PrimaveraAuth, PrimaveraClient};
 pub(crate) use self::config::PrimaveraConfig;
 use self::payload::{EMAIL, USER_ID};
 use crate::targets::http::{endpoint, found, Session};
-use crate::targets::vendor::{
-    keys, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
-};
+use crate::targets::vendor::{keys, parse_url, Built, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{
     required_str, Payload, RemoteAccount, Target, TargetError, TargetResult, TargetSchema,
 };
@@ -59,11 +57,6 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<PrimaveraConfig>,
     throttle_default: Some(THROTTLE_BACKOFF),
-    emulator: Emulator {
-        flavor: crate::sandbox::primavera::flavor,
-        port: 18444,
-        rate_limit_per_second: Some(crate::sandbox::primavera::RATE_LIMIT_PER_SECOND),
-    },
 };
 
 impl VendorKeys for PrimaveraConfig {
