@@ -135,6 +135,8 @@ pub enum FieldKind {
     String,
     Boolean,
     Integer,
+    /// Any JSON number, where the API types a field `number` (Appgate `failedLoginAttempts`).
+    Number,
     StringArray,
     /// A JSON object or an array of objects (e.g. Primavera `userProducts`).
     Object,
