@@ -106,6 +106,8 @@ impl Application {
 
         let targets = build_targets(&settings.targets, clock.clone())?;
         let mappings = load_mappings(&settings, &targets)?;
+        // Loaded now rather than by the first SCIM write that renders a phone number.
+        crate::mapping::warm_phone_metadata();
         let secrets = Arc::new(match options.secret_key {
             Some(key) => SecretBox::from_key(&key),
             None => SecretBox::load(

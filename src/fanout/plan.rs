@@ -194,7 +194,7 @@ impl Planner {
                         Operation::Delete => DeliveryOp::Delete,
                     };
                     // The same payload deleted is not the same state as that payload kept.
-                    let hash = StateKey::new(operation, &hash, fresh.as_deref()).into_string();
+                    let hash = StateKey::new(operation, &hash, fresh.as_deref());
                     let desired = Desired {
                         user_id: user_id.to_owned(),
                         target: target.to_owned(),

@@ -17,7 +17,7 @@ use crate::fanout::circuit::{self, Admission, Circuit, Verdict};
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
     Adoption, Attempt, AttemptOutcome, CircuitState, Db, Delivery, DeliveryOp, LedgerError,
-    StateKey, TargetCircuit,
+    TargetCircuit,
 };
 use crate::metrics::Metrics;
 use crate::targets::{Payload, RemoteAccount, Target, TargetError};
@@ -625,7 +625,7 @@ impl Worker {
             .schema()
             .field(field)
             .is_some_and(|spec| spec.required_on_update);
-        let newly_given = StateKey::carries_new_password(&desired.hash);
+        let newly_given = desired.hash.carries_new_password();
         // A password the bridge made up belongs to the account it created, never another.
         let password = password.filter(|p| !(p.made_up && adopted));
         match password {
@@ -761,7 +761,7 @@ fn outcome_name(outcome: &AttemptOutcome) -> &'static str {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::ledger::{DbOptions, DeliveryState, Desired};
+    use crate::ledger::{DbOptions, DeliveryState, Desired, StateKey};
     use crate::targets::{FieldKind, FieldSpec, TargetResult, TargetSchema};
     use std::collections::VecDeque;
     use std::time::SystemTime;
@@ -920,25 +920,26 @@ mod tests {
     }
 
     impl Fixture {
-        async fn want(&self, hash: &str, operation: DeliveryOp) {
-            self.want_for("u1", hash, operation).await;
+        async fn want(&self, name: &str, operation: DeliveryOp) {
+            self.want_for("u1", name, operation).await;
         }
 
-        async fn want_for(&self, user: &str, hash: &str, operation: DeliveryOp) {
-            self.want_password_for(user, hash, operation, None).await;
+        async fn want_for(&self, user: &str, name: &str, operation: DeliveryOp) {
+            self.want_password_for(user, name, operation, None).await;
         }
 
-        async fn want_password(&self, hash: &str, operation: DeliveryOp, field: Option<&str>) {
-            self.want_password_for("u1", hash, operation, field).await;
+        async fn want_password(&self, name: &str, operation: DeliveryOp, field: Option<&str>) {
+            self.want_password_for("u1", name, operation, field).await;
         }
 
-        /// A desired state whose `title` the mapping does not manage on adopted accounts.
-        async fn want_unmanaged(&self, hash: &str) {
+        /// A desired state whose `title` the mapping does not manage on adopted accounts;
+        /// `name` tells one payload from another.
+        async fn want_unmanaged(&self, name: &str) {
             let desired = Desired {
                 user_id: "u1".into(),
                 target: "scripted".into(),
                 operation: DeliveryOp::Upsert,
-                payload: serde_json::json!({"name": hash, "title": "Engineer"})
+                payload: serde_json::json!({"name": name, "title": "Engineer"})
                     .as_object()
                     .cloned()
                     .unwrap(),
@@ -947,7 +948,7 @@ mod tests {
                 password_field: None,
                 secret_id: None,
                 retain_secret: false,
-                hash: hash.into(),
+                hash: StateKey::sample(name),
                 mapping_version: "m".into(),
             };
             let now = unix_millis(self.clock.as_ref());
@@ -962,7 +963,7 @@ mod tests {
         async fn want_password_for(
             &self,
             user: &str,
-            hash: &str,
+            name: &str,
             operation: DeliveryOp,
             field: Option<&str>,
         ) {
@@ -971,7 +972,7 @@ mod tests {
                 target: "scripted".into(),
                 operation,
                 payload:
-                    serde_json::json!({"name": format!("{user}-{hash}"), "password": "never-here"})
+                    serde_json::json!({"name": format!("{user}-{name}"), "password": "never-here"})
                         .as_object()
                         .cloned()
                         .unwrap(),
@@ -981,7 +982,7 @@ mod tests {
                 secret_id: None,
                 // As the plan keeps the password for a target that wants it on every update.
                 retain_secret: field.is_some(),
-                hash: hash.into(),
+                hash: StateKey::sample_of(operation, name),
                 mapping_version: "m".into(),
             };
             let now = unix_millis(self.clock.as_ref());
@@ -1016,7 +1017,7 @@ mod tests {
         );
         let row = f.row().await;
         assert_eq!(row.state, DeliveryState::Delivered);
-        assert_eq!(row.delivered_hash.as_deref(), Some("v2"));
+        assert_eq!(row.delivered_hash, Some(StateKey::sample("v2")));
         // Nothing left to do: no further call.
         assert_eq!(f.worker.drain().await.unwrap(), 0);
         assert_eq!(f.target.calls().len(), 3);

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::lifecycle::{transition, Progress};
+use super::lifecycle::{transition, Progress, StateKey};
 use super::{LedgerError, Store};
 
 /// How one attempt ended, as the fan-out classified it.
@@ -57,7 +57,8 @@ pub(crate) struct Attempt {
     pub duration_ms: u64,
     pub outcome: String,
     pub error: Option<String>,
-    pub payload_hash: String,
+    /// The key of the desired state this attempt sent.
+    pub payload_hash: StateKey,
     pub mapping_version: String,
 }
 

@@ -31,18 +31,30 @@ const WRITER_CACHE_KIB: i64 = 16 * 1024;
 /// the accept path's p99 80-100 ms against a p50 of 12 ms.
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 128 * 1024;
 
-/// WAL pages past which the checkpoint thread also restarts the log (256 MiB). Under a
-/// steady stream of writes a PASSIVE checkpoint never catches up with the newest commit,
-/// and the log only starts over once every page in it has been copied: without a restart
-/// it grew by the size of every write. A restart holds the writer back while it syncs, so
-/// it is kept rare: a burst of about 15,000 new users; steadier traffic leaves quiet moments
-/// in which the log starts over on its own.
-const WAL_RESTART_PAGES: i64 = 64 * 1024;
+/// The WAL pages past which the checkpoint thread also restarts the log: half the database's
+/// pages, within these bounds (16 MiB to 256 MiB of 4 KiB pages). Under a steady stream of
+/// writes a PASSIVE checkpoint never catches up with the newest commit, and the log only
+/// starts over once every page in it has been copied: without a restart it grew by the size
+/// of every write. A restart holds the writer back while it syncs (55-110 ms measured here),
+/// so it is kept rare; tied to the database's size, the disk the log takes stays within
+/// about half the database besides, instead of a fixed 256 MiB that a 90 MB database
+/// reached four times over.
+const WAL_RESTART_MIN_PAGES: i64 = 4 * 1024;
+const WAL_RESTART_MAX_PAGES: i64 = 64 * 1024;
+
+/// How large (bytes) the log file stays once the log starts over: SQLite truncates it to
+/// this at the first commit after a restart. Without it the file kept its largest size
+/// until shutdown.
+const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 
 /// The least time between two background checkpoints while writes keep coming: each copies
 /// every page written since the last one and syncs the file, so a pause lets a page changed
 /// many times be copied once.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(250);
+
+/// Quiet time after which the checkpoint thread folds the whole log back and empties the
+/// file (TRUNCATE): with no writer to hold back, the disk returns to the database's size.
+const IDLE_BEFORE_TRUNCATE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct DbOptions {
@@ -132,13 +144,21 @@ impl Db {
             .map_err(|e| LedgerError::Commit(format!("cannot start the writer thread: {e}")))?;
 
         let readers = options.readers.max(1);
+        let pool = ReaderPool {
+            path: options.path.clone(),
+            idle: Mutex::new(Vec::with_capacity(readers)),
+            permits: Arc::new(Semaphore::new(readers)),
+        };
+        // Opened now, schema read, so that the first requests after a start do not pay
+        // for opening them.
+        for _ in 0..readers {
+            let conn = pool.open()?;
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+            pool.put_back(conn);
+        }
         Ok(Db {
             jobs,
-            readers: Arc::new(ReaderPool {
-                path: options.path.clone(),
-                idle: Mutex::new(Vec::with_capacity(readers)),
-                permits: Arc::new(Semaphore::new(readers)),
-            }),
+            readers: Arc::new(pool),
             checkpointing,
             health,
         })
@@ -292,15 +312,17 @@ impl ReaderPool {
             .pop();
         match pooled {
             Some(conn) => Ok(conn),
-            None => {
-                let conn = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                configure(&conn)?;
-                Ok(conn)
-            }
+            None => self.open(),
         }
+    }
+
+    fn open(&self) -> Result<Connection, LedgerError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        Ok(conn)
     }
 
     fn put_back(&self, conn: Connection) {
@@ -374,6 +396,7 @@ fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     configure(&writer)?;
     writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     writer.pragma_update(None, "journal_mode", "WAL")?;
+    writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     // Takes the write lock and lets it go: a lock held elsewhere shows here, at start,
     // rather than as failed writes later.
     writer.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
@@ -523,17 +546,41 @@ fn write_loop(
 
 /// Folds the log into the main file after commits, at most once per `CHECKPOINT_PAUSE`.
 /// PASSIVE never waits for the writer or the readers; pages still in use wait for the next.
-/// Past `WAL_RESTART_PAGES` a RESTART follows it, which holds the writer back while it
-/// copies what was committed since the PASSIVE one and syncs the file (55-110 ms measured
-/// here), so that the next write starts the log over.
+/// Past `restart_threshold` a RESTART follows it, which holds the writer back while it
+/// copies what was committed since the PASSIVE one and syncs the file, so that the next
+/// write starts the log over. After `IDLE_BEFORE_TRUNCATE` without a commit, a TRUNCATE
+/// empties the log file.
 fn checkpoint_loop(conn: Connection, committed: mpsc::Receiver<()>, checkpointing: &Mutex<()>) {
-    while committed.recv().is_ok() {
+    let mut folded = true;
+    loop {
+        match committed.recv_timeout(IDLE_BEFORE_TRUNCATE) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) if folded => continue,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _alone = checkpointing
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                match checkpoint(&conn, "TRUNCATE") {
+                    Ok(0) => folded = true,
+                    // A reader still on an old snapshot: the next quiet second tries again.
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "idle WAL truncate failed"),
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        folded = false;
         {
             let _alone = checkpointing
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match checkpoint(&conn, "PASSIVE") {
-                Ok(log_pages) if log_pages >= WAL_RESTART_PAGES => {
+            let passive = checkpoint(&conn, "PASSIVE").and_then(|log_pages| {
+                let db_pages = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+                Ok((log_pages, db_pages))
+            });
+            match passive {
+                Ok((log_pages, db_pages)) if log_pages >= restart_threshold(db_pages) => {
                     if let Err(err) = checkpoint(&conn, "RESTART") {
                         tracing::warn!(error = %err, "WAL restart failed");
                     }
@@ -544,6 +591,12 @@ fn checkpoint_loop(conn: Connection, committed: mpsc::Receiver<()>, checkpointin
         }
         std::thread::sleep(CHECKPOINT_PAUSE);
     }
+}
+
+/// The log pages at which a background checkpoint restarts the log, for a database of
+/// `db_pages`.
+fn restart_threshold(db_pages: i64) -> i64 {
+    (db_pages / 2).clamp(WAL_RESTART_MIN_PAGES, WAL_RESTART_MAX_PAGES)
 }
 
 /// Runs a checkpoint; returns the pages left in the log (none after a TRUNCATE that could
@@ -815,6 +868,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 1000);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_second_empties_the_log_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("q.db"),
+            readers: 1,
+        })
+        .unwrap();
+        for n in 0..20 {
+            insert_filler(&db, n).await.unwrap();
+        }
+        let wal = dir.path().join("q.db-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        // The checkpoint thread works on its own clock; this only bounds the wait for it.
+        let mut waited = Duration::ZERO;
+        while std::fs::metadata(&wal).unwrap().len() > 0 {
+            assert!(
+                waited < Duration::from_secs(20),
+                "the log was never emptied"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        let count = db
+            .read(|store| store.count(ResourceKind::User))
+            .await
+            .unwrap();
+        assert_eq!(count, 20);
+    }
+
+    #[tokio::test]
+    async fn the_writer_limits_the_log_file_it_keeps_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("l.db"),
+            readers: 1,
+        })
+        .unwrap();
+        let limit: i64 = db
+            .write(|store| {
+                Ok::<_, LedgerError>(store.conn().query_row(
+                    "PRAGMA journal_size_limit",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(limit, WAL_SIZE_LIMIT_BYTES);
+    }
+
+    #[test]
+    fn the_log_restarts_at_half_the_database_within_bounds() {
+        for (db_pages, threshold) in [
+            (0, WAL_RESTART_MIN_PAGES),
+            (2 * WAL_RESTART_MIN_PAGES, WAL_RESTART_MIN_PAGES),
+            (3 * WAL_RESTART_MIN_PAGES, 3 * WAL_RESTART_MIN_PAGES / 2),
+            (23_000, 11_500),
+            (2 * WAL_RESTART_MAX_PAGES, WAL_RESTART_MAX_PAGES),
+            (1_000_000, WAL_RESTART_MAX_PAGES),
+        ] {
+            assert_eq!(restart_threshold(db_pages), threshold, "{db_pages} pages");
+        }
     }
 
     #[tokio::test]

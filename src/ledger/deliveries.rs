@@ -5,7 +5,6 @@
 use rusqlite::{params, Row};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::Digest;
 
 use super::lifecycle::{DeliveryOp, DeliveryState, StateKey};
 use super::{LedgerError, Store, TargetCircuit};
@@ -28,7 +27,7 @@ pub(crate) struct Desired {
     /// long as the user exists there.
     pub retain_secret: bool,
     /// Identifies operation + payload (+ a pending password), so equal states compare equal.
-    pub hash: String,
+    pub hash: StateKey,
     pub mapping_version: String,
 }
 
@@ -36,7 +35,8 @@ pub(crate) struct Desired {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Delivery {
     pub desired: Desired,
-    pub delivered_hash: Option<String>,
+    /// The key of the state the target last received.
+    pub delivered_hash: Option<StateKey>,
     pub remote_id: Option<String>,
     pub state: DeliveryState,
     pub attempts: u32,
@@ -202,7 +202,7 @@ impl Store<'_> {
         }
         let already_there = current
             .as_ref()
-            .and_then(|c| c.delivered_hash.as_deref())
+            .and_then(|c| c.delivered_hash.as_ref())
             .is_some_and(|delivered| StateKey::already_holds(delivered, &desired.hash));
         let state = if already_there {
             DeliveryState::Delivered
@@ -308,10 +308,7 @@ impl Store<'_> {
         reason: &str,
         now: i64,
     ) -> Result<(), LedgerError> {
-        let hash = format!(
-            "rejected:{}",
-            hex::encode(sha2::Sha256::digest(reason.as_bytes()))
-        );
+        let hash = StateKey::mapping_rejected(reason);
         self.conn()
             .prepare_cached(
                 "INSERT INTO deliveries (user_id, target, operation, payload, create_only, \
@@ -455,7 +452,8 @@ mod tests {
         Attempt, AttemptOutcome, CircuitState, Db, DbOptions, SealedSecret, TargetCircuit,
     };
 
-    fn desired(hash: &str) -> Desired {
+    /// The desired state of u1 on kibo, its payload called `name`.
+    fn desired(name: &str) -> Desired {
         Desired {
             user_id: "u1".into(),
             target: "kibo".into(),
@@ -469,12 +467,12 @@ mod tests {
             password_field: None,
             secret_id: None,
             retain_secret: false,
-            hash: hash.into(),
+            hash: StateKey::sample(name),
             mapping_version: "m1".into(),
         }
     }
 
-    fn attempt(hash: &str, at: i64) -> Attempt {
+    fn attempt(key: StateKey, at: i64) -> Attempt {
         Attempt {
             at,
             user_id: "u1".into(),
@@ -484,7 +482,7 @@ mod tests {
             duration_ms: 3,
             outcome: "x".into(),
             error: None,
-            payload_hash: hash.into(),
+            payload_hash: key,
             mapping_version: "m1".into(),
         }
     }
@@ -537,14 +535,14 @@ mod tests {
         }
         let due = run(&db, |s| s.due("kibo", 20, 10)).await;
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].desired.hash, "h11");
+        assert_eq!(due[0].desired.hash, StateKey::sample("h11"));
 
         let delivered = AttemptOutcome::Delivered {
             remote_id: Some("r1".into()),
             status: Some(200),
         };
         run(&db, move |s| {
-            s.record_attempt(&attempt("h11", 30), &delivered)
+            s.record_attempt(&attempt(StateKey::sample("h11"), 30), &delivered)
         })
         .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
@@ -558,6 +556,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stored_key_no_build_wrote_is_an_error_naming_it() {
+        let (db, _dir) = db().await;
+        run(&db, |s| s.set_desired(&desired("h"), 1)).await;
+        let bad = "upsert:h1";
+        run(&db, move |s| {
+            s.conn().execute(
+                "UPDATE deliveries SET desired_hash = ?1 WHERE user_id = 'u1'",
+                [bad],
+            )?;
+            Ok(())
+        })
+        .await;
+        let err = db
+            .read(|s| s.delivery("u1", "kibo"))
+            .await
+            .expect_err("a malformed key is not read as some state");
+        assert!(err.to_string().contains("\"upsert:h1\""), "{err}");
+    }
+
+    #[tokio::test]
     async fn an_attempt_for_an_older_state_leaves_the_newer_one_due() {
         let (db, _dir) = db().await;
         run(&db, |s| s.set_desired(&desired("old"), 1)).await;
@@ -567,7 +585,7 @@ mod tests {
             error: "bad".into(),
         };
         run(&db, move |s| {
-            s.record_attempt(&attempt("old", 3), &rejected)
+            s.record_attempt(&attempt(StateKey::sample("old"), 3), &rejected)
         })
         .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
@@ -585,7 +603,10 @@ mod tests {
             next_attempt_at: 500,
             charged: true,
         };
-        run(&db, move |s| s.record_attempt(&attempt("h", 110), &retry)).await;
+        run(&db, move |s| {
+            s.record_attempt(&attempt(StateKey::sample("h"), 110), &retry)
+        })
+        .await;
         assert!(
             run(&db, |s| s.due("kibo", 499, 10)).await.is_empty(),
             "not before its time"
@@ -598,7 +619,7 @@ mod tests {
             error: "lastName is required".into(),
         };
         run(&db, move |s| {
-            s.record_attempt(&attempt("h", 600), &rejected)
+            s.record_attempt(&attempt(StateKey::sample("h"), 600), &rejected)
         })
         .await;
         let lag = run(&db, |s| s.lag("kibo")).await;
@@ -632,7 +653,9 @@ mod tests {
             nonce: vec![0; 12],
             ciphertext: vec![1, 2, 3],
         };
-        let mut with_password = desired("h+s1");
+        let mut with_password = desired("h");
+        with_password.hash = StateKey::sample("h").with_password("s1");
+        let sent = with_password.hash.clone();
         with_password.password_field = Some("password".into());
         with_password.secret_id = Some("s1".into());
         let mut other = with_password.clone();
@@ -648,9 +671,10 @@ mod tests {
             status: None,
         };
         let first = delivered.clone();
+        let first_sent = attempt(sent.clone(), 2);
         assert!(
             !run(&db, move |s| {
-                s.record_attempt(&attempt("h+s1", 2), &first)?;
+                s.record_attempt(&first_sent, &first)?;
                 s.erase_secret_if_delivered("u1")
             })
             .await
@@ -659,7 +683,7 @@ mod tests {
             run(&db, |s| s.secret("u1")).await.is_some(),
             "appgate still needs it"
         );
-        let mut second = attempt("h+s1", 3);
+        let mut second = attempt(sent, 3);
         second.target = "appgate".into();
         assert!(
             run(&db, move |s| {
@@ -759,9 +783,15 @@ mod tests {
             charged,
         };
         let first = retry(true, 200);
-        run(&db, move |s| s.record_attempt(&attempt("h", 110), &first)).await;
+        run(&db, move |s| {
+            s.record_attempt(&attempt(StateKey::sample("h"), 110), &first)
+        })
+        .await;
         let second = retry(false, 300);
-        run(&db, move |s| s.record_attempt(&attempt("h", 210), &second)).await;
+        run(&db, move |s| {
+            s.record_attempt(&attempt(StateKey::sample("h"), 210), &second)
+        })
+        .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(
             (row.attempts, row.failing_since, row.last_status),
@@ -775,7 +805,10 @@ mod tests {
             status: Some(503),
             error: "gave up".into(),
         };
-        run(&db, move |s| s.record_attempt(&attempt("h", 310), &dead)).await;
+        run(&db, move |s| {
+            s.record_attempt(&attempt(StateKey::sample("h"), 310), &dead)
+        })
+        .await;
         run(&db, |s| {
             s.replay(None, Some("kibo"), &[DeliveryState::Dead], 400)
         })
@@ -783,13 +816,16 @@ mod tests {
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!((row.attempts, row.failing_since), (0, None));
         let third = retry(true, 500);
-        run(&db, move |s| s.record_attempt(&attempt("h", 410), &third)).await;
+        run(&db, move |s| {
+            s.record_attempt(&attempt(StateKey::sample("h"), 410), &third)
+        })
+        .await;
         let delivered = AttemptOutcome::Delivered {
             remote_id: Some("r".into()),
             status: None,
         };
         run(&db, move |s| {
-            s.record_attempt(&attempt("h", 510), &delivered)
+            s.record_attempt(&attempt(StateKey::sample("h"), 510), &delivered)
         })
         .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();

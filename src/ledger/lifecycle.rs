@@ -2,8 +2,11 @@
 //! row stands, and the one pure transition an attempt's outcome makes. Stored text is parsed
 //! strictly: a value no build wrote is an error, never a guess.
 
+use std::fmt;
+
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::AttemptOutcome;
 
@@ -183,48 +186,158 @@ pub(crate) fn transition(
 
 /// The key of a desired state, as the ledger stores and compares it: the operation and the
 /// payload's hash, and, when the identity provider gave a new password with this change,
-/// the id of that sealed password (`upsert:<hash>` or `upsert:<hash>+pw:<id>`). Only this
-/// type writes or reads that format.
+/// the id of that sealed password (`upsert:<hash>` or `upsert:<hash>+pw:<id>`). A user the
+/// mapping cannot render has `rejected:<hash of the reason>`, so a new reason is a new
+/// state. Only this type writes or reads that text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StateKey(String);
+pub(crate) struct StateKey {
+    kind: KeyKind,
+    /// Lowercase hex SHA-256.
+    hash: String,
+    new_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Send(DeliveryOp),
+    MappingRejected,
+}
 
 /// Separates a payload hash from the id of the new password a desired state carries.
 const NEW_PASSWORD_MARK: &str = "+pw:";
+const MAPPING_REJECTED: &str = "rejected";
 
 impl StateKey {
+    /// The key of a rendered payload; `payload_hash` is the mapping engine's hex SHA-256.
     pub(crate) fn new(
         operation: DeliveryOp,
         payload_hash: &str,
         new_password: Option<&str>,
     ) -> StateKey {
-        StateKey(match new_password {
-            Some(id) => format!(
-                "{}:{payload_hash}{NEW_PASSWORD_MARK}{id}",
-                operation.as_str()
-            ),
-            None => format!("{}:{payload_hash}", operation.as_str()),
+        debug_assert!(is_sha256_hex(payload_hash), "{payload_hash:?}");
+        StateKey {
+            kind: KeyKind::Send(operation),
+            hash: payload_hash.to_owned(),
+            new_password: new_password.map(str::to_owned),
+        }
+    }
+
+    /// The key of a user the mapping cannot render, for the reason it gave.
+    pub(crate) fn mapping_rejected(reason: &str) -> StateKey {
+        StateKey {
+            kind: KeyKind::MappingRejected,
+            hash: hex::encode(Sha256::digest(reason.as_bytes())),
+            new_password: None,
+        }
+    }
+
+    /// The key stored as `text`. Anything a build would not have written is refused: an
+    /// unknown operation, a hash that is not hex SHA-256, an empty password id, or a
+    /// password on a mapping rejection.
+    pub(crate) fn parse(text: &str) -> Result<StateKey, UnknownText> {
+        let unknown = || UnknownText {
+            kind: "desired-state key",
+            text: text.to_owned(),
+        };
+        let (head, rest) = text.split_once(':').ok_or_else(unknown)?;
+        let kind = match head {
+            MAPPING_REJECTED => KeyKind::MappingRejected,
+            op => KeyKind::Send(DeliveryOp::parse(op).map_err(|_| unknown())?),
+        };
+        let (hash, new_password) = match rest.split_once(NEW_PASSWORD_MARK) {
+            Some((hash, id)) => (hash, Some(id)),
+            None => (rest, None),
+        };
+        let password_fits = match (kind, new_password) {
+            (_, None) => true,
+            (KeyKind::MappingRejected, Some(_)) => false,
+            (KeyKind::Send(_), Some(id)) => !id.is_empty() && !id.contains(char::is_whitespace),
+        };
+        if !is_sha256_hex(hash) || !password_fits {
+            return Err(unknown());
+        }
+        Ok(StateKey {
+            kind,
+            hash: hash.to_owned(),
+            new_password: new_password.map(str::to_owned),
         })
     }
 
     /// Whether this change brought a password the target has not received yet.
-    pub(crate) fn carries_new_password(key: &str) -> bool {
-        key.contains(NEW_PASSWORD_MARK)
+    pub(crate) fn carries_new_password(&self) -> bool {
+        self.new_password.is_some()
     }
 
     /// Whether a target that received `delivered` already holds the state `desired`: the
     /// same key, or `desired` carries no new password and `delivered` is the same payload
     /// sent with one.
-    pub(crate) fn already_holds(delivered: &str, desired: &str) -> bool {
+    pub(crate) fn already_holds(delivered: &StateKey, desired: &StateKey) -> bool {
         delivered == desired
-            || (!StateKey::carries_new_password(desired)
-                && delivered
-                    .split_once(NEW_PASSWORD_MARK)
-                    .map(|(payload, _)| payload)
-                    == Some(desired))
+            || (!desired.carries_new_password()
+                && delivered.kind == desired.kind
+                && delivered.hash == desired.hash)
+    }
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl fmt::Display for StateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            KeyKind::Send(op) => write!(f, "{}:{}", op.as_str(), self.hash)?,
+            KeyKind::MappingRejected => write!(f, "{MAPPING_REJECTED}:{}", self.hash)?,
+        }
+        match &self.new_password {
+            Some(id) => write!(f, "{NEW_PASSWORD_MARK}{id}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The key as the admin API and the CLI show it: its stored text.
+impl Serialize for StateKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl FromSql for StateKey {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        StateKey::parse(value.as_str()?).map_err(|err| FromSqlError::Other(Box::new(err)))
+    }
+}
+
+impl ToSql for StateKey {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.to_string()))
+    }
+}
+
+/// Keys for tests that need distinct states, not real payloads.
+#[cfg(test)]
+impl StateKey {
+    /// The upsert key of a payload called `name`.
+    pub(crate) fn sample(name: &str) -> StateKey {
+        StateKey::sample_of(DeliveryOp::Upsert, name)
     }
 
-    pub(crate) fn into_string(self) -> String {
-        self.0
+    /// The `operation` key of a payload called `name`.
+    pub(crate) fn sample_of(operation: DeliveryOp, name: &str) -> StateKey {
+        StateKey::new(
+            operation,
+            &hex::encode(Sha256::digest(name.as_bytes())),
+            None,
+        )
+    }
+
+    /// The same key, carrying the new password `id`.
+    pub(crate) fn with_password(self, id: &str) -> StateKey {
+        StateKey {
+            new_password: Some(id.to_owned()),
+            ..self
+        }
     }
 }
 
@@ -346,18 +459,74 @@ mod tests {
 
     #[test]
     fn a_state_key_says_whether_it_brings_a_password_and_what_the_target_holds() {
-        let plain = StateKey::new(DeliveryOp::Upsert, "abc", None).into_string();
-        let with = StateKey::new(DeliveryOp::Upsert, "abc", Some("s1")).into_string();
-        assert_eq!(plain, "upsert:abc");
-        assert_eq!(with, "upsert:abc+pw:s1");
-        assert!(StateKey::carries_new_password(&with));
-        assert!(!StateKey::carries_new_password(&plain));
+        let hash = "ab".repeat(32);
+        let plain = StateKey::new(DeliveryOp::Upsert, &hash, None);
+        let with = StateKey::new(DeliveryOp::Upsert, &hash, Some("s1"));
+        assert_eq!(plain.to_string(), format!("upsert:{hash}"));
+        assert_eq!(with.to_string(), format!("upsert:{hash}+pw:s1"));
+        assert!(with.carries_new_password());
+        assert!(!plain.carries_new_password());
         // Sent with a password, then the same payload without a new one: already held.
         assert!(StateKey::already_holds(&with, &plain));
         // A new password is never held already, unless it is that very one.
         assert!(!StateKey::already_holds(&plain, &with));
         assert!(StateKey::already_holds(&with, &with));
-        let deleted = StateKey::new(DeliveryOp::Delete, "abc", None).into_string();
+        let deleted = StateKey::new(DeliveryOp::Delete, &hash, None);
         assert!(!StateKey::already_holds(&plain, &deleted));
+        assert!(!StateKey::already_holds(
+            &deleted.clone().with_password("s1"),
+            &plain
+        ));
+    }
+
+    #[test]
+    fn a_stored_state_key_parses_back_to_itself() {
+        let hash = "0123456789abcdef".repeat(4);
+        let written = [
+            format!("upsert:{hash}"),
+            format!("disable:{hash}"),
+            format!("delete:{hash}"),
+            format!("upsert:{hash}+pw:5d6f0c1e-9a61-4d1c-8f5e-2b7d6c9e0a13"),
+            format!("delete:{hash}+pw:s1"),
+            StateKey::mapping_rejected("no email").to_string(),
+        ];
+        for text in written {
+            let key = StateKey::parse(&text).unwrap_or_else(|err| panic!("{text}: {err}"));
+            assert_eq!(key.to_string(), text);
+        }
+        assert_eq!(
+            StateKey::parse(&format!("upsert:{hash}+pw:s1")).unwrap(),
+            StateKey::new(DeliveryOp::Upsert, &hash, Some("s1"))
+        );
+    }
+
+    #[test]
+    fn a_state_key_no_build_wrote_is_refused_by_name() {
+        let hash = "0123456789abcdef".repeat(4);
+        let refused = [
+            String::new(),
+            hash.clone(),
+            format!(":{hash}"),
+            format!("create:{hash}"),
+            format!("Upsert:{hash}"),
+            format!("upsert {hash}"),
+            "upsert:".to_owned(),
+            "upsert:h1".to_owned(),
+            format!("upsert:{}", hash.to_uppercase()),
+            format!("upsert:{hash}0"),
+            format!("upsert:{}", &hash[1..]),
+            format!("upsert:{hash}+pw:"),
+            format!("upsert:{hash}+pw:a b"),
+            format!("upsert:{hash}+pass:s1"),
+            format!("upsert:{hash}:s1"),
+            format!("rejected:{hash}+pw:s1"),
+            "rejected:no email".to_owned(),
+        ];
+        for text in refused {
+            let err = StateKey::parse(&text)
+                .err()
+                .unwrap_or_else(|| panic!("{text:?} was accepted"));
+            assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
+        }
     }
 }

@@ -715,9 +715,10 @@ fn accepts(kind: FieldKind, shape: Shape) -> bool {
         FieldKind::String | FieldKind::StringArray => Kind::Text,
         FieldKind::Boolean => Kind::Bool,
         FieldKind::Integer => Kind::Integer,
+        FieldKind::Number => Kind::Number,
         FieldKind::Object | FieldKind::ObjectArray => Kind::Object,
     };
-    shape.kind == Kind::Any || shape.kind == want
+    shape.kind == Kind::Any || shape.kind.fits(want)
 }
 
 pub(crate) fn kind_name(kind: FieldKind) -> &'static str {
@@ -725,6 +726,7 @@ pub(crate) fn kind_name(kind: FieldKind) -> &'static str {
         FieldKind::String => "text",
         FieldKind::Boolean => "a boolean",
         FieldKind::Integer => "an integer",
+        FieldKind::Number => "a number",
         FieldKind::StringArray => "a list of text values",
         FieldKind::Object => "an object",
         FieldKind::ObjectArray => "a list of objects",

@@ -605,7 +605,11 @@ fn shape_for(spec: &FieldSpec, values: Vec<Value>) -> Result<Option<Value>, Stri
     match spec.kind {
         FieldKind::StringArray => list(values, &text),
         FieldKind::ObjectArray => list(values, &object),
-        FieldKind::String | FieldKind::Boolean | FieldKind::Integer | FieldKind::Object => {
+        FieldKind::String
+        | FieldKind::Boolean
+        | FieldKind::Integer
+        | FieldKind::Number
+        | FieldKind::Object => {
             let Some(first) = values.into_iter().next() else {
                 return Ok(None);
             };
@@ -616,10 +620,21 @@ fn shape_for(spec: &FieldSpec, values: Vec<Value>) -> Result<Option<Value>, Stri
                 FieldKind::Integer => integer(&first)
                     .map(|n| Some(Value::from(n)))
                     .ok_or_else(|| format!("expected a whole number, found {}", quote(&first))),
+                FieldKind::Number => number(&first)
+                    .map(|n| Some(Value::Number(n)))
+                    .ok_or_else(|| format!("expected a number, found {}", quote(&first))),
                 FieldKind::Object => object(first).map(Some),
                 _ => text(first).map(Some),
             }
         }
+    }
+}
+
+fn number(value: &Value) -> Option<serde_json::Number> {
+    match value {
+        Value::Number(n) => Some(n.clone()),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -724,6 +739,17 @@ mod tests {
             Render::Rejected { reason } => reason,
             other => panic!("expected a rejection, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_number_field_takes_any_number_and_numeric_text() {
+        let spec = FieldSpec::optional("score", FieldKind::Number);
+        let shaped = |value: Value| shape_for(&spec, vec![value]);
+        assert_eq!(shaped(json!(0.5)), Ok(Some(json!(0.5))));
+        assert_eq!(shaped(json!(3)), Ok(Some(json!(3))));
+        assert_eq!(shaped(json!(" 2.25 ")), Ok(Some(json!(2.25))));
+        assert!(shaped(json!("many")).is_err());
+        assert!(shaped(json!(true)).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::scim::schema::ResourceSchema;
 use crate::targets::TargetSchema;
 
 pub use engine::{Event, FieldWarning, Operation, Render};
+pub(crate) use transforms::warm_phone_metadata;
 pub use transforms::ParsedPhones;
 
 /// A place in a mapping file, as an admin's editor counts it: 1-based line and column (in

@@ -926,6 +926,13 @@ fn phone(number: &PhoneNumber, part: PhonePart) -> Option<String> {
     }
 }
 
+/// Loads the phone number metadata and builds the patterns of one region, which the first
+/// phone number rendered would otherwise wait for.
+pub(crate) fn warm_phone_metadata() {
+    // Only the loading matters, not what this number parses to.
+    let _ = parse_phone("+1 202 555 0172", None);
+}
+
 fn parse_phone(text: &str, region: Option<country::Id>) -> Result<PhoneNumber, String> {
     // The region is only for numbers written without a country code. Given one anyway, the
     // parser may read the digits after "+55" as the region's international prefix and drop
@@ -1011,6 +1018,11 @@ mod tests {
         step(toml_text)
             .apply(values, &Value::Null, &mut ParsedPhones::default())
             .map_err(|refusal| refusal.reason)
+    }
+
+    #[test]
+    fn the_start_up_number_is_a_real_one_so_warming_loads_its_region() {
+        assert!(parse_phone("+1 202 555 0172", None).is_ok());
     }
 
     #[test]

@@ -40,6 +40,51 @@ pub const DEV_KIBO_SITE: &str = "20000";
 /// The tenant code the Primavera emulator's token request answers with.
 pub const DEV_PRIMAVERA_TENANT: &str = "SANDBOX";
 
+/// How the sandbox runs one vendor's emulator by default.
+pub(crate) struct Emulator {
+    /// The vendor's kind (`targets::VENDORS`) this emulates.
+    pub kind: &'static str,
+    pub flavor: fn() -> Flavor,
+    /// The port the embedded default config points at.
+    pub port: u16,
+    /// The per-second limit the vendor documents, enforced with a bare 429.
+    pub rate_limit_per_second: Option<u32>,
+}
+
+/// One emulator per vendor of `targets::VENDORS`, keyed by its kind. The targets know
+/// nothing of them; the sandbox pairs the two.
+pub(crate) static EMULATORS: &[Emulator] = &[
+    Emulator {
+        kind: "appgate",
+        flavor: appgate::flavor,
+        port: 18441,
+        rate_limit_per_second: None,
+    },
+    Emulator {
+        kind: "vikingcloud",
+        flavor: vikingcloud::flavor,
+        port: 18442,
+        rate_limit_per_second: None,
+    },
+    Emulator {
+        kind: "kibo",
+        flavor: kibo::flavor,
+        port: 18443,
+        rate_limit_per_second: None,
+    },
+    Emulator {
+        kind: "primavera",
+        flavor: primavera::flavor,
+        port: 18444,
+        rate_limit_per_second: Some(primavera::RATE_LIMIT_PER_SECOND),
+    },
+];
+
+/// The emulator of the vendor `kind`.
+fn emulator_of(kind: &str) -> Option<&'static Emulator> {
+    EMULATORS.iter().find(|emulator| emulator.kind == kind)
+}
+
 /// The default config's targets with `{<kind>}` (`{appgate}`, `{kibo}`, ...) standing for
 /// each emulator's origin.
 const TARGETS_TEMPLATE: &str = include_str!("targets.toml");
@@ -86,14 +131,16 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            // A vendor without an emulator is caught by the tests below, not here.
             emulators: VENDORS
                 .iter()
-                .map(|vendor| {
-                    let emulator = EmulatorConfig {
-                        rate_limit_per_second: vendor.emulator.rate_limit_per_second,
-                        ..EmulatorConfig::on_port(vendor.emulator.port)
+                .filter_map(|vendor| {
+                    let emulator = emulator_of(vendor.kind)?;
+                    let config = EmulatorConfig {
+                        rate_limit_per_second: emulator.rate_limit_per_second,
+                        ..EmulatorConfig::on_port(emulator.port)
                     };
-                    (*vendor, emulator)
+                    Some((*vendor, config))
                 })
                 .collect(),
         }
@@ -210,7 +257,9 @@ pub async fn start(cfg: SandboxConfig, clock: SharedClock) -> std::io::Result<Sa
     let mut servers = Vec::new();
     let mut emulators = Vec::new();
     for (vendor, emulator) in &cfg.emulators {
-        let flavor = (vendor.emulator.flavor)();
+        let flavor = emulator_of(vendor.kind)
+            .map(|emulator| (emulator.flavor)())
+            .ok_or_else(|| std::io::Error::other(format!("no emulator of {}", vendor.kind)))?;
         let state = web::Data::new(EmulatorState::new(flavor, emulator, clock.clone()));
         let (addr, server) = emulator::serve(cfg.host, emulator.port, state.clone())?;
         servers.push(server);
@@ -279,7 +328,39 @@ fn parse_targets(text: &str) -> Result<TargetsConfig, toml::de::Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+
+    /// Adding a vendor to `targets::VENDORS` means adding its emulator here, keyed by its
+    /// kind, and its block to `targets.toml`; this holds both to the table.
+    #[test]
+    fn every_vendor_has_exactly_one_emulator_on_its_own_port_and_a_default_target() {
+        for vendor in VENDORS {
+            let emulators = EMULATORS.iter().filter(|e| e.kind == vendor.kind).count();
+            assert_eq!(emulators, 1, "{} has {emulators} emulators", vendor.kind);
+        }
+        for emulator in EMULATORS {
+            assert!(
+                VENDORS.iter().any(|vendor| vendor.kind == emulator.kind),
+                "the emulator of {} emulates no vendor in targets::VENDORS",
+                emulator.kind
+            );
+        }
+        let ports: BTreeSet<_> = EMULATORS.iter().map(|emulator| emulator.port).collect();
+        assert_eq!(ports.len(), EMULATORS.len(), "two emulators share a port");
+
+        let template: toml::Table = toml::from_str(TARGETS_TEMPLATE).unwrap();
+        let sandbox_targets = template["targets"].as_table().unwrap();
+        for vendor in VENDORS {
+            let block = sandbox_targets.get(vendor.kind);
+            assert!(
+                block.is_some_and(|block| block["kind"].as_str() == Some(vendor.kind)),
+                "src/sandbox/targets.toml has no [targets.{0}] with kind = \"{0}\"",
+                vendor.kind
+            );
+        }
+    }
 
     #[test]
     fn the_default_targets_point_at_the_default_ports() {

@@ -15,13 +15,12 @@ use serde::Deserialize;
 
 use super::http::Transport;
 use super::{FieldKind, Target, TargetSchema};
-use crate::sandbox::Flavor;
 
 /// One vendor's entry point: all the rest of the bridge knows of it. The table of them is
 /// `targets::VENDORS`; everything that differs by vendor goes through it.
 pub struct Vendor {
-    /// The `kind` of its target tables, the name of its mapping file and its placeholder in
-    /// the sandbox's `targets.toml`.
+    /// The `kind` of its target tables, the name of its mapping file, and the key of its
+    /// emulator in the sandbox (`sandbox::EMULATORS`, `targets.toml`).
     pub kind: &'static str,
     /// Its declared user schema, for checking mapping files without a built target.
     pub schema: fn() -> TargetSchema,
@@ -29,16 +28,6 @@ pub struct Vendor {
     pub(crate) keys: fn(toml::Table) -> Result<Box<dyn VendorKeys>, toml::de::Error>,
     /// The wait after a 429 without `Retry-After`, for vendors that document one.
     pub(crate) throttle_default: Option<Duration>,
-    pub(crate) emulator: Emulator,
-}
-
-/// How the sandbox runs a vendor's emulator by default.
-pub(crate) struct Emulator {
-    pub flavor: fn() -> Flavor,
-    /// The port the embedded default config points at.
-    pub port: u16,
-    /// The per-second limit the vendor documents, enforced with a bare 429.
-    pub rate_limit_per_second: Option<u32>,
 }
 
 impl PartialEq for Vendor {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use self::client::{AppgateAuth, AppgateClient};
 pub(crate) use self::config::AppgateConfig;
 use crate::targets::http::{endpoint, found, Session};
-use crate::targets::vendor::{keys, Built, Emulator, TargetConfigError, Vendor, VendorKeys};
+use crate::targets::vendor::{keys, Built, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{
     required_str, AccountPage, Payload, RemoteAccount, Target, TargetResult, TargetSchema,
 };
@@ -39,11 +39,6 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<AppgateConfig>,
     throttle_default: None,
-    emulator: Emulator {
-        flavor: crate::sandbox::appgate::flavor,
-        port: 18441,
-        rate_limit_per_second: None,
-    },
 };
 
 impl VendorKeys for AppgateConfig {

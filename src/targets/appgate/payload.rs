@@ -40,7 +40,8 @@ pub fn schema() -> TargetSchema {
             read_only("id", FieldKind::String),
             read_only("created", FieldKind::String),
             read_only("updated", FieldKind::String),
-            read_only("failedLoginAttempts", FieldKind::Integer),
+            // Typed `number` by the reference (example `0.0`), not integer (seed 001).
+            read_only("failedLoginAttempts", FieldKind::Number),
             read_only("lockStart", FieldKind::String),
         ],
         natural_key: &[NAME],

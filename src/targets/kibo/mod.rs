@@ -16,7 +16,7 @@ use self::client::{KiboAuth, KiboClient};
 pub use self::config::KiboConfig;
 use crate::targets::http::{endpoint, found, Session};
 use crate::targets::vendor::{
-    keys, mark_field, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
+    keys, mark_field, parse_url, Built, TargetConfigError, Vendor, VendorKeys,
 };
 use crate::targets::{
     required_str, AccountPage, Payload, RemoteAccount, Target, TargetResult, TargetSchema,
@@ -38,11 +38,6 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<KiboConfig>,
     throttle_default: None,
-    emulator: Emulator {
-        flavor: crate::sandbox::kibo::flavor,
-        port: 18443,
-        rate_limit_per_second: None,
-    },
 };
 
 impl VendorKeys for KiboConfig {

@@ -18,7 +18,7 @@ pub(crate) use self::config::PrimaveraConfig;
 use self::payload::{EMAIL, USER_ID};
 use crate::targets::http::{endpoint, found, Session};
 use crate::targets::vendor::{
-    keys, mark_field, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
+    keys, mark_field, parse_url, Built, TargetConfigError, Vendor, VendorKeys,
 };
 use crate::targets::{
     required_str, AccountPage, Payload, RemoteAccount, Target, TargetError, TargetResult,
@@ -62,11 +62,6 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<PrimaveraConfig>,
     throttle_default: Some(THROTTLE_BACKOFF),
-    emulator: Emulator {
-        flavor: crate::sandbox::primavera::flavor,
-        port: 18444,
-        rate_limit_per_second: Some(crate::sandbox::primavera::RATE_LIMIT_PER_SECOND),
-    },
 };
 
 impl VendorKeys for PrimaveraConfig {

@@ -15,7 +15,7 @@ use self::client::{PathTemplate, Paths, VikingCloudAuth, VikingCloudClient};
 pub(crate) use self::config::VikingCloudConfig;
 use self::payload::{UserKey, USER_KEY};
 use crate::targets::http::{found, Answer, Session};
-use crate::targets::vendor::{keys, Built, Emulator, TargetConfigError, Vendor, VendorKeys};
+use crate::targets::vendor::{keys, Built, TargetConfigError, Vendor, VendorKeys};
 use crate::targets::{Payload, RemoteAccount, Target, TargetResult, TargetSchema};
 
 pub(crate) struct VikingCloudTarget {
@@ -32,11 +32,6 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<VikingCloudConfig>,
     throttle_default: None,
-    emulator: Emulator {
-        flavor: crate::sandbox::vikingcloud::flavor,
-        port: 18442,
-        rate_limit_per_second: None,
-    },
 };
 
 impl VendorKeys for VikingCloudConfig {

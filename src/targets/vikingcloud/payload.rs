@@ -52,6 +52,12 @@ pub fn schema() -> TargetSchema {
     fields.extend(booleans.map(|name| field(name, FieldKind::Boolean)));
     fields.extend(["password", "mfaSecret", "sharedSecret"].map(write_only));
     fields.extend(["roles", "privileges"].map(|name| field(name, FieldKind::ObjectArray)));
+    // In the documented body (seed 002) beside `roles` and `privileges`: the roles and
+    // privileges the user holds in effect, which the service works out, so never sent.
+    fields.extend(["allRoles", "allPrivileges"].map(|name| FieldSpec {
+        read_only: true,
+        ..field(name, FieldKind::ObjectArray)
+    }));
     fields.extend(
         [
             "id",
