@@ -185,6 +185,7 @@ pub fn preview(
             ),
         );
         writeln(out, format!("event: {why}"));
+        writeln(out, scope_line(mapping, user));
         let regions = mapping.phone_regions(user);
         match mapping.render(user, event) {
             Render::Send {
@@ -257,6 +258,18 @@ pub fn preview(
         writeln(out, String::new());
     }
     Ok(all_sent)
+}
+
+/// Whether the target takes the user, and why not when it does not.
+fn scope_line(mapping: &Mapping, user: &Value) -> String {
+    match (mapping.scope_filter(), mapping.scope_miss(user)) {
+        (None, _) => "scope: everyone (the file has no [scope])".to_owned(),
+        (Some(filter), None) => format!("scope: in (matches [scope] filter '{filter}')"),
+        (Some(_), Some(why)) => format!(
+            "scope: out, {why}. Not created here; an account the target already holds for the \
+             user gets what [deprovision] out_of_scope says"
+        ),
+    }
 }
 
 /// `mappings diff`: for every user in the store at `db`, what each target would be sent if

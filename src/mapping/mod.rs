@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::scim::schema::ResourceSchema;
 use crate::targets::TargetSchema;
 
-pub use engine::{Event, FieldWarning, Operation, Render};
+pub use engine::{Event, FieldWarning, Operation, Render, Scoping};
 pub use transforms::ParsedPhones;
 
 /// A place in a mapping file, as an admin's editor counts it: 1-based line and column (in

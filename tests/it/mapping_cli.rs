@@ -102,6 +102,7 @@ fn preview_shows_the_exact_body_with_the_password_redacted() {
         "{report}"
     );
     let expected = "event: upsert (the user is active)\n\
+                    scope: everyone (the file has no [scope])\n\
                     operation: upsert\n\
                     password: 'password' carries the SCIM password, sent on create and on update \
                     only when it changed\n";
@@ -146,7 +147,11 @@ fn preview_covers_every_target_and_says_why_a_user_is_refused() {
     let (ok, report) = run_preview(&fixture("deactivated"), Some("primavera"));
     assert!(ok, "{report}");
     assert!(
-        report.contains("event: deactivated (the user has active = false)\noperation: disable\n"),
+        report.contains(
+            "event: deactivated (the user has active = false)\n\
+             scope: everyone (the file has no [scope])\n\
+             operation: disable\n"
+        ),
         "{report}"
     );
     assert!(report.contains("\"status\": \"INACTIVE\""), "{report}");
