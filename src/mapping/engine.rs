@@ -580,6 +580,11 @@ impl Mapping {
         self.spec.scope.as_ref().map(|scope| scope.text.as_str())
     }
 
+    /// `[deprovision] out_of_scope`, as written (or its default).
+    pub(crate) fn out_of_scope(&self) -> Policy {
+        self.spec.deprovision.out_of_scope
+    }
+
     /// Why `user` is out of this target's scope: the clauses of `[scope]` that do not hold,
     /// each with what the user has there. `None` when the user is in scope.
     pub(crate) fn scope_miss(&self, user: &Value) -> Option<String> {
