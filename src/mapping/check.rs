@@ -673,10 +673,27 @@ impl Checker<'_> {
     }
 }
 
-/// Advice that does not stop a mapping from loading: a phone transform with a fixed region in
-/// a file that maps the user's locale or address, so it knows users can be elsewhere, while
-/// every number without a country code is read as a number of that one region.
+/// Advice that does not stop a mapping from loading: an `out_of_scope` in a file without
+/// `[scope]`, and phone regions (`phone_lints`).
 pub(crate) fn lints(spec: &Spec, file: &SourceFile) -> Vec<MappingWarning> {
+    let mut warnings = Vec::new();
+    if let (None, Some(span)) = (&spec.scope, &spec.deprovision.out_of_scope_span) {
+        warnings.push(MappingWarning {
+            at: file.locate(span),
+            message: "out_of_scope never applies: the file has no [scope], so every user is \
+                      in scope"
+                .to_owned(),
+            hint: Some("add [scope] filter = '...', or remove out_of_scope".to_owned()),
+        });
+    }
+    warnings.extend(phone_lints(spec, file));
+    warnings
+}
+
+/// A phone transform with a fixed region in a file that maps the user's locale or address,
+/// so it knows users can be elsewhere, while every number without a country code is read as
+/// a number of that one region.
+fn phone_lints(spec: &Spec, file: &SourceFile) -> Vec<MappingWarning> {
     let mut paths = Vec::new();
     let mut phones = Vec::new();
     for field in &spec.fields {
@@ -1193,6 +1210,26 @@ mod tests {
             errors(&text),
             ["6:16: 'out_of_scope' must be one of: disable, delete, ignore"]
         );
+    }
+
+    #[test]
+    fn out_of_scope_without_a_scope_is_warned_about() {
+        let text = with_fields("").replace(
+            "delete = \"delete\"\n",
+            "delete = \"delete\"\nout_of_scope = \"delete\"\n",
+        );
+        let mapping = load(&text).expect("a warning does not stop the mapping");
+        let warnings: Vec<String> = mapping
+            .warnings()
+            .iter()
+            .map(|w| format!("{}:{}: {}", w.at.line, w.at.column, w.message))
+            .collect();
+        assert_eq!(
+            warnings,
+            ["4:1: out_of_scope never applies: the file has no [scope], so every user is in scope"]
+        );
+        let scoped = load(&format!("[scope]\nfilter = 'title pr'\n{text}")).expect("valid");
+        assert!(scoped.warnings().is_empty());
     }
 
     #[test]

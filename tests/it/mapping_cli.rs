@@ -555,3 +555,26 @@ async fn diff_counts_and_names_the_users_entering_and_leaving_a_scope() {
         "{report}"
     );
 }
+
+#[test]
+fn the_commented_scope_example_in_primavera_toml_is_valid_once_uncommented() {
+    let dir = broken_copy("primavera.toml", |text| {
+        let uncommented = text
+            .replace("# [scope]\n", "[scope]\n")
+            .replace("# filter = 'groups", "filter = 'groups")
+            .replace("# out_of_scope = ", "out_of_scope = ");
+        assert_ne!(uncommented, text, "the example is in the file");
+        uncommented
+    });
+    let (ok, report) = run_check(dir.path());
+    assert!(ok, "{report}");
+    let mut in_group = fixture("entra");
+    in_group["groups"] = json!([{"value": "g1", "display": "Primavera Portfolio Managers"}]);
+    let mut out = Vec::new();
+    commands::preview(dir.path(), &in_group, Some("primavera"), &mut out).expect("readable");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(
+        report.contains("scope: in (matches [scope] filter"),
+        "{report}"
+    );
+}
