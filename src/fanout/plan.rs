@@ -29,8 +29,16 @@ enum UserChange {
 struct Rendered {
     mappings: Arc<MappingSet>,
     event: Event,
-    /// Per mapping, in the set's order: whether its target takes the user, and the render.
-    renders: Vec<(Scoping, Render)>,
+    /// Per mapping, in the set's order.
+    renders: Vec<ForTarget>,
+}
+
+/// One target's part of a `Rendered`.
+enum ForTarget {
+    InScope(Render),
+    /// Rendered only once the ledger says the target may hold an account to let go of: most
+    /// users of a scoped target never had one there.
+    OutOfScope,
 }
 
 /// Whether the ledger may already hold rows for the user.
@@ -69,7 +77,7 @@ impl Planner {
         *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(mappings);
     }
 
-    /// Renders `user` through every mapping in force.
+    /// Renders `user` through every mapping in force whose scope takes them.
     fn render(&self, user: &UserView<'_>, change: UserChange) -> Rendered {
         let event = match change {
             UserChange::Deleted => Event::Deleted,
@@ -80,10 +88,14 @@ impl Planner {
         let mut phones = ParsedPhones::default();
         let renders = mappings
             .iter()
-            .map(|m| {
-                let scoping = m.scoping(user.resource);
-                let render = m.render_scoped(user.resource, event, scoping, &mut phones);
-                (scoping, render)
+            .map(|m| match m.scoping(user.resource) {
+                Scoping::In => ForTarget::InScope(m.render_scoped(
+                    user.resource,
+                    event,
+                    Scoping::In,
+                    &mut phones,
+                )),
+                Scoping::Out => ForTarget::OutOfScope,
             })
             .collect();
         Rendered {
@@ -142,15 +154,20 @@ impl Planner {
         } = rendered;
         let mut sealed: Option<SealedSecret> = None;
         let mut due = Vec::new();
-        for (mapping, (scoping, render)) in mappings.iter().zip(renders) {
+        let mut phones = ParsedPhones::default();
+        for (mapping, for_target) in mappings.iter().zip(renders) {
             let target = mapping.target();
-            // Out of scope, a target is only told to let go of an account the bridge may
-            // have given it; a user it never had leaves nothing to deliver.
-            if scoping == Scoping::Out
-                && (history == History::New || !may_hold_account(store, user_id, target)?)
-            {
-                continue;
-            }
+            let render = match for_target {
+                ForTarget::InScope(render) => render,
+                // Out of scope, a target is only told to let go of an account the bridge may
+                // have given it; a user it never had leaves nothing to deliver.
+                ForTarget::OutOfScope => {
+                    if history == History::New || !may_hold_account(store, user_id, target)? {
+                        continue;
+                    }
+                    mapping.render_scoped(user.resource, event, Scoping::Out, &mut phones)
+                }
+            };
             match render {
                 Render::Send {
                     operation,

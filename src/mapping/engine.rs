@@ -54,7 +54,7 @@ impl Operation {
 
 /// Whether a target takes a user, by its mapping's `[scope]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scoping {
+pub(crate) enum Scoping {
     /// The mapping has no `[scope]`, or the user matches it.
     In,
     /// The user does not match `[scope]`: the target holds no account for them, or loses
@@ -141,7 +141,7 @@ impl Mapping {
     }
 
     /// Whether this target takes `user`.
-    pub fn scoping(&self, user: &Value) -> Scoping {
+    pub(crate) fn scoping(&self, user: &Value) -> Scoping {
         match &self.spec.scope {
             Some(scope) if !filter::matches(&scope.filter, user, &self.scim) => Scoping::Out,
             _ => Scoping::In,

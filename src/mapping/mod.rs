@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::scim::schema::ResourceSchema;
 use crate::targets::TargetSchema;
 
-pub use engine::{Event, FieldWarning, Operation, Render, Scoping};
+pub(crate) use engine::Scoping;
+pub use engine::{Event, FieldWarning, Operation, Render};
 pub use transforms::ParsedPhones;
 
 /// A place in a mapping file, as an admin's editor counts it: 1-based line and column (in
