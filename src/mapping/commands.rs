@@ -352,6 +352,12 @@ pub async fn diff(
                 );
                 match scoping {
                     (Some(Scoping::Out), Some(Scoping::In)) => {
+                        // Sent in full from now on, so what it is sent without counts.
+                        if let Some(Render::Send { warnings, .. }) =
+                            is.map(|m| m.render(&user.value, event))
+                        {
+                            omissions.entry(target).or_default().count(&warnings);
+                        }
                         let entry = changes.entry(target).or_default();
                         entry.entering.add(&user.value);
                         if verbose {

@@ -578,3 +578,25 @@ fn the_commented_scope_example_in_primavera_toml_is_valid_once_uncommented() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn diff_counts_what_users_entering_a_scope_are_sent_without() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let db = store_with_users(work.path(), &["garbage_mobile", "okta"]).await;
+    let old = broken_copy("primavera.toml", with_scope(r#"userName eq "nobody""#));
+
+    let mut out = Vec::new();
+    let ok = commands::diff(old.path(), Path::new("mappings"), &db, false, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(ok, "{report}");
+    for line in [
+        "primavera: 2 of 2 users would change\n",
+        "primavera: 2 users would enter scope: ",
+        "primavera: 1 user sent without mobile, e.g. 'n/a (ask reception)' is not a readable \
+         phone number\n",
+    ] {
+        assert!(report.contains(line), "missing:\n{line}\nin:\n{report}");
+    }
+}
