@@ -542,13 +542,19 @@ impl Checker<'_> {
         }
     }
 
-    /// Where `needle` is first written (ignoring case, as SCIM names are) inside the string
-    /// at `span`.
+    /// Where the attribute path `needle` is first written (ignoring case, as SCIM names are)
+    /// inside the string at `span`, as a whole name: `nam` is not found inside `displayName`.
     fn within(&self, span: &Span, needle: &str) -> Option<Span> {
-        let raw = self.file.text.get(span.clone())?;
+        let raw = self.file.text.get(span.clone())?.to_ascii_lowercase();
+        let in_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '_' | '$');
         let at = raw
-            .to_ascii_lowercase()
-            .find(&needle.to_ascii_lowercase())?;
+            .match_indices(&needle.to_ascii_lowercase())
+            .map(|(at, _)| at)
+            .find(|&at| {
+                let before = raw[..at].chars().next_back();
+                let after = raw[at + needle.len()..].chars().next();
+                !before.is_some_and(in_name) && !after.is_some_and(in_name)
+            })?;
         Some(span.start + at..span.start + at + needle.len())
     }
 
@@ -1178,6 +1184,10 @@ mod tests {
         assert_eq!(error.hint(), Some("did you mean 'display'?"));
         let error = only_error(&with_scope(r#"filter = 'titel pr'"#));
         assert_eq!(error.hint(), Some("did you mean 'title'?"));
+        // Found as a whole name, not inside a longer one written before it.
+        let error = only_error(&with_scope(r#"filter = 'displayName pr and nam pr'"#));
+        let at = error.location().expect("located");
+        assert_eq!((at.column, at.width), (30, 3));
         let error = only_error(&with_scope(r#"filter = 'name.givenNme pr'"#));
         assert_eq!(error.hint(), Some("did you mean 'name.givenName'?"));
     }
