@@ -573,7 +573,7 @@ impl Mapping {
     }
 }
 
-/// A value as a warning shows it: text as is, anything else as JSON, cut to a readable length.
+/// What the preview and the diff say about scope.
 impl Mapping {
     /// `[scope] filter` as written, if the file has one.
     pub(crate) fn scope_filter(&self) -> Option<&str> {
@@ -641,7 +641,7 @@ impl Mapping {
         }
     }
 
-    /// What `user` has at `path`, for an explanation: "the user has title = \"Engineer\"".
+    /// What `user` has at `path`, for an explanation: "the user has title = 'Engineer'".
     fn has(&self, user: &Value, path: &AttrPath) -> String {
         let read_path = ValuePath {
             attr: path.with_sub(None),
@@ -660,6 +660,7 @@ impl Mapping {
     }
 }
 
+/// A value as a warning shows it: text as is, anything else as JSON, cut to a readable length.
 fn shown_value(value: &Value) -> String {
     let text = match value {
         Value::String(text) => text.clone(),
