@@ -1,6 +1,6 @@
 //! From a SCIM change to desired states: the SCIM service's write hook. Renders the users a
-//! write touched through every target's mapping, records the result in the ledger inside the
-//! same transaction as the SCIM write, and wakes the workers once it commits.
+//! write touched through every target's mapping (scope included), records the result in the
+//! ledger inside the same transaction as the SCIM write, and wakes the workers once it commits.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -9,8 +9,10 @@ use secrecy::SecretString;
 
 use crate::fanout::secrets::SecretBox;
 use crate::fanout::Fanout;
-use crate::ledger::{DeliveryOp, Desired, LedgerError, SealedSecret, StateKey, Store};
-use crate::mapping::{Event, MappingSet, Operation, ParsedPhones, Render};
+use crate::ledger::{
+    DeliveryOp, DeliveryState, Desired, LedgerError, SealedSecret, StateKey, Store,
+};
+use crate::mapping::{Event, MappingSet, Operation, ParsedPhones, Render, Scoping};
 use crate::scim::hook::{Change, GroupView, Staged, UserView, Woken, WriteHook};
 
 /// What happened to the user in SCIM.
@@ -27,7 +29,16 @@ enum UserChange {
 struct Rendered {
     mappings: Arc<MappingSet>,
     event: Event,
-    renders: Vec<Render>,
+    /// Per mapping, in the set's order.
+    renders: Vec<ForTarget>,
+}
+
+/// One target's part of a `Rendered`.
+enum ForTarget {
+    InScope(Render),
+    /// Rendered only once the ledger says the target may hold an account to let go of: most
+    /// users of a scoped target never had one there.
+    OutOfScope,
 }
 
 /// Whether the ledger may already hold rows for the user.
@@ -66,7 +77,7 @@ impl Planner {
         *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(mappings);
     }
 
-    /// Renders `user` through every mapping in force.
+    /// Renders `user` through every mapping in force whose scope takes them.
     fn render(&self, user: &UserView<'_>, change: UserChange) -> Rendered {
         let event = match change {
             UserChange::Deleted => Event::Deleted,
@@ -77,7 +88,15 @@ impl Planner {
         let mut phones = ParsedPhones::default();
         let renders = mappings
             .iter()
-            .map(|m| m.render_with(user.resource, event, &mut phones))
+            .map(|m| match m.scoping(user.resource) {
+                Scoping::In => ForTarget::InScope(m.render_scoped(
+                    user.resource,
+                    event,
+                    Scoping::In,
+                    &mut phones,
+                )),
+                Scoping::Out => ForTarget::OutOfScope,
+            })
             .collect();
         Rendered {
             mappings,
@@ -135,8 +154,20 @@ impl Planner {
         } = rendered;
         let mut sealed: Option<SealedSecret> = None;
         let mut due = Vec::new();
-        for (mapping, render) in mappings.iter().zip(renders) {
+        let mut phones = ParsedPhones::default();
+        for (mapping, for_target) in mappings.iter().zip(renders) {
             let target = mapping.target();
+            let render = match for_target {
+                ForTarget::InScope(render) => render,
+                // Out of scope, a target is only told to let go of an account the bridge may
+                // have given it; a user it never had leaves nothing to deliver.
+                ForTarget::OutOfScope => {
+                    if history == History::New || !may_hold_account(store, user_id, target)? {
+                        continue;
+                    }
+                    mapping.render_scoped(user.resource, event, Scoping::Out, &mut phones)
+                }
+            };
             match render {
                 Render::Send {
                     operation,
@@ -331,6 +362,14 @@ fn affected_members<'a>(
     } else {
         was.symmetric_difference(is).copied().collect()
     }
+}
+
+/// Whether the target may hold an account the bridge planned for this user: something was
+/// planned for it, and it has not since confirmed a delete.
+fn may_hold_account(store: &Store<'_>, user_id: &str, target: &str) -> Result<bool, LedgerError> {
+    Ok(store.delivery(user_id, target)?.is_some_and(|d| {
+        !(d.desired.operation == DeliveryOp::Delete && d.state == DeliveryState::Delivered)
+    }))
 }
 
 /// True when this target has never been sent anything for this user.

@@ -36,6 +36,9 @@ pub(crate) fn check(
         checker.target_field(name, span);
     }
     checker.required(spec);
+    if let Some(scope) = &spec.scope {
+        checker.scope(scope);
+    }
     checker.deprovision(spec);
     checker.errors
 }
@@ -459,9 +462,11 @@ impl Checker<'_> {
         ok
     }
 
-    fn condition(&mut self, condition: &Condition) {
-        let mut unknown = Vec::new();
-        walk_paths(&condition.filter, &mut |path, inside| {
+    /// The first attribute path in `filter` that names nothing in the SCIM User schema, with
+    /// the attribute whose `[...]` it is inside, if it is.
+    fn unknown_in(&self, filter: &Filter) -> Option<(AttrPath, Option<AttrPath>)> {
+        let mut unknown = None;
+        walk_paths(filter, &mut |path, inside| {
             let found = match inside {
                 None => self.scim.locate(path).is_some(),
                 Some(outer) => self
@@ -469,11 +474,18 @@ impl Checker<'_> {
                     .locate(outer)
                     .is_some_and(|o| o.attr.sub_attribute(&path.attr).is_some()),
             };
-            if !found {
-                unknown.push(path.to_string());
+            if !found && unknown.is_none() {
+                unknown = Some((path.clone(), inside.cloned()));
             }
         });
-        if let Some(path) = unknown.first() {
+        unknown
+    }
+
+    fn condition(&mut self, condition: &Condition) {
+        if let Some(path) = self
+            .unknown_in(&condition.filter)
+            .map(|(p, _)| p.to_string())
+        {
             self.errors.push(MappingError::InvalidSourcePath {
                 at: self.file.locate(&condition.span),
                 path: path.clone(),
@@ -495,6 +507,92 @@ impl Checker<'_> {
                 None,
             );
         }
+    }
+
+    /// `[scope] filter`: every attribute it names exists, and every comparison can hold. An
+    /// unknown attribute is pointed at inside the filter, where the file spells it.
+    fn scope(&mut self, scope: &Condition) {
+        if let Some((path, inside)) = self.unknown_in(&scope.filter) {
+            let written = path.to_string();
+            let span = self
+                .within(&scope.span, &written)
+                .unwrap_or_else(|| scope.span.clone());
+            let hint = self.nearest_attribute(&path, inside.as_ref()).map_or_else(
+                || {
+                    "scope filters use SCIM User attributes: groups[display eq \"x\"], \
+                    userType eq \"Employee\", urn:...:enterprise:2.0:User:department eq \"x\""
+                        .to_owned()
+                },
+                |close| format!("did you mean '{close}'?"),
+            );
+            self.errors.push(MappingError::InvalidSourcePath {
+                at: self.file.locate(&span),
+                path: written,
+                reason: "the [scope] filter names an unknown attribute".to_owned(),
+                hint: Some(hint),
+            });
+            return;
+        }
+        if let Err(error) = filter::validate(&scope.filter, self.scim) {
+            self.invalid(
+                &scope.span,
+                format!("the [scope] filter can never match as written: {error}"),
+                None,
+            );
+        }
+    }
+
+    /// Where the attribute path `needle` is first written (ignoring case, as SCIM names are)
+    /// inside the string at `span`, as a whole name: `nam` is not found inside `displayName`.
+    fn within(&self, span: &Span, needle: &str) -> Option<Span> {
+        let raw = self.file.text.get(span.clone())?.to_ascii_lowercase();
+        let in_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '_' | '$');
+        let at = raw
+            .match_indices(&needle.to_ascii_lowercase())
+            .map(|(at, _)| at)
+            .find(|&at| {
+                let before = raw[..at].chars().next_back();
+                let after = raw[at + needle.len()..].chars().next();
+                !before.is_some_and(in_name) && !after.is_some_and(in_name)
+            })?;
+        Some(span.start + at..span.start + at + needle.len())
+    }
+
+    /// The known attribute (or sub-attribute) closest to an unknown one, written as a path;
+    /// inside `outer[...]`, the closest sub-attribute of `outer`.
+    fn nearest_attribute(&self, path: &AttrPath, outer: Option<&AttrPath>) -> Option<String> {
+        if let Some(outer) = outer {
+            let located = self.scim.locate(outer)?;
+            let names = located.attr.sub_attributes.iter().map(|s| s.name.as_str());
+            return closest(&path.attr, names).map(str::to_owned);
+        }
+        if let Some(located) = self.scim.locate(&path.with_sub(None)) {
+            let sub = path.sub_attr.as_deref()?;
+            let names = located.attr.sub_attributes.iter().map(|s| s.name.as_str());
+            return closest(sub, names).map(|close| format!("{}.{close}", located.attr.name));
+        }
+        let names: Vec<&str> = match &path.urn {
+            Some(urn) => self
+                .scim
+                .extension(urn)?
+                .attributes
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect(),
+            None => self
+                .scim
+                .core
+                .attributes
+                .iter()
+                .chain(&self.scim.common)
+                .map(|a| a.name.as_str())
+                .collect(),
+        };
+        let close = closest(&path.attr, names.into_iter())?;
+        Some(match &path.urn {
+            Some(urn) => format!("{urn}:{close}"),
+            None => close.to_owned(),
+        })
     }
 
     fn required(&mut self, spec: &Spec) {
@@ -529,15 +627,24 @@ impl Checker<'_> {
 
     fn deprovision(&mut self, spec: &Spec) {
         let policy = &spec.deprovision;
-        let disables = [policy.deactivate, policy.delete].contains(&Policy::Disable);
+        let mut policies = vec![policy.deactivate, policy.delete];
+        // Without [scope] nobody leaves it, so out_of_scope never applies.
+        if spec.scope.is_some() {
+            policies.push(policy.out_of_scope);
+        }
+        let disables = policies.contains(&Policy::Disable);
         match (&policy.disable_sets_span, disables) {
             (None, true) => self.invalid(
                 &policy.span,
                 "a policy says \"disable\", but [deprovision] has no disable_sets".to_owned(),
-                Some(
+                Some(if policy.out_of_scope_span.is_none() && spec.scope.is_some() {
+                    "with [scope], out_of_scope = \"disable\" is the default: add disable_sets = \
+                     { disabled = true }, or say out_of_scope = \"delete\" or \"ignore\""
+                        .to_owned()
+                } else {
                     "say which fields disable the account, e.g. disable_sets = { disabled = true }"
-                        .to_owned(),
-                ),
+                        .to_owned()
+                }),
             ),
             (Some(span), false) => self.invalid(
                 span,
@@ -572,10 +679,27 @@ impl Checker<'_> {
     }
 }
 
-/// Advice that does not stop a mapping from loading: a phone transform with a fixed region in
-/// a file that maps the user's locale or address, so it knows users can be elsewhere, while
-/// every number without a country code is read as a number of that one region.
+/// Advice that does not stop a mapping from loading: an `out_of_scope` in a file without
+/// `[scope]`, and phone regions (`phone_lints`).
 pub(crate) fn lints(spec: &Spec, file: &SourceFile) -> Vec<MappingWarning> {
+    let mut warnings = Vec::new();
+    if let (None, Some(span)) = (&spec.scope, &spec.deprovision.out_of_scope_span) {
+        warnings.push(MappingWarning {
+            at: file.locate(span),
+            message: "out_of_scope never applies: the file has no [scope], so every user is \
+                      in scope"
+                .to_owned(),
+            hint: Some("add [scope] filter = '...', or remove out_of_scope".to_owned()),
+        });
+    }
+    warnings.extend(phone_lints(spec, file));
+    warnings
+}
+
+/// A phone transform with a fixed region in a file that maps the user's locale or address,
+/// so it knows users can be elsewhere, while every number without a country code is read as
+/// a number of that one region.
+fn phone_lints(spec: &Spec, file: &SourceFile) -> Vec<MappingWarning> {
     let mut paths = Vec::new();
     let mut phones = Vec::new();
     for field in &spec.fields {
@@ -1007,6 +1131,141 @@ mod tests {
             found[1].starts_with("11:35: 'title eq' is not a SCIM filter"),
             "{found:?}"
         );
+    }
+
+    fn with_scope(scope: &str) -> String {
+        format!("[scope]\n{scope}\n{}", with_fields(""))
+    }
+
+    #[test]
+    fn a_scope_filter_that_does_not_parse_is_pointed_at_inside_the_string() {
+        let found = errors(&with_scope(
+            r#"filter = 'groups[display eq "Schedulers"] and'"#,
+        ));
+        assert_eq!(
+            found,
+            [
+                "2:46: the [scope] filter does not parse: expected an attribute path, '(' or \
+              'not', found the end at position 36 of filter 'groups[display eq \"Schedulers\"] \
+              and'"
+            ]
+        );
+        let found = errors(&with_scope(r#"filter = 'title eq "x" or userType is "y"'"#));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("2:36: "), "{found:?}");
+        // Escapes in a basic string shift every position: the whole string is pointed at.
+        let found = errors(&with_scope(r#"filter = "title eq \"x\" and""#));
+        assert!(found[0].starts_with("2:10: "), "{found:?}");
+    }
+
+    #[test]
+    fn a_scope_filter_naming_an_unknown_attribute_is_pointed_at_it() {
+        let found = errors(&with_scope(
+            r#"filter = 'active eq true and urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:departmnt eq "Planning"'"#,
+        ));
+        assert_eq!(
+            found,
+            [
+                "2:30: 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:departmnt' \
+              is not a SCIM attribute path: the [scope] filter names an unknown attribute"
+            ]
+        );
+        let error = only_error(&with_scope(
+            r#"filter = 'active eq true and urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:departmnt eq "Planning"'"#,
+        ));
+        assert_eq!(
+            error.hint(),
+            Some(
+                "did you mean \
+                 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department'?"
+            )
+        );
+        let error = only_error(&with_scope(r#"filter = 'groups[dispaly eq "Schedulers"]'"#));
+        let at = error.location().expect("located");
+        assert_eq!((at.line, at.column, at.width), (2, 18, 7));
+        assert_eq!(error.hint(), Some("did you mean 'display'?"));
+        let error = only_error(&with_scope(r#"filter = 'titel pr'"#));
+        assert_eq!(error.hint(), Some("did you mean 'title'?"));
+        // Found as a whole name, not inside a longer one written before it.
+        let error = only_error(&with_scope(r#"filter = 'displayName pr and nam pr'"#));
+        let at = error.location().expect("located");
+        assert_eq!((at.column, at.width), (30, 3));
+        let error = only_error(&with_scope(r#"filter = 'name.givenNme pr'"#));
+        assert_eq!(error.hint(), Some("did you mean 'name.givenName'?"));
+    }
+
+    #[test]
+    fn a_scope_is_one_filter_in_quotes_and_out_of_scope_a_policy() {
+        assert_eq!(
+            errors(&with_scope("filters = 'title pr'")),
+            [
+                "1:1: [scope] has no filter",
+                "2:1: unknown key 'filters' in [scope]",
+            ]
+        );
+        assert_eq!(
+            errors(&with_scope("filter = true")),
+            ["2:10: 'filter' takes a SCIM filter in quotes, not a boolean"]
+        );
+        assert_eq!(
+            errors(&with_scope("filter = 'active gt true'")),
+            [
+                "2:10: the [scope] filter can never match as written: 'gt' does not apply to \
+              'active', which is of type boolean"
+            ]
+        );
+        let text = with_scope("filter = 'title pr'").replace(
+            "delete = \"delete\"\n",
+            "delete = \"delete\"\nout_of_scope = \"drop\"\n",
+        );
+        assert_eq!(
+            errors(&text),
+            ["6:16: 'out_of_scope' must be one of: disable, delete, ignore"]
+        );
+    }
+
+    #[test]
+    fn out_of_scope_without_a_scope_is_warned_about() {
+        let text = with_fields("").replace(
+            "delete = \"delete\"\n",
+            "delete = \"delete\"\nout_of_scope = \"delete\"\n",
+        );
+        let mapping = load(&text).expect("a warning does not stop the mapping");
+        let warnings: Vec<String> = mapping
+            .warnings()
+            .iter()
+            .map(|w| format!("{}:{}: {}", w.at.line, w.at.column, w.message))
+            .collect();
+        assert_eq!(
+            warnings,
+            ["4:1: out_of_scope never applies: the file has no [scope], so every user is in scope"]
+        );
+        let scoped = load(&format!("[scope]\nfilter = 'title pr'\n{text}")).expect("valid");
+        assert!(scoped.warnings().is_empty());
+    }
+
+    #[test]
+    fn out_of_scope_disables_by_default_and_then_needs_disable_sets() {
+        let deleting = "[deprovision]\ndeactivate = \"delete\"\ndelete = \"delete\"\n\n\
+            [fields]\nemail = \"userName\"\nlastName = \"userName\"\npassword = \"password\"\n";
+        load(deleting).expect("without [scope] out_of_scope never applies");
+        let scoped = format!("[scope]\nfilter = 'title pr'\n{deleting}");
+        let error = only_error(&scoped);
+        assert_eq!(
+            error.headline(),
+            "a policy says \"disable\", but [deprovision] has no disable_sets"
+        );
+        assert!(
+            error
+                .hint()
+                .is_some_and(|hint| hint.contains("out_of_scope = \"disable\" is the default")),
+            "{error}"
+        );
+        let explicit = scoped.replace(
+            "delete = \"delete\"\n",
+            "delete = \"delete\"\nout_of_scope = \"delete\"\n",
+        );
+        load(&explicit).expect("out_of_scope = delete needs no disable_sets");
     }
 
     #[test]

@@ -10,10 +10,11 @@ use serde_json::Value;
 
 use crate::clock::SystemClock;
 use crate::ledger::{Db, DbOptions, ResourceKind};
+use crate::mapping::spec::Policy;
 use crate::mapping::transforms::{as_bool, quote};
 use crate::mapping::{
     load_file, mapping_files, Event, FieldWarning, Location, Mapping, MappingError, MappingSet,
-    MappingWarning, Render,
+    MappingWarning, Render, Scoping,
 };
 use crate::scim::service::{ListQuery, ScimService};
 use crate::targets::{TargetSchema, VENDORS};
@@ -22,6 +23,8 @@ use crate::targets::{TargetSchema, VENDORS};
 const DIFF_PAGE: u64 = 500;
 /// Distinct value changes shown per field in the diff summary.
 const SHOWN_CHANGES: usize = 3;
+/// Users named per target among those entering or leaving its scope.
+const SHOWN_SAMPLES: usize = 5;
 
 /// The schema of every built-in vendor, keyed by vendor name, which is also the default target
 /// name and so the stem of its mapping file.
@@ -185,6 +188,7 @@ pub fn preview(
             ),
         );
         writeln(out, format!("event: {why}"));
+        writeln(out, scope_line(mapping, user));
         let regions = mapping.phone_regions(user);
         match mapping.render(user, event) {
             Render::Send {
@@ -259,10 +263,24 @@ pub fn preview(
     Ok(all_sent)
 }
 
+/// Whether the target takes the user, and why not when it does not.
+fn scope_line(mapping: &Mapping, user: &Value) -> String {
+    match (mapping.scope_filter(), mapping.scope_miss(user)) {
+        (None, _) => "scope: everyone (the file has no [scope])".to_owned(),
+        (Some(filter), None) => format!("scope: in (matches [scope] filter '{filter}')"),
+        (Some(_), Some(why)) => format!(
+            "scope: out, {why}. Not created here; an account the target already holds for the \
+             user gets what [deprovision] out_of_scope says"
+        ),
+    }
+}
+
 /// `mappings diff`: for every user in the store at `db`, what each target would be sent if
 /// the mappings in `against` replaced those in `current`. Prints a summary per target and
-/// field ("kibo: 312 users, field localeCode: 'en' -> 'en-US'") and, with `verbose`, every
-/// changed user. `Ok(false)` when either set of mappings is invalid.
+/// field ("kibo: 312 users, field localeCode: 'en' -> 'en-US'"), the users entering and
+/// leaving each target's scope, and, with `verbose`, every changed user. Users out of scope
+/// under both are not compared: their target is sent nothing new. `Ok(false)` when either set
+/// of mappings is invalid.
 pub async fn diff(
     current: &Path,
     against: &Path,
@@ -327,8 +345,50 @@ pub async fn diff(
             users += 1;
             let (event, _) = event_for(&user.value);
             for target in &targets {
-                let before = old.get(target).map(|m| m.render(&user.value, event));
-                let after = new.get(target).map(|m| m.render(&user.value, event));
+                let (was, is) = (old.get(target), new.get(target));
+                let scoping = (
+                    was.map(|m| m.scoping(&user.value)),
+                    is.map(|m| m.scoping(&user.value)),
+                );
+                match scoping {
+                    (Some(Scoping::Out), Some(Scoping::In)) => {
+                        // Sent in full from now on, so what it is sent without counts.
+                        if let Some(Render::Send { warnings, .. }) =
+                            is.map(|m| m.render(&user.value, event))
+                        {
+                            omissions.entry(target).or_default().count(&warnings);
+                        }
+                        let entry = changes.entry(target).or_default();
+                        entry.entering.add(&user.value);
+                        if verbose {
+                            entry.per_user.push(format!(
+                                "  {} ({}): enters scope",
+                                user_label(&user.value),
+                                user.id
+                            ));
+                        }
+                        continue;
+                    }
+                    (Some(Scoping::In), Some(Scoping::Out)) => {
+                        let entry = changes.entry(target).or_default();
+                        entry.leaving.add(&user.value);
+                        if verbose {
+                            let why = is.and_then(|m| m.scope_miss(&user.value));
+                            entry.per_user.push(format!(
+                                "  {} ({}): leaves scope ({})",
+                                user_label(&user.value),
+                                user.id,
+                                why.unwrap_or_default()
+                            ));
+                        }
+                        continue;
+                    }
+                    // Out of scope either way: the target is sent nothing new for the user.
+                    (Some(Scoping::Out), Some(Scoping::Out)) => continue,
+                    _ => {}
+                }
+                let before = was.map(|m| m.render(&user.value, event));
+                let after = is.map(|m| m.render(&user.value, event));
                 if let Some(Render::Send { warnings, .. }) = &after {
                     omissions.entry(target).or_default().count(warnings);
                 }
@@ -385,8 +445,42 @@ pub async fn diff(
         };
         writeln(
             out,
-            format!("{target}: {} of {users} users would change", found.users),
+            format!(
+                "{target}: {} of {users} users would change",
+                found.users + found.entering.users + found.leaving.users
+            ),
         );
+        if found.entering.users > 0 {
+            writeln(
+                out,
+                format!(
+                    "{target}: {} {} would enter scope: {}",
+                    found.entering.users,
+                    plural(found.entering.users, "user"),
+                    found.entering.listed()
+                ),
+            );
+        }
+        if found.leaving.users > 0 {
+            let policy = new
+                .get(target)
+                .map_or(Policy::Disable, Mapping::out_of_scope);
+            let effect = match policy {
+                Policy::Disable => format!("disabled where {target} holds an account"),
+                Policy::Delete => format!("deleted where {target} holds an account"),
+                Policy::Ignore => "their accounts left as they are".to_owned(),
+            };
+            writeln(
+                out,
+                format!(
+                    "{target}: {} {} would leave scope: {} (out_of_scope = \"{}\": {effect})",
+                    found.leaving.users,
+                    plural(found.leaving.users, "user"),
+                    found.leaving.listed(),
+                    policy.as_str()
+                ),
+            );
+        }
         for (what, transitions) in &found.by_field {
             let count: u64 = transitions.values().sum();
             let mut ranked: Vec<(&String, &u64)> = transitions.iter().collect();
@@ -473,10 +567,37 @@ fn mark_region_changes(found: &mut [Change], old: &Mapping, new: &Mapping) {
     }
 }
 
+/// Users crossing a target's scope one way: how many, and the first few by name.
+#[derive(Default)]
+struct Crossing {
+    users: u64,
+    samples: Vec<String>,
+}
+
+impl Crossing {
+    fn add(&mut self, user: &Value) {
+        self.users += 1;
+        if self.samples.len() < SHOWN_SAMPLES {
+            self.samples.push(user_label(user));
+        }
+    }
+
+    fn listed(&self) -> String {
+        let more = self.users - self.samples.len() as u64;
+        match more {
+            0 => self.samples.join(", "),
+            _ => format!("{} and {more} more", self.samples.join(", ")),
+        }
+    }
+}
+
 /// What changes for one target, gathered over all users.
 #[derive(Default)]
 struct TargetChanges {
+    /// Users whose payload or outcome changes, in scope before and after.
     users: u64,
+    entering: Crossing,
+    leaving: Crossing,
     /// "field localeCode" -> "'en' -> 'en-US'" -> how many users.
     by_field: BTreeMap<String, BTreeMap<String, u64>>,
     per_user: Vec<String>,

@@ -1,5 +1,6 @@
 //! Rendering: one assembled SCIM user (groups included) through one target's mapping, giving
-//! the operation, payload and payload hash the fan-out delivers, or why nothing is sent.
+//! whether the user is in the target's scope, and the operation, payload and payload hash the
+//! fan-out delivers, or why nothing is sent.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -7,13 +8,15 @@ use sha2::{Digest, Sha256};
 use serde::{Deserialize, Serialize};
 
 use crate::mapping::check::walk_rule;
-use crate::mapping::spec::{FieldRule, Grants, OnInvalid, Part, Policy, Rule, Source, Template};
+use crate::mapping::spec::{
+    Condition, FieldRule, Grants, OnInvalid, Part, Policy, Rule, Source, Template,
+};
 use crate::mapping::transforms::{
     as_bool, as_text, is_blank, quote, ParsedPhones, PhoneRegion, Refusal, Step,
 };
 use crate::mapping::Mapping;
-use crate::scim::filter::{self, matches_value};
-use crate::scim::path::ValuePath;
+use crate::scim::filter::{self, matches_value, Filter};
+use crate::scim::path::{AttrPath, ValuePath};
 use crate::scim::resource::{attribute_value, field};
 use crate::scim::schema::{AttrType, ResourceSchema};
 use crate::targets::{FieldKind, FieldSpec, Payload};
@@ -45,6 +48,35 @@ impl Operation {
             Operation::Upsert => "upsert",
             Operation::Disable => "disable",
             Operation::Delete => "delete",
+        }
+    }
+}
+
+/// Whether a target takes a user, by its mapping's `[scope]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scoping {
+    /// The mapping has no `[scope]`, or the user matches it.
+    In,
+    /// The user does not match `[scope]`: the target holds no account for them, or loses
+    /// the one it holds as `[deprovision] out_of_scope` says.
+    Out,
+}
+
+/// What the policies make of a user who is inactive, deleted or out of scope.
+struct Trigger {
+    key: &'static str,
+    policy: Policy,
+    what: &'static str,
+}
+
+impl Trigger {
+    /// How much of the account the policy takes away: a user both deactivated and out of
+    /// scope gets the stronger of the two.
+    fn weight(&self) -> u8 {
+        match self.policy {
+            Policy::Ignore => 0,
+            Policy::Disable => 1,
+            Policy::Delete => 2,
         }
     }
 }
@@ -105,29 +137,75 @@ impl Mapping {
 
     /// `render`, reusing the phone numbers other mappings already parsed for this user.
     pub fn render_with(&self, user: &Value, event: Event, phones: &mut ParsedPhones) -> Render {
+        self.render_scoped(user, event, self.scoping(user), phones)
+    }
+
+    /// Whether this target takes `user`.
+    pub(crate) fn scoping(&self, user: &Value) -> Scoping {
+        match &self.spec.scope {
+            Some(scope) if !filter::matches(&scope.filter, user, &self.scim) => Scoping::Out,
+            _ => Scoping::In,
+        }
+    }
+
+    /// `render_with` for a user whose scoping is already known. Out of scope, the user is
+    /// rendered as `out_of_scope` says (or as a deactivation or deletion says, if that takes
+    /// more away); whether there is an account to apply it to is the caller's to know.
+    pub(crate) fn render_scoped(
+        &self,
+        user: &Value,
+        event: Event,
+        scoping: Scoping,
+        phones: &mut ParsedPhones,
+    ) -> Render {
         let policy = &self.spec.deprovision;
-        let operation = match event {
-            Event::Upsert => Operation::Upsert,
-            Event::Deactivated | Event::Deleted => {
-                let (key, chosen, what) = match event {
-                    Event::Deleted => ("delete", policy.delete, "SCIM DELETE"),
-                    _ => ("deactivate", policy.deactivate, "SCIM active=false"),
-                };
-                match chosen {
-                    Policy::Disable => Operation::Disable,
-                    Policy::Delete => Operation::Delete,
-                    Policy::Ignore => {
-                        return Render::Skip {
-                            reason: format!(
-                                "{what} is ignored for {}: [deprovision] {key} = \"{}\" in {}",
-                                self.target,
-                                chosen.as_str(),
-                                self.file.display()
-                            ),
-                        }
+        let by_event = match event {
+            Event::Upsert => None,
+            Event::Deactivated => Some(Trigger {
+                key: "deactivate",
+                policy: policy.deactivate,
+                what: "SCIM active=false",
+            }),
+            Event::Deleted => Some(Trigger {
+                key: "delete",
+                policy: policy.delete,
+                what: "SCIM DELETE",
+            }),
+        };
+        let by_scope = (scoping == Scoping::Out).then_some(Trigger {
+            key: "out_of_scope",
+            policy: policy.out_of_scope,
+            what: "leaving [scope]",
+        });
+        // On a tie the scope names the reason: it is why the user is no longer sent here.
+        let trigger = [by_scope, by_event]
+            .into_iter()
+            .flatten()
+            .reduce(|kept, other| {
+                if other.weight() > kept.weight() {
+                    other
+                } else {
+                    kept
+                }
+            });
+        let operation = match trigger {
+            None => Operation::Upsert,
+            Some(trigger) => match trigger.policy {
+                Policy::Disable => Operation::Disable,
+                Policy::Delete => Operation::Delete,
+                Policy::Ignore => {
+                    return Render::Skip {
+                        reason: format!(
+                            "{} is ignored for {}: [deprovision] {} = \"{}\" in {}",
+                            trigger.what,
+                            self.target,
+                            trigger.key,
+                            trigger.policy.as_str(),
+                            self.file.display()
+                        ),
                     }
                 }
-            }
+            },
         };
         match self.payload(user, operation, phones) {
             Ok((payload, password_field, warnings)) => {
@@ -495,6 +573,93 @@ impl Mapping {
     }
 }
 
+/// What the preview and the diff say about scope.
+impl Mapping {
+    /// `[scope] filter` as written, if the file has one.
+    pub(crate) fn scope_filter(&self) -> Option<&str> {
+        self.spec.scope.as_ref().map(|scope| scope.text.as_str())
+    }
+
+    /// `[deprovision] out_of_scope`, as written (or its default).
+    pub(crate) fn out_of_scope(&self) -> Policy {
+        self.spec.deprovision.out_of_scope
+    }
+
+    /// Why `user` is out of this target's scope: the clauses of `[scope]` that do not hold,
+    /// each with what the user has there. `None` when the user is in scope.
+    pub(crate) fn scope_miss(&self, user: &Value) -> Option<String> {
+        let scope: &Condition = self.spec.scope.as_ref()?;
+        if filter::matches(&scope.filter, user, &self.scim) {
+            return None;
+        }
+        let mut unmet = Vec::new();
+        self.unmet(&scope.filter, user, &mut unmet);
+        Some(format!(
+            "[scope] filter '{}' does not match: {}",
+            scope.text,
+            unmet.join("; ")
+        ))
+    }
+
+    /// The clauses under `filter` that fail for `user`, as sentences. Of an `and`, the
+    /// failing sides; of an `or`, every side (none held).
+    fn unmet(&self, filter: &Filter, user: &Value, out: &mut Vec<String>) {
+        match filter {
+            Filter::And(left, right) => {
+                for side in [left, right] {
+                    if !filter::matches(side, user, &self.scim) {
+                        self.unmet(side, user, out);
+                    }
+                }
+            }
+            Filter::Or(left, right) => {
+                self.unmet(left, user, out);
+                self.unmet(right, user, out);
+            }
+            Filter::Not(inner) => out.push(format!(
+                "'{filter}' does not hold: the user matches '{inner}'"
+            )),
+            Filter::Compare { path, .. } | Filter::Present(path) => out.push(format!(
+                "'{filter}' does not hold; {}",
+                self.has(user, path)
+            )),
+            Filter::ValuePath { path, .. } => {
+                let shown = self
+                    .scim
+                    .locate(path)
+                    .and_then(|at| {
+                        ["display", "value"]
+                            .into_iter()
+                            .find(|sub| at.attr.sub_attribute(sub).is_some())
+                    })
+                    .map_or_else(|| path.clone(), |sub| path.with_sub(Some(sub)));
+                out.push(format!(
+                    "'{filter}' does not hold; {}",
+                    self.has(user, &shown)
+                ))
+            }
+        }
+    }
+
+    /// What `user` has at `path`, for an explanation: "the user has title = 'Engineer'".
+    fn has(&self, user: &Value, path: &AttrPath) -> String {
+        let read_path = ValuePath {
+            attr: path.with_sub(None),
+            filter: None,
+            sub_attr: path.sub_attr.clone(),
+        };
+        let values: Vec<String> = read(user, &read_path, &self.scim)
+            .iter()
+            .map(quote)
+            .collect();
+        if values.is_empty() {
+            format!("the user has no {path}")
+        } else {
+            format!("the user has {path} = {}", values.join(", "))
+        }
+    }
+}
+
 /// A value as a warning shows it: text as is, anything else as JSON, cut to a readable length.
 fn shown_value(value: &Value) -> String {
     let text = match value {
@@ -855,6 +1020,143 @@ mobile = { first_of = ['phoneNumbers[type eq "work"].value', { value = "none" }]
             ),
             other => panic!("expected a skip, got {other:?}"),
         }
+    }
+
+    /// The test mapping with `[scope]` and, if given, `out_of_scope`.
+    fn scoped(filter: &str, out_of_scope: Option<&str>) -> Mapping {
+        let mut text = with_fields("");
+        if let Some(policy) = out_of_scope {
+            text = text.replace(
+                "delete = \"delete\"\n",
+                &format!("delete = \"delete\"\nout_of_scope = \"{policy}\"\n"),
+            );
+        }
+        load(&format!("[scope]\nfilter = '{filter}'\n{text}")).expect("valid mapping")
+    }
+
+    fn operation(rendered: Render) -> Option<Operation> {
+        match rendered {
+            Render::Send { operation, .. } => Some(operation),
+            Render::Skip { .. } => None,
+            Render::Rejected { reason } => panic!("rejected: {reason}"),
+        }
+    }
+
+    #[test]
+    fn a_user_outside_the_scope_is_deprovisioned_as_out_of_scope_says() {
+        let active = |mut user: Value| {
+            user["active"] = json!(true);
+            user
+        };
+        let member = active(user());
+        let outsider = active(json!({"userName": "bo", "name": {"familyName": "Bo"},
+            "emails": [{"value": "bo@example.com", "primary": true}]}));
+        let by_default = scoped(r#"groups[display eq "Schedulers"]"#, None);
+        assert_eq!(by_default.scoping(&member), Scoping::In);
+        assert_eq!(by_default.scoping(&outsider), Scoping::Out);
+        assert_eq!(
+            operation(by_default.render(&member, Event::Upsert)),
+            Some(Operation::Upsert)
+        );
+        let (op, payload, _, _) = send(by_default.render(&outsider, Event::Upsert));
+        assert_eq!(op, Operation::Disable, "out_of_scope defaults to disable");
+        assert_eq!(payload["status"], json!("INACTIVE"));
+
+        let deleting = scoped(r#"groups[display eq "Schedulers"]"#, Some("delete"));
+        assert_eq!(
+            operation(deleting.render(&outsider, Event::Upsert)),
+            Some(Operation::Delete)
+        );
+        let ignoring = scoped(r#"groups[display eq "Schedulers"]"#, Some("ignore"));
+        match ignoring.render(&outsider, Event::Upsert) {
+            Render::Skip { reason } => assert_eq!(
+                reason,
+                "leaving [scope] is ignored for test: [deprovision] out_of_scope = \"ignore\" \
+                 in mappings/test.toml"
+            ),
+            other => panic!("expected a skip, got {other:?}"),
+        }
+        assert_eq!(
+            operation(ignoring.render(&member, Event::Upsert)),
+            Some(Operation::Upsert),
+            "the policy only applies outside the scope"
+        );
+    }
+
+    #[test]
+    fn out_of_scope_and_deprovisioned_takes_the_stronger_policy() {
+        let outsider = json!({"userName": "bo", "active": false, "name": {"familyName": "Bo"},
+            "emails": [{"value": "bo@example.com", "primary": true}]});
+        // deactivate = disable, delete = delete in the test mapping.
+        let ignoring = scoped("title pr", Some("ignore"));
+        assert_eq!(
+            operation(ignoring.render(&outsider, Event::Deactivated)),
+            Some(Operation::Disable),
+            "a deactivated user is still disabled where scope would leave the account"
+        );
+        let deleting = scoped("title pr", Some("delete"));
+        assert_eq!(
+            operation(deleting.render(&outsider, Event::Deactivated)),
+            Some(Operation::Delete)
+        );
+        let disabling = scoped("title pr", Some("disable"));
+        assert_eq!(
+            operation(disabling.render(&outsider, Event::Deleted)),
+            Some(Operation::Delete)
+        );
+    }
+
+    #[test]
+    fn an_extension_attribute_scope_and_why_a_user_is_outside_it() {
+        let mapping = scoped(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "Planning" and (title pr or not (userType eq "Contractor"))"#,
+            None,
+        );
+        let mut planner = user();
+        planner["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] =
+            json!({"department": "Planning"});
+        assert_eq!(mapping.scoping(&planner), Scoping::In);
+        assert_eq!(mapping.scope_miss(&planner), None);
+
+        let mut sales = json!({"userName": "bo", "userType": "Contractor",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Sales"}});
+        assert_eq!(mapping.scoping(&sales), Scoping::Out);
+        let why = mapping.scope_miss(&sales).expect("out of scope");
+        assert!(
+            why.contains(
+                "'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq \
+                 \"Planning\"' does not hold; the user has \
+                 urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department = 'Sales'"
+            ),
+            "{why}"
+        );
+        assert!(
+            why.contains("'title pr' does not hold; the user has no title"),
+            "{why}"
+        );
+        assert!(
+            why.contains("'not (userType eq \"Contractor\")' does not hold: the user matches"),
+            "{why}"
+        );
+
+        sales["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"] =
+            json!("planning");
+        sales["title"] = json!("Scheduler");
+        assert_eq!(
+            mapping.scoping(&sales),
+            Scoping::In,
+            "text compares as SCIM filters do, without case"
+        );
+
+        let groups = scoped(r#"groups[display eq "Planners"]"#, None);
+        assert_eq!(
+            groups.scope_miss(&user()).as_deref(),
+            Some(
+                "[scope] filter 'groups[display eq \"Planners\"]' does not match: \
+                 'groups[display eq \"Planners\"]' does not hold; the user has \
+                 groups.display = 'Schedulers'"
+            )
+        );
     }
 
     fn warnings(rendered: Render) -> Vec<FieldWarning> {

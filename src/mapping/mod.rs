@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::scim::schema::ResourceSchema;
 use crate::targets::TargetSchema;
 
+pub(crate) use engine::Scoping;
 pub use engine::{Event, FieldWarning, Operation, Render};
 pub(crate) use transforms::warm_phone_metadata;
 pub use transforms::ParsedPhones;

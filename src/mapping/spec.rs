@@ -1,5 +1,5 @@
 //! The mapping file format: TOML read into a tree that remembers where each value was written,
-//! then into a `Spec` (rules per target field, deprovisioning policy). Only the file's own
+//! then into a `Spec` (rules per target field, scope, deprovisioning policy). Only the file's own
 //! structure is checked here; `check` then holds the spec against the target's schema.
 
 use std::fmt;
@@ -163,6 +163,8 @@ pub(crate) struct Spec {
     pub broken_fields: Vec<(String, Span)>,
     /// The `[fields]` table, or the file start when it is missing.
     pub fields_span: Span,
+    /// `[scope] filter`: the users this target takes; `None` takes everyone.
+    pub scope: Option<Condition>,
     pub deprovision: Deprovision,
 }
 
@@ -284,6 +286,10 @@ pub(crate) struct Deprovision {
     pub deactivate: Policy,
     /// What SCIM DELETE does.
     pub delete: Policy,
+    /// What leaving `[scope]` does to an account the target holds; disable unless written.
+    pub out_of_scope: Policy,
+    /// Where `out_of_scope` is written, if it is.
+    pub out_of_scope_span: Option<Span>,
     /// The fields a disable overrides, on top of the user's full payload.
     pub disable_sets: Vec<DisableSet>,
     pub disable_sets_span: Option<Span>,
@@ -298,7 +304,8 @@ pub(crate) struct DisableSet {
     pub value_span: Span,
 }
 
-const TOP_KEYS: &[&str] = &["deprovision", "fields"];
+const TOP_KEYS: &[&str] = &["deprovision", "fields", "scope"];
+const SCOPE_KEYS: &[&str] = &["filter"];
 const SOURCE_KEYS: &[&str] = &["from", "template", "value", "first_of", "object", "grants"];
 const FIELD_KEYS: &[&str] = &[
     "from",
@@ -314,7 +321,7 @@ const FIELD_KEYS: &[&str] = &[
     "managed",
     "on_invalid",
 ];
-const DEPROVISION_KEYS: &[&str] = &["deactivate", "delete", "disable_sets"];
+const DEPROVISION_KEYS: &[&str] = &["deactivate", "delete", "out_of_scope", "disable_sets"];
 const GRANT_KEYS: &[&str] = &["group", "when", "entry"];
 const POLICIES: &[&str] = &["disable", "delete", "ignore"];
 
@@ -401,16 +408,20 @@ impl Reader<'_> {
                 Deprovision {
                     deactivate: Policy::Ignore,
                     delete: Policy::Ignore,
+                    out_of_scope: Policy::Disable,
+                    out_of_scope_span: None,
                     disable_sets: Vec::new(),
                     disable_sets_span: None,
                     span: 0..0,
                 }
             }
         };
+        let scope = find("scope").and_then(|entry| self.scope(&entry.node));
         let mut spec = Spec {
             fields: Vec::new(),
             broken_fields: Vec::new(),
             fields_span: 0..0,
+            scope,
             deprovision,
         };
         match find("fields") {
@@ -435,6 +446,8 @@ impl Reader<'_> {
         let mut result = Deprovision {
             deactivate: Policy::Ignore,
             delete: Policy::Ignore,
+            out_of_scope: Policy::Disable,
+            out_of_scope_span: None,
             disable_sets: Vec::new(),
             disable_sets_span: None,
             span: node.span.clone(),
@@ -466,6 +479,22 @@ impl Reader<'_> {
                 ),
             }
         }
+        // Unlike the two above it has a default: files written before scoping existed
+        // stay valid, and a file without [scope] never uses it.
+        if let Some(entry) = entries.iter().find(|e| e.key == "out_of_scope") {
+            result.out_of_scope_span = Some(entry.key_span.clone());
+            match policy(&entry.node) {
+                Some(found) => result.out_of_scope = found,
+                None => self.invalid(
+                    &entry.node.span,
+                    format!("'out_of_scope' must be one of: {}", POLICIES.join(", ")),
+                    Some(
+                        "write out_of_scope = \"disable\" (the default), \"delete\" or \"ignore\""
+                            .to_owned(),
+                    ),
+                ),
+            }
+        }
         if let Some(entry) = entries.iter().find(|e| e.key == "disable_sets") {
             result.disable_sets_span = Some(entry.key_span.clone());
             if let Some(sets) = self.table(&entry.node, "disable_sets") {
@@ -481,6 +510,66 @@ impl Reader<'_> {
             }
         }
         result
+    }
+
+    /// `[scope]`: one SCIM filter, in quotes.
+    fn scope(&mut self, node: &Node) -> Option<Condition> {
+        let entries = self.table(node, "[scope]")?;
+        self.unknown_keys(entries, SCOPE_KEYS, "[scope]");
+        let Some(entry) = entries.iter().find(|e| e.key == "filter") else {
+            self.invalid(
+                &node.span,
+                "[scope] has no filter",
+                Some(SCOPE_EXAMPLE.to_owned()),
+            );
+            return None;
+        };
+        let NodeValue::String(text) = &entry.node.value else {
+            self.invalid(
+                &entry.node.span,
+                format!(
+                    "'filter' takes a SCIM filter in quotes, not {}",
+                    entry.node.describe()
+                ),
+                Some(SCOPE_EXAMPLE.to_owned()),
+            );
+            return None;
+        };
+        match filter::parse(text) {
+            Ok(filter) => Some(Condition {
+                filter,
+                text: text.clone(),
+                span: entry.node.span.clone(),
+            }),
+            Err(error) => {
+                let span = error_position(&error.to_string())
+                    .and_then(|position| self.inside_string(&entry.node, text, position))
+                    .unwrap_or_else(|| entry.node.span.clone());
+                self.invalid(
+                    &span,
+                    format!("the [scope] filter does not parse: {error}"),
+                    Some(SCOPE_EXAMPLE.to_owned()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Where the character at `position` (1-based) of the string `text`, written at `node`,
+    /// is in the file. Only a string written without escapes lines up character for
+    /// character; for any other the caller points at the whole string.
+    fn inside_string(&self, node: &Node, text: &str, position: usize) -> Option<Span> {
+        let raw = self.file.text.get(node.span.clone())?;
+        let quote = [3, 1].into_iter().find(|&quote| {
+            raw.len() == text.len() + 2 * quote && raw.get(quote..quote + text.len()) == Some(text)
+        })?;
+        let start = node.span.start + quote;
+        let offset = text
+            .char_indices()
+            .nth(position.saturating_sub(1))
+            .map_or(text.len(), |(at, _)| at);
+        let width = text[offset..].chars().next().map_or(0, char::len_utf8);
+        Some(start + offset..start + offset + width)
     }
 
     fn field(&mut self, entry: &Entry, spec: &mut Spec) {
@@ -984,6 +1073,17 @@ impl Reader<'_> {
             entry_span: entry.node.span.clone(),
         })
     }
+}
+
+const SCOPE_EXAMPLE: &str =
+    "[scope] filter = 'groups[display eq \"Primavera Schedulers\"] and active eq true'";
+
+/// The 1-based character a filter syntax error points at. The SCIM layer's error carries
+/// only its detail text, which ends in "at position N of filter '...'".
+fn error_position(detail: &str) -> Option<usize> {
+    let (_, after) = detail.rsplit_once(" at position ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn policy(node: &Node) -> Option<Policy> {

@@ -22,5 +22,6 @@ mod scim_discovery;
 mod scim_errors;
 mod scim_groups;
 mod scim_users;
+mod scoping;
 mod support;
 mod targets_compliance;

@@ -1,4 +1,4 @@
-//! `mappings check` and `mappings preview` as an admin runs them: on the shipped files and on
+//! `mappings check`, `preview` and `diff` as an admin runs them: on the shipped files and on
 //! broken copies of them.
 
 use std::path::Path;
@@ -102,6 +102,7 @@ fn preview_shows_the_exact_body_with_the_password_redacted() {
         "{report}"
     );
     let expected = "event: upsert (the user is active)\n\
+                    scope: everyone (the file has no [scope])\n\
                     operation: upsert\n\
                     password: 'password' carries the SCIM password, sent on create and on update \
                     only when it changed\n";
@@ -146,7 +147,11 @@ fn preview_covers_every_target_and_says_why_a_user_is_refused() {
     let (ok, report) = run_preview(&fixture("deactivated"), Some("primavera"));
     assert!(ok, "{report}");
     assert!(
-        report.contains("event: deactivated (the user has active = false)\noperation: disable\n"),
+        report.contains(
+            "event: deactivated (the user has active = false)\n\
+             scope: everyone (the file has no [scope])\n\
+             operation: disable\n"
+        ),
         "{report}"
     );
     assert!(report.contains("\"status\": \"INACTIVE\""), "{report}");
@@ -405,6 +410,192 @@ async fn diff_shows_what_the_region_rules_change_and_counts_omissions() {
          phone number",
         "vikingcloud: 3 users, field primaryPhoneCountryCode (phone region now the user's): \
          '1' -> '49' (2), '1' -> '33' (1)",
+    ] {
+        assert!(report.contains(line), "missing:\n{line}\nin:\n{report}");
+    }
+}
+
+/// `[scope] filter` added on top of the file's text.
+fn with_scope(filter: &str) -> impl Fn(String) -> String + '_ {
+    move |text| format!("[scope]\nfilter = '{filter}'\n\n{text}")
+}
+
+const DEPARTMENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department";
+
+#[test]
+fn check_locates_a_scope_filter_problem_inside_the_filter() {
+    let dir = broken_copy(
+        "primavera.toml",
+        with_scope(r#"groups[display eq "Primavera Schedulers"] and userTyp eq "Employee""#),
+    );
+    let (ok, report) = run_check(dir.path());
+    assert!(!ok, "{report}");
+    let primavera = dir.path().join("primavera.toml");
+    let expected = format!(
+        "{}:2:57: error: 'userTyp' is not a SCIM attribute path: the [scope] filter names an \
+         unknown attribute\n  |\n2 | filter = 'groups[display eq \"Primavera Schedulers\"] and \
+         userTyp eq \"Employee\"'\n  |                                                         \
+         ^^^^^^^\n  = hint: did you mean 'userType'?",
+        primavera.display()
+    );
+    assert!(
+        report.contains(&expected),
+        "missing:\n{expected}\nin:\n{report}"
+    );
+}
+
+#[test]
+fn preview_says_whether_the_user_is_in_scope_and_which_clause_failed() {
+    let dir = broken_copy(
+        "primavera.toml",
+        with_scope(&format!(
+            r#"groups[display eq "Primavera Schedulers"] or {DEPARTMENT} eq "Planning""#
+        )),
+    );
+    let preview = |user: &serde_json::Value| {
+        let mut out = Vec::new();
+        let ok = commands::preview(dir.path(), user, Some("primavera"), &mut out)
+            .expect("the directory is readable");
+        (ok, String::from_utf8(out).expect("utf-8"))
+    };
+    // Adele (Entra) is in the Schedulers group; here in another one only.
+    let mut staff = fixture("entra");
+    staff["groups"] = json!([{"value": "g9", "display": "Staff"}]);
+    let (ok, report) = preview(&staff);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains(&format!(
+            "scope: out, [scope] filter 'groups[display eq \"Primavera Schedulers\"] or \
+             {DEPARTMENT} eq \"Planning\"' does not match: 'groups[display eq \"Primavera \
+             Schedulers\"]' does not hold; the user has groups.display = 'Staff'; '{DEPARTMENT} eq \
+             \"Planning\"' does not hold; the user has {DEPARTMENT} = 'Retail'. Not created \
+             here; an account the target already holds for the user gets what [deprovision] \
+             out_of_scope says\noperation: disable\n"
+        )),
+        "{report}"
+    );
+
+    let (ok, report) = preview(&fixture("entra"));
+    assert!(ok, "{report}");
+    assert!(
+        report.contains(&format!(
+            "scope: in (matches [scope] filter 'groups[display eq \"Primavera Schedulers\"] or \
+             {DEPARTMENT} eq \"Planning\"')\noperation: upsert\n"
+        )),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn diff_counts_and_names_the_users_entering_and_leaving_a_scope() {
+    let work = tempfile::tempdir().expect("temp dir");
+    // Isaiah (Okta), Adele (Entra, department Retail) and Yamada (non-Latin).
+    let db = store_with_fixtures(work.path()).await;
+    let old = broken_copy(
+        "primavera.toml",
+        with_scope(&format!(r#"{DEPARTMENT} eq "Retail""#)),
+    );
+    let new = broken_copy("primavera.toml", |text| {
+        with_scope(r#"userName ew "example.jp""#)(text).replace(
+            "[deprovision]\n",
+            "[deprovision]\nout_of_scope = \"delete\"\n",
+        )
+    });
+
+    let mut out = Vec::new();
+    let ok = commands::diff(old.path(), new.path(), &db, false, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(ok, "{report}");
+    let lines: Vec<&str> = report.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "appgate: no change",
+            "kibo: no change",
+            // Isaiah is out of scope both times: Primavera is sent nothing new for him.
+            "primavera: 2 of 3 users would change",
+            "primavera: 1 user would enter scope: yamada.taro@example.jp",
+            "primavera: 1 user would leave scope: adele.vance@contoso.example \
+             (out_of_scope = \"delete\": deleted where primavera holds an account)",
+            "vikingcloud: no change",
+        ],
+        "{report}"
+    );
+
+    let mut out = Vec::new();
+    commands::diff(old.path(), new.path(), &db, true, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(report.contains("  yamada.taro@example.jp ("), "{report}");
+    assert!(report.contains("): enters scope\n"), "{report}");
+    assert!(
+        report.contains(
+            "): leaves scope ([scope] filter 'userName ew \"example.jp\"' does not match: \
+             'userName ew \"example.jp\"' does not hold; the user has userName = \
+             'adele.vance@contoso.example')\n"
+        ),
+        "{report}"
+    );
+
+    // From the shipped files (no scope) to a scope: everyone outside it leaves.
+    let mut out = Vec::new();
+    commands::diff(Path::new("mappings"), old.path(), &db, false, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(
+        report.contains(
+            "primavera: 2 users would leave scope: isaiah.langer@example.com, \
+             yamada.taro@example.jp (out_of_scope = \"disable\": disabled where primavera \
+             holds an account)\n"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_commented_scope_example_in_primavera_toml_is_valid_once_uncommented() {
+    let dir = broken_copy("primavera.toml", |text| {
+        let uncommented = text
+            .replace("# [scope]\n", "[scope]\n")
+            .replace("# filter = 'groups", "filter = 'groups")
+            .replace("# out_of_scope = ", "out_of_scope = ");
+        assert_ne!(uncommented, text, "the example is in the file");
+        uncommented
+    });
+    let (ok, report) = run_check(dir.path());
+    assert!(ok, "{report}");
+    let mut in_group = fixture("entra");
+    in_group["groups"] = json!([{"value": "g1", "display": "Primavera Portfolio Managers"}]);
+    let mut out = Vec::new();
+    commands::preview(dir.path(), &in_group, Some("primavera"), &mut out).expect("readable");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(
+        report.contains("scope: in (matches [scope] filter"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn diff_counts_what_users_entering_a_scope_are_sent_without() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let db = store_with_users(work.path(), &["garbage_mobile", "okta"]).await;
+    let old = broken_copy("primavera.toml", with_scope(r#"userName eq "nobody""#));
+
+    let mut out = Vec::new();
+    let ok = commands::diff(old.path(), Path::new("mappings"), &db, false, &mut out)
+        .await
+        .expect("diff runs");
+    let report = String::from_utf8(out).expect("utf-8");
+    assert!(ok, "{report}");
+    for line in [
+        "primavera: 2 of 2 users would change\n",
+        "primavera: 2 users would enter scope: ",
+        "primavera: 1 user sent without mobile, e.g. 'n/a (ask reception)' is not a readable \
+         phone number\n",
     ] {
         assert!(report.contains(line), "missing:\n{line}\nin:\n{report}");
     }
