@@ -9,6 +9,7 @@ mod bench;
 mod crash;
 mod emulator_contracts;
 mod fanout;
+mod guard;
 mod hostile_input;
 mod mapping_cli;
 mod mapping_golden;
