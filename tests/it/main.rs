@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod adoption;
+mod audit;
 mod bench;
 mod crash;
 mod emulator_contracts;
