@@ -15,6 +15,15 @@ pub(crate) struct GuardWindow {
     pub deleted: u64,
 }
 
+/// Deprovisions (and of them deletes) let through in a window, from `guard_grants_window`.
+const GUARD_WINDOW: &str = "SELECT COUNT(*), COALESCE(SUM(operation = 'delete'), 0) \
+    FROM guard_grants WHERE target = ?1 AND granted_at > ?2 AND counted = 1";
+
+/// Accounts linked on a target, from the partial index `deliveries_linked` alone: asked for
+/// every deprovision the guard counts, at a million users too.
+const LINKED_ACCOUNTS: &str =
+    "SELECT COUNT(*) FROM deliveries WHERE target = ?1 AND remote_id IS NOT NULL";
+
 impl Store<'_> {
     /// Whether the guard already let this very desired state through: a retry of a sent
     /// deprovision, or one an operator released. Neither is counted or held again.
@@ -50,10 +59,7 @@ impl Store<'_> {
         target: &str,
         since: i64,
     ) -> Result<GuardWindow, LedgerError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(operation = 'delete'), 0) FROM guard_grants \
-             WHERE target = ?1 AND granted_at > ?2 AND counted = 1",
-        )?;
+        let mut stmt = self.conn().prepare_cached(GUARD_WINDOW)?;
         let (sent, deleted) = stmt.query_row(params![target, since], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
         })?;
@@ -63,12 +69,9 @@ impl Store<'_> {
         })
     }
 
-    /// The accounts the bridge holds on `target` (linked to a user), from the
-    /// `deliveries_linked` index alone.
+    /// The accounts the bridge holds on `target` (linked to a user).
     pub(crate) fn linked_accounts(&self, target: &str) -> Result<u64, LedgerError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT COUNT(*) FROM deliveries WHERE target = ?1 AND remote_id IS NOT NULL",
-        )?;
+        let mut stmt = self.conn().prepare_cached(LINKED_ACCOUNTS)?;
         Ok(stmt.query_row([target], |row| row.get::<_, i64>(0))?.max(0) as u64)
     }
 
@@ -178,5 +181,49 @@ impl Store<'_> {
             )?
             .execute([target])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Db, DbOptions};
+
+    #[tokio::test]
+    async fn the_guards_counts_read_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("h.db"),
+            readers: 1,
+        })
+        .unwrap();
+        let plans = db
+            .read(|s| {
+                [
+                    (LINKED_ACCOUNTS, params!["kibo"]),
+                    (GUARD_WINDOW, params!["kibo", 0]),
+                ]
+                .into_iter()
+                .map(|(sql, values)| {
+                    let mut stmt = s.conn().prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let steps = stmt
+                        .query_map(values, |row| row.get::<_, String>(3))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok(steps.join("; "))
+                })
+                .collect::<Result<Vec<_>, LedgerError>>()
+            })
+            .await
+            .unwrap();
+        assert!(
+            plans[0].contains("COVERING INDEX deliveries_linked"),
+            "{}",
+            plans[0]
+        );
+        assert!(
+            plans[1].contains("INDEX guard_grants_window"),
+            "{}",
+            plans[1]
+        );
     }
 }

@@ -261,7 +261,7 @@ const MIGRATIONS: &[&str] = &[
         WHERE state IN ('pending', 'retrying');
     CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
     CREATE INDEX deliveries_warnings ON deliveries(target) WHERE warnings IS NOT NULL;
-    CREATE INDEX deliveries_linked ON deliveries(target) WHERE remote_id IS NOT NULL;
+    CREATE INDEX deliveries_linked ON deliveries(target, remote_id) WHERE remote_id IS NOT NULL;
 
     CREATE TABLE guard_grants (
         target        TEXT NOT NULL,

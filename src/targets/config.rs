@@ -327,6 +327,7 @@ mod tests {
             "GUARD_CONFIG_TEST__TARGETS__KIBO__GUARD__MAX_DEPROVISIONS",
             "10",
         );
+        std::env::set_var("GUARD_CONFIG_TEST__TARGETS__KIBO__GUARD__ENABLED", "false");
         let cfg: TargetsConfig = figment::Figment::new()
             .merge(<figment::providers::Toml as figment::providers::Format>::string(KIBO))
             .merge(figment::providers::Env::prefixed("GUARD_CONFIG_TEST__").split("__"))
@@ -335,6 +336,7 @@ mod tests {
             .targets;
         assert_eq!(cfg["kibo"].guard.max_deprovisions, 10);
         assert_eq!(cfg["kibo"].guard.window_secs, 3600);
+        assert!(!cfg["kibo"].guard.enabled);
 
         for (line, message) in [
             (
