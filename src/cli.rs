@@ -13,9 +13,9 @@ use crate::admin::parse_states;
 use crate::bench::{self, BenchOptions};
 use crate::clock::SystemClock;
 use crate::config::{LogFormat, Overrides, Settings, EMBEDDED_DEFAULT};
-use crate::fanout::operator::{Operator, ReplayRequest};
+use crate::fanout::operator::{audit_query, Operator, ReplayRequest};
 use crate::fanout::report;
-use crate::ledger::{Actor, AuditAction, AuditQuery, Db, DbOptions};
+use crate::ledger::{Actor, Db, DbOptions};
 use crate::mapping;
 use crate::sandbox::{self, SandboxConfig};
 use crate::scim::auth::sha256;
@@ -494,28 +494,9 @@ async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             before,
             limit,
         } => {
-            let action = action
-                .map(|name| {
-                    AuditAction::parse(&name).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "unknown action {name}: use one of {}",
-                            AuditAction::names()
-                        )
-                    })
-                })
-                .transpose()?;
-            anyhow::ensure!(
-                (1..=1000).contains(&limit),
-                "--limit must be between 1 and 1000"
-            );
-            let entries = operator
-                .audit(AuditQuery {
-                    action,
-                    target,
-                    before,
-                    limit,
-                })
-                .await?;
+            let query = audit_query(action.as_deref(), target, before, limit)
+                .map_err(anyhow::Error::msg)?;
+            let entries = operator.audit(query).await?;
             print(serde_json::to_value(&entries)?, report::audit(&entries));
         }
     }

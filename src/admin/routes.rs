@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin::{AdminError, Reloader};
-use crate::fanout::operator::{Operator, ReplayRequest};
-use crate::ledger::{Actor, AuditAction, AuditQuery, DeliveryState};
+use crate::fanout::operator::{audit_query, Operator, ReplayRequest};
+use crate::ledger::{Actor, DeliveryState};
 use crate::scim::auth::{request_address, Authenticator};
 use crate::scim::error::ScimError;
 
@@ -27,6 +27,13 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(middleware::from_fn(require_admin))
+            // A query or body that does not parse is answered like every other admin error.
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                AdminError::BadRequest(format!("invalid query: {err}")).into()
+            }))
+            .app_data(web::JsonConfig::default().error_handler(|err, _| {
+                AdminError::BadRequest(format!("invalid JSON body: {err}")).into()
+            }))
             .route("/targets", web::get().to(targets))
             .route("/targets/{target}/pause", web::post().to(pause))
             .route("/targets/{target}/resume", web::post().to(resume))
@@ -125,32 +132,15 @@ struct AuditParams {
 
 async fn audit(ops: Ops, params: web::Query<AuditParams>) -> Reply {
     let params = params.into_inner();
-    let action = params
-        .action
-        .as_deref()
-        .map(|name| {
-            AuditAction::parse(name).ok_or_else(|| {
-                AdminError::BadRequest(format!(
-                    "unknown action {name}: use one of {}",
-                    AuditAction::names()
-                ))
-            })
-        })
-        .transpose()?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(AdminError::BadRequest(
-            "limit must be between 1 and 1000".into(),
-        ));
-    }
-    let entries = ops
-        .audit(AuditQuery {
-            action,
-            target: params.target,
-            before: params.before,
-            limit,
-        })
-        .await?;
+    let query = audit_query(
+        params.action.as_deref(),
+        params.target,
+        params.before,
+        params.limit.unwrap_or(100),
+    )
+    .map_err(AdminError::BadRequest)?;
+    let limit = query.limit;
+    let entries = ops.audit(query).await?;
     let next_before = (entries.len() == limit)
         .then(|| entries.last().map(|last| last.seq))
         .flatten();

@@ -43,6 +43,31 @@ pub(crate) struct Held {
     pub deliveries: Vec<Delivery>,
 }
 
+/// An operator's audit-trail question, from the admin API's query or the CLI's flags.
+pub(crate) fn audit_query(
+    action: Option<&str>,
+    target: Option<String>,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<AuditQuery, String> {
+    let action = action
+        .map(|name| {
+            AuditAction::parse(name).ok_or_else(|| {
+                format!("unknown action {name}: use one of {}", AuditAction::names())
+            })
+        })
+        .transpose()?;
+    if !(1..=LIST_LIMIT).contains(&limit) {
+        return Err(format!("limit must be between 1 and {LIST_LIMIT}"));
+    }
+    Ok(AuditQuery {
+        action,
+        target,
+        before,
+        limit,
+    })
+}
+
 #[derive(Clone)]
 pub(crate) struct Operator {
     db: Db,
@@ -237,10 +262,6 @@ impl Operator {
 
     /// The audit trail, newest first.
     pub(crate) async fn audit(&self, query: AuditQuery) -> Result<Vec<Audited>, LedgerError> {
-        let query = AuditQuery {
-            limit: query.limit.clamp(1, LIST_LIMIT),
-            ..query
-        };
         self.db.read(move |s| s.audit(&query)).await
     }
 

@@ -143,6 +143,14 @@ async fn every_operator_action_is_audited_with_who_did_it() {
         .as_str()
         .unwrap()
         .contains("mapping_reload"));
+    for bad in ["/audit?limit=0", "/audit?before=yesterday", "/audit?user=x"] {
+        let response = admin(Method::GET, bad).send().await.unwrap();
+        assert_eq!(
+            json_of(response, 400).await["error"],
+            "bad_request",
+            "{bad}"
+        );
+    }
 
     // The same trail from the command line.
     let output = ledger(&db, &["audit", "--action", "pause", "--json"]);
