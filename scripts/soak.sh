@@ -63,9 +63,15 @@ cleanup() {
 trap cleanup EXIT
 
 echo "soak: starting the bridge on 127.0.0.1:$port, database $work/soak.db" >&2
+# The load deletes users by the thousand on purpose: the deprovisioning guard, which would
+# hold them for an operator, is off here (tests/it/guard.rs covers it).
 SCIM_BRIDGE__FANOUT__KEY_FILE="$work/secret.key" \
 SCIM_BRIDGE__FANOUT__BACKOFF_CAP_MS="$SOAK_BACKOFF_CAP_MS" \
 SCIM_BRIDGE__SANDBOX__START=true \
+SCIM_BRIDGE__TARGETS__APPGATE__GUARD__ENABLED=false \
+SCIM_BRIDGE__TARGETS__VIKINGCLOUD__GUARD__ENABLED=false \
+SCIM_BRIDGE__TARGETS__KIBO__GUARD__ENABLED=false \
+SCIM_BRIDGE__TARGETS__PRIMAVERA__GUARD__ENABLED=false \
     "$bridge" serve --listen "127.0.0.1:$port" --db "$work/soak.db" --token "$token" \
     >"$work/bridge.log" 2>&1 &
 bridge_pid=$!

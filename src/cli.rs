@@ -13,9 +13,9 @@ use crate::admin::parse_states;
 use crate::bench::{self, BenchOptions};
 use crate::clock::SystemClock;
 use crate::config::{LogFormat, Overrides, Settings, EMBEDDED_DEFAULT};
-use crate::fanout::operator::{Operator, ReplayRequest};
+use crate::fanout::operator::{audit_query, Operator, ReplayRequest};
 use crate::fanout::report;
-use crate::ledger::{Db, DbOptions};
+use crate::ledger::{Actor, Db, DbOptions};
 use crate::mapping;
 use crate::sandbox::{self, SandboxConfig};
 use crate::scim::auth::sha256;
@@ -189,6 +189,30 @@ pub enum LedgerCommand {
     Pause { target: String },
     /// Resume delivering to a paused target.
     Resume { target: String },
+    /// The disables and deletes the deprovisioning guard holds on a target.
+    Held {
+        #[arg(long)]
+        target: String,
+    },
+    /// Send what the guard holds on a target, each once, and start its window afresh. A
+    /// running bridge sends them on its next poll.
+    Release { target: String },
+    /// Drop what the guard holds on a target unsent: those users stay deprovisioned in the
+    /// ledger only, and a later re-activation reaches the target as an ordinary update.
+    Discard { target: String },
+    /// The audit trail of operator actions, newest first.
+    Audit {
+        /// Only this action: replay, pause, resume, release, discard or mapping_reload.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// Entries before this sequence number (to page back).
+        #[arg(long)]
+        before: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -404,18 +428,25 @@ async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
                 "name --user, --target, or both"
             );
             let replayed = operator
-                .replay(ReplayRequest {
-                    user_id: user,
-                    target,
-                    dead_only,
-                })
+                .replay(
+                    ReplayRequest {
+                        user_id: user,
+                        target,
+                        dead_only,
+                    },
+                    &Actor::cli(),
+                )
                 .await?;
             print(
                 serde_json::json!({"replayed": replayed}),
                 format!("{replayed} deliveries are due again\n"),
             );
         }
-        LedgerCommand::Pause { target } | LedgerCommand::Resume { target }
+        LedgerCommand::Pause { target }
+        | LedgerCommand::Resume { target }
+        | LedgerCommand::Held { target }
+        | LedgerCommand::Release { target }
+        | LedgerCommand::Discard { target }
             if !operator.targets().contains(&target) =>
         {
             anyhow::bail!(
@@ -424,18 +455,49 @@ async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             );
         }
         LedgerCommand::Pause { target } => {
-            operator.set_paused(&target, true).await?;
+            operator.set_paused(&target, true, &Actor::cli()).await?;
             print(
                 serde_json::json!({"target": target, "paused": true}),
                 format!("{target} paused\n"),
             );
         }
         LedgerCommand::Resume { target } => {
-            operator.set_paused(&target, false).await?;
+            operator.set_paused(&target, false, &Actor::cli()).await?;
             print(
                 serde_json::json!({"target": target, "paused": false}),
                 format!("{target} resumed\n"),
             );
+        }
+        LedgerCommand::Held { target } => {
+            let held = operator.held(&target).await?;
+            print(serde_json::to_value(&held)?, report::held(&held));
+        }
+        LedgerCommand::Release { target } => {
+            let released = operator.release(&target, &Actor::cli()).await?;
+            print(
+                serde_json::json!({"target": target, "released": released}),
+                format!("{released} held deprovisions of {target} released; they are sent once\n"),
+            );
+        }
+        LedgerCommand::Discard { target } => {
+            let discarded = operator.discard(&target, &Actor::cli()).await?;
+            print(
+                serde_json::json!({"target": target, "discarded": discarded}),
+                format!(
+                    "{discarded} held deprovisions of {target} discarded; they are never sent\n"
+                ),
+            );
+        }
+        LedgerCommand::Audit {
+            action,
+            target,
+            before,
+            limit,
+        } => {
+            let query = audit_query(action.as_deref(), target, before, limit)
+                .map_err(anyhow::Error::msg)?;
+            let entries = operator.audit(query).await?;
+            print(serde_json::to_value(&entries)?, report::audit(&entries));
         }
     }
     Ok(())

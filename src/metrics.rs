@@ -123,6 +123,7 @@ pub(crate) struct Metrics {
     omissions: Family<OmissionLabels, Gauge>,
     circuit: Family<CircuitLabels, Gauge>,
     circuit_failures: Family<TargetLabels, Gauge>,
+    guard_held: Family<TargetLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -191,8 +192,16 @@ impl Metrics {
             "Target-level failures (throttling, down, unreachable) since the target last worked",
             circuit_failures.clone(),
         );
+        let guard_held = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "guard_held",
+            "Disables and deletes the deprovisioning guard holds for an operator, per target; \
+             above 0 the target is held",
+            guard_held.clone(),
+        );
         Metrics {
             registry,
+            guard_held,
             circuit,
             circuit_failures,
             accepted_writes,
@@ -250,6 +259,7 @@ impl Metrics {
                 ("rejected", t.rejected),
                 ("dead", t.dead),
                 ("delivered", t.delivered),
+                ("held", t.held),
             ] {
                 self.queue
                     .get_or_create(&QueueLabels {
@@ -280,6 +290,11 @@ impl Metrics {
                     target: t.target.clone(),
                 })
                 .set(i64::from(t.circuit.failures));
+            self.guard_held
+                .get_or_create(&TargetLabels {
+                    target: t.target.clone(),
+                })
+                .set(t.held as i64);
         }
         let mut out = String::new();
         if let Err(err) = encode(&mut out, &self.registry) {
@@ -301,6 +316,7 @@ mod tests {
         let lag = [TargetLag {
             target: "kibo".into(),
             pending: 3,
+            held: 7,
             oldest_change_at: Some(1_000),
             circuit: crate::ledger::TargetCircuit {
                 state: CircuitState::Open,
@@ -324,6 +340,8 @@ mod tests {
         assert!(text.contains("scim_bridge_target_circuit{target=\"kibo\",state=\"open\"} 1"));
         assert!(text.contains("scim_bridge_target_circuit{target=\"kibo\",state=\"closed\"} 0"));
         assert!(text.contains("scim_bridge_target_circuit_failures{target=\"kibo\"} 5"));
+        assert!(text.contains("scim_bridge_guard_held{target=\"kibo\"} 7"));
+        assert!(text.contains("scim_bridge_delivery_queue{target=\"kibo\",state=\"held\"} 7"));
     }
 
     #[test]

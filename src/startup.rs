@@ -21,7 +21,7 @@ use crate::fanout::plan::{FanoutHook, Planner};
 use crate::fanout::secrets::{SecretBox, KEY_ENV};
 use crate::fanout::worker::{TargetPolicy, Worker};
 use crate::fanout::Fanout;
-use crate::ledger::{Db, DbOptions, LedgerError};
+use crate::ledger::{Actor, Db, DbOptions, LedgerError};
 use crate::mapping::MappingSet;
 use crate::metrics::{Metrics, ScrapeAccess};
 use crate::sandbox::{self, Sandbox, SandboxConfig};
@@ -120,11 +120,9 @@ impl Application {
         let workers = targets
             .iter()
             .map(|target| {
-                let concurrency = settings
-                    .targets
-                    .get(target.name())
-                    .map(|t| t.concurrency)
-                    .unwrap_or(1);
+                let configured = settings.targets.get(target.name());
+                let concurrency = configured.map(|t| t.concurrency).unwrap_or(1);
+                let guard = configured.map(|t| t.guard).unwrap_or_default();
                 Worker::new(
                     Arc::clone(target),
                     db.clone(),
@@ -142,6 +140,7 @@ impl Application {
                             base: Duration::from_millis(fanout_settings.backoff_base_ms),
                             cap: Duration::from_millis(fanout_settings.backoff_cap_ms),
                         },
+                        guard,
                     },
                 )
             })
@@ -160,11 +159,13 @@ impl Application {
             ))),
         )
         .with_metrics(Arc::clone(&metrics));
+        let operator = Operator::new(db.clone(), clock.clone(), settings.target_names());
         let reloader = web::Data::new(Reloader::new(
             settings.fanout.mappings_dir.clone(),
             target_schemas(&targets),
             planner,
             service.clone(),
+            operator.clone(),
         ));
         reload_on_sighup(reloader.clone().into_inner());
         prune_history(
@@ -191,11 +192,7 @@ impl Application {
         });
         let scim_auth = web::Data::new(ScimAuth(scim_auth));
         let admin_auth = web::Data::new(AdminAuth(admin_auth));
-        let operator = web::Data::new(Operator::new(
-            db.clone(),
-            clock.clone(),
-            settings.target_names(),
-        ));
+        let operator = web::Data::new(operator);
         let metrics = web::Data::from(metrics);
         let scrape_access = web::Data::new(scrape_access);
         let proxies = web::Data::new(settings.server.trusted_proxies.clone());
@@ -364,17 +361,24 @@ fn target_schemas(targets: &[Arc<dyn Target>]) -> BTreeMap<String, TargetSchema>
         .collect()
 }
 
-/// Deletes attempt history older than the retention, once an hour.
+/// Deletes attempt history and audit entries older than the retention, once an hour.
 fn prune_history(db: Db, clock: SharedClock, retention: Duration) {
     tokio::spawn(async move {
         let mut hourly = tokio::time::interval(Duration::from_secs(3600));
         loop {
             hourly.tick().await;
             let before = unix_millis(clock.as_ref()) - retention.as_millis() as i64;
-            match db.write(move |s| s.prune_attempts(before)).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned delivery history past its retention"),
-                Err::<usize, LedgerError>(err) => {
+            let pruned = db
+                .write(move |s| Ok((s.prune_attempts(before)?, s.prune_audit(before)?)))
+                .await;
+            match pruned {
+                Ok((0, 0)) => {}
+                Ok((pruned, audit)) => tracing::info!(
+                    pruned,
+                    audit,
+                    "pruned delivery history and audit entries past their retention"
+                ),
+                Err::<_, LedgerError>(err) => {
                     tracing::warn!(error = %err, "cannot prune delivery history")
                 }
             }
@@ -392,7 +396,7 @@ fn reload_on_sighup(reloader: Arc<Reloader>) {
             return;
         };
         while hangups.recv().await.is_some() {
-            if let Err(errors) = reloader.reload().await {
+            if let Err(errors) = reloader.reload(&Actor::Signal).await {
                 tracing::error!(
                     ?errors,
                     "new mappings refused; the previous ones stay in force"

@@ -1,16 +1,17 @@
-//! Admin routes. Handlers are thin: parse, call the `Operator`, render JSON.
+//! Admin routes. Handlers are thin: parse, call the `Operator`, render JSON. The
+//! authenticated client is the actor each action is audited under.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{self, Next};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin::{AdminError, Reloader};
-use crate::fanout::operator::{Operator, ReplayRequest};
-use crate::ledger::DeliveryState;
+use crate::fanout::operator::{audit_query, Operator, ReplayRequest};
+use crate::ledger::{Actor, DeliveryState};
 use crate::scim::auth::{request_address, Authenticator};
 use crate::scim::error::ScimError;
 
@@ -19,14 +20,27 @@ pub(crate) struct AdminAuth(pub Authenticator);
 
 type Reply = Result<HttpResponse, AdminError>;
 type Ops = web::Data<Operator>;
+/// The admin client that made the request, put there by `require_admin`.
+type Who = web::ReqData<Actor>;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(middleware::from_fn(require_admin))
+            // A query or body that does not parse is answered like every other admin error.
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                AdminError::BadRequest(format!("invalid query: {err}")).into()
+            }))
+            .app_data(web::JsonConfig::default().error_handler(|err, _| {
+                AdminError::BadRequest(format!("invalid JSON body: {err}")).into()
+            }))
             .route("/targets", web::get().to(targets))
             .route("/targets/{target}/pause", web::post().to(pause))
             .route("/targets/{target}/resume", web::post().to(resume))
+            .route("/targets/{target}/held", web::get().to(held))
+            .route("/targets/{target}/release", web::post().to(release))
+            .route("/targets/{target}/discard", web::post().to(discard))
+            .route("/audit", web::get().to(audit))
             .route("/deliveries", web::get().to(deliveries))
             .route("/users/{id}", web::get().to(user))
             .route("/omissions", web::get().to(omissions))
@@ -47,7 +61,11 @@ async fn require_admin(
         return Err(AdminError::Unauthorized("no admin clients are configured".into()).into());
     };
     match auth.0.authenticate(request_address(&req), header) {
-        Ok(_) => next.call(req).await,
+        Ok(client) => {
+            req.extensions_mut()
+                .insert(Actor::Admin(client.to_string()));
+            next.call(req).await
+        }
         Err(ScimError::RateLimited { retry_after_secs }) => {
             Err(AdminError::RateLimited { retry_after_secs }.into())
         }
@@ -72,22 +90,67 @@ async fn targets(ops: Ops) -> Reply {
     Ok(HttpResponse::Ok().json(json!({"targets": ops.lag().await?})))
 }
 
-async fn pause(ops: Ops, target: web::Path<String>) -> Reply {
+async fn pause(ops: Ops, target: web::Path<String>, who: Who) -> Reply {
     known_target(&ops, &target)?;
-    ops.set_paused(&target, true).await?;
+    ops.set_paused(&target, true, &who).await?;
     Ok(HttpResponse::Ok().json(json!({"target": *target, "paused": true})))
 }
 
-async fn resume(ops: Ops, target: web::Path<String>) -> Reply {
+async fn resume(ops: Ops, target: web::Path<String>, who: Who) -> Reply {
     known_target(&ops, &target)?;
-    ops.set_paused(&target, false).await?;
+    ops.set_paused(&target, false, &who).await?;
     Ok(HttpResponse::Ok().json(json!({"target": *target, "paused": false})))
+}
+
+async fn held(ops: Ops, target: web::Path<String>) -> Reply {
+    known_target(&ops, &target)?;
+    Ok(HttpResponse::Ok().json(ops.held(&target).await?))
+}
+
+async fn release(ops: Ops, target: web::Path<String>, who: Who) -> Reply {
+    known_target(&ops, &target)?;
+    let released = ops.release(&target, &who).await?;
+    Ok(HttpResponse::Ok().json(json!({"target": *target, "released": released})))
+}
+
+async fn discard(ops: Ops, target: web::Path<String>, who: Who) -> Reply {
+    known_target(&ops, &target)?;
+    let discarded = ops.discard(&target, &who).await?;
+    Ok(HttpResponse::Ok().json(json!({"target": *target, "discarded": discarded})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    action: Option<String>,
+    target: Option<String>,
+    /// Entries before this `seq` (the `next_before` of the previous page).
+    before: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+async fn audit(ops: Ops, params: web::Query<AuditParams>) -> Reply {
+    let params = params.into_inner();
+    let query = audit_query(
+        params.action.as_deref(),
+        params.target,
+        params.before,
+        params.limit.unwrap_or(100),
+    )
+    .map_err(AdminError::BadRequest)?;
+    let limit = query.limit;
+    let entries = ops.audit(query).await?;
+    let next_before = (entries.len() == limit)
+        .then(|| entries.last().map(|last| last.seq))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({"entries": entries, "next_before": next_before})))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
-    /// pending, retrying, rejected, dead, delivered, or failed (= rejected + dead).
+    /// pending, retrying, rejected, dead, delivered, held, or failed (= rejected + dead).
     state: Option<String>,
     target: Option<String>,
 }
@@ -97,7 +160,8 @@ pub(crate) fn parse_states(state: Option<&str>) -> Result<Vec<DeliveryState>, St
         None | Some("failed") => Ok(vec![DeliveryState::Rejected, DeliveryState::Dead]),
         Some(name) => DeliveryState::parse(name).map(|s| vec![s]).ok_or_else(|| {
             format!(
-                "unknown state {name}: use pending, retrying, rejected, dead, delivered or failed"
+                "unknown state {name}: use pending, retrying, rejected, dead, delivered, held or \
+                 failed"
             )
         }),
     }
@@ -135,7 +199,7 @@ struct ReplayBody {
     dead_only: bool,
 }
 
-async fn replay(ops: Ops, body: web::Json<ReplayBody>) -> Reply {
+async fn replay(ops: Ops, body: web::Json<ReplayBody>, who: Who) -> Reply {
     let body = body.into_inner();
     if let Some(target) = &body.target {
         known_target(&ops, target)?;
@@ -146,17 +210,20 @@ async fn replay(ops: Ops, body: web::Json<ReplayBody>) -> Reply {
         ));
     }
     let replayed = ops
-        .replay(ReplayRequest {
-            user_id: body.user_id,
-            target: body.target,
-            dead_only: body.dead_only,
-        })
+        .replay(
+            ReplayRequest {
+                user_id: body.user_id,
+                target: body.target,
+                dead_only: body.dead_only,
+            },
+            &who,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(json!({"replayed": replayed})))
 }
 
-async fn reload_mappings(reloader: web::Data<Reloader>) -> Reply {
-    match reloader.reload().await {
+async fn reload_mappings(reloader: web::Data<Reloader>, who: Who) -> Reply {
+    match reloader.reload(&who).await {
         Ok(report) => Ok(HttpResponse::Ok().json(json!({"reloaded": true, "report": report}))),
         Err(errors) => Ok(HttpResponse::BadRequest().json(json!({
             "reloaded": false,

@@ -1,12 +1,15 @@
 //! The operator's view of the fan-out: what each target holds or lacks, what failed and why,
-//! replay and pause. Shared by the admin HTTP API and the `ledger` CLI, which may run against
-//! the database of a running or a stopped bridge.
+//! replay and pause, what the deprovisioning guard holds and its release or discard, and the
+//! audit trail every one of these actions is written to. Shared by the admin HTTP API and the
+//! `ledger` CLI, which may run against the database of a running or a stopped bridge.
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::ledger::{
-    Adoption, Attempt, Db, Delivery, DeliveryState, LedgerError, Omissions, TargetLag,
+    Actor, Adoption, Attempt, AuditAction, AuditEntry, AuditOutcome, AuditQuery, Audited, Db,
+    Delivery, DeliveryState, LedgerError, Omissions, TargetLag,
 };
 
 /// How many rows a listing returns at most.
@@ -28,6 +31,41 @@ pub(crate) struct ReplayRequest {
     pub target: Option<String>,
     /// Only dead letters (`true`), or rejected ones too (`false`).
     pub dead_only: bool,
+}
+
+/// What the deprovisioning guard holds on one target.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Held {
+    pub target: String,
+    /// How many deprovisions are held (all of them, however many are listed).
+    pub held: u64,
+    /// The held deliveries, most recent first, at most a listing's limit.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// An operator's audit-trail question, from the admin API's query or the CLI's flags.
+pub(crate) fn audit_query(
+    action: Option<&str>,
+    target: Option<String>,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<AuditQuery, String> {
+    let action = action
+        .map(|name| {
+            AuditAction::parse(name).ok_or_else(|| {
+                format!("unknown action {name}: use one of {}", AuditAction::names())
+            })
+        })
+        .transpose()?;
+    if !(1..=LIST_LIMIT).contains(&limit) {
+        return Err(format!("limit must be between 1 and {LIST_LIMIT}"));
+    }
+    Ok(AuditQuery {
+        action,
+        target,
+        before,
+        limit,
+    })
 }
 
 #[derive(Clone)]
@@ -86,8 +124,13 @@ impl Operator {
     }
 
     /// Makes matching rejected / dead deliveries due now; returns how many.
-    pub(crate) async fn replay(&self, request: ReplayRequest) -> Result<usize, LedgerError> {
+    pub(crate) async fn replay(
+        &self,
+        request: ReplayRequest,
+        actor: &Actor,
+    ) -> Result<usize, LedgerError> {
         let now = unix_millis(self.clock.as_ref());
+        let actor = actor.name();
         let states = if request.dead_only {
             vec![DeliveryState::Dead]
         } else {
@@ -95,18 +138,142 @@ impl Operator {
         };
         self.db
             .write(move |s| {
-                s.replay(
+                let replayed = s.replay(
                     request.user_id.as_deref(),
                     request.target.as_deref(),
                     &states,
                     now,
-                )
+                )?;
+                s.append_audit(&AuditEntry {
+                    at: now,
+                    actor,
+                    action: AuditAction::Replay,
+                    target: request.target,
+                    user_id: request.user_id,
+                    detail: json!({"replayed": replayed, "dead_only": request.dead_only}),
+                    outcome: AuditOutcome::Ok,
+                })?;
+                Ok(replayed)
             })
             .await
     }
 
-    pub(crate) async fn set_paused(&self, target: &str, paused: bool) -> Result<(), LedgerError> {
+    pub(crate) async fn set_paused(
+        &self,
+        target: &str,
+        paused: bool,
+        actor: &Actor,
+    ) -> Result<(), LedgerError> {
+        let entry = self.entry(
+            actor,
+            if paused {
+                AuditAction::Pause
+            } else {
+                AuditAction::Resume
+            },
+            target,
+            json!({}),
+        );
         let target = target.to_owned();
-        self.db.write(move |s| s.set_paused(&target, paused)).await
+        self.db
+            .write(move |s| {
+                s.set_paused(&target, paused)?;
+                s.append_audit(&entry)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The deprovisions the guard holds on `target`.
+    pub(crate) async fn held(&self, target: &str) -> Result<Held, LedgerError> {
+        let target = target.to_owned();
+        self.db
+            .read(move |s| {
+                Ok(Held {
+                    held: s.held_count(&target)?,
+                    deliveries: s.deliveries_in(
+                        &[DeliveryState::Held],
+                        Some(&target),
+                        LIST_LIMIT,
+                    )?,
+                    target,
+                })
+            })
+            .await
+    }
+
+    /// Sends what the guard holds on `target`, each once, and starts its window afresh;
+    /// returns how many. A running bridge's worker finds them due on its next poll.
+    pub(crate) async fn release(&self, target: &str, actor: &Actor) -> Result<usize, LedgerError> {
+        let mut entry = self.entry(actor, AuditAction::Release, target, Value::Null);
+        let target = target.to_owned();
+        self.db
+            .write(move |s| {
+                let released = s.release_held(&target, entry.at)?;
+                entry.detail = json!({"released": released});
+                s.append_audit(&entry)?;
+                Ok(released)
+            })
+            .await
+    }
+
+    /// Drops what the guard holds on `target` unsent: the ledger takes those users as
+    /// deprovisioned there, so a later re-activation is an ordinary update. Returns how many.
+    pub(crate) async fn discard(&self, target: &str, actor: &Actor) -> Result<usize, LedgerError> {
+        let mut entry = self.entry(actor, AuditAction::Discard, target, Value::Null);
+        let note = format!(
+            "discarded by {}: held by the deprovisioning guard and never sent; the target \
+             keeps the account as it was",
+            entry.actor
+        );
+        let target = target.to_owned();
+        self.db
+            .write(move |s| {
+                let discarded = s.discard_held(&target, &note, entry.at)?;
+                entry.detail = json!({"discarded": discarded});
+                s.append_audit(&entry)?;
+                Ok(discarded)
+            })
+            .await
+    }
+
+    /// Appends an operator action that is not one ledger write of its own (a mapping
+    /// reload, say) to the audit trail.
+    pub(crate) async fn record(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        detail: Value,
+        outcome: AuditOutcome,
+    ) -> Result<(), LedgerError> {
+        let entry = AuditEntry {
+            at: unix_millis(self.clock.as_ref()),
+            actor: actor.name(),
+            action,
+            target: None,
+            user_id: None,
+            detail,
+            outcome,
+        };
+        self.db
+            .write(move |s| s.append_audit(&entry).map(|_| ()))
+            .await
+    }
+
+    /// The audit trail, newest first.
+    pub(crate) async fn audit(&self, query: AuditQuery) -> Result<Vec<Audited>, LedgerError> {
+        self.db.read(move |s| s.audit(&query)).await
+    }
+
+    fn entry(&self, actor: &Actor, action: AuditAction, target: &str, detail: Value) -> AuditEntry {
+        AuditEntry {
+            at: unix_millis(self.clock.as_ref()),
+            actor: actor.name(),
+            action,
+            target: Some(target.to_owned()),
+            user_id: None,
+            detail,
+            outcome: AuditOutcome::Ok,
+        }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::fanout::operator::UserStatus;
-use crate::ledger::{CircuitState, Delivery, Omissions, TargetCircuit, TargetLag};
+use crate::fanout::operator::{Held, UserStatus};
+use crate::ledger::{Audited, CircuitState, Delivery, Omissions, TargetCircuit, TargetLag};
 
 fn when(millis: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
@@ -51,9 +51,17 @@ pub(crate) fn lag(lag: &[TargetLag]) -> String {
         } else {
             t.target.clone()
         };
+        let held = if t.held > 0 {
+            format!(
+                "  HELD: {} deprovisions wait for `ledger held --target {}`",
+                t.held, t.target
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{name:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {oldest:<25}  {}",
+            "{name:<14} {:>9} {:>9} {:>9} {:>9} {:>10}  {oldest:<25}  {}{held}",
             t.pending,
             t.retrying,
             t.rejected,
@@ -87,6 +95,45 @@ pub(crate) fn deliveries(rows: &[Delivery]) -> String {
         for w in &d.warnings {
             let _ = writeln!(out, "  warning: '{}' left out: {}", w.field, w.reason);
         }
+    }
+    out
+}
+
+pub(crate) fn held(held: &Held) -> String {
+    if held.held == 0 {
+        return format!("the guard holds nothing on {}\n", held.target);
+    }
+    let mut out = format!(
+        "{} deprovisions held on {}: `ledger release {1}` sends them, `ledger discard {1}` \
+         drops them\n",
+        held.held, held.target
+    );
+    out.push_str(&deliveries(&held.deliveries));
+    if (held.deliveries.len() as u64) < held.held {
+        let _ = writeln!(out, "(the first {} listed)", held.deliveries.len());
+    }
+    out
+}
+
+pub(crate) fn audit(entries: &[Audited]) -> String {
+    if entries.is_empty() {
+        return "no audit entries\n".into();
+    }
+    let mut out = String::new();
+    for a in entries {
+        let e = &a.entry;
+        let _ = writeln!(
+            out,
+            "{:>6} {} {:<20} {:<15} {:<8} {} {} {}",
+            a.seq,
+            when(e.at),
+            e.actor,
+            e.action.as_str(),
+            e.outcome.as_str(),
+            e.target.as_deref().unwrap_or("-"),
+            e.user_id.as_deref().unwrap_or("-"),
+            e.detail
+        );
     }
     out
 }

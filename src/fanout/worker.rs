@@ -14,12 +14,14 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::backoff::Backoff;
 use crate::fanout::circuit::{self, Admission, Circuit, Verdict};
+use crate::fanout::guard;
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
     Adoption, Attempt, AttemptOutcome, CircuitState, Db, Delivery, DeliveryOp, LedgerError,
     TargetCircuit,
 };
 use crate::metrics::Metrics;
+use crate::targets::config::GuardConfig;
 use crate::targets::{Payload, RemoteAccount, Target, TargetError};
 
 /// How a target is driven.
@@ -37,6 +39,8 @@ pub(crate) struct TargetPolicy {
     /// Target-level failures in a row (throttling, down, unreachable) that open the circuit.
     pub circuit_failures: u32,
     pub backoff: Backoff,
+    /// When disables and deletes are held for an operator instead of sent.
+    pub guard: GuardConfig,
 }
 
 /// Drives one target. Cheap to clone; clones share the in-flight set and limits.
@@ -272,6 +276,9 @@ impl Worker {
     }
 
     async fn deliver(&self, delivery: Delivery, probe: bool) {
+        if !guard::admits(&self.db, &self.clock, self.policy.guard, &delivery).await {
+            return;
+        }
         let began = Instant::now();
         let result = self.send(&delivery).await;
         let at = unix_millis(self.clock.as_ref());
@@ -908,6 +915,7 @@ mod tests {
                     base: Duration::from_secs(1),
                     cap: Duration::from_secs(60),
                 },
+                guard: GuardConfig::default(),
             },
         );
         Fixture {

@@ -76,6 +76,8 @@ pub(crate) struct TargetLag {
     pub rejected: u64,
     pub dead: u64,
     pub delivered: u64,
+    /// Disables and deletes the deprovisioning guard holds back; above 0 the target is held.
+    pub held: u64,
     /// When the oldest undelivered change was made, if any.
     pub oldest_change_at: Option<i64>,
     pub paused: bool,
@@ -435,6 +437,10 @@ impl Store<'_> {
                 DeliveryState::Delivered => {
                     lag.delivered = count;
                     false
+                }
+                DeliveryState::Held => {
+                    lag.held = count;
+                    true
                 }
             };
             if undelivered {

@@ -64,15 +64,19 @@ pub(crate) enum DeliveryState {
     Rejected,
     /// Retried too often; waits for a replay.
     Dead,
+    /// A disable or delete the target's deprovisioning guard kept back: not sent, waiting
+    /// for an operator to release or discard it.
+    Held,
 }
 
 impl DeliveryState {
-    pub(crate) const ALL: [DeliveryState; 5] = [
+    pub(crate) const ALL: [DeliveryState; 6] = [
         DeliveryState::Pending,
         DeliveryState::Retrying,
         DeliveryState::Delivered,
         DeliveryState::Rejected,
         DeliveryState::Dead,
+        DeliveryState::Held,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -82,6 +86,7 @@ impl DeliveryState {
             DeliveryState::Delivered => "delivered",
             DeliveryState::Rejected => "rejected",
             DeliveryState::Dead => "dead",
+            DeliveryState::Held => "held",
         }
     }
 

@@ -207,6 +207,91 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
     CREATE INDEX deliveries_warnings ON deliveries(target) WHERE warnings IS NOT NULL;
     "#,
+    // 8: reserved for the reconcile runs and findings, written on a parallel line of work;
+    // empty here so that 9 keeps its number when the two meet.
+    "",
+    // 9: the deprovisioning guard and the operator audit trail.
+    // A disable or delete past a target's threshold waits as `held` (the state CHECK is
+    // rebuilt as in migration 7, every column copied). `guard_grants` is what the guard
+    // let through, per (target, user), so that a retried or released deprovision is not
+    // held again; those `counted` make the window (an operator's release or discard stops
+    // the earlier ones counting, which starts the window afresh).
+    // `deliveries_linked` counts the accounts the bridge holds on a target, the base of
+    // `max_percent`. The audit trail is append-only: no build updates it (the trigger
+    // refuses it), and only the history's retention deletes from it.
+    r#"
+    CREATE TABLE deliveries_held (
+        user_id          TEXT NOT NULL,
+        target           TEXT NOT NULL,
+        operation        TEXT NOT NULL CHECK (operation IN ('upsert', 'disable', 'delete')),
+        payload          TEXT NOT NULL,
+        create_only      TEXT NOT NULL,
+        password_field   TEXT,
+        secret_id        TEXT,
+        retain_secret    INTEGER NOT NULL DEFAULT 0,
+        desired_hash     TEXT NOT NULL,
+        delivered_hash   TEXT,
+        remote_id        TEXT,
+        state            TEXT NOT NULL
+            CHECK (state IN ('pending', 'retrying', 'delivered', 'rejected', 'dead', 'held')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  INTEGER NOT NULL,
+        last_status      INTEGER,
+        last_error       TEXT,
+        mapping_version  TEXT NOT NULL,
+        changed_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        failing_since    INTEGER,
+        unmanaged        TEXT NOT NULL DEFAULT '[]',
+        warnings         TEXT,
+        PRIMARY KEY (user_id, target)
+    ) WITHOUT ROWID;
+    INSERT INTO deliveries_held (user_id, target, operation, payload, create_only,
+        password_field, secret_id, retain_secret, desired_hash, delivered_hash, remote_id,
+        state, attempts, next_attempt_at, last_status, last_error, mapping_version,
+        changed_at, updated_at, failing_since, unmanaged, warnings)
+    SELECT user_id, target, operation, payload, create_only,
+        password_field, secret_id, retain_secret, desired_hash, delivered_hash, remote_id,
+        state, attempts, next_attempt_at, last_status, last_error, mapping_version,
+        changed_at, updated_at, failing_since, unmanaged, warnings
+    FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_held RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries(target, next_attempt_at)
+        WHERE state IN ('pending', 'retrying');
+    CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
+    CREATE INDEX deliveries_warnings ON deliveries(target) WHERE warnings IS NOT NULL;
+    CREATE INDEX deliveries_linked ON deliveries(target, remote_id) WHERE remote_id IS NOT NULL;
+
+    CREATE TABLE guard_grants (
+        target        TEXT NOT NULL,
+        user_id       TEXT NOT NULL,
+        desired_hash  TEXT NOT NULL,
+        changed_at    INTEGER NOT NULL,
+        operation     TEXT NOT NULL CHECK (operation IN ('disable', 'delete')),
+        granted_at    INTEGER NOT NULL,
+        counted       INTEGER NOT NULL,
+        PRIMARY KEY (target, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX guard_grants_window ON guard_grants(target, granted_at);
+
+    CREATE TABLE audit (
+        seq      INTEGER PRIMARY KEY,
+        at       INTEGER NOT NULL,
+        actor    TEXT NOT NULL,
+        action   TEXT NOT NULL,
+        target   TEXT,
+        user_id  TEXT,
+        detail   TEXT NOT NULL,
+        outcome  TEXT NOT NULL CHECK (outcome IN ('ok', 'refused', 'failed'))
+    );
+    CREATE INDEX audit_action ON audit(action, seq);
+    CREATE INDEX audit_at ON audit(at);
+    CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit trail is append-only');
+    END;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -317,9 +402,20 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
+        // Migration 9 rebuilt the table again: the same indexes, and the guard's.
         assert_eq!(
             indexes,
-            ["deliveries_due", "deliveries_state", "deliveries_warnings"]
+            [
+                "deliveries_due",
+                "deliveries_linked",
+                "deliveries_state",
+                "deliveries_warnings"
+            ]
         );
+        conn.execute(
+            "UPDATE deliveries SET state = 'held' WHERE user_id = 'u1'",
+            [],
+        )
+        .unwrap();
     }
 }

@@ -3,9 +3,11 @@
 
 mod adoptions;
 mod attempts;
+mod audit;
 mod controls;
 mod db;
 mod deliveries;
+mod held;
 mod lifecycle;
 mod migrations;
 mod resources;
@@ -13,9 +15,11 @@ mod secrets;
 
 pub(crate) use adoptions::Adoption;
 pub(crate) use attempts::{Attempt, AttemptOutcome};
+pub(crate) use audit::{Actor, AuditAction, AuditEntry, AuditOutcome, AuditQuery, Audited};
 pub(crate) use controls::{CircuitState, TargetCircuit};
 pub use db::{Db, DbOptions};
 pub(crate) use deliveries::{Delivery, Desired, Omissions, TargetLag};
+pub(crate) use held::GuardWindow;
 pub(crate) use lifecycle::{DeliveryOp, DeliveryState, StateKey};
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
 pub(crate) use secrets::SealedSecret;

@@ -32,6 +32,8 @@ pub struct TargetConfig {
     /// Requests in flight at once.
     pub concurrency: usize,
     pub rate_limit_per_second: u32,
+    /// `[targets.<name>.guard]`: the deprovisioning guard.
+    pub guard: GuardConfig,
     pub vendor: &'static Vendor,
     pub keys: Box<dyn VendorKeys>,
 }
@@ -48,6 +50,8 @@ struct TargetTable {
     concurrency: usize,
     #[serde(default = "default_rate_limit")]
     rate_limit_per_second: u32,
+    #[serde(default)]
+    guard: GuardConfig,
     kind: String,
     #[serde(flatten)]
     keys: toml::Table,
@@ -74,9 +78,63 @@ impl<'de> Deserialize<'de> for TargetConfig {
             timeout_ms: table.timeout_ms,
             concurrency: table.concurrency,
             rate_limit_per_second: table.rate_limit_per_second,
+            guard: table.guard,
             vendor,
             keys,
         })
+    }
+}
+
+/// `[targets.<name>.guard]`: how many disables and deletes may reach a target within a
+/// window before the rest are held for an operator. A mistake upstream (a scoping change in
+/// the identity provider, an unassigned group) deprovisions in bulk; the guard stops it at a
+/// count, or at a share of the accounts the bridge holds there, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    pub enabled: bool,
+    /// Deprovisions sent within `window_secs` before the rest are held. 500 is Entra ID's
+    /// own accidental-deletion threshold.
+    pub max_deprovisions: u32,
+    pub window_secs: u64,
+    /// Deprovisions within the window, as a percentage of the accounts the bridge holds on
+    /// the target, before the rest are held.
+    pub max_percent: u32,
+    /// The fewest deprovisions `max_percent` ever holds at: a fifth of a 30-user target
+    /// is 6, and holding an ordinary week of leavers would teach operators to switch the
+    /// guard off.
+    pub percent_floor: u32,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: true,
+            max_deprovisions: 500,
+            window_secs: 3600,
+            max_percent: 20,
+            percent_floor: 20,
+        }
+    }
+}
+
+impl GuardConfig {
+    fn check(&self, key: impl Fn(&str) -> String) -> Result<(), TargetConfigError> {
+        let at_least_one = |field: &str, value: u64| {
+            (value >= 1)
+                .then_some(())
+                .ok_or_else(|| TargetConfigError::invalid(key(field), "must be at least 1"))
+        };
+        at_least_one("guard.max_deprovisions", self.max_deprovisions.into())?;
+        at_least_one("guard.window_secs", self.window_secs)?;
+        at_least_one("guard.percent_floor", self.percent_floor.into())?;
+        if !(1..=100).contains(&self.max_percent) {
+            return Err(TargetConfigError::invalid(
+                key("guard.max_percent"),
+                "must be between 1 and 100",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -122,6 +180,7 @@ fn build_target(
 ) -> Result<Arc<dyn Target>, TargetConfigError> {
     let key = |field: &str| format!("targets.{name}.{field}");
     let base_url = parse_url(&key("base_url"), &cfg.base_url)?;
+    cfg.guard.check(key)?;
     let positive = |field: &str, value: u64| {
         (value > 0)
             .then_some(value)
@@ -247,6 +306,62 @@ mod tests {
             err.to_string(),
             "targets.kibo.base_url: must be an http(s) URL"
         );
+    }
+
+    const KIBO: &str = r#"
+            [targets.kibo]
+            kind = "kibo"
+            base_url = "https://t1.sandbox.mozu.com/api"
+            client_id = "app"
+            client_secret = { value = "s" }
+            tenant_id = "1"
+            site_id = "2"
+            "#;
+
+    #[test]
+    fn the_guard_has_defaults_takes_the_environment_and_names_a_bad_key() {
+        assert_eq!(parse(KIBO).unwrap()["kibo"].guard, GuardConfig::default());
+
+        // The same provider `Settings::load` uses, under a prefix no other test reads.
+        std::env::set_var(
+            "GUARD_CONFIG_TEST__TARGETS__KIBO__GUARD__MAX_DEPROVISIONS",
+            "10",
+        );
+        std::env::set_var("GUARD_CONFIG_TEST__TARGETS__KIBO__GUARD__ENABLED", "false");
+        let cfg: TargetsConfig = figment::Figment::new()
+            .merge(<figment::providers::Toml as figment::providers::Format>::string(KIBO))
+            .merge(figment::providers::Env::prefixed("GUARD_CONFIG_TEST__").split("__"))
+            .extract::<Wrapper>()
+            .unwrap()
+            .targets;
+        assert_eq!(cfg["kibo"].guard.max_deprovisions, 10);
+        assert_eq!(cfg["kibo"].guard.window_secs, 3600);
+        assert!(!cfg["kibo"].guard.enabled);
+
+        for (line, message) in [
+            (
+                "max_percent = 0",
+                "targets.kibo.guard.max_percent: must be between 1 and 100",
+            ),
+            (
+                "max_percent = 101",
+                "targets.kibo.guard.max_percent: must be between 1 and 100",
+            ),
+            (
+                "window_secs = 0",
+                "targets.kibo.guard.window_secs: must be at least 1",
+            ),
+            (
+                "max_deprovisions = 0",
+                "targets.kibo.guard.max_deprovisions: must be at least 1",
+            ),
+        ] {
+            let cfg = parse(&format!("{KIBO}\n[targets.kibo.guard]\n{line}\n")).unwrap();
+            let err = build_targets(&cfg, Arc::new(SystemClock)).err().unwrap();
+            assert_eq!(err.to_string(), message);
+        }
+        let typo = parse(&format!("{KIBO}\n[targets.kibo.guard]\nmax_percnt = 5\n"));
+        assert!(typo.unwrap_err().to_string().contains("max_percnt"));
     }
 
     #[test]

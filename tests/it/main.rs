@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod adoption;
+mod audit;
 mod bench;
 mod crash;
 mod emulator_contracts;
 mod fanout;
+mod guard;
 mod hostile_input;
 mod mapping_cli;
 mod mapping_golden;
