@@ -1562,6 +1562,15 @@ userProducts = { grants = [{ group = "Primavera Schedulers", entry = { productNa
             ))
             .expect("valid"),
         );
+        all.push(
+            load(&format!(
+                "[scope]\nfilter = 'groups[display eq \"Schedulers\"] or (title pr and not \
+                 (urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department sw \
+                 \"Ext\")) and active eq true'\n{}",
+                with_fields("")
+            ))
+            .expect("valid"),
+        );
         all
     }
 
@@ -1573,6 +1582,10 @@ userProducts = { grants = [{ group = "Primavera Schedulers", entry = { productNa
         #[test]
         fn rendering_never_panics_and_keeps_its_promises(user in user()) {
             for mapping in mappings() {
+                // Out of scope is explained; in scope is not.
+                let explained = mapping.scope_miss(&user);
+                prop_assert_eq!(explained.is_some(), mapping.scoping(&user) == Scoping::Out);
+                prop_assert!(explained.is_none_or(|why| why.contains("does not hold")));
                 for event in [Event::Upsert, Event::Deactivated, Event::Deleted] {
                     match mapping.render(&user, event) {
                         Render::Send { payload, hash, password_field, create_only, warnings, .. } => {

@@ -350,3 +350,41 @@ async fn a_reload_that_adds_a_scope_replans_every_user() {
         "out of the new scope: disabled"
     );
 }
+
+#[tokio::test]
+async fn renaming_a_group_into_and_out_of_the_scope_moves_all_its_members() {
+    let mappings = mappings_with(&[Scope {
+        target: "primavera",
+        filter: r#"groups[display eq "Primavera Schedulers"]"#,
+        out_of_scope: None,
+    }]);
+    let synced = synced_with(&mappings).await;
+    let app = &synced.app;
+    let primavera = &targets::primavera::VENDOR;
+    let hal = id(&app.create_user(&user("hal")).await);
+    let ida = id(&app.create_user(&user("ida")).await);
+    let planners = app.create_group(&group("Planners", &[&hal, &ida])).await;
+    let path = format!("/Groups/{}", id(&planners));
+    synced.settle(0).await;
+    assert!(synced.live_accounts(primavera).is_empty());
+
+    let rename =
+        |name: &str| patch(json!([{"op": "replace", "path": "displayName", "value": name}]));
+    json_of(app.patch(&path, &rename("Primavera Schedulers")).await, 200).await;
+    synced.settle(0).await;
+    for email in ["hal@example.com", "ida@example.com"] {
+        assert_eq!(
+            live(&synced, primavera, "email", email).fields["status"],
+            "ACTIVE"
+        );
+    }
+
+    json_of(app.patch(&path, &rename("Former Schedulers")).await, 200).await;
+    synced.settle(0).await;
+    for email in ["hal@example.com", "ida@example.com"] {
+        assert_eq!(
+            live(&synced, primavera, "email", email).fields["status"],
+            "INACTIVE"
+        );
+    }
+}
