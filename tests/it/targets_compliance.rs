@@ -722,6 +722,27 @@ async fn listing(case: Case, marking: Option<&str>) {
     for (field, value) in target.as_stored(&delivered) {
         assert_eq!(actual.get(&field), Some(&value), "{field} as stored");
     }
+
+    // Listing is a call like any other: a refused token gets one fresh login, a 429 is
+    // retryable with its wait, and a cursor no page gave is refused before anything is sent.
+    env.next_second();
+    emulator.expire_tokens();
+    let logins = emulator.logins();
+    target.list(None).await.unwrap();
+    assert_eq!(emulator.logins(), logins + 1);
+    emulator.set_faults(Faults {
+        throttle: true,
+        retry_after: Some("4".into()),
+        ..Faults::default()
+    });
+    assert_retryable(target.list(None).await, "429", Some(Duration::from_secs(4)));
+    emulator.set_faults(Faults::default());
+    let requests = emulator.requests();
+    assert!(matches!(
+        target.list(Some("page two")).await,
+        Err(TargetError::Unusable { .. })
+    ));
+    assert_eq!(emulator.requests(), requests);
     env.sandbox.stop().await;
 }
 
