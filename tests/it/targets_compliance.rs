@@ -785,5 +785,22 @@ async fn vikingcloud_cannot_list_but_marks_its_users_in_their_notes() {
     made_by_hand(&emulator, &typed_by_hand(&case, "by-hand")).await;
     let hand_made = target.find(&(case.user)("by-hand")).await.unwrap().unwrap();
     assert!(!target.marked(&hand_made));
+
+    // Taken over, an account without notes becomes the bridge's; one with notes keeps them.
+    let adopted = target
+        .update(&hand_made.id, &(case.user)("by-hand"))
+        .await
+        .unwrap();
+    assert!(target.marked(&adopted), "{:?}", adopted.fields);
+    let mut noted = typed_by_hand(&case, "noted");
+    noted.insert("notes".to_owned(), json!("Contractor until June"));
+    made_by_hand(&emulator, &noted).await;
+    let noted = target.find(&(case.user)("noted")).await.unwrap().unwrap();
+    let updated = target
+        .update(&noted.id, &(case.user)("noted"))
+        .await
+        .unwrap();
+    assert_eq!(updated.fields["notes"], json!("Contractor until June"));
+    assert!(!target.marked(&updated));
     env.sandbox.stop().await;
 }

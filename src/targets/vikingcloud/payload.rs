@@ -248,12 +248,16 @@ pub(crate) fn update_body(
 /// Puts `note` in `notes` when the body sets none (an empty note puts nothing): the mark,
 /// written only where it overwrites nobody's text.
 pub(crate) fn with_mark(body: &mut Payload, note: &str) {
-    let unset = body
-        .get(NOTES)
-        .is_none_or(|notes| notes.as_str().is_none_or(str::is_empty));
-    if unset && !note.is_empty() {
+    if !has_notes(body) && !note.is_empty() {
         body.insert(NOTES.to_owned(), Value::String(note.to_owned()));
     }
+}
+
+/// Whether a user or a body holds notes (an empty text is none).
+pub(crate) fn has_notes(user: &Payload) -> bool {
+    user.get(NOTES)
+        .and_then(Value::as_str)
+        .is_some_and(|notes| !notes.is_empty())
 }
 
 /// Whether a user's notes hold `note`.
