@@ -309,22 +309,20 @@ async fn list(
         ));
     }
     let page_size = params.page_size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
-    let matches: Vec<Payload> = state.with_accounts(|accounts| {
+    // Only the page is copied out: a listing of a large tenant costs each page its own size.
+    let (items, total) = state.with_accounts(|accounts| {
         let found = match &params.email_address {
             Some(email) => accounts.find(EMAIL, email),
             None => accounts.live().collect(),
         };
-        found
-            .into_iter()
+        let items: Vec<Payload> = found
+            .iter()
+            .skip(params.start_index)
+            .take(page_size)
             .map(|record| record.fields.clone())
-            .collect()
+            .collect();
+        (items, found.len())
     });
-    let total = matches.len();
-    let items: Vec<Payload> = matches
-        .into_iter()
-        .skip(params.start_index)
-        .take(page_size)
-        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "startIndex": params.start_index,
         "pageSize": page_size,

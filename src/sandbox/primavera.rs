@@ -322,29 +322,34 @@ async fn list(
             }
         },
     };
-    let users: Vec<Payload> = state.with_accounts(|accounts| {
+    let (offset, limit) = match (paging.offset, paging.limit) {
+        (None, None) => (0, usize::MAX),
+        (_, Some(0)) => {
+            let message = "Invalid input: limit must be at least 1.";
+            return Err(state.refuse(StatusCode::BAD_REQUEST, message, &req));
+        }
+        (offset, limit) => (
+            offset.unwrap_or(0),
+            limit.unwrap_or(DEFAULT_PAGE_SIZE).min(MAX_PAGE_SIZE),
+        ),
+    };
+    // Only the page is copied out: a listing of a large tenant costs each page its own size.
+    let (items, total) = state.with_accounts(|accounts| {
         let found = match &email {
             Some(email) => accounts.find(EMAIL, email),
             None => accounts.live().collect(),
         };
-        found
-            .into_iter()
+        let items: Vec<Payload> = found
+            .iter()
+            .skip(offset)
+            .take(limit)
             .map(|record| record.fields.clone())
-            .collect()
+            .collect();
+        (items, found.len())
     });
     if paging.offset.is_none() && paging.limit.is_none() {
-        return Ok(HttpResponse::Ok().json(users));
+        return Ok(HttpResponse::Ok().json(items));
     }
-    let offset = paging.offset.unwrap_or(0);
-    let limit = match paging.limit.unwrap_or(DEFAULT_PAGE_SIZE) {
-        0 => {
-            let message = "Invalid input: limit must be at least 1.";
-            return Err(state.refuse(StatusCode::BAD_REQUEST, message, &req));
-        }
-        limit => limit.min(MAX_PAGE_SIZE),
-    };
-    let total = users.len();
-    let items: Vec<Payload> = users.into_iter().skip(offset).take(limit).collect();
     let link = |at: usize| format!("{}?offset={at}&limit={limit}", req.path());
     let next = (offset + items.len() < total).then(|| link(offset + items.len()));
     let previous = (offset > 0).then(|| link(offset.saturating_sub(limit)));

@@ -272,7 +272,22 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    use super::VENDORS;
+    use super::{AccountPage, TargetError, VENDORS};
+
+    #[test]
+    fn a_position_cursor_starts_at_zero_and_refuses_what_no_page_gave() {
+        assert_eq!(AccountPage::offset(None), Ok(0));
+        assert_eq!(AccountPage::offset(Some("200")), Ok(200));
+        for bad in ["", "-1", "two", "1e3"] {
+            assert!(
+                matches!(
+                    AccountPage::offset(Some(bad)),
+                    Err(TargetError::Unusable { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 
     /// Adding a vendor is its folder and its line in `VENDORS`; this holds the shipped
     /// mapping files to that line (the sandbox holds its emulators to it).

@@ -722,6 +722,27 @@ async fn listing(case: Case, marking: Option<&str>) {
     for (field, value) in target.as_stored(&delivered) {
         assert_eq!(actual.get(&field), Some(&value), "{field} as stored");
     }
+
+    // Listing is a call like any other: a refused token gets one fresh login, a 429 is
+    // retryable with its wait, and a cursor no page gave is refused before anything is sent.
+    env.next_second();
+    emulator.expire_tokens();
+    let logins = emulator.logins();
+    target.list(None).await.unwrap();
+    assert_eq!(emulator.logins(), logins + 1);
+    emulator.set_faults(Faults {
+        throttle: true,
+        retry_after: Some("4".into()),
+        ..Faults::default()
+    });
+    assert_retryable(target.list(None).await, "429", Some(Duration::from_secs(4)));
+    emulator.set_faults(Faults::default());
+    let requests = emulator.requests();
+    assert!(matches!(
+        target.list(Some("page two")).await,
+        Err(TargetError::Unusable { .. })
+    ));
+    assert_eq!(emulator.requests(), requests);
     env.sandbox.stop().await;
 }
 
@@ -764,5 +785,22 @@ async fn vikingcloud_cannot_list_but_marks_its_users_in_their_notes() {
     made_by_hand(&emulator, &typed_by_hand(&case, "by-hand")).await;
     let hand_made = target.find(&(case.user)("by-hand")).await.unwrap().unwrap();
     assert!(!target.marked(&hand_made));
+
+    // Taken over, an account without notes becomes the bridge's; one with notes keeps them.
+    let adopted = target
+        .update(&hand_made.id, &(case.user)("by-hand"))
+        .await
+        .unwrap();
+    assert!(target.marked(&adopted), "{:?}", adopted.fields);
+    let mut noted = typed_by_hand(&case, "noted");
+    noted.insert("notes".to_owned(), json!("Contractor until June"));
+    made_by_hand(&emulator, &noted).await;
+    let noted = target.find(&(case.user)("noted")).await.unwrap().unwrap();
+    let updated = target
+        .update(&noted.id, &(case.user)("noted"))
+        .await
+        .unwrap();
+    assert_eq!(updated.fields["notes"], json!("Contractor until June"));
+    assert!(!target.marked(&updated));
     env.sandbox.stop().await;
 }

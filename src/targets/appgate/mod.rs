@@ -22,7 +22,8 @@ use crate::targets::{
 /// Users fetched per page while looking for an exact name among substring matches.
 const PAGE_SIZE: usize = 50;
 
-/// Users per page when listing them all: the page the Admin API's own examples ask for.
+/// Users per page when listing them all. The Admin API states no maximum for `range`; a
+/// hundred keeps each answer small and a large controller's listing to few calls.
 const LIST_PAGE_SIZE: usize = 100;
 
 pub(crate) struct AppgateTarget {

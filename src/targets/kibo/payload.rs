@@ -64,13 +64,15 @@ pub(crate) fn schema_with(password_required_on_update: bool) -> TargetSchema {
     }
 }
 
-/// An account as Kibo holds it: the body, without the password (never returned) and the
-/// roles, which Kibo holds beside those given by hand and so cannot be compared value for
-/// value.
+/// An account as Kibo holds it: the body, without the password (never returned), without
+/// nulls (a field sent as null is held as no field), and without the roles, which Kibo
+/// holds beside those given by hand and so cannot be compared value for value.
 pub(crate) fn as_stored(schema: &TargetSchema, payload: &Payload) -> Payload {
     account_body(schema, payload)
         .into_iter()
-        .filter(|(name, _)| !schema.field(name).is_some_and(|spec| spec.write_only))
+        .filter(|(name, value)| {
+            !value.is_null() && !schema.field(name).is_some_and(|spec| spec.write_only)
+        })
         .collect()
 }
 
@@ -195,7 +197,7 @@ mod tests {
     fn stored_form_leaves_out_the_password_roles_and_what_kibo_assigns() {
         let input = object(json!({
             "emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima",
-            "password": "p", "externalId": "e-1", "isActive": true,
+            "password": "p", "externalId": "e-1", "isActive": true, "phoneNumber": null,
             "roles": [{"roleId": 2}], "id": "abc"
         }));
         assert_eq!(

@@ -173,3 +173,24 @@ impl PrimaveraClient {
             .map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_is_a_page_or_the_whole_list() {
+        let page: Listing = serde_json::from_str(
+            r#"{"count": 1, "next": "/api/restapi/user?offset=1&limit=1", "previous": null,
+                "items": [{"userId": 1001}]}"#,
+        )
+        .unwrap();
+        assert!(matches!(page, Listing::Page { ref items, next: Some(_) } if items.len() == 1));
+        let last: Listing =
+            serde_json::from_str(r#"{"count": 0, "next": null, "items": []}"#).unwrap();
+        assert!(matches!(last, Listing::Page { next: None, .. }));
+        let whole: Listing =
+            serde_json::from_str(r#"[{"userId": 1001}, {"userId": 1002}]"#).unwrap();
+        assert!(matches!(whole, Listing::All(ref users) if users.len() == 2));
+    }
+}

@@ -70,11 +70,13 @@ pub(crate) fn shape(schema: &TargetSchema, payload: &Payload, user_id: Option<i6
     body
 }
 
-/// A user as Primavera holds it: the body of a create, without the licences, which
-/// Primavera holds beside those given by hand and so cannot be compared value for value.
+/// A user as Primavera holds it: the body of a create, without nulls (a field sent as null
+/// is held as no field) and without the licences, which Primavera holds beside those given
+/// by hand and so cannot be compared value for value.
 pub(crate) fn as_stored(schema: &TargetSchema, payload: &Payload) -> Payload {
     let mut stored = shape(schema, payload, None);
     stored.remove(PRODUCTS);
+    stored.retain(|_, value| !value.is_null());
     stored
 }
 
@@ -100,7 +102,7 @@ mod tests {
     #[test]
     fn stored_form_leaves_out_licences_and_the_id() {
         let input = object(json!({
-            "email": "a@example.com", "ldapGuid": "g-1", "userId": 7,
+            "email": "a@example.com", "ldapGuid": "g-1", "userId": 7, "title": null,
             "userProducts": [{"productName": "TASKS"}]
         }));
         assert_eq!(

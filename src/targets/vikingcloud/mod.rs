@@ -123,13 +123,17 @@ impl Target for VikingCloudTarget {
     }
 
     /// The account's id, not the payload, decides which user is updated: the service cannot
-    /// rename a `userKey`. The service replaces `roles` and `privileges` with what an update
+    /// rename a `userKey`. A user without notes gets the mark, as on create. The service replaces `roles` and `privileges` with what an update
     /// sends, so the user is read first and its lists are sent back with only the mapping's
     /// entries added or removed.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
         let key = UserKey::from_id(id)?;
         let current = self.client.lookup(&key).await?;
-        let body = payload::update_body(&self.schema, payload, &key, &current)?;
+        let mut body = payload::update_body(&self.schema, payload, &key, &current)?;
+        // An account taken over becomes the bridge's, and says so where it has no notes.
+        if !payload::has_notes(&current) {
+            payload::with_mark(&mut body, &self.mark_note);
+        }
         let answer = self.client.update(&body).await?;
         self.account(&key, answer).await
     }

@@ -254,12 +254,16 @@ pub(crate) fn update_body(
 /// Puts `note` in `notes` when the body sets none (an empty note puts nothing): the mark,
 /// written only where it overwrites nobody's text.
 pub(crate) fn with_mark(body: &mut Payload, note: &str) {
-    let unset = body
-        .get(NOTES)
-        .is_none_or(|notes| notes.as_str().is_none_or(str::is_empty));
-    if unset && !note.is_empty() {
+    if !has_notes(body) && !note.is_empty() {
         body.insert(NOTES.to_owned(), Value::String(note.to_owned()));
     }
+}
+
+/// Whether a user or a body holds notes (an empty text is none).
+pub(crate) fn has_notes(user: &Payload) -> bool {
+    user.get(NOTES)
+        .and_then(Value::as_str)
+        .is_some_and(|notes| !notes.is_empty())
 }
 
 /// Whether a user's notes hold `note`.
@@ -272,15 +276,16 @@ pub(crate) fn carries_mark(user: &Payload, note: &str) -> bool {
 }
 
 /// A user as the service holds it: the mapped fields with the key as it is stored (the
-/// default authenticator filled in), without the secrets (never returned) and the lists,
-/// which the service holds with the entries given by hand and so cannot be compared value
-/// for value.
+/// default authenticator filled in), without nulls (a field sent as null is held as no
+/// field), the secrets (never returned) and the lists, which the service holds with the
+/// entries given by hand and so cannot be compared value for value.
 pub(crate) fn as_stored(schema: &TargetSchema, payload: &Payload, authenticator: &str) -> Payload {
     let mut stored: Payload = schema
         .writable(payload)
         .into_iter()
-        .filter(|(name, _)| {
-            !LISTS.contains(&name.as_str())
+        .filter(|(name, value)| {
+            !value.is_null()
+                && !LISTS.contains(&name.as_str())
                 && !schema.field(name).is_some_and(|spec| spec.write_only)
         })
         .collect();
@@ -322,7 +327,7 @@ mod tests {
     fn stored_form_fills_the_authenticator_and_leaves_out_secrets_and_lists() {
         let input = object(json!({
             "userKey": {"username": "ana"}, "email": "ana@example.com", "password": "p",
-            "roles": [{"name": "ADMIN"}], "privileges": [], "enabled": true
+            "roles": [{"name": "ADMIN"}], "privileges": [], "enabled": true, "locale": null
         }));
         assert_eq!(
             Value::Object(as_stored(&schema(), &input, "local")),
