@@ -33,6 +33,7 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<AppgateConfig>,
     throttle_default: None,
+    first_delivery: config::FIRST_DELIVERY,
     emulator: Emulator {
         flavor: crate::sandbox::appgate::flavor,
         port: 18441,
@@ -77,6 +78,27 @@ impl AppgateTarget {
             schema: payload::schema(),
             name_ignores_case: cfg.name_ignores_case,
         })
+    }
+}
+
+impl AppgateTarget {
+    /// PUTs the user `id`, its held tags kept: from `held` (the user as just read) when
+    /// given, else read now, and only when the mapping sets tags at all.
+    async fn replace(
+        &self,
+        id: &str,
+        payload: &Payload,
+        held: Option<&Payload>,
+    ) -> TargetResult<RemoteAccount> {
+        let mut body = payload::shape(&self.schema, payload);
+        if body.contains_key(payload::TAGS) {
+            match held {
+                Some(current) => payload::keep_held_tags(&mut body, current),
+                None => payload::keep_held_tags(&mut body, &self.client.get(id).await?),
+            }
+        }
+        let user = self.client.replace(id, &body).await?;
+        RemoteAccount::from_object(user, "id")
     }
 }
 
@@ -135,17 +157,28 @@ impl Target for AppgateTarget {
     /// is read first and the tags it holds (given by hand, used by policies) are sent back
     /// beside the mapping's.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
-        let mut body = payload::shape(&self.schema, payload);
-        if body.contains_key(payload::TAGS) {
-            let current = self.client.get(id).await?;
-            payload::keep_held_tags(&mut body, &current);
-        }
-        let user = self.client.replace(id, &body).await?;
-        RemoteAccount::from_object(user, "id")
+        self.replace(id, payload, None).await
     }
 
     async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
         self.update(id, &payload::disabled(payload)).await
+    }
+
+    async fn update_held(
+        &self,
+        account: &RemoteAccount,
+        payload: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        self.replace(&account.id, payload, Some(&account.fields))
+            .await
+    }
+
+    async fn disable_held(
+        &self,
+        account: &RemoteAccount,
+        payload: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        self.update_held(account, &payload::disabled(payload)).await
     }
 
     /// An account that is already gone counts as deleted.

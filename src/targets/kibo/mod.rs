@@ -32,6 +32,7 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<KiboConfig>,
     throttle_default: None,
+    first_delivery: config::FIRST_DELIVERY,
     emulator: Emulator {
         flavor: crate::sandbox::kibo::flavor,
         port: 18443,

@@ -59,6 +59,7 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<PrimaveraConfig>,
     throttle_default: Some(THROTTLE_BACKOFF),
+    first_delivery: config::FIRST_DELIVERY,
     emulator: Emulator {
         flavor: crate::sandbox::primavera::flavor,
         port: 18444,
