@@ -236,11 +236,11 @@ impl Worker {
     #[cfg(test)]
     pub(crate) async fn drain(&self) -> Result<usize, LedgerError> {
         let mut total = 0;
+        let all = cap(&self.policy) as u32;
         loop {
+            // Nothing in flight when looking, so nothing started means nothing is due.
+            drop(self.slots.acquire_many(all).await);
             let started = self.dispatch_due().await?;
-            let all = cap(&self.policy) as u32;
-            // Wait for everything started to finish before looking again.
-            let _ = self.slots.acquire_many(all).await;
             total += started;
             if started == 0 {
                 return Ok(total);
@@ -986,6 +986,19 @@ mod tests {
     }
 
     fn fixture_for(target: Arc<Scripted>, first_delivery: FirstDelivery) -> Fixture {
+        let fixed = ConcurrencyPolicy {
+            initial: 4,
+            max: 4,
+            adaptive: false,
+        };
+        fixture_limited(target, first_delivery, fixed)
+    }
+
+    fn fixture_limited(
+        target: Arc<Scripted>,
+        first_delivery: FirstDelivery,
+        concurrency: ConcurrencyPolicy,
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&DbOptions {
             path: dir.path().join("w.db"),
@@ -1002,11 +1015,7 @@ mod tests {
             Arc::new(SecretBox::from_key(&[1; 32])),
             Arc::new(Metrics::new()),
             TargetPolicy {
-                concurrency: ConcurrencyPolicy {
-                    initial: 4,
-                    max: 4,
-                    adaptive: false,
-                },
+                concurrency,
                 first_delivery,
                 max_attempts: 3,
                 dead_letter_after: Duration::from_secs(72 * 3600),
@@ -1743,5 +1752,36 @@ mod tests {
                 .is_empty(),
             "its own account, not a takeover"
         );
+    }
+
+    #[tokio::test]
+    async fn a_target_pushing_back_gets_fewer_deliveries_in_flight() {
+        let adaptive = ConcurrencyPolicy {
+            initial: 4,
+            max: 8,
+            adaptive: true,
+        };
+        // One 503 among answers that otherwise deliver: the circuit stays closed.
+        let f = fixture_limited(
+            Scripted::new(vec![Err(unavailable())]),
+            FirstDelivery::CreateFirst,
+            adaptive,
+        );
+        for n in 0..12 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        f.worker.drain().await.unwrap();
+        assert_eq!(f.worker.lock_limit().limit(), 3, "cut by 10%, rounded down");
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.retrying), (11, 1), "{lag:?}");
+        // The slots are sized for the cap; the limit, not the slots, bounds a round.
+        for n in 20..26 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        assert_eq!(f.worker.dispatch_due().await.unwrap(), 3);
+        f.worker.drain().await.unwrap();
+        assert_eq!(f.lag().await.delivered, 17);
     }
 }
