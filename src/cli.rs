@@ -136,6 +136,13 @@ pub struct BenchArgs {
     /// Deliveries in flight per target in the bridge the bench starts.
     #[arg(long, default_value_t = 64)]
     pub target_concurrency: usize,
+    /// Keep the shipped targets' rates and concurrency and the vendors' rate limits in the
+    /// emulators (by default the bench lifts them so the bridge sets the pace).
+    #[arg(long, conflicts_with = "target_concurrency")]
+    pub shipped_pace: bool,
+    /// Milliseconds every emulator waits before each answer, as a remote API would.
+    #[arg(long, default_value_t = 0)]
+    pub emulator_latency_ms: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -299,6 +306,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 lookups_only: args.lookups_only,
                 phase_limit: std::time::Duration::from_secs(args.phase_limit_secs),
                 target_concurrency: args.target_concurrency,
+                shipped_pace: args.shipped_pace,
+                emulator_latency_ms: args.emulator_latency_ms,
             });
             // Interrupted, the run is dropped, and with it the bridge it started: left
             // running, that bridge would hold the sandbox ports and fail the next bench.

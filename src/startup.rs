@@ -16,6 +16,7 @@ use crate::admin::{self, AdminAuth, Reloader};
 use crate::clock::{unix_millis, SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::fanout::backoff::Backoff;
+use crate::fanout::concurrency::ConcurrencyPolicy;
 use crate::fanout::operator::Operator;
 use crate::fanout::plan::{FanoutHook, Planner};
 use crate::fanout::secrets::{SecretBox, KEY_ENV};
@@ -28,7 +29,7 @@ use crate::sandbox::{self, Sandbox, SandboxConfig};
 use crate::scim::auth::{client_address, Authenticator, FailedAuthLimit, ScimAuth};
 use crate::scim::routes::{self, ScimState};
 use crate::scim::service::{ScimService, UNAVAILABLE_RETRY_AFTER_SECS};
-use crate::targets::config::build_targets;
+use crate::targets::config::{build_targets, FirstDelivery};
 use crate::targets::{Target, TargetSchema};
 use crate::telemetry::RedactedRootSpan;
 use secrecy::ExposeSecret;
@@ -120,9 +121,14 @@ impl Application {
         let workers = targets
             .iter()
             .map(|target| {
-                let configured = settings.targets.get(target.name());
-                let concurrency = configured.map(|t| t.concurrency).unwrap_or(1);
-                let guard = configured.map(|t| t.guard).unwrap_or_default();
+                let table = settings.targets.get(target.name());
+                let concurrency = ConcurrencyPolicy {
+                    initial: table.map_or(1, |t| t.concurrency),
+                    max: table.map_or(1, |t| t.max_concurrency),
+                    adaptive: table.is_some_and(|t| t.adaptive_concurrency),
+                };
+                let guard = table.map(|t| t.guard).unwrap_or_default();
+                let first_delivery = table.map_or(FirstDelivery::FindFirst, |t| t.first_delivery);
                 Worker::new(
                     Arc::clone(target),
                     db.clone(),
@@ -131,6 +137,7 @@ impl Application {
                     Arc::clone(&metrics),
                     TargetPolicy {
                         concurrency,
+                        first_delivery,
                         max_attempts: fanout_settings.max_attempts,
                         dead_letter_after: Duration::from_secs(
                             fanout_settings.dead_letter_after_hours * 3600,

@@ -57,6 +57,11 @@ pub struct BenchOptions {
     pub phase_limit: Duration,
     /// Deliveries in flight per target in the bridge the bench starts.
     pub target_concurrency: usize,
+    /// Keep the shipped targets' request rates and concurrency, and the vendors' own rate
+    /// limits in the emulators, instead of lifting them: how fast a real deployment goes.
+    pub shipped_pace: bool,
+    /// Milliseconds every emulator waits before each answer, as a real vendor's API does.
+    pub emulator_latency_ms: u64,
 }
 
 /// What one target received while the bench ran (own bridge only).
@@ -74,6 +79,13 @@ pub struct TargetReport {
     pub requests_per_second: f64,
     /// Accounts the emulator holds at the end.
     pub accounts: u64,
+    /// With `--skip-patch`: requests the emulator received from the first create until every
+    /// target held every user (logins included), per user created.
+    pub requests_per_new_user: Option<f64>,
+    /// With `--skip-patch`: the update round after that (one change per user), its requests
+    /// (logins included) and those per change the target took in.
+    pub update_requests: Option<u64>,
+    pub requests_per_update: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +148,20 @@ impl BenchReport {
                 target.requests,
                 target.requests_per_second
             ));
+            if let Some(per_user) = target.requests_per_new_user {
+                out.push_str(&format!(
+                    "  {:<12} {per_user:>8.3} requests per new user\n",
+                    ""
+                ));
+            }
+            if let (Some(requests), Some(per_change)) =
+                (target.update_requests, target.requests_per_update)
+            {
+                out.push_str(&format!(
+                    "  {:<12} {per_change:>8.3} requests per delivered update ({requests} requests)\n",
+                    ""
+                ));
+            }
         }
         if let Some(rss) = self.peak_rss_mib {
             out.push_str(&format!("bridge peak RSS            {rss:.1} MiB\n"));
@@ -228,7 +254,6 @@ impl Bridge {
             .arg(&db_path)
             .env("SCIM_BRIDGE_TOKEN", BENCH_TOKEN)
             .env("SCIM_BRIDGE__SCIM__REQUESTS_PER_SECOND", "1000000")
-            .env("SCIM_BRIDGE__SANDBOX__VENDOR_RATE_LIMITS", "false")
             .env(
                 "SCIM_BRIDGE__FANOUT__KEY_FILE",
                 dir.path().join("secret.key"),
@@ -236,14 +261,17 @@ impl Bridge {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
-        for target in &targets {
-            let key = format!("SCIM_BRIDGE__TARGETS__{}", target.name.to_ascii_uppercase());
-            command
-                .env(format!("{key}__RATE_LIMIT_PER_SECOND"), UNPACED_RATE)
-                .env(
-                    format!("{key}__CONCURRENCY"),
-                    options.target_concurrency.to_string(),
-                );
+        if !options.shipped_pace {
+            command.env("SCIM_BRIDGE__SANDBOX__VENDOR_RATE_LIMITS", "false");
+            for target in &targets {
+                let key = format!("SCIM_BRIDGE__TARGETS__{}", target.name.to_ascii_uppercase());
+                command
+                    .env(format!("{key}__RATE_LIMIT_PER_SECOND"), UNPACED_RATE)
+                    .env(
+                        format!("{key}__CONCURRENCY"),
+                        options.target_concurrency.to_string(),
+                    );
+            }
         }
         let child = command.spawn().context("cannot start the bridge")?;
         let mut bridge = Bridge {
@@ -556,6 +584,20 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             .map_err(anyhow::Error::msg)?;
         }
     }
+    if let (Some(bridge), true) = (&bridge, options.emulator_latency_ms > 0) {
+        let faults = json!({ "latency_ms": options.emulator_latency_ms });
+        for target in &bridge.targets {
+            send::<IgnoredAny>(
+                client
+                    .put(format!("{}/_sandbox/faults", target.origin))
+                    .json(&faults),
+                200,
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("the {} emulator's latency", target.name))?;
+        }
+    }
     let requests_before = match &bridge {
         Some(bridge) => emulator_stats(&client, &bridge.targets).await?,
         None => Vec::new(),
@@ -666,6 +708,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         peak_rss_mib: None,
         database_mib: None,
     };
+    let mut phases_after = Vec::new();
     if let (Some(bridge), Some(admin)) = (&bridge, &admin) {
         let created = ids.iter().flatten().count() as u64;
         let delivered = if options.pause_deliveries || bridge.targets.is_empty() {
@@ -679,12 +722,33 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         };
         let requests_after = emulator_stats(&client, &bridge.targets).await?;
         let seconds = report.delivery_seconds.unwrap_or(0.0);
+        // Only without the PATCH phase do the requests so far belong to the creates alone.
+        let per_new_user = options.skip_patch && report.delivery_seconds.is_some() && created > 0;
+        let updates = if per_new_user {
+            let (update, changes) = update_round(&client, &scim, &token, &ids, &options).await;
+            phases_after.push(update);
+            wait_for_deliveries(&client, admin, created, limit).await?;
+            let requests = emulator_stats(&client, &bridge.targets).await?;
+            Some((changes, requests))
+        } else {
+            None
+        };
         report.targets = bridge
             .targets
             .iter()
             .zip(requests_before.iter().zip(&requests_after))
-            .map(|(target, (before, after))| {
+            .enumerate()
+            .map(|(n, (target, (before, after)))| {
                 let requests = after.requests.saturating_sub(before.requests);
+                let update_requests = updates
+                    .as_ref()
+                    .map(|(_, stats)| stats[n].requests.saturating_sub(after.requests));
+                let requests_per_update = match (&updates, update_requests) {
+                    (Some((changes, _)), Some(requests)) if *changes > 0 => {
+                        Some(requests as f64 / *changes as f64)
+                    }
+                    _ => None,
+                };
                 let (delivered, failed) = delivered
                     .iter()
                     .find(|counts| counts.target == target.name)
@@ -700,15 +764,62 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
                         0.0
                     },
                     accounts: after.accounts,
+                    requests_per_new_user: per_new_user.then(|| requests as f64 / created as f64),
+                    update_requests,
+                    requests_per_update,
                 }
             })
             .collect();
         report.peak_rss_mib = bridge.peak_rss_mib();
         report.database_mib = Some(bridge.database_mib());
     }
+    report.phases.extend(phases_after);
     report.load_after = load_average();
     report.cpu_stolen_percent = stolen_percent(ticks_before, cpu_ticks());
     Ok(report)
+}
+
+/// Changes the given name of every user created (a field every shipped mapping sends), once
+/// each target holds them all: one change per user and target. Returns the phase and how
+/// many changes were answered 200, the only ones counted.
+async fn update_round(
+    client: &reqwest::Client,
+    scim: &str,
+    token: &str,
+    ids: &Arc<Vec<Option<String>>>,
+    options: &BenchOptions,
+) -> (PhaseReport, u64) {
+    let name = "update, delivered (PATCH givenName)";
+    let (phase, answered) = phase(name, ids.len(), options.concurrency, options.phase_limit, {
+        let (ids, client, scim, token) = (
+            Arc::clone(ids),
+            client.clone(),
+            scim.to_owned(),
+            token.to_owned(),
+        );
+        move |n| {
+            let request = ids.get(n).cloned().flatten().map(|id| {
+                let body = json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "path": "name.givenName", "value": format!("Changed{n}")}]
+                });
+                let request = client
+                    .patch(format!("{scim}/Users/{id}"))
+                    .header("Content-Type", "application/scim+json")
+                    .body(body.to_string());
+                authorized(request, &token)
+            });
+            async move {
+                match request {
+                    Some(request) => send::<IgnoredAny>(request, 200).await.map(drop),
+                    None => Err("the create failed".to_owned()),
+                }
+            }
+        }
+    })
+    .await;
+    let changes = answered.iter().flatten().count() as u64;
+    (phase, changes)
 }
 
 /// An emulator's own totals, from its control endpoint.

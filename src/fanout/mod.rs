@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod circuit;
+pub mod concurrency;
 pub mod guard;
 pub mod operator;
 pub mod report;

@@ -13,7 +13,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::backoff::Backoff;
-use crate::fanout::circuit::{self, Admission, Circuit, Verdict};
+use crate::fanout::circuit::{self, Admission, Circuit, Signal, Verdict};
+use crate::fanout::concurrency::{ConcurrencyPolicy, Controller, Response};
 use crate::fanout::guard;
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
@@ -21,15 +22,18 @@ use crate::ledger::{
     TargetCircuit,
 };
 use crate::metrics::Metrics;
-use crate::targets::config::GuardConfig;
+use crate::targets::config::{FirstDelivery, GuardConfig};
 use crate::targets::{Payload, RemoteAccount, Target, TargetError};
 
 /// How a target is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TargetPolicy {
-    /// Deliveries in flight at once. (Requests per second are paced by the adapter's own
-    /// transport, which sees every request, logins and look-ups included.)
-    pub concurrency: usize,
+    /// Deliveries in flight at once, fixed or adapted to the target's answers. (Requests per
+    /// second are paced by the adapter's own transport, which sees every request, logins and
+    /// look-ups included.)
+    pub concurrency: ConcurrencyPolicy,
+    /// Whether a delivery with no account linked creates first or looks the account up first.
+    pub first_delivery: FirstDelivery,
     /// Retryable failures, while the target otherwise works, before a delivery is
     /// dead-lettered.
     pub max_attempts: u32,
@@ -56,6 +60,7 @@ pub(crate) struct Worker {
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
     circuit: Arc<Circuit>,
+    limit: Arc<Mutex<Controller>>,
 }
 
 impl Worker {
@@ -67,8 +72,10 @@ impl Worker {
         metrics: Arc<Metrics>,
         policy: TargetPolicy,
     ) -> Worker {
+        let now = unix_millis(clock.as_ref());
         Worker {
-            slots: Arc::new(Semaphore::new(policy.concurrency.max(1))),
+            slots: Arc::new(Semaphore::new(cap(&policy))),
+            limit: Arc::new(Mutex::new(Controller::new(policy.concurrency, now))),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             wake: Arc::new(Notify::new()),
             circuit: Arc::new(Circuit::new(policy.circuit_failures, policy.backoff)),
@@ -113,20 +120,19 @@ impl Worker {
             }
         }
         // Let in-flight deliveries finish: each holds a slot until its result is recorded.
-        let _ = self
-            .slots
-            .acquire_many(self.policy.concurrency.max(1) as u32)
-            .await;
+        let _ = self.slots.acquire_many(cap(&self.policy) as u32).await;
     }
 
     /// Starts every delivery that is due now, up to the free concurrency (one probe while
     /// the circuit is open, none while it waits); returns how many.
     pub(crate) async fn dispatch_due(&self) -> Result<usize, LedgerError> {
-        let free = self.slots.available_permits();
-        let busy = self.lock_in_flight().len();
-        if free == 0 || (busy > 0 && free < self.refill_at()) {
-            // Wait for one to finish rather than spin, or re-read rows still in flight.
-            let _slot = self.slots.acquire().await;
+        let limit = self.lock_limit().limit();
+        // Slots held: deliveries still running, including those past a limit cut since.
+        let busy = cap(&self.policy) - self.slots.available_permits();
+        let free = limit.saturating_sub(busy);
+        if free == 0 || (busy > 0 && free < refill_at(limit)) {
+            // Wait for one to finish rather than spin or re-read rows still in flight: each
+            // finished delivery wakes the worker.
             return Ok(0);
         }
         self.load_circuit().await?;
@@ -167,6 +173,7 @@ impl Worker {
                 let changed = self.circuit.begin_probe(now);
                 self.save_circuit(changed).await;
             }
+            self.lock_limit().note_in_flight(busy + started + 1);
             let worker = self.clone();
             tokio::spawn(async move {
                 // The list above may predate a delivery of this row that finished since;
@@ -228,28 +235,42 @@ impl Worker {
         }
     }
 
-    /// How many slots must be free before the due list is read again while deliveries are
-    /// in flight. Reading it for every finished delivery re-read (and re-parsed) every row
-    /// in flight each time: at 64 in flight, 64 rows per delivery. A quarter of the slots
-    /// keeps the pipe full at a quarter of the reads; at the default concurrency of 4 it
-    /// is one slot, as before.
-    fn refill_at(&self) -> usize {
-        (self.policy.concurrency / 4).max(1)
-    }
-
     /// Delivers everything due now and waits for it; for tests and the CLI.
     #[cfg(test)]
     pub(crate) async fn drain(&self) -> Result<usize, LedgerError> {
         let mut total = 0;
+        let all = cap(&self.policy) as u32;
         loop {
+            // Nothing in flight when looking, so nothing started means nothing is due.
+            drop(self.slots.acquire_many(all).await);
             let started = self.dispatch_due().await?;
-            let all = self.policy.concurrency.max(1) as u32;
-            // Wait for everything started to finish before looking again.
-            let _ = self.slots.acquire_many(all).await;
             total += started;
             if started == 0 {
                 return Ok(total);
             }
+        }
+    }
+
+    fn lock_limit(&self) -> std::sync::MutexGuard<'_, Controller> {
+        self.limit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Lets the target's answer move the limit of deliveries in flight.
+    fn adapt(&self, signal: &Signal, took: Duration) {
+        let response = match signal {
+            Signal::Up | Signal::UserFailure => Response::Answered(took),
+            Signal::Down { .. } => Response::PushedBack,
+            Signal::Silent => Response::NotSent,
+        };
+        let now = unix_millis(self.clock.as_ref());
+        if let Some(limit) = self.lock_limit().record(now, response) {
+            tracing::debug!(
+                target_name = self.name(),
+                limit,
+                "deliveries in flight limit moved"
+            );
         }
     }
 
@@ -283,6 +304,7 @@ impl Worker {
         let result = self.send(&delivery).await;
         let at = unix_millis(self.clock.as_ref());
         let signal = circuit::signal(&result);
+        self.adapt(&signal, began.elapsed());
         let (verdict, circuit) = self
             .circuit
             .record(&signal, probe, at, &mut rand::thread_rng());
@@ -400,13 +422,18 @@ impl Worker {
     }
 
     /// Performs one delivery; returns the target's id for the account (None once deleted).
-    /// Without a known id the account is looked up by its natural key first, and one found
-    /// there (or named by a create's 409) is adopted: linked and updated, never re-created.
+    /// Without a known id the account is either created at once, a 409 on its natural key
+    /// then looking it up, or looked up by its natural key first (the target's
+    /// `first_delivery`); one found either way is adopted: linked and updated where it
+    /// differs, never re-created.
     async fn send(&self, delivery: &Delivery) -> Result<Option<String>, TargetError> {
         let desired = &delivery.desired;
         let password = self.password_for(delivery).await?;
+        let creates_first = self.policy.first_delivery == FirstDelivery::CreateFirst
+            && desired.operation == DeliveryOp::Upsert;
         let account = match &delivery.remote_id {
             Some(id) => Account::Linked(id.clone()),
+            None if creates_first => Account::Missing,
             None => match self.target.find(&desired.payload).await? {
                 Some(found) => Account::Found(found),
                 None => Account::Missing,
@@ -414,24 +441,19 @@ impl Worker {
         };
         match (desired.operation, account) {
             (DeliveryOp::Upsert, Account::Missing) => self.create(delivery, password).await,
-            // The account this very bridge created with a password of its own, whose create
-            // answer was lost (a crash, a timeout): its own, not adopted.
-            (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Found(found))
-                if password.as_ref().is_some_and(|p| p.made_up) =>
-            {
-                let current = Some(&found.fields);
-                let update = self.update_payload(delivery, password.as_ref(), false, current)?;
-                Ok(Some(self.write(delivery, &found.id, &update).await?.id))
-            }
             (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Found(found)) => {
-                self.adopt(delivery, found, password.as_ref()).await
+                self.take_over(delivery, found, password.as_ref()).await
             }
             (DeliveryOp::Upsert | DeliveryOp::Disable, Account::Linked(id)) => {
                 let adopted = self.was_adopted(delivery, &id, password.as_ref()).await?;
                 let current = self.current_if_held_back(delivery, &id, adopted).await?;
-                let update =
-                    self.update_payload(delivery, password.as_ref(), adopted, current.as_ref())?;
-                Ok(Some(self.write(delivery, &id, &update).await?.id))
+                let fields = current.as_ref().map(|account| &account.fields);
+                let update = self.update_payload(delivery, password.as_ref(), adopted, fields)?;
+                let written = match &current {
+                    Some(account) => self.write_held(delivery, account, &update).await?,
+                    None => self.write(delivery, &id, &update).await?,
+                };
+                Ok(Some(written.id))
             }
             // Nothing to disable or delete where no account exists.
             (DeliveryOp::Disable | DeliveryOp::Delete, Account::Missing) => Ok(None),
@@ -459,6 +481,9 @@ impl Worker {
     ) -> Result<Option<String>, TargetError> {
         let desired = &delivery.desired;
         let mut payload = desired.payload.clone();
+        // A password made up by an earlier attempt, kept for this target: its create may
+        // have made the account a 409 now names.
+        let held = password.as_ref().is_some_and(|p| p.made_up);
         let mut password = password;
         if let Some(field) = &desired.password_field {
             let spec = self.target.schema().field(field);
@@ -479,6 +504,7 @@ impl Worker {
                 status: 409,
                 message,
             }) => match self.target.find(&desired.payload).await? {
+                Some(account) if held => self.take_over(delivery, account, password.as_ref()).await,
                 Some(account) => self.adopt(delivery, account, password.as_ref()).await,
                 None => Err(TargetError::Rejected {
                     status: 409,
@@ -489,6 +515,22 @@ impl Worker {
             },
             Err(err) => Err(err),
         }
+    }
+
+    /// Takes an account found by the user's natural key: the one this very bridge created
+    /// with a password of its own, whose create answer was lost (a crash, a timeout), is its
+    /// own and updated as such; any other is adopted.
+    async fn take_over(
+        &self,
+        delivery: &Delivery,
+        found: RemoteAccount,
+        password: Option<&Password>,
+    ) -> Result<Option<String>, TargetError> {
+        if !password.is_some_and(|p| p.made_up) {
+            return self.adopt(delivery, found, password).await;
+        }
+        let update = self.update_payload(delivery, password, false, Some(&found.fields))?;
+        Ok(Some(self.write_held(delivery, &found, &update).await?.id))
     }
 
     /// Updates the existing account `id`, or disables it when that is what the delivery is.
@@ -504,9 +546,26 @@ impl Worker {
         }
     }
 
+    /// `write` of an account read moments ago, whose fields the adapter takes instead of
+    /// reading it again.
+    async fn write_held(
+        &self,
+        delivery: &Delivery,
+        account: &RemoteAccount,
+        update: &Payload,
+    ) -> Result<RemoteAccount, TargetError> {
+        match delivery.desired.operation {
+            DeliveryOp::Disable => self.target.disable_held(account, update).await,
+            DeliveryOp::Upsert | DeliveryOp::Delete => {
+                self.target.update_held(account, update).await
+            }
+        }
+    }
+
     /// Takes over an account that already existed: updates (or disables) it like one the
-    /// bridge made, and records the takeover with the names of the fields that update
-    /// changed, for an admin to review.
+    /// bridge made, unless it already holds every field the update would send, and records
+    /// the takeover with the names of the fields that update changed, for an admin to
+    /// review.
     async fn adopt(
         &self,
         delivery: &Delivery,
@@ -514,13 +573,28 @@ impl Worker {
         password: Option<&Password>,
     ) -> Result<Option<String>, TargetError> {
         let update = self.update_payload(delivery, password, true, Some(&account.fields))?;
-        let written = self.write(delivery, &account.id, &update).await?;
+        // A disable is the adapter's own change to the payload, so only an upsert can be
+        // seen to change nothing. A write-only field (a password) is never read back, so
+        // one in the update always sends it.
+        let holds_it_all = delivery.desired.operation == DeliveryOp::Upsert
+            && self
+                .target
+                .as_stored(&update)
+                .iter()
+                .all(|(name, value)| account.fields.get(name) == Some(value));
+        let (remote_id, changed) = if holds_it_all {
+            (account.id.clone(), Vec::new())
+        } else {
+            let written = self.write_held(delivery, &account, &update).await?;
+            let changed = changed_fields(&account.fields, &written.fields, &update);
+            (written.id, changed)
+        };
         let adoption = Adoption {
             user_id: delivery.desired.user_id.clone(),
             target: delivery.desired.target.clone(),
-            remote_id: written.id.clone(),
+            remote_id,
             adopted_at: unix_millis(self.clock.as_ref()),
-            changed: changed_fields(&account.fields, &written.fields, &update),
+            changed,
         };
         tracing::info!(
             target_name = %adoption.target,
@@ -529,10 +603,11 @@ impl Worker {
             changed = ?adoption.changed,
             "adopted an existing account"
         );
+        let remote_id = adoption.remote_id.clone();
         if let Err(err) = self.db.write(move |s| s.record_adoption(&adoption)).await {
             tracing::error!(error = %err, "cannot record an adoption; the account is linked all the same");
         }
-        Ok(Some(written.id))
+        Ok(Some(remote_id))
     }
 
     /// Whether the linked account `id` is one the bridge adopted. Asked only where it
@@ -586,7 +661,7 @@ impl Worker {
         delivery: &Delivery,
         id: &str,
         adopted: bool,
-    ) -> Result<Option<Payload>, TargetError> {
+    ) -> Result<Option<RemoteAccount>, TargetError> {
         let schema = self.target.schema();
         let readable = self
             .held_back(delivery, adopted)
@@ -595,7 +670,7 @@ impl Worker {
         if !readable {
             return Ok(None);
         }
-        Ok(self.target.read(id).await?.map(|account| account.fields))
+        self.target.read(id).await
     }
 
     /// The payload of an update: the fields it holds back carry the value the account holds
@@ -755,6 +830,24 @@ enum Account {
     Missing,
 }
 
+/// The most deliveries ever in flight: the slots the worker holds.
+fn cap(policy: &TargetPolicy) -> usize {
+    let limits = policy.concurrency;
+    if limits.adaptive {
+        limits.max.max(1)
+    } else {
+        limits.initial.max(1)
+    }
+}
+
+/// How many slots must be free before the due list is read again while deliveries are in
+/// flight. Reading it for every finished delivery re-read (and re-parsed) every row in
+/// flight each time: at 64 in flight, 64 rows per delivery. A quarter of the limit keeps the
+/// pipe full at a quarter of the reads; at a limit of 4 or less it is one slot.
+fn refill_at(limit: usize) -> usize {
+    (limit / 4).max(1)
+}
+
 fn outcome_name(outcome: &AttemptOutcome) -> &'static str {
     match outcome {
         AttemptOutcome::Delivered { .. } => "delivered",
@@ -891,6 +984,27 @@ mod tests {
     }
 
     fn fixture_with(target: Arc<Scripted>) -> Fixture {
+        fixture_for(target, FirstDelivery::FindFirst)
+    }
+
+    fn creating_first(target: Arc<Scripted>) -> Fixture {
+        fixture_for(target, FirstDelivery::CreateFirst)
+    }
+
+    fn fixture_for(target: Arc<Scripted>, first_delivery: FirstDelivery) -> Fixture {
+        let fixed = ConcurrencyPolicy {
+            initial: 4,
+            max: 4,
+            adaptive: false,
+        };
+        fixture_limited(target, first_delivery, fixed)
+    }
+
+    fn fixture_limited(
+        target: Arc<Scripted>,
+        first_delivery: FirstDelivery,
+        concurrency: ConcurrencyPolicy,
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&DbOptions {
             path: dir.path().join("w.db"),
@@ -907,7 +1021,8 @@ mod tests {
             Arc::new(SecretBox::from_key(&[1; 32])),
             Arc::new(Metrics::new()),
             TargetPolicy {
-                concurrency: 4,
+                concurrency,
+                first_delivery,
                 max_attempts: 3,
                 dead_letter_after: Duration::from_secs(72 * 3600),
                 circuit_failures: 3,
@@ -1520,5 +1635,161 @@ mod tests {
         f.clock.advance(Duration::from_secs(1));
         again.drain().await.unwrap();
         assert_eq!(f.row().await.state, DeliveryState::Delivered);
+    }
+
+    fn conflict() -> TargetResult<()> {
+        Err(TargetError::Rejected {
+            status: 409,
+            message: "name taken".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn creating_first_costs_one_request_for_a_new_account() {
+        let f = creating_first(Scripted::new(vec![]));
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 1, "no look-up first: {calls:?}");
+        assert!(calls[0].starts_with("create "), "{calls:?}");
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Delivered);
+        assert_eq!(row.remote_id.as_deref(), Some("r1"));
+        // Only a first upsert creates first: a disable of a user never linked looks first.
+        let f = creating_first(Scripted::new(vec![]));
+        f.want("v1", DeliveryOp::Disable).await;
+        f.worker.drain().await.unwrap();
+        assert_eq!(f.target.calls(), ["find"]);
+    }
+
+    #[tokio::test]
+    async fn creating_first_links_the_account_a_409_names_without_rewriting_what_it_holds() {
+        let same = held(
+            "h1",
+            serde_json::json!({"name": "u1-v1", "title": "By hand"}),
+        );
+        let f = creating_first(Scripted::with(vec![conflict()], vec![Some(same)], vec![]));
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 2, "create, find, and no update: {calls:?}");
+        assert!(
+            calls[0].starts_with("create ") && calls[1] == "find",
+            "{calls:?}"
+        );
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Delivered);
+        assert_eq!(row.remote_id.as_deref(), Some("h1"));
+        let adoptions = f.db.read(|s| s.adoptions_of("u1")).await.unwrap();
+        assert_eq!(adoptions.len(), 1, "linked as an adoption, not as its own");
+        assert!(adoptions[0].changed.is_empty(), "{adoptions:?}");
+        // The next change is an update of the linked account: one request, no look-up.
+        f.want("v2", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert!(calls[2].starts_with("update h1 "), "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn creating_first_updates_the_account_a_409_names_where_it_differs() {
+        let differs = held("h1", serde_json::json!({"name": "U1-V1"}));
+        let f = creating_first(Scripted::with(
+            vec![conflict()],
+            vec![Some(differs)],
+            vec![],
+        ));
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert_eq!(calls[2], r#"update h1 {"name":"u1-v1"}"#, "{calls:?}");
+        assert_eq!(f.row().await.remote_id.as_deref(), Some("h1"));
+        let adoptions = f.db.read(|s| s.adoptions_of("u1")).await.unwrap();
+        assert_eq!(adoptions[0].changed, ["name"]);
+        // With nothing to adopt, the 409 stays the target's refusal.
+        let f = creating_first(Scripted::with(vec![conflict()], vec![None], vec![]));
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Rejected);
+        assert!(row
+            .last_error
+            .unwrap()
+            .starts_with("name taken (and no account"));
+    }
+
+    #[tokio::test]
+    async fn creating_first_again_after_a_lost_create_finds_its_own_account_not_an_adoption() {
+        // The first create's answer is lost; the retry's create meets the account it made.
+        let lost = Err(TargetError::Retryable {
+            status: None,
+            reason: "timed out".into(),
+            retry_after: None,
+        });
+        let made = held("r9", serde_json::json!({"name": "u1-v1"}));
+        let f = creating_first(Scripted::with(
+            vec![lost, conflict()],
+            vec![Some(made)],
+            secret_field(true, true),
+        ));
+        f.want_password("v1", DeliveryOp::Upsert, Some("secret"))
+            .await;
+        f.worker.drain().await.unwrap();
+        f.clock.advance(Duration::from_secs(61));
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert!(
+            calls[1].starts_with("create ") && calls[2] == "find",
+            "{calls:?}"
+        );
+        assert!(calls[3].starts_with("update r9 "), "{calls:?}");
+        let sent = |call: &str| {
+            let json = call.split_once(' ').unwrap().1;
+            let json = json.strip_prefix("r9 ").unwrap_or(json);
+            let body: Value = serde_json::from_str(json).unwrap();
+            body["secret"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(sent(&calls[0]), sent(&calls[3]), "the same password");
+        assert_eq!(f.row().await.state, DeliveryState::Delivered);
+        assert!(
+            f.db.read(|s| s.adoptions_of("u1"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "its own account, not a takeover"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_pushing_back_gets_fewer_deliveries_in_flight() {
+        let adaptive = ConcurrencyPolicy {
+            initial: 4,
+            max: 8,
+            adaptive: true,
+        };
+        // One 503 among answers that otherwise deliver: the circuit stays closed.
+        let f = fixture_limited(
+            Scripted::new(vec![Err(unavailable())]),
+            FirstDelivery::CreateFirst,
+            adaptive,
+        );
+        for n in 0..12 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        f.worker.drain().await.unwrap();
+        assert_eq!(f.worker.lock_limit().limit(), 3, "cut by 10%, rounded down");
+        let lag = f.lag().await;
+        assert_eq!((lag.delivered, lag.retrying), (11, 1), "{lag:?}");
+        // The slots are sized for the cap; the limit, not the slots, bounds a round.
+        for n in 20..26 {
+            f.want_for(&format!("u{n:02}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        assert_eq!(f.worker.dispatch_due().await.unwrap(), 3);
+        f.worker.drain().await.unwrap();
+        assert_eq!(f.lag().await.delivered, 17);
     }
 }

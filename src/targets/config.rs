@@ -10,6 +10,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::http::{Limits, Transport};
+pub(crate) use super::vendor::FirstDelivery;
 pub(crate) use super::vendor::TargetConfigError;
 use super::vendor::{parse_url, Built, Vendor, VendorKeys};
 use super::{Target, VENDORS};
@@ -29,11 +30,17 @@ pub struct TargetConfig {
     pub base_url: String,
     /// For the whole exchange: connect, send and read the answer.
     pub timeout_ms: u64,
-    /// Requests in flight at once.
+    /// Deliveries in flight at once: where an adaptive limit starts, or the fixed limit.
     pub concurrency: usize,
+    /// The most deliveries in flight an adaptive limit may reach.
+    pub max_concurrency: usize,
+    /// Whether the limit moves between 1 and `max_concurrency` with the target's answers.
+    pub adaptive_concurrency: bool,
     pub rate_limit_per_second: u32,
     /// `[targets.<name>.guard]`: the deprovisioning guard.
     pub guard: GuardConfig,
+    /// Create first and adopt on 409, or look the natural key up first.
+    pub first_delivery: FirstDelivery,
     pub vendor: &'static Vendor,
     pub keys: Box<dyn VendorKeys>,
 }
@@ -48,10 +55,15 @@ struct TargetTable {
     timeout_ms: u64,
     #[serde(default = "default_concurrency")]
     concurrency: usize,
+    #[serde(default)]
+    max_concurrency: Option<usize>,
+    #[serde(default = "adaptive_by_default")]
+    adaptive_concurrency: bool,
     #[serde(default = "default_rate_limit")]
     rate_limit_per_second: u32,
     #[serde(default)]
     guard: GuardConfig,
+    first_delivery: Option<FirstDelivery>,
     kind: String,
     #[serde(flatten)]
     keys: toml::Table,
@@ -77,8 +89,15 @@ impl<'de> Deserialize<'de> for TargetConfig {
             base_url: table.base_url,
             timeout_ms: table.timeout_ms,
             concurrency: table.concurrency,
+            // A table that raised `concurrency` past the default cap keeps its own figure as
+            // the cap, so no existing setting lowers the pace.
+            max_concurrency: table
+                .max_concurrency
+                .unwrap_or(DEFAULT_MAX_CONCURRENCY.max(table.concurrency)),
+            adaptive_concurrency: table.adaptive_concurrency,
             rate_limit_per_second: table.rate_limit_per_second,
             guard: table.guard,
+            first_delivery: table.first_delivery.unwrap_or(vendor.first_delivery),
             vendor,
             keys,
         })
@@ -143,6 +162,23 @@ impl TargetConfig {
     pub fn kind(&self) -> &'static Vendor {
         self.vendor
     }
+
+    /// The most deliveries (and requests) ever in flight at once.
+    pub(crate) fn concurrency_cap(&self) -> usize {
+        if self.adaptive_concurrency {
+            self.max_concurrency
+        } else {
+            self.concurrency
+        }
+    }
+}
+
+/// The cap of an adaptive limit when the table names none: enough to fill a budget of 20
+/// requests per second against a vendor answering in 1.5 s.
+const DEFAULT_MAX_CONCURRENCY: usize = 32;
+
+fn adaptive_by_default() -> bool {
+    true
 }
 
 fn enabled_by_default() -> bool {
@@ -186,9 +222,16 @@ fn build_target(
             .then_some(value)
             .ok_or_else(|| TargetConfigError::invalid(key(field), "must be greater than 0"))
     };
+    let concurrency = positive("concurrency", cfg.concurrency as u64)? as usize;
+    if cfg.adaptive_concurrency && cfg.max_concurrency < concurrency {
+        return Err(TargetConfigError::invalid(
+            key("max_concurrency"),
+            format!("must be at least `concurrency` ({concurrency}), where the limit starts"),
+        ));
+    }
     let limits = Limits {
         timeout: Duration::from_millis(positive("timeout_ms", cfg.timeout_ms)?),
-        concurrency: positive("concurrency", cfg.concurrency as u64)? as usize,
+        concurrency: cfg.concurrency_cap(),
         rate_per_second: NonZeroU32::new(cfg.rate_limit_per_second).ok_or_else(|| {
             TargetConfigError::invalid(key("rate_limit_per_second"), "must be greater than 0")
         })?,
@@ -382,5 +425,77 @@ mod tests {
         assert!(build_targets(&cfg, Arc::new(SystemClock))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn first_delivery_and_the_concurrency_cap_default_per_vendor_and_can_be_set() {
+        let cfg = parse(
+            r#"
+            [targets.appgate]
+            kind = "appgate"
+            base_url = "https://controller.example.com:8443/admin"
+            username = "bridge"
+            password = { value = "p" }
+
+            [targets.kibo]
+            kind = "kibo"
+            base_url = "https://t1.sandbox.mozu.com/api"
+            client_id = "app"
+            client_secret = { value = "s" }
+            tenant_id = "1"
+            site_id = "2"
+            first_delivery = "create_first"
+            concurrency = 48
+            "#,
+        )
+        .unwrap();
+        let appgate = &cfg["appgate"];
+        assert_eq!(appgate.first_delivery, FirstDelivery::CreateFirst);
+        assert_eq!((appgate.concurrency, appgate.concurrency_cap()), (4, 32));
+        assert!(appgate.adaptive_concurrency);
+        let kibo = &cfg["kibo"];
+        assert_eq!(kibo.first_delivery, FirstDelivery::CreateFirst);
+        // A start above the default cap raises the cap with it.
+        assert_eq!(kibo.concurrency_cap(), 48);
+        assert_eq!(
+            crate::targets::kibo::VENDOR.first_delivery,
+            FirstDelivery::FindFirst
+        );
+
+        let wrong = parse(
+            r#"
+            [targets.kibo]
+            kind = "kibo"
+            base_url = "https://t1.sandbox.mozu.com/api"
+            client_id = "app"
+            client_secret = { value = "s" }
+            tenant_id = "1"
+            site_id = "2"
+            first_delivery = "guess"
+            "#,
+        );
+        let message = wrong.unwrap_err().to_string();
+        assert!(message.contains("create_first"), "{message}");
+
+        let cfg = parse(
+            r#"
+            [targets.kibo]
+            kind = "kibo"
+            base_url = "https://t1.sandbox.mozu.com/api"
+            client_id = "app"
+            client_secret = { value = "s" }
+            tenant_id = "1"
+            site_id = "2"
+            concurrency = 8
+            max_concurrency = 4
+            "#,
+        )
+        .unwrap();
+        let err = build_targets(&cfg, Arc::new(SystemClock)).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "targets.kibo.max_concurrency: must be at least `concurrency` (8), where the limit \
+             starts"
+        );
     }
 }

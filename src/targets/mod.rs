@@ -235,6 +235,26 @@ pub trait Target: Send + Sync {
     /// replaces the whole object.
     async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount>;
 
+    /// `update` of `account`, whose fields were read moments ago: an adapter that reads an
+    /// account before writing it (to send back what its API would otherwise clear) takes
+    /// them instead of reading again.
+    async fn update_held(
+        &self,
+        account: &RemoteAccount,
+        payload: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        self.update(&account.id, payload).await
+    }
+
+    /// `disable` of `account`, whose fields were read moments ago (see `update_held`).
+    async fn disable_held(
+        &self,
+        account: &RemoteAccount,
+        payload: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        self.disable(&account.id, payload).await
+    }
+
     async fn delete(&self, id: &str) -> TargetResult<()>;
 
     /// Reads the account back; `Ok(None)` when it no longer exists.

@@ -28,6 +28,22 @@ pub struct Vendor {
     pub(crate) keys: fn(toml::Table) -> Result<Box<dyn VendorKeys>, toml::de::Error>,
     /// The wait after a 429 without `Retry-After`, for vendors that document one.
     pub(crate) throttle_default: Option<Duration>,
+    /// How a first delivery starts when the target's table does not say.
+    pub(crate) first_delivery: FirstDelivery,
+}
+
+/// How a first delivery (no account linked yet) reaches the account: the `first_delivery`
+/// key of a target table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstDelivery {
+    /// Create at once, one request per new account; the 409 the vendor answers when the
+    /// natural key is taken leads to the look-up and the adoption. Only for vendors that
+    /// refuse a duplicate natural key, or a create would make a second account.
+    CreateFirst,
+    /// Look the natural key up, then create or adopt: two requests per new account, and no
+    /// duplicate even where the vendor does not enforce the key.
+    FindFirst,
 }
 
 impl PartialEq for Vendor {

@@ -13,7 +13,7 @@ use scim_bridge::clock::SystemClock;
 use scim_bridge::sandbox::{self, AccountSnapshot, Sandbox, SandboxConfig};
 use scim_bridge::targets;
 use scim_bridge::targets::kibo::KiboConfig;
-use scim_bridge::targets::vendor::Vendor;
+use scim_bridge::targets::vendor::{FirstDelivery, Vendor};
 
 use crate::support::{group, json_of, mappings_dir, object, user, TestApp, ADMIN_TOKEN};
 
@@ -30,30 +30,25 @@ impl Takeover {
     }
 
     async fn spawn_with(lenient_kibo: bool, mappings: std::path::PathBuf) -> Takeover {
+        Takeover::spawn_on(lenient_kibo, mappings, None).await
+    }
+
+    /// Every target creating first and adopting on 409, whatever its vendor's default.
+    async fn spawn_creating_first() -> Takeover {
+        Takeover::spawn_on(true, mappings_dir(), Some(FirstDelivery::CreateFirst)).await
+    }
+
+    async fn spawn_on(
+        lenient_kibo: bool,
+        mappings: std::path::PathBuf,
+        first_delivery: Option<FirstDelivery>,
+    ) -> Takeover {
         let mut cfg = SandboxConfig::ephemeral();
         cfg.emulator_mut(&targets::kibo::VENDOR)
             .unwrap()
             .keeps_password_when_omitted = lenient_kibo;
         let sandbox = sandbox::start(cfg, Arc::new(SystemClock)).await.unwrap();
-        let mut targets = sandbox.targets_config().unwrap();
-        for (name, target) in targets.iter_mut() {
-            if name != "primavera" {
-                target.rate_limit_per_second = 1000;
-            }
-            target.timeout_ms = 2000;
-            let keys: &mut dyn std::any::Any = target.keys.as_mut();
-            if let Some(kibo) = keys.downcast_mut::<KiboConfig>() {
-                kibo.password_required_on_update = !lenient_kibo;
-            }
-        }
-        let app = TestApp::spawn_with(move |settings| {
-            settings.targets = targets;
-            settings.fanout.mappings_dir = mappings;
-            settings.fanout.poll_ms = 20;
-            settings.fanout.backoff_base_ms = 10;
-            settings.fanout.backoff_cap_ms = 200;
-        })
-        .await;
+        let app = bridge_on(&sandbox, lenient_kibo, mappings, first_delivery).await;
         Takeover { app, sandbox }
     }
 
@@ -105,6 +100,37 @@ impl Takeover {
             .filter(|a| !a.deleted)
             .count()
     }
+}
+
+/// A bridge with a ledger of its own delivering to `sandbox`.
+async fn bridge_on(
+    sandbox: &Sandbox,
+    lenient_kibo: bool,
+    mappings: std::path::PathBuf,
+    first_delivery: Option<FirstDelivery>,
+) -> TestApp {
+    let mut targets = sandbox.targets_config().unwrap();
+    for (name, target) in targets.iter_mut() {
+        if name != "primavera" {
+            target.rate_limit_per_second = 1000;
+        }
+        target.timeout_ms = 2000;
+        if let Some(first) = first_delivery {
+            target.first_delivery = first;
+        }
+        let keys: &mut dyn std::any::Any = target.keys.as_mut();
+        if let Some(kibo) = keys.downcast_mut::<KiboConfig>() {
+            kibo.password_required_on_update = !lenient_kibo;
+        }
+    }
+    TestApp::spawn_with(move |settings| {
+        settings.targets = targets;
+        settings.fanout.mappings_dir = mappings;
+        settings.fanout.poll_ms = 20;
+        settings.fanout.backoff_base_ms = 10;
+        settings.fanout.backoff_cap_ms = 200;
+    })
+    .await
 }
 
 fn delivery<'a>(status: &'a Value, target: &str) -> &'a Value {
@@ -464,4 +490,143 @@ async fn a_field_not_managed_keeps_the_adopted_accounts_value_even_through_a_ful
             .starts_with("Provisioned by scim-bridge"),
         "{created:?}"
     );
+}
+
+/// Requests each emulator received apart from logins, in `targets::VENDORS` order.
+fn requests(sandbox: &Sandbox) -> Vec<u64> {
+    targets::VENDORS
+        .iter()
+        .map(|kind| {
+            let emulator = sandbox.emulator(kind).unwrap();
+            emulator.requests() - emulator.logins()
+        })
+        .collect()
+}
+
+fn since(before: &[u64], sandbox: &Sandbox) -> Vec<u64> {
+    requests(sandbox)
+        .iter()
+        .zip(before)
+        .map(|(now, then)| now - then)
+        .collect()
+}
+
+#[tokio::test]
+async fn creating_first_costs_one_request_per_new_account_and_adopts_on_409_without_a_duplicate() {
+    let bridge = Takeover::spawn_creating_first().await;
+    let kinds: Vec<&str> = targets::VENDORS.iter().map(|kind| kind.kind).collect();
+
+    // A new account: the create alone.
+    let before = requests(&bridge.sandbox);
+    let bob = bridge.app.create_user(&user("bob")).await;
+    let bob_id = bob["id"].as_str().unwrap().to_owned();
+    let status = bridge.settled(&bob_id).await;
+    assert_eq!(since(&before, &bridge.sandbox), [1, 1, 1, 1], "{kinds:?}");
+    assert!(
+        status["adoptions"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+
+    // An account made by hand: the create meets a 409, the look-up finds the account, and
+    // it is adopted and updated where it differs, never duplicated.
+    let [appgate, _, kibo, _] = made_by_hand(&bridge.sandbox);
+    let before = requests(&bridge.sandbox);
+    let ana = bridge.app.create_user(&user("ana")).await;
+    let status = bridge.settled(ana["id"].as_str().unwrap()).await;
+    assert_eq!(since(&before, &bridge.sandbox), [3, 3, 3, 3], "{kinds:?}");
+    for target in kinds.iter() {
+        assert_eq!(delivery(&status, target)["state"], "delivered", "{status}");
+        let adopted = adoption(&status, target).unwrap_or_else(|| panic!("{target}: {status}"));
+        assert!(
+            adopted["changed"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("firstName")),
+            "{target}: {adopted}"
+        );
+    }
+    assert_eq!(
+        adoption(&status, "appgate").unwrap()["remote_id"],
+        json!(appgate)
+    );
+    assert_eq!(adoption(&status, "kibo").unwrap()["remote_id"], json!(kibo));
+    for kind in targets::VENDORS {
+        assert_eq!(bridge.live(kind), 2, "{kind:?}: bob and ana, no duplicate");
+    }
+    let appgate_account = bridge.account(&targets::appgate::VENDOR, &appgate);
+    assert_eq!(
+        appgate_account.fields["tags"],
+        json!(["vpn-admins", "scim-bridge"])
+    );
+    assert_eq!(appgate_account.counts.creates, 0);
+
+    // A change to a linked account: one write each. Appgate (whose mapping sets tags) and
+    // VikingCloud (roles, privileges) read the account first, since their write replaces
+    // what was given by hand since the last one; Primavera is not read back after its 204.
+    let before = requests(&bridge.sandbox);
+    let rename = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Anna"}]
+    });
+    let ana_id = ana["id"].as_str().unwrap();
+    json_of(
+        bridge.app.patch(&format!("/Users/{ana_id}"), &rename).await,
+        200,
+    )
+    .await;
+    bridge.settled(ana_id).await;
+    assert_eq!(since(&before, &bridge.sandbox), [2, 2, 1, 1], "{kinds:?}");
+    let appgate_account = bridge.account(&targets::appgate::VENDOR, &appgate);
+    assert_eq!(appgate_account.fields["firstName"], "Anna");
+    assert_eq!(
+        appgate_account.fields["tags"],
+        json!(["vpn-admins", "scim-bridge"])
+    );
+
+    // A bridge whose ledger lost the link (a new database, or a crash between the create
+    // and its record) meets bob's accounts as it is: it links them, and writes nothing
+    // where they already hold what it would send.
+    let second = bridge_on(
+        &bridge.sandbox,
+        true,
+        mappings_dir(),
+        Some(FirstDelivery::CreateFirst),
+    )
+    .await;
+    let updates = |sandbox: &Sandbox| -> Vec<u64> {
+        targets::VENDORS
+            .iter()
+            .map(|kind| {
+                let emulator = sandbox.emulator(kind).unwrap();
+                emulator
+                    .accounts()
+                    .iter()
+                    .map(|a| u64::from(a.counts.updates))
+                    .sum()
+            })
+            .collect()
+    };
+    let (before, updates_before) = (requests(&bridge.sandbox), updates(&bridge.sandbox));
+    let bob = second.create_user(&user("bob")).await;
+    let again = Takeover {
+        app: second,
+        sandbox: bridge.sandbox,
+    };
+    let status = again.settled(bob["id"].as_str().unwrap()).await;
+    for target in kinds.iter() {
+        assert_eq!(delivery(&status, target)["state"], "delivered", "{status}");
+    }
+    // Appgate's account holds every field the update would send: create (409) and look-up
+    // only. The others' payloads carry list entries to revoke (roles, licences), which no
+    // account holds as such, so they are judged to differ and updated once.
+    assert_eq!(since(&before, &again.sandbox), [2, 3, 3, 3], "{kinds:?}");
+    let updated: Vec<u64> = updates(&again.sandbox)
+        .iter()
+        .zip(&updates_before)
+        .map(|(now, then)| now - then)
+        .collect();
+    assert_eq!(updated, [0, 1, 1, 1], "{kinds:?}");
+    for kind in targets::VENDORS {
+        assert_eq!(again.live(kind), 2, "{kind:?}");
+    }
 }

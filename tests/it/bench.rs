@@ -21,6 +21,8 @@ fn options(url: String, users: usize) -> BenchOptions {
         lookups_only: false,
         phase_limit: Duration::from_secs(60),
         target_concurrency: 4,
+        shipped_pace: false,
+        emulator_latency_ms: 0,
     }
 }
 

@@ -2,7 +2,11 @@
 
 use serde::Deserialize;
 
-use crate::targets::vendor::SecretSource;
+use crate::targets::vendor::{FirstDelivery, SecretSource};
+
+/// Appgate answers 409 to a second local user with a taken `name` (the Admin API's error
+/// list), so a first delivery creates at once and adopts on that 409.
+pub(crate) const FIRST_DELIVERY: FirstDelivery = FirstDelivery::CreateFirst;
 
 /// The Admin API version sent in `Accept: application/vnd.appgate.peer-v<N>+json`.
 /// Controllers accept a window of versions (v16 to v23 exist); 20 sits inside the windows of

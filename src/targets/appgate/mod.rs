@@ -40,6 +40,7 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<AppgateConfig>,
     throttle_default: None,
+    first_delivery: config::FIRST_DELIVERY,
 };
 
 impl VendorKeys for AppgateConfig {
@@ -80,6 +81,28 @@ impl AppgateTarget {
             name_ignores_case: cfg.name_ignores_case,
             mark_tag: cfg.mark_tag.clone(),
         })
+    }
+}
+
+impl AppgateTarget {
+    /// PUTs the user `id`, its held tags kept: from `held` (the user as just read) when
+    /// given, else read now, and only when the mapping sets tags at all.
+    async fn replace(
+        &self,
+        id: &str,
+        payload: &Payload,
+        held: Option<&Payload>,
+    ) -> TargetResult<RemoteAccount> {
+        let mut body = payload::shape(&self.schema, payload);
+        payload::with_mark(&mut body, &self.mark_tag);
+        if body.contains_key(payload::TAGS) {
+            match held {
+                Some(current) => payload::keep_held_tags(&mut body, current),
+                None => payload::keep_held_tags(&mut body, &self.client.get(id).await?),
+            }
+        }
+        let user = self.client.replace(id, &body).await?;
+        RemoteAccount::from_object(user, "id")
     }
 }
 
@@ -137,18 +160,28 @@ impl Target for AppgateTarget {
     /// mapping's, or the bridge's mark) the user is read first and the tags it holds (given
     /// by hand, used by policies) are sent back beside them.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
-        let mut body = payload::shape(&self.schema, payload);
-        payload::with_mark(&mut body, &self.mark_tag);
-        if body.contains_key(payload::TAGS) {
-            let current = self.client.get(id).await?;
-            payload::keep_held_tags(&mut body, &current);
-        }
-        let user = self.client.replace(id, &body).await?;
-        RemoteAccount::from_object(user, "id")
+        self.replace(id, payload, None).await
     }
 
     async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
         self.update(id, &payload::disabled(payload)).await
+    }
+
+    async fn update_held(
+        &self,
+        account: &RemoteAccount,
+        payload: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        self.replace(&account.id, payload, Some(&account.fields))
+            .await
+    }
+
+    async fn disable_held(
+        &self,
+        account: &RemoteAccount,
+        payload: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        self.update_held(account, &payload::disabled(payload)).await
     }
 
     /// An account that is already gone counts as deleted.

@@ -38,6 +38,7 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<KiboConfig>,
     throttle_default: None,
+    first_delivery: config::FIRST_DELIVERY,
 };
 
 impl VendorKeys for KiboConfig {

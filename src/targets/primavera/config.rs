@@ -4,7 +4,12 @@
 
 use serde::Deserialize;
 
-use crate::targets::vendor::SecretSource;
+use crate::targets::vendor::{FirstDelivery, SecretSource};
+
+/// Primavera names `userId` and `ldapGuid` as what identifies a user, not the email address
+/// the bridge matches on, and its create call is unconfirmed: a first delivery looks the
+/// address up before it creates.
+pub(crate) const FIRST_DELIVERY: FirstDelivery = FirstDelivery::FindFirst;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

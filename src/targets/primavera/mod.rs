@@ -62,6 +62,7 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<PrimaveraConfig>,
     throttle_default: Some(THROTTLE_BACKOFF),
+    first_delivery: config::FIRST_DELIVERY,
 };
 
 impl VendorKeys for PrimaveraConfig {
@@ -182,11 +183,14 @@ impl Target for PrimaveraTarget {
     /// mapping manages: the licences granted, and those it takes away (its `revoke` entries,
     /// `action: "DELETE"`). A licence given by hand and not named in the mapping stays. The
     /// PUT answers no body, so the user is read back.
+    /// The update answers 204 with no body, and nothing the bridge records needs more than
+    /// the id, so the user is not read back: the account it hands on is what was sent, one
+    /// request per change.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
-        let id = user_id(id)?;
-        let body = payload::shape(&self.schema, payload, Some(id));
+        let user_id = user_id(id)?;
+        let body = payload::shape(&self.schema, payload, Some(user_id));
         self.client.update(&body).await?;
-        self.read_back(id).await
+        RemoteAccount::from_object(body, USER_ID)
     }
 
     async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {

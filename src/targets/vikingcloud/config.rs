@@ -5,7 +5,12 @@
 
 use serde::Deserialize;
 
-use crate::targets::vendor::SecretSource;
+use crate::targets::vendor::{FirstDelivery, SecretSource};
+
+/// A VikingCloud user is named by its `userKey`: the service looks users up and updates them
+/// by it, so two cannot share one, and a first delivery creates at once and adopts on the
+/// 409 a taken key brings.
+pub(crate) const FIRST_DELIVERY: FirstDelivery = FirstDelivery::CreateFirst;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -32,6 +32,7 @@ pub static VENDOR: Vendor = Vendor {
     schema: payload::schema,
     keys: keys::<VikingCloudConfig>,
     throttle_default: None,
+    first_delivery: config::FIRST_DELIVERY,
 };
 
 impl VendorKeys for VikingCloudConfig {
@@ -85,6 +86,23 @@ impl VikingCloudTarget {
         )
     }
 
+    /// Updates the user `key` names, whose lists are `current`'s with the mapping's entries
+    /// added or taken away.
+    async fn post_update(
+        &self,
+        key: UserKey,
+        payload: &Payload,
+        current: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        let mut body = payload::update_body(&self.schema, payload, &key, current)?;
+        // An account taken over becomes the bridge's, and says so where it has no notes.
+        if !payload::has_notes(current) {
+            payload::with_mark(&mut body, &self.mark_note);
+        }
+        let answer = self.client.update(&body).await?;
+        self.account(&key, answer).await
+    }
+
     /// The user a write answered with, or, when the answer carries none (the docs promise
     /// only "200 OK"), the user as read back.
     async fn account(&self, key: &UserKey, answer: Answer) -> TargetResult<RemoteAccount> {
@@ -129,17 +147,28 @@ impl Target for VikingCloudTarget {
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
         let key = UserKey::from_id(id)?;
         let current = self.client.lookup(&key).await?;
-        let mut body = payload::update_body(&self.schema, payload, &key, &current)?;
-        // An account taken over becomes the bridge's, and says so where it has no notes.
-        if !payload::has_notes(&current) {
-            payload::with_mark(&mut body, &self.mark_note);
-        }
-        let answer = self.client.update(&body).await?;
-        self.account(&key, answer).await
+        self.post_update(key, payload, &current).await
     }
 
     async fn disable(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
         self.update(id, &payload::disabled(payload)).await
+    }
+
+    async fn update_held(
+        &self,
+        account: &RemoteAccount,
+        payload: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        let key = UserKey::from_id(&account.id)?;
+        self.post_update(key, payload, &account.fields).await
+    }
+
+    async fn disable_held(
+        &self,
+        account: &RemoteAccount,
+        payload: &Payload,
+    ) -> TargetResult<RemoteAccount> {
+        self.update_held(account, &payload::disabled(payload)).await
     }
 
     async fn delete(&self, id: &str) -> TargetResult<()> {
