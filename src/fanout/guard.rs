@@ -257,8 +257,30 @@ mod tests {
     async fn a_burst_is_held_at_the_threshold_and_creates_and_updates_are_never_asked() {
         let f = Fixture::with_accounts(20).await;
         let rows = f.deactivate(0..15).await;
+        let log = crate::telemetry::Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .finish();
+        let logging = tracing::subscriber::set_default(subscriber);
         assert_eq!(f.admitted(strict(10), &rows).await, 10);
+        drop(logging);
         assert_eq!(f.held().await, 5);
+        // One WARN, when the target became held, with the rule and the counts.
+        let text = log.text();
+        assert_eq!(text.matches("WARN").count(), 1, "{text}");
+        for expected in [
+            "deprovisioning guard",
+            "target_name=\"kibo\"",
+            "rule=\"max_deprovisions\"",
+            "sent=10",
+            "limit=10",
+            "accounts=20",
+            "window_secs=600",
+            "ledger held --target kibo",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
         let held =
             f.db.read(|s| s.delivery("u14", TARGET))
                 .await

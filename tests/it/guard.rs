@@ -133,6 +133,39 @@ async fn a_burst_is_held_on_one_target_flows_to_the_others_and_is_released_exact
         .any(|a| a.fields["lastName"] == "Renamed"));
     assert_eq!(newcomer["active"], true);
 
+    // The same from the command line.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+            .arg("ledger")
+            .args(args)
+            .arg("--db")
+            .arg(app.dir.path().join("bridge.db"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let status = cli(&["status"]);
+    let kibo_line = status.lines().find(|l| l.starts_with("kibo")).unwrap();
+    assert!(kibo_line.contains("HELD: 100 deprovisions"), "{status}");
+    let listed = cli(&["held", "--target", "kibo"]);
+    assert!(
+        listed.starts_with("100 deprovisions held on kibo"),
+        "{listed}"
+    );
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains(" held ") && l.contains(" disable "))
+            .count(),
+        100,
+        "{listed}"
+    );
+
     // Released from the command line against the running bridge's database.
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
         .args(["ledger", "release", "kibo", "--db"])
