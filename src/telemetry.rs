@@ -35,6 +35,10 @@ const LOGGED_PARAMETERS: &[&str] = &[
     "count",
     "state",
     "target",
+    "action",
+    "kind",
+    "before",
+    "limit",
 ];
 
 /// The request target as logged: the path, and the query with every value not known to be
