@@ -6,6 +6,7 @@
 
 mod adoption;
 mod bench;
+mod console;
 mod crash;
 mod emulator_contracts;
 mod fanout;
