@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::fanout::operator::{Operator, ReplayRequest, UserStatus};
-use crate::ledger::{Db, Delivery, ResourceKind, SearchField, UserHit};
+use crate::ledger::{Db, Delivery, DeliveryState, ResourceKind, SearchField, UserHit};
 use crate::scim::service::Resource;
 
 use super::layout::{self, Nav};
@@ -226,7 +226,7 @@ fn render_user(
                         (error)
                     }
                 }
-                @if delivery.state.as_str() == "rejected" || delivery.state.as_str() == "dead" {
+                @if matches!(delivery.state, DeliveryState::Rejected | DeliveryState::Dead) {
                     form.inline method="post" action=(format!("/console/users/{id}/replay")) {
                         input type="hidden" name="csrf" value=(admin.csrf);
                         input type="hidden" name="target" value=(target);

@@ -7,6 +7,7 @@
 mod adoption;
 mod bench;
 mod console;
+mod console_browser;
 mod crash;
 mod emulator_contracts;
 mod fanout;
