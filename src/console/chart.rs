@@ -1,12 +1,66 @@
 //! The overview's chart: delivered and failed attempts per minute, as server-drawn SVG bars
 //! (no script, so it shows with JavaScript off and under the strict CSP).
 
+use std::sync::Mutex;
+
 use maud::{html, Markup};
 
 use crate::ledger::MinuteCount;
 
 /// How far back the chart reaches.
 pub(super) const MINUTES: i64 = 180;
+/// Minutes still taking attempts: an attempt is recorded when it ends, so the minute before
+/// the current one can still gain some.
+const OPEN_MINUTES: i64 = 2;
+
+/// The counts of minutes that are over. The overview refreshes every few seconds in every
+/// open console; with these kept, each refresh reads the history of the last minutes only,
+/// not of three hours, which after a bulk load is millions of attempts.
+#[derive(Default)]
+pub(super) struct MinuteCache {
+    cached: Mutex<Cached>,
+}
+
+#[derive(Default)]
+struct Cached {
+    /// The first minute not cached yet.
+    from: i64,
+    closed: Vec<MinuteCount>,
+}
+
+fn window_start(now_minute: i64) -> i64 {
+    now_minute - MINUTES + 1
+}
+
+impl MinuteCache {
+    /// Unix milliseconds from which the history must be read at `now_minute`.
+    pub(super) fn read_from(&self, now_minute: i64) -> i64 {
+        let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        cached.from.max(window_start(now_minute)) * 60_000
+    }
+
+    /// The chart's counts: the cached minutes and `fresh` (read from `read_from`), whose
+    /// minutes that are now over join the cache. Concurrent callers may merge in any order.
+    pub(super) fn merge(&self, fresh: Vec<MinuteCount>, now_minute: i64) -> Vec<MinuteCount> {
+        let start = window_start(now_minute);
+        let close_before = now_minute - OPEN_MINUTES + 1;
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        cached.closed.retain(|count| count.minute >= start);
+        let from = cached.from.max(start);
+        cached.closed.extend(
+            fresh
+                .iter()
+                .filter(|count| count.minute >= from && count.minute < close_before)
+                .cloned(),
+        );
+        cached.from = from.max(close_before);
+        let open_from = cached.from;
+        let mut counts = cached.closed.clone();
+        counts.extend(fresh.into_iter().filter(|count| count.minute >= open_from));
+        counts.sort_by(|a, b| a.target.cmp(&b.target).then(a.minute.cmp(&b.minute)));
+        counts
+    }
+}
 const BAR: i64 = 4;
 const HEIGHT: u64 = 60;
 
@@ -46,6 +100,34 @@ pub(super) fn per_minute(counts: &[&MinuteCount], now_minute: i64) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minutes_that_are_over_are_read_once_and_the_open_ones_every_time() {
+        let cache = MinuteCache::default();
+        let now = 10_000;
+        assert_eq!(cache.read_from(now), window_start(now) * 60_000);
+        let first = cache.merge(
+            vec![
+                minute(now - 5, 3, 0),
+                minute(now - 1, 1, 0),
+                minute(now, 2, 1),
+            ],
+            now,
+        );
+        assert_eq!(first.len(), 3);
+        // Only the open minutes are read again; the one five minutes ago comes from memory.
+        assert_eq!(cache.read_from(now), (now - 1) * 60_000);
+        let again = cache.merge(vec![minute(now - 1, 4, 0), minute(now, 7, 0)], now);
+        let shown: Vec<(i64, u64)> = again.iter().map(|c| (c.minute, c.delivered)).collect();
+        assert_eq!(shown, [(now - 5, 3), (now - 1, 4), (now, 7)]);
+        // A late, stale read merged after a newer one adds nothing twice.
+        let stale = cache.merge(vec![minute(now - 5, 3, 0), minute(now, 7, 0)], now);
+        assert_eq!(stale.iter().filter(|c| c.minute == now - 5).count(), 1);
+        // Three hours on, everything cached has left the window.
+        let later = now + MINUTES + 10;
+        assert_eq!(cache.read_from(later), window_start(later) * 60_000);
+        assert!(cache.merge(Vec::new(), later).is_empty());
+    }
 
     fn minute(minute: i64, delivered: u64, failed: u64) -> MinuteCount {
         MinuteCount {

@@ -36,6 +36,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 /// What the console needs beyond the app data the admin API already shares.
 pub(crate) struct Console {
     sessions: Sessions,
+    minutes: chart::MinuteCache,
     service: ScimService,
     planner: Arc<Planner>,
     schemas: BTreeMap<String, TargetSchema>,
@@ -50,6 +51,7 @@ impl Console {
     ) -> Console {
         Console {
             sessions: Sessions::new(clock),
+            minutes: chart::MinuteCache::default(),
             service,
             planner,
             schemas,

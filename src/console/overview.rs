@@ -12,7 +12,7 @@ use crate::ledger::{Db, MinuteCount, TargetLag};
 
 use super::layout::{self, Nav};
 use super::session::Admin;
-use super::{chart, ConsoleError};
+use super::{chart, Console, ConsoleError};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("", web::get().to(overview))
@@ -28,6 +28,7 @@ struct Notice {
 
 async fn overview(
     admin: Admin,
+    console: web::Data<Console>,
     ops: web::Data<Operator>,
     db: web::Data<Db>,
     clock: web::Data<SharedClock>,
@@ -35,8 +36,10 @@ async fn overview(
 ) -> Result<HttpResponse, ConsoleError> {
     let now = unix_millis(clock.as_ref().as_ref());
     let lag = ops.lag().await?;
-    let since = (now / 60_000 - chart::MINUTES + 1) * 60_000;
-    let minutes = db.read(move |s| s.attempts_per_minute(since)).await?;
+    let now_minute = now / 60_000;
+    let since = console.minutes.read_from(now_minute);
+    let fresh = db.read(move |s| s.attempts_per_minute(since)).await?;
+    let minutes = console.minutes.merge(fresh, now_minute);
     let body = render(&admin, &lag, &minutes, now, notice.done.as_deref());
     Ok(layout::page("Overview", &admin, Nav::Overview, body))
 }
