@@ -8,6 +8,7 @@ mod adoption;
 mod bench;
 mod console;
 mod console_browser;
+mod console_scale;
 mod crash;
 mod emulator_contracts;
 mod fanout;
