@@ -70,6 +70,13 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                     .add(("Referrer-Policy", "no-referrer"))
                     .add(("Cache-Control", "no-store")),
             )
+            .app_data(web::FormConfig::default().error_handler(|err, _| {
+                ConsoleError::BadRequest(format!("the form is incomplete or malformed: {err}"))
+                    .into()
+            }))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ConsoleError::BadRequest(format!("the query string is malformed: {err}")).into()
+            }))
             .configure(assets::configure)
             .configure(session::configure)
             .configure(overview::configure)

@@ -161,6 +161,15 @@ async fn sign_in_takes_an_admin_token_refuses_a_scim_one_and_sign_out_ends_the_s
         .post("/console/sign-out", &[("csrf", "forged")])
         .await;
     assert_eq!(status, 403, "{page}");
+    let (status, page) = browser.post("/console/sign-out", &[]).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("the form is incomplete or malformed"),
+        "{page}"
+    );
+    let (status, page) = browser.get("/console/users?after=x&after_seq=first").await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("the query string is malformed"), "{page}");
     let csrf = browser.csrf.clone();
     let (status, location) = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
     assert_eq!((status, location.as_str()), (303, "/console/sign-in"));
