@@ -15,6 +15,7 @@ use tracing_actix_web::TracingLogger;
 use crate::admin::{self, AdminAuth, Reloader};
 use crate::clock::{unix_millis, SharedClock, SystemClock};
 use crate::config::Settings;
+use crate::console::{self, Console};
 use crate::fanout::backoff::Backoff;
 use crate::fanout::concurrency::ConcurrencyPolicy;
 use crate::fanout::operator::Operator;
@@ -167,6 +168,12 @@ impl Application {
         )
         .with_metrics(Arc::clone(&metrics));
         let operator = Operator::new(db.clone(), clock.clone(), settings.target_names());
+        let console = web::Data::new(Console::new(
+            clock.clone(),
+            service.clone(),
+            Arc::clone(&planner),
+            target_schemas(&targets),
+        ));
         let reloader = web::Data::new(Reloader::new(
             settings.fanout.mappings_dir.clone(),
             target_schemas(&targets),
@@ -221,10 +228,12 @@ impl Application {
                 .app_data(clock.clone())
                 .app_data(db.clone())
                 .app_data(reloader.clone())
+                .app_data(console.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_text))
                 .configure(admin::configure)
+                .configure(console::configure)
                 .configure(|cfg| routes::configure(cfg, body_limit, bulk_limit))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)

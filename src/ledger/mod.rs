@@ -12,6 +12,7 @@ mod lifecycle;
 mod migrations;
 mod resources;
 mod secrets;
+mod views;
 
 pub(crate) use adoptions::Adoption;
 pub(crate) use attempts::{Attempt, AttemptOutcome};
@@ -23,6 +24,7 @@ pub(crate) use held::GuardWindow;
 pub(crate) use lifecycle::{DeliveryOp, DeliveryState, StateKey};
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
 pub(crate) use secrets::SealedSecret;
+pub(crate) use views::{FailureGroup, MinuteCount, SearchField, UserHit};
 
 /// Errors of the storage layer. Callers turn them into their own layer's error.
 #[derive(Debug, thiserror::Error)]

@@ -21,10 +21,10 @@ use crate::targets::{TargetSchema, VENDORS};
 
 /// Users read from the store per page in `mappings diff`.
 const DIFF_PAGE: u64 = 500;
-/// Distinct value changes shown per field in the diff summary.
-const SHOWN_CHANGES: usize = 3;
 /// Users named per target among those entering or leaving its scope.
 const SHOWN_SAMPLES: usize = 5;
+/// Distinct value changes shown per field in the diff summary.
+const SHOWN_CHANGES: usize = 3;
 
 /// The schema of every built-in vendor, keyed by vendor name, which is also the default target
 /// name and so the stem of its mapping file.
@@ -175,90 +175,9 @@ pub fn preview(
             }
         },
     };
-    let (event, why) = event_for(user);
     let mut all_sent = true;
     for mapping in mappings {
-        writeln(
-            out,
-            format!(
-                "== {} ({}, version {})",
-                mapping.target(),
-                mapping.file().display(),
-                short(mapping.version())
-            ),
-        );
-        writeln(out, format!("event: {why}"));
-        writeln(out, scope_line(mapping, user));
-        let regions = mapping.phone_regions(user);
-        match mapping.render(user, event) {
-            Render::Send {
-                operation,
-                payload,
-                create_only,
-                unmanaged,
-                password_field,
-                hash,
-                warnings,
-            } => {
-                writeln(out, format!("operation: {}", operation.as_str()));
-                if !create_only.is_empty() {
-                    writeln(
-                        out,
-                        format!("sent on create only: {}", create_only.join(", ")),
-                    );
-                }
-                if !unmanaged.is_empty() {
-                    writeln(
-                        out,
-                        format!(
-                            "never written to an adopted account: {}",
-                            unmanaged.join(", ")
-                        ),
-                    );
-                }
-                let mut body = payload;
-                for spec in mapping.schema().fields.iter().filter(|f| f.write_only) {
-                    if let Some(value) = body.get_mut(spec.name) {
-                        *value = Value::String("<redacted>".to_owned());
-                    }
-                }
-                if let Some(field) = &password_field {
-                    writeln(
-                        out,
-                        format!(
-                            "password: '{field}' carries the SCIM password, sent on create and \
-                             on update only when it changed"
-                        ),
-                    );
-                    body.insert(
-                        field.clone(),
-                        Value::String(
-                            "<redacted: the SCIM password, if the IdP sent one>".to_owned(),
-                        ),
-                    );
-                }
-                for line in regions {
-                    writeln(out, line);
-                }
-                for warning in &warnings {
-                    writeln(
-                        out,
-                        format!("warning: '{}' left out: {}", warning.field, warning.reason),
-                    );
-                }
-                writeln(out, format!("payload hash: {}", short(&hash)));
-                writeln(out, pretty(&Value::Object(body)));
-            }
-            Render::Skip { reason } => writeln(out, format!("skipped: {reason}")),
-            Render::Rejected { reason } => {
-                all_sent = false;
-                for line in regions {
-                    writeln(out, line);
-                }
-                writeln(out, format!("rejected: {reason}"));
-            }
-        }
-        writeln(out, String::new());
+        all_sent &= preview_one(mapping, user, out);
     }
     Ok(all_sent)
 }
@@ -273,6 +192,93 @@ fn scope_line(mapping: &Mapping, user: &Value) -> String {
              user gets what [deprovision] out_of_scope says"
         ),
     }
+}
+
+/// One target's part of `mappings preview`: the operation and body `mapping` gives `user`,
+/// write-only values redacted, or why nothing would be sent. `false` when it is rejected.
+pub(crate) fn preview_one(mapping: &Mapping, user: &Value, out: &mut impl Write) -> bool {
+    let (event, why) = event_for(user);
+    let mut sent = true;
+    writeln(
+        out,
+        format!(
+            "== {} ({}, version {})",
+            mapping.target(),
+            mapping.file().display(),
+            short(mapping.version())
+        ),
+    );
+    writeln(out, format!("event: {why}"));
+    writeln(out, scope_line(mapping, user));
+    let regions = mapping.phone_regions(user);
+    match mapping.render(user, event) {
+        Render::Send {
+            operation,
+            payload,
+            create_only,
+            unmanaged,
+            password_field,
+            hash,
+            warnings,
+        } => {
+            writeln(out, format!("operation: {}", operation.as_str()));
+            if !create_only.is_empty() {
+                writeln(
+                    out,
+                    format!("sent on create only: {}", create_only.join(", ")),
+                );
+            }
+            if !unmanaged.is_empty() {
+                writeln(
+                    out,
+                    format!(
+                        "never written to an adopted account: {}",
+                        unmanaged.join(", ")
+                    ),
+                );
+            }
+            let mut body = payload;
+            for spec in mapping.schema().fields.iter().filter(|f| f.write_only) {
+                if let Some(value) = body.get_mut(spec.name) {
+                    *value = Value::String("<redacted>".to_owned());
+                }
+            }
+            if let Some(field) = &password_field {
+                writeln(
+                    out,
+                    format!(
+                        "password: '{field}' carries the SCIM password, sent on create and \
+                         on update only when it changed"
+                    ),
+                );
+                body.insert(
+                    field.clone(),
+                    Value::String("<redacted: the SCIM password, if the IdP sent one>".to_owned()),
+                );
+            }
+            for line in regions {
+                writeln(out, line);
+            }
+            for warning in &warnings {
+                writeln(
+                    out,
+                    format!("warning: '{}' left out: {}", warning.field, warning.reason),
+                );
+            }
+            writeln(out, format!("payload hash: {}", short(&hash)));
+            writeln(out, pretty(&Value::Object(body)));
+        }
+        Render::Skip { reason } => writeln(out, format!("skipped: {reason}")),
+        Render::Rejected { reason } => {
+            sent = false;
+            for line in regions {
+                writeln(out, line);
+            }
+            writeln(out, format!("rejected: {reason}"));
+        }
+    }
+    writeln(out, String::new());
+    sent
 }
 
 /// `mappings diff`: for every user in the store at `db`, what each target would be sent if
@@ -319,135 +325,31 @@ pub async fn diff(
     })
     .map_err(|error| MappingError::Store(error.to_string()))?;
     let service = ScimService::new(store, Arc::new(SystemClock), None);
-
-    let targets: BTreeSet<&str> = old.iter().chain(new.iter()).map(Mapping::target).collect();
-    let mut changes: BTreeMap<&str, TargetChanges> = BTreeMap::new();
-    let mut omissions: BTreeMap<&str, TargetOmissions> = BTreeMap::new();
-    let mut users = 0u64;
-    let mut start_index = 1;
-    loop {
-        let page = service
-            .list(
-                ResourceKind::User,
-                ListQuery {
-                    start_index,
-                    count: DIFF_PAGE,
-                    ..ListQuery::default()
-                },
-            )
-            .await
-            .map_err(|error| MappingError::Store(error.to_string()))?;
-        if page.resources.is_empty() {
-            break;
-        }
-        start_index += page.resources.len() as u64;
-        for user in &page.resources {
-            users += 1;
-            let (event, _) = event_for(&user.value);
-            for target in &targets {
-                let (was, is) = (old.get(target), new.get(target));
-                let scoping = (
-                    was.map(|m| m.scoping(&user.value)),
-                    is.map(|m| m.scoping(&user.value)),
-                );
-                match scoping {
-                    (Some(Scoping::Out), Some(Scoping::In)) => {
-                        // Sent in full from now on, so what it is sent without counts.
-                        if let Some(Render::Send { warnings, .. }) =
-                            is.map(|m| m.render(&user.value, event))
-                        {
-                            omissions.entry(target).or_default().count(&warnings);
-                        }
-                        let entry = changes.entry(target).or_default();
-                        entry.entering.add(&user.value);
-                        if verbose {
-                            entry.per_user.push(format!(
-                                "  {} ({}): enters scope",
-                                user_label(&user.value),
-                                user.id
-                            ));
-                        }
-                        continue;
-                    }
-                    (Some(Scoping::In), Some(Scoping::Out)) => {
-                        let entry = changes.entry(target).or_default();
-                        entry.leaving.add(&user.value);
-                        if verbose {
-                            let why = is.and_then(|m| m.scope_miss(&user.value));
-                            entry.per_user.push(format!(
-                                "  {} ({}): leaves scope ({})",
-                                user_label(&user.value),
-                                user.id,
-                                why.unwrap_or_default()
-                            ));
-                        }
-                        continue;
-                    }
-                    // Out of scope either way: the target is sent nothing new for the user.
-                    (Some(Scoping::Out), Some(Scoping::Out)) => continue,
-                    _ => {}
-                }
-                let before = was.map(|m| m.render(&user.value, event));
-                let after = is.map(|m| m.render(&user.value, event));
-                if let Some(Render::Send { warnings, .. }) = &after {
-                    omissions.entry(target).or_default().count(warnings);
-                }
-                let mut found = compare(before.as_ref(), after.as_ref());
-                if let (Some(old), Some(new)) = (old.get(target), new.get(target)) {
-                    mark_region_changes(&mut found, old, new);
-                }
-                if found.is_empty() {
-                    continue;
-                }
-                let entry = changes.entry(target).or_default();
-                entry.users += 1;
-                if verbose {
-                    entry.per_user.push(format!(
-                        "  {} ({}): {}",
-                        user_label(&user.value),
-                        user.id,
-                        found
-                            .iter()
-                            .map(Change::describe)
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ));
-                }
-                for change in found {
-                    *entry
-                        .by_field
-                        .entry(change.what)
-                        .or_default()
-                        .entry(change.transition)
-                        .or_default() += 1;
-                }
-            }
-        }
-    }
+    let report = diff_users(old, new, &service, if verbose { usize::MAX } else { 0 }).await?;
 
     writeln(
         out,
         format!(
-            "{users} users in {}; {} compared with {}",
+            "{} users in {}; {} compared with {}",
+            report.users,
             db.display(),
             against.display(),
             current.display()
         ),
     );
-    for target in &targets {
-        let omitted = omissions.get(target);
-        let Some(found) = changes.get(target) else {
+    for (target, found) in &report.targets {
+        let omitted = &found.omissions;
+        if found.changed() == 0 {
             writeln(out, format!("{target}: no change"));
-            if let Some(omitted) = omitted {
-                omitted.print(target, out);
-            }
+            omitted.print(target, out);
             continue;
-        };
+        }
         writeln(
             out,
             format!(
-                "{target}: {} of {users} users would change",
-                found.users + found.entering.users + found.leaving.users
+                "{target}: {} of {} users would change",
+                found.changed(),
+                report.users
             ),
         );
         if found.entering.users > 0 {
@@ -463,7 +365,7 @@ pub async fn diff(
         }
         if found.leaving.users > 0 {
             let policy = new
-                .get(target)
+                .get(target.as_str())
                 .map_or(Policy::Disable, Mapping::out_of_scope);
             let effect = match policy {
                 Policy::Disable => format!("disabled where {target} holds an account"),
@@ -483,14 +385,13 @@ pub async fn diff(
         }
         for (what, transitions) in &found.by_field {
             let count: u64 = transitions.values().sum();
-            let mut ranked: Vec<(&String, &u64)> = transitions.iter().collect();
-            ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let ranked = ranked(transitions);
             let mut shown: Vec<String> = ranked
                 .iter()
                 .take(SHOWN_CHANGES)
                 .map(|(transition, n)| {
                     if ranked.len() == 1 {
-                        (*transition).clone()
+                        (*transition).to_owned()
                     } else {
                         format!("{transition} ({n})")
                     }
@@ -511,23 +412,155 @@ pub async fn diff(
                 ),
             );
         }
-        if let Some(omitted) = omitted {
-            omitted.print(target, out);
-        }
-        if verbose {
-            for line in &found.per_user {
-                writeln(out, line.clone());
-            }
+        omitted.print(target, out);
+        for line in &found.per_user {
+            writeln(out, format!("  {line}"));
         }
     }
     Ok(true)
 }
 
+/// What a mapping change does to the stored users: `mappings diff` prints it, the console
+/// shows it before an admin applies a change.
+#[derive(Debug, Default)]
+pub(crate) struct DiffReport {
+    pub users: u64,
+    /// Every target either set maps, including those with no change.
+    pub targets: BTreeMap<String, TargetChanges>,
+}
+
+/// Transitions of one field, the most frequent first.
+pub(crate) fn ranked(transitions: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
+    let mut ranked: Vec<(&str, u64)> = transitions
+        .iter()
+        .map(|(transition, n)| (transition.as_str(), *n))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked
+}
+
+/// Renders every stored user through `old` and `new` and gathers, per target and field, how
+/// many users would be sent something else; `per_user` lines are kept for at most
+/// `per_user_limit` changed users per target.
+pub(crate) async fn diff_users(
+    old: &MappingSet,
+    new: &MappingSet,
+    service: &ScimService,
+    per_user_limit: usize,
+) -> Result<DiffReport, MappingError> {
+    let targets: BTreeSet<&str> = old.iter().chain(new.iter()).map(Mapping::target).collect();
+    let mut report = DiffReport {
+        users: 0,
+        targets: targets
+            .iter()
+            .map(|target| ((*target).to_owned(), TargetChanges::default()))
+            .collect(),
+    };
+    let mut start_index = 1;
+    loop {
+        let page = service
+            .list(
+                ResourceKind::User,
+                ListQuery {
+                    start_index,
+                    count: DIFF_PAGE,
+                    ..ListQuery::default()
+                },
+            )
+            .await
+            .map_err(|error| MappingError::Store(error.to_string()))?;
+        if page.resources.is_empty() {
+            break;
+        }
+        start_index += page.resources.len() as u64;
+        for user in &page.resources {
+            report.users += 1;
+            let (event, _) = event_for(&user.value);
+            for (target, entry) in report.targets.iter_mut() {
+                let (was, is) = (old.get(target.as_str()), new.get(target.as_str()));
+                let scoping = (
+                    was.map(|m| m.scoping(&user.value)),
+                    is.map(|m| m.scoping(&user.value)),
+                );
+                match scoping {
+                    (Some(Scoping::Out), Some(Scoping::In)) => {
+                        // Sent in full from now on, so what it is sent without counts.
+                        if let Some(Render::Send { warnings, .. }) =
+                            is.map(|m| m.render(&user.value, event))
+                        {
+                            entry.omissions.count(&warnings);
+                        }
+                        entry.entering.add(&user.value);
+                        if entry.per_user.len() < per_user_limit {
+                            entry.per_user.push(format!(
+                                "{} ({}): enters scope",
+                                user_label(&user.value),
+                                user.id
+                            ));
+                        }
+                        continue;
+                    }
+                    (Some(Scoping::In), Some(Scoping::Out)) => {
+                        entry.leaving.add(&user.value);
+                        if entry.per_user.len() < per_user_limit {
+                            let why = is.and_then(|m| m.scope_miss(&user.value));
+                            entry.per_user.push(format!(
+                                "{} ({}): leaves scope ({})",
+                                user_label(&user.value),
+                                user.id,
+                                why.unwrap_or_default()
+                            ));
+                        }
+                        continue;
+                    }
+                    // Out of scope either way: the target is sent nothing new for the user.
+                    (Some(Scoping::Out), Some(Scoping::Out)) => continue,
+                    _ => {}
+                }
+                let before = was.map(|m| m.render(&user.value, event));
+                let after = is.map(|m| m.render(&user.value, event));
+                if let Some(Render::Send { warnings, .. }) = &after {
+                    entry.omissions.count(warnings);
+                }
+                let mut found = compare(before.as_ref(), after.as_ref());
+                if let (Some(old), Some(new)) = (old.get(target), new.get(target)) {
+                    mark_region_changes(&mut found, old, new);
+                }
+                if found.is_empty() {
+                    continue;
+                }
+                entry.users += 1;
+                if entry.per_user.len() < per_user_limit {
+                    entry.per_user.push(format!(
+                        "{} ({}): {}",
+                        user_label(&user.value),
+                        user.id,
+                        found
+                            .iter()
+                            .map(Change::describe)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+                for change in found {
+                    *entry
+                        .by_field
+                        .entry(change.what)
+                        .or_default()
+                        .entry(change.transition)
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
 /// The fields the new mappings leave out for one target, gathered over all users.
-#[derive(Default)]
-struct TargetOmissions {
+#[derive(Debug, Default)]
+pub(crate) struct TargetOmissions {
     /// field -> (users, the first reason seen).
-    by_field: BTreeMap<String, (u64, String)>,
+    pub by_field: BTreeMap<String, (u64, String)>,
 }
 
 impl TargetOmissions {
@@ -567,11 +600,33 @@ fn mark_region_changes(found: &mut [Change], old: &Mapping, new: &Mapping) {
     }
 }
 
+/// What changes for one target, gathered over all users.
+#[derive(Debug, Default)]
+pub(crate) struct TargetChanges {
+    /// Users who would be sent something else.
+    pub users: u64,
+    /// "field localeCode" -> "'en' -> 'en-US'" -> how many users.
+    pub by_field: BTreeMap<String, BTreeMap<String, u64>>,
+    /// "name (id): what changes", for the first changed users.
+    pub per_user: Vec<String>,
+    /// The fields the new mapping leaves out for some users.
+    pub omissions: TargetOmissions,
+    pub entering: Crossing,
+    pub leaving: Crossing,
+}
+
+impl TargetChanges {
+    /// Users sent something else, entering or leaving scope included.
+    pub(crate) fn changed(&self) -> u64 {
+        self.users + self.entering.users + self.leaving.users
+    }
+}
+
 /// Users crossing a target's scope one way: how many, and the first few by name.
-#[derive(Default)]
-struct Crossing {
-    users: u64,
-    samples: Vec<String>,
+#[derive(Debug, Default)]
+pub(crate) struct Crossing {
+    pub users: u64,
+    pub samples: Vec<String>,
 }
 
 impl Crossing {
@@ -582,25 +637,13 @@ impl Crossing {
         }
     }
 
-    fn listed(&self) -> String {
+    pub(crate) fn listed(&self) -> String {
         let more = self.users - self.samples.len() as u64;
         match more {
             0 => self.samples.join(", "),
             _ => format!("{} and {more} more", self.samples.join(", ")),
         }
     }
-}
-
-/// What changes for one target, gathered over all users.
-#[derive(Default)]
-struct TargetChanges {
-    /// Users whose payload or outcome changes, in scope before and after.
-    users: u64,
-    entering: Crossing,
-    leaving: Crossing,
-    /// "field localeCode" -> "'en' -> 'en-US'" -> how many users.
-    by_field: BTreeMap<String, BTreeMap<String, u64>>,
-    per_user: Vec<String>,
 }
 
 /// One difference for one user: what changed ("field x", "operation", "outcome") and how.

@@ -233,7 +233,7 @@ fn floor_char_boundary(text: &str, at: usize) -> usize {
 }
 
 /// One target's mapping, validated against that target's schema and ready to render.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Mapping {
     target: String,
     file: PathBuf,
@@ -338,6 +338,19 @@ impl MappingSet {
 
     pub fn iter(&self) -> impl Iterator<Item = &Mapping> {
         self.mappings.values()
+    }
+
+    /// This set with `mapping` in place of its target's: a proposed change, to compare
+    /// with the set in force before it is written.
+    pub(crate) fn with(&self, mapping: Mapping) -> MappingSet {
+        let mut mappings: BTreeMap<String, Mapping> = self
+            .mappings
+            .iter()
+            .filter(|(target, _)| **target != mapping.target)
+            .map(|(target, m)| (target.clone(), m.clone()))
+            .collect();
+        mappings.insert(mapping.target.clone(), mapping);
+        MappingSet { mappings }
     }
 }
 

@@ -7,6 +7,9 @@
 mod adoption;
 mod audit;
 mod bench;
+mod console;
+mod console_browser;
+mod console_scale;
 mod crash;
 mod emulator_contracts;
 mod fanout;

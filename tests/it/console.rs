@@ -1,0 +1,522 @@
+//! The admin console over HTTP: sign-in and its refusals, the session cookie and its expiry,
+//! CSRF, the security headers, every page and action, and that no secret reaches a page.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use reqwest::Response;
+use serde_json::json;
+
+use crate::support::{mappings_dir, user, SyncedApp, TestApp, ADMIN_TOKEN, TOKEN};
+use scim_bridge::clock::ManualClock;
+use scim_bridge::sandbox::Faults;
+use scim_bridge::targets;
+
+const PASSWORD: &str = "Sup3r-Secret-Pa55!";
+
+/// A browser-like client of the console: keeps the session cookie, follows no redirect.
+struct Browser {
+    base: String,
+    client: reqwest::Client,
+    cookie: Option<String>,
+    csrf: String,
+    /// Every page body seen, to search for secrets at the end.
+    seen: Vec<String>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Browser {
+        Browser {
+            base: app.base.clone(),
+            client: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .unwrap(),
+            cookie: None,
+            csrf: String::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    async fn sign_in(&mut self, token: &str) -> Response {
+        let response = self
+            .client
+            .post(format!("{}/console/sign-in", self.base))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        if let Some(cookie) = response.headers().get(SET_COOKIE) {
+            let pair = cookie.to_str().unwrap().split(';').next().unwrap();
+            self.cookie = Some(pair.to_owned());
+        }
+        response
+    }
+
+    fn with_cookie(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.cookie {
+            Some(cookie) => request.header(COOKIE, cookie),
+            None => request,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String) {
+        let request = self.client.get(format!("{}{path}", self.base));
+        let response = self.with_cookie(request).send().await.unwrap();
+        self.read(response).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        self.post_with(path, form, false).await
+    }
+
+    async fn post_with(&mut self, path: &str, form: &[(&str, &str)], htmx: bool) -> (u16, String) {
+        let mut request = self.client.post(format!("{}{path}", self.base)).form(form);
+        if htmx {
+            request = request.header("HX-Request", "true");
+        }
+        let response = self.with_cookie(request).send().await.unwrap();
+        self.read(response).await
+    }
+
+    async fn read(&mut self, response: Response) -> (u16, String) {
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned());
+        let body = response.text().await.unwrap();
+        if let Some(at) = body.find(r#"name="csrf" value=""#) {
+            let rest = &body[at + r#"name="csrf" value=""#.len()..];
+            self.csrf = rest[..rest.find('"').unwrap()].to_owned();
+        }
+        self.seen.push(body.clone());
+        (status, location.unwrap_or(body))
+    }
+}
+
+#[tokio::test]
+async fn sign_in_takes_an_admin_token_refuses_a_scim_one_and_sign_out_ends_the_session() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+
+    let (status, location) = browser.get("/console").await;
+    assert_eq!((status, location.as_str()), (303, "/console/sign-in"));
+    let (status, page) = browser.get("/console/sign-in").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"name="token""#), "{page}");
+
+    let refused = browser.sign_in(TOKEN).await;
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().get(SET_COOKIE).is_none());
+    assert!(refused.text().await.unwrap().contains("not an admin token"));
+
+    let signed_in = browser.sign_in(ADMIN_TOKEN).await;
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(signed_in.headers()[LOCATION], "/console");
+    let cookie = signed_in.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+        "Max-Age=43200",
+    ] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+
+    let response = browser
+        .with_cookie(browser.client.get(format!("{}/console", app.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    let (_, page) = browser.read(response).await;
+    assert!(page.contains("<h1>Overview</h1>"), "{page}");
+    assert!(!page.contains("<script>"), "no inline script: {page}");
+
+    // Embedded assets are served from the binary.
+    let (status, css) = browser.get("/console/assets/console.css").await;
+    assert_eq!(status, 200);
+    assert!(css.contains("ol.code"));
+    let (status, _) = browser.get("/console/assets/htmx-2.0.11.min.js").await;
+    assert_eq!(status, 200);
+    let (status, _) = browser.get("/console/assets/../../Cargo.toml").await;
+    assert_eq!(status, 404);
+
+    let (status, page) = browser
+        .post("/console/sign-out", &[("csrf", "forged")])
+        .await;
+    assert_eq!(status, 403, "{page}");
+    let (status, page) = browser.post("/console/sign-out", &[]).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("the form is incomplete or malformed"),
+        "{page}"
+    );
+    let (status, page) = browser.get("/console/users?after=x&after_seq=first").await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("the query string is malformed"), "{page}");
+    let csrf = browser.csrf.clone();
+    let (status, location) = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!((status, location.as_str()), (303, "/console/sign-in"));
+    let (status, location) = browser.get("/console").await;
+    assert_eq!((status, location.as_str()), (303, "/console/sign-in"));
+}
+
+#[tokio::test]
+async fn a_session_ends_after_half_an_hour_unused() {
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let app = TestApp::spawn_with_clock(clock.clone(), |_| {}).await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+
+    clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(browser.get("/console/users").await.0, 200);
+    // Used a minute ago: the idle time starts again.
+    clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(browser.get("/console/users").await.0, 200);
+    clock.advance(Duration::from_secs(31 * 60));
+    let (status, location) = browser.get("/console/users").await;
+    assert_eq!((status, location.as_str()), (303, "/console/sign-in"));
+    // An htmx request is told where to go too.
+    let response = browser
+        .with_cookie(browser.client.get(format!("{}/console", app.base)))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["hx-redirect"], "/console/sign-in");
+}
+
+/// The shipped mappings in a directory of the test's own, so applying a change there
+/// touches nothing shared.
+fn own_mappings() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(mappings_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+#[tokio::test]
+async fn every_page_and_action_works_through_the_operators_calls_and_no_secret_reaches_a_page() {
+    let mappings = own_mappings();
+    let mappings_path = mappings.path().to_owned();
+    let synced = SyncedApp::spawn_with(move |settings| {
+        settings.fanout.max_attempts = 2;
+        settings.fanout.mappings_dir = mappings_path;
+    })
+    .await;
+    let app = &synced.app;
+    let appgate = synced.sandbox.emulator(&targets::appgate::VENDOR).unwrap();
+    appgate.set_faults(Faults {
+        server_error_share: 1.0,
+        ..Faults::default()
+    });
+    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
+    kibo.insert_account(crate::support::object(json!({
+        "emailAddress": "someone.else@example.com",
+        "userName": "clash",
+        "firstName": "Some",
+        "lastName": "One",
+        "isActive": true
+    })));
+    let mut clash = user("clash");
+    clash["password"] = json!(PASSWORD);
+    clash["externalId"] = json!("ext-clash");
+    let created = app.create_user(&clash).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    synced.until_target("appgate", |t| t["dead"] == 1).await;
+    synced.until_target("kibo", |t| t["rejected"] == 1).await;
+
+    let mut browser = Browser::new(app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+
+    // Overview: every target, its queue, the chart, pause and resume.
+    let (status, page) = browser.get("/console").await;
+    assert_eq!(status, 200);
+    for expected in [
+        "appgate",
+        "kibo",
+        "primavera",
+        "vikingcloud",
+        "<svg",
+        "Pause",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    let (status, _) = browser
+        .post("/console/targets/kibo/pause", &[("csrf", "x")])
+        .await;
+    assert_eq!(status, 403, "a pause without the CSRF token is refused");
+    let csrf = browser.csrf.clone();
+    let (status, location) = browser
+        .post("/console/targets/kibo/pause", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/console?done=kibo%20paused")
+    );
+    synced.until_target("kibo", |t| t["paused"] == true).await;
+    let (_, page) = browser.get("/console?done=kibo%20paused").await;
+    assert!(
+        page.contains("kibo paused") && page.contains("Resume"),
+        "{page}"
+    );
+    let (status, _) = browser
+        .post("/console/targets/kibo/resume", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    synced.until_target("kibo", |t| t["paused"] == false).await;
+    let (status, _) = browser
+        .post("/console/targets/nope/pause", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 404);
+
+    // Users: each search field, and a refused one.
+    for query in [
+        "/console/users?field=userName&q=CLA",
+        "/console/users?field=email&q=clash%40",
+        "/console/users?field=externalId&q=ext-",
+    ] {
+        let (status, page) = browser.get(query).await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains(&format!("/console/users/{id}")),
+            "{query}: {page}"
+        );
+    }
+    let (_, page) = browser.get("/console/users?field=externalId&q=EXT-").await;
+    assert!(page.contains("No user matches"), "{page}");
+    let (status, _) = browser.get("/console/users?field=password&q=x").await;
+    assert_eq!(status, 400);
+
+    // A user's page: the resource, each target's state, answers and timeline.
+    let (status, page) = browser.get(&format!("/console/users/{id}")).await;
+    assert_eq!(status, 200);
+    for expected in [
+        "SCIM resource",
+        "ext-clash",
+        "rejected",
+        "HTTP 409",
+        "dead",
+        "gave up after 2 attempts",
+        "Attempts",
+        "Desired",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    let (status, _) = browser.get("/console/users/no-such-user").await;
+    assert_eq!(status, 404);
+
+    // Failures grouped by target and reason; replay a group, then a user.
+    let (status, page) = browser.get("/console/failures").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Replay this group") && page.contains("gave up after 2 attempts"));
+    appgate.set_faults(Faults::default());
+    let dead = synced
+        .admin(
+            reqwest::Method::GET,
+            "/deliveries?state=dead&target=appgate",
+        )
+        .send()
+        .await
+        .unwrap();
+    let dead = crate::support::json_of(dead, 200).await;
+    let reason = dead["deliveries"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        page.contains(&format!(r#"name="reason" value="{reason}""#)),
+        "{page}"
+    );
+    let (status, location) = browser
+        .post(
+            "/console/failures/replay",
+            &[
+                ("csrf", &csrf),
+                ("target", "appgate"),
+                ("state", "dead"),
+                ("reason", &reason),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(
+        location.contains("1%20deliveries%20to%20appgate%20replayed"),
+        "{location}"
+    );
+    synced
+        .until_target("appgate", |t| t["dead"] == 0 && t["delivered"] == 1)
+        .await;
+    kibo.reset();
+    let (status, _) = browser
+        .post(
+            &format!("/console/users/{id}/replay"),
+            &[("csrf", &csrf), ("target", "kibo")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    synced
+        .until_target("kibo", |t| t["rejected"] == 0 && t["delivered"] == 1)
+        .await;
+
+    // Mappings: the list, a file with its findings, a proposal checked, diffed, previewed,
+    // refused when stale, then applied and delivered.
+    let (status, page) = browser.get("/console/mappings").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/console/mappings/appgate"), "{page}");
+    let (status, page) = browser.get("/console/mappings/appgate").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"class="t-comment""#),
+        "comments are shown: {page}"
+    );
+    let base = {
+        let at = page.find(r#"name="base" value=""#).unwrap() + r#"name="base" value=""#.len();
+        page[at..at + 64].to_owned()
+    };
+    let file = mappings.path().join("appgate.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let broken_line = original
+        .lines()
+        .position(|l| l.trim() == "[deprovision]")
+        .unwrap()
+        + 1;
+    let broken = original.replace("[deprovision]", "[deprovisioning]");
+    let (status, fragment) = browser
+        .post_with(
+            "/console/mappings/appgate/check",
+            &[("csrf", &csrf), ("text", &broken), ("base", &base)],
+            true,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(!fragment.contains("<html"), "htmx gets the fragment only");
+    assert!(fragment.contains("check-bad"), "{fragment}");
+    assert!(
+        fragment.contains(&format!(r#"id="L{broken_line}" class="has-error""#)),
+        "the error sits at line {broken_line}: {fragment}"
+    );
+    let changed = original.replace(
+        "Provisioned by scim-bridge from the identity provider; edits made here are overwritten.",
+        "Managed by scim-bridge.",
+    );
+    assert_ne!(changed, original);
+    let (status, page) = browser
+        .post(
+            "/console/mappings/appgate/diff",
+            &[("csrf", &csrf), ("text", &changed), ("base", &base)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("appgate: 1 of 1 users would change"),
+        "{page}"
+    );
+    assert!(
+        page.contains("field notes") && page.contains("Managed by scim-bridge."),
+        "{page}"
+    );
+    let (status, _) = browser
+        .post(
+            "/console/mappings/appgate/diff",
+            &[("csrf", &csrf), ("text", &broken), ("base", &base)],
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, page) = browser
+        .post(
+            "/console/mappings/appgate/preview",
+            &[
+                ("csrf", &csrf),
+                ("text", &changed),
+                ("base", &base),
+                ("user", "CLASH"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Proposed") && page.contains("Managed by scim-bridge."),
+        "{page}"
+    );
+    let (status, _) = browser
+        .post(
+            "/console/mappings/appgate/apply",
+            &[
+                ("csrf", &csrf),
+                ("text", &changed),
+                ("base", &"0".repeat(64)),
+            ],
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "a proposal from a file that changed since is refused"
+    );
+    let (status, _) = browser
+        .post(
+            "/console/mappings/appgate/apply",
+            &[("csrf", &csrf), ("text", &broken), ("base", &base)],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    let (status, location) = browser
+        .post(
+            "/console/mappings/appgate/apply",
+            &[("csrf", &csrf), ("text", &changed), ("base", &base)],
+        )
+        .await;
+    assert_eq!(status, 303, "{location}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), changed);
+    assert_eq!(
+        std::fs::read_to_string(mappings.path().join("appgate.toml.bak")).unwrap(),
+        original
+    );
+    synced
+        .until_target("appgate", |t| t["delivered"] == 1 && t["pending"] == 0)
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while synced.live_accounts(&targets::appgate::VENDOR)[0].fields["notes"]
+        != "Managed by scim-bridge."
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "appgate never got the change"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, page) = browser.get(&location).await;
+    assert!(page.contains("Applied version"), "{page}");
+
+    // No page carried a secret: the user's password, a token, a target's credentials.
+    for secret in [
+        PASSWORD,
+        ADMIN_TOKEN,
+        TOKEN,
+        "sandbox-password",
+        "sandbox-client-secret",
+    ] {
+        for page in &browser.seen {
+            assert!(!page.contains(secret), "{secret} in a page: {page}");
+        }
+    }
+}
