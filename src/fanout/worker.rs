@@ -574,12 +574,14 @@ impl Worker {
     ) -> Result<Option<String>, TargetError> {
         let update = self.update_payload(delivery, password, true, Some(&account.fields))?;
         // A disable is the adapter's own change to the payload, so only an upsert can be
-        // seen to change nothing. A write-only field (a password) is never read back, so
-        // one in the update always sends it.
+        // seen to change nothing. A field the stored form leaves out cannot be seen to be
+        // held: a write-only one (a password) is never read back, and a list the target
+        // merges with hand-given entries (roles, licences) may lack what the update grants
+        // or still hold what it revokes; either one in the update always sends it.
+        let stored = self.target.as_stored(&update);
         let holds_it_all = delivery.desired.operation == DeliveryOp::Upsert
-            && self
-                .target
-                .as_stored(&update)
+            && update.keys().all(|name| stored.contains_key(name))
+            && stored
                 .iter()
                 .all(|(name, value)| account.fields.get(name) == Some(value));
         let (remote_id, changed) = if holds_it_all {
