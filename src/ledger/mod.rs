@@ -8,6 +8,7 @@ mod db;
 mod deliveries;
 mod lifecycle;
 mod migrations;
+mod reconcile;
 mod resources;
 mod secrets;
 
@@ -17,6 +18,7 @@ pub(crate) use controls::{CircuitState, TargetCircuit};
 pub use db::{Db, DbOptions};
 pub(crate) use deliveries::{Delivery, Desired, Omissions, TargetLag};
 pub(crate) use lifecycle::{DeliveryOp, DeliveryState, StateKey};
+pub(crate) use reconcile::{FindingRow, RunRow};
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
 pub(crate) use secrets::SealedSecret;
 

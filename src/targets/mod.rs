@@ -234,7 +234,9 @@ pub trait Target: Send + Sync {
     /// One page of the target's accounts; `cursor` is `None` for the first page, then the
     /// previous page's `next`.
     async fn list(&self, _cursor: Option<&str>) -> TargetResult<AccountPage> {
-        Err(TargetError::unusable("this target has no call that lists accounts"))
+        Err(TargetError::unusable(
+            "this target has no call that lists accounts",
+        ))
     }
 
     /// Whether an account carries the mark the bridge puts on the accounts it makes, so a
