@@ -296,6 +296,14 @@ pub(crate) mod tests {
         }
     }
 
+    /// What a case is called, the ledger row, the account, and the finding's kind and fields.
+    type Case = (
+        &'static str,
+        Option<Delivery>,
+        Option<RemoteAccount>,
+        Option<(FindingKind, Vec<&'static str>)>,
+    );
+
     #[test]
     fn the_three_way_comparison_over_every_case() {
         use DeliveryOp::{Delete, Disable, Upsert};
@@ -310,7 +318,7 @@ pub(crate) mod tests {
             "note": "scim-bridge"});
         let hand_made = json!({"id": "9", "email": "bob@example.com", "name": "Bob"});
         #[rustfmt::skip]
-        let cases: Vec<(&str, Option<Delivery>, Option<RemoteAccount>, Option<(FindingKind, Vec<&str>)>)> = vec![
+        let cases: Vec<Case> = vec![
             ("in step: normalised e-mail, write-only and create-only fields left out",
                 Some(row("u1", Upsert, Delivered, Some("7"), ada.clone())), Some(account("7", held.clone())), None),
             ("deleted by hand",

@@ -14,6 +14,7 @@ pub(crate) use super::vendor::TargetConfigError;
 use super::vendor::{parse_url, Built, Vendor, VendorKeys};
 use super::{Target, VENDORS};
 use crate::clock::SharedClock;
+use crate::reconcile::policy::Policy;
 
 /// Every `[targets.<name>]` table, by name. The name is what logs, the ledger and the
 /// mapping files call the target.
@@ -32,6 +33,8 @@ pub struct TargetConfig {
     /// Requests in flight at once.
     pub concurrency: usize,
     pub rate_limit_per_second: u32,
+    /// What a reconcile does with each finding on this target.
+    pub reconcile: Policy,
     pub vendor: &'static Vendor,
     pub keys: Box<dyn VendorKeys>,
 }
@@ -48,6 +51,8 @@ struct TargetTable {
     concurrency: usize,
     #[serde(default = "default_rate_limit")]
     rate_limit_per_second: u32,
+    #[serde(default)]
+    reconcile: Policy,
     kind: String,
     #[serde(flatten)]
     keys: toml::Table,
@@ -74,6 +79,7 @@ impl<'de> Deserialize<'de> for TargetConfig {
             timeout_ms: table.timeout_ms,
             concurrency: table.concurrency,
             rate_limit_per_second: table.rate_limit_per_second,
+            reconcile: table.reconcile,
             vendor,
             keys,
         })
@@ -247,6 +253,33 @@ mod tests {
             err.to_string(),
             "targets.kibo.base_url: must be an http(s) URL"
         );
+    }
+
+    #[test]
+    fn the_reconcile_policy_is_a_table_of_the_target_and_defaults_when_absent() {
+        let text = |policy: &str| {
+            format!(
+                r#"
+                [targets.kibo]
+                kind = "kibo"
+                base_url = "https://t1.sandbox.mozu.com/api"
+                client_id = "app"
+                client_secret = {{ value = "s" }}
+                tenant_id = "1"
+                site_id = "2"
+                {policy}
+                "#
+            )
+        };
+        let cfg = parse(&text("")).unwrap();
+        assert_eq!(cfg["kibo"].reconcile, Policy::default());
+        let cfg = parse(&text("[targets.kibo.reconcile]\non_drift = \"repair\"")).unwrap();
+        assert_eq!(
+            cfg["kibo"].reconcile.on_drift,
+            crate::reconcile::policy::OnDrift::Repair
+        );
+        let err = parse(&text("[targets.kibo.reconcile]\non_orphan = \"burn\"")).unwrap_err();
+        assert!(err.to_string().contains("burn"), "{err}");
     }
 
     #[test]
