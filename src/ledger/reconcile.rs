@@ -312,6 +312,17 @@ impl Store<'_> {
         raw.into_iter().map(finish_run).next().transpose()
     }
 
+    /// The most recent run that finished.
+    pub(crate) fn last_finished_reconcile_run(&self) -> Result<Option<RunRow>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} WHERE status = 'finished' ORDER BY id DESC LIMIT 1"
+        ))?;
+        let raw = stmt
+            .query_map([], read_run)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raw.into_iter().map(finish_run).next().transpose()
+    }
+
     /// A run's findings in the order found, optionally of one kind, from `after` on.
     pub(crate) fn reconcile_findings(
         &self,

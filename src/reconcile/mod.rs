@@ -6,6 +6,7 @@ pub(crate) mod compare;
 pub mod policy;
 pub(crate) mod report;
 pub(crate) mod run;
+pub(crate) mod service;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -27,6 +28,11 @@ pub enum ReconcileError {
     UnknownUser(String),
     #[error("no reconcile run {0}")]
     UnknownRun(i64),
+    #[error(
+        "unknown finding kind {0}: use missing, drifted, unlinked, orphan_marked, \
+         orphan_unmarked or pending"
+    )]
+    UnknownKind(String),
     #[error("reconcile run {0} is still in progress; wait for it or cancel it")]
     Busy(i64),
     #[error("the run was cancelled")]

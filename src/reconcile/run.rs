@@ -229,6 +229,7 @@ impl Reconciler {
     }
 
     /// `begin` then `execute`.
+    #[cfg(test)]
     pub(crate) async fn run(
         &self,
         request: &RunRequest,
