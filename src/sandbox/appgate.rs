@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::contract::{Contract, Field, Kind, Unknown};
 use super::emulator::{
     bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Payload,
-    Record, Refusal, Refused, Reply,
+    Record, Refusal, Refused, Reply, Verdict,
 };
 use super::index::Key;
 use super::{DEV_PASSWORD, DEV_USERNAME};
@@ -77,6 +77,7 @@ pub(crate) fn flavor() -> Flavor {
         seed,
         routes,
         indexed: INDEXED,
+        console_check,
     }
 }
 
@@ -206,6 +207,25 @@ fn accept_user(
     stored.entry("tags").or_insert_with(|| json!([]));
     stored.entry("disabled").or_insert(Value::Bool(false));
     Ok(stored)
+}
+
+/// The console saves a Local User under the API's rules, with the same 422 and 409.
+fn console_check(accounts: &Accounts, user: &Payload, editing: Option<&str>) -> Verdict {
+    let errors: Vec<String> = validate(&CONTRACT, user, true)
+        .iter()
+        .map(|error| {
+            let text = |key: &str| error[key].as_str().unwrap_or_default().to_owned();
+            format!("{}: {}", text("field"), text("message"))
+        })
+        .collect();
+    if !errors.is_empty() {
+        let message = format!("Request validation error. {}", errors.join("; "));
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, message));
+    }
+    match accounts.clash(user, UNIQUE, editing) {
+        Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
+        None => Ok(()),
+    }
 }
 
 fn name_of(user: &Payload) -> &str {

@@ -17,6 +17,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::console;
 use super::contract::Contract;
 use super::faults::{inject, Faults};
 use super::index::{Index, Key};
@@ -42,7 +43,16 @@ pub(crate) struct Flavor {
     pub routes: fn(&mut web::ServiceConfig),
     /// The fields the vendor looks accounts up by (its unique fields among them).
     pub indexed: &'static [Key],
+    /// What the vendor refuses in an account a person saves in its console: `account` is
+    /// the whole account as it would be (`editing` its id when it already exists), checked
+    /// against the vendor's rules and the other accounts, refused with the vendor's status
+    /// and words. A console bypasses the API, not the vendor's rules.
+    pub console_check: fn(&Accounts, &Payload, Option<&str>) -> Verdict,
 }
+
+/// A console's answer to an account a person saves: kept, or refused with the vendor's
+/// status and words.
+pub(crate) type Verdict = Result<(), (StatusCode, String)>;
 
 /// How many writes the API accepted for one account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -52,6 +62,15 @@ pub struct Counts {
     pub deletes: u32,
     /// Role assignments and removals (Kibo's `/roles/{roleId}` calls), changing or not.
     pub role_calls: u32,
+}
+
+/// The changes made by hand through the control endpoint, as a person in the vendor's
+/// console would make them: counted apart from the API's, which the bridge's calls make.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConsoleCounts {
+    pub creates: u32,
+    pub updates: u32,
+    pub deletes: u32,
 }
 
 impl Counts {
@@ -99,6 +118,19 @@ pub struct AccountSnapshot {
     pub secret_writes: BTreeMap<String, u32>,
     pub counts: Counts,
     pub deleted: bool,
+}
+
+impl AccountSnapshot {
+    fn of(record: &Record) -> Self {
+        AccountSnapshot {
+            id: record.id.clone(),
+            fields: record.fields.clone(),
+            secrets_set: record.secrets.keys().cloned().collect(),
+            secret_writes: record.secret_writes.clone(),
+            counts: record.counts,
+            deleted: record.deleted,
+        }
+    }
 }
 
 /// Why an update did not happen.
@@ -237,6 +269,11 @@ impl Accounts {
         }
     }
 
+    /// A live account as the control endpoint shows it.
+    pub(crate) fn snapshot_of(&self, id: &str) -> Option<AccountSnapshot> {
+        self.get(id).map(AccountSnapshot::of)
+    }
+
     /// The fields of a live account, as the API returns them.
     pub(crate) fn fields(&self, id: &str) -> Option<Payload> {
         self.get(id).map(|record| record.fields.clone())
@@ -319,8 +356,28 @@ impl Accounts {
             .filter(|(_, value)| value.is_null())
             .map(|(name, _)| name.clone())
             .collect();
-        let (set, secrets) = self.to_store(changes);
         let position = self.position(id)?;
+        self.apply(position, changes, cleared);
+        let record = &mut self.records[position];
+        record.counts.updates += 1;
+        Ok(record)
+    }
+
+    /// An edit by hand: the fields sent change, a null clears one, the rest stay; no API
+    /// count moves. The caller has checked the result against the vendor's rules.
+    pub(crate) fn edit(&mut self, id: &str, changes: Payload) -> Result<&Record, Refused> {
+        let position = self.position(id)?;
+        let cleared = changes
+            .iter()
+            .filter(|(_, value)| value.is_null())
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.apply(position, changes, cleared);
+        Ok(&self.records[position])
+    }
+
+    fn apply(&mut self, position: usize, changes: Payload, cleared: Vec<String>) {
+        let (set, secrets) = self.to_store(changes);
         let record = &mut self.records[position];
         self.index.remove(position, &record.fields);
         for name in cleared {
@@ -329,8 +386,6 @@ impl Accounts {
         record.fields.extend(set);
         self.index.add(position, &record.fields);
         record.set_secrets(secrets);
-        record.counts.updates += 1;
-        Ok(record)
     }
 
     fn position(&self, id: &str) -> Result<usize, Refused> {
@@ -352,30 +407,28 @@ impl Accounts {
         }
     }
 
-    /// Marks a live account deleted; false when there is none.
+    /// Marks a live account deleted through the API; false when there is none.
     pub(crate) fn delete(&mut self, id: &str) -> bool {
-        let Some(position) = self.by_id.remove(id) else {
-            return false;
-        };
+        match self.remove(id) {
+            Some(position) => {
+                self.records[position].counts.deletes += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks a live account deleted, its position in `records`; no count moves.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<usize> {
+        let position = self.by_id.remove(id)?;
         let record = &mut self.records[position];
         self.index.remove(position, &record.fields);
         record.deleted = true;
-        record.counts.deletes += 1;
-        true
+        Some(position)
     }
 
     fn snapshot(&self) -> Vec<AccountSnapshot> {
-        self.records
-            .iter()
-            .map(|record| AccountSnapshot {
-                id: record.id.clone(),
-                fields: record.fields.clone(),
-                secrets_set: record.secrets.keys().cloned().collect(),
-                secret_writes: record.secret_writes.clone(),
-                counts: record.counts,
-                deleted: record.deleted,
-            })
-            .collect()
+        self.records.iter().map(AccountSnapshot::of).collect()
     }
 }
 
@@ -411,6 +464,7 @@ struct Inner {
     faults: Faults,
     requests: u64,
     logins: u64,
+    console: ConsoleCounts,
     /// The second being counted for the rate limit, and the requests in it so far.
     window: (u64, u32),
 }
@@ -443,6 +497,7 @@ impl EmulatorState {
                 faults: cfg.faults.clone(),
                 requests: 0,
                 logins: 0,
+                console: ConsoleCounts::default(),
                 window: (0, 0),
             }),
         }
@@ -545,6 +600,12 @@ impl EmulatorState {
         self.inner().accounts.snapshot()
     }
 
+    /// Runs a change by hand over the accounts and the console's counts, under the lock.
+    pub(crate) fn by_hand<T>(&self, f: impl FnOnce(&mut Accounts, &mut ConsoleCounts) -> T) -> T {
+        let inner = &mut *self.inner();
+        f(&mut inner.accounts, &mut inner.console)
+    }
+
     pub(crate) fn faults(&self) -> Faults {
         self.inner().faults.clone()
     }
@@ -584,6 +645,7 @@ impl EmulatorState {
         inner.faults = self.configured_faults.clone();
         inner.requests = 0;
         inner.logins = 0;
+        inner.console = ConsoleCounts::default();
         inner.window = (0, 0);
     }
 }
@@ -627,16 +689,18 @@ async fn list_accounts(state: web::Data<EmulatorState>) -> HttpResponse {
 }
 
 /// Totals for load tests, which cannot afford to list every account: API requests
-/// received, logins, and live accounts.
+/// received, logins, live accounts, and the changes made by hand, apart.
 async fn stats(state: web::Data<EmulatorState>) -> HttpResponse {
-    let (requests, logins, accounts) = {
+    let (requests, logins, accounts, console) = {
         let inner = state.inner();
-        (inner.requests, inner.logins, inner.accounts.live().count())
+        let accounts = inner.accounts.live().count();
+        (inner.requests, inner.logins, accounts, inner.console)
     };
     HttpResponse::Ok().json(serde_json::json!({
         "requests": requests,
         "logins": logins,
         "accounts": accounts,
+        "console": console,
     }))
 }
 
@@ -664,6 +728,9 @@ fn control(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/_sandbox")
             .route("/accounts", web::get().to(list_accounts))
+            .route("/accounts", web::post().to(console::create))
+            .route("/accounts/{id}", web::patch().to(console::edit))
+            .route("/accounts/{id}", web::delete().to(console::delete))
             .route("/stats", web::get().to(stats))
             .route("/faults", web::get().to(get_faults))
             .route("/faults", web::put().to(put_faults))

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::contract::{Contract, Field, Kind, Unknown};
 use super::emulator::{
     bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Payload,
-    Record, Refusal, Refused, Reply,
+    Record, Refusal, Refused, Reply, Verdict,
 };
 use super::index::Key;
 use super::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_KIBO_SITE, DEV_KIBO_TENANT};
@@ -76,6 +76,7 @@ pub(crate) fn flavor() -> Flavor {
         seed,
         routes,
         indexed: INDEXED,
+        console_check,
     }
 }
 
@@ -213,6 +214,18 @@ fn violation(
         return Some("Missing or invalid parameter: emailAddress is not an email address".into());
     }
     None
+}
+
+/// The console holds an account to the API's rules, except that nobody types a password
+/// for someone else: Kibo's admin console invites the person to set their own.
+fn console_check(accounts: &Accounts, account: &Payload, editing: Option<&str>) -> Verdict {
+    if let Some(message) = violation(&CONTRACT, account, true, true) {
+        return Err((StatusCode::BAD_REQUEST, message));
+    }
+    match accounts.clash(account, UNIQUE, editing) {
+        Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
+        None => Ok(()),
+    }
 }
 
 /// The fields a body sets that Kibo keeps: roles in the body are ignored, as Kibo changes

@@ -3,6 +3,7 @@
 //! tests start it on port 0 and reach into it through the handles.
 
 pub mod appgate;
+mod console;
 pub mod contract;
 mod emulator;
 pub mod faults;
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use self::emulator::EmulatorState;
 pub(crate) use self::emulator::Flavor;
-pub use self::emulator::{AccountSnapshot, Counts};
+pub use self::emulator::{AccountSnapshot, ConsoleCounts, Counts};
 pub use self::faults::Faults;
 use crate::clock::SharedClock;
 use crate::targets::config::TargetsConfig;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::contract::{Contract, Field, Kind, Unknown};
 use super::emulator::{
     bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Payload,
-    Record, Refusal, Refused, Reply,
+    Record, Refusal, Refused, Reply, Verdict,
 };
 use super::index::Key;
 use super::{DEV_PASSWORD, DEV_PRIMAVERA_TENANT, DEV_USERNAME};
@@ -32,6 +32,10 @@ const UNIQUE: &[(&str, &str)] = &[
     ("email", "A user with this email already exists."),
     ("ldapGuid", "A user with this ldapGuid already exists."),
 ];
+/// Users on a page when `limit` is not given, and the most a page holds (a larger `limit` is
+/// cut to it). The reference states neither for users; these are the sandbox's.
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 500;
 const UNNAMED: &str = "The user is identified by userId or ldapGuid; neither was given.";
 const INVALID_JSON: &str = "Invalid input: the request body is not a JSON object.";
 
@@ -82,6 +86,7 @@ pub(crate) fn flavor() -> Flavor {
         seed,
         routes,
         indexed: INDEXED,
+        console_check,
     }
 }
 
@@ -220,6 +225,17 @@ fn product_violation(entry: &Value) -> Option<String> {
     }
 }
 
+/// The console holds a user to the API reference's rules, with the same 400 and 409.
+fn console_check(accounts: &Accounts, user: &Payload, editing: Option<&str>) -> Verdict {
+    if let Some(message) = violation(&CONTRACT, user, true) {
+        return Err((StatusCode::BAD_REQUEST, message));
+    }
+    match accounts.clash(user, UNIQUE, editing) {
+        Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
+        None => Ok(()),
+    }
+}
+
 /// The body, once it passes every rule.
 fn accept_user(
     state: &EmulatorState,
@@ -277,8 +293,24 @@ fn seed(accounts: &mut Accounts, user: Payload, _now: SystemTime) -> String {
     store_new(accounts, user, Counts::default()).id.clone()
 }
 
-/// `GET /user`, narrowed by a `filters: email=<address>` header.
-async fn list(state: web::Data<EmulatorState>, req: HttpRequest) -> Reply {
+/// The API's paging parameters. The user service's own list call is not in the public
+/// reference; these follow the API's documented conventions for other services.
+#[derive(Deserialize)]
+struct Paging {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// `GET /user`, narrowed by a `filters: email=<address>` header, in ascending `userId`
+/// order as the API orders its answers. Without paging parameters the answer is the whole
+/// list; with `offset` or `limit` it is one page of at most `limit` users:
+/// `{count, next, previous, items}`, `next` and `previous` the links to the pages beside it
+/// (null at either end), `count` the users on this page.
+async fn list(
+    state: web::Data<EmulatorState>,
+    req: HttpRequest,
+    paging: web::Query<Paging>,
+) -> Reply {
     authorize(&state, &req)?;
     let email = match header(&req, "filters") {
         None => None,
@@ -300,7 +332,28 @@ async fn list(state: web::Data<EmulatorState>, req: HttpRequest) -> Reply {
             .map(|record| record.fields.clone())
             .collect()
     });
-    Ok(HttpResponse::Ok().json(users))
+    if paging.offset.is_none() && paging.limit.is_none() {
+        return Ok(HttpResponse::Ok().json(users));
+    }
+    let offset = paging.offset.unwrap_or(0);
+    let limit = match paging.limit.unwrap_or(DEFAULT_PAGE_SIZE) {
+        0 => {
+            let message = "Invalid input: limit must be at least 1.";
+            return Err(state.refuse(StatusCode::BAD_REQUEST, message, &req));
+        }
+        limit => limit.min(MAX_PAGE_SIZE),
+    };
+    let total = users.len();
+    let items: Vec<Payload> = users.into_iter().skip(offset).take(limit).collect();
+    let link = |at: usize| format!("{}?offset={at}&limit={limit}", req.path());
+    let next = (offset + items.len() < total).then(|| link(offset + items.len()));
+    let previous = (offset > 0).then(|| link(offset.saturating_sub(limit)));
+    Ok(HttpResponse::Ok().json(json!({
+        "count": items.len(),
+        "next": next,
+        "previous": previous,
+        "items": items,
+    })))
 }
 
 async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::Bytes) -> Reply {

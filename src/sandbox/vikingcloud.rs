@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::contract::{Contract, Field, Kind, Unknown};
 use super::emulator::{
     bearer, header, json_object, timestamp, Accounts, Counts, EmulatorState, Flavor, Payload,
-    Record, Refusal, Refused, Reply,
+    Record, Refusal, Refused, Reply, Verdict,
 };
 use super::index::Key;
 use super::{DEV_PASSWORD, DEV_USERNAME};
@@ -83,6 +83,7 @@ pub(crate) fn flavor() -> Flavor {
         seed,
         routes,
         indexed: INDEXED,
+        console_check,
     }
 }
 
@@ -200,6 +201,23 @@ fn accept_user(state: &EmulatorState, req: &HttpRequest, body: &[u8]) -> Result<
     match violation(contract, &user) {
         Some(message) => Err(state.refuse(StatusCode::BAD_REQUEST, &message, req)),
         None => Ok(contract.writable_fields(&user)),
+    }
+}
+
+/// The console holds a user to the service's rules: a full `userKey` no other user has, and
+/// an email no other user has.
+fn console_check(accounts: &Accounts, user: &Payload, editing: Option<&str>) -> Verdict {
+    if let Some(message) = violation(&CONTRACT, user) {
+        return Err((StatusCode::BAD_REQUEST, message));
+    }
+    let (authenticator, username) = user_key(user).unwrap_or_default();
+    let holder = find_id(accounts, authenticator, username);
+    if holder.is_some_and(|holder| Some(holder.as_str()) != editing) {
+        return Err((StatusCode::CONFLICT, "User already exists".to_owned()));
+    }
+    match accounts.clash(user, UNIQUE_EMAIL, editing) {
+        Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
+        None => Ok(()),
     }
 }
 

@@ -129,6 +129,19 @@ pub struct AccountPage {
     pub next: Option<String>,
 }
 
+impl AccountPage {
+    /// Where a page starts for the vendors that page by position: 0 for the first page,
+    /// else the number a previous page's `next` holds.
+    pub(crate) fn offset(cursor: Option<&str>) -> TargetResult<usize> {
+        match cursor {
+            None => Ok(0),
+            Some(cursor) => cursor.parse().map_err(|_| {
+                TargetError::unusable(format!("{cursor:?} is not a page this target gave"))
+            }),
+        }
+    }
+}
+
 /// The type of a target field, as the target API declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::http::Transport;
-use super::{Target, TargetSchema};
+use super::{FieldKind, Target, TargetSchema};
 use crate::sandbox::Flavor;
 
 /// One vendor's entry point: all the rest of the bridge knows of it. The table of them is
@@ -162,6 +162,22 @@ pub(crate) fn parse_url(key: &str, value: &str) -> Result<Url, TargetConfigError
         return Err(TargetConfigError::invalid(key, "must be an http(s) URL"));
     }
     Ok(url)
+}
+
+/// The setting `key` naming the field a vendor's mark is read from: a text field the
+/// target returns, since a mark nobody can read back marks nothing.
+pub(crate) fn mark_field(
+    schema: &TargetSchema,
+    key: &str,
+    name: &str,
+) -> Result<String, TargetConfigError> {
+    match schema.field(name) {
+        Some(spec) if spec.kind == FieldKind::String && !spec.write_only => Ok(name.to_owned()),
+        _ => Err(TargetConfigError::invalid(
+            key,
+            format!("`{name}` is not a text field this target returns"),
+        )),
+    }
 }
 
 /// What `build_targets` hands every vendor: the target's name, its checked base URL and a

@@ -965,3 +965,359 @@ async fn the_default_targets_point_at_each_emulator() {
     }
     assert_eq!(targets.len(), 4);
 }
+
+/// What a person does in Appgate's console, through the control endpoint: the account is
+/// made, edited and deleted as the API then sees it, with no auth, untouched by faults, and
+/// counted apart from the API's counts.
+#[tokio::test]
+async fn hand_edits_through_the_control_endpoint_are_seen_by_the_api_and_counted_apart() {
+    let env = Env::start().await;
+    let emulator = env.emulator(&targets::appgate::VENDOR);
+    let control = |path: &str| format!("{}/_sandbox/{path}", emulator.origin());
+    let client = Client::new();
+    let target = env.target(&targets::appgate::VENDOR, |_| {});
+    // A token the adapter holds before the hand edits, so none of them needs a login.
+    assert!(target
+        .read("4c07bc67-57ea-42dd-b702-c2d6c45419fc")
+        .await
+        .unwrap()
+        .is_none());
+    let requests = emulator.requests();
+
+    let (status, made) = send(client.post(control("accounts")).json(&json!({
+        "name": "ana", "firstName": "Ana", "lastName": "Lima", "email": "ana@example.com",
+        "password": "typed-by-hand", "tags": ["vpn-admins"]
+    })))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(made["fields"]["id"], json!(id), "the id the vendor gave");
+    assert_eq!(made["secrets_set"], json!(["password"]));
+    assert!(made["fields"].get("password").is_none());
+    let zero = json!({"creates": 0, "updates": 0, "deletes": 0, "role_calls": 0});
+    assert_eq!(made["counts"], zero);
+    let (_, listed) = send(client.get(control("accounts"))).await;
+    assert_eq!(
+        listed[0]["id"],
+        json!(id),
+        "the id GET /_sandbox/accounts shows"
+    );
+    let read = target.read(&id).await.unwrap().unwrap();
+    assert_eq!(read.fields["lastName"], json!("Lima"));
+
+    // Faults stop the API, not a person in the console.
+    emulator.set_faults(scim_bridge::sandbox::Faults {
+        down: true,
+        ..Default::default()
+    });
+    let (status, edited) = send(
+        client
+            .patch(control(&format!("accounts/{id}")))
+            .json(&json!({"firstName": "Edited", "email": null})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(edited["fields"]["firstName"], json!("Edited"));
+    assert!(edited["fields"].get("email").is_none(), "null clears");
+    assert_eq!(
+        edited["fields"]["lastName"],
+        json!("Lima"),
+        "the rest stays"
+    );
+    assert_eq!(edited["counts"], zero);
+    emulator.set_faults(scim_bridge::sandbox::Faults::default());
+    let read = target.read(&id).await.unwrap().unwrap();
+    assert_eq!(read.fields["firstName"], json!("Edited"));
+
+    let deleted = client
+        .delete(control(&format!("accounts/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(target.read(&id).await.unwrap(), None);
+    let gone = emulator.accounts().into_iter().next().unwrap();
+    assert!(gone.deleted);
+    assert_eq!(gone.counts.deletes, 0, "not an API delete");
+
+    let (_, stats) = send(client.get(control("stats"))).await;
+    assert_eq!(
+        stats["console"],
+        json!({"creates": 1, "updates": 1, "deletes": 1})
+    );
+    assert_eq!(
+        emulator.requests(),
+        requests + 3,
+        "the adapter's three reads, and no hand edit"
+    );
+    assert_eq!(stats["requests"], json!(emulator.requests()));
+    assert_eq!(stats["accounts"], json!(0));
+
+    assert_eq!(
+        client.post(control("reset")).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let (_, stats) = send(client.get(control("stats"))).await;
+    assert_eq!(
+        stats["console"],
+        json!({"creates": 0, "updates": 0, "deletes": 0})
+    );
+}
+
+/// The control calls refuse what they cannot do, in the vendor's error shape with a
+/// `message`: a body that is not an object, an id no live account has, a field the vendor's
+/// accounts lack or one the vendor assigns.
+#[tokio::test]
+async fn hand_edits_refuse_bad_bodies_and_unknown_ids() {
+    let env = Env::start().await;
+    let emulator = env.emulator(&targets::kibo::VENDOR);
+    let control = |path: &str| format!("{}/_sandbox/{path}", emulator.origin());
+    let client = Client::new();
+    let ana = json!({"emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima"});
+    let (_, made) = send(client.post(control("accounts")).json(&ana)).await;
+    let id = made["id"].as_str().unwrap().to_owned();
+    let account = control(&format!("accounts/{id}"));
+
+    let refusals = [
+        (
+            client
+                .post(control("accounts"))
+                .json(&json!(["not", "an", "object"])),
+            StatusCode::BAD_REQUEST,
+            "must be a JSON object",
+        ),
+        (
+            client
+                .post(control("accounts"))
+                .header("content-type", "application/json")
+                .body("{broken"),
+            StatusCode::BAD_REQUEST,
+            "must be a JSON object",
+        ),
+        (
+            client.patch(&account).json(&json!("Edited")),
+            StatusCode::BAD_REQUEST,
+            "must be a JSON object",
+        ),
+        (
+            client
+                .patch(&account)
+                .json(&json!({"department": "Finance"})),
+            StatusCode::BAD_REQUEST,
+            "`department` is not a field",
+        ),
+        (
+            client.patch(&account).json(&json!({"id": "other"})),
+            StatusCode::BAD_REQUEST,
+            "`id` is assigned by the vendor",
+        ),
+        (
+            client
+                .patch(control("accounts/no-such-id"))
+                .json(&json!({"firstName": "Edited"})),
+            StatusCode::NOT_FOUND,
+            "no live account has the id \"no-such-id\"",
+        ),
+        (
+            client.delete(control("accounts/no-such-id")),
+            StatusCode::NOT_FOUND,
+            "no live account has the id",
+        ),
+    ];
+    for (request, status, words) in refusals {
+        let (got, error) = send(request).await;
+        assert_eq!(got, status, "{error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{message:?} lacks {words:?}");
+        assert!(error["errorCode"].is_string(), "Kibo's shape: {error}");
+    }
+    assert_eq!(
+        client.delete(&account).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let (status, _) = send(client.delete(&account)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "deleted twice");
+    let (_, stats) = send(client.get(control("stats"))).await;
+    assert_eq!(
+        stats["console"],
+        json!({"creates": 1, "updates": 0, "deletes": 1}),
+        "refused calls count nothing"
+    );
+}
+
+/// A console refuses what the vendor refuses: each emulator holds hand-made accounts to its
+/// own rules and uniqueness, in its own words, whether made or edited by hand.
+#[tokio::test]
+async fn hand_edits_go_through_each_vendors_own_rules() {
+    // vendor, a valid account, another holding the same unique value, a change that
+    // breaks a rule, its status and words.
+    type Row = (
+        &'static targets::vendor::Vendor,
+        Value,
+        Value,
+        Value,
+        u16,
+        &'static str,
+    );
+    let rows: [Row; 4] = [
+        (
+            &targets::appgate::VENDOR,
+            json!({"name": "ana", "firstName": "Ana", "lastName": "Lima"}),
+            json!({"name": "ANA", "firstName": "Other", "lastName": "One"}),
+            json!({"lastName": null}),
+            422,
+            "lastName: may not be null",
+        ),
+        (
+            &targets::vikingcloud::VENDOR,
+            json!({"userKey": {"username": "ana", "authenticator": "local"}, "email": "ana@example.com"}),
+            json!({"userKey": {"username": "ana", "authenticator": "local"}, "email": "other@example.com"}),
+            json!({"primaryPhone": "5550100"}),
+            400,
+            "primaryPhoneCountryCode is mandatory",
+        ),
+        (
+            // Nobody types someone else's password in Kibo's console: none is needed.
+            &targets::kibo::VENDOR,
+            json!({"emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima"}),
+            json!({"emailAddress": "ANA@example.com", "firstName": "O", "lastName": "O"}),
+            json!({"emailAddress": "not-an-address"}),
+            400,
+            "emailAddress is not an email address",
+        ),
+        (
+            &targets::primavera::VENDOR,
+            json!({"email": "ana@example.com", "firstName": "Ana", "lastName": "Lima"}),
+            json!({"email": "ana@EXAMPLE.com", "firstName": "O", "lastName": "O"}),
+            json!({"title": "x".repeat(26)}),
+            400,
+            "title exceeds the maximum length of 25",
+        ),
+    ];
+    let env = Env::start().await;
+    let client = Client::new();
+    for (vendor, valid, twin, breaking, status, words) in rows {
+        let emulator = env.emulator(vendor);
+        let accounts = format!("{}/_sandbox/accounts", emulator.origin());
+        let (got, made) = send(client.post(&accounts).json(&valid)).await;
+        assert_eq!(got, StatusCode::CREATED, "{vendor:?}: {made}");
+        let id = made["id"].as_str().unwrap().to_owned();
+
+        let (got, error) = send(client.post(&accounts).json(&twin)).await;
+        assert_eq!(got, StatusCode::CONFLICT, "{vendor:?}: {error}");
+
+        let (got, error) = send(client.patch(format!("{accounts}/{id}")).json(&breaking)).await;
+        assert_eq!(got.as_u16(), status, "{vendor:?}: {error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(words),
+            "{vendor:?}: {message:?} lacks {words:?}"
+        );
+
+        let mut broken = valid.clone();
+        for (field, value) in breaking.as_object().unwrap() {
+            broken[field] = value.clone();
+        }
+        let (got, _) = send(client.post(&accounts).json(&broken)).await;
+        assert_eq!(
+            got.as_u16(),
+            status,
+            "{vendor:?}: the same rule on a create"
+        );
+
+        // The twin's unique value cannot be taken by an edit either.
+        let (_, other) = send(client.post(&accounts).json(&made_other(vendor))).await;
+        let other_id = other["id"].as_str().unwrap().to_owned();
+        let (got, error) = send(client.patch(format!("{accounts}/{other_id}")).json(&twin)).await;
+        assert_eq!(got, StatusCode::CONFLICT, "{vendor:?}: {error}");
+
+        let held = emulator.account(&id).unwrap();
+        assert_eq!(
+            held.fields,
+            made["fields"].as_object().unwrap().clone(),
+            "{vendor:?}: unchanged"
+        );
+    }
+}
+
+/// A second valid account for each vendor, unlike the first in every unique value.
+fn made_other(vendor: &targets::vendor::Vendor) -> Value {
+    match vendor.kind {
+        "appgate" => json!({"name": "bo", "firstName": "Bo", "lastName": "Ek"}),
+        "vikingcloud" => json!({"userKey": {"username": "bo", "authenticator": "local"}}),
+        "kibo" => json!({"emailAddress": "bo@example.com", "firstName": "Bo", "lastName": "Ek"}),
+        _ => json!({"email": "bo@example.com", "firstName": "Bo", "lastName": "Ek"}),
+    }
+}
+
+/// Primavera's user list pages with `offset` and `limit` in ascending `userId` order and
+/// links the pages beside each one; without them it is the whole list.
+#[tokio::test]
+async fn primavera_pages_its_user_list_with_offset_and_limit() {
+    let env = Env::start().await;
+    let emulator = env.emulator(&targets::primavera::VENDOR);
+    for who in ["a", "b", "c", "d", "e"] {
+        emulator.insert_account(object(json!({
+            "email": format!("{who}@example.com"), "firstName": who, "lastName": who
+        })));
+    }
+    let client = Client::new();
+    let token_url = format!(
+        "{}/primediscovery/apitoken/request?scope=x",
+        emulator.origin()
+    );
+    let (_, token) = send(
+        client
+            .post(&token_url)
+            .basic_auth(DEV_USERNAME, Some(DEV_PASSWORD)),
+    )
+    .await;
+    let access = token["access_token"].as_str().unwrap().to_owned();
+    let users = |query: &str| {
+        client
+            .get(format!("{}/user{query}", emulator.base_url()))
+            .bearer_auth(&access)
+            .header("x-prime-tenant-code", DEV_PRIMAVERA_TENANT)
+    };
+    let emails = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|user| user["email"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, first) = send(users("?offset=0&limit=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(emails(&first), ["a@example.com", "b@example.com"]);
+    assert_eq!(first["count"], json!(2));
+    assert_eq!(first["next"], json!("/api/restapi/user?offset=2&limit=2"));
+    assert_eq!(first["previous"], Value::Null);
+    let (_, last) = send(users("?offset=4&limit=2")).await;
+    assert_eq!(emails(&last), ["e@example.com"]);
+    assert_eq!(last["next"], Value::Null);
+    assert_eq!(
+        last["previous"],
+        json!("/api/restapi/user?offset=2&limit=2")
+    );
+    let (_, beyond) = send(users("?offset=9&limit=2")).await;
+    assert_eq!(
+        (beyond["count"].clone(), beyond["next"].clone()),
+        (json!(0), Value::Null)
+    );
+
+    let (status, error) = send(users("?limit=0")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error["message"],
+        json!("Invalid input: limit must be at least 1.")
+    );
+    let (_, whole) = send(users("")).await;
+    assert_eq!(
+        whole.as_array().unwrap().len(),
+        5,
+        "unpaged: the whole list"
+    );
+    env.next_second();
+}

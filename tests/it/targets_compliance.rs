@@ -626,3 +626,143 @@ async fn kibo_hostile_addresses_stay_in_their_query_string() {
 async fn primavera_addresses_a_header_cannot_carry_are_refused_before_sending() {
     hostile(primavera_case(), &["zoë-ünïcødé", "eve\r\nx-admin: true"]).await;
 }
+
+/// Accounts made by hand, as a person in the vendor's console makes them: through the
+/// emulator's control endpoint. Returns the id it shows.
+async fn made_by_hand(emulator: &EmulatorHandle, fields: &Payload) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{}/_sandbox/accounts", emulator.origin()))
+        .json(fields)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let made: Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{made}");
+    made["id"].as_str().unwrap().to_owned()
+}
+
+/// `user(who)` as a console accepts it: without the empty values an API client sends.
+fn typed_by_hand(case: &Case, who: &str) -> Payload {
+    (case.user)(who)
+        .into_iter()
+        .filter(|(_, value)| value.as_str() != Some(""))
+        .collect()
+}
+
+/// Every page the adapter's paging gives, in order, and how many pages that took.
+async fn list_all(env: &Env, target: &dyn targets::Target) -> (Vec<RemoteAccount>, usize) {
+    let mut accounts = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        // A fresh clock second per page keeps Primavera's per-second limit out of the way.
+        env.next_second();
+        let page = target.list(cursor.as_deref()).await.unwrap();
+        pages += 1;
+        accounts.extend(page.accounts);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return (accounts, pages),
+        }
+        assert!(pages < 50, "the paging never ends");
+    }
+}
+
+/// The read-back a reconcile needs: 250 accounts made in the emulator, one made by the
+/// adapter and one made by hand are each listed exactly once across several pages; the
+/// adapter's account carries the bridge's mark and the hand-made one does not; and what
+/// `as_stored` says the target holds of a delivered payload is what it holds. `marking`
+/// is the field the shipped mapping fills and the vendor's mark is read from, where the
+/// adapter does not write the mark itself.
+async fn listing(case: Case, marking: Option<&str>) {
+    let env = Env::start().await;
+    let emulator = env.emulator(case.kind).clone();
+    let target = env.target(case.kind, |_| {});
+    assert!(target.can_list());
+    for i in 0..250 {
+        emulator.insert_account((case.user)(&format!("listed-{i:03}")));
+    }
+    let mut delivered = (case.user)("ours");
+    if let Some(field) = marking {
+        delivered.insert(field.to_owned(), json!("idp-0001"));
+    }
+    let ours = target.create(&delivered).await.unwrap();
+    let hand_made = made_by_hand(&emulator, &typed_by_hand(&case, "by-hand")).await;
+
+    let (listed, pages) = list_all(&env, target.as_ref()).await;
+    assert!(pages >= 2, "{pages} page(s)");
+    let mut ids: Vec<String> = listed.iter().map(|account| account.id.clone()).collect();
+    ids.sort();
+    let mut held: Vec<String> = emulator
+        .accounts()
+        .into_iter()
+        .filter(|account| !account.deleted)
+        .map(|account| account.id)
+        .collect();
+    held.sort();
+    assert_eq!(held.len(), 252);
+    assert_eq!(ids, held, "each account listed exactly once");
+
+    let listed_as = |id: &str| listed.iter().find(|account| account.id == id).unwrap();
+    assert!(
+        target.marked(listed_as(&ours.id)),
+        "{:?}",
+        listed_as(&ours.id)
+    );
+    assert!(!target.marked(listed_as(&hand_made)));
+    let marked: Vec<&str> = listed
+        .iter()
+        .filter(|account| target.marked(account))
+        .map(|account| account.id.as_str())
+        .collect();
+    assert_eq!(marked, [ours.id.as_str()], "only the adapter's own account");
+
+    let actual = &listed_as(&ours.id).fields;
+    for (field, value) in target.as_stored(&delivered) {
+        assert_eq!(actual.get(&field), Some(&value), "{field} as stored");
+    }
+    env.sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn appgate_lists_every_account_by_range_and_tags_its_own() {
+    listing(appgate_case(), None).await;
+}
+
+#[tokio::test]
+async fn kibo_lists_every_account_by_start_index_and_marks_by_external_id() {
+    listing(kibo_case(), Some("externalId")).await;
+}
+
+#[tokio::test]
+async fn primavera_lists_every_user_by_offset_and_marks_by_ldap_guid() {
+    listing(primavera_case(), Some("ldapGuid")).await;
+}
+
+/// VikingCloud has no list call: a reconcile reads each user it knows. The adapter still
+/// marks the users it creates and says how it stores a payload.
+#[tokio::test]
+async fn vikingcloud_cannot_list_but_marks_its_users_in_their_notes() {
+    let case = vikingcloud_case();
+    let env = Env::start().await;
+    let emulator = env.emulator(case.kind).clone();
+    let target = env.target(case.kind, |_| {});
+    assert!(!target.can_list());
+    assert!(matches!(
+        target.list(None).await,
+        Err(TargetError::Unusable { .. })
+    ));
+    let mut delivered = (case.user)("ours");
+    delivered.insert("userKey".to_owned(), json!({"username": "ours"}));
+    let ours = target.create(&delivered).await.unwrap();
+    let ours = target.read(&ours.id).await.unwrap().unwrap();
+    assert!(target.marked(&ours), "{:?}", ours.fields);
+    for (field, value) in target.as_stored(&delivered) {
+        assert_eq!(ours.fields.get(&field), Some(&value), "{field} as stored");
+    }
+    made_by_hand(&emulator, &typed_by_hand(&case, "by-hand")).await;
+    let hand_made = target.find(&(case.user)("by-hand")).await.unwrap().unwrap();
+    assert!(!target.marked(&hand_made));
+    env.sandbox.stop().await;
+}

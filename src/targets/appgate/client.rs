@@ -106,6 +106,19 @@ impl AppgateClient {
             .json()
     }
 
+    /// Every local user, ordered by name, `count` from `start`.
+    pub(crate) async fn page(&self, start: usize, count: usize) -> TargetResult<Page> {
+        let range = format!("{start}-{}", start + count);
+        self.session
+            .call(|client| {
+                client
+                    .get(self.users.clone())
+                    .query(&[("range", range.as_str()), ("orderBy", "name")])
+            })
+            .await?
+            .json()
+    }
+
     /// `POST /local-users`; Appgate answers 200 with the stored user.
     pub(crate) async fn create(&self, body: &Payload) -> TargetResult<Payload> {
         self.session

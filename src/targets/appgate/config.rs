@@ -29,6 +29,16 @@ pub(crate) struct AppgateConfig {
     /// default. Off, only the exact name is adopted.
     #[serde(default = "default_name_ignores_case")]
     pub name_ignores_case: bool,
+    /// The tag the bridge puts on every user it creates or updates, so a reconcile can tell
+    /// its own accounts from those made by hand. The shipped mapping sets the same tag; the
+    /// adapter adds it to every body too, so a mapping without it still marks its accounts.
+    /// Empty: no tag is added, and no account counts as the bridge's.
+    #[serde(default = "default_mark_tag")]
+    pub mark_tag: String,
+}
+
+fn default_mark_tag() -> String {
+    "scim-bridge".to_owned()
 }
 
 fn default_name_ignores_case() -> bool {

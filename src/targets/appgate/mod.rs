@@ -15,16 +15,22 @@ use self::client::{AppgateAuth, AppgateClient};
 pub(crate) use self::config::AppgateConfig;
 use crate::targets::http::{endpoint, found, Session};
 use crate::targets::vendor::{keys, Built, Emulator, TargetConfigError, Vendor, VendorKeys};
-use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
+use crate::targets::{
+    required_str, AccountPage, Payload, RemoteAccount, Target, TargetResult, TargetSchema,
+};
 
 /// Users fetched per page while looking for an exact name among substring matches.
 const PAGE_SIZE: usize = 50;
+
+/// Users per page when listing them all: the page the Admin API's own examples ask for.
+const LIST_PAGE_SIZE: usize = 100;
 
 pub(crate) struct AppgateTarget {
     name: String,
     schema: TargetSchema,
     client: AppgateClient,
     name_ignores_case: bool,
+    mark_tag: String,
 }
 
 /// Appgate SDP's entry in `targets::VENDORS`.
@@ -76,6 +82,7 @@ impl AppgateTarget {
             name: built.name,
             schema: payload::schema(),
             name_ignores_case: cfg.name_ignores_case,
+            mark_tag: cfg.mark_tag.clone(),
         })
     }
 }
@@ -124,18 +131,18 @@ impl Target for AppgateTarget {
     }
 
     async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
-        let user = self
-            .client
-            .create(&payload::shape(&self.schema, payload))
-            .await?;
+        let mut body = payload::shape(&self.schema, payload);
+        payload::with_mark(&mut body, &self.mark_tag);
+        let user = self.client.create(&body).await?;
         RemoteAccount::from_object(user, "id")
     }
 
-    /// A PUT replaces the whole user, tags included, so when the mapping sets tags the user
-    /// is read first and the tags it holds (given by hand, used by policies) are sent back
-    /// beside the mapping's.
+    /// A PUT replaces the whole user, tags included, so when the body carries tags (the
+    /// mapping's, or the bridge's mark) the user is read first and the tags it holds (given
+    /// by hand, used by policies) are sent back beside them.
     async fn update(&self, id: &str, payload: &Payload) -> TargetResult<RemoteAccount> {
         let mut body = payload::shape(&self.schema, payload);
+        payload::with_mark(&mut body, &self.mark_tag);
         if body.contains_key(payload::TAGS) {
             let current = self.client.get(id).await?;
             payload::keep_held_tags(&mut body, &current);
@@ -157,5 +164,33 @@ impl Target for AppgateTarget {
         found(self.client.get(id).await)?
             .map(|user| RemoteAccount::from_object(user, "id"))
             .transpose()
+    }
+
+    fn can_list(&self) -> bool {
+        true
+    }
+
+    /// Pages of `range`, ordered by name; the cursor is where the next page starts. A user
+    /// created or deleted while the pages are read moves the later ones by one, so a user
+    /// can show on two pages or be missed until the next run.
+    async fn list(&self, cursor: Option<&str>) -> TargetResult<AccountPage> {
+        let start = AccountPage::offset(cursor)?;
+        let page = self.client.page(start, LIST_PAGE_SIZE).await?;
+        let end = start + page.data.len();
+        let accounts = page
+            .data
+            .into_iter()
+            .map(|user| RemoteAccount::from_object(user, "id"))
+            .collect::<TargetResult<_>>()?;
+        let next = (end > start && end < page.total_count).then(|| end.to_string());
+        Ok(AccountPage { accounts, next })
+    }
+
+    fn marked(&self, account: &RemoteAccount) -> bool {
+        payload::carries_mark(&account.fields, &self.mark_tag)
+    }
+
+    fn as_stored(&self, payload: &Payload) -> Payload {
+        payload::as_stored(&self.schema, payload)
     }
 }

@@ -93,6 +93,39 @@ pub(crate) fn keep_held_tags(body: &mut Payload, current: &Payload) {
     body.insert(TAGS.to_owned(), Value::Array(tags));
 }
 
+/// Adds `mark` to the body's tags when it is not there yet (an empty mark adds nothing).
+pub(crate) fn with_mark(body: &mut Payload, mark: &str) {
+    if mark.is_empty() {
+        return;
+    }
+    let tags = body.entry(TAGS).or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(tags) = tags {
+        if !tags.iter().any(|tag| tag.as_str() == Some(mark)) {
+            tags.push(Value::String(mark.to_owned()));
+        }
+    }
+}
+
+/// Whether a user's tags hold `mark`.
+pub(crate) fn carries_mark(user: &Payload, mark: &str) -> bool {
+    !mark.is_empty()
+        && user
+            .get(TAGS)
+            .and_then(Value::as_array)
+            .is_some_and(|tags| tags.iter().any(|tag| tag.as_str() == Some(mark)))
+}
+
+/// A payload as the controller holds it: the body's shaping (empty strings and nulls left
+/// out), without what no read returns (the password). Tags are left out too: the
+/// controller holds those given by hand beside the mapping's, so they cannot be compared
+/// value for value.
+pub(crate) fn as_stored(schema: &TargetSchema, payload: &Payload) -> Payload {
+    shape(schema, payload)
+        .into_iter()
+        .filter(|(name, _)| name != TAGS && !schema.field(name).is_some_and(|spec| spec.write_only))
+        .collect()
+}
+
 /// The same account with login refused.
 pub(crate) fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "disabled", Value::Bool(true))
@@ -136,6 +169,38 @@ mod tests {
         let mut untagged = object(json!({"name": "ana"}));
         keep_held_tags(&mut untagged, &current);
         assert!(!untagged.contains_key("tags"));
+    }
+
+    #[test]
+    fn the_mark_is_added_once_and_read_back() {
+        let mut body = object(json!({"name": "ana", "tags": ["staff"]}));
+        with_mark(&mut body, "scim-bridge");
+        with_mark(&mut body, "scim-bridge");
+        assert_eq!(body["tags"], json!(["staff", "scim-bridge"]));
+        assert!(carries_mark(&body, "scim-bridge"));
+        let mut untagged = object(json!({"name": "ana"}));
+        with_mark(&mut untagged, "scim-bridge");
+        assert_eq!(untagged["tags"], json!(["scim-bridge"]));
+        let mut unmarked = object(json!({"name": "ana"}));
+        with_mark(&mut unmarked, "");
+        assert!(!unmarked.contains_key("tags"));
+        assert!(!carries_mark(
+            &object(json!({"tags": ["staff"]})),
+            "scim-bridge"
+        ));
+        assert!(!carries_mark(&body, ""), "an empty mark marks nothing");
+    }
+
+    #[test]
+    fn stored_form_drops_what_is_not_sent_or_not_returned() {
+        let input = object(json!({
+            "name": "ana", "firstName": "Ana", "lastName": "Lima", "email": "",
+            "phone": null, "password": "s3cret!", "tags": ["scim-bridge"], "disabled": false
+        }));
+        assert_eq!(
+            Value::Object(as_stored(&schema(), &input)),
+            json!({"name": "ana", "firstName": "Ana", "lastName": "Lima", "disabled": false})
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ impl Auth for KiboAuth {
 pub(crate) struct Collection {
     #[serde(default)]
     pub items: Vec<Payload>,
+    #[serde(rename = "totalCount", default)]
+    pub total_count: usize,
 }
 
 pub(crate) struct KiboClient {
@@ -89,6 +91,20 @@ impl KiboClient {
                     ("emailAddress", email),
                     ("startIndex", "0"),
                     ("pageSize", "20"),
+                ])
+            })
+            .await?
+            .json()
+    }
+
+    /// Every account, `page_size` from `start`.
+    pub(crate) async fn page(&self, start: usize, page_size: usize) -> TargetResult<Collection> {
+        let (start, page_size) = (start.to_string(), page_size.to_string());
+        self.session
+            .call(|client| {
+                client.get(self.accounts.clone()).query(&[
+                    ("startIndex", start.as_str()),
+                    ("pageSize", page_size.as_str()),
                 ])
             })
             .await?

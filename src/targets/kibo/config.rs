@@ -28,6 +28,17 @@ pub struct KiboConfig {
     /// here (`false`), and those accounts are updated without a password.
     #[serde(default = "default_password_required_on_update")]
     pub password_required_on_update: bool,
+    /// The account field whose value marks an account as the bridge's, so a reconcile can
+    /// tell its own accounts from those made by hand. Kibo accounts have no notes; the
+    /// shipped mapping fills `externalId` with the identity provider's id, which accounts
+    /// made in Kibo's console do not carry. An account of the bridge's whose user has no
+    /// external id counts as made by hand, and a reconcile never touches those.
+    #[serde(default = "default_mark_field")]
+    pub mark_field: String,
+}
+
+fn default_mark_field() -> String {
+    "externalId".to_owned()
 }
 
 fn default_password_required_on_update() -> bool {

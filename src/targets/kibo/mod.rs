@@ -16,14 +16,20 @@ use self::client::{KiboAuth, KiboClient};
 pub use self::config::KiboConfig;
 use crate::targets::http::{endpoint, found, Session};
 use crate::targets::vendor::{
-    keys, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
+    keys, mark_field, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
 };
-use crate::targets::{required_str, Payload, RemoteAccount, Target, TargetResult, TargetSchema};
+use crate::targets::{
+    required_str, AccountPage, Payload, RemoteAccount, Target, TargetResult, TargetSchema,
+};
+
+/// Accounts per page when listing them all: the most Kibo's collections return.
+const LIST_PAGE_SIZE: usize = 200;
 
 pub(crate) struct KiboTarget {
     name: String,
     schema: TargetSchema,
     client: KiboClient,
+    mark_field: String,
 }
 
 /// Kibo Commerce's entry in `targets::VENDORS`.
@@ -58,13 +64,16 @@ impl KiboTarget {
             tenant: header("tenant_id", &cfg.tenant_id)?,
             site: header("site_id", &cfg.site_id)?,
         };
+        let schema = payload::schema_with(cfg.password_required_on_update);
+        let mark_field = mark_field(&schema, &built.key("mark_field"), &cfg.mark_field)?;
         Ok(Self {
             client: KiboClient {
                 accounts: endpoint(&built.base_url, &["platform", "adminuser", "accounts"]),
                 session: Session::new(built.transport, auth),
             },
             name: built.name,
-            schema: payload::schema_with(cfg.password_required_on_update),
+            schema,
+            mark_field,
         })
     }
 }
@@ -151,5 +160,32 @@ impl Target for KiboTarget {
         found(self.client.get(id).await)?
             .map(|account| RemoteAccount::from_object(account, "id"))
             .transpose()
+    }
+
+    fn can_list(&self) -> bool {
+        true
+    }
+
+    /// Pages of `startIndex`/`pageSize`; the cursor is the next `startIndex`. An account
+    /// created or deleted while the pages are read moves the later ones by one.
+    async fn list(&self, cursor: Option<&str>) -> TargetResult<AccountPage> {
+        let start = AccountPage::offset(cursor)?;
+        let page = self.client.page(start, LIST_PAGE_SIZE).await?;
+        let end = start + page.items.len();
+        let accounts = page
+            .items
+            .into_iter()
+            .map(|account| RemoteAccount::from_object(account, "id"))
+            .collect::<TargetResult<_>>()?;
+        let next = (end > start && end < page.total_count).then(|| end.to_string());
+        Ok(AccountPage { accounts, next })
+    }
+
+    fn marked(&self, account: &RemoteAccount) -> bool {
+        payload::carries_mark(&account.fields, &self.mark_field)
+    }
+
+    fn as_stored(&self, payload: &Payload) -> Payload {
+        payload::as_stored(&self.schema, payload)
     }
 }

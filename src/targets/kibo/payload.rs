@@ -64,6 +64,24 @@ pub(crate) fn schema_with(password_required_on_update: bool) -> TargetSchema {
     }
 }
 
+/// An account as Kibo holds it: the body, without the password (never returned) and the
+/// roles, which Kibo holds beside those given by hand and so cannot be compared value for
+/// value.
+pub(crate) fn as_stored(schema: &TargetSchema, payload: &Payload) -> Payload {
+    account_body(schema, payload)
+        .into_iter()
+        .filter(|(name, _)| !schema.field(name).is_some_and(|spec| spec.write_only))
+        .collect()
+}
+
+/// Whether an account holds a value in `field`, the bridge's mark.
+pub(crate) fn carries_mark(account: &Payload, field: &str) -> bool {
+    account
+        .get(field)
+        .and_then(Value::as_str)
+        .is_some_and(|text| !text.trim().is_empty())
+}
+
 /// The same account, deactivated.
 pub(crate) fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "isActive", Value::Bool(false))
@@ -172,6 +190,40 @@ mod tests {
 
     use super::*;
     use crate::targets::object;
+
+    #[test]
+    fn stored_form_leaves_out_the_password_roles_and_what_kibo_assigns() {
+        let input = object(json!({
+            "emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima",
+            "password": "p", "externalId": "e-1", "isActive": true,
+            "roles": [{"roleId": 2}], "id": "abc"
+        }));
+        assert_eq!(
+            Value::Object(as_stored(&schema(), &input)),
+            json!({"emailAddress": "ana@example.com", "firstName": "Ana", "lastName": "Lima",
+                   "externalId": "e-1", "isActive": true})
+        );
+    }
+
+    #[test]
+    fn the_mark_is_a_value_in_the_marking_field() {
+        assert!(carries_mark(
+            &object(json!({"externalId": "e-1"})),
+            "externalId"
+        ));
+        assert!(!carries_mark(
+            &object(json!({"externalId": " "})),
+            "externalId"
+        ));
+        assert!(!carries_mark(
+            &object(json!({"externalId": null})),
+            "externalId"
+        ));
+        assert!(!carries_mark(
+            &object(json!({"userName": "ana"})),
+            "externalId"
+        ));
+    }
 
     #[test]
     fn writes_leave_out_what_kibo_assigns_and_the_roles() {

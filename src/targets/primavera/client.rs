@@ -83,10 +83,24 @@ impl Auth for PrimaveraAuth {
     }
 }
 
+/// An answer of the list call: one page, or (from a service that does not page) the whole
+/// list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Listing {
+    Page {
+        items: Vec<Payload>,
+        /// The link to the next page; null on the last.
+        next: Option<String>,
+    },
+    All(Vec<Payload>),
+}
+
 pub(crate) struct PrimaveraClient {
     pub session: Session<PrimaveraAuth>,
     pub users: Url,
     pub filter_header: HeaderName,
+    pub list: Url,
 }
 
 impl PrimaveraClient {
@@ -113,6 +127,19 @@ impl PrimaveraClient {
                 client
                     .get(self.users.clone())
                     .header(self.filter_header.clone(), filter.clone())
+            })
+            .await?
+            .json()
+    }
+
+    /// Every user, `limit` from `offset`.
+    pub(crate) async fn page(&self, offset: usize, limit: usize) -> TargetResult<Listing> {
+        let (offset, limit) = (offset.to_string(), limit.to_string());
+        self.session
+            .call(|client| {
+                client
+                    .get(self.list.clone())
+                    .query(&[("offset", offset.as_str()), ("limit", limit.as_str())])
             })
             .await?
             .json()

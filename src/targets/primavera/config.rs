@@ -25,6 +25,32 @@ pub(crate) struct PrimaveraConfig {
     /// The header that filters `GET /user`, sent as `email=<address>`.
     #[serde(default = "default_filter_header")]
     pub filter_header: String,
+    /// Where every user is listed, below `base_url`, paged with `offset` and `limit` as the
+    /// API pages its other lists. The user service's list call is not in the public docs.
+    #[serde(default = "default_list_path")]
+    pub list_path: String,
+    /// Users asked for per page when listing them all.
+    #[serde(default = "default_list_page_size")]
+    pub list_page_size: usize,
+    /// The user field whose value marks a user as the bridge's, so a reconcile can tell its
+    /// own users from those made by hand. The shipped mapping fills `ldapGuid` with the
+    /// identity provider's id. Where Primavera's own identity service fills `ldapGuid` for
+    /// users made by hand too, name another field the mapping fills, or keep the orphan
+    /// policy at "report".
+    #[serde(default = "default_mark_field")]
+    pub mark_field: String,
+}
+
+fn default_list_path() -> String {
+    "/user".to_owned()
+}
+
+fn default_list_page_size() -> usize {
+    100
+}
+
+fn default_mark_field() -> String {
+    "ldapGuid".to_owned()
 }
 
 fn default_filter_header() -> String {

@@ -13,15 +13,16 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use serde_json::Value;
 
-use self::client::{PrimaveraAuth, PrimaveraClient};
+use self::client::{Listing, PrimaveraAuth, PrimaveraClient};
 pub(crate) use self::config::PrimaveraConfig;
 use self::payload::{EMAIL, USER_ID};
 use crate::targets::http::{endpoint, found, Session};
 use crate::targets::vendor::{
-    keys, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
+    keys, mark_field, parse_url, Built, Emulator, TargetConfigError, Vendor, VendorKeys,
 };
 use crate::targets::{
-    required_str, Payload, RemoteAccount, Target, TargetError, TargetResult, TargetSchema,
+    required_str, AccountPage, Payload, RemoteAccount, Target, TargetError, TargetResult,
+    TargetSchema,
 };
 
 /// Primavera answers 429 without `Retry-After` and asks callers to wait at least a second.
@@ -31,6 +32,8 @@ pub(crate) struct PrimaveraTarget {
     name: String,
     schema: TargetSchema,
     client: PrimaveraClient,
+    list_page_size: usize,
+    mark_field: String,
 }
 
 /// `https://<server>/primediscovery/apitoken/request?scope=http://<server>/api`, as the API
@@ -99,14 +102,33 @@ impl PrimaveraTarget {
         let filter_header = HeaderName::try_from(cfg.filter_header.as_str()).map_err(|err| {
             TargetConfigError::invalid(built.key("filter_header"), err.to_string())
         })?;
+        let list_path: Vec<&str> = cfg.list_path.split('/').filter(|s| !s.is_empty()).collect();
+        if list_path.is_empty() {
+            return Err(TargetConfigError::invalid(
+                built.key("list_path"),
+                "empty path",
+            ));
+        }
+        if cfg.list_page_size == 0 {
+            let message = "must be at least 1";
+            return Err(TargetConfigError::invalid(
+                built.key("list_page_size"),
+                message,
+            ));
+        }
+        let schema = payload::schema();
+        let mark_field = mark_field(&schema, &built.key("mark_field"), &cfg.mark_field)?;
         Ok(Self {
             client: PrimaveraClient {
                 users: endpoint(&built.base_url, &["user"]),
+                list: endpoint(&built.base_url, &list_path),
                 session: Session::new(built.transport, auth),
                 filter_header,
             },
             name: built.name,
-            schema: payload::schema(),
+            schema,
+            list_page_size: cfg.list_page_size,
+            mark_field,
         })
     }
 
@@ -183,5 +205,35 @@ impl Target for PrimaveraTarget {
 
     async fn read(&self, id: &str) -> TargetResult<Option<RemoteAccount>> {
         found(self.read_back(user_id(id)?).await)
+    }
+
+    fn can_list(&self) -> bool {
+        true
+    }
+
+    /// Pages of `offset`/`limit` in `userId` order; the cursor is the next offset, given
+    /// while the answer links a next page. An answer that is a bare list is the service
+    /// not paging: the whole list, with nothing after it.
+    async fn list(&self, cursor: Option<&str>) -> TargetResult<AccountPage> {
+        let offset = AccountPage::offset(cursor)?;
+        let (users, more) = match self.client.page(offset, self.list_page_size).await? {
+            Listing::Page { items, next } => (items, next.is_some()),
+            Listing::All(users) => (users, false),
+        };
+        let end = offset + users.len();
+        let accounts = users
+            .into_iter()
+            .map(|user| RemoteAccount::from_object(user, USER_ID))
+            .collect::<TargetResult<_>>()?;
+        let next = (more && end > offset).then(|| end.to_string());
+        Ok(AccountPage { accounts, next })
+    }
+
+    fn marked(&self, account: &RemoteAccount) -> bool {
+        payload::carries_mark(&account.fields, &self.mark_field)
+    }
+
+    fn as_stored(&self, payload: &Payload) -> Payload {
+        payload::as_stored(&self.schema, payload)
     }
 }

@@ -70,6 +70,21 @@ pub(crate) fn shape(schema: &TargetSchema, payload: &Payload, user_id: Option<i6
     body
 }
 
+/// A user as Primavera holds it: the body of a create, without the licences, which
+/// Primavera holds beside those given by hand and so cannot be compared value for value.
+pub(crate) fn as_stored(schema: &TargetSchema, payload: &Payload) -> Payload {
+    let mut stored = shape(schema, payload, None);
+    stored.remove(PRODUCTS);
+    stored
+}
+
+/// Whether a user holds a value in `field`, the bridge's mark.
+pub(crate) fn carries_mark(user: &Payload, field: &str) -> bool {
+    user.get(field)
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|text| !text.trim().is_empty())
+}
+
 /// The same user, inactive.
 pub(crate) fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "status", json!("INACTIVE"))
@@ -81,6 +96,20 @@ mod tests {
 
     use super::*;
     use crate::targets::object;
+
+    #[test]
+    fn stored_form_leaves_out_licences_and_the_id() {
+        let input = object(json!({
+            "email": "a@example.com", "ldapGuid": "g-1", "userId": 7,
+            "userProducts": [{"productName": "TASKS"}]
+        }));
+        assert_eq!(
+            Value::Object(as_stored(&schema(), &input)),
+            json!({"email": "a@example.com", "ldapGuid": "g-1"})
+        );
+        assert!(carries_mark(&input, "ldapGuid"));
+        assert!(!carries_mark(&input, "title"));
+    }
 
     #[test]
     fn a_put_names_its_user_in_the_body() {

@@ -34,6 +34,15 @@ pub(crate) struct VikingCloudConfig {
     pub create_path: String,
     #[serde(default = "default_delete_path")]
     pub delete_path: String,
+    /// The text the bridge writes in `notes` when it creates a user whose mapping sets no
+    /// notes, and looks for to tell its own users from those made by hand. Empty: nothing
+    /// is written, and no user counts as the bridge's.
+    #[serde(default = "default_mark_note")]
+    pub mark_note: String,
+}
+
+fn default_mark_note() -> String {
+    "Provisioned by scim-bridge.".to_owned()
 }
 
 fn default_authenticator() -> String {

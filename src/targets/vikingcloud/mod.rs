@@ -1,6 +1,7 @@
 //! VikingCloud user-service: the adapter the fan-out worker drives for
 //! `kind = "vikingcloud"`. A user is named by its `userKey` (authenticator and username),
-//! which is also the id the bridge keeps for it.
+//! which is also the id the bridge keeps for it. The service has no call that lists users,
+//! so a reconcile reads each user it knows with `read`.
 
 pub mod client;
 pub mod config;
@@ -22,6 +23,7 @@ pub(crate) struct VikingCloudTarget {
     schema: TargetSchema,
     authenticator: String,
     client: VikingCloudClient,
+    mark_note: String,
 }
 
 /// VikingCloud's entry in `targets::VENDORS`.
@@ -75,6 +77,7 @@ impl VikingCloudTarget {
             name: built.name,
             schema: payload::schema(),
             authenticator: cfg.authenticator.clone(),
+            mark_note: cfg.mark_note.clone(),
         })
     }
 
@@ -118,7 +121,8 @@ impl Target for VikingCloudTarget {
 
     async fn create(&self, payload: &Payload) -> TargetResult<RemoteAccount> {
         let key = UserKey::of(payload, &self.authenticator)?;
-        let body = payload::create_body(&self.schema, payload, &key)?;
+        let mut body = payload::create_body(&self.schema, payload, &key)?;
+        payload::with_mark(&mut body, &self.mark_note);
         let answer = self.client.create(&body).await?;
         self.account(&key, answer).await
     }
@@ -145,5 +149,13 @@ impl Target for VikingCloudTarget {
 
     async fn read(&self, id: &str) -> TargetResult<Option<RemoteAccount>> {
         self.lookup(UserKey::from_id(id)?).await
+    }
+
+    fn marked(&self, account: &RemoteAccount) -> bool {
+        payload::carries_mark(&account.fields, &self.mark_note)
+    }
+
+    fn as_stored(&self, payload: &Payload) -> Payload {
+        payload::as_stored(&self.schema, payload, &self.authenticator)
     }
 }

@@ -10,6 +10,7 @@ use crate::targets::{
 
 /// The object that names a user: username plus authenticator.
 pub(crate) const USER_KEY: &str = "userKey";
+const NOTES: &str = "notes";
 
 pub fn schema() -> TargetSchema {
     let field = FieldSpec::optional;
@@ -244,6 +245,48 @@ pub(crate) fn update_body(
     Ok(body)
 }
 
+/// Puts `note` in `notes` when the body sets none (an empty note puts nothing): the mark,
+/// written only where it overwrites nobody's text.
+pub(crate) fn with_mark(body: &mut Payload, note: &str) {
+    let unset = body
+        .get(NOTES)
+        .is_none_or(|notes| notes.as_str().is_none_or(str::is_empty));
+    if unset && !note.is_empty() {
+        body.insert(NOTES.to_owned(), Value::String(note.to_owned()));
+    }
+}
+
+/// Whether a user's notes hold `note`.
+pub(crate) fn carries_mark(user: &Payload, note: &str) -> bool {
+    !note.is_empty()
+        && user
+            .get(NOTES)
+            .and_then(Value::as_str)
+            .is_some_and(|notes| notes.contains(note))
+}
+
+/// A user as the service holds it: the mapped fields with the key as it is stored (the
+/// default authenticator filled in), without the secrets (never returned) and the lists,
+/// which the service holds with the entries given by hand and so cannot be compared value
+/// for value.
+pub(crate) fn as_stored(schema: &TargetSchema, payload: &Payload, authenticator: &str) -> Payload {
+    let mut stored: Payload = schema
+        .writable(payload)
+        .into_iter()
+        .filter(|(name, _)| {
+            !LISTS.contains(&name.as_str())
+                && !schema.field(name).is_some_and(|spec| spec.write_only)
+        })
+        .collect();
+    if let Ok(key) = UserKey::of(payload, authenticator) {
+        stored.insert(
+            USER_KEY.to_owned(),
+            json!({"username": key.username, "authenticator": key.authenticator}),
+        );
+    }
+    stored
+}
+
 /// The same user with login refused.
 pub(crate) fn disabled(payload: &Payload) -> Payload {
     with_field(payload, "enabled", Value::Bool(false))
@@ -253,6 +296,34 @@ pub(crate) fn disabled(payload: &Payload) -> Payload {
 mod tests {
     use super::*;
     use crate::targets::object;
+
+    #[test]
+    fn the_mark_note_fills_empty_notes_only() {
+        let mut body = object(json!({"notes": ""}));
+        with_mark(&mut body, "Provisioned by scim-bridge.");
+        assert_eq!(body["notes"], json!("Provisioned by scim-bridge."));
+        assert!(carries_mark(&body, "Provisioned by scim-bridge."));
+        let mut noted = object(json!({"notes": "Contractor"}));
+        with_mark(&mut noted, "Provisioned by scim-bridge.");
+        assert_eq!(noted["notes"], json!("Contractor"));
+        assert!(!carries_mark(&noted, "Provisioned by scim-bridge."));
+        let mut unmarked = object(json!({}));
+        with_mark(&mut unmarked, "");
+        assert!(!unmarked.contains_key("notes"));
+    }
+
+    #[test]
+    fn stored_form_fills_the_authenticator_and_leaves_out_secrets_and_lists() {
+        let input = object(json!({
+            "userKey": {"username": "ana"}, "email": "ana@example.com", "password": "p",
+            "roles": [{"name": "ADMIN"}], "privileges": [], "enabled": true
+        }));
+        assert_eq!(
+            Value::Object(as_stored(&schema(), &input, "local")),
+            json!({"userKey": {"username": "ana", "authenticator": "local"},
+                   "email": "ana@example.com", "enabled": true})
+        );
+    }
 
     #[test]
     fn the_key_defaults_its_authenticator_and_round_trips_as_an_id() {
