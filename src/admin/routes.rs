@@ -206,8 +206,14 @@ struct ReconcileBody {
 }
 
 /// Starts a run in the background: 202 with its id, to follow at /admin/reconcile/runs/{id}.
-async fn start_reconcile(recs: Recs, body: Option<web::Json<ReconcileBody>>) -> Reply {
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+async fn start_reconcile(recs: Recs, body: web::Bytes) -> Reply {
+    // No body at all asks for the default run; a body must be read in full, typos refused.
+    let body: ReconcileBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReconcileBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| AdminError::BadRequest(format!("unreadable request body: {err}")))?
+    };
     let run_id = recs
         .start(RunRequest {
             target: body.target,

@@ -1,0 +1,387 @@
+//! Reconciliation end to end: users pushed through SCIM and delivered to the sandbox, then
+//! changed by hand in the vendors' consoles; a reconcile reports exactly that, and with
+//! `apply` heals what each target's policy says and nothing made by hand.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use scim_bridge::reconcile::policy::{OnDrift, OnOrphan};
+use scim_bridge::targets::vendor::Vendor;
+use scim_bridge::targets::{appgate, kibo, primavera};
+
+use crate::support::{json_of, user, SyncedApp};
+
+/// The target's id for the user's account, from the ledger.
+async fn remote_id(app: &SyncedApp, user_id: &str, target: &str) -> String {
+    let response = app
+        .admin(Method::GET, &format!("/users/{user_id}"))
+        .send()
+        .await
+        .unwrap();
+    let status = json_of(response, 200).await;
+    let row = status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["desired"]["target"] == target)
+        .unwrap()
+        .clone();
+    row["remote_id"].as_str().unwrap().to_owned()
+}
+
+/// Does what a person in the vendor's console does.
+async fn by_hand(
+    app: &SyncedApp,
+    vendor: &Vendor,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) {
+    let origin = app.sandbox.emulator(vendor).unwrap().origin();
+    let mut request = app
+        .app
+        .client
+        .request(method, format!("{origin}/_sandbox/accounts{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+}
+
+/// Starts a run through the admin API and waits (bounded) for it to end.
+async fn reconcile(app: &SyncedApp, body: Value) -> Value {
+    let response = app
+        .admin(Method::POST, "/reconcile")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let started = json_of(response, 202).await;
+    let id = started["run"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = app
+            .admin(Method::GET, &format!("/reconcile/runs/{id}"))
+            .send()
+            .await
+            .unwrap();
+        let run = json_of(response, 200).await;
+        if run["status"] != "running" {
+            assert_eq!(run["status"], "finished", "{run}");
+            return run;
+        }
+        assert!(std::time::Instant::now() < deadline, "run {id} never ended");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A run's findings as (kind, target, user, decision), sorted.
+async fn findings(app: &SyncedApp, run: &Value) -> Vec<(String, String, String, String)> {
+    let id = run["id"].as_i64().unwrap();
+    let response = app
+        .admin(
+            Method::GET,
+            &format!("/reconcile/runs/{id}/findings?limit=1000"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = json_of(response, 200).await;
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let mut found: Vec<_> = body["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                text(&f["kind"]),
+                text(&f["target"]),
+                text(&f["user_id"]),
+                text(&f["decision"]),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn finding(
+    kind: &str,
+    target: &str,
+    user: &str,
+    decision: &str,
+) -> (String, String, String, String) {
+    (kind.into(), target.into(), user.into(), decision.into())
+}
+
+#[tokio::test]
+async fn hand_changes_are_reported_exactly_and_healed_by_policy_and_hand_made_accounts_left_alone()
+{
+    let app = SyncedApp::spawn_with(|settings| {
+        settings.targets.get_mut("kibo").unwrap().reconcile.on_drift = OnDrift::Repair;
+        settings
+            .targets
+            .get_mut("primavera")
+            .unwrap()
+            .reconcile
+            .on_orphan = OnOrphan::Delete;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for name in ["ada", "bob", "cy"] {
+        let created = app.app.create_user(&user(name)).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    app.settle(3).await;
+    let (ada, bob) = (ids[0].clone(), ids[1].clone());
+
+    let gone = remote_id(&app, &ada, "appgate").await;
+    by_hand(
+        &app,
+        &appgate::VENDOR,
+        Method::DELETE,
+        &format!("/{gone}"),
+        None,
+    )
+    .await;
+    let edited = remote_id(&app, &bob, "kibo").await;
+    let edit = json!({"firstName": "Edited"});
+    by_hand(
+        &app,
+        &kibo::VENDOR,
+        Method::PATCH,
+        &format!("/{edited}"),
+        Some(edit),
+    )
+    .await;
+    let marked = json!({"email": "left@example.com", "firstName": "Left", "lastName": "Over",
+        "ldapGuid": "idp-left-over"});
+    by_hand(&app, &primavera::VENDOR, Method::POST, "", Some(marked)).await;
+    let hand_made = json!({"email": "hand@example.com", "firstName": "Hand", "lastName": "Made"});
+    by_hand(&app, &primavera::VENDOR, Method::POST, "", Some(hand_made)).await;
+
+    let report = reconcile(&app, json!({})).await;
+    assert_eq!(
+        findings(&app, &report).await,
+        [
+            finding("drifted", "kibo", &bob, "repair"),
+            finding("missing", "appgate", &ada, "recreate"),
+            finding("orphan_marked", "primavera", "-", "delete"),
+            finding("orphan_unmarked", "primavera", "-", "untouched"),
+        ],
+        "{report}"
+    );
+    let drift = app
+        .admin(
+            Method::GET,
+            &format!("/reconcile/runs/{}/findings?kind=drifted", report["id"]),
+        )
+        .send()
+        .await
+        .unwrap();
+    let drift = json_of(drift, 200).await;
+    assert_eq!(
+        drift["findings"][0]["fields"],
+        json!([{"field": "firstName", "desired": "Given", "delivered": "Given", "actual": "Edited"}])
+    );
+    assert!(
+        app.sandbox
+            .emulator(&appgate::VENDOR)
+            .unwrap()
+            .account(&gone)
+            .is_none(),
+        "a report changes nothing"
+    );
+
+    reconcile(&app, json!({"apply": true})).await;
+    app.settle(3).await;
+    let appgate_names: Vec<Value> = app
+        .live_accounts(&appgate::VENDOR)
+        .iter()
+        .map(|a| a.fields["name"].clone())
+        .collect();
+    assert!(
+        appgate_names.contains(&json!("ada")),
+        "re-created: {appgate_names:?}"
+    );
+    let bob_on_kibo = app
+        .sandbox
+        .emulator(&kibo::VENDOR)
+        .unwrap()
+        .account(&edited)
+        .unwrap();
+    assert_eq!(
+        bob_on_kibo.fields["firstName"],
+        json!("Given"),
+        "the edit is undone"
+    );
+    let primavera_mails: Vec<Value> = app
+        .live_accounts(&primavera::VENDOR)
+        .iter()
+        .map(|a| a.fields["email"].clone())
+        .collect();
+    assert!(
+        primavera_mails.contains(&json!("hand@example.com")),
+        "never touched"
+    );
+    assert!(
+        !primavera_mails.contains(&json!("left@example.com")),
+        "the marked orphan went"
+    );
+
+    let again = reconcile(&app, json!({})).await;
+    assert_eq!(
+        findings(&app, &again).await,
+        [finding("orphan_unmarked", "primavera", "-", "untouched")],
+        "only the account made by hand, which is reported and left alone every time"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            "scim_bridge_reconcile_findings{target=\"primavera\",kind=\"orphan_unmarked\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_patch_of_a_user_whose_account_was_deleted_by_hand_creates_it_again() {
+    let app = SyncedApp::spawn().await;
+    let created = app.app.create_user(&user("dee")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.settle(1).await;
+    let gone = remote_id(&app, &id, "kibo").await;
+    by_hand(
+        &app,
+        &kibo::VENDOR,
+        Method::DELETE,
+        &format!("/{gone}"),
+        None,
+    )
+    .await;
+
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Dee"}]});
+    let response = app.app.patch(&format!("/Users/{id}"), &patch).await;
+    assert_eq!(response.status(), 200);
+    let kibo = app
+        .until_target("kibo", |t| t["pending"] == 0 && t["retrying"] == 0)
+        .await;
+    assert_eq!(kibo["rejected"], 0, "{kibo}");
+    let again = remote_id(&app, &id, "kibo").await;
+    assert_ne!(again, gone);
+    let account = app
+        .sandbox
+        .emulator(&kibo::VENDOR)
+        .unwrap()
+        .account(&again)
+        .unwrap();
+    assert_eq!(account.fields["firstName"], json!("Dee"));
+}
+
+#[tokio::test]
+async fn unknown_targets_runs_and_kinds_are_refused_clearly() {
+    let app = SyncedApp::spawn().await;
+    let cases = [
+        (
+            Method::POST,
+            "/reconcile",
+            Some(json!({"target": "kiboo"})),
+            404,
+            "no target named kiboo; configured: appgate, kibo, primavera, vikingcloud",
+        ),
+        (
+            Method::GET,
+            "/reconcile/runs/999",
+            None,
+            404,
+            "no reconcile run 999",
+        ),
+        (
+            Method::GET,
+            "/reconcile/runs/abc/findings",
+            None,
+            404,
+            "no reconcile run abc",
+        ),
+        (
+            Method::GET,
+            "/reconcile/runs/999/findings",
+            None,
+            404,
+            "no reconcile run 999",
+        ),
+        (
+            Method::POST,
+            "/reconcile",
+            Some(json!({"targte": "kibo"})),
+            400,
+            "targte",
+        ),
+    ];
+    for (method, path, body, status, words) in cases {
+        let mut request = app.admin(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(words), "{path}: {text}");
+    }
+    let run = reconcile(&app, json!({})).await;
+    let response = app
+        .admin(
+            Method::GET,
+            &format!("/reconcile/runs/{}/findings?kind=lost", run["id"]),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = json_of(response, 400).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown finding kind lost"),
+        "{body}"
+    );
+}
+
+#[test]
+fn the_command_line_names_an_unknown_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bridge.db");
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+        .args(["reconcile", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("no database at"), "{stderr}");
+
+    scim_bridge::ledger::Db::open(&scim_bridge::ledger::DbOptions {
+        path: db.clone(),
+        readers: 1,
+    })
+    .unwrap();
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+        .args(["reconcile", "--target", "kiboo", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("no target named kiboo; configured: appgate, kibo, primavera, vikingcloud"),
+        "{stderr}"
+    );
+}
