@@ -66,6 +66,10 @@ pub enum Command {
     /// with --apply carries out each target's policy, leaving repairs as due deliveries
     /// for the bridge's workers. Works whether the bridge runs or not.
     Reconcile(ReconcileArgs),
+    /// Provision one user now, showing per target the SCIM user, the rendered payload, the
+    /// account found, the three-way diff, the request and the answer. The bridge's workers
+    /// send it; --dry-run only shows what would be sent.
+    Sync(SyncArgs),
     /// Load-test a bridge over loopback: creates, patches and lookups at a concurrency, then
     /// the time until every target holds every user. Starts its own bridge (temporary
     /// database, sandbox targets) unless --url is given.
@@ -220,6 +224,26 @@ pub struct ReconcileArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The user's SCIM id or userName.
+    pub user: String,
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// SQLite database file, overriding database.path.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Only this target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Show what would be sent; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ConfigSource {
     /// Configuration file; without it the embedded default (config/bridge.toml) is used.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -292,6 +316,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(args) => ledger(args).await,
         Command::Mappings(command) => mappings(command).await,
         Command::Reconcile(args) => reconcile(args).await,
+        Command::Sync(args) => sync(args).await,
         Command::Bench(args) => {
             let run = bench::run(BenchOptions {
                 users: args.users,
@@ -562,6 +587,22 @@ async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
         "the run failed: {}",
         run.error.unwrap_or_default()
     );
+    Ok(())
+}
+
+async fn sync(args: SyncArgs) -> anyhow::Result<()> {
+    let (settings, db) = open_database(&args.source, args.db)?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let targets = build_targets(&settings.targets, clock.clone())?;
+    let reconciler = reconcile::reconciler(&settings, db, clock, &targets, None);
+    let report = reconciler
+        .sync(&args.user, args.target.as_deref(), args.dry_run)
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", reconcile::report::sync(&report));
+    }
     Ok(())
 }
 

@@ -35,6 +35,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/omissions", web::get().to(omissions))
             .route("/replay", web::post().to(replay))
             .route("/mappings/reload", web::post().to(reload_mappings))
+            .route("/users/{id}/sync", web::post().to(sync_user))
             .route("/reconcile", web::post().to(start_reconcile))
             .route("/reconcile/pause", web::post().to(pause_reconcile))
             .route("/reconcile/resume", web::post().to(resume_reconcile))
@@ -289,4 +290,20 @@ async fn reconcile_findings(
         .then(|| findings.last().map(|f| f.seq))
         .flatten();
     Ok(HttpResponse::Ok().json(json!({"run": run_id, "findings": findings, "next": next})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncParams {
+    target: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Provisions one user now (or, with `dry_run=true`, shows what would be sent).
+async fn sync_user(recs: Recs, id: web::Path<String>, params: web::Query<SyncParams>) -> Reply {
+    let report = recs
+        .sync(&id, params.target.as_deref(), params.dry_run)
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
 }

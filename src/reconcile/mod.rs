@@ -7,6 +7,7 @@ pub mod policy;
 pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod service;
+pub(crate) mod sync;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

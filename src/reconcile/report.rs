@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::compare::FindingKind;
 use super::run::Progress;
+use super::sync::SyncReport;
 use crate::ledger::{FindingRow, RunRow};
 
 /// A bar per target, drawn on standard error.
@@ -150,6 +151,73 @@ pub(crate) fn summary(run: &RunRow) -> String {
         text.push('\n');
     }
     text
+}
+
+/// A sync, step by step per target.
+pub(crate) fn sync(report: &SyncReport) -> String {
+    let mut text = String::new();
+    let mode = if report.dry_run {
+        " (dry run: nothing is sent)"
+    } else {
+        ""
+    };
+    let _ = writeln!(text, "sync of user {}{mode}", report.user_id);
+    let user = serde_json::to_string_pretty(&report.user).unwrap_or_default();
+    let _ = writeln!(text, "1. SCIM user:\n{}", indent(&user));
+    if report.targets.is_empty() {
+        let _ = writeln!(text, "(no target has a desired state for this user)");
+    }
+    for step in &report.targets {
+        let _ = writeln!(
+            text,
+            "\n== {} (mapping {})",
+            step.target, step.mapping_version
+        );
+        let payload = serde_json::to_string_pretty(&step.payload).unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "2. rendered payload ({}):\n{}",
+            step.operation.as_str(),
+            indent(&payload)
+        );
+        let account = match &step.account {
+            Some(id) => format!("{id} (by {})", step.found_by),
+            None => "none found".to_owned(),
+        };
+        let _ = writeln!(text, "3. account: {account}");
+        let diff = match &step.finding {
+            None => "in step: the target holds what was delivered\n".to_owned(),
+            Some(finding) => {
+                let mut lines = format!("{}\n", finding.kind.as_str());
+                for field in &finding.fields {
+                    let value =
+                        |v: &Option<Value>| v.as_ref().map_or("-".to_owned(), Value::to_string);
+                    let _ = writeln!(
+                        lines,
+                        "     {}: desired {}, delivered {}, actual {}",
+                        field.field,
+                        value(&field.desired),
+                        value(&field.delivered),
+                        value(&field.actual)
+                    );
+                }
+                lines
+            }
+        };
+        let _ = write!(text, "4. three-way: {diff}");
+        let verb = if report.dry_run { "would send" } else { "sent" };
+        let _ = writeln!(text, "5. request ({verb}): {}", step.request);
+        let answer = step.answer.as_deref().unwrap_or("none: dry run");
+        let _ = writeln!(text, "6. answer: {answer}");
+    }
+    text
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("   {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One finding as a line, with a line per field involved.

@@ -141,6 +141,30 @@ impl Reconciler {
         &self.db
     }
 
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Wakes the running bridge's worker of `target`, if this process has one.
+    pub(crate) fn wake(&self, target: &str) {
+        if let Some(fanout) = &self.fanout {
+            fanout.wake(&[target.to_owned()]);
+        }
+    }
+
+    /// One call to the target as a reconcile makes it (within its share of the rate).
+    pub(crate) async fn call_target<T, F, Fut>(
+        &self,
+        entry: &TargetEntry,
+        call: F,
+    ) -> Result<T, ReconcileError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, TargetError>>,
+    {
+        self.call(entry, call).await
+    }
+
     pub(crate) fn entry(&self, name: &str) -> Result<&TargetEntry, ReconcileError> {
         self.targets
             .iter()

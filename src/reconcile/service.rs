@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::compare::FindingKind;
 use super::run::{LogProgress, Reconciler, RunRequest, Signal};
+use super::sync::SyncReport;
 use super::ReconcileError;
 use crate::ledger::{FindingRow, LedgerError, RunRow};
 
@@ -35,6 +36,15 @@ impl Reconciles {
             }
         });
         Ok(run_id)
+    }
+
+    pub(crate) async fn sync(
+        &self,
+        user: &str,
+        target: Option<&str>,
+        dry_run: bool,
+    ) -> Result<SyncReport, ReconcileError> {
+        self.reconciler.sync(user, target, dry_run).await
     }
 
     pub(crate) fn signal(&self, signal: Signal) {

@@ -385,3 +385,128 @@ fn the_command_line_names_an_unknown_target() {
         "{stderr}"
     );
 }
+
+/// `scim-bridge sync USER --dry-run` for a user whose Kibo account was edited by hand, against
+/// tests/golden/sync/dry_run.txt. Ids and times differ per run and are replaced by names.
+/// After an intended change: `UPDATE_GOLDEN=1 cargo test --test it reconcile::sync`.
+#[tokio::test]
+async fn sync_dry_run_shows_every_step_per_target() {
+    let app = SyncedApp::spawn().await;
+    let created = app.app.create_user(&user("gus")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.settle(1).await;
+    let mut names = vec![(id.clone(), "<user id>".to_owned())];
+    for target in ["appgate", "kibo", "primavera", "vikingcloud"] {
+        names.push((remote_id(&app, &id, target).await, format!("<{target} id>")));
+    }
+    let kibo_id = names[2].0.clone();
+    let edit = json!({"firstName": "Edited"});
+    by_hand(
+        &app,
+        &kibo::VENDOR,
+        Method::PATCH,
+        &format!("/{kibo_id}"),
+        Some(edit),
+    )
+    .await;
+
+    // The embedded configuration, its targets pointed at this test's emulators.
+    let mut config = scim_bridge::config::EMBEDDED_DEFAULT.to_owned();
+    for (port, vendor) in [
+        (18441, &appgate::VENDOR),
+        (18442, &scim_bridge::targets::vikingcloud::VENDOR),
+        (18443, &kibo::VENDOR),
+        (18444, &primavera::VENDOR),
+    ] {
+        let origin = app.sandbox.emulator(vendor).unwrap().origin();
+        config = config.replace(&format!("http://127.0.0.1:{port}"), &origin);
+    }
+    let config_file = app.app.dir.path().join("bridge.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["sync", "gus", "--dry-run", "--config"])
+        .arg(&config_file)
+        .arg("--db")
+        .arg(app.app.dir.path().join("bridge.db"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut shown = String::from_utf8(output.stdout).unwrap();
+    for (value, name) in &names {
+        shown = shown.replace(value, name);
+    }
+    let times = regex::Regex::new(r"\d{4}-\d\d-\d\dT[0-9:.]+Z").unwrap();
+    let shown = times.replace_all(&shown, "<time>").into_owned();
+    let versions = regex::Regex::new(r#"W/\\"[^\\]*\\""#).unwrap();
+    let shown = versions.replace_all(&shown, "<version>").into_owned();
+    // The mapping files change on their own; their golden payloads are tested elsewhere.
+    let mappings = regex::Regex::new(r"mapping [0-9a-f]{64}").unwrap();
+    let shown = mappings.replace_all(&shown, "mapping <hash>").into_owned();
+
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sync/dry_run.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &shown).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap_or_default();
+    assert_eq!(
+        shown,
+        want,
+        "the output differs from {}; if intended, run UPDATE_GOLDEN=1 cargo test --test it \
+         reconcile::sync and review the diff",
+        golden.display()
+    );
+    assert!(
+        app.sandbox
+            .emulator(&kibo::VENDOR)
+            .unwrap()
+            .account(&kibo_id)
+            .unwrap()
+            .fields["firstName"]
+            == json!("Edited"),
+        "a dry run sends nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_sync_through_the_admin_api_sends_the_user_and_shows_the_answer() {
+    let app = SyncedApp::spawn().await;
+    let created = app.app.create_user(&user("hal")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.settle(1).await;
+    let kibo_id = remote_id(&app, &id, "kibo").await;
+    let edit = json!({"firstName": "Edited"});
+    by_hand(
+        &app,
+        &kibo::VENDOR,
+        Method::PATCH,
+        &format!("/{kibo_id}"),
+        Some(edit),
+    )
+    .await;
+
+    let response = app
+        .admin(Method::POST, &format!("/users/{id}/sync?target=kibo"))
+        .send()
+        .await
+        .unwrap();
+    let report = json_of(response, 200).await;
+    let kibo = &report["targets"][0];
+    assert_eq!(kibo["finding"]["kind"], "drifted", "{report}");
+    assert_eq!(kibo["request"], json!(format!("update {kibo_id}")));
+    assert_eq!(kibo["answer"], "delivered", "{report}");
+    assert_eq!(report["targets"].as_array().unwrap().len(), 1, "only kibo");
+    let account = app
+        .sandbox
+        .emulator(&kibo::VENDOR)
+        .unwrap()
+        .account(&kibo_id)
+        .unwrap();
+    assert_eq!(account.fields["firstName"], json!("Given"));
+}
