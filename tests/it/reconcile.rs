@@ -510,3 +510,94 @@ async fn a_sync_through_the_admin_api_sends_the_user_and_shows_the_answer() {
         .unwrap();
     assert_eq!(account.fields["firstName"], json!("Given"));
 }
+
+/// The reconcile bench: N users (RECONCILE_BENCH_USERS, 5,000 by default) pushed through SCIM
+/// to Kibo alone with its quotas lifted, then `scim-bridge reconcile --target kibo` timed
+/// under `/usr/bin/time -v` for its wall time and peak RSS. On a quiet machine:
+/// `RECONCILE_BENCH_USERS=100000 cargo test --release --test it reconcile::bench -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a bench: run it on purpose, on a quiet machine"]
+async fn bench_reconcile_of_many_users_on_one_target() {
+    use futures_util::StreamExt;
+
+    let users: u64 = std::env::var("RECONCILE_BENCH_USERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5_000);
+    let app = SyncedApp::spawn_with(|settings| {
+        let kibo = settings.targets.get_mut("kibo").unwrap();
+        kibo.rate_limit_per_second = 100_000;
+        kibo.concurrency = 64;
+    })
+    .await;
+    // One target measured: the others take nothing.
+    for other in ["appgate", "primavera", "vikingcloud"] {
+        let path = format!("/targets/{other}/pause");
+        let response = app.admin(Method::POST, &path).send().await.unwrap();
+        json_of(response, 200).await;
+    }
+    let started = std::time::Instant::now();
+    futures_util::stream::iter(0..users)
+        .map(|n| {
+            let app = &app;
+            async move { app.app.create_user(&user(&format!("bench{n:07}"))).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(1800);
+    loop {
+        let lag = app.lag().await;
+        let kibo = lag.iter().find(|t| t["target"] == "kibo").unwrap();
+        if kibo["delivered"].as_u64() == Some(users) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never delivered: {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "seeded {users} users in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let origin = app.sandbox.emulator(&kibo::VENDOR).unwrap().origin();
+    let config = scim_bridge::config::EMBEDDED_DEFAULT
+        .replace("http://127.0.0.1:18443", &origin)
+        .replace(
+            "rate_limit_per_second = 20",
+            "rate_limit_per_second = 100000",
+        );
+    let config_file = app.app.dir.path().join("bridge.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let output = std::process::Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(env!("CARGO_BIN_EXE_scim-bridge"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["reconcile", "--target", "kibo", "--config"])
+        .arg(&config_file)
+        .arg("--db")
+        .arg(app.app.dir.path().join("bridge.db"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let measured = |label: &str| {
+        stderr
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .and_then(|line| line.rsplit(": ").next())
+            .unwrap_or("?")
+            .to_owned()
+    };
+    println!(
+        "reconcile of {users} users on kibo: wall {}, peak RSS {} KiB\n{}",
+        measured("Elapsed (wall clock) time"),
+        measured("Maximum resident set size"),
+        stdout.lines().take(4).collect::<Vec<_>>().join("\n")
+    );
+    assert!(stdout.contains("(no findings"), "{stdout}");
+}
