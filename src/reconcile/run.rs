@@ -508,7 +508,9 @@ impl Reconciler {
         if decision == "delete" {
             self.call(entry, || target.delete(&account.id)).await
         } else {
-            self.call(entry, || target.disable(&account.id, &account.fields))
+            // Without the fields the target assigns itself, which a write must not carry.
+            let fields = target.schema().writable(&account.fields);
+            self.call(entry, || target.disable(&account.id, &fields))
                 .await
                 .map(drop)
         }
@@ -936,6 +938,28 @@ mod tests {
             .unwrap()
             .iter()
             .any(|c| c.contains("r9")));
+    }
+
+    #[tokio::test]
+    async fn a_marked_orphan_is_disabled_with_its_own_writable_fields() {
+        let (target, db, _dir) = scenario(true).await;
+        let policy = Policy {
+            on_orphan: OnOrphan::Disable,
+            ..Policy::default()
+        };
+        let request = RunRequest {
+            target: None,
+            apply: true,
+        };
+        let run = reconciler(target.clone(), &db, policy)
+            .run(&request, &LogProgress)
+            .await
+            .unwrap();
+        assert_eq!(run.status, "finished");
+        let calls = target.calls.lock().unwrap().clone();
+        assert!(calls.contains(&"disable r8".to_owned()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("r9")), "{calls:?}");
+        assert_eq!(target.ids().len(), 5, "disabled, not deleted");
     }
 
     #[tokio::test]
