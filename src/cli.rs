@@ -1,6 +1,6 @@
 //! The command line: `serve`, and the operator's and admin's tools.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -11,15 +11,20 @@ use std::sync::Arc;
 
 use crate::admin::parse_states;
 use crate::bench::{self, BenchOptions};
-use crate::clock::SystemClock;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{LogFormat, Overrides, Settings, EMBEDDED_DEFAULT};
 use crate::fanout::operator::{audit_query, Operator, ReplayRequest};
 use crate::fanout::report;
 use crate::ledger::{Actor, Db, DbOptions};
 use crate::mapping;
+use crate::reconcile::{
+    self,
+    run::{Progress, RunRequest, Signal},
+};
 use crate::sandbox::{self, SandboxConfig};
 use crate::scim::auth::sha256;
 use crate::startup::{Application, BuildOptions};
+use crate::targets::config::build_targets;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -56,6 +61,15 @@ pub enum Command {
     /// what a mapping change would do to every stored user before shipping it.
     #[command(subcommand)]
     Mappings(MappingsCommand),
+    /// Read the targets back and compare each (user, target) three ways: desired, delivered
+    /// and what the target holds. Reports missing, drifted, unlinked and orphan accounts;
+    /// with --apply carries out each target's policy, leaving repairs as due deliveries
+    /// for the bridge's workers. Works whether the bridge runs or not.
+    Reconcile(ReconcileArgs),
+    /// Provision one user now, showing per target the SCIM user, the rendered payload, the
+    /// account found, the three-way diff, the request and the answer. The bridge's workers
+    /// send it; --dry-run only shows what would be sent.
+    Sync(SyncArgs),
     /// Load-test a bridge over loopback: creates, patches and lookups at a concurrency, then
     /// the time until every target holds every user. Starts its own bridge (temporary
     /// database, sandbox targets) unless --url is given.
@@ -223,6 +237,44 @@ pub enum LedgerCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// SQLite database file, overriding database.path.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Only this target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Carry out the policies (without it, only report).
+    #[arg(long)]
+    pub apply: bool,
+    /// Print the run and every finding as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The user's SCIM id or userName.
+    pub user: String,
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// SQLite database file, overriding database.path.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Only this target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Show what would be sent; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ConfigSource {
     /// Configuration file; without it the embedded default (config/bridge.toml) is used.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -294,6 +346,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ledger(args) => ledger(args).await,
         Command::Mappings(command) => mappings(command).await,
+        Command::Reconcile(args) => reconcile(args).await,
+        Command::Sync(args) => sync(args).await,
         Command::Bench(args) => {
             let run = bench::run(BenchOptions {
                 users: args.users,
@@ -508,6 +562,117 @@ async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             let entries = operator.audit(query).await?;
             print(serde_json::to_value(&entries)?, report::audit(&entries));
         }
+    }
+    Ok(())
+}
+
+/// Settings with `--db` applied, and the database they name, which must exist: these
+/// commands work on a bridge's database, never on a new empty one.
+fn open_database(source: &ConfigSource, db: Option<PathBuf>) -> anyhow::Result<(Settings, Db)> {
+    let overrides = Overrides {
+        db,
+        ..Overrides::default()
+    };
+    let settings = Settings::load(source.config.as_deref(), &overrides)?;
+    anyhow::ensure!(
+        settings.database.path.exists(),
+        "no database at {}: pass --db or --config",
+        settings.database.path.display()
+    );
+    let db = Db::open(&DbOptions {
+        path: settings.database.path.clone(),
+        readers: 2,
+    })?;
+    Ok((settings, db))
+}
+
+async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
+    let (settings, db) = open_database(&args.source, args.db)?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let targets = build_targets(&settings.targets, clock.clone())?;
+    let reconciler = Arc::new(reconcile::reconciler(
+        &settings,
+        db.clone(),
+        clock,
+        &targets,
+        None,
+    ));
+    let request = RunRequest {
+        target: args.target,
+        apply: args.apply,
+    };
+    let run_id = reconciler.begin(&request).await?;
+    let progress: Box<dyn Progress> = if std::io::stdout().is_terminal() && !args.json {
+        Box::new(reconcile::report::Bars::new())
+    } else {
+        Box::new(reconcile::report::Lines::new())
+    };
+    // Ctrl-C stops the run where it is; it is recorded as cancelled.
+    let cancel = {
+        let reconciler = Arc::clone(&reconciler);
+        tokio::spawn(async move {
+            if interrupted().await.is_ok() {
+                reconciler.signal(Signal::Cancel);
+            }
+        })
+    };
+    let run = reconciler
+        .execute(run_id, &request, progress.as_ref())
+        .await;
+    cancel.abort();
+    let run = run?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write!(
+            out,
+            "{{\"run\": {}, \"findings\": [",
+            serde_json::to_string(&run)?
+        )?;
+    } else {
+        write!(out, "{}", reconcile::report::summary(&run))?;
+    }
+    // Page by page: a run may have found more than fits in memory at once.
+    let mut after = 0;
+    let mut first = true;
+    loop {
+        let page = db
+            .read(move |s| s.reconcile_findings(run_id, None, after, 1000))
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for finding in &page {
+            if args.json {
+                let comma = if first { "" } else { "," };
+                write!(out, "{comma}\n  {}", serde_json::to_string(finding)?)?;
+            } else {
+                write!(out, "{}", reconcile::report::finding(finding))?;
+            }
+            first = false;
+        }
+    }
+    if args.json {
+        writeln!(out, "\n]}}")?;
+    }
+    anyhow::ensure!(
+        run.status != "failed",
+        "the run failed: {}",
+        run.error.unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn sync(args: SyncArgs) -> anyhow::Result<()> {
+    let (settings, db) = open_database(&args.source, args.db)?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let targets = build_targets(&settings.targets, clock.clone())?;
+    let reconciler = reconcile::reconciler(&settings, db, clock, &targets, None);
+    let report = reconciler
+        .sync(&args.user, args.target.as_deref(), args.dry_run)
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", reconcile::report::sync(&report));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod ledger;
 pub mod mapping;
 pub mod metrics;
+pub mod reconcile;
 pub mod sandbox;
 pub mod scim;
 pub mod startup;

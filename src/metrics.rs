@@ -17,7 +17,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::config::TrustedProxies;
-use crate::ledger::{CircuitState, Omissions, TargetLag};
+use crate::ledger::{CircuitState, Omissions, RunRow, TargetLag};
+use crate::reconcile::compare::FindingKind;
 use crate::scim::auth::Authenticator;
 use crate::scim::error::ScimError;
 
@@ -113,8 +114,16 @@ pub(crate) struct OmissionLabels {
     pub field: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FindingLabels {
+    pub target: String,
+    pub kind: &'static str,
+}
+
 pub(crate) struct Metrics {
     registry: Registry,
+    reconcile_findings: Family<FindingLabels, Gauge>,
+    reconcile_last_run: Gauge,
     pub accepted_writes: Family<WriteLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_seconds: Family<TargetLabels, Histogram>,
@@ -199,9 +208,23 @@ impl Metrics {
              above 0 the target is held",
             guard_held.clone(),
         );
+        let reconcile_findings = Family::<FindingLabels, Gauge>::default();
+        registry.register(
+            "reconcile_findings",
+            "Findings of the last finished reconcile run, by target and kind",
+            reconcile_findings.clone(),
+        );
+        let reconcile_last_run = Gauge::default();
+        registry.register(
+            "reconcile_last_run_timestamp_seconds",
+            "When the last reconcile run finished (Unix time); 0 before the first",
+            reconcile_last_run.clone(),
+        );
         Metrics {
             registry,
             guard_held,
+            reconcile_findings,
+            reconcile_last_run,
             circuit,
             circuit_failures,
             accepted_writes,
@@ -225,6 +248,30 @@ impl Metrics {
                 })
                 .set(row.users as i64);
         }
+    }
+
+    /// Sets the reconcile gauges from the last finished run: every kind of every target it
+    /// covered, zero where it found nothing.
+    pub(crate) fn set_reconcile(&self, run: &RunRow, targets: &[String]) {
+        self.reconcile_findings.clear();
+        let covered = targets
+            .iter()
+            .filter(|t| run.target.as_ref().is_none_or(|only| only == *t));
+        for target in covered {
+            for kind in FindingKind::ALL {
+                let count = run.counts[target.as_str()][kind.as_str()]
+                    .as_i64()
+                    .unwrap_or(0);
+                self.reconcile_findings
+                    .get_or_create(&FindingLabels {
+                        target: target.clone(),
+                        kind: kind.as_str(),
+                    })
+                    .set(count);
+            }
+        }
+        self.reconcile_last_run
+            .set(run.finished_at.unwrap_or(run.started_at) / 1000);
     }
 
     pub(crate) fn record_write(&self, resource: &'static str, operation: &'static str) {
@@ -307,6 +354,31 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_finished_reconcile_sets_every_kind_of_every_target_it_covered() {
+        let metrics = Metrics::new();
+        let run = RunRow {
+            id: 1,
+            started_at: 1_000,
+            finished_at: Some(9_000),
+            target: None,
+            apply: false,
+            status: "finished".into(),
+            counts: serde_json::json!({"kibo": {"missing": 2}}),
+            error: None,
+        };
+        metrics.set_reconcile(&run, &["appgate".into(), "kibo".into()]);
+        let text = metrics.render(&[], 10_000);
+        for line in [
+            "scim_bridge_reconcile_findings{target=\"kibo\",kind=\"missing\"} 2",
+            "scim_bridge_reconcile_findings{target=\"kibo\",kind=\"drifted\"} 0",
+            "scim_bridge_reconcile_findings{target=\"appgate\",kind=\"orphan_marked\"} 0",
+            "scim_bridge_reconcile_last_run_timestamp_seconds 9",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+    }
 
     #[test]
     fn renders_counters_and_queue_gauges() {

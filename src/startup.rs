@@ -26,6 +26,9 @@ use crate::fanout::Fanout;
 use crate::ledger::{Actor, Db, DbOptions, LedgerError};
 use crate::mapping::MappingSet;
 use crate::metrics::{Metrics, ScrapeAccess};
+use crate::reconcile::policy::Interval;
+use crate::reconcile::service::Reconciles;
+use crate::reconcile::{self};
 use crate::sandbox::{self, Sandbox, SandboxConfig};
 use crate::scim::auth::{client_address, Authenticator, FailedAuthLimit, ScimAuth};
 use crate::scim::routes::{self, ScimState};
@@ -157,6 +160,16 @@ impl Application {
             workers,
             Duration::from_millis(fanout_settings.poll_ms),
         ));
+        let reconciles = web::Data::new(Reconciles::new(Arc::new(reconcile::reconciler(
+            &settings,
+            db.clone(),
+            clock.clone(),
+            &targets,
+            Some(Arc::clone(&fanout)),
+        ))));
+        if let Interval(Some(period)) = settings.reconcile.interval {
+            reconciles.schedule(period);
+        }
         let planner = Arc::new(Planner::new(mappings, secrets));
         let service = ScimService::new(
             db.clone(),
@@ -186,6 +199,7 @@ impl Application {
             db.clone(),
             clock.clone(),
             Duration::from_secs(settings.fanout.history_retention_days * 24 * 3600),
+            Duration::from_secs(settings.reconcile.retention_days * 24 * 3600),
         );
 
         let (scim_auth, admin_auth, scrape_access) = authenticators(&settings, &options)?;
@@ -229,6 +243,7 @@ impl Application {
                 .app_data(db.clone())
                 .app_data(reloader.clone())
                 .app_data(console.clone())
+                .app_data(reconciles.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_text))
@@ -377,13 +392,23 @@ fn target_schemas(targets: &[Arc<dyn Target>]) -> BTreeMap<String, TargetSchema>
         .collect()
 }
 
-/// Deletes attempt history and audit entries older than the retention, once an hour.
-fn prune_history(db: Db, clock: SharedClock, retention: Duration) {
+/// Deletes attempt history and audit entries older than the retention, and reconcile runs
+/// with their findings older than theirs, once an hour.
+fn prune_history(db: Db, clock: SharedClock, retention: Duration, runs_retention: Duration) {
     tokio::spawn(async move {
         let mut hourly = tokio::time::interval(Duration::from_secs(3600));
         loop {
             hourly.tick().await;
-            let before = unix_millis(clock.as_ref()) - retention.as_millis() as i64;
+            let now = unix_millis(clock.as_ref());
+            let runs_before = now - runs_retention.as_millis() as i64;
+            match db.write(move |s| s.prune_reconcile_runs(runs_before)).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned reconcile runs past their retention"),
+                Err::<usize, LedgerError>(err) => {
+                    tracing::warn!(error = %err, "cannot prune reconcile runs")
+                }
+            }
+            let before = now - retention.as_millis() as i64;
             let pruned = db
                 .write(move |s| Ok((s.prune_attempts(before)?, s.prune_audit(before)?)))
                 .await;
@@ -432,6 +457,7 @@ async fn metrics_text(
     proxies: web::Data<crate::config::TrustedProxies>,
     metrics: web::Data<Metrics>,
     operator: web::Data<Operator>,
+    reconciles: web::Data<Reconciles>,
     clock: web::Data<SharedClock>,
 ) -> HttpResponse {
     let address = client_address(req.peer_addr(), req.headers(), &proxies);
@@ -448,6 +474,12 @@ async fn metrics_text(
     match operator.omissions().await {
         Ok(rows) => metrics.set_omissions(&rows),
         Err(err) => tracing::warn!(error = %err, "cannot read the mapping omissions for metrics"),
+    }
+    // Read at scrape time: a run made by `scim-bridge reconcile` in another process counts.
+    match reconciles.last_finished().await {
+        Ok(Some(run)) => metrics.set_reconcile(&run, operator.targets()),
+        Ok(None) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot read the last reconcile run for metrics"),
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -16,6 +16,12 @@ pub(crate) enum AdminError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The request clashes with work in progress (a reconcile run already running).
+    #[error("{0}")]
+    Conflict(String),
+    /// A target answered a call the request made with an error.
+    #[error("{0}")]
+    Upstream(String),
     /// Too many failed authentications from this address, or this client's rate exceeded.
     #[error("too many requests; retry after {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
@@ -43,6 +49,8 @@ impl ResponseError for AdminError {
             AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Upstream(_) => StatusCode::BAD_GATEWAY,
             AdminError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -54,6 +62,8 @@ impl ResponseError for AdminError {
             AdminError::Unauthorized(d) => ("unauthorized", d.clone()),
             AdminError::NotFound(d) => ("not_found", d.clone()),
             AdminError::BadRequest(d) => ("bad_request", d.clone()),
+            AdminError::Conflict(d) => ("conflict", d.clone()),
+            AdminError::Upstream(d) => ("upstream", d.clone()),
             AdminError::RateLimited { .. } => ("rate_limited", self.to_string()),
             AdminError::Unavailable(cause) => {
                 tracing::warn!(

@@ -12,6 +12,9 @@ use serde_json::json;
 use crate::admin::{AdminError, Reloader};
 use crate::fanout::operator::{audit_query, Operator, ReplayRequest};
 use crate::ledger::{Actor, DeliveryState};
+use crate::reconcile::run::{RunRequest, Signal};
+use crate::reconcile::service::Reconciles;
+use crate::reconcile::ReconcileError;
 use crate::scim::auth::{request_address, Authenticator};
 use crate::scim::error::ScimError;
 
@@ -45,7 +48,18 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{id}", web::get().to(user))
             .route("/omissions", web::get().to(omissions))
             .route("/replay", web::post().to(replay))
-            .route("/mappings/reload", web::post().to(reload_mappings)),
+            .route("/mappings/reload", web::post().to(reload_mappings))
+            .route("/users/{id}/sync", web::post().to(sync_user))
+            .route("/reconcile", web::post().to(start_reconcile))
+            .route("/reconcile/pause", web::post().to(pause_reconcile))
+            .route("/reconcile/resume", web::post().to(resume_reconcile))
+            .route("/reconcile/cancel", web::post().to(cancel_reconcile))
+            .route("/reconcile/runs", web::get().to(reconcile_runs))
+            .route("/reconcile/runs/{id}", web::get().to(reconcile_run))
+            .route(
+                "/reconcile/runs/{id}/findings",
+                web::get().to(reconcile_findings),
+            ),
     );
 }
 
@@ -231,4 +245,132 @@ async fn reload_mappings(reloader: web::Data<Reloader>, who: Who) -> Reply {
             "errors": errors,
         }))),
     }
+}
+
+impl From<ReconcileError> for AdminError {
+    fn from(err: ReconcileError) -> Self {
+        match err {
+            ReconcileError::UnknownTarget { .. }
+            | ReconcileError::UnknownUser(_)
+            | ReconcileError::UnknownRun(_) => AdminError::NotFound(err.to_string()),
+            ReconcileError::UnknownKind(_) => AdminError::BadRequest(err.to_string()),
+            ReconcileError::Busy(_) | ReconcileError::Cancelled => {
+                AdminError::Conflict(err.to_string())
+            }
+            ReconcileError::Target { .. } => AdminError::Upstream(err.to_string()),
+            ReconcileError::Ledger(err) => AdminError::from(err),
+        }
+    }
+}
+
+type Recs = web::Data<Reconciles>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileBody {
+    target: Option<String>,
+    #[serde(default)]
+    apply: bool,
+}
+
+/// Starts a run in the background: 202 with its id, to follow at /admin/reconcile/runs/{id}.
+async fn start_reconcile(recs: Recs, body: web::Bytes) -> Reply {
+    // No body at all asks for the default run; a body must be read in full, typos refused.
+    let body: ReconcileBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReconcileBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| AdminError::BadRequest(format!("unreadable request body: {err}")))?
+    };
+    let run_id = recs
+        .start(RunRequest {
+            target: body.target,
+            apply: body.apply,
+        })
+        .await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/admin/reconcile/runs/{run_id}")))
+        .json(json!({"run": run_id, "status": "running"})))
+}
+
+async fn pause_reconcile(recs: Recs) -> Reply {
+    recs.signal(Signal::Pause);
+    Ok(HttpResponse::Ok().json(json!({"signal": "pause"})))
+}
+
+async fn resume_reconcile(recs: Recs) -> Reply {
+    recs.signal(Signal::Run);
+    Ok(HttpResponse::Ok().json(json!({"signal": "resume"})))
+}
+
+async fn cancel_reconcile(recs: Recs) -> Reply {
+    recs.signal(Signal::Cancel);
+    Ok(HttpResponse::Ok().json(json!({"signal": "cancel"})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsParams {
+    limit: Option<usize>,
+}
+
+async fn reconcile_runs(recs: Recs, params: web::Query<RunsParams>) -> Reply {
+    let limit = params.limit.unwrap_or(20).clamp(1, 1000);
+    Ok(HttpResponse::Ok().json(json!({"runs": recs.runs(limit).await?})))
+}
+
+/// A run id from the path, refused clearly when it is not a number.
+fn run_id(text: &str) -> Result<i64, AdminError> {
+    text.parse()
+        .map_err(|_| AdminError::NotFound(format!("no reconcile run {text}")))
+}
+
+async fn reconcile_run(recs: Recs, id: web::Path<String>) -> Reply {
+    Ok(HttpResponse::Ok().json(recs.run(run_id(&id)?).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindingsParams {
+    kind: Option<String>,
+    /// The `seq` of the last finding already read.
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn reconcile_findings(
+    recs: Recs,
+    id: web::Path<String>,
+    params: web::Query<FindingsParams>,
+) -> Reply {
+    let run_id = run_id(&id)?;
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let findings = recs
+        .findings(
+            run_id,
+            params.kind.as_deref(),
+            params.after.unwrap_or(0),
+            limit,
+        )
+        .await?;
+    let next = (findings.len() == limit)
+        .then(|| findings.last().map(|f| f.seq))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({"run": run_id, "findings": findings, "next": next})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncParams {
+    target: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Provisions one user now (or, with `dry_run=true`, shows what would be sent).
+async fn sync_user(recs: Recs, id: web::Path<String>, params: web::Query<SyncParams>) -> Reply {
+    let report = recs
+        .sync(&id, params.target.as_deref(), params.dry_run)
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
 }

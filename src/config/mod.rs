@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::reconcile::policy::ReconcileSettings;
 use crate::targets::config::TargetsConfig;
 
 /// The shipped default configuration, compiled into the binary so that `scim-bridge serve`
@@ -57,6 +58,9 @@ pub struct Settings {
     pub sandbox: SandboxSettings,
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// How often and how hard the targets are read back and compared with the ledger.
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
     /// The `[targets.<name>]` tables: where each target API is and how to reach it.
     #[serde(default)]
     pub targets: TargetsConfig,
@@ -438,6 +442,16 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let share = self.reconcile.rate_share;
+        if !(share > 0.0 && share < 1.0) {
+            return Err(ConfigError::key(
+                "reconcile.rate_share",
+                "must be above 0 and below 1: the rest of a target's rate stays for deliveries",
+            ));
+        }
+        if self.reconcile.batch == 0 {
+            return Err(ConfigError::key("reconcile.batch", "must be at least 1"));
+        }
         let scim = &self.scim;
         if scim.default_page_size == 0 || scim.default_page_size > scim.max_page_size {
             return Err(ConfigError::key(

@@ -450,10 +450,18 @@ impl Worker {
                 let fields = current.as_ref().map(|account| &account.fields);
                 let update = self.update_payload(delivery, password.as_ref(), adopted, fields)?;
                 let written = match &current {
-                    Some(account) => self.write_held(delivery, account, &update).await?,
-                    None => self.write(delivery, &id, &update).await?,
+                    Some(account) => self.write_held(delivery, account, &update).await,
+                    None => self.write(delivery, &id, &update).await,
                 };
-                Ok(Some(written.id))
+                match written {
+                    Ok(account) => Ok(Some(account.id)),
+                    // Deleted on the target by hand: heals as a reconcile heals a missing
+                    // account, rather than waiting as a rejection nobody can fix.
+                    Err(TargetError::Rejected { status: 404, .. }) => {
+                        self.vanished(delivery, &id, password).await
+                    }
+                    Err(err) => Err(err),
+                }
             }
             // Nothing to disable or delete where no account exists.
             (DeliveryOp::Disable | DeliveryOp::Delete, Account::Missing) => Ok(None),
@@ -531,6 +539,27 @@ impl Worker {
         }
         let update = self.update_payload(delivery, password, false, Some(&found.fields))?;
         Ok(Some(self.write_held(delivery, &found, &update).await?.id))
+    }
+
+    /// The linked account `id` is gone. An upsert creates it again (adopting one a 409 names,
+    /// as any create does); a disable has nothing left to disable, and the link is dropped
+    /// so that a later enable creates the account.
+    async fn vanished(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        password: Option<Password>,
+    ) -> Result<Option<String>, TargetError> {
+        tracing::warn!(
+            target_name = self.name(),
+            user = %delivery.desired.user_id,
+            remote_id = id,
+            "the linked account is gone from the target (404)"
+        );
+        match delivery.desired.operation {
+            DeliveryOp::Upsert => self.create(delivery, password).await,
+            DeliveryOp::Disable | DeliveryOp::Delete => Ok(None),
+        }
     }
 
     /// Updates the existing account `id`, or disables it when that is what the delivery is.
@@ -1235,6 +1264,44 @@ mod tests {
         assert_eq!(f.worker.drain().await.unwrap(), 1);
         assert_eq!(f.target.calls(), ["find"], "no account: nothing to delete");
         assert_eq!(f.row().await.state, DeliveryState::Delivered);
+    }
+
+    #[tokio::test]
+    async fn an_update_or_disable_answered_404_heals_instead_of_being_rejected() {
+        let gone = || {
+            Err(TargetError::Rejected {
+                status: 404,
+                message: "no such user".into(),
+            })
+        };
+        let f = fixture(vec![Ok(()), gone(), Ok(())]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        f.want("v2", DeliveryOp::Upsert).await;
+        assert_eq!(f.worker.drain().await.unwrap(), 1);
+        let calls = f.target.calls();
+        assert!(calls[2].starts_with("update r1 "), "{calls:?}");
+        assert!(
+            calls[3].starts_with("create ") && calls[3].contains("v2"),
+            "{calls:?}"
+        );
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Delivered);
+        assert_eq!(row.remote_id.as_deref(), Some("r1"));
+
+        let f = fixture(vec![Ok(()), gone()]);
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        f.want("off", DeliveryOp::Disable).await;
+        f.worker.drain().await.unwrap();
+        let row = f.row().await;
+        assert_eq!(
+            row.state,
+            DeliveryState::Delivered,
+            "nothing left to disable"
+        );
+        assert_eq!(row.remote_id, None, "a later enable creates the account");
+        assert_eq!(f.target.calls().len(), 3, "{:?}", f.target.calls());
     }
 
     fn secret_field(required_on_create: bool, required_on_update: bool) -> Vec<FieldSpec> {

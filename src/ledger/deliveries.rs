@@ -84,7 +84,7 @@ pub(crate) struct TargetLag {
     pub circuit: TargetCircuit,
 }
 
-const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
+pub(super) const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
     desired_hash, mapping_version, delivered_hash, remote_id, state, attempts, next_attempt_at, \
     last_status, last_error, changed_at, updated_at, secret_id, retain_secret, warnings, unmanaged, \
     failing_since";
@@ -152,7 +152,7 @@ const LAG_BY_STATE: &str =
     "SELECT state, COUNT(*), MIN(changed_at) FROM deliveries WHERE target = ?1 GROUP BY state";
 
 impl Store<'_> {
-    fn deliveries(
+    pub(super) fn deliveries(
         &self,
         sql: &str,
         params: impl rusqlite::Params,

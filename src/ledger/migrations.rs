@@ -207,9 +207,46 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
     CREATE INDEX deliveries_warnings ON deliveries(target) WHERE warnings IS NOT NULL;
     "#,
-    // 8: reserved for the reconcile runs and findings, written on a parallel line of work;
-    // empty here so that 9 keeps its number when the two meet.
-    "",
+    // 8: reconciliation. Each run and what it found, per (user, target) or per account no
+    // user accounts for, with the decision taken; pruned like the history. `reconcile_seen`
+    // holds the ids a run's listing met, so that what the ledger knows and the listing did
+    // not show is found by a query, not by keeping a whole target in memory. The partial
+    // indexes that find a page's accounts in the ledger by target id, and the rows without
+    // one by natural key, are made by 9, which rebuilds `deliveries`.
+    r#"
+    CREATE TABLE reconcile_runs (
+        id           INTEGER PRIMARY KEY,
+        started_at   INTEGER NOT NULL,
+        finished_at  INTEGER,
+        target       TEXT,
+        apply        INTEGER NOT NULL,
+        status       TEXT NOT NULL
+            CHECK (status IN ('running', 'finished', 'failed', 'cancelled')),
+        counts       TEXT NOT NULL DEFAULT '{}',
+        error        TEXT
+    );
+    CREATE INDEX reconcile_runs_started ON reconcile_runs(started_at);
+    CREATE TABLE reconcile_findings (
+        seq        INTEGER PRIMARY KEY,
+        run_id     INTEGER NOT NULL REFERENCES reconcile_runs(id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL CHECK (kind IN ('missing', 'drifted', 'unlinked',
+            'orphan_marked', 'orphan_unmarked', 'pending')),
+        target     TEXT NOT NULL,
+        user_id    TEXT,
+        remote_id  TEXT,
+        fields     TEXT NOT NULL,
+        decision   TEXT NOT NULL,
+        error      TEXT
+    );
+    CREATE INDEX reconcile_findings_run ON reconcile_findings(run_id, kind, seq);
+    CREATE INDEX reconcile_findings_user ON reconcile_findings(run_id, target, user_id);
+    CREATE TABLE reconcile_seen (
+        run_id     INTEGER NOT NULL REFERENCES reconcile_runs(id) ON DELETE CASCADE,
+        target     TEXT NOT NULL,
+        remote_id  TEXT NOT NULL,
+        PRIMARY KEY (run_id, target, remote_id)
+    ) WITHOUT ROWID;
+    "#,
     // 9: the deprovisioning guard and the operator audit trail.
     // A disable or delete past a target's threshold waits as `held` (the state CHECK is
     // rebuilt as in migration 7, every column copied). `guard_grants` is what the guard
@@ -262,6 +299,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_state ON deliveries(target, state, changed_at);
     CREATE INDEX deliveries_warnings ON deliveries(target) WHERE warnings IS NOT NULL;
     CREATE INDEX deliveries_linked ON deliveries(target, remote_id) WHERE remote_id IS NOT NULL;
+    CREATE INDEX deliveries_unlinked ON deliveries(target, user_id) WHERE remote_id IS NULL;
 
     CREATE TABLE guard_grants (
         target        TEXT NOT NULL,
@@ -409,6 +447,7 @@ mod tests {
                 "deliveries_due",
                 "deliveries_linked",
                 "deliveries_state",
+                "deliveries_unlinked",
                 "deliveries_warnings"
             ]
         );

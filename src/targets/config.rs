@@ -15,6 +15,7 @@ pub(crate) use super::vendor::TargetConfigError;
 use super::vendor::{parse_url, Built, Vendor, VendorKeys};
 use super::{Target, VENDORS};
 use crate::clock::SharedClock;
+use crate::reconcile::policy::Policy;
 
 /// Every `[targets.<name>]` table, by name. The name is what logs, the ledger and the
 /// mapping files call the target.
@@ -41,6 +42,8 @@ pub struct TargetConfig {
     pub guard: GuardConfig,
     /// Create first and adopt on 409, or look the natural key up first.
     pub first_delivery: FirstDelivery,
+    /// What a reconcile does with each finding on this target.
+    pub reconcile: Policy,
     pub vendor: &'static Vendor,
     pub keys: Box<dyn VendorKeys>,
 }
@@ -64,6 +67,7 @@ struct TargetTable {
     #[serde(default)]
     guard: GuardConfig,
     first_delivery: Option<FirstDelivery>,
+    reconcile: Policy,
     kind: String,
     #[serde(flatten)]
     keys: toml::Table,
@@ -98,6 +102,7 @@ impl<'de> Deserialize<'de> for TargetConfig {
             rate_limit_per_second: table.rate_limit_per_second,
             guard: table.guard,
             first_delivery: table.first_delivery.unwrap_or(vendor.first_delivery),
+            reconcile: table.reconcile,
             vendor,
             keys,
         })
@@ -405,6 +410,33 @@ mod tests {
         }
         let typo = parse(&format!("{KIBO}\n[targets.kibo.guard]\nmax_percnt = 5\n"));
         assert!(typo.unwrap_err().to_string().contains("max_percnt"));
+    }
+
+    #[test]
+    fn the_reconcile_policy_is_a_table_of_the_target_and_defaults_when_absent() {
+        let text = |policy: &str| {
+            format!(
+                r#"
+                [targets.kibo]
+                kind = "kibo"
+                base_url = "https://t1.sandbox.mozu.com/api"
+                client_id = "app"
+                client_secret = {{ value = "s" }}
+                tenant_id = "1"
+                site_id = "2"
+                {policy}
+                "#
+            )
+        };
+        let cfg = parse(&text("")).unwrap();
+        assert_eq!(cfg["kibo"].reconcile, Policy::default());
+        let cfg = parse(&text("[targets.kibo.reconcile]\non_drift = \"repair\"")).unwrap();
+        assert_eq!(
+            cfg["kibo"].reconcile.on_drift,
+            crate::reconcile::policy::OnDrift::Repair
+        );
+        let err = parse(&text("[targets.kibo.reconcile]\non_orphan = \"burn\"")).unwrap_err();
+        assert!(err.to_string().contains("burn"), "{err}");
     }
 
     #[test]

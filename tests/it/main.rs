@@ -20,6 +20,7 @@ mod mapping_golden;
 mod mapping_regions;
 mod ops_security;
 mod ops_storage;
+mod reconcile;
 mod sandbox_emulators;
 mod scim_bulk;
 mod scim_dialects;
