@@ -600,6 +600,7 @@ async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
     let request = RunRequest {
         target: args.target,
         apply: args.apply,
+        actor: Actor::cli(),
     };
     let run_id = reconciler.begin(&request).await?;
     let progress: Box<dyn Progress> = if std::io::stdout().is_terminal() && !args.json {
@@ -667,7 +668,12 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let targets = build_targets(&settings.targets, clock.clone())?;
     let reconciler = reconcile::reconciler(&settings, db, clock, &targets, None);
     let report = reconciler
-        .sync(&args.user, args.target.as_deref(), args.dry_run)
+        .sync(
+            &args.user,
+            args.target.as_deref(),
+            args.dry_run,
+            &Actor::cli(),
+        )
         .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

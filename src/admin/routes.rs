@@ -274,7 +274,7 @@ struct ReconcileBody {
 }
 
 /// Starts a run in the background: 202 with its id, to follow at /admin/reconcile/runs/{id}.
-async fn start_reconcile(recs: Recs, body: web::Bytes) -> Reply {
+async fn start_reconcile(recs: Recs, body: web::Bytes, who: Who) -> Reply {
     // No body at all asks for the default run; a body must be read in full, typos refused.
     let body: ReconcileBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReconcileBody::default()
@@ -286,6 +286,7 @@ async fn start_reconcile(recs: Recs, body: web::Bytes) -> Reply {
         .start(RunRequest {
             target: body.target,
             apply: body.apply,
+            actor: who.into_inner(),
         })
         .await?;
     Ok(HttpResponse::Accepted()
@@ -368,9 +369,14 @@ struct SyncParams {
 }
 
 /// Provisions one user now (or, with `dry_run=true`, shows what would be sent).
-async fn sync_user(recs: Recs, id: web::Path<String>, params: web::Query<SyncParams>) -> Reply {
+async fn sync_user(
+    recs: Recs,
+    id: web::Path<String>,
+    params: web::Query<SyncParams>,
+    who: Who,
+) -> Reply {
     let report = recs
-        .sync(&id, params.target.as_deref(), params.dry_run)
+        .sync(&id, params.target.as_deref(), params.dry_run, &who)
         .await?;
     Ok(HttpResponse::Ok().json(report))
 }

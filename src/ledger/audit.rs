@@ -19,16 +19,22 @@ pub(crate) enum AuditAction {
     Release,
     Discard,
     MappingReload,
+    /// A reconcile that carried out its policies (`--apply`).
+    ReconcileApply,
+    /// One user provisioned on demand (`sync`, not a dry run).
+    Sync,
 }
 
 impl AuditAction {
-    pub(crate) const ALL: [AuditAction; 6] = [
+    pub(crate) const ALL: [AuditAction; 8] = [
         AuditAction::Replay,
         AuditAction::Pause,
         AuditAction::Resume,
         AuditAction::Release,
         AuditAction::Discard,
         AuditAction::MappingReload,
+        AuditAction::ReconcileApply,
+        AuditAction::Sync,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -39,6 +45,8 @@ impl AuditAction {
             AuditAction::Release => "release",
             AuditAction::Discard => "discard",
             AuditAction::MappingReload => "mapping_reload",
+            AuditAction::ReconcileApply => "reconcile_apply",
+            AuditAction::Sync => "sync",
         }
     }
 
@@ -103,7 +111,7 @@ impl FromSql for AuditOutcome {
 }
 
 /// Who acted, as the audit trail names them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) enum Actor {
     /// An admin API client, by its configured name (`development` for the dev token).
     Admin(String),
@@ -111,6 +119,9 @@ pub(crate) enum Actor {
     Cli(String),
     /// A signal to the process (SIGHUP reloads the mappings).
     Signal,
+    /// The bridge's own schedule (`reconcile.interval`).
+    #[default]
+    Schedule,
 }
 
 impl Actor {
@@ -123,12 +134,13 @@ impl Actor {
         Actor::Cli(user)
     }
 
-    /// `admin:<client>`, `cli:<os user>` or `signal`.
+    /// `admin:<client>`, `cli:<os user>`, `signal` or `schedule`.
     pub(crate) fn name(&self) -> String {
         match self {
             Actor::Admin(client) => format!("admin:{client}"),
             Actor::Cli(user) => format!("cli:{user}"),
             Actor::Signal => "signal".to_owned(),
+            Actor::Schedule => "schedule".to_owned(),
         }
     }
 }

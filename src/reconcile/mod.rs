@@ -12,10 +12,10 @@ pub(crate) mod sync;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use crate::clock::SharedClock;
+use crate::clock::{unix_millis, SharedClock};
 use crate::config::Settings;
 use crate::fanout::Fanout;
-use crate::ledger::{Db, LedgerError};
+use crate::ledger::{Actor, AuditAction, AuditEntry, AuditOutcome, Db, LedgerError};
 use crate::targets::{Target, TargetError};
 
 use self::run::{Reconciler, TargetEntry};
@@ -48,11 +48,31 @@ pub enum ReconcileError {
     Ledger(#[from] LedgerError),
 }
 
-/// The one place an operator action of this flow (a reconcile that carried out its
-/// policies, a sync of one user) is recorded. Today a log line; the operator audit trail
-/// records it here.
-pub(crate) fn audit(action: &str, detail: &serde_json::Value) {
-    tracing::info!(action, detail = %detail, "operator action");
+/// Records an operator action of this flow (a reconcile that carried out its policies, a
+/// sync of one user) in the audit trail, and logs it. A failure to record is logged, not
+/// returned: the action itself has already happened.
+pub(crate) async fn audit(
+    db: &Db,
+    clock: &SharedClock,
+    actor: &Actor,
+    action: AuditAction,
+    target: Option<String>,
+    user_id: Option<String>,
+    detail: serde_json::Value,
+) {
+    tracing::info!(actor = %actor.name(), action = action.as_str(), detail = %detail, "operator action");
+    let entry = AuditEntry {
+        at: unix_millis(clock.as_ref()),
+        actor: actor.name(),
+        action,
+        target,
+        user_id,
+        detail,
+        outcome: AuditOutcome::Ok,
+    };
+    if let Err(err) = db.write(move |s| s.append_audit(&entry).map(drop)).await {
+        tracing::warn!(error = %err, "cannot record the action in the audit trail");
+    }
 }
 
 /// A reconciler over the built `targets`, each with its policy and its share of the rate

@@ -18,7 +18,9 @@ use super::policy::{OnDrift, OnMissing, OnOrphan, Policy};
 use super::{audit, ReconcileError};
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::Fanout;
-use crate::ledger::{Db, Delivery, DeliveryOp, FindingRow, LedgerError, RunRow, StateKey};
+use crate::ledger::{
+    Actor, AuditAction, Db, Delivery, DeliveryOp, FindingRow, LedgerError, RunRow, StateKey,
+};
 use crate::targets::{Payload, RemoteAccount, Target, TargetError};
 
 /// A target as a reconcile drives it.
@@ -38,6 +40,8 @@ pub(crate) struct RunRequest {
     pub target: Option<String>,
     /// Carry the policies out, rather than only report.
     pub apply: bool,
+    /// Who asked, for the audit trail.
+    pub actor: Actor,
 }
 
 /// Told how a run advances: the command line draws it, the server logs it.
@@ -245,9 +249,15 @@ impl Reconciler {
         let run = closed?;
         if request.apply {
             audit(
-                "reconcile --apply",
-                &serde_json::json!({"run": run.id, "target": run.target, "counts": run.counts}),
-            );
+                &self.db,
+                &self.clock,
+                &request.actor,
+                AuditAction::ReconcileApply,
+                run.target.clone(),
+                None,
+                serde_json::json!({"run": run.id, "counts": run.counts}),
+            )
+            .await;
         }
         Ok(run)
     }
@@ -896,6 +906,7 @@ mod tests {
         let request = RunRequest {
             target: Some("shape".into()),
             apply: true,
+            ..RunRequest::default()
         };
         let run = reconciler.run(&request, &LogProgress).await.unwrap();
         assert_eq!(run.status, "finished");
@@ -950,6 +961,7 @@ mod tests {
         let request = RunRequest {
             target: None,
             apply: true,
+            ..RunRequest::default()
         };
         let run = reconciler(target.clone(), &db, policy)
             .run(&request, &LogProgress)
@@ -989,6 +1001,7 @@ mod tests {
         let unknown = RunRequest {
             target: Some("kiboo".into()),
             apply: false,
+            ..RunRequest::default()
         };
         let err = reconciler.run(&unknown, &LogProgress).await.unwrap_err();
         assert_eq!(err.to_string(), "no target named kiboo; configured: shape");

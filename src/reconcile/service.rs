@@ -8,6 +8,7 @@ use super::compare::FindingKind;
 use super::run::{LogProgress, Reconciler, RunRequest, Signal};
 use super::sync::SyncReport;
 use super::ReconcileError;
+use crate::ledger::Actor;
 use crate::ledger::{FindingRow, LedgerError, RunRow};
 
 /// The bridge's reconciler, shared by the admin API and the schedule.
@@ -43,8 +44,9 @@ impl Reconciles {
         user: &str,
         target: Option<&str>,
         dry_run: bool,
+        actor: &Actor,
     ) -> Result<SyncReport, ReconcileError> {
-        self.reconciler.sync(user, target, dry_run).await
+        self.reconciler.sync(user, target, dry_run, actor).await
     }
 
     pub(crate) fn signal(&self, signal: Signal) {

@@ -12,7 +12,9 @@ use super::compare::{compare, Finding, FindingKind};
 use super::run::Reconciler;
 use super::{audit, ReconcileError};
 use crate::clock::unix_millis;
-use crate::ledger::{Delivery, DeliveryOp, DeliveryState, LedgerError, ResourceKind};
+use crate::ledger::{
+    Actor, AuditAction, Delivery, DeliveryOp, DeliveryState, LedgerError, ResourceKind,
+};
 use crate::targets::{Payload, RemoteAccount, Target};
 
 /// What a sync did (or would do) for one user.
@@ -53,6 +55,7 @@ impl Reconciler {
         user: &str,
         only: Option<&str>,
         dry_run: bool,
+        actor: &Actor,
     ) -> Result<SyncReport, ReconcileError> {
         if let Some(name) = only {
             self.entry(name)?;
@@ -90,7 +93,17 @@ impl Reconciler {
             );
         }
         if !dry_run {
-            audit("sync", &serde_json::json!({"user": row.id, "target": only}));
+            let synced: Vec<&str> = targets.iter().map(|t| t.target.as_str()).collect();
+            audit(
+                self.db(),
+                self.clock(),
+                actor,
+                AuditAction::Sync,
+                only.map(str::to_owned),
+                Some(row.id.clone()),
+                serde_json::json!({"targets": synced}),
+            )
+            .await;
         }
         Ok(SyncReport {
             user_id: row.id,
