@@ -263,6 +263,9 @@ mod tests {
             .with_ansi(false)
             .finish();
         let logging = tracing::subscriber::set_default(subscriber);
+        // Another test's thread may have cached this callsite as unwanted (no subscriber
+        // there); ask every callsite again now that this thread has one.
+        tracing::callsite::rebuild_interest_cache();
         assert_eq!(f.admitted(strict(10), &rows).await, 10);
         drop(logging);
         assert_eq!(f.held().await, 5);

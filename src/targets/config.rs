@@ -67,6 +67,7 @@ struct TargetTable {
     #[serde(default)]
     guard: GuardConfig,
     first_delivery: Option<FirstDelivery>,
+    #[serde(default)]
     reconcile: Policy,
     kind: String,
     #[serde(flatten)]
