@@ -200,7 +200,12 @@ async fn hand_changes_are_reported_exactly_and_healed_by_policy_and_hand_made_ac
         "a report changes nothing"
     );
 
-    reconcile(&app, json!({"apply": true})).await;
+    let applied = reconcile(&app, json!({"apply": true})).await;
+    // Carrying the policies out is an operator action, in the audit trail with who asked.
+    let audit = audit_of(&app, "reconcile_apply").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["actor"], "admin:development");
+    assert_eq!(audit[0]["detail"]["run"], applied["id"]);
     app.settle(3).await;
     let appgate_names: Vec<Value> = app
         .live_accounts(&appgate::VENDOR)
@@ -509,6 +514,30 @@ async fn a_sync_through_the_admin_api_sends_the_user_and_shows_the_answer() {
         .account(&kibo_id)
         .unwrap();
     assert_eq!(account.fields["firstName"], json!("Given"));
+
+    let audit = audit_of(&app, "sync").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (
+            &audit[0]["actor"],
+            &audit[0]["user_id"],
+            &audit[0]["target"]
+        ),
+        (&json!("admin:development"), &json!(id), &json!("kibo"))
+    );
+}
+
+/// The audit trail's entries for one action, newest first.
+async fn audit_of(app: &SyncedApp, action: &str) -> Vec<Value> {
+    let response = app
+        .admin(Method::GET, &format!("/audit?action={action}"))
+        .send()
+        .await
+        .unwrap();
+    json_of(response, 200).await["entries"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// The reconcile bench: N users (RECONCILE_BENCH_USERS, 5,000 by default) pushed through SCIM
