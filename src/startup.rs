@@ -27,6 +27,7 @@ use crate::ledger::{Actor, Db, DbOptions, LedgerError};
 use crate::mapping::MappingSet;
 use crate::metrics::{Metrics, ScrapeAccess};
 use crate::reconcile::policy::Interval;
+use crate::reconcile::policy::OnMissing;
 use crate::reconcile::service::Reconciles;
 use crate::reconcile::{self};
 use crate::sandbox::{self, Sandbox, SandboxConfig};
@@ -152,6 +153,8 @@ impl Application {
                             cap: Duration::from_millis(fanout_settings.backoff_cap_ms),
                         },
                         guard,
+                        recreate_vanished: table
+                            .is_none_or(|t| t.reconcile.on_missing == OnMissing::Recreate),
                     },
                 )
             })

@@ -45,6 +45,9 @@ pub(crate) struct TargetPolicy {
     pub backoff: Backoff,
     /// When disables and deletes are held for an operator instead of sent.
     pub guard: GuardConfig,
+    /// Whether an account gone from the target (an update answered 404) is created again,
+    /// as the target's `reconcile.on_missing = "recreate"` says, or left for an operator.
+    pub recreate_vanished: bool,
 }
 
 /// Drives one target. Cheap to clone; clones share the in-flight set and limits.
@@ -557,7 +560,16 @@ impl Worker {
             "the linked account is gone from the target (404)"
         );
         match delivery.desired.operation {
-            DeliveryOp::Upsert => self.create(delivery, password).await,
+            DeliveryOp::Upsert if self.policy.recreate_vanished => {
+                self.create(delivery, password).await
+            }
+            DeliveryOp::Upsert => Err(TargetError::Rejected {
+                status: 404,
+                message: format!(
+                    "account {id} is gone from the target; with reconcile.on_missing = \
+                     \"report\" it is left for an operator, and a reconcile reports it missing"
+                ),
+            }),
             DeliveryOp::Disable | DeliveryOp::Delete => Ok(None),
         }
     }
@@ -1062,6 +1074,7 @@ mod tests {
                     cap: Duration::from_secs(60),
                 },
                 guard: GuardConfig::default(),
+                recreate_vanished: true,
             },
         );
         Fixture {
@@ -1302,6 +1315,33 @@ mod tests {
         );
         assert_eq!(row.remote_id, None, "a later enable creates the account");
         assert_eq!(f.target.calls().len(), 3, "{:?}", f.target.calls());
+    }
+
+    #[tokio::test]
+    async fn an_account_gone_from_the_target_is_left_for_an_operator_when_the_policy_reports() {
+        let mut f = fixture(vec![
+            Ok(()),
+            Err(TargetError::Rejected {
+                status: 404,
+                message: "no such user".into(),
+            }),
+        ]);
+        f.worker.policy.recreate_vanished = false;
+        f.want("v1", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        f.want("v2", DeliveryOp::Upsert).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(calls.len(), 3, "no create after the 404: {calls:?}");
+        let row = f.row().await;
+        assert_eq!(row.state, DeliveryState::Rejected);
+        assert!(
+            row.last_error
+                .as_deref()
+                .is_some_and(|text| text.contains("on_missing")),
+            "{row:?}"
+        );
+        assert_eq!(row.remote_id.as_deref(), Some("r1"), "the link is kept");
     }
 
     fn secret_field(required_on_create: bool, required_on_update: bool) -> Vec<FieldSpec> {
