@@ -171,7 +171,7 @@ impl Application {
             Some(Arc::clone(&fanout)),
         ))));
         if let Interval(Some(period)) = settings.reconcile.interval {
-            reconciles.schedule(period);
+            reconciles.schedule(period, settings.reconcile.apply_on_schedule);
         }
         let planner = Arc::new(Planner::new(mappings, secrets));
         let service = ScimService::new(

@@ -51,6 +51,9 @@ pub struct ReconcileSettings {
     /// How often the running bridge reconciles every target: `off`, `hourly`, `daily`, or
     /// a number with a unit (`30m`, `6h`, `2d`).
     pub interval: Interval,
+    /// Whether a scheduled run carries out each target's policies (as `reconcile --apply`)
+    /// or only reports its findings.
+    pub apply_on_schedule: bool,
     /// The share of each target's `rate_limit_per_second` a reconcile may use for its
     /// reads; the rest stays for deliveries.
     pub rate_share: f64,
@@ -64,6 +67,7 @@ impl Default for ReconcileSettings {
     fn default() -> Self {
         ReconcileSettings {
             interval: Interval(None),
+            apply_on_schedule: true,
             rate_share: 0.5,
             batch: 500,
             retention_days: 30,

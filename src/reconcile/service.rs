@@ -98,15 +98,20 @@ impl Reconciles {
             .await
     }
 
-    /// Runs every target every `period`, the first one a period after the start; a run
-    /// still in progress (started by an operator) makes the schedule skip its turn.
-    pub(crate) fn schedule(&self, period: Duration) {
+    /// Runs every target every `period`, the first one a period after the start, carrying
+    /// the policies out when `apply`; a run still in progress (started by an operator) makes
+    /// the schedule skip its turn.
+    pub(crate) fn schedule(&self, period: Duration, apply: bool) {
         let reconciles = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 ticks.tick().await;
-                match reconciles.start(RunRequest::default()).await {
+                let request = RunRequest {
+                    apply,
+                    ..RunRequest::default()
+                };
+                match reconciles.start(request).await {
                     Ok(run_id) => tracing::info!(run_id, "scheduled reconcile started"),
                     Err(err) => tracing::warn!(error = %err, "scheduled reconcile skipped"),
                 }
