@@ -20,6 +20,7 @@ pub(super) enum Nav {
     Users,
     Failures,
     Mappings,
+    Reconcile,
 }
 
 const NAV: &[(Nav, &str, &str)] = &[
@@ -27,6 +28,7 @@ const NAV: &[(Nav, &str, &str)] = &[
     (Nav::Users, "/console/users", "Users"),
     (Nav::Failures, "/console/failures", "Failures"),
     (Nav::Mappings, "/console/mappings", "Mappings"),
+    (Nav::Reconcile, "/console/reconcile", "Reconcile"),
 ];
 
 fn head(title: &str) -> Markup {

@@ -10,6 +10,7 @@ mod highlight;
 mod layout;
 mod mappings;
 mod overview;
+mod reconcile;
 mod session;
 mod users;
 
@@ -82,6 +83,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .configure(overview::configure)
             .configure(users::configure)
             .configure(failures::configure)
-            .configure(mappings::configure),
+            .configure(mappings::configure)
+            .configure(reconcile::configure),
     );
 }

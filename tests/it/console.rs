@@ -520,3 +520,142 @@ async fn every_page_and_action_works_through_the_operators_calls_and_no_secret_r
         }
     }
 }
+
+/// Reads a console page until `done` says the reconcile run on it has ended (bounded).
+async fn until_run_ends(browser: &mut Browser, path: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, page) = browser.get(path).await;
+        assert_eq!(status, 200, "{page}");
+        if !page.contains(r#"class="state running""#) {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path} never ended");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_reconcile_page_starts_a_run_shows_its_findings_by_kind_and_audits_the_admin() {
+    let synced = SyncedApp::spawn().await;
+    let primavera = synced
+        .sandbox
+        .emulator(&targets::primavera::VENDOR)
+        .unwrap();
+    let hand_made = primavera.insert_account(crate::support::object(json!({
+        "email": "hand@example.com", "firstName": "Hand", "lastName": "Made"
+    })));
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+
+    let (status, page) = browser.get("/console/reconcile").await;
+    assert_eq!(status, 200);
+    for expected in [
+        r#"aria-current="page">Reconcile"#,
+        "No reconcile has run yet",
+        r#"<option value="primavera">"#,
+        r#"name="apply""#,
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    let start = [("target", "primavera"), ("apply", "true")];
+    let (status, _) = browser
+        .post(
+            "/console/reconcile",
+            &[&start[..], &[("csrf", "forged")]].concat(),
+        )
+        .await;
+    assert_eq!(status, 403, "a start without the CSRF token is refused");
+    let (status, _) = browser.get("/console/reconcile").await;
+    assert_eq!(status, 200);
+    assert!(browser
+        .seen
+        .last()
+        .unwrap()
+        .contains("No reconcile has run yet"));
+
+    let csrf = browser.csrf.clone();
+    let (status, location) = browser
+        .post(
+            "/console/reconcile",
+            &[&start[..], &[("csrf", &csrf)]].concat(),
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(
+        location.starts_with("/console/reconcile/runs/"),
+        "{location}"
+    );
+    let page = until_run_ends(&mut browser, &location).await;
+    for expected in [
+        r#"class="state finished""#,
+        "policies applied",
+        "orphan_unmarked (1)",
+        "untouched",
+        &hand_made,
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+
+    // One kind at a time; an empty kind, an unknown kind and an unknown run.
+    let (status, page) = browser.get(&format!("{location}?kind=missing")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("No findings here") && !page.contains(&hand_made),
+        "{page}"
+    );
+    let (status, page) = browser
+        .get(&format!("{location}?kind=orphan_unmarked"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&hand_made), "{page}");
+    let (status, page) = browser.get(&format!("{location}?kind=bogus")).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("unknown finding kind bogus"), "{page}");
+    for missing in [
+        "/console/reconcile/runs/999999",
+        "/console/reconcile/runs/x",
+    ] {
+        let (status, page) = browser.get(missing).await;
+        assert_eq!(status, 404, "{missing}: {page}");
+    }
+
+    // The list: newest first, with its counts per kind.
+    let (status, page) = browser.get("/console/reconcile").await;
+    assert_eq!(status, 200);
+    let run = location.rsplit('/').next().unwrap();
+    assert!(page.contains(&format!(">#{run}</a>")), "{page}");
+    assert!(!page.contains("A run is in progress"), "{page}");
+
+    // Signals go to the reconciler; without the token they are refused.
+    for signal in ["pause", "resume", "cancel"] {
+        let path = format!("/console/reconcile/{signal}");
+        let (status, _) = browser.post(&path, &[("csrf", "forged")]).await;
+        assert_eq!(status, 403, "{signal}");
+        let (status, location) = browser.post(&path, &[("csrf", &csrf)]).await;
+        assert_eq!(status, 303, "{signal}");
+        assert!(
+            location.starts_with("/console/reconcile?done="),
+            "{location}"
+        );
+    }
+
+    // The applied run is in the audit trail under the signed-in client.
+    let response = synced
+        .admin(reqwest::Method::GET, "/audit?action=reconcile_apply")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = response.json().await.unwrap();
+    let who = page
+        .split(r#"<span class="who">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap();
+    assert_eq!(
+        audit["entries"][0]["actor"],
+        format!("admin:{who}"),
+        "{audit}"
+    );
+    assert_eq!(audit["entries"][0]["target"], "primavera", "{audit}");
+}
