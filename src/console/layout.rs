@@ -21,6 +21,7 @@ pub(super) enum Nav {
     Failures,
     Mappings,
     Reconcile,
+    Held,
 }
 
 const NAV: &[(Nav, &str, &str)] = &[
@@ -29,6 +30,7 @@ const NAV: &[(Nav, &str, &str)] = &[
     (Nav::Failures, "/console/failures", "Failures"),
     (Nav::Mappings, "/console/mappings", "Mappings"),
     (Nav::Reconcile, "/console/reconcile", "Reconcile"),
+    (Nav::Held, "/console/held", "Held"),
 ];
 
 fn head(title: &str) -> Markup {

@@ -6,6 +6,7 @@ mod assets;
 mod chart;
 mod error;
 mod failures;
+mod held;
 mod highlight;
 mod layout;
 mod mappings;
@@ -84,6 +85,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .configure(users::configure)
             .configure(failures::configure)
             .configure(mappings::configure)
-            .configure(reconcile::configure),
+            .configure(reconcile::configure)
+            .configure(held::configure),
     );
 }

@@ -13,6 +13,7 @@ use crate::support::{mappings_dir, user, SyncedApp, TestApp, ADMIN_TOKEN, TOKEN}
 use scim_bridge::clock::ManualClock;
 use scim_bridge::sandbox::Faults;
 use scim_bridge::targets;
+use scim_bridge::targets::config::GuardConfig;
 
 const PASSWORD: &str = "Sup3r-Secret-Pa55!";
 
@@ -647,15 +648,119 @@ async fn the_reconcile_page_starts_a_run_shows_its_findings_by_kind_and_audits_t
         .await
         .unwrap();
     let audit: serde_json::Value = response.json().await.unwrap();
-    let who = page
-        .split(r#"<span class="who">"#)
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap();
+    let who = signed_in_as(&page);
     assert_eq!(
         audit["entries"][0]["actor"],
         format!("admin:{who}"),
         "{audit}"
     );
     assert_eq!(audit["entries"][0]["target"], "primavera", "{audit}");
+}
+
+/// The signed-in client's name as the page header shows it.
+fn signed_in_as(page: &str) -> &str {
+    page.split(r#"<span class="who">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn held_deprovisions_show_on_the_overview_and_are_discarded_or_released_from_their_page() {
+    let synced = SyncedApp::spawn_with(|settings| {
+        for (name, target) in settings.targets.iter_mut() {
+            target.guard = GuardConfig {
+                max_deprovisions: if name == "kibo" { 1 } else { 500 },
+                window_secs: 600,
+                max_percent: 100,
+                ..GuardConfig::default()
+            };
+        }
+    })
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let created = synced.app.create_user(&user(&format!("guarded{n}"))).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    synced.settle(5).await;
+    let deactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    for id in &ids[..3] {
+        let response = synced.app.patch(&format!("/Users/{id}"), &deactivate).await;
+        assert_eq!(response.status(), 200);
+    }
+    synced
+        .until_target("kibo", |t| t["held"] == 2 && t["pending"] == 0)
+        .await;
+
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+    let (status, page) = browser.get("/console").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"<a class="state held" href="/console/held">held 2</a>"#),
+        "{page}"
+    );
+    assert_eq!(page.matches(r#"class="state held""#).count(), 1, "{page}");
+
+    let (status, page) = browser.get("/console/held").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("2 deprovisions") && page.contains("disable"),
+        "{page}"
+    );
+    let listed = ids[..3]
+        .iter()
+        .filter(|id| page.contains(&format!("/console/users/{id}")))
+        .count();
+    assert_eq!(listed, 2, "{page}");
+    let who = signed_in_as(&page).to_owned();
+
+    let (status, _) = browser
+        .post("/console/held/kibo/discard", &[("csrf", "forged")])
+        .await;
+    assert_eq!(status, 403);
+    let csrf = browser.csrf.clone();
+    let (status, _) = browser
+        .post("/console/held/nope/release", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 404);
+    let (status, location) = browser
+        .post("/console/held/kibo/discard", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (
+            303,
+            "/console/held?done=2%20held%20deprovisions%20of%20kibo%20discarded"
+        )
+    );
+    synced.until_target("kibo", |t| t["held"] == 0).await;
+    let (_, page) = browser.get(&location).await;
+    assert!(
+        page.contains("2 held deprovisions of kibo discarded") && page.contains("holds nothing"),
+        "{page}"
+    );
+    let (status, location) = browser
+        .post("/console/held/kibo/release", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    assert!(
+        location.contains("0%20held%20deprovisions%20of%20kibo%20released"),
+        "{location}"
+    );
+
+    let response = synced
+        .admin(reqwest::Method::GET, "/audit?target=kibo")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = response.json().await.unwrap();
+    let actor = format!("admin:{who}");
+    assert_eq!(audit["entries"][0]["action"], "release", "{audit}");
+    assert_eq!(audit["entries"][0]["actor"], actor.as_str(), "{audit}");
+    assert_eq!(audit["entries"][1]["action"], "discard", "{audit}");
+    assert_eq!(audit["entries"][1]["actor"], actor.as_str(), "{audit}");
+    assert_eq!(audit["entries"][1]["detail"]["discarded"], 2, "{audit}");
 }
