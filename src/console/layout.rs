@@ -22,6 +22,7 @@ pub(super) enum Nav {
     Mappings,
     Reconcile,
     Held,
+    Audit,
 }
 
 const NAV: &[(Nav, &str, &str)] = &[
@@ -31,6 +32,7 @@ const NAV: &[(Nav, &str, &str)] = &[
     (Nav::Mappings, "/console/mappings", "Mappings"),
     (Nav::Reconcile, "/console/reconcile", "Reconcile"),
     (Nav::Held, "/console/held", "Held"),
+    (Nav::Audit, "/console/audit", "Audit"),
 ];
 
 fn head(title: &str) -> Markup {

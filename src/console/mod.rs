@@ -3,6 +3,7 @@
 //! an admin token. Each page is a module with its routes; a new page adds one and a nav entry.
 
 mod assets;
+mod audit;
 mod chart;
 mod error;
 mod failures;
@@ -86,6 +87,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .configure(failures::configure)
             .configure(mappings::configure)
             .configure(reconcile::configure)
-            .configure(held::configure),
+            .configure(held::configure)
+            .configure(audit::configure),
     );
 }

@@ -666,7 +666,8 @@ fn signed_in_as(page: &str) -> &str {
 }
 
 #[tokio::test]
-async fn held_deprovisions_show_on_the_overview_and_are_discarded_or_released_from_their_page() {
+async fn held_deprovisions_are_discarded_or_released_from_their_page_and_the_audit_page_shows_who()
+{
     let synced = SyncedApp::spawn_with(|settings| {
         for (name, target) in settings.targets.iter_mut() {
             target.guard = GuardConfig {
@@ -763,4 +764,26 @@ async fn held_deprovisions_show_on_the_overview_and_are_discarded_or_released_fr
     assert_eq!(audit["entries"][1]["action"], "discard", "{audit}");
     assert_eq!(audit["entries"][1]["actor"], actor.as_str(), "{audit}");
     assert_eq!(audit["entries"][1]["detail"]["discarded"], 2, "{audit}");
+
+    // The same trail on the audit page, newest first, and filtered by action.
+    let (status, page) = browser.get("/console/audit").await;
+    assert_eq!(status, 200);
+    let release = page.find("<td>release</td>").expect(&page);
+    let discard = page.find("<td>discard</td>").expect(&page);
+    assert!(release < discard, "newest first: {page}");
+    assert!(page.contains(&format!("<td>{actor}</td>")), "{page}");
+    assert!(page.contains(r#"{&quot;discarded&quot;:2}"#), "{page}");
+    let (status, page) = browser.get("/console/audit?action=discard").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<td>discard</td>") && !page.contains("<td>release</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<option value="discard" selected>"#),
+        "{page}"
+    );
+    let (status, page) = browser.get("/console/audit?action=bogus").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("unknown action bogus"), "{page}");
 }
