@@ -14,6 +14,7 @@ mod mappings;
 mod overview;
 mod reconcile;
 mod session;
+mod sync;
 mod users;
 
 use std::collections::BTreeMap;
@@ -88,6 +89,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .configure(mappings::configure)
             .configure(reconcile::configure)
             .configure(held::configure)
-            .configure(audit::configure),
+            .configure(audit::configure)
+            .configure(sync::configure),
     );
 }

@@ -787,3 +787,94 @@ async fn held_deprovisions_are_discarded_or_released_from_their_page_and_the_aud
     assert_eq!(status, 400);
     assert!(page.contains("unknown action bogus"), "{page}");
 }
+
+#[tokio::test]
+async fn sync_now_on_a_users_page_shows_each_step_and_the_account_as_the_target_holds_it() {
+    let synced = SyncedApp::spawn().await;
+    let created = synced.app.create_user(&user("syncme")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    synced.settle(1).await;
+    // Someone edits the Kibo account by hand.
+    let response = synced
+        .admin(reqwest::Method::GET, &format!("/users/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let status: serde_json::Value = response.json().await.unwrap();
+    let remote = status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["desired"]["target"] == "kibo")
+        .unwrap()["remote_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let origin = synced
+        .sandbox
+        .emulator(&targets::kibo::VENDOR)
+        .unwrap()
+        .origin();
+    let edited = synced
+        .app
+        .client
+        .patch(format!("{origin}/_sandbox/accounts/{remote}"))
+        .json(&json!({"firstName": "Edited"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(edited.status().is_success());
+
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+    let (status, page) = browser.get(&format!("/console/users/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Sync now") && page.contains("Sync dry run"),
+        "{page}"
+    );
+    let who = signed_in_as(&page).to_owned();
+    let path = format!("/console/users/{id}/sync");
+    let (status, _) = browser.post(&path, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    let csrf = browser.csrf.clone();
+
+    let (status, page) = browser
+        .post(&path, &[("csrf", &csrf), ("dry_run", "true")])
+        .await;
+    assert_eq!(status, 200, "{page}");
+    for expected in [
+        "dry run: nothing is sent",
+        "1. SCIM user:",
+        "== kibo",
+        "== appgate",
+        &format!("3. account: {remote}"),
+        "4. three-way: drifted",
+        "actual &quot;Edited&quot;",
+        "6. answer: none: dry run",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+
+    let (status, page) = browser.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        !page.contains("dry run") && page.contains("5. request (sent)"),
+        "{page}"
+    );
+    let (status, _) = browser
+        .post("/console/users/nobody/sync", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 404);
+
+    let response = synced
+        .admin(reqwest::Method::GET, "/audit?action=sync")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = response.json().await.unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "only the real sync is recorded: {audit}");
+    assert_eq!(entries[0]["actor"], format!("admin:{who}"), "{audit}");
+    assert_eq!(entries[0]["user_id"], id.as_str(), "{audit}");
+}
