@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 
 use crate::ledger::LedgerError;
 use crate::mapping::MappingError;
+use crate::reconcile::ReconcileError;
 use crate::scim::error::ScimError;
 use crate::scim::service::UNAVAILABLE_RETRY_AFTER_SECS;
 use crate::telemetry::error_chain;
@@ -24,6 +25,12 @@ pub(crate) enum ConsoleError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The action cannot happen now (a reconcile already running).
+    #[error("{0}")]
+    Conflict(String),
+    /// A target answered a read or a sync with an error.
+    #[error("{0}")]
+    Upstream(String),
     #[error("too many requests; retry after {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
     #[error("the database cannot take writes now; retry later")]
@@ -63,6 +70,22 @@ impl From<MappingError> for ConsoleError {
     }
 }
 
+impl From<ReconcileError> for ConsoleError {
+    fn from(err: ReconcileError) -> Self {
+        match err {
+            ReconcileError::UnknownTarget { .. }
+            | ReconcileError::UnknownUser(_)
+            | ReconcileError::UnknownRun(_) => ConsoleError::NotFound(err.to_string()),
+            ReconcileError::UnknownKind(_) => ConsoleError::BadRequest(err.to_string()),
+            ReconcileError::Busy(_) | ReconcileError::Cancelled => {
+                ConsoleError::Conflict(err.to_string())
+            }
+            ReconcileError::Target { .. } => ConsoleError::Upstream(err.to_string()),
+            ReconcileError::Ledger(err) => ConsoleError::from(err),
+        }
+    }
+}
+
 impl ResponseError for ConsoleError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -70,6 +93,8 @@ impl ResponseError for ConsoleError {
             ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
             ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
             ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ConsoleError::Conflict(_) => StatusCode::CONFLICT,
+            ConsoleError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ConsoleError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ConsoleError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ConsoleError::Ledger(_)
@@ -113,7 +138,9 @@ impl ResponseError for ConsoleError {
             }
             ConsoleError::Forbidden(_)
             | ConsoleError::NotFound(_)
-            | ConsoleError::BadRequest(_) => {}
+            | ConsoleError::BadRequest(_)
+            | ConsoleError::Conflict(_)
+            | ConsoleError::Upstream(_) => {}
         }
         let detail = match self {
             ConsoleError::Ledger(_) | ConsoleError::Scim(_) | ConsoleError::Mapping(_) => {

@@ -20,6 +20,9 @@ pub(super) enum Nav {
     Users,
     Failures,
     Mappings,
+    Reconcile,
+    Held,
+    Audit,
 }
 
 const NAV: &[(Nav, &str, &str)] = &[
@@ -27,6 +30,9 @@ const NAV: &[(Nav, &str, &str)] = &[
     (Nav::Users, "/console/users", "Users"),
     (Nav::Failures, "/console/failures", "Failures"),
     (Nav::Mappings, "/console/mappings", "Mappings"),
+    (Nav::Reconcile, "/console/reconcile", "Reconcile"),
+    (Nav::Held, "/console/held", "Held"),
+    (Nav::Audit, "/console/audit", "Audit"),
 ];
 
 fn head(title: &str) -> Markup {

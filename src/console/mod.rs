@@ -3,14 +3,18 @@
 //! an admin token. Each page is a module with its routes; a new page adds one and a nav entry.
 
 mod assets;
+mod audit;
 mod chart;
 mod error;
 mod failures;
+mod held;
 mod highlight;
 mod layout;
 mod mappings;
 mod overview;
+mod reconcile;
 mod session;
+mod sync;
 mod users;
 
 use std::collections::BTreeMap;
@@ -82,6 +86,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .configure(overview::configure)
             .configure(users::configure)
             .configure(failures::configure)
-            .configure(mappings::configure),
+            .configure(mappings::configure)
+            .configure(reconcile::configure)
+            .configure(held::configure)
+            .configure(audit::configure)
+            .configure(sync::configure),
     );
 }

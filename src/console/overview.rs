@@ -67,6 +67,9 @@ fn render(
                             td { strong { (target.target) } }
                             td {
                                 @if target.paused { span.state.paused { "paused" } " " }
+                                @if target.held > 0 {
+                                    a.state.held href="/console/held" { "held " (target.held) } " "
+                                }
                                 span class=(format!("state {}", target.circuit.state.as_str())) {
                                     "circuit " (target.circuit.state.as_str())
                                 }

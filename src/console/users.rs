@@ -201,6 +201,17 @@ fn render_user(
             input type="hidden" name="csrf" value=(admin.csrf);
             button type="submit" { "Replay failed deliveries to every target" }
         }
+        " "
+        form.inline method="post" action=(format!("/console/users/{id}/sync")) {
+            input type="hidden" name="csrf" value=(admin.csrf);
+            button type="submit" { "Sync now" }
+        }
+        " "
+        form.inline method="post" action=(format!("/console/users/{id}/sync")) {
+            input type="hidden" name="csrf" value=(admin.csrf);
+            input type="hidden" name="dry_run" value="true";
+            button.secondary type="submit" { "Sync dry run" }
+        }
         h2 { "SCIM resource" }
         @match resource {
             Some(resource) => pre { (layout::pretty(&resource.value)) },

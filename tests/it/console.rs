@@ -13,6 +13,7 @@ use crate::support::{mappings_dir, user, SyncedApp, TestApp, ADMIN_TOKEN, TOKEN}
 use scim_bridge::clock::ManualClock;
 use scim_bridge::sandbox::Faults;
 use scim_bridge::targets;
+use scim_bridge::targets::config::GuardConfig;
 
 const PASSWORD: &str = "Sup3r-Secret-Pa55!";
 
@@ -519,4 +520,361 @@ async fn every_page_and_action_works_through_the_operators_calls_and_no_secret_r
             assert!(!page.contains(secret), "{secret} in a page: {page}");
         }
     }
+}
+
+/// Reads a console page until `done` says the reconcile run on it has ended (bounded).
+async fn until_run_ends(browser: &mut Browser, path: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, page) = browser.get(path).await;
+        assert_eq!(status, 200, "{page}");
+        if !page.contains(r#"class="state running""#) {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path} never ended");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_reconcile_page_starts_a_run_shows_its_findings_by_kind_and_audits_the_admin() {
+    let synced = SyncedApp::spawn().await;
+    let primavera = synced
+        .sandbox
+        .emulator(&targets::primavera::VENDOR)
+        .unwrap();
+    let hand_made = primavera.insert_account(crate::support::object(json!({
+        "email": "hand@example.com", "firstName": "Hand", "lastName": "Made"
+    })));
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+
+    let (status, page) = browser.get("/console/reconcile").await;
+    assert_eq!(status, 200);
+    for expected in [
+        r#"aria-current="page">Reconcile"#,
+        "No reconcile has run yet",
+        r#"<option value="primavera">"#,
+        r#"name="apply""#,
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    let start = [("target", "primavera"), ("apply", "true")];
+    let (status, _) = browser
+        .post(
+            "/console/reconcile",
+            &[&start[..], &[("csrf", "forged")]].concat(),
+        )
+        .await;
+    assert_eq!(status, 403, "a start without the CSRF token is refused");
+    let (status, _) = browser.get("/console/reconcile").await;
+    assert_eq!(status, 200);
+    assert!(browser
+        .seen
+        .last()
+        .unwrap()
+        .contains("No reconcile has run yet"));
+
+    let csrf = browser.csrf.clone();
+    let (status, location) = browser
+        .post(
+            "/console/reconcile",
+            &[&start[..], &[("csrf", &csrf)]].concat(),
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(
+        location.starts_with("/console/reconcile/runs/"),
+        "{location}"
+    );
+    let page = until_run_ends(&mut browser, &location).await;
+    for expected in [
+        r#"class="state finished""#,
+        "policies applied",
+        "orphan_unmarked (1)",
+        "untouched",
+        &hand_made,
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+
+    // One kind at a time; an empty kind, an unknown kind and an unknown run.
+    let (status, page) = browser.get(&format!("{location}?kind=missing")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("No findings here") && !page.contains(&hand_made),
+        "{page}"
+    );
+    let (status, page) = browser
+        .get(&format!("{location}?kind=orphan_unmarked"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&hand_made), "{page}");
+    let (status, page) = browser.get(&format!("{location}?kind=bogus")).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("unknown finding kind bogus"), "{page}");
+    for missing in [
+        "/console/reconcile/runs/999999",
+        "/console/reconcile/runs/x",
+    ] {
+        let (status, page) = browser.get(missing).await;
+        assert_eq!(status, 404, "{missing}: {page}");
+    }
+
+    // The list: newest first, with its counts per kind.
+    let (status, page) = browser.get("/console/reconcile").await;
+    assert_eq!(status, 200);
+    let run = location.rsplit('/').next().unwrap();
+    assert!(page.contains(&format!(">#{run}</a>")), "{page}");
+    assert!(!page.contains("A run is in progress"), "{page}");
+
+    // Signals go to the reconciler; without the token they are refused.
+    for signal in ["pause", "resume", "cancel"] {
+        let path = format!("/console/reconcile/{signal}");
+        let (status, _) = browser.post(&path, &[("csrf", "forged")]).await;
+        assert_eq!(status, 403, "{signal}");
+        let (status, location) = browser.post(&path, &[("csrf", &csrf)]).await;
+        assert_eq!(status, 303, "{signal}");
+        assert!(
+            location.starts_with("/console/reconcile?done="),
+            "{location}"
+        );
+    }
+
+    // The applied run is in the audit trail under the signed-in client.
+    let response = synced
+        .admin(reqwest::Method::GET, "/audit?action=reconcile_apply")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = response.json().await.unwrap();
+    let who = signed_in_as(&page);
+    assert_eq!(
+        audit["entries"][0]["actor"],
+        format!("admin:{who}"),
+        "{audit}"
+    );
+    assert_eq!(audit["entries"][0]["target"], "primavera", "{audit}");
+}
+
+/// The signed-in client's name as the page header shows it.
+fn signed_in_as(page: &str) -> &str {
+    page.split(r#"<span class="who">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn held_deprovisions_are_discarded_or_released_from_their_page_and_the_audit_page_shows_who()
+{
+    let synced = SyncedApp::spawn_with(|settings| {
+        for (name, target) in settings.targets.iter_mut() {
+            target.guard = GuardConfig {
+                max_deprovisions: if name == "kibo" { 1 } else { 500 },
+                window_secs: 600,
+                max_percent: 100,
+                ..GuardConfig::default()
+            };
+        }
+    })
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let created = synced.app.create_user(&user(&format!("guarded{n}"))).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    synced.settle(5).await;
+    let deactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    for id in &ids[..3] {
+        let response = synced.app.patch(&format!("/Users/{id}"), &deactivate).await;
+        assert_eq!(response.status(), 200);
+    }
+    synced
+        .until_target("kibo", |t| t["held"] == 2 && t["pending"] == 0)
+        .await;
+
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+    let (status, page) = browser.get("/console").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"<a class="state held" href="/console/held">held 2</a>"#),
+        "{page}"
+    );
+    assert_eq!(page.matches(r#"class="state held""#).count(), 1, "{page}");
+
+    let (status, page) = browser.get("/console/held").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("2 deprovisions") && page.contains("disable"),
+        "{page}"
+    );
+    let listed = ids[..3]
+        .iter()
+        .filter(|id| page.contains(&format!("/console/users/{id}")))
+        .count();
+    assert_eq!(listed, 2, "{page}");
+    let who = signed_in_as(&page).to_owned();
+
+    let (status, _) = browser
+        .post("/console/held/kibo/discard", &[("csrf", "forged")])
+        .await;
+    assert_eq!(status, 403);
+    let csrf = browser.csrf.clone();
+    let (status, _) = browser
+        .post("/console/held/nope/release", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 404);
+    let (status, location) = browser
+        .post("/console/held/kibo/discard", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (
+            303,
+            "/console/held?done=2%20held%20deprovisions%20of%20kibo%20discarded"
+        )
+    );
+    synced.until_target("kibo", |t| t["held"] == 0).await;
+    let (_, page) = browser.get(&location).await;
+    assert!(
+        page.contains("2 held deprovisions of kibo discarded") && page.contains("holds nothing"),
+        "{page}"
+    );
+    let (status, location) = browser
+        .post("/console/held/kibo/release", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    assert!(
+        location.contains("0%20held%20deprovisions%20of%20kibo%20released"),
+        "{location}"
+    );
+
+    let response = synced
+        .admin(reqwest::Method::GET, "/audit?target=kibo")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = response.json().await.unwrap();
+    let actor = format!("admin:{who}");
+    assert_eq!(audit["entries"][0]["action"], "release", "{audit}");
+    assert_eq!(audit["entries"][0]["actor"], actor.as_str(), "{audit}");
+    assert_eq!(audit["entries"][1]["action"], "discard", "{audit}");
+    assert_eq!(audit["entries"][1]["actor"], actor.as_str(), "{audit}");
+    assert_eq!(audit["entries"][1]["detail"]["discarded"], 2, "{audit}");
+
+    // The same trail on the audit page, newest first, and filtered by action.
+    let (status, page) = browser.get("/console/audit").await;
+    assert_eq!(status, 200);
+    let release = page.find("<td>release</td>").expect(&page);
+    let discard = page.find("<td>discard</td>").expect(&page);
+    assert!(release < discard, "newest first: {page}");
+    assert!(page.contains(&format!("<td>{actor}</td>")), "{page}");
+    assert!(page.contains(r#"{&quot;discarded&quot;:2}"#), "{page}");
+    let (status, page) = browser.get("/console/audit?action=discard").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<td>discard</td>") && !page.contains("<td>release</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<option value="discard" selected>"#),
+        "{page}"
+    );
+    let (status, page) = browser.get("/console/audit?action=bogus").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("unknown action bogus"), "{page}");
+}
+
+#[tokio::test]
+async fn sync_now_on_a_users_page_shows_each_step_and_the_account_as_the_target_holds_it() {
+    let synced = SyncedApp::spawn().await;
+    let created = synced.app.create_user(&user("syncme")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    synced.settle(1).await;
+    // Someone edits the Kibo account by hand.
+    let response = synced
+        .admin(reqwest::Method::GET, &format!("/users/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let status: serde_json::Value = response.json().await.unwrap();
+    let remote = status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["desired"]["target"] == "kibo")
+        .unwrap()["remote_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let origin = synced
+        .sandbox
+        .emulator(&targets::kibo::VENDOR)
+        .unwrap()
+        .origin();
+    let edited = synced
+        .app
+        .client
+        .patch(format!("{origin}/_sandbox/accounts/{remote}"))
+        .json(&json!({"firstName": "Edited"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(edited.status().is_success());
+
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+    let (status, page) = browser.get(&format!("/console/users/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Sync now") && page.contains("Sync dry run"),
+        "{page}"
+    );
+    let who = signed_in_as(&page).to_owned();
+    let path = format!("/console/users/{id}/sync");
+    let (status, _) = browser.post(&path, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    let csrf = browser.csrf.clone();
+
+    let (status, page) = browser
+        .post(&path, &[("csrf", &csrf), ("dry_run", "true")])
+        .await;
+    assert_eq!(status, 200, "{page}");
+    for expected in [
+        "dry run: nothing is sent",
+        "1. SCIM user:",
+        "== kibo",
+        "== appgate",
+        &format!("3. account: {remote}"),
+        "4. three-way: drifted",
+        "actual &quot;Edited&quot;",
+        "6. answer: none: dry run",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+
+    let (status, page) = browser.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        !page.contains("dry run") && page.contains("5. request (sent)"),
+        "{page}"
+    );
+    let (status, _) = browser
+        .post("/console/users/nobody/sync", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 404);
+
+    let response = synced
+        .admin(reqwest::Method::GET, "/audit?action=sync")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = response.json().await.unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "only the real sync is recorded: {audit}");
+    assert_eq!(entries[0]["actor"], format!("admin:{who}"), "{audit}");
+    assert_eq!(entries[0]["user_id"], id.as_str(), "{audit}");
 }

@@ -1,6 +1,7 @@
 //! The console in a real browser: headless Chromium driven over WebDriver through a sign-in,
 //! the overview, a user's page, a mapping change (an error at its line, fixed, diffed,
-//! applied and delivered) and a dead letter replayed, with a screenshot of each page under
+//! applied and delivered), a dead letter replayed and a reconcile started that finds an
+//! account made by hand, with a screenshot of each page under
 //! `target/console-screenshots/`. Skipped, and saying so, where no chromedriver is found.
 
 use std::net::TcpListener;
@@ -329,5 +330,51 @@ async fn an_admin_works_through_the_console_in_a_real_browser() {
     synced
         .until_target("vikingcloud", |t| t["dead"] == 0 && t["delivered"] == 1)
         .await;
+
+    // Reconcile Primavera, where someone made an account by hand, and see the finding.
+    let hand_made = synced
+        .sandbox
+        .emulator(&targets::primavera::VENDOR)
+        .unwrap()
+        .insert_account(crate::support::object(json!({
+            "email": "hand@example.com", "firstName": "Hand", "lastName": "Made"
+        })));
+    browser
+        .find(Locator::LinkText("Reconcile"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_text(&browser, "Start a run").await;
+    browser
+        .find(Locator::Css("select#target option[value=primavera]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::XPath("//button[contains(., 'Start')]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_text(&browser, "Reconcile run #").await;
+    let deadline = Instant::now() + PATIENCE;
+    while !browser
+        .source()
+        .await
+        .unwrap()
+        .contains(r#"class="state finished""#)
+    {
+        assert!(Instant::now() < deadline, "the reconcile never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        browser.refresh().await.unwrap();
+    }
+    until_text(&browser, "orphan_unmarked (1)").await;
+    until_text(&browser, &hand_made).await;
+    screenshot(&browser, "08-reconcile-run").await;
     browser.close().await.unwrap();
 }
