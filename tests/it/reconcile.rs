@@ -557,6 +557,7 @@ async fn bench_reconcile_of_many_users_on_one_target() {
         let kibo = settings.targets.get_mut("kibo").unwrap();
         kibo.rate_limit_per_second = 100_000;
         kibo.concurrency = 64;
+        kibo.max_concurrency = 64;
     })
     .await;
     // One target measured: the others take nothing.
