@@ -11,7 +11,7 @@ use crate::ledger::{Db, FailureGroup, LedgerError};
 use super::layout::{self, Nav};
 use super::overview::{query_value, see_other};
 use super::session::Admin;
-use super::ConsoleError;
+use super::{configured_target, ConsoleError};
 
 /// Groups shown; the rest are summed under the table.
 const GROUPS: usize = 200;
@@ -121,12 +121,7 @@ async fn replay_group(
 ) -> Result<HttpResponse, ConsoleError> {
     admin.verify(&form.csrf)?;
     let form = form.into_inner();
-    if !ops.targets().contains(&form.target) {
-        return Err(ConsoleError::NotFound(format!(
-            "no target named {}",
-            form.target
-        )));
-    }
+    configured_target(&ops, &form.target)?;
     let dead_only = match form.state.as_str() {
         "dead" => true,
         "rejected" => false,

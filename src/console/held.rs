@@ -10,7 +10,7 @@ use crate::fanout::operator::{Held, Operator};
 use super::layout::{self, Nav};
 use super::overview::{query_value, see_other};
 use super::session::Admin;
-use super::ConsoleError;
+use super::{configured_target, ConsoleError};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/held", web::get().to(held))
@@ -115,12 +115,7 @@ async fn decide(
     release: bool,
 ) -> Result<HttpResponse, ConsoleError> {
     admin.verify(&form.csrf)?;
-    if !ops.targets().contains(&target) {
-        return Err(ConsoleError::NotFound(format!(
-            "no target named {target}; configured: {}",
-            ops.targets().join(", ")
-        )));
-    }
+    configured_target(&ops, &target)?;
     let (count, done) = if release {
         (ops.release(&target, &admin.actor()).await?, "released")
     } else {

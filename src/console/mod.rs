@@ -24,12 +24,24 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web;
 
 use crate::clock::SharedClock;
+use crate::fanout::operator::Operator;
 use crate::fanout::plan::Planner;
 use crate::scim::service::ScimService;
 use crate::targets::TargetSchema;
 
 pub(crate) use error::ConsoleError;
 use session::Sessions;
+
+/// Refuses a form naming a target the bridge does not have, listing those it has.
+fn configured_target(ops: &Operator, target: &str) -> Result<(), ConsoleError> {
+    if ops.targets().iter().any(|name| name == target) {
+        return Ok(());
+    }
+    Err(ConsoleError::NotFound(format!(
+        "no target named {target}; configured: {}",
+        ops.targets().join(", ")
+    )))
+}
 
 /// Scripts only from the console's own embedded files (no inline script, no eval), styles
 /// only from its stylesheet, and never inside a frame.

@@ -12,7 +12,7 @@ use crate::ledger::{Db, MinuteCount, TargetLag};
 
 use super::layout::{self, Nav};
 use super::session::Admin;
-use super::{chart, Console, ConsoleError};
+use super::{chart, configured_target, Console, ConsoleError};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("", web::get().to(overview))
@@ -144,12 +144,7 @@ async fn set_paused(
     paused: bool,
 ) -> Result<HttpResponse, ConsoleError> {
     admin.verify(&form.csrf)?;
-    if !ops.targets().contains(&target) {
-        return Err(ConsoleError::NotFound(format!(
-            "no target named {target}; configured: {}",
-            ops.targets().join(", ")
-        )));
-    }
+    configured_target(&ops, &target)?;
     ops.set_paused(&target, paused, &admin.actor()).await?;
     let done = if paused { "paused" } else { "resumed" };
     tracing::info!(client = %admin.client, target = %target, paused, "console: target {done}");

@@ -13,7 +13,7 @@ use crate::scim::service::Resource;
 use super::layout::{self, Nav};
 use super::overview::{query_value, see_other};
 use super::session::Admin;
-use super::{Console, ConsoleError};
+use super::{configured_target, Console, ConsoleError};
 
 /// Users per page of search results.
 const PAGE: usize = 50;
@@ -313,9 +313,7 @@ async fn replay(
     admin.verify(&form.csrf)?;
     let form = form.into_inner();
     if let Some(target) = &form.target {
-        if !ops.targets().contains(target) {
-            return Err(ConsoleError::NotFound(format!("no target named {target}")));
-        }
+        configured_target(&ops, target)?;
     }
     let replayed = ops
         .replay(
