@@ -15,6 +15,7 @@ mod overview;
 mod reconcile;
 mod session;
 mod sync;
+mod threeway;
 mod users;
 
 use std::collections::BTreeMap;

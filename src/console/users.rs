@@ -1,5 +1,8 @@
 //! Users: an indexed prefix search by userName, email or externalId, and a user's page with
-//! the SCIM resource, each target's ledger row and attempt timeline, and replay.
+//! the SCIM resource, each target's ledger row, its desired, delivered and read-back
+//! account side by side, the attempt timeline, and replay.
+
+use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
 use maud::{html, Markup};
@@ -7,12 +10,16 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::fanout::operator::{Operator, ReplayRequest, UserStatus};
-use crate::ledger::{Db, Delivery, DeliveryState, ResourceKind, SearchField, UserHit};
+use crate::ledger::{
+    AccountRead, Db, Delivery, DeliveryState, LedgerError, ResourceKind, SearchField, UserHit,
+};
+use crate::reconcile::service::Reconciles;
 use crate::scim::service::Resource;
 
 use super::layout::{self, Nav};
 use super::overview::{query_value, see_other};
 use super::session::Admin;
+use super::threeway::{self, Delivered, FieldRow};
 use super::{configured_target, Console, ConsoleError};
 
 /// Users per page of search results.
@@ -125,15 +132,33 @@ struct UserNotice {
     done: Option<String>,
 }
 
+/// One target's three columns, ready to render.
+struct Compared {
+    delivered: Delivered,
+    read: Option<AccountRead>,
+    rows: Vec<FieldRow>,
+}
+
 async fn user(
     admin: Admin,
     console: web::Data<Console>,
     ops: web::Data<Operator>,
+    recs: web::Data<Reconciles>,
+    db: web::Data<Db>,
     id: web::Path<String>,
     notice: web::Query<UserNotice>,
 ) -> Result<HttpResponse, ConsoleError> {
     let resource = console.service.get(ResourceKind::User, &id).await;
     let status = ops.user(&id).await?;
+    let user_id = id.to_string();
+    let (kept, reads) = db
+        .read(move |s| {
+            Ok::<_, LedgerError>((
+                s.delivered_payloads(&user_id)?,
+                s.accounts_read_of(&user_id)?,
+            ))
+        })
+        .await?;
     let resource = match resource {
         Ok(resource) => Some(resource),
         // A deleted user's ledger rows and history are still worth seeing.
@@ -154,6 +179,47 @@ async fn user(
             })
             .unwrap_or_default()
     };
+    let mut kept: BTreeMap<String, Map<String, Value>> = kept.into_iter().collect();
+    let mut reads: BTreeMap<String, AccountRead> =
+        reads.into_iter().map(|r| (r.target.clone(), r)).collect();
+    let compared: BTreeMap<String, Compared> = status
+        .deliveries
+        .iter()
+        .map(|delivery| {
+            let target = delivery.desired.target.as_str();
+            let secrets = secret_fields(target);
+            let stored = |payload: &Map<String, Value>| {
+                let mut stored = recs
+                    .as_stored(target, payload)
+                    .unwrap_or_else(|| payload.clone());
+                for field in secrets.iter().chain(delivery.desired.password_field.iter()) {
+                    stored.remove(field);
+                }
+                stored
+            };
+            let delivered = match Delivered::of(delivery, kept.remove(target)) {
+                Delivered::Body(body) => Delivered::Body(stored(&body)),
+                other => other,
+            };
+            let read = reads.remove(target);
+            let desired = stored(&delivery.desired.payload);
+            let rows = threeway::rows(
+                delivery,
+                &desired,
+                match &delivered {
+                    Delivered::Body(body) => Some(body),
+                    Delivered::Nothing | Delivered::NotKept => None,
+                },
+                read.as_ref().and_then(|r| r.account.as_ref()),
+            );
+            let view = Compared {
+                delivered,
+                read,
+                rows,
+            };
+            (target.to_owned(), view)
+        })
+        .collect();
     let title = resource
         .as_ref()
         .and_then(|r| r.value.get("userName"))
@@ -166,6 +232,7 @@ async fn user(
         resource.as_ref(),
         &status,
         &secret_fields,
+        &compared,
         notice.done.as_deref(),
     );
     Ok(layout::page(&title, &admin, Nav::Users, body))
@@ -192,6 +259,7 @@ fn render_user(
     resource: Option<&Resource>,
     status: &UserStatus,
     secret_fields: &dyn Fn(&str) -> Vec<String>,
+    compared: &BTreeMap<String, Compared>,
     notice: Option<&str>,
 ) -> Markup {
     html! {
@@ -244,32 +312,19 @@ fn render_user(
                         button type="submit" { "Replay to " (target) }
                     }
                 }
-                div.columns {
-                    div {
-                        h3 { "Desired" }
-                        pre { (layout::pretty(&shown_payload(delivery, &secret_fields(target)))) }
-                    }
-                    div {
-                        h3 { "Delivered" }
-                        @match &delivery.delivered_hash {
-                            None => p.muted { "Nothing delivered yet." },
-                            Some(hash) if *hash == delivery.desired.hash => p {
-                                span.state.delivered { "same as desired" }
-                                " The target accepted exactly this payload (hash " code { (layout::short(&hash.to_string())) } ")."
-                            },
-                            Some(hash) => p {
-                                span.state.pending { "differs" }
-                                " The target last accepted an earlier state (hash " code { (layout::short(&hash.to_string())) }
-                                "); the payload above is still to be delivered."
-                            },
-                        }
-                        @if !delivery.warnings.is_empty() {
-                            h3 { "Left out" }
-                            ul {
-                                @for warning in &delivery.warnings {
-                                    li { code { (warning.field) } ": " (warning.reason) }
-                                }
-                            }
+                @if let Some(view) = compared.get(target) {
+                    h3 { "Desired, delivered and held" }
+                    (threeway::render(&view.delivered, view.read.as_ref(), &view.rows))
+                }
+                details {
+                    summary { "Desired payload as the mapping rendered it" }
+                    pre { (layout::pretty(&shown_payload(delivery, &secret_fields(target)))) }
+                }
+                @if !delivery.warnings.is_empty() {
+                    h3 { "Left out" }
+                    ul {
+                        @for warning in &delivery.warnings {
+                            li { code { (warning.field) } ": " (warning.reason) }
                         }
                     }
                 }

@@ -100,11 +100,14 @@ impl Store<'_> {
                 error,
                 now,
             ])?;
+        // The body sent is not at hand here, so `delivered_payload` goes back to NULL: the
+        // same as `payload` when the desired state did not move on meanwhile, and otherwise,
+        // beside a delivered key that differs from the desired one, "not kept".
         if let AttemptOutcome::Delivered { remote_id, .. } = outcome {
             self.conn()
                 .prepare_cached(
-                    "UPDATE deliveries SET delivered_hash = ?3, remote_id = ?4 \
-                     WHERE user_id = ?1 AND target = ?2",
+                    "UPDATE deliveries SET delivered_hash = ?3, remote_id = ?4, \
+                     delivered_payload = NULL WHERE user_id = ?1 AND target = ?2",
                 )?
                 .execute(params![
                     attempt.user_id,

@@ -242,7 +242,10 @@ impl Store<'_> {
                  create_only = ?5, password_field = ?6, desired_hash = ?7, mapping_version = ?8, \
                  state = ?9, attempts = 0, next_attempt_at = ?10, last_error = NULL, \
                  changed_at = ?10, updated_at = ?10, secret_id = ?11, retain_secret = ?12, \
-                 unmanaged = ?13, failing_since = NULL",
+                 unmanaged = ?13, failing_since = NULL, \
+                 delivered_payload = CASE WHEN ?9 = 'delivered' THEN NULL \
+                 WHEN delivered_payload IS NULL AND delivered_hash = desired_hash \
+                 AND payload <> ?4 THEN payload ELSE delivered_payload END",
             )?
             .execute(params![
                 desired.user_id,
@@ -321,7 +324,8 @@ impl Store<'_> {
                  create_only = '[]', unmanaged = '[]', password_field = NULL, secret_id = NULL, desired_hash = ?3, \
                  mapping_version = ?4, state = 'rejected', attempts = 0, last_status = NULL, \
                  last_error = ?6, changed_at = ?5, updated_at = ?5, warnings = NULL, \
-                 failing_since = NULL",
+                 failing_since = NULL, delivered_payload = CASE WHEN delivered_payload IS NULL \
+                 AND delivered_hash = desired_hash THEN payload ELSE delivered_payload END",
             )?
             .execute(params![user_id, target, hash, mapping_version, now, reason])?;
         Ok(())

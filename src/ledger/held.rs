@@ -164,6 +164,7 @@ impl Store<'_> {
             .conn()
             .prepare_cached(
                 "UPDATE deliveries SET state = 'delivered', delivered_hash = desired_hash, \
+                 delivered_payload = NULL, \
                  attempts = 0, last_status = NULL, last_error = ?3, failing_since = NULL, \
                  updated_at = ?2 WHERE target = ?1 AND state = 'held'",
             )?

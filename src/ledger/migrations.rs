@@ -330,6 +330,22 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'the audit trail is append-only');
     END;
     "#,
+    // 10: what the console shows beside the desired state. `delivered_payload` is the body
+    // the target last received, kept only while it differs from `payload` (NULL: the same,
+    // so storage grows only while a change is pending). `accounts_read` is the account as
+    // a reconcile or a sync last read it, per (user, target), secrets left out; `account`
+    // NULL: the target held no account for the user.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN delivered_payload TEXT;
+    CREATE TABLE accounts_read (
+        user_id    TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        read_at    INTEGER NOT NULL,
+        remote_id  TEXT,
+        account    TEXT,
+        PRIMARY KEY (user_id, target)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -23,7 +23,7 @@ pub use db::{Db, DbOptions};
 pub(crate) use deliveries::{Delivery, Desired, Omissions, TargetLag};
 pub(crate) use held::GuardWindow;
 pub(crate) use lifecycle::{DeliveryOp, DeliveryState, StateKey};
-pub(crate) use reconcile::{FindingRow, RunRow};
+pub(crate) use reconcile::{AccountRead, FindingRow, RunRow};
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
 pub(crate) use secrets::SealedSecret;
 pub(crate) use views::{FailureGroup, MinuteCount, SearchField, UserHit};

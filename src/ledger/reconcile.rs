@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Row};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::deliveries::DELIVERY_COLUMNS;
 use super::{Delivery, LedgerError, StateKey, Store};
@@ -42,6 +42,19 @@ pub(crate) struct FindingRow {
     pub error: Option<String>,
 }
 
+/// The account a reconcile or a sync last read for one (user, target), replaced on each
+/// read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AccountRead {
+    pub user_id: String,
+    pub target: String,
+    pub read_at: i64,
+    pub remote_id: Option<String>,
+    /// The account's fields without its secrets; `None`: the target held no account for
+    /// the user.
+    pub account: Option<Map<String, Value>>,
+}
+
 const RUN_COLUMNS: &str =
     "id, started_at, finished_at, target, apply, status, counts, error FROM reconcile_runs";
 
@@ -67,6 +80,59 @@ fn finish_run((mut run, counts): (RunRow, String)) -> Result<RunRow, LedgerError
 }
 
 impl Store<'_> {
+    /// Keeps what a reconcile or a sync read, each in place of the previous read.
+    pub(crate) fn record_reads(&self, reads: &[AccountRead]) -> Result<(), LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "INSERT INTO accounts_read (user_id, target, read_at, remote_id, account) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id, target) DO UPDATE SET \
+             read_at = excluded.read_at, remote_id = excluded.remote_id, \
+             account = excluded.account",
+        )?;
+        for read in reads {
+            let account = read
+                .account
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?;
+            stmt.execute(params![
+                read.user_id,
+                read.target,
+                read.read_at,
+                read.remote_id,
+                account
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// The accounts last read for `user_id`, one per target that was read.
+    pub(crate) fn accounts_read_of(&self, user_id: &str) -> Result<Vec<AccountRead>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT user_id, target, read_at, remote_id, account FROM accounts_read \
+             WHERE user_id = ?1 ORDER BY target",
+        )?;
+        let raw = stmt
+            .query_map([user_id], |row| {
+                Ok((
+                    AccountRead {
+                        user_id: row.get(0)?,
+                        target: row.get(1)?,
+                        read_at: row.get(2)?,
+                        remote_id: row.get(3)?,
+                        account: None,
+                    },
+                    row.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raw.into_iter()
+            .map(|(mut read, account)| {
+                read.account = account.map(|a| serde_json::from_str(&a)).transpose()?;
+                Ok(read)
+            })
+            .collect()
+    }
+
     pub(crate) fn begin_reconcile_run(
         &self,
         started_at: i64,
@@ -262,7 +328,7 @@ impl Store<'_> {
         let changed = self
             .conn()
             .prepare_cached(
-                "UPDATE deliveries SET remote_id = NULL, delivered_hash = NULL, \
+                "UPDATE deliveries SET remote_id = NULL, delivered_hash = NULL, delivered_payload = NULL, \
                  state = 'pending', attempts = 0, next_attempt_at = ?4, updated_at = ?4, \
                  failing_since = NULL WHERE user_id = ?1 AND target = ?2 AND remote_id = ?3",
             )?

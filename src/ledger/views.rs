@@ -3,9 +3,13 @@
 
 use rusqlite::params;
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::resources::fold;
 use super::{LedgerError, Store};
+
+/// A JSON object as the ledger stores a payload.
+type Body = Map<String, Value>;
 
 /// What a user search matches on; each is one range over its own index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,24 @@ fn prefix_end(prefix: &str) -> String {
 }
 
 impl Store<'_> {
+    /// The bodies last delivered to each target of `user_id` where they differ from the
+    /// desired one (migration 10 keeps them only then), by target.
+    pub(crate) fn delivered_payloads(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, Body)>, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT target, delivered_payload FROM deliveries \
+             WHERE user_id = ?1 AND delivered_payload IS NOT NULL ORDER BY target",
+        )?;
+        let raw = stmt
+            .query_map([user_id], |row| Ok((row.get(0)?, row.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
+        raw.into_iter()
+            .map(|(target, body)| Ok((target, serde_json::from_str(&body)?)))
+            .collect()
+    }
+
     /// Users whose `field` starts with `prefix`, in that field's order, after `after`
     /// (key, seq) when paging on.
     pub(crate) fn search_users(
@@ -180,7 +202,10 @@ impl Store<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Db, DbOptions, Lookup, ResourceKind, ResourceRow};
+    use crate::ledger::{
+        Attempt, AttemptOutcome, Db, DbOptions, DeliveryOp, DeliveryState, Desired, Lookup,
+        ResourceKind, ResourceRow, StateKey,
+    };
 
     fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
@@ -262,6 +287,107 @@ mod tests {
             .await
             .unwrap();
         assert!(none.is_empty(), "externalId is compared in its own case");
+    }
+
+    /// u1's desired state on kibo, its payload and key both named `name`.
+    fn wanted(name: &str) -> Desired {
+        Desired {
+            user_id: "u1".into(),
+            target: "kibo".into(),
+            operation: DeliveryOp::Upsert,
+            payload: serde_json::json!({"firstName": name})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            create_only: Vec::new(),
+            unmanaged: Vec::new(),
+            password_field: None,
+            secret_id: None,
+            retain_secret: false,
+            hash: StateKey::sample(name),
+            mapping_version: "m1".into(),
+        }
+    }
+
+    async fn deliver(db: &Db, name: &str) {
+        let attempt = Attempt {
+            at: 5,
+            user_id: "u1".into(),
+            target: "kibo".into(),
+            operation: "upsert".into(),
+            status: Some(200),
+            duration_ms: 1,
+            outcome: "delivered".into(),
+            error: None,
+            payload_hash: StateKey::sample(name),
+            mapping_version: "m1".into(),
+        };
+        let outcome = AttemptOutcome::Delivered {
+            remote_id: Some("r1".into()),
+            status: Some(200),
+        };
+        db.write(move |s| s.record_attempt(&attempt, &outcome))
+            .await
+            .unwrap();
+    }
+
+    async fn set(db: &Db, name: &str) {
+        let desired = wanted(name);
+        db.write(move |s| s.set_desired(&desired, 1)).await.unwrap();
+    }
+
+    /// The body kept as delivered, as its `firstName`; `None`: none kept.
+    async fn kept(db: &Db) -> Option<String> {
+        let kept = db.read(|s| s.delivered_payloads("u1")).await.unwrap();
+        kept.first()
+            .map(|(_, body)| body["firstName"].as_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_delivered_body_is_kept_only_while_a_change_is_pending() {
+        let (_dir, db) = db();
+        let first = wanted("Ana");
+        db.write(move |s| s.set_first_desired(&first, 1))
+            .await
+            .unwrap();
+        assert_eq!(kept(&db).await, None, "nothing delivered yet");
+        deliver(&db, "Ana").await;
+        assert_eq!(kept(&db).await, None, "delivered = desired");
+
+        set(&db, "Bea").await;
+        assert_eq!(kept(&db).await.as_deref(), Some("Ana"));
+        set(&db, "Cleo").await;
+        assert_eq!(
+            kept(&db).await.as_deref(),
+            Some("Ana"),
+            "a second change keeps the body the target holds"
+        );
+        deliver(&db, "Cleo").await;
+        assert_eq!(kept(&db).await, None);
+
+        set(&db, "Dora").await;
+        assert_eq!(kept(&db).await.as_deref(), Some("Cleo"));
+        set(&db, "Cleo").await;
+        assert_eq!(kept(&db).await, None, "back to what the target holds");
+        let row = db
+            .read(|s| s.delivery("u1", "kibo"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, DeliveryState::Delivered);
+
+        // Delivered while the desired state moved on: the body sent is not kept.
+        set(&db, "Eve").await;
+        set(&db, "Fay").await;
+        deliver(&db, "Eve").await;
+        assert_eq!(kept(&db).await, None);
+        let row = db
+            .read(|s| s.delivery("u1", "kibo"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.delivered_hash, Some(StateKey::sample("Eve")));
+        assert_eq!(row.desired.hash, StateKey::sample("Fay"));
     }
 
     #[tokio::test]

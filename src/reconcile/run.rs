@@ -19,7 +19,8 @@ use super::{audit, ReconcileError};
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::Fanout;
 use crate::ledger::{
-    Actor, AuditAction, Db, Delivery, DeliveryOp, FindingRow, LedgerError, RunRow, StateKey,
+    AccountRead, Actor, AuditAction, Db, Delivery, DeliveryOp, FindingRow, LedgerError, RunRow,
+    StateKey,
 };
 use crate::targets::{Payload, RemoteAccount, Target, TargetError};
 
@@ -326,6 +327,7 @@ impl Reconciler {
             let Some(last) = rows.last() else { break };
             after = last.desired.user_id.clone();
             let count = rows.len() as u64;
+            let now = unix_millis(self.clock.as_ref());
             let read = stream::iter(rows)
                 .map(|row| async move {
                     let id = row.remote_id.clone().unwrap_or_default();
@@ -337,6 +339,12 @@ impl Reconciler {
                 .await
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()?;
+            self.remember(
+                read.iter()
+                    .map(|(row, actual)| account_read(target, row, actual.as_ref(), now))
+                    .collect(),
+            )
+            .await?;
             let found: Vec<_> = read
                 .iter()
                 .filter_map(|(row, actual)| {
@@ -360,17 +368,23 @@ impl Reconciler {
             let Some(last) = rows.last() else { break };
             after = last.desired.user_id.clone();
             let mut found = Vec::new();
+            let mut reads = Vec::new();
             for row in &rows {
                 let actual = if target.can_list() || row.desired.operation == DeliveryOp::Delete {
                     None
                 } else {
-                    self.call(entry, || target.find(&row.desired.payload))
-                        .await?
+                    let actual = self
+                        .call(entry, || target.find(&row.desired.payload))
+                        .await?;
+                    let now = unix_millis(self.clock.as_ref());
+                    reads.push(account_read(target, row, actual.as_ref(), now));
+                    actual
                 };
                 if let Some(finding) = compare(target, Some(row), actual.as_ref()) {
                     found.push((finding, Some(row), actual));
                 }
             }
+            self.remember(reads).await?;
             findings += self.record(run_id, entry, apply, found).await?;
         }
         progress.target_finished(&name, findings);
@@ -417,16 +431,31 @@ impl Reconciler {
             })
             .collect();
         let mut found = Vec::new();
+        let now = unix_millis(self.clock.as_ref());
+        let mut reads = Vec::new();
         for account in accounts {
             let row = by_id
                 .get(account.id.as_str())
                 .copied()
                 .or_else(|| key_of(&account.fields, key).and_then(|k| by_key.get(&k).copied()));
+            if let Some(row) = row {
+                reads.push(account_read(target, row, Some(&account), now));
+            }
             if let Some(finding) = compare(target, row, Some(&account)) {
                 found.push((finding, row, Some(account)));
             }
         }
+        self.remember(reads).await?;
         self.record(run_id, entry, apply, found).await
+    }
+
+    /// Keeps the accounts just read for the console's user page, each in place of the
+    /// previous read of its (user, target).
+    pub(crate) async fn remember(&self, reads: Vec<AccountRead>) -> Result<(), ReconcileError> {
+        if reads.is_empty() {
+            return Ok(());
+        }
+        Ok(self.db.write(move |s| s.record_reads(&reads)).await?)
     }
 
     /// Decides each finding by the target's policy, carries it out when `apply` (repairs
@@ -570,6 +599,57 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// What was read of `row`'s account (`None`: the target holds none), as the ledger keeps it.
+pub(crate) fn account_read(
+    target: &dyn Target,
+    row: &Delivery,
+    actual: Option<&RemoteAccount>,
+    at: i64,
+) -> AccountRead {
+    AccountRead {
+        user_id: row.desired.user_id.clone(),
+        target: target.name().to_owned(),
+        read_at: at,
+        remote_id: actual.map(|a| a.id.clone()),
+        account: actual.map(|a| without_secrets(target, row, &a.fields)),
+    }
+}
+
+/// Words that mark a field as a secret whatever the vendor calls it.
+const SECRET_WORDS: [&str; 4] = ["password", "secret", "token", "credential"];
+
+/// An account without anything secret: the schema's write-only fields and the mapping's
+/// password field (no vendor here returns them, but a vendor's answer may change), and any
+/// field, at any depth, whose name says it holds a secret.
+fn without_secrets(target: &dyn Target, row: &Delivery, fields: &Payload) -> Payload {
+    let schema = target.schema();
+    fields
+        .iter()
+        .filter(|(name, _)| {
+            !schema.field(name).is_some_and(|spec| spec.write_only)
+                && row.desired.password_field.as_deref() != Some(name.as_str())
+        })
+        .filter_map(|(name, value)| Some((name.clone(), scrub(name, value)?)))
+        .collect()
+}
+
+fn scrub(name: &str, value: &Value) -> Option<Value> {
+    let lower = name.to_lowercase();
+    if SECRET_WORDS.iter().any(|word| lower.contains(word)) {
+        return None;
+    }
+    Some(match value {
+        Value::Object(inner) => Value::Object(
+            inner
+                .iter()
+                .filter_map(|(name, value)| Some((name.clone(), scrub(name, value)?)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().filter_map(|v| scrub("", v)).collect()),
+        other => other.clone(),
+    })
 }
 
 /// A natural key's value, folded as the ledger compares it.
@@ -992,6 +1072,108 @@ mod tests {
             ],
             "no orphans: only a listing shows them"
         );
+    }
+
+    /// What the ledger keeps as read, per user: (user, target id, name held).
+    async fn reads(db: &Db) -> Vec<(String, Option<String>, Option<String>)> {
+        let mut reads = Vec::new();
+        for n in 1..=5 {
+            let user = format!("u{n}");
+            let found = db.read(move |s| s.accounts_read_of(&user)).await.unwrap();
+            reads.extend(found.into_iter().map(|read| {
+                let name = read
+                    .account
+                    .and_then(|a| a.get("name").and_then(Value::as_str).map(str::to_owned));
+                (read.user_id, read.remote_id, name)
+            }));
+        }
+        reads
+    }
+
+    #[tokio::test]
+    async fn every_account_read_for_a_user_is_kept_in_place_of_the_last_read() {
+        let some = |text: &str| Some(text.to_owned());
+        for listing in [true, false] {
+            let (target, db, _dir) = scenario(listing).await;
+            let reconciler = reconciler(target.clone(), &db, Policy::default());
+            reconciler
+                .run(&RunRequest::default(), &LogProgress)
+                .await
+                .unwrap();
+            let mut expected = vec![
+                ("u1".to_owned(), some("r1"), some("User 1")),
+                // Read by its id, and gone.
+                ("u2".to_owned(), None, None),
+                ("u3".to_owned(), some("r3"), some("Edited")),
+                ("u4".to_owned(), some("r4"), some("User 4")),
+            ];
+            if !listing {
+                // Looked up by its key, and not found.
+                expected.push(("u5".to_owned(), None, None));
+            }
+            assert_eq!(reads(&db).await, expected, "listing: {listing}");
+
+            target
+                .accounts
+                .lock()
+                .unwrap()
+                .insert("r3".into(), object(user("U3@x.test", "Edited again")));
+            reconciler
+                .run(&RunRequest::default(), &LogProgress)
+                .await
+                .unwrap();
+            let again = reads(&db).await;
+            assert_eq!(again[2].2.as_deref(), Some("Edited again"), "{again:?}");
+            assert_eq!(again.len(), expected.len(), "replaced, not added");
+        }
+    }
+
+    #[test]
+    fn a_kept_account_carries_no_secret() {
+        let target = Fake::new(true, &[]);
+        let row = row_of("u1");
+        let account = RemoteAccount {
+            id: "r1".into(),
+            fields: object(json!({
+                "name": "Ana", "secret": "write-only", "apiToken": "t",
+                "profile": {"recoveryPassword": "p", "city": "Lisboa"},
+                "keys": [{"clientSecret": "s"}, "plain"]
+            })),
+        };
+        let read = account_read(target.as_ref(), &row, Some(&account), 7);
+        assert_eq!(
+            Value::Object(read.account.unwrap()),
+            json!({"name": "Ana", "profile": {"city": "Lisboa"}, "keys": [{}, "plain"]})
+        );
+    }
+
+    fn row_of(user: &str) -> Delivery {
+        Delivery {
+            desired: Desired {
+                user_id: user.into(),
+                target: "shape".into(),
+                operation: DeliveryOp::Upsert,
+                payload: Payload::new(),
+                create_only: vec![],
+                unmanaged: vec![],
+                password_field: None,
+                secret_id: None,
+                retain_secret: false,
+                hash: StateKey::sample("h"),
+                mapping_version: "m".into(),
+            },
+            delivered_hash: None,
+            remote_id: None,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_attempt_at: 0,
+            last_status: None,
+            last_error: None,
+            changed_at: 0,
+            updated_at: 0,
+            warnings: Vec::new(),
+            failing_since: None,
+        }
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use super::sync::SyncReport;
 use super::ReconcileError;
 use crate::ledger::Actor;
 use crate::ledger::{FindingRow, LedgerError, RunRow};
+use crate::targets::Payload;
 
 /// The bridge's reconciler, shared by the admin API and the schedule.
 #[derive(Clone)]
@@ -47,6 +48,13 @@ impl Reconciles {
         actor: &Actor,
     ) -> Result<SyncReport, ReconcileError> {
         self.reconciler.sync(user, target, dry_run, actor).await
+    }
+
+    /// `payload` as `target` would store it, to set beside an account read from it;
+    /// `None` for a target the bridge does not have.
+    pub(crate) fn as_stored(&self, target: &str, payload: &Payload) -> Option<Payload> {
+        let entry = self.reconciler.entry(target).ok()?;
+        Some(entry.target.as_stored(payload))
     }
 
     pub(crate) fn signal(&self, signal: Signal) {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::compare::{compare, Finding, FindingKind};
-use super::run::Reconciler;
+use super::run::{account_read, Reconciler};
 use super::{audit, ReconcileError};
 use crate::clock::unix_millis;
 use crate::ledger::{
@@ -120,6 +120,13 @@ impl Reconciler {
         dry_run: bool,
     ) -> Result<TargetSync, ReconcileError> {
         let (account, found_by) = self.account_of(target, &delivery).await?;
+        let looked =
+            delivery.remote_id.is_some() || delivery.desired.operation != DeliveryOp::Delete;
+        if looked {
+            let now = unix_millis(self.clock().as_ref());
+            self.remember(vec![account_read(target, &delivery, account.as_ref(), now)])
+                .await?;
+        }
         let finding = compare(target, Some(&delivery), account.as_ref());
         let id = account.as_ref().map(|a| a.id.clone());
         let request = match (delivery.desired.operation, &id) {

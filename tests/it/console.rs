@@ -878,3 +878,118 @@ async fn sync_now_on_a_users_page_shows_each_step_and_the_account_as_the_target_
     assert_eq!(entries[0]["actor"], format!("admin:{who}"), "{audit}");
     assert_eq!(entries[0]["user_id"], id.as_str(), "{audit}");
 }
+
+/// The part of a user's page about one target: its card, from its heading to the next.
+fn target_card<'p>(page: &'p str, target: &str) -> &'p str {
+    let start = page
+        .find(&format!("<h2>{target} "))
+        .unwrap_or_else(|| panic!("no {target} card: {page}"));
+    let rest = &page[start..];
+    let end = rest[4..].find("<h2>").map_or(rest.len(), |at| at + 4);
+    &rest[..end]
+}
+
+#[tokio::test]
+async fn a_users_page_sets_desired_delivered_and_the_account_read_side_by_side() {
+    let synced = SyncedApp::spawn().await;
+    let created = synced.app.create_user(&user("threeway")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    synced.settle(1).await;
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+    let page_path = format!("/console/users/{id}");
+    let sync_path = format!("/console/users/{id}/sync");
+
+    // Never read: the account column says so, the other two agree.
+    let (status, page) = browser.get(&page_path).await;
+    assert_eq!(status, 200);
+    let kibo = target_card(&page, "kibo");
+    for expected in [
+        "Desired, delivered and held",
+        "not read yet",
+        "Given",
+        "in sync",
+    ] {
+        assert!(kibo.contains(expected), "{expected}: {kibo}");
+    }
+    assert!(!kibo.contains("≠"), "{kibo}");
+
+    // In sync: a dry-run sync reads every account, and each matches what was delivered.
+    let csrf = browser.csrf.clone();
+    let (status, _) = browser
+        .post(&sync_path, &[("csrf", &csrf), ("dry_run", "true")])
+        .await;
+    assert_eq!(status, 200);
+    let (_, page) = browser.get(&page_path).await;
+    for target in ["appgate", "kibo", "primavera", "vikingcloud"] {
+        let card = target_card(&page, target);
+        assert!(card.contains("Account read "), "{target}: {card}");
+        assert!(!card.contains("not read yet"), "{target}: {card}");
+        assert!(card.contains("in sync"), "{target}: {card}");
+        assert!(!card.contains(r#"class="differs""#), "{target}: {card}");
+    }
+
+    // Drifted: someone edits the Kibo account by hand; the next read shows it.
+    let remote = synced.live_accounts(&targets::kibo::VENDOR)[0].id.clone();
+    let origin = synced
+        .sandbox
+        .emulator(&targets::kibo::VENDOR)
+        .unwrap()
+        .origin();
+    let edited = synced
+        .app
+        .client
+        .patch(format!("{origin}/_sandbox/accounts/{remote}"))
+        .json(&json!({"firstName": "Edited"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(edited.status().is_success());
+    browser
+        .post(&sync_path, &[("csrf", &csrf), ("dry_run", "true")])
+        .await;
+    let (_, page) = browser.get(&page_path).await;
+    let kibo = target_card(&page, "kibo");
+    for expected in [
+        "Edited",
+        "≠ delivered (drift)",
+        "1 field differs",
+        r#"class="differs""#,
+    ] {
+        assert!(kibo.contains(expected), "{expected}: {kibo}");
+    }
+    assert!(!kibo.contains("≠ desired (pending)"), "{kibo}");
+
+    // A pending change: with Kibo paused, a new given name is desired but not delivered;
+    // the delivered column still holds the old one.
+    let paused = synced
+        .admin(reqwest::Method::POST, "/targets/kibo/pause")
+        .send()
+        .await
+        .unwrap();
+    assert!(paused.status().is_success());
+    let patched = synced
+        .app
+        .patch(
+            &format!("/Users/{id}"),
+            &json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "name.givenName", "value": "Renamed"}]
+            }),
+        )
+        .await;
+    assert_eq!(patched.status(), 200);
+    synced.until_target("kibo", |t| t["pending"] == 1).await;
+    let (_, page) = browser.get(&page_path).await;
+    let kibo = target_card(&page, "kibo");
+    for expected in [
+        "Renamed",
+        "Given",
+        "≠ desired (pending)",
+        "≠ delivered (drift)",
+    ] {
+        assert!(kibo.contains(expected), "{expected}: {kibo}");
+    }
+    // Nothing of it reaches a page: the Kibo password is write-only.
+    assert!(!kibo.contains("password"), "{kibo}");
+}

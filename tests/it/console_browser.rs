@@ -1,8 +1,9 @@
 //! The console in a real browser: headless Chromium driven over WebDriver through a sign-in,
 //! the overview, a user's page, a mapping change (an error at its line, fixed, diffed,
-//! applied and delivered), a dead letter replayed and a reconcile started that finds an
-//! account made by hand, with a screenshot of each page under
-//! `target/console-screenshots/`. Skipped, and saying so, where no chromedriver is found.
+//! applied and delivered), a dead letter replayed, a field edited on a target by hand and
+//! marked on the user's page, and a reconcile started that finds an account made by hand,
+//! with a screenshot of each page under `target/console-screenshots/`. Skipped, and saying
+//! so, where no chromedriver is found.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -330,6 +331,48 @@ async fn an_admin_works_through_the_console_in_a_real_browser() {
     synced
         .until_target("vikingcloud", |t| t["dead"] == 0 && t["delivered"] == 1)
         .await;
+
+    // Someone edits the Kibo account by hand; a dry-run sync (every target answering
+    // again) reads it back, and the user's page marks the field that drifted.
+    synced.until_target("kibo", |t| t["delivered"] == 1).await;
+    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
+    let remote = synced.live_accounts(&targets::kibo::VENDOR)[0].id.clone();
+    let edited = synced
+        .app
+        .client
+        .patch(format!("{}/_sandbox/accounts/{remote}", kibo.origin()))
+        .json(&json!({"lastName": "Changed-By-Hand"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(edited.status().is_success());
+    browser
+        .goto(&format!("{base}/console/users/{id}"))
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::XPath("//button[contains(., 'Sync dry run')]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_text(&browser, "dry run: nothing is sent").await;
+    browser
+        .goto(&format!("{base}/console/users/{id}"))
+        .await
+        .unwrap();
+    until_text(&browser, "≠ delivered (drift)").await;
+    browser
+        .execute(
+            "document.querySelector('td.differs').closest('section').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    screenshot(&browser, "03b-user-difference").await;
 
     // Reconcile Primavera, where someone made an account by hand, and see the finding.
     let hand_made = synced
