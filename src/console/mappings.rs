@@ -5,6 +5,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -14,18 +15,17 @@ use sha2::{Digest, Sha256};
 
 use crate::admin::Reloader;
 use crate::ledger::{Db, ResourceKind};
-use crate::mapping::commands::{diff_users, preview_one, ranked, DiffReport};
+use crate::mapping::commands::{preview_one, ranked, DiffReport};
 use crate::mapping::Mapping;
 use crate::scim::service::Resource;
 
+use super::diffjob::{DiffJob, Ended};
 use super::highlight;
 use super::layout::{self, Nav};
 use super::overview::{query_value, see_other};
 use super::session::Admin;
 use super::{Console, ConsoleError};
 
-/// Changed users listed by name in a diff, per target.
-const DIFF_SAMPLES: usize = 20;
 /// Value changes shown per field in a diff.
 const SHOWN_CHANGES: usize = 3;
 
@@ -34,6 +34,15 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/mappings/{target}", web::get().to(show))
         .route("/mappings/{target}/check", web::post().to(check))
         .route("/mappings/{target}/diff", web::post().to(diff))
+        .route("/mappings/{target}/diff/{job}", web::get().to(diff_job))
+        .route(
+            "/mappings/{target}/diff/{job}/status",
+            web::get().to(diff_status),
+        )
+        .route(
+            "/mappings/{target}/diff/{job}/cancel",
+            web::post().to(cancel_diff),
+        )
         .route("/mappings/{target}/preview", web::post().to(preview))
         .route("/mappings/{target}/apply", web::post().to(apply));
 }
@@ -405,12 +414,127 @@ async fn diff(
     };
     let current = console.planner.mappings();
     let next = current.with(proposed);
-    let report = diff_users(&current, &next, &console.service, DIFF_SAMPLES).await?;
-    let result = html! {
-        div #check { p.check-ok { "Check passed." } }
-        (render_diff(&target, &report))
+    let job = console.diffs.start(
+        &target,
+        &form.text,
+        &form.base,
+        Arc::clone(&current),
+        next,
+        console.service.clone(),
+    );
+    tracing::info!(client = %admin.client, target_name = %target, job = job.id, "console: mapping diff started");
+    Ok(see_other(&job_path(&job)))
+}
+
+fn job_path(job: &DiffJob) -> String {
+    format!("/console/mappings/{}/diff/{}", job.target, job.id)
+}
+
+/// The job `{target}/diff/{job}` names, or a 404 saying it is gone.
+fn find_job(console: &Console, target: &str, id: u64) -> Result<Arc<DiffJob>, ConsoleError> {
+    console
+        .diffs
+        .get(id)
+        .filter(|job| job.target == target)
+        .ok_or_else(|| {
+            ConsoleError::NotFound(format!(
+                "no diff {id} of {target}: it ended long ago or never ran; start it again"
+            ))
+        })
+}
+
+/// A job as the page shows it: the diff once done, else its progress, which asks htmx to
+/// ask again in a second (a link does where there is no script).
+fn job_status(admin: &Admin, console: &Console, job: &DiffJob) -> Markup {
+    let (scanned, total) = job.progress();
+    let ended = job.ended();
+    let elapsed = |until: i64| layout::span((until - job.started_at).max(0));
+    match &*ended {
+        Some((at, Ended::Done(report))) => html! {
+            div #diff-job {
+                div #check { p.check-ok { "Check passed." } }
+                p.muted { "Scanned " (report.users) " users in " (elapsed(*at)) "." }
+                (render_diff(&job.target, report))
+            }
+        },
+        Some((at, Ended::Cancelled)) => html! {
+            div #diff-job {
+                p.problem { "Cancelled after " (scanned) " of " (total) " users, " (elapsed(*at)) "." }
+            }
+        },
+        Some((_, Ended::Failed(reason))) => html! {
+            div #diff-job { p.problem { "The diff failed: " (reason) } }
+        },
+        None => html! {
+            div #diff-job hx-get=(format!("{}/status", job_path(job))) hx-trigger="every 1s" hx-swap="outerHTML" {
+                p role="status" {
+                    "Diff over the stored users: "
+                    @if total == 0 { "counting them" } @else { strong { (scanned) } " of " (total) " users scanned" }
+                    ", " (elapsed(console.diffs.now())) " elapsed."
+                }
+                progress max=(total.max(1)) value=(scanned) {}
+                form.inline method="post" action=(format!("{}/cancel", job_path(job))) {
+                    input type="hidden" name="csrf" value=(admin.csrf);
+                    button.secondary type="submit" { "Cancel the diff" }
+                }
+                " "
+                a href=(job_path(job)) { "Refresh" }
+            }
+        },
+    }
+}
+
+async fn diff_job(
+    admin: Admin,
+    console: web::Data<Console>,
+    path: web::Path<(String, u64)>,
+) -> Result<HttpResponse, ConsoleError> {
+    let (target, id) = path.into_inner();
+    let job = find_job(&console, &target, id)?;
+    let form = Proposal {
+        csrf: admin.csrf.clone(),
+        text: job.text.clone(),
+        base: job.base.clone(),
+        user: String::new(),
     };
-    proposal_page(&admin, &console, &target, &form, StatusCode::OK, result)
+    let status = job_status(&admin, &console, &job);
+    proposal_page(&admin, &console, &target, &form, StatusCode::OK, status)
+}
+
+async fn diff_status(
+    admin: Admin,
+    console: web::Data<Console>,
+    path: web::Path<(String, u64)>,
+) -> Result<HttpResponse, ConsoleError> {
+    let (target, id) = path.into_inner();
+    let job = find_job(&console, &target, id)?;
+    Ok(layout::html_response(
+        StatusCode::OK,
+        job_status(&admin, &console, &job),
+    ))
+}
+
+#[derive(Deserialize)]
+struct CancelForm {
+    csrf: String,
+}
+
+async fn cancel_diff(
+    admin: Admin,
+    console: web::Data<Console>,
+    path: web::Path<(String, u64)>,
+    form: web::Form<CancelForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    admin.verify(&form.csrf)?;
+    let (target, id) = path.into_inner();
+    let job = find_job(&console, &target, id)?;
+    if !console.diffs.cancel(&job) {
+        return Err(ConsoleError::Conflict(format!(
+            "diff {id} of {target} has already ended"
+        )));
+    }
+    tracing::info!(client = %admin.client, target_name = %target, job = id, "console: mapping diff cancelled");
+    Ok(see_other(&job_path(&job)))
 }
 
 /// A stored user by id or, failing that, by userName.

@@ -5,6 +5,7 @@
 mod assets;
 mod audit;
 mod chart;
+mod diffjob;
 mod error;
 mod failures;
 mod held;
@@ -54,6 +55,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 pub(crate) struct Console {
     sessions: Sessions,
     minutes: chart::MinuteCache,
+    diffs: diffjob::DiffJobs,
     service: ScimService,
     planner: Arc<Planner>,
     schemas: BTreeMap<String, TargetSchema>,
@@ -67,8 +69,9 @@ impl Console {
         schemas: BTreeMap<String, TargetSchema>,
     ) -> Console {
         Console {
-            sessions: Sessions::new(clock),
+            sessions: Sessions::new(Arc::clone(&clock)),
             minutes: chart::MinuteCache::default(),
+            diffs: diffjob::DiffJobs::new(clock),
             service,
             planner,
             schemas,

@@ -448,6 +448,19 @@ pub(crate) async fn diff_users(
     service: &ScimService,
     per_user_limit: usize,
 ) -> Result<DiffReport, MappingError> {
+    let report = diff_users_told(old, new, service, per_user_limit, &|_, _| true).await?;
+    Ok(report.unwrap_or_default())
+}
+
+/// `diff_users`, telling `go_on` after each page how many users it has scanned of how many
+/// are stored; its `false` stops the diff (`None`), so a long one can be cancelled.
+pub(crate) async fn diff_users_told(
+    old: &MappingSet,
+    new: &MappingSet,
+    service: &ScimService,
+    per_user_limit: usize,
+    go_on: &(dyn Fn(u64, u64) -> bool + Sync),
+) -> Result<Option<DiffReport>, MappingError> {
     let targets: BTreeSet<&str> = old.iter().chain(new.iter()).map(Mapping::target).collect();
     let mut report = DiffReport {
         users: 0,
@@ -471,6 +484,9 @@ pub(crate) async fn diff_users(
             .map_err(|error| MappingError::Store(error.to_string()))?;
         if page.resources.is_empty() {
             break;
+        }
+        if !go_on(report.users, page.total_results) {
+            return Ok(None);
         }
         start_index += page.resources.len() as u64;
         for user in &page.resources {
@@ -553,7 +569,8 @@ pub(crate) async fn diff_users(
             }
         }
     }
-    Ok(report)
+    go_on(report.users, report.users);
+    Ok(Some(report))
 }
 
 /// The fields the new mappings leave out for one target, gathered over all users.

@@ -420,13 +420,14 @@ async fn every_page_and_action_works_through_the_operators_calls_and_no_secret_r
         "Managed by scim-bridge.",
     );
     assert_ne!(changed, original);
-    let (status, page) = browser
+    let (status, job) = browser
         .post(
             "/console/mappings/appgate/diff",
             &[("csrf", &csrf), ("text", &changed), ("base", &base)],
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 303, "the diff runs in the background: {job}");
+    let page = until_diff_ends(&mut browser, &job).await;
     assert!(
         page.contains("appgate: 1 of 1 users would change"),
         "{page}"
@@ -519,6 +520,20 @@ async fn every_page_and_action_works_through_the_operators_calls_and_no_secret_r
         for page in &browser.seen {
             assert!(!page.contains(secret), "{secret} in a page: {page}");
         }
+    }
+}
+
+/// Reads a diff job's page until the job has ended (bounded).
+async fn until_diff_ends(browser: &mut Browser, path: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, page) = browser.get(path).await;
+        assert_eq!(status, 200, "{page}");
+        if !page.contains("hx-trigger=\"every 1s\"") {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path} never ended");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -992,4 +1007,96 @@ async fn a_users_page_sets_desired_delivered_and_the_account_read_side_by_side()
     }
     // Nothing of it reaches a page: the Kibo password is write-only.
     assert!(!kibo.contains("password"), "{kibo}");
+}
+
+#[tokio::test]
+async fn a_mapping_diff_runs_in_the_background_shows_its_progress_and_can_be_cancelled() {
+    let users = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("diff.db");
+    scim_bridge::bench::seed_users(&db, users).await.unwrap();
+    let mappings = own_mappings();
+    let mappings_path = mappings.path().to_owned();
+    let db_path = db.clone();
+    let synced = SyncedApp::spawn_with(move |settings| {
+        settings.database.path = db_path;
+        settings.fanout.mappings_dir = mappings_path;
+    })
+    .await;
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+    let (_, page) = browser.get("/console/mappings/appgate").await;
+    let csrf = browser.csrf.clone();
+    let base = {
+        let at = page.find(r#"name="base" value=""#).unwrap() + r#"name="base" value=""#.len();
+        page[at..at + 64].to_owned()
+    };
+    let original = std::fs::read_to_string(mappings.path().join("appgate.toml")).unwrap();
+    let changed = original.replace(
+        "Provisioned by scim-bridge from the identity provider; edits made here are overwritten.",
+        "Managed by scim-bridge.",
+    );
+    let form = [("csrf", csrf.as_str()), ("text", &changed), ("base", &base)];
+
+    // Started: the same text again joins the running job rather than scanning twice.
+    let (status, job) = browser.post("/console/mappings/appgate/diff", &form).await;
+    assert_eq!(status, 303, "{job}");
+    assert!(job.starts_with("/console/mappings/appgate/diff/"), "{job}");
+    let (_, again) = browser.post("/console/mappings/appgate/diff", &form).await;
+    assert_eq!(again, job, "one job per proposed text at a time");
+
+    // Polled: the fragment says how far it got, and asks to be polled again.
+    let (status, fragment) = browser.get(&format!("{job}/status")).await;
+    assert_eq!(status, 200);
+    assert!(
+        fragment.contains("Diff over the stored users: ")
+            && fragment.contains("hx-trigger=\"every 1s\""),
+        "{fragment}"
+    );
+    assert!(
+        !fragment.contains("<html"),
+        "a fragment, not a page: {fragment}"
+    );
+
+    // Cancelled: it stops where it was, and cannot be cancelled twice.
+    let (status, _) = browser
+        .post(&format!("{job}/cancel"), &[("csrf", "forged")])
+        .await;
+    assert_eq!(status, 403);
+    let (status, location) = browser
+        .post(&format!("{job}/cancel"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!((status, location.as_str()), (303, job.as_str()));
+    let page = until_diff_ends(&mut browser, &job).await;
+    assert!(page.contains("Cancelled after "), "{page}");
+    assert!(page.contains(&format!(" of {users} users, ")), "{page}");
+    assert!(!page.contains("users would change"), "{page}");
+    let (status, page) = browser
+        .post(&format!("{job}/cancel"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("has already ended"), "{page}");
+
+    // Started afresh and left to end: the result page, the proposed text kept in the form.
+    let (_, job) = browser.post("/console/mappings/appgate/diff", &form).await;
+    let page = until_diff_ends(&mut browser, &job).await;
+    assert!(
+        page.contains(&format!("appgate: {users} of {users} users would change")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("Scanned {users} users in")),
+        "{page}"
+    );
+    assert!(page.contains("Managed by scim-bridge."), "{page}");
+    let (status, fragment) = browser.get(&format!("{job}/status")).await;
+    assert_eq!(status, 200);
+    assert!(
+        !fragment.contains("hx-trigger"),
+        "polling stops: {fragment}"
+    );
+    let (status, _) = browser.get("/console/mappings/appgate/diff/999").await;
+    assert_eq!(status, 404);
+    let (status, _) = browser.get(&job.replace("/appgate/", "/kibo/")).await;
+    assert_eq!(status, 404);
 }
