@@ -613,7 +613,7 @@ async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
         let reconciler = Arc::clone(&reconciler);
         tokio::spawn(async move {
             if interrupted().await.is_ok() {
-                reconciler.signal(Signal::Cancel);
+                reconciler.signal(Signal::Cancel, &Actor::cli()).await;
             }
         })
     };

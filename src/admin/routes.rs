@@ -294,18 +294,18 @@ async fn start_reconcile(recs: Recs, body: web::Bytes, who: Who) -> Reply {
         .json(json!({"run": run_id, "status": "running"})))
 }
 
-async fn pause_reconcile(recs: Recs) -> Reply {
-    recs.signal(Signal::Pause);
+async fn pause_reconcile(recs: Recs, who: Who) -> Reply {
+    recs.signal(Signal::Pause, &who).await;
     Ok(HttpResponse::Ok().json(json!({"signal": "pause"})))
 }
 
-async fn resume_reconcile(recs: Recs) -> Reply {
-    recs.signal(Signal::Run);
+async fn resume_reconcile(recs: Recs, who: Who) -> Reply {
+    recs.signal(Signal::Run, &who).await;
     Ok(HttpResponse::Ok().json(json!({"signal": "resume"})))
 }
 
-async fn cancel_reconcile(recs: Recs) -> Reply {
-    recs.signal(Signal::Cancel);
+async fn cancel_reconcile(recs: Recs, who: Who) -> Reply {
+    recs.signal(Signal::Cancel, &who).await;
     Ok(HttpResponse::Ok().json(json!({"signal": "cancel"})))
 }
 

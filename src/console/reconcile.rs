@@ -1,7 +1,9 @@
 //! Reconcile (`/console/reconcile`): the stored runs with their counts per kind, a run's
-//! findings by kind, and starting, pausing, resuming or cancelling a run through the same
-//! `Reconciles` service as the admin API.
+//! findings by kind (its page polling its progress while it runs), and starting, pausing,
+//! resuming or cancelling a run through the same `Reconciles` service as the admin API.
 
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -11,7 +13,7 @@ use crate::fanout::operator::Operator;
 use crate::ledger::{FindingRow, RunRow};
 use crate::reconcile::compare::FindingKind;
 use crate::reconcile::run::{RunRequest, Signal};
-use crate::reconcile::service::Reconciles;
+use crate::reconcile::service::{Reconciles, RunProgress};
 
 use super::layout::{self, Nav};
 use super::overview::{query_value, see_other};
@@ -29,7 +31,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/reconcile/pause", web::post().to(pause))
         .route("/reconcile/resume", web::post().to(resume))
         .route("/reconcile/cancel", web::post().to(cancel))
-        .route("/reconcile/runs/{id}", web::get().to(run));
+        .route("/reconcile/runs/{id}", web::get().to(run))
+        .route("/reconcile/runs/{id}/progress", web::get().to(progress));
 }
 
 #[derive(Deserialize)]
@@ -150,12 +153,70 @@ async fn run(
     let findings = recs
         .findings(run_id, kind, query.after.unwrap_or(0), PAGE)
         .await?;
-    let body = render_run(&run, kind, &findings);
+    let live = recs.progress(run_id);
+    let body = html! {
+        @if run.status == "running" { (render_progress(&admin, &run, live)) }
+        (render_run(&run, kind, &findings))
+    };
     Ok(layout::page(
         &format!("Reconcile run #{run_id}"),
         &admin,
         Nav::Reconcile,
         body,
+    ))
+}
+
+/// The part of a running run's page that htmx asks for again every second: what it has
+/// read and found so far, and the buttons that pause, resume or cancel it.
+fn render_progress(admin: &Admin, run: &RunRow, live: Option<RunProgress>) -> Markup {
+    html! {
+        div #run-progress hx-get=(format!("/console/reconcile/runs/{}/progress", run.id))
+            hx-trigger="every 1s" hx-swap="outerHTML" {
+            p role="status" {
+                "In progress: "
+                @match live {
+                    Some(live) => {
+                        strong { (live.accounts) } " accounts read, "
+                        strong { (live.findings) } " findings so far"
+                    },
+                    None => "started by another process, its progress is not known here",
+                }
+                " · " a href=(format!("/console/reconcile/runs/{}", run.id)) { "Refresh" }
+            }
+            p {
+                (signal_form(admin, "pause", "Pause"))
+                (signal_form(admin, "resume", "Resume"))
+                (signal_form(admin, "cancel", "Cancel"))
+            }
+        }
+    }
+}
+
+/// The progress fragment; once the run has ended, htmx is told to load the whole page
+/// again, which shows its findings and polls no more.
+async fn progress(
+    admin: Admin,
+    recs: web::Data<Reconciles>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ConsoleError> {
+    let run_id: i64 = id
+        .parse()
+        .map_err(|_| ConsoleError::NotFound(format!("no reconcile run {id}")))?;
+    let run = recs.run(run_id).await?;
+    if run.status != "running" {
+        let mut response = layout::html_response(
+            StatusCode::OK,
+            html! { p role="status" { "The run has ended: " (run.status) "." } },
+        );
+        response.headers_mut().insert(
+            HeaderName::from_static("hx-refresh"),
+            HeaderValue::from_static("true"),
+        );
+        return Ok(response);
+    }
+    Ok(layout::html_response(
+        StatusCode::OK,
+        render_progress(&admin, &run, recs.progress(run_id)),
     ))
 }
 
@@ -262,7 +323,7 @@ async fn pause(
     recs: web::Data<Reconciles>,
     form: web::Form<Posted>,
 ) -> Result<HttpResponse, ConsoleError> {
-    send(admin, recs, form, Signal::Pause, "paused")
+    send(admin, recs, form, Signal::Pause, "paused").await
 }
 
 async fn resume(
@@ -270,7 +331,7 @@ async fn resume(
     recs: web::Data<Reconciles>,
     form: web::Form<Posted>,
 ) -> Result<HttpResponse, ConsoleError> {
-    send(admin, recs, form, Signal::Run, "resumed")
+    send(admin, recs, form, Signal::Run, "resumed").await
 }
 
 async fn cancel(
@@ -278,10 +339,10 @@ async fn cancel(
     recs: web::Data<Reconciles>,
     form: web::Form<Posted>,
 ) -> Result<HttpResponse, ConsoleError> {
-    send(admin, recs, form, Signal::Cancel, "cancelled")
+    send(admin, recs, form, Signal::Cancel, "cancelled").await
 }
 
-fn send(
+async fn send(
     admin: Admin,
     recs: web::Data<Reconciles>,
     form: web::Form<Posted>,
@@ -289,7 +350,7 @@ fn send(
     done: &str,
 ) -> Result<HttpResponse, ConsoleError> {
     admin.verify(&form.csrf)?;
-    recs.signal(signal);
+    recs.signal(signal, &admin.actor()).await;
     tracing::info!(client = %admin.client, "console: reconcile {done}");
     Ok(see_other(&format!(
         "/console/reconcile?done={}",

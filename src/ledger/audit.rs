@@ -23,10 +23,14 @@ pub(crate) enum AuditAction {
     ReconcileApply,
     /// One user provisioned on demand (`sync`, not a dry run).
     Sync,
+    /// The reconcile run in progress paused, resumed or cancelled.
+    ReconcilePause,
+    ReconcileResume,
+    ReconcileCancel,
 }
 
 impl AuditAction {
-    pub(crate) const ALL: [AuditAction; 8] = [
+    pub(crate) const ALL: [AuditAction; 11] = [
         AuditAction::Replay,
         AuditAction::Pause,
         AuditAction::Resume,
@@ -35,6 +39,9 @@ impl AuditAction {
         AuditAction::MappingReload,
         AuditAction::ReconcileApply,
         AuditAction::Sync,
+        AuditAction::ReconcilePause,
+        AuditAction::ReconcileResume,
+        AuditAction::ReconcileCancel,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -47,6 +54,9 @@ impl AuditAction {
             AuditAction::MappingReload => "mapping_reload",
             AuditAction::ReconcileApply => "reconcile_apply",
             AuditAction::Sync => "sync",
+            AuditAction::ReconcilePause => "reconcile_pause",
+            AuditAction::ReconcileResume => "reconcile_resume",
+            AuditAction::ReconcileCancel => "reconcile_cancel",
         }
     }
 

@@ -180,9 +180,26 @@ impl Reconciler {
             })
     }
 
-    /// Pauses, resumes or cancels the run in progress.
-    pub(crate) fn signal(&self, signal: Signal) {
+    /// Pauses, resumes or cancels the run in progress, and records who asked (with the run
+    /// it reached, none when no run was in progress).
+    pub(crate) async fn signal(&self, signal: Signal, actor: &Actor) {
         self.signal.send_replace(signal);
+        let run = *self.lock_running();
+        let action = match signal {
+            Signal::Run => AuditAction::ReconcileResume,
+            Signal::Pause => AuditAction::ReconcilePause,
+            Signal::Cancel => AuditAction::ReconcileCancel,
+        };
+        audit(
+            &self.db,
+            &self.clock,
+            actor,
+            action,
+            None,
+            None,
+            serde_json::json!({ "run": run }),
+        )
+        .await;
     }
 
     /// Records a new run and reserves the process for it.
@@ -1195,7 +1212,7 @@ mod tests {
             matches!(busy, ReconcileError::Busy(id) if id == run_id),
             "{busy}"
         );
-        reconciler.signal(Signal::Pause);
+        reconciler.signal(Signal::Pause, &Actor::cli()).await;
         let running = Arc::clone(&reconciler);
         let task = tokio::spawn(async move {
             running
@@ -1209,7 +1226,7 @@ mod tests {
             target.calls.lock().unwrap().is_empty(),
             "paused before the first page"
         );
-        reconciler.signal(Signal::Cancel);
+        reconciler.signal(Signal::Cancel, &Actor::cli()).await;
         let run = task.await.unwrap().unwrap();
         assert_eq!(run.status, "cancelled");
         assert!(target.calls.lock().unwrap().is_empty());

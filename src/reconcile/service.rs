@@ -1,34 +1,89 @@
 //! Reconciliation as the running bridge offers it: runs started from the admin API or on
 //! the schedule, in the background, and the stored runs and findings for the admin API.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::compare::FindingKind;
-use super::run::{LogProgress, Reconciler, RunRequest, Signal};
+use super::run::{LogProgress, Progress, Reconciler, RunRequest, Signal};
 use super::sync::SyncReport;
 use super::ReconcileError;
 use crate::ledger::Actor;
 use crate::ledger::{FindingRow, LedgerError, RunRow};
 use crate::targets::Payload;
 
+/// How far a run started here has got: accounts compared and findings so far, for the
+/// console's run page. Logged as well, like `LogProgress`.
+#[derive(Debug, Default)]
+pub(crate) struct Advance {
+    run_id: i64,
+    accounts: AtomicU64,
+    /// Findings of the targets done, and of the one being read.
+    done: AtomicU64,
+    current: AtomicU64,
+}
+
+/// A snapshot of `Advance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunProgress {
+    pub accounts: u64,
+    pub findings: u64,
+}
+
+impl Advance {
+    fn snapshot(&self) -> RunProgress {
+        RunProgress {
+            accounts: self.accounts.load(Ordering::Relaxed),
+            findings: self.done.load(Ordering::Relaxed) + self.current.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Progress for Advance {
+    fn target_started(&self, target: &str, expected: u64) {
+        self.current.store(0, Ordering::Relaxed);
+        LogProgress.target_started(target, expected);
+    }
+    fn advanced(&self, target: &str, accounts: u64, findings: u64) {
+        self.accounts.fetch_add(accounts, Ordering::Relaxed);
+        self.current.store(findings, Ordering::Relaxed);
+        LogProgress.advanced(target, accounts, findings);
+    }
+    fn target_finished(&self, target: &str, findings: u64) {
+        self.current.store(0, Ordering::Relaxed);
+        self.done.fetch_add(findings, Ordering::Relaxed);
+        LogProgress.target_finished(target, findings);
+    }
+}
+
 /// The bridge's reconciler, shared by the admin API and the schedule.
 #[derive(Clone)]
 pub(crate) struct Reconciles {
     reconciler: Arc<Reconciler>,
+    /// The progress of the last run started here.
+    advance: Arc<Mutex<Option<Arc<Advance>>>>,
 }
 
 impl Reconciles {
     pub(crate) fn new(reconciler: Arc<Reconciler>) -> Reconciles {
-        Reconciles { reconciler }
+        Reconciles {
+            reconciler,
+            advance: Arc::default(),
+        }
     }
 
     /// Starts a run in the background; returns its id at once.
     pub(crate) async fn start(&self, request: RunRequest) -> Result<i64, ReconcileError> {
         let run_id = self.reconciler.begin(&request).await?;
         let reconciler = Arc::clone(&self.reconciler);
+        let advance = Arc::new(Advance {
+            run_id,
+            ..Advance::default()
+        });
+        *self.advance.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&advance));
         tokio::spawn(async move {
-            match reconciler.execute(run_id, &request, &LogProgress).await {
+            match reconciler.execute(run_id, &request, advance.as_ref()).await {
                 Ok(run) => tracing::info!(
                     run_id, status = %run.status, counts = %run.counts, "reconcile run ended"
                 ),
@@ -57,8 +112,16 @@ impl Reconciles {
         Some(entry.target.as_stored(payload))
     }
 
-    pub(crate) fn signal(&self, signal: Signal) {
-        self.reconciler.signal(signal);
+    /// Pauses, resumes or cancels the run in progress, recording `actor` in the audit trail.
+    pub(crate) async fn signal(&self, signal: Signal, actor: &Actor) {
+        self.reconciler.signal(signal, actor).await;
+    }
+
+    /// How far `run_id` has got, if it was started by this process.
+    pub(crate) fn progress(&self, run_id: i64) -> Option<RunProgress> {
+        let advance = self.advance.lock().unwrap_or_else(|p| p.into_inner());
+        let advance = advance.as_ref().filter(|a| a.run_id == run_id)?;
+        Some(advance.snapshot())
     }
 
     pub(crate) async fn runs(&self, limit: usize) -> Result<Vec<RunRow>, ReconcileError> {
@@ -125,5 +188,35 @@ impl Reconciles {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_progress_sums_the_accounts_read_and_the_findings_of_every_target() {
+        let advance = Advance::default();
+        advance.target_started("kibo", 10);
+        advance.advanced("kibo", 4, 1);
+        advance.advanced("kibo", 6, 3);
+        assert_eq!(
+            advance.snapshot(),
+            RunProgress {
+                accounts: 10,
+                findings: 3
+            }
+        );
+        advance.target_finished("kibo", 3);
+        advance.target_started("appgate", 5);
+        advance.advanced("appgate", 5, 2);
+        assert_eq!(
+            advance.snapshot(),
+            RunProgress {
+                accounts: 15,
+                findings: 5
+            }
+        );
     }
 }

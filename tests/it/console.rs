@@ -1100,3 +1100,122 @@ async fn a_mapping_diff_runs_in_the_background_shows_its_progress_and_can_be_can
     let (status, _) = browser.get(&job.replace("/appgate/", "/kibo/")).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_running_reconciles_page_polls_its_progress_and_who_paused_resumed_or_cancelled_is_audited(
+) {
+    let synced = SyncedApp::spawn().await;
+    for name in ["run.one", "run.two", "run.three"] {
+        synced.app.create_user(&user(name)).await;
+    }
+    synced.settle(3).await;
+    // Each Primavera answer takes a while, so a run is still going when it is paused.
+    let primavera = synced
+        .sandbox
+        .emulator(&targets::primavera::VENDOR)
+        .unwrap();
+    primavera.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+    let (_, page) = browser.get("/console/reconcile").await;
+    let who = signed_in_as(&page).to_owned();
+    let csrf = browser.csrf.clone();
+    let start = [("target", "primavera"), ("csrf", csrf.as_str())];
+
+    let (status, run) = browser.post("/console/reconcile", &start).await;
+    assert_eq!(status, 303);
+    let (status, _) = browser
+        .post("/console/reconcile/pause", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    let (status, page) = browser.get(&run).await;
+    assert_eq!(status, 200);
+    for expected in [
+        r#"id="run-progress""#,
+        r#"hx-trigger="every 1s""#,
+        "accounts read",
+        "findings so far",
+        "/console/reconcile/resume",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    // Paused: the fragment says how far it got, and asks to be polled again.
+    let progress = format!("{run}/progress");
+    let (status, fragment) = browser.get(&progress).await;
+    assert_eq!(status, 200);
+    assert!(!fragment.contains("<html"), "a fragment: {fragment}");
+    for expected in [
+        r#"hx-trigger="every 1s""#,
+        "</strong> accounts read, <strong>",
+        "</strong> findings so far",
+    ] {
+        assert!(fragment.contains(expected), "{expected}: {fragment}");
+    }
+
+    let (status, _) = browser
+        .post("/console/reconcile/resume", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    let page = until_run_ends(&mut browser, &run).await;
+    assert!(page.contains(r#"class="state finished""#), "{page}");
+    assert!(!page.contains("run-progress"), "polling stops: {page}");
+    // A poll that finds the run ended asks htmx to load the whole page again.
+    let ended = browser
+        .with_cookie(browser.client.get(format!("{}{progress}", synced.app.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.headers()["hx-refresh"], "true");
+
+    // Paused and cancelled: kept as cancelled.
+    let (_, run) = browser.post("/console/reconcile", &start).await;
+    browser
+        .post("/console/reconcile/pause", &[("csrf", &csrf)])
+        .await;
+    let (status, _) = browser
+        .post("/console/reconcile/cancel", &[("csrf", "forged")])
+        .await;
+    assert_eq!(status, 403);
+    browser
+        .post("/console/reconcile/cancel", &[("csrf", &csrf)])
+        .await;
+    let page = until_run_ends(&mut browser, &run).await;
+    assert!(page.contains(r#"class="state cancelled""#), "{page}");
+
+    // The admin API's signals are recorded with its client too.
+    let response = synced
+        .admin(reqwest::Method::POST, "/reconcile/resume")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for (action, count) in [
+        ("reconcile_pause", 2),
+        ("reconcile_resume", 2),
+        ("reconcile_cancel", 1),
+    ] {
+        let response = synced
+            .admin(reqwest::Method::GET, &format!("/audit?action={action}"))
+            .send()
+            .await
+            .unwrap();
+        let audit: serde_json::Value = response.json().await.unwrap();
+        let entries = audit["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), count, "{action}: {audit}");
+        for entry in entries {
+            assert!(
+                entry["actor"].as_str().unwrap().starts_with("admin:"),
+                "{entry}"
+            );
+        }
+        let console_entry = entries.iter().find(|e| e["detail"]["run"].is_number());
+        assert_eq!(
+            console_entry.unwrap()["actor"],
+            format!("admin:{who}"),
+            "{audit}"
+        );
+    }
+}
