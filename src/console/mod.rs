@@ -5,6 +5,7 @@
 mod assets;
 mod audit;
 mod chart;
+mod deliveries;
 mod diffjob;
 mod error;
 mod failures;
@@ -102,6 +103,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .configure(overview::configure)
             .configure(users::configure)
             .configure(failures::configure)
+            .configure(deliveries::configure)
             .configure(mappings::configure)
             .configure(reconcile::configure)
             .configure(held::configure)

@@ -1219,3 +1219,71 @@ async fn a_running_reconciles_page_polls_its_progress_and_who_paused_resumed_or_
         );
     }
 }
+
+#[tokio::test]
+async fn the_deliveries_page_lists_a_state_replays_a_targets_failures_and_shows_omissions() {
+    let synced = SyncedApp::spawn_with(|settings| settings.fanout.max_attempts = 2).await;
+    let appgate = synced.sandbox.emulator(&targets::appgate::VENDOR).unwrap();
+    appgate.set_faults(Faults {
+        server_error_share: 1.0,
+        ..Faults::default()
+    });
+    let created = synced.app.create_user(&user("listed")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    synced.until_target("appgate", |t| t["dead"] == 1).await;
+    synced.until_target("kibo", |t| t["delivered"] == 1).await;
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+
+    let (status, page) = browser.get("/console/deliveries").await;
+    assert_eq!(status, 200);
+    for expected in [
+        r#"aria-current="page">Deliveries"#,
+        "1 failed deliveries",
+        &format!("/console/users/{id}"),
+        r#"class="state dead""#,
+        "Fields users are sent without",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    let (_, page) = browser
+        .get("/console/deliveries?state=delivered&target=kibo")
+        .await;
+    assert!(page.contains("1 delivered deliveries to kibo"), "{page}");
+    let (status, page) = browser.get("/console/deliveries?state=bogus").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("unknown state bogus"), "{page}");
+    let (status, _) = browser.get("/console/deliveries?target=nowhere").await;
+    assert_eq!(status, 404);
+
+    let (status, _) = browser
+        .post("/console/deliveries/replay", &[("csrf", "forged")])
+        .await;
+    assert_eq!(status, 403);
+    appgate.set_faults(Faults::default());
+    let csrf = browser.csrf.clone();
+    let (status, location) = browser
+        .post(
+            "/console/deliveries/replay",
+            &[
+                ("csrf", &csrf),
+                ("target", "appgate"),
+                ("dead_only", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, page) = browser.get(&location).await;
+    assert!(page.contains("1 deliveries replayed"), "{page}");
+    synced
+        .until_target("appgate", |t| t["dead"] == 0 && t["delivered"] == 1)
+        .await;
+    let response = synced
+        .admin(reqwest::Method::GET, "/audit?action=replay")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(audit["entries"][0]["target"], "appgate", "{audit}");
+    assert_eq!(audit["entries"][0]["detail"]["dead_only"], true, "{audit}");
+}
