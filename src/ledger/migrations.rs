@@ -330,6 +330,21 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'the audit trail is append-only');
     END;
     "#,
+    // 11: users whose desired states are still to be planned. A SCIM write of a user
+    // commits its mark instead of rendering every target on the writer; the planner renders
+    // the user as stored, records the desired states and deletes the mark only if its `seq`
+    // is unchanged. `seq` is the rowid: a new or re-marked user takes the next one, so the
+    // oldest marks come first. `fresh_secret` names a password given in a change not yet
+    // planned; `new` says no desired state was ever recorded for the user.
+    // (Numbered 11: migration 10 belongs to a branch merged alongside this one.)
+    r#"
+    CREATE TABLE plan_queue (
+        seq           INTEGER PRIMARY KEY,
+        user_id       TEXT NOT NULL UNIQUE,
+        fresh_secret  TEXT,
+        new           INTEGER NOT NULL DEFAULT 0
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
