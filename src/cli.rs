@@ -466,7 +466,14 @@ async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     match args.command {
         LedgerCommand::Status => {
             let lag = operator.lag().await?;
-            print(serde_json::to_value(&lag)?, report::lag(&lag));
+            let mut text = report::lag(&lag);
+            let planning = operator.planning().await?;
+            if planning > 0 {
+                text.push_str(&format!(
+                    "planning: {planning} users written in SCIM, not yet in these counts\n"
+                ));
+            }
+            print(serde_json::to_value(&lag)?, text);
         }
         LedgerCommand::Show { user } => {
             let status = operator.user(&user).await?;

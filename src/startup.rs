@@ -20,6 +20,7 @@ use crate::fanout::backoff::Backoff;
 use crate::fanout::concurrency::ConcurrencyPolicy;
 use crate::fanout::operator::Operator;
 use crate::fanout::plan::{FanoutHook, Planner};
+use crate::fanout::planner;
 use crate::fanout::secrets::{SecretBox, KEY_ENV};
 use crate::fanout::worker::{TargetPolicy, Worker};
 use crate::fanout::Fanout;
@@ -174,12 +175,19 @@ impl Application {
             reconciles.schedule(period, settings.reconcile.apply_on_schedule);
         }
         let planner = Arc::new(Planner::new(mappings, secrets));
+        let planning = planner::start(
+            Arc::clone(&planner),
+            db.clone(),
+            Arc::clone(&fanout),
+            clock.clone(),
+        );
         let service = ScimService::new(
             db.clone(),
             clock.clone(),
             Some(Arc::new(FanoutHook::new(
                 Arc::clone(&planner),
                 Arc::clone(&fanout),
+                planning,
             ))),
         )
         .with_metrics(Arc::clone(&metrics));

@@ -101,7 +101,8 @@ fn known_target(ops: &Operator, target: &str) -> Result<(), AdminError> {
 }
 
 async fn targets(ops: Ops) -> Reply {
-    Ok(HttpResponse::Ok().json(json!({"targets": ops.lag().await?})))
+    let (lag, planning) = (ops.lag().await?, ops.planning().await?);
+    Ok(HttpResponse::Ok().json(json!({"targets": lag, "planning": planning})))
 }
 
 async fn pause(ops: Ops, target: web::Path<String>, who: Who) -> Reply {

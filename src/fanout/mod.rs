@@ -72,3 +72,4 @@ impl Fanout {
     }
 }
 pub mod plan;
+pub mod planner;

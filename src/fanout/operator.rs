@@ -91,6 +91,12 @@ impl Operator {
             .await
     }
 
+    /// How many users SCIM wrote that the planner has not yet turned into desired states:
+    /// their changes are in none of the counts of `lag` yet.
+    pub(crate) async fn planning(&self) -> Result<u64, LedgerError> {
+        self.db.read(|s| s.planning()).await
+    }
+
     pub(crate) async fn user(&self, user_id: &str) -> Result<UserStatus, LedgerError> {
         let user_id = user_id.to_owned();
         self.db

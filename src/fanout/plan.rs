@@ -1,19 +1,19 @@
-//! From a SCIM change to desired states: the SCIM service's write hook. Renders the users a
-//! write touched through every target's mapping (scope included), records the result in the
-//! ledger inside the same transaction as the SCIM write, and wakes the workers once it commits.
+//! From a SCIM change to desired states: the SCIM service's write hook, and the rendering and
+//! recording the planner runs. A user written in SCIM is only marked in the write's own
+//! transaction; the planner (`planner.rs`) later renders it through every target's mapping
+//! (scope included) and records the result. A deleted user is recorded in the delete's own
+//! transaction, from the resource as it was last stored.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
-use secrecy::SecretString;
+use tokio::sync::Notify;
 
 use crate::fanout::secrets::SecretBox;
 use crate::fanout::Fanout;
-use crate::ledger::{
-    DeliveryOp, DeliveryState, Desired, LedgerError, SealedSecret, StateKey, Store,
-};
+use crate::ledger::{DeliveryOp, DeliveryState, Desired, LedgerError, Mark, StateKey, Store};
 use crate::mapping::{Event, MappingSet, Operation, ParsedPhones, Render, Scoping};
-use crate::scim::hook::{Change, GroupView, Staged, UserView, Woken, WriteHook};
+use crate::scim::hook::{Change, GroupView, UserView, Woken, WriteHook};
 
 /// What happened to the user in SCIM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,9 +24,8 @@ enum UserChange {
 }
 
 /// A user rendered through every mapping of one mapping set, not yet recorded. Rendering
-/// needs no database, so a new user is rendered before its write reaches the single writer
-/// thread, on the request's own thread.
-struct Rendered {
+/// needs no database, so the planner does it on a thread of its own, not on the writer.
+pub(super) struct Rendered {
     mappings: Arc<MappingSet>,
     event: Event,
     /// Per mapping, in the set's order.
@@ -44,7 +43,7 @@ enum ForTarget {
 /// Whether the ledger may already hold rows for the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum History {
-    /// A user created in this very write: nothing to read back.
+    /// A user never planned before: nothing to read back.
     New,
     Existing,
 }
@@ -105,45 +104,50 @@ impl Planner {
         }
     }
 
-    /// Records, for every target, the state it should reach for `user`. Returns the targets
-    /// that now have something to deliver.
-    fn plan(
-        &self,
-        store: &Store<'_>,
-        user: &UserView<'_>,
-        change: UserChange,
-        password: Option<&SecretString>,
-        now: i64,
-    ) -> Result<Vec<String>, LedgerError> {
-        let rendered = self.render(user, change);
-        self.record(store, user, rendered, History::Existing, password, now)
+    /// `render` for a user created, replaced or patched.
+    pub(super) fn render_changed(&self, user: &UserView<'_>) -> Rendered {
+        self.render(user, UserChange::Changed)
     }
 
-    /// `plan` for a user created in this write, rendered beforehand from `user` as it was
-    /// going to be stored. A mapping reload since then renders it again.
-    fn plan_new(
+    /// Records, for every target, the state it should reach for `user`, as rendered while
+    /// `mark` was read. Returns the targets that now have something to deliver.
+    pub(super) fn plan_marked(
         &self,
         store: &Store<'_>,
         user: &UserView<'_>,
         rendered: Rendered,
-        password: Option<&SecretString>,
+        mark: &Mark,
         now: i64,
     ) -> Result<Vec<String>, LedgerError> {
-        let rendered = if Arc::ptr_eq(&rendered.mappings, &self.mappings()) {
-            rendered
+        let history = if mark.new {
+            History::New
         } else {
-            self.render(user, UserChange::Changed)
+            History::Existing
         };
-        self.record(store, user, rendered, History::New, password, now)
+        let fresh = mark.fresh_secret.as_deref();
+        self.record(store, user, rendered, history, fresh, now)
     }
 
+    /// Records, for every target, what deleting `user` asks of it.
+    fn plan_deleted(
+        &self,
+        store: &Store<'_>,
+        user: &UserView<'_>,
+        now: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        let rendered = self.render(user, UserChange::Deleted);
+        self.record(store, user, rendered, History::Existing, None, now)
+    }
+
+    /// `fresh_secret`: the id of a password given in SCIM since the user was last planned,
+    /// sealed and stored in that write's transaction.
     fn record(
         &self,
         store: &Store<'_>,
         user: &UserView<'_>,
         rendered: Rendered,
         history: History,
-        password: Option<&SecretString>,
+        fresh_secret: Option<&str>,
         now: i64,
     ) -> Result<Vec<String>, LedgerError> {
         let user_id = user.id;
@@ -152,7 +156,6 @@ impl Planner {
             event,
             renders,
         } = rendered;
-        let mut sealed: Option<SealedSecret> = None;
         let mut due = Vec::new();
         let mut phones = ParsedPhones::default();
         for (mapping, for_target) in mappings.iter().zip(renders) {
@@ -196,26 +199,12 @@ impl Planner {
                     let first_delivery = password_field.is_some()
                         && event == Event::Upsert
                         && (history == History::New || never_delivered(store, user_id, target)?);
-                    let held = if password.is_none()
-                        && sealed.is_none()
-                        && (needs_always || first_delivery)
-                    {
+                    let held = if fresh_secret.is_none() && (needs_always || first_delivery) {
                         store.secret(user_id)?.map(|s| s.secret_id)
                     } else {
                         None
                     };
-                    let fresh = match (&password_field, password, &sealed) {
-                        (None, _, _) | (Some(_), None, _) => None,
-                        // Sealed for an earlier target in this same change.
-                        (Some(_), Some(_), Some(secret)) => Some(secret.secret_id.clone()),
-                        (Some(_), Some(password), None) => {
-                            let secret = self.secrets.seal(user_id, password);
-                            store.store_secret(user_id, &secret, now)?;
-                            let id = secret.secret_id.clone();
-                            sealed = Some(secret);
-                            Some(id)
-                        }
-                    };
+                    let fresh = password_field.as_ref().and(fresh_secret).map(str::to_owned);
                     let secret_id = fresh.clone().or(held);
                     // Only a newly given password makes the state differ from what the
                     // target holds.
@@ -272,71 +261,83 @@ impl Planner {
     }
 }
 
-/// The fan-out as the SCIM service sees it: plans inside the write's transaction, wakes the
-/// workers of the targets that got work once it commits.
+/// The fan-out as the SCIM service sees it: marks the users a write changed for the
+/// planner, records deletions, and once the write commits wakes the planner or the workers.
 pub(crate) struct FanoutHook {
     planner: Arc<Planner>,
     fanout: Arc<Fanout>,
+    planning: Arc<Notify>,
 }
 
 impl FanoutHook {
-    pub(crate) fn new(planner: Arc<Planner>, fanout: Arc<Fanout>) -> FanoutHook {
-        FanoutHook { planner, fanout }
+    /// `planning` wakes the planner's task.
+    pub(crate) fn new(
+        planner: Arc<Planner>,
+        fanout: Arc<Fanout>,
+        planning: Arc<Notify>,
+    ) -> FanoutHook {
+        FanoutHook {
+            planner,
+            fanout,
+            planning,
+        }
     }
 }
 
 impl WriteHook for FanoutHook {
-    /// A new user belongs to no group yet, so it can be rendered for every target before
-    /// its write, in parallel with other requests, rather than on the one writer thread.
-    fn prepare(&self, user: &UserView<'_>) -> Option<Staged> {
-        Some(Staged::new(self.planner.render(user, UserChange::Changed)))
-    }
-
     fn record(
         &self,
         store: &Store<'_>,
         change: Change<'_>,
         now_ms: i64,
     ) -> Result<Woken, LedgerError> {
-        let planner = &self.planner;
-        let due = match change {
+        match change {
             Change::User {
                 user,
                 password,
-                staged,
-            } => match staged.and_then(Staged::take::<Rendered>) {
-                Some(rendered) => planner.plan_new(store, &user, rendered, password, now_ms)?,
-                None => planner.plan(store, &user, UserChange::Changed, password, now_ms)?,
-            },
-            Change::UserDeleted(user) => {
-                planner.plan(store, &user, UserChange::Deleted, None, now_ms)?
-            }
-            Change::Group {
-                before,
-                after,
-                users,
+                created,
             } => {
-                let mut due = Vec::new();
-                for member in affected_members(before.as_ref(), after.as_ref()) {
-                    if let Some(resource) = users(member)? {
-                        if let Some(user) = UserView::of(&resource) {
-                            due.extend(planner.plan(
-                                store,
-                                &user,
-                                UserChange::Changed,
-                                None,
-                                now_ms,
-                            )?);
-                        }
+                // Sealed here, in the write's transaction: the plain password lives no
+                // longer than the request, and the mark names what to hand the targets.
+                let fresh = match password {
+                    Some(password) => {
+                        let secret = self.planner.secrets.seal(user.id, password);
+                        store.store_secret(user.id, &secret, now_ms)?;
+                        Some(secret.secret_id)
                     }
-                }
-                due
+                    None => None,
+                };
+                store.mark_for_planning(user.id, fresh.as_deref(), created)?;
+                Ok(Woken::planning())
             }
-        };
-        Ok(Woken::new(due))
+            Change::UserDeleted(user) => match store.drop_mark(user.id)? {
+                // Never planned: no target was ever told of the user, so none has anything
+                // to let go of.
+                Some(mark) if mark.new => {
+                    store.erase_secret_if_delivered(user.id)?;
+                    Ok(Woken::default())
+                }
+                _ => Ok(Woken::new(self.planner.plan_deleted(store, &user, now_ms)?)),
+            },
+            Change::Group { before, after } => {
+                let affected = affected_members(before.as_ref(), after.as_ref());
+                if affected.is_empty() {
+                    return Ok(Woken::default());
+                }
+                // Members that are not users (nested groups without a type) are dropped by
+                // the planner, which finds no user by that id.
+                for member in affected {
+                    store.mark_for_planning(member, None, false)?;
+                }
+                Ok(Woken::planning())
+            }
+        }
     }
 
     fn committed(&self, woken: Woken) {
+        if woken.needs_planning() {
+            self.planning.notify_one();
+        }
         if !woken.targets().is_empty() {
             self.fanout.wake(woken.targets());
         }

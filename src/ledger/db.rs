@@ -77,6 +77,8 @@ type Finish = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
 
 struct Completion {
     succeeded: bool,
+    /// Whether committing it shows the storage takes writes again (see `write_behind`).
+    vouches: bool,
     /// Set when the closure failed because the storage refused the write.
     storage_failure: Option<String>,
     finish: Finish,
@@ -214,6 +216,28 @@ impl Db {
         T: Send + 'static,
         E: From<LedgerError> + std::error::Error + Send + 'static,
     {
+        self.submit(work, true).await
+    }
+
+    /// `write` for work done behind the SCIM writes (the planner's). Its failure for want
+    /// of space is reported like any other, but its success does not make the bridge ready
+    /// again: it may have freed the very pages it used, and says nothing of whether a SCIM
+    /// write would fit.
+    pub(crate) async fn write_behind<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LedgerError> + std::error::Error + Send + 'static,
+    {
+        self.submit(work, false).await
+    }
+
+    async fn submit<T, E, F>(&self, work: F, vouches: bool) -> Result<T, E>
+    where
+        F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LedgerError> + std::error::Error + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn| {
             let conn = match conn {
@@ -226,6 +250,7 @@ impl Db {
             let result = work(&Store::new(conn));
             Some(Completion {
                 succeeded: result.is_ok(),
+                vouches,
                 storage_failure: result
                     .as_ref()
                     .err()
@@ -631,6 +656,7 @@ fn record(health: &Mutex<Option<String>>, outcome: Result<(), String>) {
 
 /// Runs one batch in one transaction.
 fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>) {
+    // Per job: whether it succeeded in a way that vouches for the storage, and its answer.
     let mut finishers: Vec<(bool, Finish)> = Vec::with_capacity(batch.len());
     let mut storage_failure: Option<String> = None;
     let mut jobs = batch.into_iter();
@@ -675,7 +701,10 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>)
                         tracing::error!(error = %err, "cannot close a savepoint");
                     }
                 }
-                finishers.push((completion.succeeded, completion.finish));
+                finishers.push((
+                    completion.succeeded && completion.vouches,
+                    completion.finish,
+                ));
             }
             Ok(None) => {}
             Err(_) => {

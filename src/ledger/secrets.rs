@@ -50,7 +50,8 @@ impl Store<'_> {
             .optional()?)
     }
 
-    /// Erases a user's pending password once no delivery still waits to carry it.
+    /// Erases a user's pending password once no delivery still waits to carry it, and no
+    /// change still to be planned may hand it to one.
     pub(crate) fn erase_secret_if_delivered(&self, user_id: &str) -> Result<bool, LedgerError> {
         let erased = self
             .conn()
@@ -59,7 +60,8 @@ impl Store<'_> {
                  SELECT 1 FROM deliveries d WHERE d.user_id = ?1 AND ((\
                  d.secret_id = user_secrets.secret_id \
                  AND (d.delivered_hash IS NULL OR d.delivered_hash != d.desired_hash)) \
-                 OR (d.retain_secret = 1 AND d.operation != 'delete')))",
+                 OR (d.retain_secret = 1 AND d.operation != 'delete'))) \
+                 AND NOT EXISTS (SELECT 1 FROM plan_queue q WHERE q.user_id = ?1)",
             )?
             .execute([user_id])?;
         Ok(erased > 0)

@@ -1,8 +1,7 @@
 //! The seam between a SCIM write and what keeps other systems in step with it: the service
-//! calls a `WriteHook` before a new user's write, inside every write's transaction and after
-//! the commit. `fanout` implements it; the SCIM side knows nothing more of the targets.
+//! calls a `WriteHook` inside every write's transaction and after the commit. `fanout`
+//! implements it; the SCIM side knows nothing more of the targets.
 
-use std::any::Any;
 use std::collections::BTreeSet;
 
 use secrecy::SecretString;
@@ -12,11 +11,6 @@ use crate::ledger::{LedgerError, Store};
 
 /// What a SCIM write asks of whatever mirrors it elsewhere.
 pub trait WriteHook: Send + Sync {
-    /// Work on a new user that needs no database, done on the request's own thread before
-    /// the write reaches the single writer thread. Handed back in `Change::User` only if the
-    /// user was stored exactly as given here.
-    fn prepare(&self, user: &UserView<'_>) -> Option<Staged>;
-
     /// Records `change` in the write's own transaction, so it commits or rolls back with it.
     fn record(
         &self,
@@ -35,16 +29,15 @@ pub enum Change<'a> {
     User {
         user: UserView<'a>,
         password: Option<&'a SecretString>,
-        staged: Option<Staged>,
+        /// Created by this very write.
+        created: bool,
     },
     /// A user deleted, as it was last stored.
     UserDeleted(UserView<'a>),
-    /// A group created (no `before`), changed, or deleted (no `after`). Its members' own
-    /// resources are read through `users`, as this transaction sees them.
+    /// A group created (no `before`), changed, or deleted (no `after`).
     Group {
         before: Option<GroupView<'a>>,
         after: Option<GroupView<'a>>,
-        users: &'a dyn Fn(&str) -> Result<Option<Value>, LedgerError>,
     },
 }
 
@@ -96,39 +89,38 @@ impl<'a> GroupView<'a> {
     }
 }
 
-/// What a hook's `prepare` produced, opaque to the SCIM side.
-pub struct Staged(Box<dyn Any + Send>);
-
-impl Staged {
-    pub(crate) fn new<T: Any + Send>(work: T) -> Staged {
-        Staged(Box::new(work))
-    }
-
-    /// The work, if it is of the type the hook put in.
-    pub(crate) fn take<T: Any>(self) -> Option<T> {
-        self.0.downcast().ok().map(|work| *work)
-    }
-}
-
-/// Who has work once a write commits: the names of the targets, sorted, each once.
+/// Who has work once a write commits: the names of the targets, sorted, each once, and
+/// whether users were marked for planning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Woken(Vec<String>);
+pub struct Woken {
+    targets: Vec<String>,
+    planning: bool,
+}
 
 impl Woken {
     pub(crate) fn new(mut targets: Vec<String>) -> Woken {
         targets.sort();
         targets.dedup();
-        Woken(targets)
+        Woken {
+            targets,
+            planning: false,
+        }
     }
 
-    pub(crate) fn merge(&mut self, other: Woken) {
-        self.0.extend(other.0);
-        self.0.sort();
-        self.0.dedup();
+    /// Work for the planner rather than for a target directly.
+    pub(crate) fn planning() -> Woken {
+        Woken {
+            targets: Vec::new(),
+            planning: true,
+        }
     }
 
     pub(crate) fn targets(&self) -> &[String] {
-        &self.0
+        &self.targets
+    }
+
+    pub(crate) fn needs_planning(&self) -> bool {
+        self.planning
     }
 }
 
@@ -164,15 +156,10 @@ mod tests {
     }
 
     #[test]
-    fn staged_work_comes_back_only_as_its_own_type() {
-        assert_eq!(Staged::new(7_u32).take::<u32>(), Some(7));
-        assert_eq!(Staged::new(7_u32).take::<String>(), None);
-    }
-
-    #[test]
     fn woken_targets_are_sorted_and_named_once() {
-        let mut woken = Woken::new(vec!["kibo".into(), "appgate".into(), "kibo".into()]);
-        woken.merge(Woken::new(vec!["appgate".into(), "primavera".into()]));
-        assert_eq!(woken.targets(), ["appgate", "kibo", "primavera"]);
+        let woken = Woken::new(vec!["kibo".into(), "appgate".into(), "kibo".into()]);
+        assert_eq!(woken.targets(), ["appgate", "kibo"]);
+        assert!(!woken.needs_planning());
+        assert!(Woken::planning().needs_planning());
     }
 }

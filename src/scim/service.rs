@@ -14,7 +14,7 @@ use crate::ledger::{Db, GroupMember, LedgerError, Lookup, ResourceKind, Resource
 use crate::metrics::Metrics;
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, CompareOp, Filter};
-use crate::scim::hook::{Change, GroupView, Staged, UserView, Woken, WriteHook};
+use crate::scim::hook::{Change, GroupView, UserView, Woken, WriteHook};
 use crate::scim::path::AttrPath;
 use crate::scim::resource::{self, Prepared};
 use crate::scim::schema::ResourceSchema;
@@ -190,32 +190,16 @@ impl ScimService {
             body: into_object(resource),
         };
         let hook = self.hook.clone();
-        // A new user belongs to no group yet, so the hook may do its part here, in parallel
-        // with other requests, rather than on the one writer thread. The writer checks it
-        // stored exactly the user the hook saw.
-        let staged = match (&hook, kind) {
-            (Some(hook), ResourceKind::User) => {
-                let expected = shape(kind, row.clone(), Vec::new()).value;
-                UserView::of(&expected)
-                    .and_then(|user| hook.prepare(&user))
-                    .map(|staged| (expected, staged))
-            }
-            _ => None,
-        };
         let written = self
             .db
             .write(move |store| -> Written<Resource> {
                 let created = save(store, kind, row, true)?;
-                let staged = staged
-                    .filter(|(expected, _)| *expected == created.value)
-                    .map(|(_, staged)| staged);
                 let woken = record(
                     store,
                     hook.as_deref(),
                     None,
                     Some(&created),
                     password.as_ref(),
-                    staged,
                     now_ms,
                 )?;
                 Ok((created, woken))
@@ -319,7 +303,6 @@ impl ScimService {
                         Some(&existing),
                         Some(&after),
                         password.as_ref(),
-                        None,
                         now_ms,
                     )?
                 } else {
@@ -346,15 +329,7 @@ impl ScimService {
             .write(move |store| -> Written<()> {
                 let existing = load_for_write(store, kind, &id, condition.as_ref())?;
                 store.delete(kind, &id)?;
-                let woken = record(
-                    store,
-                    hook.as_deref(),
-                    Some(&existing),
-                    None,
-                    None,
-                    None,
-                    now_ms,
-                )?;
+                let woken = record(store, hook.as_deref(), Some(&existing), None, None, now_ms)?;
                 Ok(((), woken))
             })
             .await?;
@@ -363,43 +338,27 @@ impl ScimService {
         Ok(())
     }
 
-    /// Records every user's desired state again, e.g. after the mappings changed. Works in
-    /// batches so no single transaction holds the writer for long.
+    /// Marks every user for planning again, e.g. after the mappings changed: the planner
+    /// records their desired states under the mappings now in force. Works in batches so
+    /// no single transaction holds the writer for long.
     pub(crate) async fn replan_all(&self) -> Result<usize, ScimError> {
-        let Some(hook) = self.hook.clone() else {
+        if self.hook.is_none() {
             return Ok(0);
-        };
-        const BATCH: u64 = 500;
-        let mut offset = 0;
+        }
+        const BATCH: u64 = 1000;
+        let mut after = 0;
         let mut total = 0;
         loop {
-            let hook = Arc::clone(&hook);
-            let now_ms = unix_millis(self.clock.as_ref());
-            let (count, woken) = self
+            let (count, last) = self
                 .db
-                .write(move |store| -> Written<usize> {
-                    let rows = store.page(ResourceKind::User, offset, BATCH)?;
-                    let mut woken = Woken::default();
-                    for row in &rows {
-                        let user = assemble(store, ResourceKind::User, row.clone())?;
-                        if let Some(user) = UserView::of(&user.value) {
-                            let change = Change::User {
-                                user,
-                                password: None,
-                                staged: None,
-                            };
-                            woken.merge(hook.record(store, change, now_ms)?);
-                        }
-                    }
-                    Ok((rows.len(), woken))
-                })
+                .write(move |store| store.mark_users_after(after, BATCH))
                 .await?;
-            self.committed(((), woken));
+            self.committed(((), Woken::planning()));
             total += count;
             if (count as u64) < BATCH {
                 return Ok(total);
             }
-            offset += BATCH;
+            after = last;
         }
     }
 
@@ -634,7 +593,6 @@ fn record(
     before: Option<&Resource>,
     after: Option<&Resource>,
     password: Option<&SecretString>,
-    staged: Option<Staged>,
     now_ms: i64,
 ) -> Result<Woken, ScimError> {
     let Some(hook) = hook else {
@@ -642,12 +600,6 @@ fn record(
     };
     let Some(kind) = after.or(before).map(|r| r.kind) else {
         return Ok(Woken::default());
-    };
-    let users = |id: &str| -> Result<Option<Value>, LedgerError> {
-        match store.get(ResourceKind::User, id)? {
-            Some(row) => Ok(Some(assemble(store, ResourceKind::User, row)?.value)),
-            None => Ok(None),
-        }
     };
     let change = match kind {
         ResourceKind::User => {
@@ -658,7 +610,7 @@ fn record(
                 Change::User {
                     user,
                     password,
-                    staged,
+                    created: before.is_none(),
                 }
             } else {
                 Change::UserDeleted(user)
@@ -667,7 +619,6 @@ fn record(
         ResourceKind::Group => Change::Group {
             before: before.map(|g| GroupView::of(&g.value)),
             after: after.map(|g| GroupView::of(&g.value)),
-            users: &users,
         },
     };
     Ok(hook.record(store, change, now_ms)?)
@@ -702,6 +653,10 @@ fn save(
     }
     if let Some(members) = members {
         store.replace_members(&row.id, &members)?;
+    }
+    // A new user belongs to no group yet: nothing to read back.
+    if is_new && kind == ResourceKind::User {
+        return Ok(shape(kind, row, Vec::new()));
     }
     Ok(assemble(store, kind, row)?)
 }
@@ -763,6 +718,14 @@ fn take_members(
         });
     }
     Ok(rows)
+}
+
+/// A user as stored, with its groups, as the mappings render it.
+pub(crate) fn stored_user(store: &Store<'_>, id: &str) -> Result<Option<Value>, LedgerError> {
+    match store.get(ResourceKind::User, id)? {
+        Some(row) => Ok(Some(assemble(store, ResourceKind::User, row)?.value)),
+        None => Ok(None),
+    }
 }
 
 fn load(store: &Store<'_>, kind: ResourceKind, id: &str) -> Result<Option<Resource>, ScimError> {

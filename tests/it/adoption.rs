@@ -67,6 +67,7 @@ impl Takeover {
     /// Waits (bounded) until no delivery of the user is pending or retrying; returns the
     /// ledger's view of it.
     async fn settled(&self, id: &str) -> Value {
+        self.app.planned().await;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let status = self.admin_user(id).await;

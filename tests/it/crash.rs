@@ -296,6 +296,87 @@ async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
     }
 }
 
+/// Users created, every one acknowledged, then the bridge killed before its planner caught
+/// up: the marks committed with the creates are all the restarted bridge has to go on.
+#[tokio::test]
+async fn marks_left_by_a_sigkill_are_planned_at_restart_and_delivered_once() {
+    const CREATED: usize = 400;
+    let mut sandbox_cfg = SandboxConfig::ephemeral();
+    sandbox_cfg
+        .emulator_mut(&targets::primavera::VENDOR)
+        .unwrap()
+        .rate_limit_per_second = None;
+    let sandbox = sandbox::start(sandbox_cfg, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config(&sandbox, dir.path())).unwrap();
+    let port = free_port();
+    let client = reqwest::Client::new();
+
+    let mut bridge = Bridge::start(&config_path, port).await;
+    let statuses: Vec<Option<u16>> = stream::iter(0..CREATED)
+        .map(|n| {
+            let (client, base) = (client.clone(), bridge.base.clone());
+            async move { create(&client, &base, n).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    bridge.child.kill().unwrap();
+    bridge.child.wait().unwrap();
+    assert!(statuses.iter().all(|s| *s == Some(201)), "{statuses:?}");
+
+    let ledger = rusqlite::Connection::open(dir.path().join("bridge.db")).unwrap();
+    let count = |sql: &str| -> i64 { ledger.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let marks = count("SELECT count(*) FROM plan_queue");
+    let unplanned =
+        count("SELECT count(*) FROM users WHERE id NOT IN (SELECT user_id FROM deliveries)");
+    assert!(
+        unplanned > 0,
+        "the kill came after every user was planned ({marks} marks left)"
+    );
+    // Every user without a desired state is one the planner still has to plan.
+    assert!(
+        marks >= unplanned,
+        "{marks} marks, {unplanned} users unplanned"
+    );
+    drop(ledger);
+
+    // No SCIM write after the restart: only the marks can bring these users to the targets.
+    let bridge = Bridge::start(&config_path, port).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lag: Value = get_json(
+            &client,
+            format!("{}/admin/targets", bridge.base),
+            ADMIN_TOKEN,
+        )
+        .await;
+        let targets = lag["targets"].as_array().unwrap();
+        if lag["planning"] == 0 && targets.iter().all(|t| t["delivered"] == CREATED) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all delivered: {lag}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for kind in targets::VENDORS {
+        let live: Vec<_> = sandbox
+            .emulator(kind)
+            .unwrap()
+            .accounts()
+            .into_iter()
+            .filter(|a| !a.deleted)
+            .collect();
+        assert_eq!(
+            live.len(),
+            CREATED,
+            "{kind:?}: exactly one account per user"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_folds_the_log_into_the_database_and_logs_no_secret() {
     let sandbox = sandbox::start(SandboxConfig::ephemeral(), Arc::new(SystemClock))

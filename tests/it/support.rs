@@ -118,6 +118,36 @@ impl TestApp {
         assert_eq!(response.status(), 201, "create group {body}");
         response.json().await.expect("json")
     }
+
+    /// How many users written in SCIM the planner has not yet turned into desired states
+    /// (needs the admin dev token configured).
+    pub async fn planning(&self) -> u64 {
+        let response = self
+            .client
+            .get(format!("{}/admin/targets", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        json_of(response, 200).await["planning"].as_u64().unwrap()
+    }
+
+    /// Waits (bounded) until every user written so far is planned: from then on the ledger
+    /// holds each target's desired state for them.
+    pub async fn planned(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let planning = self.planning().await;
+            if planning == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{planning} users were never planned"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Reads a response as JSON, asserting its status.
@@ -288,7 +318,10 @@ impl SyncedApp {
             .bearer_auth(ADMIN_TOKEN)
     }
 
+    /// The per-target counts, once every user written so far is planned (a SCIM write is
+    /// answered before its desired states are recorded).
     pub async fn lag(&self) -> Vec<Value> {
+        self.app.planned().await;
         let response = self.admin(Method::GET, "/targets").send().await.unwrap();
         let body = json_of(response, 200).await;
         body["targets"].as_array().unwrap().clone()

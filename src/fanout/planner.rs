@@ -1,0 +1,320 @@
+//! Accept -> plan -> deliver: the task that turns the users SCIM writes marked into desired
+//! states. It takes the oldest marks in bounded batches, renders the users as stored for
+//! every target on a blocking thread, records each batch in one writer transaction, and
+//! wakes the targets' workers. Marks left by a crash are planned at the next start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::clock::{unix_millis, SharedClock};
+use crate::fanout::plan::{Planner, Rendered};
+use crate::fanout::Fanout;
+use crate::ledger::{Db, LedgerError, Mark};
+use crate::scim::hook::{UserView, Woken};
+use crate::scim::service::stored_user;
+
+/// Users planned per writer transaction. Each costs the writer about what a create used to
+/// (four desired-state rows); a batch this size holds it for a few milliseconds, which is
+/// what a SCIM write committed behind it waits at worst.
+const BATCH: usize = 64;
+
+/// How long the planner waits before trying again after the ledger refused a batch (a full
+/// disk, say), unless a new write wakes it sooner.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// A marked user as read, with its rendering: `None` for a user deleted since it was marked.
+type Planned = (Mark, Option<(Value, Rendered)>);
+
+/// Starts the planner on the current runtime. It first plans every mark left from before,
+/// then whatever the returned `Notify` is woken for.
+pub(crate) fn start(
+    planner: Arc<Planner>,
+    db: Db,
+    fanout: Arc<Fanout>,
+    clock: SharedClock,
+) -> Arc<Notify> {
+    let wake = Arc::new(Notify::new());
+    let task = PlanLoop {
+        planner,
+        db,
+        fanout,
+        clock,
+        wake: Arc::clone(&wake),
+    };
+    tokio::spawn(task.run());
+    wake
+}
+
+struct PlanLoop {
+    planner: Arc<Planner>,
+    db: Db,
+    fanout: Arc<Fanout>,
+    clock: SharedClock,
+    wake: Arc<Notify>,
+}
+
+impl PlanLoop {
+    async fn run(self) {
+        loop {
+            match self.drain().await {
+                // A write committed since the last read left a permit: nothing is missed.
+                Ok(()) => self.wake.notified().await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "planning failed; the marks stay and are planned again");
+                    let _ = tokio::time::timeout(RETRY_AFTER_FAILURE, self.wake.notified()).await;
+                }
+            }
+        }
+    }
+
+    /// Plans batches until no mark is left.
+    async fn drain(&self) -> Result<(), LedgerError> {
+        loop {
+            let marked = self
+                .db
+                .read(|store| {
+                    store
+                        .marks(BATCH)?
+                        .into_iter()
+                        .map(|mark| {
+                            let user = stored_user(store, &mark.user_id)?;
+                            Ok((mark, user))
+                        })
+                        .collect::<Result<Vec<_>, LedgerError>>()
+                })
+                .await?;
+            if marked.is_empty() {
+                return Ok(());
+            }
+            let planner = Arc::clone(&self.planner);
+            let planned = tokio::task::spawn_blocking(move || render(&planner, marked))
+                .await
+                .map_err(|err| LedgerError::Commit(format!("rendering failed: {err}")))?;
+            let planner = Arc::clone(&self.planner);
+            let now = unix_millis(self.clock.as_ref());
+            let due = self
+                .db
+                .write_behind(move |store| {
+                    let mut due = Vec::new();
+                    for (mark, user) in planned {
+                        // Marked again since it was read: planned again from the newer read.
+                        if !store.clear_mark(&mark)? {
+                            continue;
+                        }
+                        if let Some((resource, rendered)) = user {
+                            if let Some(user) = UserView::of(&resource) {
+                                due.extend(
+                                    planner.plan_marked(store, &user, rendered, &mark, now)?,
+                                );
+                            }
+                        }
+                        // A password no target took (none maps it, or the user is out of
+                        // their scope) is not kept.
+                        if mark.fresh_secret.is_some() {
+                            store.erase_secret_if_delivered(&mark.user_id)?;
+                        }
+                    }
+                    Ok::<_, LedgerError>(due)
+                })
+                .await?;
+            let woken = Woken::new(due);
+            if !woken.targets().is_empty() {
+                self.fanout.wake(woken.targets());
+            }
+        }
+    }
+}
+
+fn render(planner: &Planner, marked: Vec<(Mark, Option<Value>)>) -> Vec<Planned> {
+    marked
+        .into_iter()
+        .map(|(mark, resource)| {
+            let rendered = resource.and_then(|resource| {
+                let rendered = UserView::of(&resource).map(|user| planner.render_changed(&user));
+                rendered.map(|rendered| (resource, rendered))
+            });
+            (mark, rendered)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::fanout::plan::FanoutHook;
+    use crate::fanout::secrets::SecretBox;
+    use crate::ledger::{DbOptions, DeliveryOp, Lookup, ResourceKind, ResourceRow};
+    use crate::mapping::MappingSet;
+    use crate::scim::hook::{Change, WriteHook};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: Db,
+        hook: Arc<FanoutHook>,
+        planning: PlanLoop,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("p.db"),
+            readers: 1,
+        })
+        .unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let mappings =
+            MappingSet::load_dir(&shipped, &crate::mapping::commands::builtin_schemas()).unwrap();
+        let planner = Arc::new(Planner::new(
+            mappings,
+            Arc::new(SecretBox::from_key(&[3; 32])),
+        ));
+        let fanout = Arc::new(Fanout::start(Vec::new(), Duration::from_secs(60)));
+        let wake = Arc::new(Notify::new());
+        let hook = Arc::new(FanoutHook::new(
+            Arc::clone(&planner),
+            Arc::clone(&fanout),
+            Arc::clone(&wake),
+        ));
+        let planning = PlanLoop {
+            planner,
+            db: db.clone(),
+            fanout,
+            clock: Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH)),
+            wake,
+        };
+        Fixture {
+            _dir: dir,
+            db,
+            hook,
+            planning,
+        }
+    }
+
+    impl Fixture {
+        /// Stores user `id` and hands the write to the hook, as a SCIM create does.
+        async fn create(&self, id: &str, password: Option<&str>) -> Woken {
+            let (hook, id, password) = (
+                Arc::clone(&self.hook),
+                id.to_owned(),
+                password.map(|p| SecretString::from(p.to_owned())),
+            );
+            self.db
+                .write(move |store| {
+                    let body = json!({
+                        "userName": id, "active": true,
+                        "name": {"givenName": "Ana", "familyName": "Lima"},
+                        "emails": [{"value": format!("{id}@example.com"), "primary": true}],
+                    });
+                    let row = ResourceRow {
+                        id: id.clone(),
+                        version: 1,
+                        created: "t".into(),
+                        last_modified: "t".into(),
+                        body: body.as_object().unwrap().clone(),
+                    };
+                    let lookup = Lookup {
+                        name: id.clone(),
+                        ..Lookup::default()
+                    };
+                    store.insert(ResourceKind::User, &row, &lookup)?;
+                    let mut resource = body;
+                    resource["id"] = json!(id);
+                    let user = UserView::of(&resource).unwrap();
+                    let change = Change::User {
+                        user,
+                        password: password.as_ref(),
+                        created: true,
+                    };
+                    hook.record(store, change, 1)
+                })
+                .await
+                .unwrap()
+        }
+
+        /// Deletes user `id` and hands the deletion to the hook, as a SCIM delete does.
+        async fn delete(&self, id: &str) -> Woken {
+            let (hook, id) = (Arc::clone(&self.hook), id.to_owned());
+            self.db
+                .write(move |store| {
+                    let resource = stored_user(store, &id)?.unwrap();
+                    store.delete(ResourceKind::User, &id)?;
+                    hook.record(
+                        store,
+                        Change::UserDeleted(UserView::of(&resource).unwrap()),
+                        2,
+                    )
+                })
+                .await
+                .unwrap()
+        }
+
+        /// Rows per target, the marks left and whether a sealed password is held.
+        async fn ledger(&self, id: &str) -> (Vec<(String, DeliveryOp)>, u64, bool) {
+            let id = id.to_owned();
+            self.db
+                .read(move |s| {
+                    let rows = s
+                        .deliveries_of(&id)?
+                        .into_iter()
+                        .map(|d| (d.desired.target, d.desired.operation))
+                        .collect();
+                    Ok::<_, LedgerError>((rows, s.planning()?, s.secret(&id)?.is_some()))
+                })
+                .await
+                .unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_only_marks_the_user_and_the_planner_records_every_target() {
+        let f = fixture();
+        let woken = f.create("u1", Some("Pa55word!x")).await;
+        assert!(woken.needs_planning() && woken.targets().is_empty());
+        let (rows, marks, sealed) = f.ledger("u1").await;
+        assert!(rows.is_empty(), "{rows:?}");
+        assert_eq!(marks, 1);
+        assert!(sealed, "the password is sealed in the write itself");
+
+        f.planning.drain().await.unwrap();
+        let (rows, marks, sealed) = f.ledger("u1").await;
+        let targets: Vec<_> = rows.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(targets, ["appgate", "kibo", "primavera", "vikingcloud"]);
+        assert!(rows.iter().all(|(_, op)| *op == DeliveryOp::Upsert));
+        assert_eq!(marks, 0);
+        assert!(sealed, "kept for the targets that take it");
+    }
+
+    #[tokio::test]
+    async fn a_user_deleted_before_it_was_planned_leaves_nothing_to_deliver() {
+        let f = fixture();
+        f.create("u1", Some("Pa55word!x")).await;
+        let woken = f.delete("u1").await;
+        assert_eq!(woken, Woken::default());
+        f.planning.drain().await.unwrap();
+        assert_eq!(f.ledger("u1").await, (Vec::new(), 0, false));
+    }
+
+    #[tokio::test]
+    async fn a_user_deleted_after_planning_is_recorded_in_the_delete_itself() {
+        let f = fixture();
+        f.create("u1", None).await;
+        f.planning.drain().await.unwrap();
+        let woken = f.delete("u1").await;
+        assert_eq!(woken.targets().len(), 4, "{woken:?}");
+        let (rows, marks, _) = f.ledger("u1").await;
+        assert_eq!(marks, 0);
+        assert!(
+            rows.iter().all(|(_, op)| *op != DeliveryOp::Upsert),
+            "{rows:?}"
+        );
+    }
+}
