@@ -363,7 +363,13 @@ mod tests {
                 .unwrap(),
             5
         );
-        let released: Vec<Delivery> = f.db.read(|s| s.due(TARGET, i64::MAX, 100)).await.unwrap();
+        let released: Vec<Delivery> =
+            f.db.read(|s| s.due(TARGET, i64::MAX, 100))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|claimed| claimed.delivery)
+                .collect();
         assert_eq!(
             released.len(),
             8,
