@@ -130,6 +130,7 @@ pub(crate) async fn admits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
@@ -364,7 +365,7 @@ mod tests {
             5
         );
         let released: Vec<Delivery> =
-            f.db.read(|s| s.due(TARGET, i64::MAX, 100))
+            f.db.read(|s| s.due(TARGET, i64::MAX, 100, &HashSet::new()))
                 .await
                 .unwrap()
                 .into_iter()

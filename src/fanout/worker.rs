@@ -149,18 +149,16 @@ impl Worker {
         };
         // Only this task starts deliveries of this target, so a user not in flight now
         // has its last outcome recorded already, and the read below sees it; a user in
-        // flight now may record its outcome after that read, so its row waits for the next
-        // list (its end wakes the worker).
-        let in_flight_before = self.lock_in_flight().clone();
-        // The due list names the rows in flight too (they stay due until recorded), so it
-        // asks for that many more.
+        // flight now may record its outcome after that read, so the read leaves its row for
+        // the next list (its end wakes the worker).
+        let in_flight = self.lock_in_flight().clone();
         let due = self
             .db
             .read(move |s| {
                 if s.is_paused(&name)? {
                     return Ok(Vec::new());
                 }
-                s.due(&name, now, wanted + busy)
+                s.due(&name, now, wanted, &in_flight)
             })
             .await?;
         let probe = admission == Admission::Probe;
@@ -170,7 +168,7 @@ impl Worker {
                 break;
             }
             let user = claimed.delivery.desired.user_id.clone();
-            if in_flight_before.contains(&user) || !self.lock_in_flight().insert(user.clone()) {
+            if !self.lock_in_flight().insert(user.clone()) {
                 continue;
             }
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {

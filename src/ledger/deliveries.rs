@@ -2,6 +2,8 @@
 //! the fan-out workers and the operator's views. Times are unix milliseconds taken from the
 //! injected clock by the caller.
 
+use std::collections::HashSet;
+
 use rusqlite::{params, Row};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -341,14 +343,15 @@ impl Store<'_> {
 
     /// Deliveries of `target` that are due at `now`, oldest first, each with everything its
     /// attempt needs, in one read: a worker sends them as read, without reading each row
-    /// again. Its own in-flight set keeps it from claiming a row whose outcome is still to
-    /// be recorded, and the outcome write compares the state it sent with the row's (see
-    /// `record_attempt`).
+    /// again. The users in `in_flight` are left out: their rows may be about to record an
+    /// outcome this read does not see. The outcome write compares the state sent with the
+    /// row's (see `record_attempt`).
     pub(crate) fn due(
         &self,
         target: &str,
         now: i64,
         limit: usize,
+        in_flight: &HashSet<String>,
     ) -> Result<Vec<Claimed>, LedgerError> {
         let columns = DELIVERY_COLUMNS
             .split(", ")
@@ -362,11 +365,14 @@ impl Store<'_> {
              LEFT JOIN user_secrets s ON s.user_id = d.user_id \
              AND d.password_field IS NOT NULL AND d.operation != 'delete' \
              WHERE d.target = ?1 AND d.state IN ('pending', 'retrying') \
-             AND d.next_attempt_at <= ?2 ORDER BY d.next_attempt_at LIMIT ?3"
+             AND d.next_attempt_at <= ?2 \
+             AND d.user_id NOT IN (SELECT value FROM json_each(?4)) \
+             ORDER BY d.next_attempt_at LIMIT ?3"
         );
+        let in_flight = serde_json::to_string(in_flight)?;
         let mut stmt = self.conn().prepare_cached(&sql)?;
         let raw = stmt
-            .query_map(params![target, now, limit as i64], |row| {
+            .query_map(params![target, now, limit as i64, in_flight], |row| {
                 let sealed = match row.get::<_, Option<String>>(DELIVERY_COLUMN_COUNT)? {
                     Some(secret_id) => Some(SealedSecret {
                         secret_id,
@@ -576,7 +582,7 @@ mod tests {
     async fn level_triggered_lifecycle() {
         let (db, _dir) = db().await;
         assert!(run(&db, |s| s.set_desired(&desired("h1"), 10)).await);
-        let due = run(&db, |s| s.due("kibo", 10, 10)).await;
+        let due = run(&db, |s| s.due("kibo", 10, 10, &HashSet::new())).await;
         assert_eq!(due.len(), 1);
         assert_eq!(
             due[0].delivery.desired.create_only,
@@ -588,7 +594,7 @@ mod tests {
             let hash = format!("h{n}");
             run(&db, move |s| s.set_desired(&desired(&hash), 20)).await;
         }
-        let due = run(&db, |s| s.due("kibo", 20, 10)).await;
+        let due = run(&db, |s| s.due("kibo", 20, 10, &HashSet::new())).await;
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].delivery.desired.hash, StateKey::sample("h11"));
 
@@ -603,7 +609,9 @@ mod tests {
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Delivered);
         assert_eq!(row.remote_id.as_deref(), Some("r1"));
-        assert!(run(&db, |s| s.due("kibo", 40, 10)).await.is_empty());
+        assert!(run(&db, |s| s.due("kibo", 40, 10, &HashSet::new()))
+            .await
+            .is_empty());
 
         // The same state again is not sent again.
         assert!(!run(&db, |s| s.set_desired(&desired("h11"), 50)).await);
@@ -645,7 +653,12 @@ mod tests {
         .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Pending);
-        assert_eq!(run(&db, |s| s.due("kibo", 3, 10)).await.len(), 1);
+        assert_eq!(
+            run(&db, |s| s.due("kibo", 3, 10, &HashSet::new()))
+                .await
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -663,10 +676,17 @@ mod tests {
         })
         .await;
         assert!(
-            run(&db, |s| s.due("kibo", 499, 10)).await.is_empty(),
+            run(&db, |s| s.due("kibo", 499, 10, &HashSet::new()))
+                .await
+                .is_empty(),
             "not before its time"
         );
-        assert_eq!(run(&db, |s| s.due("kibo", 500, 10)).await.len(), 1);
+        assert_eq!(
+            run(&db, |s| s.due("kibo", 500, 10, &HashSet::new()))
+                .await
+                .len(),
+            1
+        );
         assert_eq!(run(&db, |s| s.next_due_at("kibo")).await, Some(500));
 
         let rejected = AttemptOutcome::Rejected {
@@ -688,7 +708,9 @@ mod tests {
             Some("lastName is required")
         );
         assert!(
-            run(&db, |s| s.due("kibo", 10_000, 10)).await.is_empty(),
+            run(&db, |s| s.due("kibo", 10_000, 10, &HashSet::new()))
+                .await
+                .is_empty(),
             "rejections wait"
         );
 
@@ -697,7 +719,12 @@ mod tests {
         })
         .await;
         assert_eq!(replayed, 1);
-        assert_eq!(run(&db, |s| s.due("kibo", 700, 10)).await.len(), 1);
+        assert_eq!(
+            run(&db, |s| s.due("kibo", 700, 10, &HashSet::new()))
+                .await
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -782,7 +809,10 @@ mod tests {
         let claimed = |target: &'static str| {
             let db = db.clone();
             async move {
-                let mut due = db.read(move |s| s.due(target, 10, 10)).await.unwrap();
+                let mut due = db
+                    .read(move |s| s.due(target, 10, 10, &HashSet::new()))
+                    .await
+                    .unwrap();
                 assert_eq!(due.len(), 1, "{target}");
                 due.remove(0)
             }
