@@ -130,6 +130,7 @@ pub(crate) async fn admits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
@@ -363,7 +364,13 @@ mod tests {
                 .unwrap(),
             5
         );
-        let released: Vec<Delivery> = f.db.read(|s| s.due(TARGET, i64::MAX, 100)).await.unwrap();
+        let released: Vec<Delivery> =
+            f.db.read(|s| s.due(TARGET, i64::MAX, 100, &HashSet::new()))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|claimed| claimed.delivery)
+                .collect();
         assert_eq!(
             released.len(),
             8,

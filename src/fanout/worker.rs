@@ -18,8 +18,8 @@ use crate::fanout::concurrency::{ConcurrencyPolicy, Controller, Response};
 use crate::fanout::guard;
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
-    Adoption, Attempt, AttemptOutcome, CircuitState, Db, Delivery, DeliveryOp, LedgerError,
-    TargetCircuit,
+    Adoption, Attempt, AttemptOutcome, CircuitState, Claimed, Db, Delivery, DeliveryOp,
+    LedgerError, SealedSecret, TargetCircuit,
 };
 use crate::metrics::Metrics;
 use crate::targets::config::{FirstDelivery, GuardConfig};
@@ -147,24 +147,27 @@ impl Worker {
             Admission::Probe => 1,
             Admission::Shut => return Ok(0),
         };
-        // The due list names the rows in flight too (they stay due until recorded), so it
-        // asks for that many more.
+        // Only this task starts deliveries of this target, so a user not in flight now
+        // has its last outcome recorded already, and the read below sees it; a user in
+        // flight now may record its outcome after that read, so the read leaves its row for
+        // the next list (its end wakes the worker).
+        let in_flight = self.lock_in_flight().clone();
         let due = self
             .db
             .read(move |s| {
                 if s.is_paused(&name)? {
                     return Ok(Vec::new());
                 }
-                s.due(&name, now, wanted + busy)
+                s.due(&name, now, wanted, &in_flight)
             })
             .await?;
         let probe = admission == Admission::Probe;
         let mut started = 0;
-        for delivery in due {
+        for claimed in due {
             if started == wanted {
                 break;
             }
-            let user = delivery.desired.user_id.clone();
+            let user = claimed.delivery.desired.user_id.clone();
             if !self.lock_in_flight().insert(user.clone()) {
                 continue;
             }
@@ -179,16 +182,13 @@ impl Worker {
             self.lock_limit().note_in_flight(busy + started + 1);
             let worker = self.clone();
             tokio::spawn(async move {
-                // The list above may predate a delivery of this row that finished since;
-                // only a fresh read taken while the row is ours says whether it is still due.
-                if let Some(fresh) = worker.still_due(&delivery).await {
-                    worker.deliver(fresh, probe).await;
-                }
+                worker.deliver(claimed, probe).await;
                 if probe {
                     let now = unix_millis(worker.clock.as_ref());
                     let changed = worker.circuit.end_probe(now);
                     worker.save_circuit(changed).await;
                 }
+                // Only after the outcome is recorded: the next list must see it.
                 worker.lock_in_flight().remove(&user);
                 drop(slot);
                 worker.wake();
@@ -283,28 +283,13 @@ impl Worker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn still_due(&self, delivery: &Delivery) -> Option<Delivery> {
-        let (user, target) = (
-            delivery.desired.user_id.clone(),
-            delivery.desired.target.clone(),
-        );
-        let now = unix_millis(self.clock.as_ref());
-        match self.db.read(move |s| s.delivery(&user, &target)).await {
-            Ok(Some(fresh)) if fresh.is_due(now) => Some(fresh),
-            Ok(_) => None,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot re-read a delivery; it stays due");
-                None
-            }
-        }
-    }
-
-    async fn deliver(&self, delivery: Delivery, probe: bool) {
+    async fn deliver(&self, claimed: Claimed, probe: bool) {
+        let Claimed { delivery, sealed } = claimed;
         if !guard::admits(&self.db, &self.clock, self.policy.guard, &delivery).await {
             return;
         }
         let began = Instant::now();
-        let result = self.send(&delivery).await;
+        let result = self.send(&delivery, sealed).await;
         let at = unix_millis(self.clock.as_ref());
         let signal = circuit::signal(&result);
         self.adapt(&signal, began.elapsed());
@@ -348,6 +333,11 @@ impl Worker {
         );
         let user = delivery.desired.user_id.clone();
         let name = self.name().to_owned();
+        // Only a delivery of a target that takes a password can be the last one to need the
+        // user's sealed password.
+        let may_free_secret = delivery.desired.password_field.is_some()
+            || delivery.desired.secret_id.is_some()
+            || delivery.desired.retain_secret;
         let recorded = self
             .db
             .write(move |s| {
@@ -355,7 +345,10 @@ impl Worker {
                     s.set_circuit(&name, circuit)?;
                 }
                 s.record_attempt(&attempt, &outcome)?;
-                s.erase_secret_if_delivered(&user)
+                if may_free_secret {
+                    s.erase_secret_if_delivered(&user)?;
+                }
+                Ok::<(), LedgerError>(())
             })
             .await;
         if let Err(err) = recorded {
@@ -429,9 +422,13 @@ impl Worker {
     /// then looking it up, or looked up by its natural key first (the target's
     /// `first_delivery`); one found either way is adopted: linked and updated where it
     /// differs, never re-created.
-    async fn send(&self, delivery: &Delivery) -> Result<Option<String>, TargetError> {
+    async fn send(
+        &self,
+        delivery: &Delivery,
+        sealed: Option<SealedSecret>,
+    ) -> Result<Option<String>, TargetError> {
         let desired = &delivery.desired;
-        let password = self.password_for(delivery).await?;
+        let password = self.password_for(delivery, sealed)?;
         let creates_first = self.policy.first_delivery == FirstDelivery::CreateFirst
             && desired.operation == DeliveryOp::Upsert;
         let account = match &delivery.remote_id {
@@ -770,10 +767,14 @@ impl Worker {
         }
     }
 
-    /// The password this delivery carries: the identity provider's one it names, or else,
-    /// for a target that wants one on every update, the one the bridge made up when it
-    /// created this user's account there.
-    async fn password_for(&self, delivery: &Delivery) -> Result<Option<Password>, TargetError> {
+    /// The password this delivery carries, from the user's sealed password claimed with it:
+    /// the identity provider's one it names, or else, for a target that wants one on every
+    /// update, the one the bridge made up when it created this user's account there.
+    fn password_for(
+        &self,
+        delivery: &Delivery,
+        sealed: Option<SealedSecret>,
+    ) -> Result<Option<Password>, TargetError> {
         let desired = &delivery.desired;
         let wants_always = desired.password_field.as_ref().is_some_and(|field| {
             self.target
@@ -784,16 +785,6 @@ impl Worker {
         if desired.secret_id.is_none() && !wants_always {
             return Ok(None);
         }
-        let user = desired.user_id.clone();
-        let sealed = self
-            .db
-            .read(move |s| s.secret(&user))
-            .await
-            .map_err(|err| TargetError::Retryable {
-                status: None,
-                reason: format!("cannot read the pending password: {err}"),
-                retry_after: None,
-            })?;
         let target = self.target.name();
         let usable = sealed.filter(|sealed| match made_up_for(&sealed.secret_id) {
             Some(made_for) => made_for == target,
@@ -1900,5 +1891,43 @@ mod tests {
         assert_eq!(f.worker.dispatch_due().await.unwrap(), 3);
         f.worker.drain().await.unwrap();
         assert_eq!(f.lag().await.delivered, 17);
+    }
+
+    /// The due list is read while deliveries run, some of which finish before the worker
+    /// goes through it: a row listed while its delivery was in flight must not be sent again
+    /// from that list. Both runtime threads race the worker's own task here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_finished_after_the_due_list_was_read_is_not_sent_again() {
+        let fixed = ConcurrencyPolicy {
+            initial: 8,
+            max: 8,
+            adaptive: false,
+        };
+        let f = fixture_limited(Scripted::new(Vec::new()), FirstDelivery::CreateFirst, fixed);
+        let users = 300;
+        for n in 0..users {
+            f.want_for(&format!("u{n:03}"), "v1", DeliveryOp::Upsert)
+                .await;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let running = tokio::spawn(f.worker.clone().run(Duration::from_millis(1), stopped));
+        for _ in 0..10_000 {
+            if f.lag().await.delivered == users {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        stop.send(true).unwrap();
+        running.await.unwrap();
+        assert_eq!(f.lag().await.delivered, users);
+        let mut creates = std::collections::HashMap::<String, usize>::new();
+        for call in f.target.calls() {
+            let payload = call.strip_prefix("create ").expect("only creates");
+            let payload: Value = serde_json::from_str(payload).unwrap();
+            *creates.entry(payload["name"].to_string()).or_default() += 1;
+        }
+        assert_eq!(creates.len(), users as usize);
+        let twice: Vec<_> = creates.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "sent more than once: {twice:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! The attempt history: how each delivery attempt ended, and what that does to its ledger
 //! row (the transition itself is `lifecycle::transition`).
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::lifecycle::{transition, Progress, StateKey};
@@ -64,29 +64,54 @@ pub(crate) struct Attempt {
 
 impl Store<'_> {
     /// Records how an attempt to deliver `sent_hash` ended, and appends it to the history.
-    /// If the desired state moved on while the attempt ran, the row stays due for it.
+    /// If the desired state moved on while the attempt ran, the row stays due for it. Reads
+    /// only the row's progress and key, never its payload: this runs on the writer once per
+    /// attempt.
     pub(crate) fn record_attempt(
         &self,
         attempt: &Attempt,
         outcome: &AttemptOutcome,
     ) -> Result<(), LedgerError> {
-        let Some(current) = self.delivery(&attempt.user_id, &attempt.target)? else {
+        let current = self
+            .conn()
+            .prepare_cached(
+                "SELECT desired_hash, state, attempts, next_attempt_at, failing_since \
+                 FROM deliveries WHERE user_id = ?1 AND target = ?2",
+            )?
+            .query_row(params![attempt.user_id, attempt.target], |row| {
+                Ok((
+                    row.get::<_, StateKey>(0)?,
+                    Progress {
+                        state: row.get(1)?,
+                        attempts: row.get(2)?,
+                        next_attempt_at: row.get(3)?,
+                        failing_since: row.get(4)?,
+                    },
+                ))
+            })
+            .optional()?;
+        let Some((desired_hash, from)) = current else {
             return self.append_attempt(attempt);
         };
-        let moved_on = current.desired.hash != attempt.payload_hash;
+        let moved_on = desired_hash != attempt.payload_hash;
         let now = attempt.at;
-        let from = Progress {
-            state: current.state,
-            attempts: current.attempts,
-            next_attempt_at: current.next_attempt_at,
-            failing_since: current.failing_since,
-        };
         let to = transition(from, outcome, moved_on, now);
         let (status, error) = outcome.failure();
+        // One write of the row: the key and id it now holds change only with a delivery.
+        // The body sent is not at hand here, so a delivery sets `delivered_payload` back to
+        // NULL: the same as `payload` when the desired state did not move on meanwhile, and
+        // otherwise, beside a delivered key that differs from the desired one, "not kept".
+        let (delivered, remote_id) = match outcome {
+            AttemptOutcome::Delivered { remote_id, .. } => (true, remote_id.as_deref()),
+            _ => (false, None),
+        };
         self.conn()
             .prepare_cached(
                 "UPDATE deliveries SET state = ?3, attempts = ?4, next_attempt_at = ?5, \
-                 failing_since = ?6, last_status = ?7, last_error = ?8, updated_at = ?9 \
+                 failing_since = ?6, last_status = ?7, last_error = ?8, updated_at = ?9, \
+                 delivered_hash = CASE WHEN ?10 THEN ?11 ELSE delivered_hash END, \
+                 remote_id = CASE WHEN ?10 THEN ?12 ELSE remote_id END, \
+                 delivered_payload = CASE WHEN ?10 THEN NULL ELSE delivered_payload END \
                  WHERE user_id = ?1 AND target = ?2",
             )?
             .execute(params![
@@ -99,23 +124,10 @@ impl Store<'_> {
                 status,
                 error,
                 now,
+                delivered,
+                attempt.payload_hash,
+                remote_id,
             ])?;
-        // The body sent is not at hand here, so `delivered_payload` goes back to NULL: the
-        // same as `payload` when the desired state did not move on meanwhile, and otherwise,
-        // beside a delivered key that differs from the desired one, "not kept".
-        if let AttemptOutcome::Delivered { remote_id, .. } = outcome {
-            self.conn()
-                .prepare_cached(
-                    "UPDATE deliveries SET delivered_hash = ?3, remote_id = ?4, \
-                     delivered_payload = NULL WHERE user_id = ?1 AND target = ?2",
-                )?
-                .execute(params![
-                    attempt.user_id,
-                    attempt.target,
-                    attempt.payload_hash,
-                    remote_id
-                ])?;
-        }
         self.append_attempt(attempt)
     }
 

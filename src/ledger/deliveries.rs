@@ -2,12 +2,14 @@
 //! the fan-out workers and the operator's views. Times are unix milliseconds taken from the
 //! injected clock by the caller.
 
+use std::collections::HashSet;
+
 use rusqlite::{params, Row};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::lifecycle::{DeliveryOp, DeliveryState, StateKey};
-use super::{LedgerError, Store, TargetCircuit};
+use super::{LedgerError, SealedSecret, Store, TargetCircuit};
 use crate::mapping::FieldWarning;
 
 /// The state a target should reach for a user, as the mapping rendered it.
@@ -51,6 +53,22 @@ pub(crate) struct Delivery {
     pub failing_since: Option<i64>,
 }
 
+/// A due delivery as a worker claims it, with the user's sealed password where the
+/// delivery may carry one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Claimed {
+    pub delivery: Delivery,
+    pub sealed: Option<SealedSecret>,
+}
+
+impl Delivery {
+    /// Whether a worker would send this row at `now`.
+    #[cfg(test)]
+    pub(crate) fn is_due(&self, now: i64) -> bool {
+        self.state.is_waiting() && self.next_attempt_at <= now
+    }
+}
+
 /// How many users one target receives without one field, and one reason as an example.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Omissions {
@@ -58,13 +76,6 @@ pub(crate) struct Omissions {
     pub field: String,
     pub users: u64,
     pub example: String,
-}
-
-impl Delivery {
-    /// Whether a worker should send this row at `now`.
-    pub(crate) fn is_due(&self, now: i64) -> bool {
-        self.state.is_waiting() && self.next_attempt_at <= now
-    }
 }
 
 /// Queue depth and lag of one target.
@@ -83,6 +94,9 @@ pub(crate) struct TargetLag {
     pub paused: bool,
     pub circuit: TargetCircuit,
 }
+
+/// How many columns `DELIVERY_COLUMNS` names.
+const DELIVERY_COLUMN_COUNT: usize = 22;
 
 pub(super) const DELIVERY_COLUMNS: &str = "user_id, target, operation, payload, create_only, password_field, \
     desired_hash, mapping_version, delivered_hash, remote_id, state, attempts, next_attempt_at, \
@@ -331,19 +345,57 @@ impl Store<'_> {
         Ok(())
     }
 
-    /// Deliveries of `target` that are due at `now`, oldest first.
+    /// Deliveries of `target` that are due at `now`, oldest first, each with everything its
+    /// attempt needs, in one read: a worker sends them as read, without reading each row
+    /// again. The users in `in_flight` are left out: their rows may be about to record an
+    /// outcome this read does not see. The outcome write compares the state sent with the
+    /// row's (see `record_attempt`).
     pub(crate) fn due(
         &self,
         target: &str,
         now: i64,
         limit: usize,
-    ) -> Result<Vec<Delivery>, LedgerError> {
+        in_flight: &HashSet<String>,
+    ) -> Result<Vec<Claimed>, LedgerError> {
+        let columns = DELIVERY_COLUMNS
+            .split(", ")
+            .map(|column| format!("d.{}", column.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The sealed password only where it can be sent: a target whose mapping takes one,
+        // and an operation other than a delete.
         let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE target = ?1 \
-             AND state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
-             ORDER BY next_attempt_at LIMIT ?3"
+            "SELECT {columns}, s.secret_id, s.nonce, s.ciphertext FROM deliveries d \
+             LEFT JOIN user_secrets s ON s.user_id = d.user_id \
+             AND d.password_field IS NOT NULL AND d.operation != 'delete' \
+             WHERE d.target = ?1 AND d.state IN ('pending', 'retrying') \
+             AND d.next_attempt_at <= ?2 \
+             AND d.user_id NOT IN (SELECT value FROM json_each(?4)) \
+             ORDER BY d.next_attempt_at LIMIT ?3"
         );
-        self.deliveries(&sql, params![target, now, limit as i64])
+        let in_flight = serde_json::to_string(in_flight)?;
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let raw = stmt
+            .query_map(params![target, now, limit as i64, in_flight], |row| {
+                let sealed = match row.get::<_, Option<String>>(DELIVERY_COLUMN_COUNT)? {
+                    Some(secret_id) => Some(SealedSecret {
+                        secret_id,
+                        nonce: row.get(DELIVERY_COLUMN_COUNT + 1)?,
+                        ciphertext: row.get(DELIVERY_COLUMN_COUNT + 2)?,
+                    }),
+                    None => None,
+                };
+                Ok((read_delivery(row)?, sealed))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raw.into_iter()
+            .map(|(delivery, sealed)| {
+                Ok(Claimed {
+                    delivery: finish_delivery(delivery)?,
+                    sealed,
+                })
+            })
+            .collect()
     }
 
     /// When the next delivery of `target` falls due, if any is waiting.
@@ -534,18 +586,21 @@ mod tests {
     async fn level_triggered_lifecycle() {
         let (db, _dir) = db().await;
         assert!(run(&db, |s| s.set_desired(&desired("h1"), 10)).await);
-        let due = run(&db, |s| s.due("kibo", 10, 10)).await;
+        let due = run(&db, |s| s.due("kibo", 10, 10, &HashSet::new())).await;
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].desired.create_only, vec!["password".to_owned()]);
+        assert_eq!(
+            due[0].delivery.desired.create_only,
+            vec!["password".to_owned()]
+        );
 
         // Ten updates while the target is down coalesce into the latest desired state.
         for n in 2..=11 {
             let hash = format!("h{n}");
             run(&db, move |s| s.set_desired(&desired(&hash), 20)).await;
         }
-        let due = run(&db, |s| s.due("kibo", 20, 10)).await;
+        let due = run(&db, |s| s.due("kibo", 20, 10, &HashSet::new())).await;
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].desired.hash, StateKey::sample("h11"));
+        assert_eq!(due[0].delivery.desired.hash, StateKey::sample("h11"));
 
         let delivered = AttemptOutcome::Delivered {
             remote_id: Some("r1".into()),
@@ -558,7 +613,9 @@ mod tests {
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Delivered);
         assert_eq!(row.remote_id.as_deref(), Some("r1"));
-        assert!(run(&db, |s| s.due("kibo", 40, 10)).await.is_empty());
+        assert!(run(&db, |s| s.due("kibo", 40, 10, &HashSet::new()))
+            .await
+            .is_empty());
 
         // The same state again is not sent again.
         assert!(!run(&db, |s| s.set_desired(&desired("h11"), 50)).await);
@@ -600,7 +657,12 @@ mod tests {
         .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Pending);
-        assert_eq!(run(&db, |s| s.due("kibo", 3, 10)).await.len(), 1);
+        assert_eq!(
+            run(&db, |s| s.due("kibo", 3, 10, &HashSet::new()))
+                .await
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -618,10 +680,17 @@ mod tests {
         })
         .await;
         assert!(
-            run(&db, |s| s.due("kibo", 499, 10)).await.is_empty(),
+            run(&db, |s| s.due("kibo", 499, 10, &HashSet::new()))
+                .await
+                .is_empty(),
             "not before its time"
         );
-        assert_eq!(run(&db, |s| s.due("kibo", 500, 10)).await.len(), 1);
+        assert_eq!(
+            run(&db, |s| s.due("kibo", 500, 10, &HashSet::new()))
+                .await
+                .len(),
+            1
+        );
         assert_eq!(run(&db, |s| s.next_due_at("kibo")).await, Some(500));
 
         let rejected = AttemptOutcome::Rejected {
@@ -643,7 +712,9 @@ mod tests {
             Some("lastName is required")
         );
         assert!(
-            run(&db, |s| s.due("kibo", 10_000, 10)).await.is_empty(),
+            run(&db, |s| s.due("kibo", 10_000, 10, &HashSet::new()))
+                .await
+                .is_empty(),
             "rejections wait"
         );
 
@@ -652,7 +723,12 @@ mod tests {
         })
         .await;
         assert_eq!(replayed, 1);
-        assert_eq!(run(&db, |s| s.due("kibo", 700, 10)).await.len(), 1);
+        assert_eq!(
+            run(&db, |s| s.due("kibo", 700, 10, &HashSet::new()))
+                .await
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -703,6 +779,57 @@ mod tests {
             .await
         );
         assert!(run(&db, |s| s.secret("u1")).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_claim_carries_the_sealed_password_only_where_it_can_be_sent() {
+        assert_eq!(
+            DELIVERY_COLUMNS.split(", ").count(),
+            DELIVERY_COLUMN_COUNT,
+            "the claim reads the password after the row's columns"
+        );
+        let (db, _dir) = db().await;
+        let sealed = SealedSecret {
+            secret_id: "s1".into(),
+            nonce: vec![0; 12],
+            ciphertext: vec![1, 2, 3],
+        };
+        let stored = sealed.clone();
+        let mut takes_it = desired("h");
+        takes_it.password_field = Some("password".into());
+        takes_it.secret_id = Some("s1".into());
+        let mut takes_none = desired("h");
+        takes_none.target = "appgate".into();
+        let mut deleted = takes_it.clone();
+        deleted.target = "primavera".into();
+        deleted.operation = DeliveryOp::Delete;
+        run(&db, move |s| {
+            s.store_secret("u1", &stored, 1)?;
+            s.set_desired(&takes_it, 1)?;
+            s.set_desired(&takes_none, 1)?;
+            s.set_desired(&deleted, 1)
+        })
+        .await;
+        let claimed = |target: &'static str| {
+            let db = db.clone();
+            async move {
+                let mut due = db
+                    .read(move |s| s.due(target, 10, 10, &HashSet::new()))
+                    .await
+                    .unwrap();
+                assert_eq!(due.len(), 1, "{target}");
+                due.remove(0)
+            }
+        };
+        let kibo = claimed("kibo").await;
+        assert_eq!(kibo.sealed, Some(sealed));
+        assert_eq!(kibo.delivery.desired.secret_id.as_deref(), Some("s1"));
+        assert_eq!(claimed("appgate").await.sealed, None, "no password field");
+        assert_eq!(
+            claimed("primavera").await.sealed,
+            None,
+            "a delete sends none"
+        );
     }
 
     fn warning(field: &str, value: &str) -> FieldWarning {
