@@ -50,6 +50,17 @@ async fn console_pages_answer_quickly_with_a_million_users_in_the_ledger() {
         .await
         .unwrap();
     assert_eq!(reload.status(), 200);
+    // The reload marks every user; the planner records their desired states in batches.
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let planning = synced.app.planning().await;
+        if planning == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{planning} users never planned");
+        println!("planning: {planning} users left after {:.0?}", started.elapsed());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
     println!(
         "recorded the desired state of {users} users on 4 targets in {:.1?}",
         started.elapsed()
