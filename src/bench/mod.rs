@@ -62,6 +62,9 @@ pub struct BenchOptions {
     pub shipped_pace: bool,
     /// Milliseconds every emulator waits before each answer, as a real vendor's API does.
     pub emulator_latency_ms: u64,
+    /// The emulators in a `scim-bridge sandbox` process of their own, the bridge started with
+    /// `serve --no-sandbox`: the bridge's peak RSS is then the bridge alone.
+    pub sandbox_process: bool,
 }
 
 /// What one target received while the bench ran (own bridge only).
@@ -107,7 +110,13 @@ pub struct BenchReport {
     pub delivery_seconds: Option<f64>,
     pub users_delivered_per_second: Option<f64>,
     pub targets: Vec<TargetReport>,
+    /// Whether the emulators ran in a process of their own (`--sandbox-process`).
+    pub sandbox_process: bool,
+    /// The high-water mark of the bridge's resident memory (`VmHWM`); it includes the
+    /// emulators unless they ran in a process of their own.
     pub peak_rss_mib: Option<f64>,
+    /// The same for the separate emulator process, with `--sandbox-process`.
+    pub sandbox_peak_rss_mib: Option<f64>,
     pub database_mib: Option<f64>,
 }
 
@@ -164,7 +173,17 @@ impl BenchReport {
             }
         }
         if let Some(rss) = self.peak_rss_mib {
-            out.push_str(&format!("bridge peak RSS            {rss:.1} MiB\n"));
+            let whose = if self.sandbox_process {
+                "bridge alone"
+            } else {
+                "emulators included"
+            };
+            out.push_str(&format!(
+                "bridge peak RSS            {rss:.1} MiB ({whose})\n"
+            ));
+        }
+        if let Some(rss) = self.sandbox_peak_rss_mib {
+            out.push_str(&format!("emulators peak RSS         {rss:.1} MiB\n"));
         }
         if let Some(db) = self.database_mib {
             out.push_str(&format!("database size              {db:.1} MiB\n"));
@@ -179,9 +198,11 @@ struct TargetSite {
     origin: String,
 }
 
-/// The bridge under test, started as a child process so its memory is its own.
+/// The bridge under test, started as a child process so its memory is its own, and with
+/// `--sandbox-process` the emulators' process.
 struct Bridge {
     child: Child,
+    sandbox: Option<Child>,
     base: String,
     dir: WorkDir,
     targets: Vec<TargetSite>,
@@ -189,8 +210,10 @@ struct Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.sandbox.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -245,6 +268,11 @@ impl Bridge {
                 })
             })
             .collect::<Vec<_>>();
+        let sandbox = if options.sandbox_process {
+            Some(start_sandbox(&dir, &targets, options.shipped_pace).await?)
+        } else {
+            None
+        };
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("bridge.log"))?;
         let mut command = Command::new(std::env::current_exe()?);
@@ -261,6 +289,9 @@ impl Bridge {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
+        if sandbox.is_some() {
+            command.arg("--no-sandbox");
+        }
         if !options.shipped_pace {
             command.env("SCIM_BRIDGE__SANDBOX__VENDOR_RATE_LIMITS", "false");
             for target in &targets {
@@ -273,9 +304,20 @@ impl Bridge {
                     );
             }
         }
-        let child = command.spawn().context("cannot start the bridge")?;
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                // Left running, the emulators would hold their ports and fail the next bench.
+                if let Some(mut sandbox) = sandbox {
+                    let _ = sandbox.kill();
+                    let _ = sandbox.wait();
+                }
+                return Err(anyhow::Error::new(err).context("cannot start the bridge"));
+            }
+        };
         let mut bridge = Bridge {
             child,
+            sandbox,
             base: format!("http://127.0.0.1:{port}"),
             dir,
             targets,
@@ -305,13 +347,14 @@ impl Bridge {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// The high-water mark of the child's resident memory. It includes the in-process
-    /// sandbox emulators and the accounts they hold.
+    /// The high-water mark of the bridge's resident memory. It includes the in-process
+    /// sandbox emulators and the accounts they hold, unless they run apart.
     fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        peak_rss_mib(&self.child)
+    }
+
+    fn sandbox_peak_rss_mib(&self) -> Option<f64> {
+        peak_rss_mib(self.sandbox.as_ref()?)
     }
 
     fn database_mib(&self) -> f64 {
@@ -321,6 +364,48 @@ impl Bridge {
             .map(|m| m.len() as f64 / (1024.0 * 1024.0))
             .sum()
     }
+}
+
+/// Starts `scim-bridge sandbox` and waits until every target's emulator answers.
+async fn start_sandbox(
+    dir: &WorkDir,
+    targets: &[TargetSite],
+    shipped_pace: bool,
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(dir.path().join("sandbox.log"))?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("sandbox");
+    if !shipped_pace {
+        command.arg("--no-vendor-rate-limits");
+    }
+    let mut child = command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start the sandbox process")?;
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.path().join("sandbox.log")).unwrap_or_default();
+            anyhow::bail!("the sandbox exited ({status}):\n{log}");
+        }
+        if emulator_stats(&client, targets).await.is_ok() {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::bail!("the sandbox's emulators did not answer within 10 s")
+}
+
+/// A process's high-water mark of resident memory (`VmHWM`), in MiB.
+fn peak_rss_mib(child: &Child) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -705,7 +790,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         delivery_seconds: None,
         users_delivered_per_second: None,
         targets: Vec::new(),
+        sandbox_process: options.sandbox_process,
         peak_rss_mib: None,
+        sandbox_peak_rss_mib: None,
         database_mib: None,
     };
     let mut phases_after = Vec::new();
@@ -771,6 +858,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             })
             .collect();
         report.peak_rss_mib = bridge.peak_rss_mib();
+        report.sandbox_peak_rss_mib = bridge.sandbox_peak_rss_mib();
         report.database_mib = Some(bridge.database_mib());
     }
     report.phases.extend(phases_after);
