@@ -26,8 +26,8 @@ const ADMIN_TOKEN: &str = "scim-bridge-admin-dev-token";
 const UNPACED_RATE: &str = "100000";
 /// One request that takes longer than this counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the wait for deliveries asks the ledger. Each poll counts every ledger row of
-/// every target (from an index, but 80,000 entries by the end): every 50 ms that took a sixth
+/// How often the wait for deliveries asks the ledger. A poll reads the counters the database
+/// keeps (a few rows per target); when it counted the rows instead, every 50 ms took a sixth
 /// of the bridge's CPU away from delivering. 200 ms bounds the error on the measured time at
 /// 0.2 s, under 1% of a 20,000-user run.
 const LEDGER_POLL: Duration = Duration::from_millis(200);
