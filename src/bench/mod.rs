@@ -35,6 +35,12 @@ const LEDGER_POLL: Duration = Duration::from_millis(200);
 /// journal whose release grows with the pages its write has already changed: 20,000 users
 /// per write spent 85% of the seeding in that release, 1,000 make it negligible.
 const SEED_BATCH: usize = 1_000;
+/// How often the size of the database and its WAL is sampled for the peak: a stat of two
+/// files, so it costs the bridge nothing; a peak shorter than this can be missed.
+const DISK_SAMPLE: Duration = Duration::from_millis(200);
+/// The calibration task: SHA-256 over a 1 MiB buffer this many times, chained so that no
+/// round can be skipped. About a tenth of a second on the machine of BENCHMARKS.md.
+const CALIBRATION_ROUNDS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -117,7 +123,23 @@ pub struct BenchReport {
     pub peak_rss_mib: Option<f64>,
     /// The same for the separate emulator process, with `--sandbox-process`.
     pub sandbox_peak_rss_mib: Option<f64>,
+    /// The database and its WAL at the end of the run, before any checkpoint.
     pub database_mib: Option<f64>,
+    /// The largest the database and its WAL were together, sampled every 200 ms from the
+    /// bridge's start to the end of the run.
+    pub peak_disk_mib: Option<f64>,
+    /// The database once the bridge is stopped and its WAL folded back and emptied.
+    pub checkpointed_mib: Option<f64>,
+    /// `peak_disk_mib / checkpointed_mib`: how much more disk the run needed than its data.
+    pub peak_disk_ratio: Option<f64>,
+    /// Milliseconds a fixed CPU task (SHA-256 over a fixed buffer) took at the start and at
+    /// the end of the run: how fast the machine was, so runs from different hours compare.
+    pub calibration_start_ms: f64,
+    pub calibration_end_ms: Option<f64>,
+    /// Own bridge only: the first SCIM write after the bridge started and the one after it,
+    /// each sent alone (they are users 0 and 1; the create phase sends the rest).
+    pub first_create_ms: Option<f64>,
+    pub second_create_ms: Option<f64>,
 }
 
 impl BenchReport {
@@ -135,7 +157,19 @@ impl BenchReport {
         if let Some(stolen) = self.cpu_stolen_percent {
             out.push_str(&format!("  cpu stolen {stolen:.1}%"));
         }
+        out.push_str(&format!(
+            "\ncalibration {:.1} ms",
+            self.calibration_start_ms
+        ));
+        if let Some(end) = self.calibration_end_ms {
+            out.push_str(&format!(" at the start, {end:.1} ms at the end"));
+        }
         out.push('\n');
+        if let (Some(first), Some(second)) = (self.first_create_ms, self.second_create_ms) {
+            out.push_str(&format!(
+                "first create after start   {first:.2} ms alone (the next one {second:.2} ms)\n"
+            ));
+        }
         for phase in &self.phases {
             out.push_str(&phase.line());
             out.push('\n');
@@ -186,7 +220,18 @@ impl BenchReport {
             out.push_str(&format!("emulators peak RSS         {rss:.1} MiB\n"));
         }
         if let Some(db) = self.database_mib {
-            out.push_str(&format!("database size              {db:.1} MiB\n"));
+            out.push_str(&format!(
+                "database size              {db:.1} MiB (WAL included)\n"
+            ));
+        }
+        if let (Some(peak), Some(folded), Some(ratio)) = (
+            self.peak_disk_mib,
+            self.checkpointed_mib,
+            self.peak_disk_ratio,
+        ) {
+            out.push_str(&format!(
+                "peak disk                  {peak:.1} MiB, checkpointed {folded:.1} MiB ({ratio:.2}x)\n"
+            ));
         }
         out
     }
@@ -358,12 +403,83 @@ impl Bridge {
     }
 
     fn database_mib(&self) -> f64 {
-        ["bench.db", "bench.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::metadata(self.dir.path().join(f)).ok())
-            .map(|m| m.len() as f64 / (1024.0 * 1024.0))
-            .sum()
+        database_mib(self.dir.path())
     }
+
+    /// Samples the database's size until the sampler is dropped or stopped.
+    fn sample_disk(&self) -> DiskSampler {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let dir = self.dir.path().to_owned();
+        let task = tokio::spawn(async move {
+            let mut peak = 0.0_f64;
+            let mut ticks = tokio::time::interval(DISK_SAMPLE);
+            loop {
+                peak = peak.max(database_mib(&dir));
+                tokio::select! {
+                    _ = &mut stopped => return peak,
+                    _ = ticks.tick() => {}
+                }
+            }
+        });
+        DiskSampler { stop, task }
+    }
+
+    /// Stops the bridge and folds its WAL back into the database file; returns the file's
+    /// size then, the size of the data the run left.
+    async fn stop_and_checkpoint(&mut self) -> anyhow::Result<f64> {
+        // Killed: every commit is in the WAL, which the checkpoint below folds back.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let db = Db::open(&DbOptions {
+            path: self.dir.path().join("bench.db"),
+            readers: 1,
+        })?;
+        db.checkpoint().await?;
+        drop(db);
+        Ok(self.database_mib())
+    }
+}
+
+/// The database of the bench's bridge and its WAL, in MiB.
+fn database_mib(dir: &Path) -> f64 {
+    ["bench.db", "bench.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .sum()
+}
+
+/// The largest size of the database seen so far; sampling ends when it is dropped.
+struct DiskSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl DiskSampler {
+    async fn peak_mib(self) -> Option<f64> {
+        let _ = self.stop.send(());
+        self.task.await.ok()
+    }
+}
+
+/// Times the fixed CPU task, off the runtime's threads, in milliseconds.
+async fn calibrate() -> anyhow::Result<f64> {
+    use sha2::{Digest, Sha256};
+    let millis = tokio::task::spawn_blocking(|| {
+        let buffer = vec![0x5a_u8; 1 << 20];
+        let began = Instant::now();
+        let mut digest = [0_u8; 32];
+        for _ in 0..CALIBRATION_ROUNDS {
+            let mut hasher = Sha256::new();
+            hasher.update(digest);
+            hasher.update(&buffer);
+            digest = hasher.finalize().into();
+        }
+        std::hint::black_box(digest);
+        began.elapsed().as_secs_f64() * 1000.0
+    })
+    .await?;
+    Ok(millis)
 }
 
 /// Starts `scim-bridge sandbox` and waits until every target's emulator answers.
@@ -636,7 +752,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     );
     let load_before = load_average();
     let ticks_before = cpu_ticks();
-    let (bridge, seed_seconds) = match &options.url {
+    let calibration_start_ms = calibrate().await?;
+    let (mut bridge, seed_seconds) = match &options.url {
         Some(_) => (None, None),
         None => {
             let (bridge, seconds) = Bridge::start(&options).await?;
@@ -687,29 +804,55 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         Some(bridge) => emulator_stats(&client, &bridge.targets).await?,
         None => Vec::new(),
     };
+    let disk = bridge.as_ref().map(Bridge::sample_disk);
 
     let users = options.users;
     let concurrency = options.concurrency;
     let limit = options.phase_limit;
     let started = Instant::now();
     let creates = if options.lookups_only { 0 } else { users };
-    let (create, created) = phase("create (POST /Users)", creates, concurrency, limit, {
-        let (client, scim, token) = (client.clone(), scim.clone(), token.clone());
-        move |n| {
-            let request = client
-                .post(format!("{scim}/Users"))
-                .header("Content-Type", "application/scim+json")
-                .body(bench_user(n).to_string());
-            send::<Created>(authorized(request, &token), 201)
-        }
-    })
+    // The bench's own bridge has taken no SCIM write yet: its first two creates go alone and
+    // are timed, so that a one-off cost of the first write (something loaded on first use)
+    // shows as the difference between them.
+    let alone = if bridge.is_some() && creates >= 2 {
+        2
+    } else {
+        0
+    };
+    let mut first_creates_ms = Vec::with_capacity(alone);
+    let mut ids = Vec::with_capacity(creates);
+    for n in 0..alone {
+        let request = client
+            .post(format!("{scim}/Users"))
+            .header("Content-Type", "application/scim+json")
+            .body(bench_user(n).to_string());
+        let began = Instant::now();
+        let created = send::<Created>(authorized(request, &token), 201)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("create {n}, sent alone"))?;
+        first_creates_ms.push(began.elapsed().as_secs_f64() * 1000.0);
+        ids.push(Some(created.id));
+    }
+    let (create, created) = phase(
+        "create (POST /Users)",
+        creates - alone,
+        concurrency,
+        limit,
+        {
+            let (client, scim, token) = (client.clone(), scim.clone(), token.clone());
+            move |n| {
+                let request = client
+                    .post(format!("{scim}/Users"))
+                    .header("Content-Type", "application/scim+json")
+                    .body(bench_user(n + alone).to_string());
+                send::<Created>(authorized(request, &token), 201)
+            }
+        },
+    )
     .await;
-    let ids: Arc<Vec<Option<String>>> = Arc::new(
-        created
-            .into_iter()
-            .map(|created| created.map(|c| c.id))
-            .collect(),
-    );
+    ids.extend(created.into_iter().map(|created| created.map(|c| c.id)));
+    let ids: Arc<Vec<Option<String>>> = Arc::new(ids);
     let mut phases = Vec::new();
     if !options.lookups_only {
         phases.push(create);
@@ -794,6 +937,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         peak_rss_mib: None,
         sandbox_peak_rss_mib: None,
         database_mib: None,
+        peak_disk_mib: None,
+        checkpointed_mib: None,
+        peak_disk_ratio: None,
+        calibration_start_ms,
+        calibration_end_ms: None,
+        first_create_ms: first_creates_ms.first().copied(),
+        second_create_ms: first_creates_ms.get(1).copied(),
     };
     let mut phases_after = Vec::new();
     if let (Some(bridge), Some(admin)) = (&bridge, &admin) {
@@ -860,6 +1010,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         report.peak_rss_mib = bridge.peak_rss_mib();
         report.sandbox_peak_rss_mib = bridge.sandbox_peak_rss_mib();
         report.database_mib = Some(bridge.database_mib());
+    }
+    report.calibration_end_ms = Some(calibrate().await?);
+    if let (Some(bridge), Some(disk)) = (bridge.as_mut(), disk) {
+        let peak = disk.peak_mib().await;
+        let folded = bridge.stop_and_checkpoint().await?;
+        report.peak_disk_mib = peak;
+        report.checkpointed_mib = Some(folded);
+        report.peak_disk_ratio = peak.filter(|_| folded > 0.0).map(|peak| peak / folded);
     }
     report.phases.extend(phases_after);
     report.load_after = load_average();
