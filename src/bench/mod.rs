@@ -482,7 +482,9 @@ async fn calibrate() -> anyhow::Result<f64> {
     Ok(millis)
 }
 
-/// Starts `scim-bridge sandbox` and waits until every target's emulator answers.
+/// Starts `scim-bridge sandbox` and waits until it says it is running and every target's
+/// emulator answers. Its own word is awaited because the ports are fixed: emulators another
+/// process left on them would answer too, while this one failed to bind and exited.
 async fn start_sandbox(
     dir: &WorkDir,
     targets: &[TargetSite],
@@ -496,10 +498,36 @@ async fn start_sandbox(
     }
     let mut child = command
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .context("cannot start the sandbox process")?;
+    let (running, said_running) = tokio::sync::oneshot::channel();
+    if let Some(stdout) = child.stdout.take() {
+        // Reads to the end, so the child never writes into a closed pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut running = Some(running);
+            for line in std::io::BufReader::new(stdout).lines() {
+                match line {
+                    Ok(line) if line.starts_with("sandbox running") => {
+                        if let Some(running) = running.take() {
+                            let _ = running.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    let bound = tokio::time::timeout(Duration::from_secs(10), said_running).await;
+    if !matches!(bound, Ok(Ok(()))) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(dir.path().join("sandbox.log")).unwrap_or_default();
+        anyhow::bail!("the sandbox did not start (are its ports 18441-18444 taken?):\n{log}");
+    }
     let client = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(Some(status)) = child.try_wait() {
