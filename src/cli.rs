@@ -47,7 +47,7 @@ pub enum Command {
     /// Run only the emulators of the target APIs, on the ports the default config's
     /// targets point at, so a bridge started with `serve --no-sandbox` can be stopped or
     /// killed while the emulators keep their state.
-    Sandbox,
+    Sandbox(SandboxArgs),
     /// Bearer-token helpers.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -157,6 +157,10 @@ pub struct BenchArgs {
     /// Milliseconds every emulator waits before each answer, as a remote API would.
     #[arg(long, default_value_t = 0)]
     pub emulator_latency_ms: u64,
+    /// Run the emulators as a separate `scim-bridge sandbox` process and the bridge as
+    /// `serve --no-sandbox`, so the bridge's peak memory is its own; both are reported.
+    #[arg(long, conflicts_with = "url")]
+    pub sandbox_process: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -307,6 +311,15 @@ pub struct ServeArgs {
     pub no_sandbox: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Answer past the vendors' documented request limits too (Primavera's 55/s), as
+    /// `sandbox.vendor_rate_limits = false` does for the in-process emulators: for load
+    /// tests of the bridge itself.
+    #[arg(long)]
+    pub no_vendor_rate_limits: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Read a token on standard input and print its SHA-256, for scim.clients[].token_sha256.
@@ -325,7 +338,7 @@ pub enum ConfigCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Sandbox => run_sandbox().await,
+        Command::Sandbox(args) => run_sandbox(args).await,
         Command::Token(TokenCommand::Hash) => {
             let mut token = String::new();
             std::io::stdin().read_to_string(&mut token)?;
@@ -362,6 +375,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 target_concurrency: args.target_concurrency,
                 shipped_pace: args.shipped_pace,
                 emulator_latency_ms: args.emulator_latency_ms,
+                sandbox_process: args.sandbox_process,
             });
             // Interrupted, the run is dropped, and with it the bridge it started: left
             // running, that bridge would hold the sandbox ports and fail the next bench.
@@ -423,9 +437,14 @@ async fn mappings(command: MappingsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_sandbox() -> anyhow::Result<()> {
+async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     telemetry::init(LogFormat::Human);
-    let sandbox = sandbox::start(SandboxConfig::default(), Arc::new(SystemClock)).await?;
+    let config = if args.no_vendor_rate_limits {
+        SandboxConfig::default().without_rate_limits()
+    } else {
+        SandboxConfig::default()
+    };
+    let sandbox = sandbox::start(config, Arc::new(SystemClock)).await?;
     for (vendor, emulator) in &sandbox.emulators {
         let name = vendor.kind;
         println!(

@@ -26,8 +26,8 @@ const ADMIN_TOKEN: &str = "scim-bridge-admin-dev-token";
 const UNPACED_RATE: &str = "100000";
 /// One request that takes longer than this counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the wait for deliveries asks the ledger. Each poll counts every ledger row of
-/// every target (from an index, but 80,000 entries by the end): every 50 ms that took a sixth
+/// How often the wait for deliveries asks the ledger. A poll reads the counters the database
+/// keeps (a few rows per target); when it counted the rows instead, every 50 ms took a sixth
 /// of the bridge's CPU away from delivering. 200 ms bounds the error on the measured time at
 /// 0.2 s, under 1% of a 20,000-user run.
 const LEDGER_POLL: Duration = Duration::from_millis(200);
@@ -35,6 +35,12 @@ const LEDGER_POLL: Duration = Duration::from_millis(200);
 /// journal whose release grows with the pages its write has already changed: 20,000 users
 /// per write spent 85% of the seeding in that release, 1,000 make it negligible.
 const SEED_BATCH: usize = 1_000;
+/// How often the size of the database and its WAL is sampled for the peak: a stat of two
+/// files, so it costs the bridge nothing; a peak shorter than this can be missed.
+const DISK_SAMPLE: Duration = Duration::from_millis(200);
+/// The calibration task: SHA-256 over a 1 MiB buffer this many times, chained so that no
+/// round can be skipped. About a tenth of a second on the machine of BENCHMARKS.md.
+const CALIBRATION_ROUNDS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -62,6 +68,9 @@ pub struct BenchOptions {
     pub shipped_pace: bool,
     /// Milliseconds every emulator waits before each answer, as a real vendor's API does.
     pub emulator_latency_ms: u64,
+    /// The emulators in a `scim-bridge sandbox` process of their own, the bridge started with
+    /// `serve --no-sandbox`: the bridge's peak RSS is then the bridge alone.
+    pub sandbox_process: bool,
 }
 
 /// What one target received while the bench ran (own bridge only).
@@ -107,8 +116,30 @@ pub struct BenchReport {
     pub delivery_seconds: Option<f64>,
     pub users_delivered_per_second: Option<f64>,
     pub targets: Vec<TargetReport>,
+    /// Whether the emulators ran in a process of their own (`--sandbox-process`).
+    pub sandbox_process: bool,
+    /// The high-water mark of the bridge's resident memory (`VmHWM`); it includes the
+    /// emulators unless they ran in a process of their own.
     pub peak_rss_mib: Option<f64>,
+    /// The same for the separate emulator process, with `--sandbox-process`.
+    pub sandbox_peak_rss_mib: Option<f64>,
+    /// The database and its WAL at the end of the run, before any checkpoint.
     pub database_mib: Option<f64>,
+    /// The largest the database and its WAL were together, sampled every 200 ms from the
+    /// bridge's start to the end of the run.
+    pub peak_disk_mib: Option<f64>,
+    /// The database once the bridge is stopped and its WAL folded back and emptied.
+    pub checkpointed_mib: Option<f64>,
+    /// `peak_disk_mib / checkpointed_mib`: how much more disk the run needed than its data.
+    pub peak_disk_ratio: Option<f64>,
+    /// Milliseconds a fixed CPU task (SHA-256 over a fixed buffer) took at the start and at
+    /// the end of the run: how fast the machine was, so runs from different hours compare.
+    pub calibration_start_ms: f64,
+    pub calibration_end_ms: Option<f64>,
+    /// Own bridge only: the first SCIM write after the bridge started and the one after it,
+    /// each sent alone (they are users 0 and 1; the create phase sends the rest).
+    pub first_create_ms: Option<f64>,
+    pub second_create_ms: Option<f64>,
 }
 
 impl BenchReport {
@@ -126,7 +157,19 @@ impl BenchReport {
         if let Some(stolen) = self.cpu_stolen_percent {
             out.push_str(&format!("  cpu stolen {stolen:.1}%"));
         }
+        out.push_str(&format!(
+            "\ncalibration {:.1} ms",
+            self.calibration_start_ms
+        ));
+        if let Some(end) = self.calibration_end_ms {
+            out.push_str(&format!(" at the start, {end:.1} ms at the end"));
+        }
         out.push('\n');
+        if let (Some(first), Some(second)) = (self.first_create_ms, self.second_create_ms) {
+            out.push_str(&format!(
+                "first create after start   {first:.2} ms alone (the next one {second:.2} ms)\n"
+            ));
+        }
         for phase in &self.phases {
             out.push_str(&phase.line());
             out.push('\n');
@@ -164,10 +207,31 @@ impl BenchReport {
             }
         }
         if let Some(rss) = self.peak_rss_mib {
-            out.push_str(&format!("bridge peak RSS            {rss:.1} MiB\n"));
+            let whose = if self.sandbox_process {
+                "bridge alone"
+            } else {
+                "emulators included"
+            };
+            out.push_str(&format!(
+                "bridge peak RSS            {rss:.1} MiB ({whose})\n"
+            ));
+        }
+        if let Some(rss) = self.sandbox_peak_rss_mib {
+            out.push_str(&format!("emulators peak RSS         {rss:.1} MiB\n"));
         }
         if let Some(db) = self.database_mib {
-            out.push_str(&format!("database size              {db:.1} MiB\n"));
+            out.push_str(&format!(
+                "database size              {db:.1} MiB (WAL included)\n"
+            ));
+        }
+        if let (Some(peak), Some(folded), Some(ratio)) = (
+            self.peak_disk_mib,
+            self.checkpointed_mib,
+            self.peak_disk_ratio,
+        ) {
+            out.push_str(&format!(
+                "peak disk                  {peak:.1} MiB, checkpointed {folded:.1} MiB ({ratio:.2}x)\n"
+            ));
         }
         out
     }
@@ -179,9 +243,11 @@ struct TargetSite {
     origin: String,
 }
 
-/// The bridge under test, started as a child process so its memory is its own.
+/// The bridge under test, started as a child process so its memory is its own, and with
+/// `--sandbox-process` the emulators' process.
 struct Bridge {
     child: Child,
+    sandbox: Option<Child>,
     base: String,
     dir: WorkDir,
     targets: Vec<TargetSite>,
@@ -189,8 +255,10 @@ struct Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.sandbox.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -245,6 +313,11 @@ impl Bridge {
                 })
             })
             .collect::<Vec<_>>();
+        let sandbox = if options.sandbox_process {
+            Some(start_sandbox(&dir, &targets, options.shipped_pace).await?)
+        } else {
+            None
+        };
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("bridge.log"))?;
         let mut command = Command::new(std::env::current_exe()?);
@@ -261,6 +334,9 @@ impl Bridge {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
+        if sandbox.is_some() {
+            command.arg("--no-sandbox");
+        }
         if !options.shipped_pace {
             command.env("SCIM_BRIDGE__SANDBOX__VENDOR_RATE_LIMITS", "false");
             for target in &targets {
@@ -273,9 +349,20 @@ impl Bridge {
                     );
             }
         }
-        let child = command.spawn().context("cannot start the bridge")?;
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                // Left running, the emulators would hold their ports and fail the next bench.
+                if let Some(mut sandbox) = sandbox {
+                    let _ = sandbox.kill();
+                    let _ = sandbox.wait();
+                }
+                return Err(anyhow::Error::new(err).context("cannot start the bridge"));
+            }
+        };
         let mut bridge = Bridge {
             child,
+            sandbox,
             base: format!("http://127.0.0.1:{port}"),
             dir,
             targets,
@@ -305,22 +392,164 @@ impl Bridge {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// The high-water mark of the child's resident memory. It includes the in-process
-    /// sandbox emulators and the accounts they hold.
+    /// The high-water mark of the bridge's resident memory. It includes the in-process
+    /// sandbox emulators and the accounts they hold, unless they run apart.
     fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        peak_rss_mib(&self.child)
+    }
+
+    fn sandbox_peak_rss_mib(&self) -> Option<f64> {
+        peak_rss_mib(self.sandbox.as_ref()?)
     }
 
     fn database_mib(&self) -> f64 {
-        ["bench.db", "bench.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::metadata(self.dir.path().join(f)).ok())
-            .map(|m| m.len() as f64 / (1024.0 * 1024.0))
-            .sum()
+        database_mib(self.dir.path())
     }
+
+    /// Samples the database's size until the sampler is dropped or stopped.
+    fn sample_disk(&self) -> DiskSampler {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let dir = self.dir.path().to_owned();
+        let task = tokio::spawn(async move {
+            let mut peak = 0.0_f64;
+            let mut ticks = tokio::time::interval(DISK_SAMPLE);
+            loop {
+                peak = peak.max(database_mib(&dir));
+                tokio::select! {
+                    _ = &mut stopped => return peak,
+                    _ = ticks.tick() => {}
+                }
+            }
+        });
+        DiskSampler { stop, task }
+    }
+
+    /// Stops the bridge and folds its WAL back into the database file; returns the file's
+    /// size then, the size of the data the run left.
+    async fn stop_and_checkpoint(&mut self) -> anyhow::Result<f64> {
+        // Killed: every commit is in the WAL, which the checkpoint below folds back.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let db = Db::open(&DbOptions {
+            path: self.dir.path().join("bench.db"),
+            readers: 1,
+        })?;
+        db.checkpoint().await?;
+        drop(db);
+        Ok(self.database_mib())
+    }
+}
+
+/// The database of the bench's bridge and its WAL, in MiB.
+fn database_mib(dir: &Path) -> f64 {
+    ["bench.db", "bench.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .sum()
+}
+
+/// The largest size of the database seen so far; sampling ends when it is dropped.
+struct DiskSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl DiskSampler {
+    async fn peak_mib(self) -> Option<f64> {
+        let _ = self.stop.send(());
+        self.task.await.ok()
+    }
+}
+
+/// Times the fixed CPU task, off the runtime's threads, in milliseconds.
+async fn calibrate() -> anyhow::Result<f64> {
+    use sha2::{Digest, Sha256};
+    let millis = tokio::task::spawn_blocking(|| {
+        let buffer = vec![0x5a_u8; 1 << 20];
+        let began = Instant::now();
+        let mut digest = [0_u8; 32];
+        for _ in 0..CALIBRATION_ROUNDS {
+            let mut hasher = Sha256::new();
+            hasher.update(digest);
+            hasher.update(&buffer);
+            digest = hasher.finalize().into();
+        }
+        std::hint::black_box(digest);
+        began.elapsed().as_secs_f64() * 1000.0
+    })
+    .await?;
+    Ok(millis)
+}
+
+/// Starts `scim-bridge sandbox` and waits until it says it is running and every target's
+/// emulator answers. Its own word is awaited because the ports are fixed: emulators another
+/// process left on them would answer too, while this one failed to bind and exited.
+async fn start_sandbox(
+    dir: &WorkDir,
+    targets: &[TargetSite],
+    shipped_pace: bool,
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(dir.path().join("sandbox.log"))?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("sandbox");
+    if !shipped_pace {
+        command.arg("--no-vendor-rate-limits");
+    }
+    let mut child = command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("cannot start the sandbox process")?;
+    let (running, said_running) = tokio::sync::oneshot::channel();
+    if let Some(stdout) = child.stdout.take() {
+        // Reads to the end, so the child never writes into a closed pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut running = Some(running);
+            for line in std::io::BufReader::new(stdout).lines() {
+                match line {
+                    Ok(line) if line.starts_with("sandbox running") => {
+                        if let Some(running) = running.take() {
+                            let _ = running.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    let bound = tokio::time::timeout(Duration::from_secs(10), said_running).await;
+    if !matches!(bound, Ok(Ok(()))) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(dir.path().join("sandbox.log")).unwrap_or_default();
+        anyhow::bail!("the sandbox did not start (are its ports 18441-18444 taken?):\n{log}");
+    }
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.path().join("sandbox.log")).unwrap_or_default();
+            anyhow::bail!("the sandbox exited ({status}):\n{log}");
+        }
+        if emulator_stats(&client, targets).await.is_ok() {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::bail!("the sandbox's emulators did not answer within 10 s")
+}
+
+/// A process's high-water mark of resident memory (`VmHWM`), in MiB.
+fn peak_rss_mib(child: &Child) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -551,7 +780,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     );
     let load_before = load_average();
     let ticks_before = cpu_ticks();
-    let (bridge, seed_seconds) = match &options.url {
+    let calibration_start_ms = calibrate().await?;
+    let (mut bridge, seed_seconds) = match &options.url {
         Some(_) => (None, None),
         None => {
             let (bridge, seconds) = Bridge::start(&options).await?;
@@ -602,29 +832,55 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         Some(bridge) => emulator_stats(&client, &bridge.targets).await?,
         None => Vec::new(),
     };
+    let disk = bridge.as_ref().map(Bridge::sample_disk);
 
     let users = options.users;
     let concurrency = options.concurrency;
     let limit = options.phase_limit;
     let started = Instant::now();
     let creates = if options.lookups_only { 0 } else { users };
-    let (create, created) = phase("create (POST /Users)", creates, concurrency, limit, {
-        let (client, scim, token) = (client.clone(), scim.clone(), token.clone());
-        move |n| {
-            let request = client
-                .post(format!("{scim}/Users"))
-                .header("Content-Type", "application/scim+json")
-                .body(bench_user(n).to_string());
-            send::<Created>(authorized(request, &token), 201)
-        }
-    })
+    // The bench's own bridge has taken no SCIM write yet: its first two creates go alone and
+    // are timed, so that a one-off cost of the first write (something loaded on first use)
+    // shows as the difference between them.
+    let alone = if bridge.is_some() && creates >= 2 {
+        2
+    } else {
+        0
+    };
+    let mut first_creates_ms = Vec::with_capacity(alone);
+    let mut ids = Vec::with_capacity(creates);
+    for n in 0..alone {
+        let request = client
+            .post(format!("{scim}/Users"))
+            .header("Content-Type", "application/scim+json")
+            .body(bench_user(n).to_string());
+        let began = Instant::now();
+        let created = send::<Created>(authorized(request, &token), 201)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("create {n}, sent alone"))?;
+        first_creates_ms.push(began.elapsed().as_secs_f64() * 1000.0);
+        ids.push(Some(created.id));
+    }
+    let (create, created) = phase(
+        "create (POST /Users)",
+        creates - alone,
+        concurrency,
+        limit,
+        {
+            let (client, scim, token) = (client.clone(), scim.clone(), token.clone());
+            move |n| {
+                let request = client
+                    .post(format!("{scim}/Users"))
+                    .header("Content-Type", "application/scim+json")
+                    .body(bench_user(n + alone).to_string());
+                send::<Created>(authorized(request, &token), 201)
+            }
+        },
+    )
     .await;
-    let ids: Arc<Vec<Option<String>>> = Arc::new(
-        created
-            .into_iter()
-            .map(|created| created.map(|c| c.id))
-            .collect(),
-    );
+    ids.extend(created.into_iter().map(|created| created.map(|c| c.id)));
+    let ids: Arc<Vec<Option<String>>> = Arc::new(ids);
     let mut phases = Vec::new();
     if !options.lookups_only {
         phases.push(create);
@@ -705,8 +961,17 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         delivery_seconds: None,
         users_delivered_per_second: None,
         targets: Vec::new(),
+        sandbox_process: options.sandbox_process,
         peak_rss_mib: None,
+        sandbox_peak_rss_mib: None,
         database_mib: None,
+        peak_disk_mib: None,
+        checkpointed_mib: None,
+        peak_disk_ratio: None,
+        calibration_start_ms,
+        calibration_end_ms: None,
+        first_create_ms: first_creates_ms.first().copied(),
+        second_create_ms: first_creates_ms.get(1).copied(),
     };
     let mut phases_after = Vec::new();
     if let (Some(bridge), Some(admin)) = (&bridge, &admin) {
@@ -771,7 +1036,16 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             })
             .collect();
         report.peak_rss_mib = bridge.peak_rss_mib();
+        report.sandbox_peak_rss_mib = bridge.sandbox_peak_rss_mib();
         report.database_mib = Some(bridge.database_mib());
+    }
+    report.calibration_end_ms = Some(calibrate().await?);
+    if let (Some(bridge), Some(disk)) = (bridge.as_mut(), disk) {
+        let peak = disk.peak_mib().await;
+        let folded = bridge.stop_and_checkpoint().await?;
+        report.peak_disk_mib = peak;
+        report.checkpointed_mib = Some(folded);
+        report.peak_disk_ratio = peak.filter(|_| folded > 0.0).map(|peak| peak / folded);
     }
     report.phases.extend(phases_after);
     report.load_after = load_average();

@@ -161,10 +161,6 @@ const OMISSIONS: &str = "SELECT d.target, w.value ->> '$.field', COUNT(*), \
     MAX(w.value ->> '$.reason') FROM deliveries d, json_each(d.warnings) w \
     WHERE d.warnings IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2";
 
-/// Rows per state of one target, with the oldest change among them.
-const LAG_BY_STATE: &str =
-    "SELECT state, COUNT(*), MIN(changed_at) FROM deliveries WHERE target = ?1 GROUP BY state";
-
 impl Store<'_> {
     pub(super) fn deliveries(
         &self,
@@ -451,60 +447,6 @@ impl Store<'_> {
             .prepare_cached(&sql)?
             .execute(params![user_id, target, now])?)
     }
-
-    pub(crate) fn lag(&self, target: &str) -> Result<TargetLag, LedgerError> {
-        // Answered from the `deliveries_state` index alone (migration 3): /metrics and the
-        // admin API call it while the ledger holds millions of rows.
-        let mut lag = TargetLag {
-            target: target.to_owned(),
-            paused: self.is_paused(target)?,
-            circuit: self.circuit(target)?.unwrap_or_default(),
-            ..TargetLag::default()
-        };
-        let mut stmt = self.conn().prepare_cached(LAG_BY_STATE)?;
-        let rows = stmt
-            .query_map([target], |row| {
-                Ok((
-                    row.get::<_, DeliveryState>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (state, count, oldest) in rows {
-            let count = count as u64;
-            let undelivered = match state {
-                DeliveryState::Pending => {
-                    lag.pending = count;
-                    true
-                }
-                DeliveryState::Retrying => {
-                    lag.retrying = count;
-                    true
-                }
-                DeliveryState::Rejected => {
-                    lag.rejected = count;
-                    true
-                }
-                DeliveryState::Dead => {
-                    lag.dead = count;
-                    true
-                }
-                DeliveryState::Delivered => {
-                    lag.delivered = count;
-                    false
-                }
-                DeliveryState::Held => {
-                    lag.held = count;
-                    true
-                }
-            };
-            if undelivered {
-                lag.oldest_change_at = Some(lag.oldest_change_at.map_or(oldest, |o| o.min(oldest)));
-            }
-        }
-        Ok(lag)
-    }
 }
 
 #[cfg(test)]
@@ -564,22 +506,6 @@ mod tests {
         work: impl FnOnce(&Store<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> T {
         db.write(work).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn counts_per_state_read_only_the_index() {
-        let (db, _dir) = db().await;
-        let plan = run(&db, |s| {
-            let mut stmt = s
-                .conn()
-                .prepare(&format!("EXPLAIN QUERY PLAN {LAG_BY_STATE}"))?;
-            let steps = stmt
-                .query_map(["kibo"], |row| row.get::<_, String>(3))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(steps.join("; "))
-        })
-        .await;
-        assert!(plan.contains("COVERING INDEX deliveries_state"), "{plan}");
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 
 use rusqlite::params;
 
-use super::{Delivery, LedgerError, Store};
+use super::{Delivery, DeliveryState, LedgerError, Store};
 
 /// What the guard's window of one target holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,12 +44,9 @@ impl Store<'_> {
         Ok(found > 0)
     }
 
-    /// How many deprovisions of `target` the guard holds now.
+    /// How many deprovisions of `target` the guard holds now, from the counters.
     pub(crate) fn held_count(&self, target: &str) -> Result<u64, LedgerError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT COUNT(*) FROM deliveries WHERE target = ?1 AND state = 'held'",
-        )?;
-        Ok(stmt.query_row([target], |row| row.get::<_, i64>(0))?.max(0) as u64)
+        self.count_in_state(target, DeliveryState::Held)
     }
 
     /// The deprovisions let through after `since` and since an operator last released or

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::LedgerError;
 
 /// Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: SCIM users and groups. Hot lookups get their own indexed columns; the full resource
     // is kept as JSON because SCIM resources are open-ended (extensions).
     r#"
@@ -376,6 +376,39 @@ const MIGRATIONS: &[&str] = &[
         'OR state = ''rejected'' OR state = ''dead'' OR state = ''held'')')
     WHERE type = 'table' AND name = 'deliveries';
     PRAGMA writable_schema = RESET;
+    "#,
+    // 12: rows per target
+    // and state, kept by triggers so /metrics, the admin API, the CLI and the console read a
+    // handful of rows instead of counting the ledger, and every writer keeps them right,
+    // including `ledger` commands run from another process. Filled from the rows present. A
+    // later migration that rebuilds `deliveries` must create these triggers again, and no
+    // writer may use `INSERT OR REPLACE` on it: SQLite fires no delete trigger for the row
+    // such an insert replaces.
+    r#"
+    CREATE TABLE delivery_counts (
+        target  TEXT NOT NULL,
+        state   TEXT NOT NULL,
+        n       INTEGER NOT NULL,
+        PRIMARY KEY (target, state)
+    ) WITHOUT ROWID;
+    INSERT INTO delivery_counts (target, state, n)
+        SELECT target, state, COUNT(*) FROM deliveries GROUP BY target, state;
+    CREATE TRIGGER delivery_counts_insert AFTER INSERT ON deliveries
+    BEGIN
+        INSERT INTO delivery_counts (target, state, n) VALUES (NEW.target, NEW.state, 1)
+            ON CONFLICT (target, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER delivery_counts_delete AFTER DELETE ON deliveries
+    BEGIN
+        UPDATE delivery_counts SET n = n - 1 WHERE target = OLD.target AND state = OLD.state;
+    END;
+    CREATE TRIGGER delivery_counts_update AFTER UPDATE OF target, state ON deliveries
+        WHEN OLD.target IS NOT NEW.target OR OLD.state IS NOT NEW.state
+    BEGIN
+        UPDATE delivery_counts SET n = n - 1 WHERE target = OLD.target AND state = OLD.state;
+        INSERT INTO delivery_counts (target, state, n) VALUES (NEW.target, NEW.state, 1)
+            ON CONFLICT (target, state) DO UPDATE SET n = n + 1;
+    END;
     "#,
 ];
 

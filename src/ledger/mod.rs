@@ -5,6 +5,7 @@ mod adoptions;
 mod attempts;
 mod audit;
 mod controls;
+mod counts;
 mod db;
 mod deliveries;
 mod held;

@@ -311,7 +311,7 @@ impl Store<'_> {
     pub(crate) fn ledger_size(&self, target: &str) -> Result<u64, LedgerError> {
         let count: i64 = self
             .conn()
-            .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE target = ?1")?
+            .prepare_cached("SELECT COALESCE(SUM(n), 0) FROM delivery_counts WHERE target = ?1")?
             .query_row([target], |row| row.get(0))?;
         Ok(count.max(0) as u64)
     }

@@ -23,6 +23,7 @@ fn options(url: String, users: usize) -> BenchOptions {
         target_concurrency: 4,
         shipped_pace: false,
         emulator_latency_ms: 0,
+        sandbox_process: false,
     }
 }
 

@@ -10,6 +10,7 @@ mod bench;
 mod console;
 mod console_browser;
 mod console_scale;
+mod counters;
 mod crash;
 mod emulator_contracts;
 mod fanout;
