@@ -58,7 +58,10 @@ async fn console_pages_answer_quickly_with_a_million_users_in_the_ledger() {
             break;
         }
         assert!(Instant::now() < deadline, "{planning} users never planned");
-        println!("planning: {planning} users left after {:.0?}", started.elapsed());
+        println!(
+            "planning: {planning} users left after {:.0?}",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
     println!(
