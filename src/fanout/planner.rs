@@ -16,10 +16,11 @@ use crate::ledger::{Db, LedgerError, Mark};
 use crate::scim::hook::{UserView, Woken};
 use crate::scim::service::stored_user;
 
-/// Users planned per writer transaction. Each costs the writer about what a create used to
-/// (four desired-state rows); a batch this size holds it for a few milliseconds, which is
-/// what a SCIM write committed behind it waits at worst.
-const BATCH: usize = 64;
+/// Users planned per writer transaction. Each costs the writer four desired-state rows, and
+/// a SCIM write queued behind a batch waits for all of it: 64 held the writer long enough to
+/// halve the creates a burst got through (BENCHMARKS.md, "the planner's batch"), while 16
+/// planned as fast as 64 end to end.
+const BATCH: usize = 16;
 
 /// How long the planner waits before trying again after the ledger refused a batch (a full
 /// disk, say), unless a new write wakes it sooner.
