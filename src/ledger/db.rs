@@ -49,9 +49,9 @@ const WAL_RESTART_MAX_PAGES: i64 = 64 * 1024;
 /// until shutdown.
 const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 
-/// The least time between two background checkpoints while writes keep coming: each copies
-/// every page written since the last one and syncs the file, so a pause lets a page changed
-/// many times be copied once.
+/// The least time between two background checkpoints while writes keep coming and the log
+/// is well below its restart threshold: each copies every page written since the last one
+/// and syncs the file, so a pause lets a page changed many times be copied once.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(250);
 
 /// Quiet time after which the checkpoint thread folds the whole log back and empties the
@@ -598,6 +598,7 @@ fn checkpoint_loop(conn: Connection, committed: mpsc::Receiver<()>, checkpointin
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         folded = false;
+        let mut near_restart = false;
         {
             let _alone = checkpointing
                 .lock()
@@ -612,11 +613,13 @@ fn checkpoint_loop(conn: Connection, committed: mpsc::Receiver<()>, checkpointin
                         tracing::warn!(error = %err, "WAL restart failed");
                     }
                 }
-                Ok(_) => {}
+                Ok((log_pages, db_pages)) => near_restart = nears_restart(log_pages, db_pages),
                 Err(err) => tracing::warn!(error = %err, "background WAL checkpoint failed"),
             }
         }
-        std::thread::sleep(CHECKPOINT_PAUSE);
+        if !near_restart {
+            std::thread::sleep(CHECKPOINT_PAUSE);
+        }
     }
 }
 
@@ -624,6 +627,14 @@ fn checkpoint_loop(conn: Connection, committed: mpsc::Receiver<()>, checkpointin
 /// `db_pages`.
 fn restart_threshold(db_pages: i64) -> i64 {
     (db_pages / 4).clamp(WAL_RESTART_MIN_PAGES, WAL_RESTART_MAX_PAGES)
+}
+
+/// Whether the log is past half the restart threshold after a PASSIVE checkpoint. Then the
+/// next checkpoint runs at the next commit instead of after `CHECKPOINT_PAUSE`: during a fast
+/// burst the log grew by up to 40 MiB in one pause, past the threshold before the thread
+/// looked again, and peaked at up to three times the checkpointed database.
+fn nears_restart(log_pages: i64, db_pages: i64) -> bool {
+    log_pages >= restart_threshold(db_pages) / 2
 }
 
 /// Runs a checkpoint; returns the pages left in the log (none after a TRUNCATE that could
@@ -963,6 +974,25 @@ mod tests {
             (1_000_000, WAL_RESTART_MAX_PAGES),
         ] {
             assert_eq!(restart_threshold(db_pages), threshold, "{db_pages} pages");
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_thread_stops_pausing_once_the_log_is_half_way_to_a_restart() {
+        let half = WAL_RESTART_MIN_PAGES / 2;
+        for (log_pages, db_pages, near) in [
+            (0, 0, false),
+            (half - 1, 0, false),
+            (half, 0, true),
+            (half, 8 * WAL_RESTART_MIN_PAGES, false),
+            (WAL_RESTART_MIN_PAGES, 8 * WAL_RESTART_MIN_PAGES, true),
+            (WAL_RESTART_MAX_PAGES / 2, 1_000_000, true),
+        ] {
+            assert_eq!(
+                nears_restart(log_pages, db_pages),
+                near,
+                "{log_pages} log pages, {db_pages} database pages"
+            );
         }
     }
 
