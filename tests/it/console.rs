@@ -825,20 +825,14 @@ async fn sync_now_on_a_users_page_shows_each_step_and_the_account_as_the_target_
         .as_str()
         .unwrap()
         .to_owned();
-    let origin = synced
-        .sandbox
-        .emulator(&targets::kibo::VENDOR)
-        .unwrap()
-        .origin();
-    let edited = synced
-        .app
-        .client
-        .patch(format!("{origin}/_sandbox/accounts/{remote}"))
-        .json(&json!({"firstName": "Edited"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(edited.status().is_success());
+    synced
+        .by_hand(
+            &targets::kibo::VENDOR,
+            reqwest::Method::PATCH,
+            &format!("/{remote}"),
+            Some(json!({"firstName": "Edited"})),
+        )
+        .await;
 
     let mut browser = Browser::new(&synced.app);
     assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
@@ -946,20 +940,14 @@ async fn a_users_page_sets_desired_delivered_and_the_account_read_side_by_side()
 
     // Drifted: someone edits the Kibo account by hand; the next read shows it.
     let remote = synced.live_accounts(&targets::kibo::VENDOR)[0].id.clone();
-    let origin = synced
-        .sandbox
-        .emulator(&targets::kibo::VENDOR)
-        .unwrap()
-        .origin();
-    let edited = synced
-        .app
-        .client
-        .patch(format!("{origin}/_sandbox/accounts/{remote}"))
-        .json(&json!({"firstName": "Edited"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(edited.status().is_success());
+    synced
+        .by_hand(
+            &targets::kibo::VENDOR,
+            reqwest::Method::PATCH,
+            &format!("/{remote}"),
+            Some(json!({"firstName": "Edited"})),
+        )
+        .await;
     browser
         .post(&sync_path, &[("csrf", &csrf), ("dry_run", "true")])
         .await;

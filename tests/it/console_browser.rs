@@ -335,17 +335,15 @@ async fn an_admin_works_through_the_console_in_a_real_browser() {
     // Someone edits the Kibo account by hand; a dry-run sync (every target answering
     // again) reads it back, and the user's page marks the field that drifted.
     synced.until_target("kibo", |t| t["delivered"] == 1).await;
-    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
     let remote = synced.live_accounts(&targets::kibo::VENDOR)[0].id.clone();
-    let edited = synced
-        .app
-        .client
-        .patch(format!("{}/_sandbox/accounts/{remote}", kibo.origin()))
-        .json(&json!({"lastName": "Changed-By-Hand"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(edited.status().is_success());
+    synced
+        .by_hand(
+            &targets::kibo::VENDOR,
+            reqwest::Method::PATCH,
+            &format!("/{remote}"),
+            Some(json!({"lastName": "Changed-By-Hand"})),
+        )
+        .await;
     browser
         .goto(&format!("{base}/console/users/{id}"))
         .await

@@ -8,7 +8,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use scim_bridge::reconcile::policy::{OnDrift, OnOrphan};
-use scim_bridge::targets::vendor::Vendor;
 use scim_bridge::targets::{appgate, kibo, primavera};
 
 use crate::support::{json_of, user, SyncedApp};
@@ -29,30 +28,6 @@ async fn remote_id(app: &SyncedApp, user_id: &str, target: &str) -> String {
         .unwrap()
         .clone();
     row["remote_id"].as_str().unwrap().to_owned()
-}
-
-/// Does what a person in the vendor's console does.
-async fn by_hand(
-    app: &SyncedApp,
-    vendor: &Vendor,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) {
-    let origin = app.sandbox.emulator(vendor).unwrap().origin();
-    let mut request = app
-        .app
-        .client
-        .request(method, format!("{origin}/_sandbox/accounts{path}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    assert!(
-        response.status().is_success(),
-        "{}",
-        response.text().await.unwrap()
-    );
 }
 
 /// Starts a run through the admin API and waits (bounded) for it to end.
@@ -143,18 +118,11 @@ async fn hand_changes_are_reported_exactly_and_healed_by_policy_and_hand_made_ac
     let (ada, bob) = (ids[0].clone(), ids[1].clone());
 
     let gone = remote_id(&app, &ada, "appgate").await;
-    by_hand(
-        &app,
-        &appgate::VENDOR,
-        Method::DELETE,
-        &format!("/{gone}"),
-        None,
-    )
-    .await;
+    app.by_hand(&appgate::VENDOR, Method::DELETE, &format!("/{gone}"), None)
+        .await;
     let edited = remote_id(&app, &bob, "kibo").await;
     let edit = json!({"firstName": "Edited"});
-    by_hand(
-        &app,
+    app.by_hand(
         &kibo::VENDOR,
         Method::PATCH,
         &format!("/{edited}"),
@@ -163,9 +131,11 @@ async fn hand_changes_are_reported_exactly_and_healed_by_policy_and_hand_made_ac
     .await;
     let marked = json!({"email": "left@example.com", "firstName": "Left", "lastName": "Over",
         "ldapGuid": "idp-left-over"});
-    by_hand(&app, &primavera::VENDOR, Method::POST, "", Some(marked)).await;
+    app.by_hand(&primavera::VENDOR, Method::POST, "", Some(marked))
+        .await;
     let hand_made = json!({"email": "hand@example.com", "firstName": "Hand", "lastName": "Made"});
-    by_hand(&app, &primavera::VENDOR, Method::POST, "", Some(hand_made)).await;
+    app.by_hand(&primavera::VENDOR, Method::POST, "", Some(hand_made))
+        .await;
 
     let report = reconcile(&app, json!({})).await;
     assert_eq!(
@@ -263,14 +233,8 @@ async fn a_patch_of_a_user_whose_account_was_deleted_by_hand_creates_it_again() 
     let id = created["id"].as_str().unwrap().to_owned();
     app.settle(1).await;
     let gone = remote_id(&app, &id, "kibo").await;
-    by_hand(
-        &app,
-        &kibo::VENDOR,
-        Method::DELETE,
-        &format!("/{gone}"),
-        None,
-    )
-    .await;
+    app.by_hand(&kibo::VENDOR, Method::DELETE, &format!("/{gone}"), None)
+        .await;
 
     let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "replace", "path": "name.givenName", "value": "Dee"}]});
@@ -406,8 +370,7 @@ async fn sync_dry_run_shows_every_step_per_target() {
     }
     let kibo_id = names[2].0.clone();
     let edit = json!({"firstName": "Edited"});
-    by_hand(
-        &app,
+    app.by_hand(
         &kibo::VENDOR,
         Method::PATCH,
         &format!("/{kibo_id}"),
@@ -487,8 +450,7 @@ async fn a_sync_through_the_admin_api_sends_the_user_and_shows_the_answer() {
     app.settle(1).await;
     let kibo_id = remote_id(&app, &id, "kibo").await;
     let edit = json!({"firstName": "Edited"});
-    by_hand(
-        &app,
+    app.by_hand(
         &kibo::VENDOR,
         Method::PATCH,
         &format!("/{kibo_id}"),

@@ -366,6 +366,24 @@ impl SyncedApp {
         }
     }
 
+    /// Does what a person in the vendor's console does (`/_sandbox/accounts{path}`).
+    pub async fn by_hand(&self, vendor: &Vendor, method: Method, path: &str, body: Option<Value>) {
+        let origin = self.sandbox.emulator(vendor).unwrap().origin();
+        let mut request = self
+            .app
+            .client
+            .request(method, format!("{origin}/_sandbox/accounts{path}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+
     /// Live (not deleted) accounts of one emulator.
     pub fn live_accounts(&self, kind: &Vendor) -> Vec<scim_bridge::sandbox::AccountSnapshot> {
         self.sandbox
