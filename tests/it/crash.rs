@@ -139,8 +139,9 @@ async fn create(client: &reqwest::Client, base: &str, n: usize) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
-#[tokio::test]
-async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
+/// The sandbox with Primavera's rate limit lifted, so a load is not paced by it, and a
+/// bridge configuration for it in a fresh directory.
+async fn unthrottled_setup() -> (Sandbox, tempfile::TempDir, std::path::PathBuf) {
     let mut sandbox_cfg = SandboxConfig::ephemeral();
     sandbox_cfg
         .emulator_mut(&targets::primavera::VENDOR)
@@ -152,6 +153,12 @@ async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config(&sandbox, dir.path())).unwrap();
+    (sandbox, dir, config_path)
+}
+
+#[tokio::test]
+async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
+    let (sandbox, _dir, config_path) = unthrottled_setup().await;
     let port = free_port();
     let client = reqwest::Client::new();
 
@@ -301,17 +308,7 @@ async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
 #[tokio::test]
 async fn marks_left_by_a_sigkill_are_planned_at_restart_and_delivered_once() {
     const CREATED: usize = 400;
-    let mut sandbox_cfg = SandboxConfig::ephemeral();
-    sandbox_cfg
-        .emulator_mut(&targets::primavera::VENDOR)
-        .unwrap()
-        .rate_limit_per_second = None;
-    let sandbox = sandbox::start(sandbox_cfg, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("bridge.toml");
-    std::fs::write(&config_path, config(&sandbox, dir.path())).unwrap();
+    let (sandbox, dir, config_path) = unthrottled_setup().await;
     let port = free_port();
     let client = reqwest::Client::new();
 
