@@ -773,6 +773,26 @@ fn authorized(request: reqwest::RequestBuilder, token: &str) -> reqwest::Request
     }
 }
 
+/// A SCIM PATCH of user `id` replacing one attribute.
+fn replace_one(
+    client: &reqwest::Client,
+    scim: &str,
+    token: &str,
+    id: &str,
+    path: &str,
+    value: String,
+) -> reqwest::RequestBuilder {
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": path, "value": value}]
+    });
+    let request = client
+        .patch(format!("{scim}/Users/{id}"))
+        .header("Content-Type", "application/scim+json")
+        .body(body.to_string());
+    authorized(request, token)
+}
+
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
         !options.lookups_only || options.seed > 0,
@@ -888,19 +908,22 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 
     if !options.skip_patch && !options.lookups_only {
         let (patch, _) = phase("update (PATCH /Users/id)", ids.len(), concurrency, limit, {
-            let (ids, client, scim, token) =
-                (Arc::clone(&ids), client.clone(), scim.clone(), token.clone());
+            let (ids, client, scim, token) = (
+                Arc::clone(&ids),
+                client.clone(),
+                scim.clone(),
+                token.clone(),
+            );
             move |n| {
                 let request = ids.get(n).cloned().flatten().map(|id| {
-                    let body = json!({
-                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                        "Operations": [{"op": "replace", "path": "displayName", "value": format!("Patched {n}")}]
-                    });
-                    let request = client
-                        .patch(format!("{scim}/Users/{id}"))
-                        .header("Content-Type", "application/scim+json")
-                        .body(body.to_string());
-                    authorized(request, &token)
+                    replace_one(
+                        &client,
+                        &scim,
+                        &token,
+                        &id,
+                        "displayName",
+                        format!("Patched {n}"),
+                    )
                 });
                 async move {
                     match request {
@@ -1073,15 +1096,14 @@ async fn update_round(
         );
         move |n| {
             let request = ids.get(n).cloned().flatten().map(|id| {
-                let body = json!({
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations": [{"op": "replace", "path": "name.givenName", "value": format!("Changed{n}")}]
-                });
-                let request = client
-                    .patch(format!("{scim}/Users/{id}"))
-                    .header("Content-Type", "application/scim+json")
-                    .body(body.to_string());
-                authorized(request, &token)
+                replace_one(
+                    &client,
+                    &scim,
+                    &token,
+                    &id,
+                    "name.givenName",
+                    format!("Changed{n}"),
+                )
             });
             async move {
                 match request {
