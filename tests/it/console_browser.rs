@@ -221,6 +221,19 @@ async fn an_admin_works_through_the_console_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    // The list before the search shows her too: wait for the search's own page, or the link
+    // found may be one the navigation is about to replace (a stale element when clicked).
+    let deadline = Instant::now() + PATIENCE;
+    while !browser
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .is_some_and(|query| query.contains("q=ANA.B"))
+    {
+        assert!(Instant::now() < deadline, "the search's page never loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     browser
         .wait()
         .at_most(PATIENCE)
