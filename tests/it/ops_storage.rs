@@ -136,7 +136,31 @@ async fn a_full_database_answers_503_and_is_not_ready_until_a_write_goes_through
             break;
         }
     }
-    let refused = refused.expect("a 1 MiB database never filled up");
+    assert!(refused.is_some(), "a 1 MiB database never filled up");
+    // Users accepted before the refusal may still be planned, and planning drops their marks,
+    // freeing pages a later create may take (which rightly makes the bridge ready again).
+    // With planning done, fill what is left one create at a time, so that nothing commits
+    // after the refusal the readiness checks below follow.
+    let mut last = 0;
+    let refused = loop {
+        app.planned().await;
+        last += 1;
+        assert!(last < 1_000, "the database kept taking creates");
+        let answer = app
+            .post(
+                "/Users",
+                &user(&format!("filler-last-{last}-{}", "x".repeat(200))),
+            )
+            .await;
+        match answer.status().as_u16() {
+            201 => created.push(answer.json::<serde_json::Value>().await.unwrap()),
+            503 => break answer,
+            other => panic!(
+                "unexpected status {other}: {}",
+                answer.text().await.unwrap()
+            ),
+        }
+    };
     assert_eq!(refused.headers()["retry-after"], "30");
     let body = assert_scim_error(refused, 503, None).await;
     assert!(body["detail"].as_str().unwrap().contains("retry"), "{body}");
