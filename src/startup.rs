@@ -263,6 +263,8 @@ impl Application {
                 .configure(|cfg| routes::configure(cfg, body_limit, bulk_limit))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // A worker's blocking work is its ledger reads, of which the pool lets `readers` run.
+        .worker_max_blocking_threads(settings.database.readers.max(1))
         .client_request_timeout(Duration::from_secs(30))
         .listen(listener)?
         .run();
