@@ -140,6 +140,22 @@ impl AccountPage {
             }),
         }
     }
+
+    /// The page of the accounts read from `start` on, of `total` on the target; the next
+    /// page starts where this one ends, unless it was empty or reached the total.
+    pub(crate) fn at_offset(
+        start: usize,
+        accounts: Vec<Payload>,
+        total: usize,
+    ) -> TargetResult<AccountPage> {
+        let end = start + accounts.len();
+        let accounts = accounts
+            .into_iter()
+            .map(|account| RemoteAccount::from_object(account, "id"))
+            .collect::<TargetResult<_>>()?;
+        let next = (end > start && end < total).then(|| end.to_string());
+        Ok(AccountPage { accounts, next })
+    }
 }
 
 /// The type of a target field, as the target API declares it.

@@ -205,14 +205,7 @@ impl Target for AppgateTarget {
     async fn list(&self, cursor: Option<&str>) -> TargetResult<AccountPage> {
         let start = AccountPage::offset(cursor)?;
         let page = self.client.page(start, LIST_PAGE_SIZE).await?;
-        let end = start + page.data.len();
-        let accounts = page
-            .data
-            .into_iter()
-            .map(|user| RemoteAccount::from_object(user, "id"))
-            .collect::<TargetResult<_>>()?;
-        let next = (end > start && end < page.total_count).then(|| end.to_string());
-        Ok(AccountPage { accounts, next })
+        AccountPage::at_offset(start, page.data, page.total_count)
     }
 
     fn marked(&self, account: &RemoteAccount) -> bool {

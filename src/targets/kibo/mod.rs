@@ -167,14 +167,7 @@ impl Target for KiboTarget {
     async fn list(&self, cursor: Option<&str>) -> TargetResult<AccountPage> {
         let start = AccountPage::offset(cursor)?;
         let page = self.client.page(start, LIST_PAGE_SIZE).await?;
-        let end = start + page.items.len();
-        let accounts = page
-            .items
-            .into_iter()
-            .map(|account| RemoteAccount::from_object(account, "id"))
-            .collect::<TargetResult<_>>()?;
-        let next = (end > start && end < page.total_count).then(|| end.to_string());
-        Ok(AccountPage { accounts, next })
+        AccountPage::at_offset(start, page.items, page.total_count)
     }
 
     fn marked(&self, account: &RemoteAccount) -> bool {
