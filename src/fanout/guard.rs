@@ -219,6 +219,7 @@ mod tests {
                             error: None,
                             payload_hash: wanted.hash.clone(),
                             mapping_version: "m1".into(),
+                            sent: Some(wanted.payload.clone()),
                         },
                         &AttemptOutcome::Delivered {
                             remote_id: Some(format!("r{user}")),
