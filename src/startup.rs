@@ -192,7 +192,8 @@ impl Application {
             ))),
         )
         .with_metrics(Arc::clone(&metrics));
-        let operator = Operator::new(db.clone(), clock.clone(), settings.target_names());
+        let operator = Operator::new(db.clone(), clock.clone(), settings.target_names())
+            .waking(Arc::clone(&fanout));
         let console = web::Data::new(Console::new(
             clock.clone(),
             service.clone(),
