@@ -21,7 +21,7 @@ pub(crate) struct Breach {
 
 impl Breach {
     /// What the operator is told to do about it.
-    pub(crate) fn advice(&self) -> String {
+    fn advice(&self) -> String {
         format!(
             "deprovisioning guard: disables and deletes to this target are held; review them \
              with `ledger held --target {}`, then release or discard them",
