@@ -64,6 +64,7 @@ pub struct Application {
     port: u16,
     server: Server,
     db: Db,
+    planning: planner::Planning,
     fanout: Arc<Fanout>,
     sandbox: Option<Sandbox>,
     shutdown_timeout: Duration,
@@ -187,11 +188,12 @@ impl Application {
             Some(Arc::new(FanoutHook::new(
                 Arc::clone(&planner),
                 Arc::clone(&fanout),
-                planning,
+                planning.wake(),
             ))),
         )
         .with_metrics(Arc::clone(&metrics));
-        let operator = Operator::new(db.clone(), clock.clone(), settings.target_names());
+        let operator = Operator::new(db.clone(), clock.clone(), settings.target_names())
+            .waking(Arc::clone(&fanout));
         let console = web::Data::new(Console::new(
             clock.clone(),
             service.clone(),
@@ -272,6 +274,7 @@ impl Application {
             port,
             server,
             db: db_handle,
+            planning,
             fanout,
             sandbox,
             shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
@@ -282,10 +285,12 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, lets in-flight requests finish, then gives in-flight
-    /// deliveries the same grace period; what is left stays due in the ledger.
+    /// Serves until SIGINT/SIGTERM, lets in-flight requests finish, then the planner's batch
+    /// in flight, then gives in-flight deliveries the same grace period; what is left stays
+    /// in the ledger (marks to plan, rows due), and no write races the final checkpoint.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        self.planning.shutdown(self.shutdown_timeout).await;
         self.fanout.shutdown(self.shutdown_timeout).await;
         if let Err(err) = self.db.checkpoint().await {
             tracing::warn!(error = %err, "final WAL checkpoint failed; SQLite replays the log on the next start");

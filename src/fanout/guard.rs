@@ -6,17 +6,45 @@ use crate::clock::{unix_millis, SharedClock};
 use crate::ledger::{Db, Delivery, DeliveryOp, GuardWindow, LedgerError};
 use crate::targets::config::GuardConfig;
 
-/// Which rule a window broke, and with what counts, for the operator's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The moment a target became held: which rule its window broke, and with what counts.
+/// Returned by the guard and logged from this value alone, so what the operator reads and
+/// what the tests assert are the same facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Breach {
+    pub target: String,
     pub rule: &'static str,
     pub sent: u64,
     pub limit: u64,
     pub accounts: u64,
+    pub window_secs: u64,
+}
+
+impl Breach {
+    /// What the operator is told to do about it.
+    fn advice(&self) -> String {
+        format!(
+            "deprovisioning guard: disables and deletes to this target are held; review them \
+             with `ledger held --target {}`, then release or discard them",
+            self.target
+        )
+    }
+
+    fn log(&self) {
+        tracing::warn!(
+            target_name = %self.target,
+            rule = self.rule,
+            sent = self.sent,
+            limit = self.limit,
+            accounts = self.accounts,
+            window_secs = self.window_secs,
+            "{}",
+            self.advice()
+        );
+    }
 }
 
 /// What the guard says about one deprovision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Send,
     /// Held; `breach` is set when this deprovision is the one that held the target.
@@ -46,71 +74,25 @@ fn guarded(delivery: &Delivery) -> bool {
     delivery.desired.operation != DeliveryOp::Upsert && delivery.delivered_hash.is_some()
 }
 
-/// Decides, in the one write that also records the decision, whether `delivery` may go.
-/// Returns `true` to send it. A ledger error keeps it back: it stays due and is asked again.
+/// Decides whether `delivery` may go, and logs the decision. Returns `true` to send it. A
+/// ledger error keeps it back: it stays due and is asked again.
 pub(crate) async fn admits(
     db: &Db,
     clock: &SharedClock,
     config: GuardConfig,
     delivery: &Delivery,
 ) -> bool {
-    if !config.enabled || !guarded(delivery) {
-        return true;
-    }
-    let now = unix_millis(clock.as_ref());
-    let asked = delivery.clone();
-    let decided = db
-        .write(move |s| -> Result<Verdict, LedgerError> {
-            if s.guard_granted(&asked)? {
-                return Ok(Verdict::Send);
-            }
-            let target = asked.desired.target.as_str();
-            if s.held_count(target)? > 0 {
-                s.hold(&asked, now)?;
-                return Ok(Verdict::Hold { breach: None });
-            }
-            let window_ms =
-                i64::try_from(config.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-            let GuardWindow { sent, deleted } =
-                s.guard_window(target, now.saturating_sub(window_ms))?;
-            let accounts = s.linked_accounts(target)? + deleted;
-            let (limit, rule) = limit(&config, accounts);
-            if sent < limit {
-                s.grant_deprovision(&asked, now)?;
-                return Ok(Verdict::Send);
-            }
-            s.hold(&asked, now)?;
-            Ok(Verdict::Hold {
-                breach: Some(Breach {
-                    rule,
-                    sent,
-                    limit,
-                    accounts,
-                }),
-            })
-        })
-        .await;
-    let target = delivery.desired.target.as_str();
-    match decided {
+    match ask(db, clock, config, delivery).await {
         Ok(Verdict::Send) => true,
         Ok(Verdict::Hold {
             breach: Some(breach),
         }) => {
-            tracing::warn!(
-                target_name = target,
-                rule = breach.rule,
-                sent = breach.sent,
-                limit = breach.limit,
-                accounts = breach.accounts,
-                window_secs = config.window_secs,
-                "deprovisioning guard: disables and deletes to this target are held; review \
-                 them with `ledger held --target {target}`, then release or discard them"
-            );
+            breach.log();
             false
         }
         Ok(Verdict::Hold { breach: None }) => {
             tracing::debug!(
-                target_name = target,
+                target_name = delivery.desired.target.as_str(),
                 user = %delivery.desired.user_id,
                 "deprovision held"
             );
@@ -118,13 +100,58 @@ pub(crate) async fn admits(
         }
         Err(err) => {
             tracing::error!(
-                target_name = target,
+                target_name = delivery.desired.target.as_str(),
                 error = %err,
                 "cannot ask the deprovisioning guard; the deprovision stays due"
             );
             false
         }
     }
+}
+
+/// Decides, in the one write that also records the decision, whether `delivery` may go.
+async fn ask(
+    db: &Db,
+    clock: &SharedClock,
+    config: GuardConfig,
+    delivery: &Delivery,
+) -> Result<Verdict, LedgerError> {
+    if !config.enabled || !guarded(delivery) {
+        return Ok(Verdict::Send);
+    }
+    let now = unix_millis(clock.as_ref());
+    let asked = delivery.clone();
+    db.write(move |s| -> Result<Verdict, LedgerError> {
+        if s.guard_granted(&asked)? {
+            return Ok(Verdict::Send);
+        }
+        let target = asked.desired.target.as_str();
+        if s.held_count(target)? > 0 {
+            s.hold(&asked, now)?;
+            return Ok(Verdict::Hold { breach: None });
+        }
+        let window_ms = i64::try_from(config.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let GuardWindow { sent, deleted } =
+            s.guard_window(target, now.saturating_sub(window_ms))?;
+        let accounts = s.linked_accounts(target)? + deleted;
+        let (limit, rule) = limit(&config, accounts);
+        if sent < limit {
+            s.grant_deprovision(&asked, now)?;
+            return Ok(Verdict::Send);
+        }
+        s.hold(&asked, now)?;
+        Ok(Verdict::Hold {
+            breach: Some(Breach {
+                target: target.to_owned(),
+                rule,
+                sent,
+                limit,
+                accounts,
+                window_secs: config.window_secs,
+            }),
+        })
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -192,6 +219,7 @@ mod tests {
                             error: None,
                             payload_hash: wanted.hash.clone(),
                             mapping_version: "m1".into(),
+                            sent: Some(wanted.payload.clone()),
                         },
                         &AttemptOutcome::Delivered {
                             remote_id: Some(format!("r{user}")),
@@ -239,6 +267,14 @@ mod tests {
             sent
         }
 
+        async fn verdicts(&self, config: GuardConfig, rows: &[Delivery]) -> Vec<Verdict> {
+            let mut verdicts = Vec::new();
+            for row in rows {
+                verdicts.push(ask(&self.db, &self.shared, config, row).await.unwrap());
+            }
+            verdicts
+        }
+
         async fn held(&self) -> u64 {
             self.db.read(|s| s.held_count(TARGET)).await.unwrap()
         }
@@ -258,32 +294,38 @@ mod tests {
     async fn a_burst_is_held_at_the_threshold_and_creates_and_updates_are_never_asked() {
         let f = Fixture::with_accounts(20).await;
         let rows = f.deactivate(0..15).await;
-        let log = crate::telemetry::Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(log.clone())
-            .with_ansi(false)
-            .finish();
-        let logging = tracing::subscriber::set_default(subscriber);
-        // Another test's thread may have cached this callsite as unwanted (no subscriber
-        // there); ask every callsite again now that this thread has one.
-        tracing::callsite::rebuild_interest_cache();
-        assert_eq!(f.admitted(strict(10), &rows).await, 10);
-        drop(logging);
+        let verdicts = f.verdicts(strict(10), &rows).await;
+        let sent = verdicts.iter().filter(|v| **v == Verdict::Send).count();
+        assert_eq!(sent, 10);
         assert_eq!(f.held().await, 5);
-        // One WARN, when the target became held, with the rule and the counts.
-        let text = log.text();
-        assert_eq!(text.matches("WARN").count(), 1, "{text}");
-        for expected in [
-            "deprovisioning guard",
-            "target_name=\"kibo\"",
-            "rule=\"max_deprovisions\"",
-            "sent=10",
-            "limit=10",
-            "accounts=20",
-            "window_secs=600",
-            "ledger held --target kibo",
-        ] {
-            assert!(text.contains(expected), "{expected}: {text}");
+        // The eleventh held the target, once, with the rule and the counts the log shows.
+        let breaches: Vec<(usize, &Breach)> = verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(at, verdict)| match verdict {
+                Verdict::Hold {
+                    breach: Some(breach),
+                } => Some((at, breach)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            breaches,
+            [(
+                10,
+                &Breach {
+                    target: "kibo".into(),
+                    rule: "max_deprovisions",
+                    sent: 10,
+                    limit: 10,
+                    accounts: 20,
+                    window_secs: 600,
+                }
+            )]
+        );
+        let advice = breaches[0].1.advice();
+        for expected in ["deprovisioning guard", "ledger held --target kibo"] {
+            assert!(advice.contains(expected), "{expected}: {advice}");
         }
         let held =
             f.db.read(|s| s.delivery("u14", TARGET))

@@ -3,10 +3,13 @@
 //! audit trail every one of these actions is written to. Shared by the admin HTTP API and the
 //! `ledger` CLI, which may run against the database of a running or a stopped bridge.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::clock::{unix_millis, SharedClock};
+use crate::fanout::Fanout;
 use crate::ledger::{
     Actor, Adoption, Attempt, AuditAction, AuditEntry, AuditOutcome, AuditQuery, Audited, Db,
     Delivery, DeliveryState, LedgerError, Omissions, TargetLag,
@@ -73,11 +76,34 @@ pub(crate) struct Operator {
     db: Db,
     clock: SharedClock,
     targets: Vec<String>,
+    /// The running workers, inside the bridge: an action that makes rows due wakes them.
+    /// `None` for the `ledger` CLI, whose changes a running bridge finds on its next poll.
+    fanout: Option<Arc<Fanout>>,
 }
 
 impl Operator {
     pub(crate) fn new(db: Db, clock: SharedClock, targets: Vec<String>) -> Operator {
-        Operator { db, clock, targets }
+        Operator {
+            db,
+            clock,
+            targets,
+            fanout: None,
+        }
+    }
+
+    /// Wakes `fanout`'s workers after the actions that make rows due.
+    pub(crate) fn waking(mut self, fanout: Arc<Fanout>) -> Operator {
+        self.fanout = Some(fanout);
+        self
+    }
+
+    fn wake(&self, target: Option<&str>) {
+        if let Some(fanout) = &self.fanout {
+            match target {
+                Some(target) => fanout.wake(&[target.to_owned()]),
+                None => fanout.wake(&self.targets),
+            }
+        }
     }
 
     pub(crate) fn targets(&self) -> &[String] {
@@ -142,7 +168,9 @@ impl Operator {
         } else {
             vec![DeliveryState::Dead, DeliveryState::Rejected]
         };
-        self.db
+        let target = request.target.clone();
+        let replayed = self
+            .db
             .write(move |s| {
                 let replayed = s.replay(
                     request.user_id.as_deref(),
@@ -159,9 +187,13 @@ impl Operator {
                     detail: json!({"replayed": replayed, "dead_only": request.dead_only}),
                     outcome: AuditOutcome::Ok,
                 })?;
-                Ok(replayed)
+                Ok::<_, LedgerError>(replayed)
             })
-            .await
+            .await?;
+        if replayed > 0 {
+            self.wake(target.as_deref());
+        }
+        Ok(replayed)
     }
 
     pub(crate) async fn set_paused(
@@ -180,14 +212,18 @@ impl Operator {
             target,
             json!({}),
         );
-        let target = target.to_owned();
+        let paused_target = target.to_owned();
         self.db
             .write(move |s| {
-                s.set_paused(&target, paused)?;
+                s.set_paused(&paused_target, paused)?;
                 s.append_audit(&entry)?;
-                Ok(())
+                Ok::<_, LedgerError>(())
             })
-            .await
+            .await?;
+        if !paused {
+            self.wake(Some(target));
+        }
+        Ok(())
     }
 
     /// The deprovisions the guard holds on `target`.
@@ -209,18 +245,24 @@ impl Operator {
     }
 
     /// Sends what the guard holds on `target`, each once, and starts its window afresh;
-    /// returns how many. A running bridge's worker finds them due on its next poll.
+    /// returns how many. The bridge's worker is woken to send them now (a running bridge
+    /// released from the CLI finds them on its next poll).
     pub(crate) async fn release(&self, target: &str, actor: &Actor) -> Result<usize, LedgerError> {
         let mut entry = self.entry(actor, AuditAction::Release, target, Value::Null);
-        let target = target.to_owned();
-        self.db
+        let held_target = target.to_owned();
+        let released = self
+            .db
             .write(move |s| {
-                let released = s.release_held(&target, entry.at)?;
+                let released = s.release_held(&held_target, entry.at)?;
                 entry.detail = json!({"released": released});
                 s.append_audit(&entry)?;
-                Ok(released)
+                Ok::<_, LedgerError>(released)
             })
-            .await
+            .await?;
+        if released > 0 {
+            self.wake(Some(target));
+        }
+        Ok(released)
     }
 
     /// Drops what the guard holds on `target` unsent: the ledger takes those users as
@@ -232,15 +274,21 @@ impl Operator {
              keeps the account as it was",
             entry.actor
         );
-        let target = target.to_owned();
-        self.db
+        let held_target = target.to_owned();
+        let discarded = self
+            .db
             .write(move |s| {
-                let discarded = s.discard_held(&target, &note, entry.at)?;
+                let discarded = s.discard_held(&held_target, &note, entry.at)?;
                 entry.detail = json!({"discarded": discarded});
                 s.append_audit(&entry)?;
-                Ok(discarded)
+                Ok::<_, LedgerError>(discarded)
             })
-            .await
+            .await?;
+        // The target is no longer held: deprovisions that came after these go now.
+        if discarded > 0 {
+            self.wake(Some(target));
+        }
+        Ok(discarded)
     }
 
     /// Appends an operator action that is not one ledger write of its own (a mapping

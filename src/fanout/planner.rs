@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
 use crate::clock::{unix_millis, SharedClock};
 use crate::fanout::plan::{Planner, Rendered};
@@ -29,24 +30,56 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// A marked user as read, with its rendering: `None` for a user deleted since it was marked.
 type Planned = (Mark, Option<(Value, Rendered)>);
 
+/// The running planner: its wake-up, given to the write hook, and its stop.
+pub(crate) struct Planning {
+    wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Planning {
+    /// What a committed write notifies to have its marks planned.
+    pub(crate) fn wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Lets the batch in flight be recorded (or fail: one transaction either way) and plans
+    /// no other, waiting up to `deadline`. The marks not reached stay in the ledger for the
+    /// next start. Past the deadline the task is dropped where it waits: a batch handed to
+    /// the writer still commits whole or not at all.
+    pub(crate) async fn shutdown(self, deadline: Duration) {
+        let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(deadline, self.task).await.is_err() {
+            abort.abort();
+            tracing::warn!("the planner was still at work at shutdown; its marks are planned on the next start");
+        }
+    }
+}
+
 /// Starts the planner on the current runtime. It first plans every mark left from before,
-/// then whatever the returned `Notify` is woken for.
+/// then whatever its wake-up is notified for, until it is shut down.
 pub(crate) fn start(
     planner: Arc<Planner>,
     db: Db,
     fanout: Arc<Fanout>,
     clock: SharedClock,
-) -> Arc<Notify> {
+) -> Planning {
     let wake = Arc::new(Notify::new());
+    let (stop, stopping) = watch::channel(false);
     let task = PlanLoop {
         planner,
         db,
         fanout,
         clock,
         wake: Arc::clone(&wake),
+        stopping,
     };
-    tokio::spawn(task.run());
-    wake
+    Planning {
+        wake,
+        stop,
+        task: tokio::spawn(task.run()),
+    }
 }
 
 struct PlanLoop {
@@ -55,25 +88,47 @@ struct PlanLoop {
     fanout: Arc<Fanout>,
     clock: SharedClock,
     wake: Arc<Notify>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl PlanLoop {
-    async fn run(self) {
+    async fn run(mut self) {
         loop {
-            match self.drain().await {
+            let pause = match self.drain().await {
                 // A write committed since the last read left a permit: nothing is missed.
-                Ok(()) => self.wake.notified().await,
+                Ok(()) => None,
                 Err(err) => {
                     tracing::warn!(error = %err, "planning failed; the marks stay and are planned again");
-                    let _ = tokio::time::timeout(RETRY_AFTER_FAILURE, self.wake.notified()).await;
+                    Some(RETRY_AFTER_FAILURE)
                 }
+            };
+            if self.stopped() {
+                return;
+            }
+            let wake = &self.wake;
+            let woken = async {
+                match pause {
+                    None => wake.notified().await,
+                    Some(pause) => {
+                        let _ = tokio::time::timeout(pause, wake.notified()).await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = woken => {}
+                // A dropped `Planning` stops the planner as a shutdown does.
+                _ = self.stopping.changed() => return,
             }
         }
     }
 
-    /// Plans batches until no mark is left.
+    fn stopped(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Plans batches until no mark is left or the planner is stopped.
     async fn drain(&self) -> Result<(), LedgerError> {
-        loop {
+        while !self.stopped() {
             let marked = self
                 .db
                 .read(|store| {
@@ -126,6 +181,7 @@ impl PlanLoop {
                 self.fanout.wake(woken.targets());
             }
         }
+        Ok(())
     }
 }
 
@@ -191,6 +247,7 @@ mod tests {
             fanout,
             clock: Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH)),
             wake,
+            stopping: watch::channel(false).1,
         };
         Fixture {
             _dir: dir,
@@ -258,6 +315,35 @@ mod tests {
                 .unwrap()
         }
 
+        /// Starts a planner task on the fixture's ledger, as `Application::build` does.
+        fn start(&self) -> Planning {
+            start(
+                Arc::clone(&self.planning.planner),
+                self.db.clone(),
+                Arc::clone(&self.planning.fanout),
+                Arc::clone(&self.planning.clock),
+            )
+        }
+
+        /// Of users u0 to u39, those with a desired state on every target, and the marks
+        /// left.
+        async fn planned_and_marked(&self) -> (u64, u64) {
+            self.db
+                .read(|s| {
+                    let mut planned = 0;
+                    for user in 0..40 {
+                        match s.deliveries_of(&format!("u{user}"))?.len() {
+                            0 => {}
+                            4 => planned += 1,
+                            partly => panic!("u{user} planned for {partly} targets"),
+                        }
+                    }
+                    Ok::<_, LedgerError>((planned, s.planning()?))
+                })
+                .await
+                .unwrap()
+        }
+
         /// Rows per target, the marks left and whether a sealed password is held.
         async fn ledger(&self, id: &str) -> (Vec<(String, DeliveryOp)>, u64, bool) {
             let id = id.to_owned();
@@ -317,5 +403,44 @@ mod tests {
             rows.iter().all(|(_, op)| *op != DeliveryOp::Upsert),
             "{rows:?}"
         );
+    }
+
+    /// The planner is shut down while its first batch waits for the ledger: that batch is
+    /// recorded whole, no other is started, nothing writes after the shutdown (the
+    /// checkpoint empties the log), and the marks not reached are planned by the next start.
+    #[tokio::test]
+    async fn a_shutdown_records_the_batch_in_flight_and_leaves_the_other_marks() {
+        let f = fixture();
+        for user in 0..40 {
+            f.create(&format!("u{user}"), None).await;
+        }
+        // Holds the only reader, so the planner's first read waits for it.
+        let (entered, inside) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let db = f.db.clone();
+        let reader = tokio::spawn(async move {
+            db.read(move |_| {
+                let _ = entered.send(());
+                let _ = released.recv();
+                Ok::<_, LedgerError>(())
+            })
+            .await
+        });
+        inside.await.unwrap();
+        let planning = f.start();
+        // On this single-threaded runtime the planner now runs up to its wait for a reader.
+        tokio::task::yield_now().await;
+        release.send(()).unwrap();
+        planning.shutdown(Duration::from_secs(30)).await;
+        reader.await.unwrap().unwrap();
+        assert_eq!(f.planned_and_marked().await, (16, 24));
+
+        f.db.checkpoint().await.unwrap();
+        let wal = std::fs::metadata(f._dir.path().join("p.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "a write after the shutdown");
+        assert_eq!(f.planned_and_marked().await, (16, 24));
+
+        f.planning.drain().await.unwrap();
+        assert_eq!(f.planned_and_marked().await, (40, 0));
     }
 }

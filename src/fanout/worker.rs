@@ -284,7 +284,10 @@ impl Worker {
     }
 
     async fn deliver(&self, claimed: Claimed, probe: bool) {
-        let Claimed { delivery, sealed } = claimed;
+        let Claimed {
+            mut delivery,
+            sealed,
+        } = claimed;
         if !guard::admits(&self.db, &self.clock, self.policy.guard, &delivery).await {
             return;
         }
@@ -320,6 +323,8 @@ impl Worker {
             error: error.map(str::to_owned),
             payload_hash: delivery.desired.hash.clone(),
             mapping_version: delivery.desired.mapping_version.clone(),
+            // Moved, not copied: the delivery needs its body no more.
+            sent: Some(std::mem::take(&mut delivery.desired.payload)),
         };
         tracing::info!(
             target_name = %attempt.target,

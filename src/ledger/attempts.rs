@@ -3,6 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::lifecycle::{transition, Progress, StateKey};
 use super::{LedgerError, Store};
@@ -60,6 +61,11 @@ pub(crate) struct Attempt {
     /// The key of the desired state this attempt sent.
     pub payload_hash: StateKey,
     pub mapping_version: String,
+    /// The body this attempt sent (the desired payload it was claimed with), kept as the
+    /// delivered one when the desired state moved on while it was in flight. Not part of
+    /// the history: `None` in lines read back.
+    #[serde(skip)]
+    pub sent: Option<Map<String, Value>>,
 }
 
 impl Store<'_> {
@@ -98,12 +104,15 @@ impl Store<'_> {
         let to = transition(from, outcome, moved_on, now);
         let (status, error) = outcome.failure();
         // One write of the row: the key and id it now holds change only with a delivery.
-        // The body sent is not at hand here, so a delivery sets `delivered_payload` back to
-        // NULL: the same as `payload` when the desired state did not move on meanwhile, and
-        // otherwise, beside a delivered key that differs from the desired one, "not kept".
+        // A delivery sets `delivered_payload` to NULL (the same as `payload`) unless the
+        // desired state moved on meanwhile: then to the body sent, written out only then.
         let (delivered, remote_id) = match outcome {
             AttemptOutcome::Delivered { remote_id, .. } => (true, remote_id.as_deref()),
             _ => (false, None),
+        };
+        let sent = match (&attempt.sent, delivered && moved_on) {
+            (Some(body), true) => Some(serde_json::to_string(body)?),
+            _ => None,
         };
         self.conn()
             .prepare_cached(
@@ -111,7 +120,7 @@ impl Store<'_> {
                  failing_since = ?6, last_status = ?7, last_error = ?8, updated_at = ?9, \
                  delivered_hash = CASE WHEN ?10 THEN ?11 ELSE delivered_hash END, \
                  remote_id = CASE WHEN ?10 THEN ?12 ELSE remote_id END, \
-                 delivered_payload = CASE WHEN ?10 THEN NULL ELSE delivered_payload END \
+                 delivered_payload = CASE WHEN ?10 THEN ?13 ELSE delivered_payload END \
                  WHERE user_id = ?1 AND target = ?2",
             )?
             .execute(params![
@@ -127,6 +136,7 @@ impl Store<'_> {
                 delivered,
                 attempt.payload_hash,
                 remote_id,
+                sent,
             ])?;
         self.append_attempt(attempt)
     }
@@ -177,6 +187,7 @@ impl Store<'_> {
                     error: row.get(7)?,
                     payload_hash: row.get(8)?,
                     mapping_version: row.get(9)?,
+                    sent: None,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

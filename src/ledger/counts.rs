@@ -239,7 +239,8 @@ mod tests {
     #[test]
     fn the_migration_counts_the_rows_already_there() {
         let mut conn = Connection::open_in_memory().unwrap();
-        let before = migrations::MIGRATIONS.len() - 1;
+        // Up to migration 12, which fills the counters.
+        let before = 11;
         for sql in &migrations::MIGRATIONS[..before] {
             conn.execute_batch(sql).unwrap();
         }

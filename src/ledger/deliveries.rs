@@ -488,6 +488,7 @@ mod tests {
             error: None,
             payload_hash: key,
             mapping_version: "m1".into(),
+            sent: None,
         }
     }
 

@@ -410,6 +410,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
             ON CONFLICT (target, state) DO UPDATE SET n = n + 1;
     END;
     "#,
+    // 13: how many users wait to be planned, kept by triggers on `plan_queue` as
+    // `delivery_counts` is kept on `deliveries`, so the admin counts read one row however
+    // many marks a reload or a burst leaves. Marking a user again is an update of its
+    // mark, not an insert, and leaves the count alone. Filled from the marks present. No
+    // writer may use `INSERT OR REPLACE` on `plan_queue`: SQLite fires no delete trigger
+    // for the row such an insert replaces.
+    r#"
+    CREATE TABLE plan_queue_count (
+        id  INTEGER PRIMARY KEY CHECK (id = 1),
+        n   INTEGER NOT NULL
+    );
+    INSERT INTO plan_queue_count (id, n) SELECT 1, COUNT(*) FROM plan_queue;
+    CREATE TRIGGER plan_queue_count_insert AFTER INSERT ON plan_queue
+    BEGIN
+        UPDATE plan_queue_count SET n = n + 1 WHERE id = 1;
+    END;
+    CREATE TRIGGER plan_queue_count_delete AFTER DELETE ON plan_queue
+    BEGIN
+        UPDATE plan_queue_count SET n = n - 1 WHERE id = 1;
+    END;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -24,6 +24,9 @@ const MARK: &str = "INSERT INTO plan_queue (user_id, fresh_secret, new) VALUES (
      ON CONFLICT (user_id) DO UPDATE SET seq = (SELECT max(seq) + 1 FROM plan_queue), \
      fresh_secret = coalesce(excluded.fresh_secret, fresh_secret)";
 
+/// The marks waiting, as the triggers of migration 13 keep them.
+const PLANNING: &str = "SELECT n FROM plan_queue_count WHERE id = 1";
+
 impl Store<'_> {
     /// Promises that `user_id` will be planned: committed with the SCIM write that changed
     /// the user. `new` for a user created by that write.
@@ -108,11 +111,11 @@ impl Store<'_> {
             .optional()?)
     }
 
-    /// How many users wait to be planned.
+    /// How many users wait to be planned, from the counter the triggers keep.
     pub(crate) fn planning(&self) -> Result<u64, LedgerError> {
         let count: i64 = self
             .conn()
-            .prepare_cached("SELECT count(*) FROM plan_queue")?
+            .prepare_cached(PLANNING)?
             .query_row([], |row| row.get(0))?;
         Ok(count.max(0) as u64)
     }
@@ -120,7 +123,10 @@ impl Store<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::ledger::{Db, DbOptions, LedgerError};
+    use rusqlite::Connection;
+
+    use super::PLANNING;
+    use crate::ledger::{migrations, Db, DbOptions, LedgerError, Store};
 
     async fn open() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
@@ -186,5 +192,72 @@ mod tests {
             .unwrap();
         assert!(cleared);
         assert_eq!(left, 0);
+    }
+
+    /// The kept count and a full count of the marks.
+    fn kept_and_counted(s: &Store<'_>) -> Result<(u64, u64), LedgerError> {
+        let counted: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM plan_queue", [], |row| row.get(0))?;
+        Ok((s.planning()?, counted as u64))
+    }
+
+    #[tokio::test]
+    async fn the_planning_counter_equals_a_full_count_after_marks_re_marks_clears_and_drops() {
+        let (_dir, db) = open().await;
+        let counts = db
+            .write(|s| {
+                let mut counts = Vec::new();
+                for user in 0..5 {
+                    s.mark_for_planning(&format!("u{user}"), None, true)?;
+                }
+                counts.push(kept_and_counted(s)?);
+                // The same user marked twice is one mark.
+                s.mark_for_planning("u1", Some("secret"), false)?;
+                s.mark_for_planning("u1", None, false)?;
+                counts.push(kept_and_counted(s)?);
+                let marks = s.marks(2)?;
+                for mark in &marks {
+                    assert!(s.clear_mark(mark)?);
+                }
+                // A stale mark clears nothing and counts nothing off.
+                assert!(!s.clear_mark(&marks[0])?);
+                counts.push(kept_and_counted(s)?);
+                assert!(s.drop_mark("u1")?.is_some());
+                assert!(s.drop_mark("u1")?.is_none());
+                counts.push(kept_and_counted(s)?);
+                s.conn().execute("DELETE FROM plan_queue", [])?;
+                counts.push(kept_and_counted(s)?);
+                Ok::<_, LedgerError>(counts)
+            })
+            .await
+            .unwrap();
+        assert_eq!(counts, [(5, 5), (5, 5), (3, 3), (2, 2), (0, 0)]);
+    }
+
+    #[test]
+    fn the_migration_counts_the_marks_already_there_and_planning_reads_no_mark() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &migrations::MIGRATIONS[..12] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 12;
+             INSERT INTO plan_queue (user_id) VALUES ('u1'), ('u2'), ('u3');",
+        )
+        .unwrap();
+        migrations::run(&mut conn).unwrap();
+        assert_eq!(kept_and_counted(&Store::new(&conn)).unwrap(), (3, 3));
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PLANNING}"))
+            .unwrap()
+            .query_map([], |row| row.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().all(|step| !step.contains("plan_queue ")),
+            "{plan:?}"
+        );
     }
 }

@@ -206,6 +206,30 @@ impl<'c> Store<'c> {
         self.rows(&sql, params![clamp(limit), clamp(offset)])
     }
 
+    /// Up to `limit` resources created after the one at key `after` (0 before the first),
+    /// in creation order, each with its key to go on from. For scans over every resource:
+    /// an offset reads again every row it skips, and shifts when rows before it go.
+    pub(crate) fn page_after(
+        &self,
+        kind: ResourceKind,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, ResourceRow)>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS}, seq FROM {} WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            kind.table()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let raw = stmt
+            .query_map(params![after, limit.min(i64::MAX as u64) as i64], |row| {
+                Ok((row.get::<_, i64>(5)?, read_row(row)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raw.into_iter()
+            .map(|(key, row)| Ok((key, into_resource(row)?)))
+            .collect()
+    }
+
     /// Visits every resource of a kind in creation order without holding them all in memory.
     pub(crate) fn for_each(
         &self,

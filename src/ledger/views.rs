@@ -321,6 +321,7 @@ mod tests {
             error: None,
             payload_hash: StateKey::sample(name),
             mapping_version: "m1".into(),
+            sent: Some(wanted(name).payload),
         };
         let outcome = AttemptOutcome::Delivered {
             remote_id: Some("r1".into()),
@@ -376,11 +377,13 @@ mod tests {
             .unwrap();
         assert_eq!(row.state, DeliveryState::Delivered);
 
-        // Delivered while the desired state moved on: the body sent is not kept.
+        // Delivered while the desired state moved on: the body sent is kept beside the new
+        // desired one, until that one is delivered too.
         set(&db, "Eve").await;
         set(&db, "Fay").await;
+        assert_eq!(kept(&db).await.as_deref(), Some("Cleo"));
         deliver(&db, "Eve").await;
-        assert_eq!(kept(&db).await, None);
+        assert_eq!(kept(&db).await.as_deref(), Some("Eve"));
         let row = db
             .read(|s| s.delivery("u1", "kibo"))
             .await
@@ -388,6 +391,9 @@ mod tests {
             .unwrap();
         assert_eq!(row.delivered_hash, Some(StateKey::sample("Eve")));
         assert_eq!(row.desired.hash, StateKey::sample("Fay"));
+        assert_eq!(row.state, DeliveryState::Pending, "Fay is still to be sent");
+        deliver(&db, "Fay").await;
+        assert_eq!(kept(&db).await, None);
     }
 
     #[tokio::test]

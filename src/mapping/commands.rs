@@ -16,7 +16,7 @@ use crate::mapping::{
     load_file, mapping_files, Event, FieldWarning, Location, Mapping, MappingError, MappingSet,
     MappingWarning, Render, Scoping,
 };
-use crate::scim::service::{ListQuery, ScimService};
+use crate::scim::service::ScimService;
 use crate::targets::{TargetSchema, VENDORS};
 
 /// Users read from the store per page in `mappings diff`.
@@ -469,17 +469,10 @@ pub(crate) async fn diff_users_told(
             .map(|target| ((*target).to_owned(), TargetChanges::default()))
             .collect(),
     };
-    let mut start_index = 1;
+    let mut after = 0;
     loop {
         let page = service
-            .list(
-                ResourceKind::User,
-                ListQuery {
-                    start_index,
-                    count: DIFF_PAGE,
-                    ..ListQuery::default()
-                },
-            )
+            .scan(ResourceKind::User, after, DIFF_PAGE)
             .await
             .map_err(|error| MappingError::Store(error.to_string()))?;
         if page.resources.is_empty() {
@@ -488,7 +481,7 @@ pub(crate) async fn diff_users_told(
         if !go_on(report.users, page.total_results) {
             return Ok(None);
         }
-        start_index += page.resources.len() as u64;
+        after = page.next;
         for user in &page.resources {
             report.users += 1;
             let (event, _) = event_for(&user.value);
@@ -783,4 +776,119 @@ fn pretty(value: &Value) -> String {
 fn writeln(out: &mut impl Write, line: String) {
     let _ = out.write_all(line.as_bytes());
     let _ = out.write_all(b"\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::ledger::{Db, DbOptions};
+
+    /// The shipped mappings, and a copy in which Kibo is sent every userName in capitals,
+    /// so the diff names every user it scans in Kibo's per-user lines.
+    fn shipped_and_every_user_changed(dir: &std::path::Path) -> (MappingSet, MappingSet) {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        for file in std::fs::read_dir(&shipped).unwrap() {
+            let file = file.unwrap().path();
+            let mut text = std::fs::read_to_string(&file).unwrap();
+            if file.file_name().unwrap() == "kibo.toml" {
+                text = text.replace(
+                    "userName = \"userName\"",
+                    "userName = { from = \"userName\", transform = [\"upper\"] }",
+                );
+            }
+            std::fs::write(dir.join(file.file_name().unwrap()), text).unwrap();
+        }
+        let schemas = builtin_schemas();
+        (
+            MappingSet::load_dir(&shipped, &schemas).unwrap(),
+            MappingSet::load_dir(dir, &schemas).unwrap(),
+        )
+    }
+
+    async fn create(service: &ScimService, name: &str) -> String {
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": name,
+            "name": {"givenName": "Ana", "familyName": "Lima"},
+            "emails": [{"value": format!("{name}@example.com"), "primary": true}],
+        });
+        service.create(ResourceKind::User, body).await.unwrap().id
+    }
+
+    /// The console's diff runs beside SCIM writes: between its pages users are deleted
+    /// (some already scanned, one not yet) and created. Every user stored through the whole
+    /// diff is scanned once, the one deleted before its page never, the new ones once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_diff_over_several_pages_scans_each_user_once_while_users_come_and_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("d.db"),
+            readers: 2,
+        })
+        .unwrap();
+        let service = ScimService::new(db, Arc::new(SystemClock), None);
+        let stored = 2 * DIFF_PAGE as usize + 100;
+        let mut ids = Vec::with_capacity(stored);
+        for user in 0..stored {
+            ids.push(create(&service, &format!("u{user:04}")).await);
+        }
+        let edited = tempfile::tempdir().unwrap();
+        let (old, new) = shipped_and_every_user_changed(edited.path());
+
+        // After each page is read: deletions of users before and past it, and a creation.
+        let (scanned, not_yet) = (ids[10].clone(), ids[DIFF_PAGE as usize + 150].clone());
+        let (later, created) = (ids[20].clone(), Mutex::new(Vec::new()));
+        let pages = Mutex::new(0);
+        let runtime = tokio::runtime::Handle::current();
+        let go_on = |_: u64, _: u64| {
+            let page = {
+                let mut pages = pages.lock().unwrap();
+                *pages += 1;
+                *pages
+            };
+            let gone: Vec<&String> = match page {
+                1 => vec![&scanned, &not_yet],
+                2 => vec![&later],
+                _ => Vec::new(),
+            };
+            tokio::task::block_in_place(|| {
+                runtime.block_on(async {
+                    for id in gone {
+                        service.delete(ResourceKind::User, id, None).await.unwrap();
+                    }
+                    if page <= 2 {
+                        let id = create(&service, &format!("new{page}")).await;
+                        created.lock().unwrap().push(id);
+                    }
+                })
+            });
+            true
+        };
+        let report = diff_users_told(&old, &new, &service, usize::MAX, &go_on)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let mut times: BTreeMap<String, usize> = BTreeMap::new();
+        for line in &report.targets["kibo"].per_user {
+            let id = line.split(" (").nth(1).unwrap().split(')').next().unwrap();
+            *times.entry(id.to_owned()).or_default() += 1;
+        }
+        let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "scanned more than once: {twice:?}");
+        let mut expected: Vec<String> = ids.into_iter().filter(|id| *id != not_yet).collect();
+        expected.extend(created.into_inner().unwrap());
+        expected.sort();
+        let seen: Vec<String> = times.into_keys().collect();
+        let missed: Vec<_> = expected.iter().filter(|id| !seen.contains(id)).collect();
+        assert!(missed.is_empty(), "never scanned: {missed:?}");
+        assert_eq!(seen, expected);
+        assert_eq!(report.users, expected.len() as u64);
+    }
 }

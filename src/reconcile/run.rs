@@ -866,6 +866,7 @@ mod tests {
                     error: None,
                     payload_hash: StateKey::sample(&format!("h{}", &user[1..])),
                     mapping_version: "m".into(),
+                    sent: None,
                 };
                 let outcome = AttemptOutcome::Delivered {
                     remote_id: Some(remote.into()),

@@ -111,6 +111,14 @@ pub(crate) struct ListPage {
     pub resources: Vec<Resource>,
 }
 
+/// One page of a scan over every stored resource (`ScimService::scan`).
+pub(crate) struct ScanPage {
+    pub total_results: u64,
+    pub resources: Vec<Resource>,
+    /// Where the next page starts.
+    pub next: i64,
+}
+
 #[derive(Clone)]
 pub struct ScimService {
     db: Db,
@@ -400,6 +408,31 @@ impl ScimService {
         }
         self.db
             .read(move |store| list_in(store, kind, &schema, &query))
+            .await
+    }
+
+    /// Up to `count` stored resources in creation order, from `after` (0 for the first page,
+    /// then the page's `next`): each resource stored through the whole scan is in it once,
+    /// whatever is created or deleted between its pages.
+    pub(crate) async fn scan(
+        &self,
+        kind: ResourceKind,
+        after: i64,
+        count: u64,
+    ) -> Result<ScanPage, ScimError> {
+        self.db
+            .read(move |store| {
+                let rows = store.page_after(kind, after, count)?;
+                let next = rows.last().map_or(after, |(key, _)| *key);
+                Ok(ScanPage {
+                    total_results: store.count(kind)?,
+                    resources: rows
+                        .into_iter()
+                        .map(|(_, row)| assemble(store, kind, row))
+                        .collect::<Result<_, LedgerError>>()?,
+                    next,
+                })
+            })
             .await
     }
 }

@@ -1275,3 +1275,90 @@ async fn the_deliveries_page_lists_a_state_replays_a_targets_failures_and_shows_
     assert_eq!(audit["entries"][0]["target"], "appgate", "{audit}");
     assert_eq!(audit["entries"][0]["detail"]["dead_only"], true, "{audit}");
 }
+
+/// A change arrives while the one before it is on its way to Kibo: once Kibo has answered,
+/// a user's page shows the body Kibo got as Last delivered (not "not kept"), and the newer
+/// change as Desired, pending.
+#[tokio::test]
+async fn a_users_page_shows_the_body_delivered_while_a_newer_change_came_in() {
+    let synced = SyncedApp::spawn().await;
+    let created = synced.app.create_user(&user("inflight")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    synced.settle(1).await;
+    let rename = |given: &'static str| {
+        let path = format!("/Users/{id}");
+        let app = &synced.app;
+        async move {
+            let body = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "name.givenName", "value": given}]
+            });
+            assert_eq!(app.patch(&path, &body).await.status(), 200);
+        }
+    };
+
+    // Kibo now answers slowly enough for a second change to come in meanwhile (and within
+    // the bridge's timeout for it).
+    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
+    kibo.set_faults(Faults {
+        latency_ms: 800,
+        ..Faults::default()
+    });
+    let before = kibo.requests();
+    rename("Second").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while kibo.requests() == before {
+        assert!(std::time::Instant::now() < deadline, "Kibo was never asked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Paused, so the newer change stays pending once the one in flight is answered.
+    let paused = synced
+        .admin(reqwest::Method::POST, "/targets/kibo/pause")
+        .send()
+        .await
+        .unwrap();
+    assert!(paused.status().is_success());
+    rename("Third").await;
+    synced.app.planned().await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = synced
+            .admin(reqwest::Method::GET, &format!("/users/{id}"))
+            .send()
+            .await
+            .unwrap();
+        let status: serde_json::Value = status.json().await.unwrap();
+        let delivered = status["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["target"] == "kibo" && a["outcome"] == "delivered")
+            .count();
+        if delivered == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Kibo's answer was never recorded: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(kibo.accounts()[0].fields["firstName"], "Second");
+
+    let mut browser = Browser::new(&synced.app);
+    assert_eq!(browser.sign_in(ADMIN_TOKEN).await.status(), 303);
+    let (status, page) = browser.get(&format!("/console/users/{id}")).await;
+    assert_eq!(status, 200);
+    let card = target_card(&page, "kibo");
+    assert!(!card.contains("not kept"), "{card}");
+    let given = card
+        .split("<tr")
+        .find(|row| row.contains("Third"))
+        .unwrap_or_else(|| panic!("no row desires Third: {card}"));
+    assert!(
+        given.contains("Second"),
+        "delivered beside desired: {given}"
+    );
+    assert!(given.contains("≠ desired (pending)"), "{given}");
+}

@@ -11,6 +11,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
 use scim_bridge::clock::SystemClock;
+use scim_bridge::sandbox::faults::Faults;
 use scim_bridge::sandbox::{self, Sandbox, SandboxConfig};
 use scim_bridge::targets;
 
@@ -55,6 +56,28 @@ impl Bridge {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Bridge { child, base }
+    }
+}
+
+impl Bridge {
+    /// Sends SIGTERM and waits (bounded) for the bridge to exit; its exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bridge did not stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -343,16 +366,27 @@ async fn marks_left_by_a_sigkill_are_planned_at_restart_and_delivered_once() {
 
     // No SCIM write after the restart: only the marks can bring these users to the targets.
     let bridge = Bridge::start(&config_path, port).await;
+    planned_and_delivered_once(&client, &bridge, &sandbox, CREATED).await;
+}
+
+/// Waits (bounded) until no mark is left and every target holds `created` users, each as
+/// exactly one account.
+async fn planned_and_delivered_once(
+    client: &reqwest::Client,
+    bridge: &Bridge,
+    sandbox: &Sandbox,
+    created: usize,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let lag: Value = get_json(
-            &client,
+            client,
             format!("{}/admin/targets", bridge.base),
             ADMIN_TOKEN,
         )
         .await;
         let targets = lag["targets"].as_array().unwrap();
-        if lag["planning"] == 0 && targets.iter().all(|t| t["delivered"] == CREATED) {
+        if lag["planning"] == 0 && targets.iter().all(|t| t["delivered"] == created) {
             break;
         }
         assert!(Instant::now() < deadline, "not all delivered: {lag}");
@@ -368,10 +402,81 @@ async fn marks_left_by_a_sigkill_are_planned_at_restart_and_delivered_once() {
             .collect();
         assert_eq!(
             live.len(),
-            CREATED,
+            created,
             "{kind:?}: exactly one account per user"
         );
     }
+}
+
+/// The size of the database's write-ahead log; 0 when it is gone.
+fn wal_size(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("bridge.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Users created, every one acknowledged, then SIGTERM while the planner is still at work:
+/// it stops after the batch in flight, so the final checkpoint folds the whole log into the
+/// database; the marks it did not reach stay, and the next start plans and delivers them.
+#[tokio::test]
+async fn sigterm_with_marks_pending_keeps_them_checkpoints_and_the_restart_plans_them() {
+    const CREATED: usize = 2000;
+    let (sandbox, dir, config_path) = unthrottled_setup().await;
+    let port = free_port();
+    let client = reqwest::Client::new();
+
+    let log = dir.path().join("b.log");
+    let mut bridge = Bridge::start_logging(&config_path, port, Some(&log)).await;
+    // Kibo's answers take a while, so deliveries are in flight at the SIGTERM and the
+    // fan-out's grace period lasts: time a planner left running would plan every mark in.
+    let kibo = sandbox.emulator(&targets::kibo::VENDOR).unwrap();
+    kibo.set_faults(Faults {
+        latency_ms: 3000,
+        ..Faults::default()
+    });
+    let statuses: Vec<Option<u16>> = stream::iter(0..CREATED)
+        .map(|n| {
+            let (client, base) = (client.clone(), bridge.base.clone());
+            async move { create(&client, &base, n).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == Some(201)), "{statuses:?}");
+    let status = bridge.terminate().await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(wal_size(dir.path()), 0, "the final checkpoint left a log");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for warning in [
+        "final WAL checkpoint failed",
+        "planning failed",
+        "planner was still at work",
+    ] {
+        assert!(!logged.contains(warning), "logged at shutdown: {warning}");
+    }
+
+    let ledger = rusqlite::Connection::open(dir.path().join("bridge.db")).unwrap();
+    let count = |sql: &str| -> i64 { ledger.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let marks = count("SELECT count(*) FROM plan_queue");
+    let unplanned =
+        count("SELECT count(*) FROM users WHERE id NOT IN (SELECT user_id FROM deliveries)");
+    assert!(
+        marks > 0,
+        "no mark left: the planner went on after the SIGTERM (or caught up before it)"
+    );
+    // Each user is planned for every target or still marked: no batch half recorded, and
+    // no mark cleared without its desired states.
+    assert_eq!(marks, unplanned, "every unplanned user keeps its mark");
+    let partly = count(
+        "SELECT count(*) FROM (SELECT user_id FROM deliveries GROUP BY user_id \
+         HAVING count(*) <> 4)",
+    );
+    assert_eq!(partly, 0, "users planned for only some targets");
+    drop(ledger);
+
+    kibo.set_faults(Faults::default());
+    let bridge = Bridge::start(&config_path, port).await;
+    planned_and_delivered_once(&client, &bridge, &sandbox, CREATED).await;
 }
 
 #[tokio::test]
@@ -408,27 +513,13 @@ async fn sigterm_stops_gracefully_and_folds_the_log_into_the_database_and_logs_n
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let term = Command::new("kill")
-        .args(["-TERM", &bridge.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = bridge.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the bridge did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = bridge.terminate().await;
     assert!(status.success(), "{status:?}");
-    let wal = std::fs::metadata(dir.path().join("bridge.db-wal"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    assert_eq!(wal, 0, "the WAL was checkpointed at shutdown");
+    assert_eq!(
+        wal_size(dir.path()),
+        0,
+        "the WAL was checkpointed at shutdown"
+    );
     let ledger = rusqlite::Connection::open(dir.path().join("bridge.db")).unwrap();
     let users: i64 = ledger
         .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))

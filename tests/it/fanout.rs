@@ -702,3 +702,52 @@ async fn a_throttling_storm_with_retry_after_is_waited_out_with_one_probe_per_wa
     assert!(lag.iter().all(|t| t["dead"] == 0), "{lag:?}");
     assert_eq!(synced.live_accounts(&targets::kibo::VENDOR).len(), 20);
 }
+
+/// A resume and a replay wake the target's worker: with a poll of ten minutes, what they make
+/// due is still attempted at once.
+#[tokio::test]
+async fn resume_and_replay_are_acted_on_at_once_not_at_the_next_poll() {
+    let synced = SyncedApp::spawn_with(|settings| settings.fanout.poll_ms = 600_000).await;
+    let pause = synced
+        .admin(Method::POST, "/targets/kibo/pause")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pause.status(), 200);
+    // A Kibo admin made by hand holds the user name: Kibo refuses the bridge's account.
+    let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
+    kibo.insert_account(crate::support::object(json!({
+        "emailAddress": "someone.else@example.com",
+        "userName": "waker",
+        "firstName": "Some",
+        "lastName": "One",
+        "isActive": true
+    })));
+    let created = synced.app.create_user(&user("waker")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    synced
+        .until_target("kibo", |t| t["paused"] == true && t["pending"] == 1)
+        .await;
+
+    let resume = synced
+        .admin(Method::POST, "/targets/kibo/resume")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resume.status(), 200);
+    synced.until_target("kibo", |t| t["rejected"] == 1).await;
+
+    kibo.reset();
+    let replay = synced
+        .admin(Method::POST, "/replay")
+        .json(&json!({"user_id": id, "target": "kibo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(replay, 200).await["replayed"], 1);
+    synced.until_target("kibo", |t| t["delivered"] == 1).await;
+    assert_eq!(
+        synced.live_accounts(&targets::kibo::VENDOR)[0].fields["userName"],
+        "waker"
+    );
+}

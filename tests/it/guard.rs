@@ -5,6 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use scim_bridge::clock::ManualClock;
 use scim_bridge::config::Settings;
 use scim_bridge::targets;
 use scim_bridge::targets::config::GuardConfig;
@@ -286,4 +287,45 @@ async fn discarded_deprovisions_are_never_sent_and_a_reactivation_is_an_ordinary
         .await
         .unwrap();
     assert_eq!(json_of(response, 404).await["error"], "not_found");
+}
+
+/// Released deprovisions go out at once: the worker is woken by the release, not found by
+/// its next poll (ten minutes here, on a clock that never moves).
+#[tokio::test]
+async fn released_deprovisions_are_sent_at_once_not_at_the_next_poll() {
+    let clock = std::sync::Arc::new(ManualClock::new(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+    ));
+    let synced = SyncedApp::spawn_with_clock(clock, |settings| {
+        guards(1)(settings);
+        settings.fanout.poll_ms = 600_000;
+        // The clock stands still, so the admin API's per-second budget never refills.
+        settings.admin.requests_per_second = 1_000_000;
+    })
+    .await;
+    let app = &synced.app;
+    let ids = create_users(&synced, 4).await;
+    for id in &ids[..3] {
+        json_of(
+            app.patch(&format!("/Users/{id}"), &active(false)).await,
+            200,
+        )
+        .await;
+    }
+    synced
+        .until_target("kibo", |t| t["held"] == 2 && t["pending"] == 0)
+        .await;
+    assert_eq!(kibo_inactive(&synced), 1);
+
+    let response = synced
+        .admin(Method::POST, "/targets/kibo/release")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(response, 200).await["released"], 2);
+    let kibo = synced
+        .until_target("kibo", |t| t["held"] == 0 && t["pending"] == 0)
+        .await;
+    assert_eq!(kibo["delivered"], 4, "{kibo}");
+    assert_eq!(kibo_inactive(&synced), 3, "both released ones were sent");
 }
