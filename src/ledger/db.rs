@@ -99,6 +99,9 @@ pub struct Db {
     /// other with "busy" at once, without waiting: the shutdown checkpoint, racing the
     /// background one, left the log unfolded.
     checkpointing: Arc<Mutex<()>>,
+    /// Held while the log is restarted or truncated; the writer waits for it between two
+    /// transactions (see `checkpoint_loop`).
+    restarting: Arc<Mutex<()>>,
     health: Health,
 }
 
@@ -136,9 +139,10 @@ impl Db {
         let guard = Arc::clone(&checkpointing);
         let restarting = Arc::new(Mutex::new(()));
         let restart_gate = Arc::clone(&restarting);
+        let background_gate = Arc::clone(&restarting);
         let checkpoints = std::thread::Builder::new()
             .name("ledger-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, committed, &guard, &restarting))
+            .spawn(move || checkpoint_loop(checkpointer, committed, &guard, &background_gate))
             .map_err(|e| LedgerError::Commit(format!("cannot start the checkpoint thread: {e}")))?;
 
         let health = Health::default();
@@ -173,6 +177,7 @@ impl Db {
             jobs,
             readers: Arc::new(pool),
             checkpointing,
+            restarting,
             health,
         })
     }
@@ -287,10 +292,15 @@ impl Db {
     pub async fn checkpoint(&self) -> Result<(), LedgerError> {
         let path = self.readers.path.clone();
         let checkpointing = Arc::clone(&self.checkpointing);
+        let restarting = Arc::clone(&self.restarting);
         tokio::task::spawn_blocking(move || {
             let conn = Connection::open(&path)?;
             configure(&conn)?;
             let _alone = checkpointing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // A TRUNCATE needs the write lock as a RESTART does.
+            let _writer_waits = restarting
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             match checkpoint(&conn, "TRUNCATE")? {
@@ -953,6 +963,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 1000);
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_while_the_log_is_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("g.db"),
+            readers: 1,
+        })
+        .unwrap();
+        // The checkpoint thread's side of the gate, held on a thread of its own as it is.
+        let (held, release) = (mpsc::channel(), mpsc::channel::<()>());
+        let gate = Arc::clone(&db.restarting);
+        let holder = std::thread::spawn(move || {
+            let _restarting = gate.lock().unwrap();
+            held.0.send(()).unwrap();
+            release.1.recv().unwrap();
+        });
+        held.1.recv().unwrap();
+        let writer = db.clone();
+        let mut write = tokio::spawn(async move {
+            writer
+                .write(|store| {
+                    let lookup = Lookup {
+                        name: "gated".into(),
+                        ..Lookup::default()
+                    };
+                    store.insert(ResourceKind::User, &row("gated"), &lookup)
+                })
+                .await
+        });
+        // A bounded look: the write has not gone through while the gate is held.
+        let waited = tokio::time::timeout(Duration::from_millis(200), &mut write).await;
+        assert!(waited.is_err(), "the write went through during a restart");
+        release.0.send(()).unwrap();
+        holder.join().unwrap();
+        write.await.unwrap().unwrap();
+        let stored = db
+            .read(|store| store.count(ResourceKind::User))
+            .await
+            .unwrap();
+        assert_eq!(stored, 1);
     }
 
     #[tokio::test]
