@@ -1,5 +1,5 @@
 //! Mapping reload, on SIGHUP or an admin request: a valid new set replaces the old one and
-//! every user's desired state is recorded again; an invalid one is refused and the old one
+//! every user is marked to be planned again; an invalid one is refused and the old one
 //! stays in force. Either way the audit trail records who asked, and the mapping versions
 //! before and after.
 
@@ -22,7 +22,8 @@ use crate::targets::TargetSchema;
 pub(crate) struct ReloadReport {
     /// Mapping version per target now in force.
     pub versions: BTreeMap<String, String>,
-    /// Users whose desired state was recorded again.
+    /// Users marked to be planned again with the new mappings. The planner records their
+    /// desired states after the answer; `planning` in `GET /admin/targets` counts it down.
     pub users: usize,
 }
 
@@ -110,7 +111,11 @@ impl Reloader {
                 )],
             )
         })?;
-        tracing::info!(?versions, users, "mappings reloaded");
+        tracing::info!(
+            ?versions,
+            users,
+            "mappings reloaded; every user is marked to be planned again"
+        );
         Ok(ReloadReport { versions, users })
     }
 }

@@ -671,7 +671,7 @@ async fn apply(
             Ok(see_other(&format!(
                 "/console/mappings/{target}?done={}",
                 query_value(&format!(
-                    "Applied version {version}; {} users' desired state recorded again. The previous file is kept as {}.",
+                    "Applied version {version}; {} users are being planned again (the overview counts down those still to be planned). The previous file is kept as {}.",
                     report.users,
                     backup.display()
                 ))

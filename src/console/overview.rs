@@ -1,5 +1,6 @@
-//! The overview (`/console`): each target's queue by state, its lag and circuit, a chart of
-//! attempts per minute, and pause/resume through the operator's own call.
+//! The overview (`/console`): the users still to be planned, each target's queue by state,
+//! its lag and circuit, a chart of attempts per minute, and pause/resume through the
+//! operator's own call.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -35,26 +36,50 @@ async fn overview(
     notice: web::Query<Notice>,
 ) -> Result<HttpResponse, ConsoleError> {
     let now = unix_millis(clock.as_ref().as_ref());
-    let lag = ops.lag().await?;
+    let (lag, planning) = (ops.lag().await?, ops.planning().await?);
     let now_minute = now / 60_000;
     let since = console.minutes.read_from(now_minute);
     let fresh = db.read(move |s| s.attempts_per_minute(since)).await?;
     let minutes = console.minutes.merge(fresh, now_minute);
-    let body = render(&admin, &lag, &minutes, now, notice.done.as_deref());
+    let body = render(
+        &admin,
+        &Queues {
+            lag: &lag,
+            planning,
+        },
+        &minutes,
+        now,
+        notice.done.as_deref(),
+    );
     Ok(layout::page("Overview", &admin, Nav::Overview, body))
+}
+
+/// What waits: the users not yet planned, then each target's rows.
+struct Queues<'a> {
+    lag: &'a [TargetLag],
+    planning: u64,
 }
 
 fn render(
     admin: &Admin,
-    lag: &[TargetLag],
+    queues: &Queues<'_>,
     minutes: &[MinuteCount],
     now: i64,
     notice: Option<&str>,
 ) -> Markup {
+    let lag = queues.lag;
     html! {
         (layout::notice(notice))
         // Refreshed in place every few seconds when scripts run; a reload does the same.
         section.card #targets hx-get="/console" hx-trigger="every 5s" hx-select="#targets" hx-swap="outerHTML" {
+            p #planning {
+                @if queues.planning > 0 {
+                    strong { (queues.planning) } " users written by the identity provider are "
+                    "waiting to be planned; their changes join the counts below once they are."
+                } @else {
+                    span.muted { "Every change the identity provider sent is planned." }
+                }
+            }
             table {
                 thead { tr {
                     th { "Target" } th { "State" }
@@ -171,4 +196,28 @@ pub(super) fn query_value(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(planning: u64) -> String {
+        let admin = Admin {
+            client: "admin".into(),
+            csrf: "t".into(),
+        };
+        let queues = Queues { lag: &[], planning };
+        render(&admin, &queues, &[], 0, None).into_string()
+    }
+
+    #[test]
+    fn the_users_still_to_be_planned_are_counted_above_the_queues() {
+        let waiting = page(3);
+        assert!(
+            waiting.contains("<strong>3</strong> users written by the identity provider are waiting to be planned"),
+            "{waiting}"
+        );
+        assert!(page(0).contains("Every change the identity provider sent is planned."));
+    }
 }

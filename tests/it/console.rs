@@ -258,6 +258,7 @@ async fn every_page_and_action_works_through_the_operators_calls_and_no_secret_r
         "vikingcloud",
         "<svg",
         "Pause",
+        "Every change the identity provider sent is planned.",
     ] {
         assert!(page.contains(expected), "{expected}: {page}");
     }
