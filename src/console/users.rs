@@ -285,6 +285,13 @@ fn render_user(
             Some(resource) => pre { (layout::pretty(&resource.value)) },
             None => p.muted { "The user is no longer stored (deleted); the ledger keeps what the targets were told." },
         }
+        @if status.planning {
+            p #planning {
+                span.state.pending { "waiting to be planned" }
+                " The identity provider's latest change is stored above and is not yet in the "
+                "targets' desired states below; it joins them in a moment."
+            }
+        }
         @for delivery in &status.deliveries {
             @let target = &delivery.desired.target;
             section.card {
@@ -347,7 +354,7 @@ fn render_user(
                 }
             }
         }
-        @if status.deliveries.is_empty() {
+        @if status.deliveries.is_empty() && !status.planning {
             p.muted { "The ledger holds nothing for this user yet." }
         }
     }
@@ -385,4 +392,43 @@ async fn replay(
         "/console/users/{id}?done={}",
         query_value(&format!("{replayed} deliveries replayed"))
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(planning: bool) -> String {
+        let admin = Admin {
+            client: "admin".into(),
+            csrf: "t".into(),
+        };
+        let status = UserStatus {
+            user_id: "u1".into(),
+            deliveries: Vec::new(),
+            history: Vec::new(),
+            adoptions: Vec::new(),
+            planning,
+        };
+        render_user(
+            &admin,
+            "u1",
+            None,
+            &status,
+            &|_| Vec::new(),
+            &BTreeMap::new(),
+            None,
+        )
+        .into_string()
+    }
+
+    #[test]
+    fn a_user_waiting_to_be_planned_says_so_instead_of_an_empty_ledger() {
+        let waiting = page(true);
+        assert!(waiting.contains("waiting to be planned"), "{waiting}");
+        assert!(!waiting.contains("holds nothing"), "{waiting}");
+        let planned = page(false);
+        assert!(!planned.contains("waiting to be planned"), "{planned}");
+        assert!(planned.contains("The ledger holds nothing for this user yet."));
+    }
 }

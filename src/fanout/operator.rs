@@ -25,6 +25,9 @@ pub(crate) struct UserStatus {
     pub history: Vec<Attempt>,
     /// The targets where the bridge took over an existing account for this user.
     pub adoptions: Vec<Adoption>,
+    /// The identity provider's latest change to the user is not planned yet: the rows
+    /// above show the desired states from before it.
+    pub planning: bool,
 }
 
 /// What to replay.
@@ -131,6 +134,7 @@ impl Operator {
                     deliveries: s.deliveries_of(&user_id)?,
                     history: s.history(&user_id, None, 100)?,
                     adoptions: s.adoptions_of(&user_id)?,
+                    planning: s.is_marked(&user_id)?,
                     user_id,
                 })
             })

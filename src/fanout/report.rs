@@ -159,6 +159,9 @@ pub(crate) fn omissions(rows: &[Omissions]) -> String {
 
 pub(crate) fn user(status: &UserStatus) -> String {
     let mut out = format!("user {}\n", status.user_id);
+    if status.planning {
+        out.push_str("waiting to be planned: the latest change is not in the rows below yet\n");
+    }
     out.push_str(&deliveries(&status.deliveries));
     for a in &status.adoptions {
         let changed = if a.changed.is_empty() {
@@ -222,8 +225,13 @@ mod tests {
                     changed: Vec::new(),
                 },
             ],
+            planning: true,
         };
         let text = user(&status);
+        assert!(
+            text.contains("waiting to be planned: the latest change is not in the rows below yet"),
+            "{text}"
+        );
         assert!(
             text.contains("adopted on kibo 1970-01-01T00:00:00")
                 && text.contains(

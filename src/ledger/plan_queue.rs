@@ -62,6 +62,16 @@ impl Store<'_> {
         Ok((page.len(), page.last().map_or(after_seq, |(seq, _)| *seq)))
     }
 
+    /// Whether `user_id` waits to be planned.
+    pub(crate) fn is_marked(&self, user_id: &str) -> Result<bool, LedgerError> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT 1 FROM plan_queue WHERE user_id = ?1")?
+            .query_row([user_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// The oldest marks, at most `limit`.
     pub(crate) fn marks(&self, limit: usize) -> Result<Vec<Mark>, LedgerError> {
         let marks = self
@@ -192,6 +202,27 @@ mod tests {
             .unwrap();
         assert!(cleared);
         assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn a_user_is_marked_from_its_write_until_it_is_planned() {
+        let (_dir, db) = open().await;
+        let marked = db
+            .write(|s| {
+                s.mark_for_planning("u1", None, true)?;
+                Ok::<_, LedgerError>((s.is_marked("u1")?, s.is_marked("u2")?, s.marks(1)?))
+            })
+            .await
+            .unwrap();
+        assert_eq!((marked.0, marked.1), (true, false));
+        let after = db
+            .write(move |s| {
+                s.clear_mark(&marked.2[0])?;
+                s.is_marked("u1")
+            })
+            .await
+            .unwrap();
+        assert!(!after);
     }
 
     /// The kept count and a full count of the marks.
