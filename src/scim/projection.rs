@@ -46,6 +46,68 @@ pub(crate) fn project(
     attributes: &[AttrPath],
     excluded: &[AttrPath],
 ) -> Value {
+    match resource {
+        // Most requests name no attributes: what is returned by default is trimmed in place
+        // rather than copied into a new object (a copy per member showed in the profile of
+        // every SCIM answer).
+        Value::Object(mut members) if attributes.is_empty() && excluded.is_empty() => {
+            by_default(&mut members, schema);
+            Value::Object(members)
+        }
+        resource => select(resource, schema, attributes, excluded),
+    }
+}
+
+/// Keeps what a resource returns by default, as `select` does with no attribute named.
+fn by_default(members: &mut Map<String, Value>, schema: &ResourceSchema) {
+    members.retain(|key, value| match schema.extension(key) {
+        Some(ext) => match value {
+            Value::Object(members) => {
+                members.retain(|key, item| {
+                    ext.attribute(key)
+                        .is_some_and(|def| returned_by_default(def, item))
+                });
+                !members.is_empty()
+            }
+            _ => false,
+        },
+        None => schema
+            .top_level(key)
+            .is_none_or(|def| returned_by_default(def, value)),
+    });
+}
+
+/// Whether `value` of `def` is returned by default, trimmed to the sub-attributes that are.
+fn returned_by_default(def: &AttributeDef, value: &mut Value) -> bool {
+    if !default_sub(def) {
+        return false;
+    }
+    if def.attr_type != AttrType::Complex {
+        return true;
+    }
+    let trim = |item: &mut Value| match item {
+        Value::Object(members) => {
+            members.retain(|key, _| def.sub_attribute(key).is_some_and(default_sub));
+            !members.is_empty()
+        }
+        _ => true,
+    };
+    match value {
+        Value::Array(items) => {
+            items.retain_mut(trim);
+            !items.is_empty()
+        }
+        single => trim(single),
+    }
+}
+
+/// The general projection: `attributes` asked for, or `excluded`.
+fn select(
+    resource: Value,
+    schema: &ResourceSchema,
+    attributes: &[AttrPath],
+    excluded: &[AttrPath],
+) -> Value {
     let Value::Object(members) = resource else {
         return resource;
     };
@@ -370,5 +432,114 @@ mod tests {
             json!({"id": "u-1", "userName": "ana"})
         );
         assert_eq!(project(json!("x"), &schema, &[], &[]), json!("x"));
+    }
+
+    mod by_default {
+        use proptest::prelude::*;
+        use serde_json::{json, Map, Value};
+
+        use super::super::{project, select};
+        use crate::scim::schema::{ResourceSchema, Returned, ENTERPRISE_USER_SCHEMA};
+
+        /// Leaves: the shapes a stored member can take, right or wrong for its attribute.
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                "[a-z]{0,4}".prop_map(Value::from),
+                any::<bool>().prop_map(Value::from),
+                Just(Value::Null),
+                Just(json!([])),
+            ]
+        }
+
+        /// An object of sub-attributes, some the schema defines, some it does not.
+        fn object() -> impl Strategy<Value = Value> {
+            let key = prop::sample::select(vec![
+                "value",
+                "type",
+                "primary",
+                "display",
+                "$ref",
+                "givenName",
+                "familyName",
+                "formatted",
+                "resourceType",
+                "version",
+                "location",
+                "junk",
+                "manager",
+            ]);
+            prop::collection::vec((key, leaf()), 0..5).prop_map(|members| {
+                Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                )
+            })
+        }
+
+        fn member() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                leaf(),
+                object(),
+                prop::collection::vec(prop_oneof![object(), leaf()], 0..4).prop_map(Value::Array),
+            ]
+        }
+
+        fn resource() -> impl Strategy<Value = Value> {
+            let key = prop::sample::select(vec![
+                "id",
+                "externalId",
+                "userName",
+                "name",
+                "password",
+                "emails",
+                "groups",
+                "meta",
+                "schemas",
+                "active",
+                "title",
+                "x509Certificates",
+                "roles",
+                "extra",
+                ENTERPRISE_USER_SCHEMA,
+                "urn:example:unknown",
+            ]);
+            prop::collection::vec((key, member()), 0..12).prop_map(|members| {
+                Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect::<Map<_, _>>(),
+                )
+            })
+        }
+
+        proptest! {
+            /// Trimmed in place, a resource comes out as the general projection makes it,
+            /// member order included.
+            #[test]
+            fn the_in_place_default_is_the_general_projection(
+                resource in resource(),
+                request_title in any::<bool>(),
+                hide_display in any::<bool>(),
+            ) {
+                let mut schema = ResourceSchema::user();
+                for attribute in &mut schema.core.attributes {
+                    if request_title && attribute.name == "title" {
+                        attribute.returned = Returned::Request;
+                    }
+                    // A sub-attribute never returned, which the shipped schema lacks.
+                    for sub in &mut attribute.sub_attributes {
+                        if hide_display && sub.name == "display" {
+                            sub.returned = Returned::Never;
+                        }
+                    }
+                }
+                let fast = project(resource.clone(), &schema, &[], &[]);
+                let general = select(resource, &schema, &[], &[]);
+                prop_assert_eq!(fast.to_string(), general.to_string());
+            }
+        }
     }
 }
