@@ -93,13 +93,7 @@ impl Takeover {
     }
 
     fn live(&self, kind: &Vendor) -> usize {
-        self.sandbox
-            .emulator(kind)
-            .unwrap()
-            .accounts()
-            .iter()
-            .filter(|a| !a.deleted)
-            .count()
+        crate::support::live_accounts(&self.sandbox, kind).len()
     }
 }
 

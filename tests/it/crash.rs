@@ -311,13 +311,7 @@ async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for kind in targets::VENDORS {
-        let live: Vec<_> = sandbox
-            .emulator(kind)
-            .unwrap()
-            .accounts()
-            .into_iter()
-            .filter(|a| !a.deleted)
-            .collect();
+        let live = crate::support::live_accounts(&sandbox, kind);
         assert_eq!(live.len(), USERS, "{kind:?}: exactly one account per user");
         assert!(
             live.iter().all(|a| a.fields["lastName"] == "Final"),
@@ -393,13 +387,7 @@ async fn planned_and_delivered_once(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for kind in targets::VENDORS {
-        let live: Vec<_> = sandbox
-            .emulator(kind)
-            .unwrap()
-            .accounts()
-            .into_iter()
-            .filter(|a| !a.deleted)
-            .collect();
+        let live = crate::support::live_accounts(sandbox, kind);
         assert_eq!(
             live.len(),
             created,

@@ -386,14 +386,22 @@ impl SyncedApp {
 
     /// Live (not deleted) accounts of one emulator.
     pub fn live_accounts(&self, kind: &Vendor) -> Vec<scim_bridge::sandbox::AccountSnapshot> {
-        self.sandbox
-            .emulator(kind)
-            .unwrap()
-            .accounts()
-            .into_iter()
-            .filter(|a| !a.deleted)
-            .collect()
+        live_accounts(&self.sandbox, kind)
     }
+}
+
+/// The accounts of `kind`'s emulator that are not deleted.
+pub fn live_accounts(
+    sandbox: &Sandbox,
+    kind: &Vendor,
+) -> Vec<scim_bridge::sandbox::AccountSnapshot> {
+    sandbox
+        .emulator(kind)
+        .unwrap()
+        .accounts()
+        .into_iter()
+        .filter(|a| !a.deleted)
+        .collect()
 }
 
 pub const ADMIN_TOKEN: &str = "scim-bridge-admin-dev-token";
