@@ -162,6 +162,15 @@ async fn create(client: &reqwest::Client, base: &str, n: usize) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
+/// Creates users `0..count`, 32 at a time; each answer's status (`None`: no answer).
+async fn create_all(client: &reqwest::Client, base: &str, count: usize) -> Vec<Option<u16>> {
+    stream::iter(0..count)
+        .map(|n| create(client, base, n))
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
 /// The sandbox with Primavera's rate limit lifted, so a load is not paced by it, and a
 /// bridge configuration for it in a fresh directory.
 async fn unthrottled_setup() -> (Sandbox, tempfile::TempDir, std::path::PathBuf) {
@@ -330,14 +339,7 @@ async fn marks_left_by_a_sigkill_are_planned_at_restart_and_delivered_once() {
     let client = reqwest::Client::new();
 
     let mut bridge = Bridge::start(&config_path, port).await;
-    let statuses: Vec<Option<u16>> = stream::iter(0..CREATED)
-        .map(|n| {
-            let (client, base) = (client.clone(), bridge.base.clone());
-            async move { create(&client, &base, n).await }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
+    let statuses = create_all(&client, &bridge.base, CREATED).await;
     bridge.child.kill().unwrap();
     bridge.child.wait().unwrap();
     assert!(statuses.iter().all(|s| *s == Some(201)), "{statuses:?}");
@@ -422,14 +424,7 @@ async fn sigterm_with_marks_pending_keeps_them_checkpoints_and_the_restart_plans
         latency_ms: 3000,
         ..Faults::default()
     });
-    let statuses: Vec<Option<u16>> = stream::iter(0..CREATED)
-        .map(|n| {
-            let (client, base) = (client.clone(), bridge.base.clone());
-            async move { create(&client, &base, n).await }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
+    let statuses = create_all(&client, &bridge.base, CREATED).await;
     assert!(statuses.iter().all(|s| *s == Some(201)), "{statuses:?}");
     let status = bridge.terminate().await;
     assert!(status.success(), "{status:?}");
