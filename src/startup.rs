@@ -145,6 +145,7 @@ impl Application {
                     TargetPolicy {
                         concurrency,
                         first_delivery,
+                        list_first: table.map(|t| t.list_first).unwrap_or_default(),
                         max_attempts: fanout_settings.max_attempts,
                         dead_letter_after: Duration::from_secs(
                             fanout_settings.dead_letter_after_hours * 3600,

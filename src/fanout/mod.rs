@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod circuit;
 pub mod concurrency;
 pub mod guard;
+mod listing;
 pub mod operator;
 pub mod report;
 pub mod secrets;

@@ -16,13 +16,14 @@ use crate::fanout::backoff::Backoff;
 use crate::fanout::circuit::{self, Admission, Circuit, Signal, Verdict};
 use crate::fanout::concurrency::{ConcurrencyPolicy, Controller, Response};
 use crate::fanout::guard;
+use crate::fanout::listing::{self, Lookup};
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
     Adoption, Attempt, AttemptOutcome, CircuitState, Claimed, Db, Delivery, DeliveryOp,
-    LedgerError, SealedSecret, TargetCircuit,
+    DeliveryState, LedgerError, SealedSecret, TargetCircuit,
 };
 use crate::metrics::Metrics;
-use crate::targets::config::{FirstDelivery, GuardConfig};
+use crate::targets::config::{FirstDelivery, GuardConfig, ListFirstConfig};
 use crate::targets::{Payload, RemoteAccount, Target, TargetError};
 
 /// How a target is driven.
@@ -34,6 +35,8 @@ pub(crate) struct TargetPolicy {
     pub concurrency: ConcurrencyPolicy,
     /// Whether a delivery with no account linked creates first or looks the account up first.
     pub first_delivery: FirstDelivery,
+    /// When a listing of the target's accounts is the look-up (`FirstDelivery::ListFirst`).
+    pub list_first: ListFirstConfig,
     /// Retryable failures, while the target otherwise works, before a delivery is
     /// dead-lettered.
     pub max_attempts: u32,
@@ -64,6 +67,7 @@ pub(crate) struct Worker {
     wake: Arc<Notify>,
     circuit: Arc<Circuit>,
     limit: Arc<Mutex<Controller>>,
+    lookup: Arc<Mutex<Lookup>>,
 }
 
 impl Worker {
@@ -82,6 +86,7 @@ impl Worker {
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             wake: Arc::new(Notify::new()),
             circuit: Arc::new(Circuit::new(policy.circuit_failures, policy.backoff)),
+            lookup: Arc::new(Mutex::new(Lookup::Unread)),
             target,
             db,
             clock,
@@ -162,6 +167,16 @@ impl Worker {
             })
             .await?;
         let probe = admission == Admission::Probe;
+        if !probe {
+            if let Some(waiting) = self.listing_wanted(&due, now).await? {
+                if busy > 0 {
+                    // Read with nothing in flight, so that no create of this worker lands
+                    // between two pages unseen; each delivery that ends wakes the worker.
+                    return Ok(0);
+                }
+                self.read_listing(waiting, now).await;
+            }
+        }
         let mut started = 0;
         for claimed in due {
             if started == wanted {
@@ -196,6 +211,86 @@ impl Worker {
             started += 1;
         }
         Ok(started)
+    }
+
+    /// How many users wait for their first delivery (planned, or created and still to be
+    /// planned), when enough do that one listing of the target's accounts should be their
+    /// look-up (`list_first`): at least `min_users`, and twice the pages the listing takes
+    /// (the accounts the bridge holds there, a page size each), so it costs fewer requests
+    /// than it saves. Asked only when the rows just read hold a first delivery.
+    async fn listing_wanted(
+        &self,
+        due: &[Claimed],
+        now: i64,
+    ) -> Result<Option<usize>, LedgerError> {
+        if self.policy.first_delivery != FirstDelivery::ListFirst {
+            return Ok(None);
+        }
+        let Some(page_size) = self.target.listing_page_size() else {
+            return Ok(None);
+        };
+        let max_age = Duration::from_secs(self.policy.list_first.max_age_secs);
+        if !due.iter().any(|claimed| is_first(&claimed.delivery))
+            || !self.lock_lookup().wants_reading(now, max_age)
+        {
+            return Ok(None);
+        }
+        let name = self.name().to_owned();
+        let min_users = self.policy.list_first.min_users as usize;
+        let (waiting, worth) = self
+            .db
+            .read(move |s| {
+                let held = s.count_in_state(&name, DeliveryState::Delivered)? as usize;
+                let worth = min_users.max(2 * (held / page_size.max(1) + 1));
+                Ok::<_, LedgerError>((s.waiting_first_deliveries(&name, worth)?, worth))
+            })
+            .await?;
+        Ok((waiting >= worth).then_some(waiting))
+    }
+
+    /// Reads the target's accounts for `list_first`; when they cannot be read, each user is
+    /// looked up alone until the listing's age has passed.
+    async fn read_listing(&self, waiting: usize, now: i64) {
+        tracing::info!(
+            target_name = self.name(),
+            waiting,
+            "users wait for their first delivery: reading the target's accounts once to look them all up"
+        );
+        let max_age = Duration::from_secs(self.policy.list_first.max_age_secs);
+        let lookup = match listing::read(self.target.as_ref(), now, max_age).await {
+            Ok(listing) => Lookup::Read(listing),
+            Err(err) => {
+                tracing::warn!(
+                    target_name = self.name(),
+                    error = %err,
+                    retry_after_secs = max_age.as_secs(),
+                    "cannot read the target's accounts: each new user is looked up alone"
+                );
+                Lookup::Failed { at: now }
+            }
+        };
+        *self.lock_lookup() = lookup;
+    }
+
+    fn lock_lookup(&self) -> std::sync::MutexGuard<'_, Lookup> {
+        self.lookup
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a fresh listing shows `desired`'s account missing (`list_first`), so its
+    /// create may go out without a look-up.
+    fn listed_missing(&self, desired: &crate::ledger::Desired) -> bool {
+        if self.policy.first_delivery != FirstDelivery::ListFirst
+            || desired.operation != DeliveryOp::Upsert
+        {
+            return false;
+        }
+        let Some(key) = self.target.lookup_key(&desired.payload) else {
+            return false;
+        };
+        let now = unix_millis(self.clock.as_ref());
+        self.lock_lookup().claim_missing(&key, now)
     }
 
     /// Reads the circuit the ledger last recorded, once: a restart resumes an open one.
@@ -438,7 +533,7 @@ impl Worker {
             && desired.operation == DeliveryOp::Upsert;
         let account = match &delivery.remote_id {
             Some(id) => Account::Linked(id.clone()),
-            None if creates_first => Account::Missing,
+            None if creates_first || self.listed_missing(desired) => Account::Missing,
             None => match self.target.find(&desired.payload).await? {
                 Some(found) => Account::Found(found),
                 None => Account::Missing,
@@ -870,6 +965,11 @@ enum Account {
 }
 
 /// The most deliveries ever in flight: the slots the worker holds.
+/// A delivery that would make the account: an upsert with none linked yet.
+fn is_first(delivery: &Delivery) -> bool {
+    delivery.remote_id.is_none() && delivery.desired.operation == DeliveryOp::Upsert
+}
+
 fn cap(policy: &TargetPolicy) -> usize {
     let limits = policy.concurrency;
     if limits.adaptive {
@@ -916,6 +1016,8 @@ mod tests {
         fault: Mutex<Option<TargetError>>,
         /// Calls about the account whose name contains the text get the error.
         poisoned: Mutex<Option<(String, TargetError)>>,
+        /// The accounts a listing shows, two a page; `None`: the target cannot list.
+        listed: Option<Vec<RemoteAccount>>,
     }
 
     impl Scripted {
@@ -938,7 +1040,19 @@ mod tests {
                 calls: Mutex::new(Vec::new()),
                 fault: Mutex::new(None),
                 poisoned: Mutex::new(None),
+                listed: None,
             })
+        }
+
+        /// A target that lists `listed` and looks accounts up by their `name`.
+        fn listing(
+            answers: Vec<TargetResult<()>>,
+            found: Vec<Option<RemoteAccount>>,
+            listed: Vec<RemoteAccount>,
+        ) -> Arc<Scripted> {
+            let mut target = Arc::into_inner(Scripted::with(answers, found, Vec::new())).unwrap();
+            target.listed = Some(listed);
+            Arc::new(target)
         }
 
         fn answer(&self, call: String) -> TargetResult<()> {
@@ -1008,6 +1122,37 @@ mod tests {
         async fn read(&self, _id: &str) -> TargetResult<Option<RemoteAccount>> {
             Ok(None)
         }
+        fn listing_page_size(&self) -> Option<usize> {
+            self.listed.as_ref().map(|_| 2)
+        }
+        fn lookup_key(&self, fields: &Payload) -> Option<String> {
+            fields
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_lowercase)
+        }
+        async fn list(&self, cursor: Option<&str>) -> TargetResult<crate::targets::AccountPage> {
+            // Scripted answers are for the writes; a listing fails only with a fault.
+            let call = format!("list {}", cursor.unwrap_or("0"));
+            self.calls.lock().unwrap().push(call.clone());
+            if let Some(fault) = self.fault.lock().unwrap().clone() {
+                return Err(fault);
+            }
+            if let Some((text, err)) = self.poisoned.lock().unwrap().clone() {
+                if call.contains(&text) {
+                    return Err(err);
+                }
+            }
+            let start = crate::targets::AccountPage::offset(cursor)?;
+            let listed = self.listed.clone().unwrap_or_default();
+            let total = listed.len();
+            let page = listed.into_iter().skip(start).take(2).collect::<Vec<_>>();
+            let end = start + page.len();
+            Ok(crate::targets::AccountPage {
+                accounts: page,
+                next: (end < total).then(|| end.to_string()),
+            })
+        }
     }
 
     struct Fixture {
@@ -1062,6 +1207,7 @@ mod tests {
             TargetPolicy {
                 concurrency,
                 first_delivery,
+                list_first: ListFirstConfig::default(),
                 max_attempts: 3,
                 dead_letter_after: Duration::from_secs(72 * 3600),
                 circuit_failures: 3,
@@ -1865,6 +2011,172 @@ mod tests {
                 .is_empty(),
             "its own account, not a takeover"
         );
+    }
+
+    /// A worker set to `list_first`, listing once `min_users` users wait.
+    fn listing_first(target: Arc<Scripted>, min_users: u32) -> Fixture {
+        let mut f = fixture_for(target, FirstDelivery::ListFirst);
+        f.worker.policy.list_first = ListFirstConfig {
+            min_users,
+            max_age_secs: 60,
+        };
+        f
+    }
+
+    impl Fixture {
+        /// First deliveries of `users`, each named `<user>-v1`.
+        async fn want_all(&self, users: &[&str]) {
+            for user in users {
+                self.want_for(user, "v1", DeliveryOp::Upsert).await;
+            }
+        }
+
+        async fn row_of(&self, user: &'static str) -> Delivery {
+            self.db
+                .read(move |s| s.delivery(user, "scripted"))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }
+
+    fn count(calls: &[String], prefix: &str) -> usize {
+        calls.iter().filter(|call| call.starts_with(prefix)).count()
+    }
+
+    #[tokio::test]
+    async fn listing_first_reads_the_accounts_once_and_creates_the_users_it_lacks_without_a_look_up(
+    ) {
+        let by_hand = held("h2", serde_json::json!({"name": "U2-V1"}));
+        let listed = vec![
+            held("h8", serde_json::json!({"name": "someone-else"})),
+            by_hand.clone(),
+            held("h9", serde_json::json!({"title": "no name"})),
+        ];
+        let f = listing_first(Scripted::listing(vec![], vec![Some(by_hand)], listed), 4);
+        f.want_all(&["u1", "u2", "u3", "u4"]).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(
+            &calls[..2],
+            ["list 0", "list 2"],
+            "two pages, once: {calls:?}"
+        );
+        assert_eq!(count(&calls, "list"), 2, "{calls:?}");
+        assert_eq!(count(&calls, "create"), 3, "{calls:?}");
+        // Only the user the listing holds an account for is looked up, and adopted.
+        assert_eq!(count(&calls, "find"), 1, "{calls:?}");
+        assert_eq!(f.row_of("u2").await.remote_id.as_deref(), Some("h2"));
+        for user in ["u1", "u3", "u4"] {
+            let row = f.row_of(user).await;
+            assert_eq!(row.state, DeliveryState::Delivered, "{user}");
+            assert_eq!(row.remote_id.as_deref(), Some("r1"), "{user}");
+        }
+        let adoptions = f.db.read(|s| s.adoptions_of("u2")).await.unwrap();
+        assert_eq!(adoptions.len(), 1);
+
+        // The next burst within the listing's age uses it, without reading it again.
+        f.want_all(&["u5", "u6", "u7", "u8"]).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(count(&calls, "list"), 2, "{calls:?}");
+        assert_eq!(count(&calls, "create"), 7, "{calls:?}");
+        assert_eq!(count(&calls, "find"), 1, "{calls:?}");
+
+        // Past its age the listing answers nothing, and 4 users no longer pay for reading
+        // the 8 accounts held at 2 a page: each is looked up.
+        f.clock.advance(Duration::from_secs(60));
+        f.want_all(&["u9", "u10", "u11", "u12"]).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(count(&calls, "list"), 2, "{calls:?}");
+        assert_eq!(count(&calls, "find"), 1 + 4, "{calls:?}");
+        // 14 users do (12 accounts held: 7 pages), and the accounts are read again.
+        let users: Vec<String> = (13..27).map(|n| format!("u{n}")).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        f.want_all(&users).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(count(&calls, "list"), 4, "{calls:?}");
+        assert_eq!(count(&calls, "find"), 1 + 4, "{calls:?}");
+        assert_eq!(count(&calls, "create"), 7 + 4 + 14, "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn listing_first_looks_each_user_up_while_few_wait() {
+        let f = listing_first(Scripted::listing(vec![], vec![], Vec::new()), 4);
+        f.want_all(&["u1", "u2", "u3"]).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(count(&calls, "list"), 0, "{calls:?}");
+        assert_eq!((count(&calls, "find"), count(&calls, "create")), (3, 3));
+        // 4 are enough, with 3 accounts held at 2 a page (twice the pages: 4).
+        f.want_all(&["u4", "u5", "u6", "u7"]).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(count(&calls, "list"), 1, "{calls:?}");
+        assert_eq!((count(&calls, "find"), count(&calls, "create")), (3, 7));
+    }
+
+    #[tokio::test]
+    async fn listing_first_looks_up_a_user_whose_create_answer_was_lost_instead_of_creating_again()
+    {
+        let lost = Err(TargetError::Retryable {
+            status: None,
+            reason: "timed out".into(),
+            retry_after: None,
+        });
+        let made = held("r7", serde_json::json!({"name": "u1-v1"}));
+        let f = listing_first(
+            Scripted::listing(vec![lost], vec![Some(made)], Vec::new()),
+            2,
+        );
+        f.want_all(&["u1", "u2"]).await;
+        f.worker.drain().await.unwrap();
+        f.clock.advance(Duration::from_secs(30));
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(count(&calls, "list"), 1, "{calls:?}");
+        assert_eq!(
+            count(&calls, "create"),
+            2,
+            "one each, never a second for u1: {calls:?}"
+        );
+        assert_eq!(calls.last().map(String::as_str), Some("find"), "{calls:?}");
+        assert_eq!(f.row_of("u1").await.remote_id.as_deref(), Some("r7"));
+    }
+
+    #[tokio::test]
+    async fn listing_first_falls_back_to_a_look_up_each_when_the_accounts_cannot_be_read() {
+        let f = listing_first(Scripted::listing(vec![], vec![], Vec::new()), 2);
+        *f.target.poisoned.lock().unwrap() = Some((
+            "list".into(),
+            TargetError::Rejected {
+                status: 403,
+                message: "listing users is not allowed".into(),
+            },
+        ));
+        f.want_all(&["u1", "u2"]).await;
+        // Nothing in flight when the listing is read: a delivery still running holds it.
+        let running = Arc::clone(&f.worker.slots).try_acquire_owned().unwrap();
+        assert_eq!(f.worker.dispatch_due().await.unwrap(), 0);
+        assert!(f.target.calls().is_empty());
+        drop(running);
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(count(&calls, "list"), 1, "{calls:?}");
+        assert_eq!(count(&calls, "find"), 2, "{calls:?}");
+        for user in ["u1", "u2"] {
+            assert_eq!(f.row_of(user).await.state, DeliveryState::Delivered);
+        }
+        // Not tried again before its age has passed.
+        *f.target.poisoned.lock().unwrap() = None;
+        f.clock.advance(Duration::from_secs(30));
+        f.want_all(&["u3", "u4"]).await;
+        f.worker.drain().await.unwrap();
+        let calls = f.target.calls();
+        assert_eq!(count(&calls, "list"), 1, "{calls:?}");
+        assert_eq!(count(&calls, "find"), 4, "{calls:?}");
     }
 
     #[tokio::test]

@@ -394,6 +394,24 @@ impl Store<'_> {
             .collect()
     }
 
+    /// First deliveries of `target` to come, counted up to `cap`: those waiting (an upsert
+    /// with no account linked yet), and users created but not planned yet, who will have one
+    /// unless the target's scope leaves them out. Reads at most `cap` rows of each.
+    pub(crate) fn waiting_first_deliveries(
+        &self,
+        target: &str,
+        cap: usize,
+    ) -> Result<usize, LedgerError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM deliveries \
+             INDEXED BY deliveries_unlinked WHERE target = ?1 AND remote_id IS NULL \
+             AND operation = 'upsert' AND state IN ('pending', 'retrying') LIMIT ?2)) \
+             + (SELECT count(*) FROM (SELECT 1 FROM plan_queue WHERE new LIMIT ?2))",
+        )?;
+        let count: i64 = stmt.query_row(params![target, cap as i64], |row| row.get(0))?;
+        Ok((count.max(0) as usize).min(cap))
+    }
+
     /// When the next delivery of `target` falls due, if any is waiting.
     #[cfg(test)]
     pub(crate) fn next_due_at(&self, target: &str) -> Result<Option<i64>, LedgerError> {
@@ -507,6 +525,50 @@ mod tests {
         work: impl FnOnce(&Store<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> T {
         db.write(work).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn waiting_first_deliveries_counts_unlinked_upserts_up_to_a_cap() {
+        let (db, _dir) = db().await;
+        let of = |user: &str, operation: DeliveryOp| Desired {
+            user_id: user.into(),
+            operation,
+            ..desired(user)
+        };
+        for n in 0..5 {
+            let want = of(&format!("u{n}"), DeliveryOp::Upsert);
+            run(&db, move |s| s.set_desired(&want, 10)).await;
+        }
+        let disable = of("d1", DeliveryOp::Disable);
+        run(&db, move |s| s.set_desired(&disable, 10)).await;
+        // u0 gets its account: no longer a first delivery.
+        let linked = AttemptOutcome::Delivered {
+            remote_id: Some("r0".into()),
+            status: None,
+        };
+        let mut sent = attempt(StateKey::sample("u0"), 20);
+        sent.user_id = "u0".into();
+        run(&db, move |s| s.record_attempt(&sent, &linked)).await;
+        let count = |cap| run(&db, move |s| s.waiting_first_deliveries("kibo", cap));
+        assert_eq!(count(100).await, 4);
+        assert_eq!(count(3).await, 3);
+        assert_eq!(
+            run(&db, |s| s.waiting_first_deliveries("appgate", 100)).await,
+            0
+        );
+        // Users created and still to be planned count for every target; others do not.
+        run(&db, |s| {
+            s.mark_for_planning("n1", None, true)?;
+            s.mark_for_planning("n2", None, true)?;
+            s.mark_for_planning("u0", None, false)
+        })
+        .await;
+        assert_eq!(count(100).await, 6);
+        assert_eq!(count(5).await, 5);
+        assert_eq!(
+            run(&db, |s| s.waiting_first_deliveries("appgate", 100)).await,
+            2
+        );
     }
 
     #[tokio::test]

@@ -40,8 +40,11 @@ pub struct TargetConfig {
     pub rate_limit_per_second: u32,
     /// `[targets.<name>.guard]`: the deprovisioning guard.
     pub guard: GuardConfig,
-    /// Create first and adopt on 409, or look the natural key up first.
+    /// Create first and adopt on 409, or look the natural key up first (alone, or in a
+    /// listing of the target's accounts when many wait).
     pub first_delivery: FirstDelivery,
+    /// `[targets.<name>.list_first]`: when a listing is the look-up (`list_first`).
+    pub list_first: ListFirstConfig,
     /// What a reconcile does with each finding on this target.
     pub reconcile: Policy,
     pub vendor: &'static Vendor,
@@ -67,6 +70,8 @@ struct TargetTable {
     #[serde(default)]
     guard: GuardConfig,
     first_delivery: Option<FirstDelivery>,
+    #[serde(default)]
+    list_first: ListFirstConfig,
     #[serde(default)]
     reconcile: Policy,
     kind: String,
@@ -103,6 +108,7 @@ impl<'de> Deserialize<'de> for TargetConfig {
             rate_limit_per_second: table.rate_limit_per_second,
             guard: table.guard,
             first_delivery: table.first_delivery.unwrap_or(vendor.first_delivery),
+            list_first: table.list_first,
             reconcile: table.reconcile,
             vendor,
             keys,
@@ -158,6 +164,44 @@ impl GuardConfig {
                 key("guard.max_percent"),
                 "must be between 1 and 100",
             ));
+        }
+        Ok(())
+    }
+}
+
+/// `[targets.<name>.list_first]`: when a target set to `first_delivery = "list_first"` reads
+/// all its accounts once to look many new ones up, rather than one look-up request each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListFirstConfig {
+    /// The fewest first deliveries waiting that make a listing worth its requests. A
+    /// listing is also never read for fewer than twice the pages it takes.
+    pub min_users: u32,
+    /// How long a listing stands for the target's accounts. An account made elsewhere
+    /// after the listing was read is not in it, so for this long a vendor that accepts a
+    /// second account with the same key could get one; after it, the next burst of new
+    /// users reads the accounts again.
+    pub max_age_secs: u64,
+}
+
+impl Default for ListFirstConfig {
+    fn default() -> Self {
+        ListFirstConfig {
+            min_users: 50,
+            max_age_secs: 300,
+        }
+    }
+}
+
+impl ListFirstConfig {
+    fn check(&self, key: impl Fn(&str) -> String) -> Result<(), TargetConfigError> {
+        for (field, value) in [
+            ("list_first.min_users", u64::from(self.min_users)),
+            ("list_first.max_age_secs", self.max_age_secs),
+        ] {
+            if value == 0 {
+                return Err(TargetConfigError::invalid(key(field), "must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -223,6 +267,7 @@ fn build_target(
     let key = |field: &str| format!("targets.{name}.{field}");
     let base_url = parse_url(&key("base_url"), &cfg.base_url)?;
     cfg.guard.check(key)?;
+    cfg.list_first.check(key)?;
     let positive = |field: &str, value: u64| {
         (value > 0)
             .then_some(value)
@@ -253,7 +298,18 @@ fn build_target(
         base_url,
         transport,
     };
-    cfg.keys.build(built)
+    let target = cfg.keys.build(built)?;
+    if cfg.first_delivery == FirstDelivery::ListFirst && target.listing_page_size().is_none() {
+        return Err(TargetConfigError::invalid(
+            key("first_delivery"),
+            format!(
+                "\"list_first\" needs a target that lists all its accounts and looks one up \
+                 by a single key, and {} does not: use \"find_first\" or \"create_first\"",
+                cfg.vendor.kind
+            ),
+        ));
+    }
+    Ok(target)
 }
 
 #[cfg(test)]
@@ -414,6 +470,56 @@ mod tests {
     }
 
     #[test]
+    fn list_first_has_defaults_names_a_bad_key_and_is_refused_where_it_cannot_work() {
+        let kibo = &parse(KIBO).unwrap()["kibo"];
+        assert_eq!(kibo.first_delivery, FirstDelivery::ListFirst);
+        assert_eq!(kibo.list_first, ListFirstConfig::default());
+        let cfg = parse(&format!(
+            "{KIBO}\n[targets.kibo.list_first]\nmin_users = 500\nmax_age_secs = 60\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg["kibo"].list_first,
+            ListFirstConfig {
+                min_users: 500,
+                max_age_secs: 60
+            }
+        );
+        let cfg = parse(&format!(
+            "{KIBO}\n[targets.kibo.list_first]\nmax_age_secs = 0\n"
+        ))
+        .unwrap();
+        let err = build_targets(&cfg, Arc::new(SystemClock)).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "targets.kibo.list_first.max_age_secs: must be at least 1"
+        );
+        let typo = parse(&format!(
+            "{KIBO}\n[targets.kibo.list_first]\nmin_user = 5\n"
+        ));
+        assert!(typo.unwrap_err().to_string().contains("min_user"));
+
+        // VikingCloud has no call that lists its users.
+        let cfg = parse(
+            r#"
+            [targets.vikingcloud]
+            kind = "vikingcloud"
+            base_url = "https://users.vikingcloud.example"
+            username = "scim-bridge"
+            password = { value = "p" }
+            first_delivery = "list_first"
+            "#,
+        )
+        .unwrap();
+        let err = build_targets(&cfg, Arc::new(SystemClock)).err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("targets.vikingcloud.first_delivery: \"list_first\" needs"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_reconcile_policy_is_a_table_of_the_target_and_defaults_when_absent() {
         let text = |policy: &str| {
             format!(
@@ -492,7 +598,7 @@ mod tests {
         assert_eq!(kibo.concurrency_cap(), 48);
         assert_eq!(
             crate::targets::kibo::VENDOR.first_delivery,
-            FirstDelivery::FindFirst
+            FirstDelivery::ListFirst
         );
 
         let wrong = parse(

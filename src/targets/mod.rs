@@ -290,6 +290,19 @@ pub trait Target: Send + Sync {
         ))
     }
 
+    /// Accounts per page of `list`, when a listing can stand for the look-ups of many first
+    /// deliveries (`first_delivery = "list_first"`): the target lists every account, and
+    /// `find` matches one key that `lookup_key` gives. `None` otherwise.
+    fn listing_page_size(&self) -> Option<usize> {
+        None
+    }
+
+    /// The key `find` would match `fields` by (a payload, or an account's fields), folded
+    /// as the vendor compares it; `None` when the fields lack it.
+    fn lookup_key(&self, _fields: &Payload) -> Option<String> {
+        None
+    }
+
     /// Whether an account carries the mark the bridge puts on the accounts it makes, so a
     /// reconcile can tell its own orphans from accounts made by hand.
     fn marked(&self, _account: &RemoteAccount) -> bool {

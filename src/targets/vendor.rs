@@ -44,6 +44,12 @@ pub enum FirstDelivery {
     /// Look the natural key up, then create or adopt: two requests per new account, and no
     /// duplicate even where the vendor does not enforce the key.
     FindFirst,
+    /// As `FindFirst`, except when many first deliveries wait at once (an initial load):
+    /// then one listing of all the target's accounts is their look-up, and each account the
+    /// listing lacks is created at once, one request per new account. The listing is
+    /// trusted for a bounded time only (`[targets.<name>.list_first]`), since an account
+    /// made elsewhere after it was read is not in it.
+    ListFirst,
 }
 
 impl PartialEq for Vendor {

@@ -88,6 +88,22 @@ impl Takeover {
         }
     }
 
+    async fn admin_post(&self, path: &str) {
+        let response = self
+            .app
+            .client
+            .post(format!("{}/admin{path}", self.app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+
     fn account(&self, kind: &Vendor, id: &str) -> AccountSnapshot {
         self.sandbox.emulator(kind).unwrap().account(id).unwrap()
     }
@@ -623,5 +639,55 @@ async fn creating_first_costs_one_request_per_new_account_and_adopts_on_409_with
     assert_eq!(updated, [1, 1, 1, 1], "{kinds:?}");
     for kind in targets::VENDORS {
         assert_eq!(again.live(kind), 2, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_initial_load_reads_the_listing_targets_once_and_costs_one_request_per_new_account() {
+    let bridge = Takeover::spawn(true).await;
+    let kinds: Vec<&str> = targets::VENDORS.iter().map(|kind| kind.kind).collect();
+    let [_, _, kibo, primavera] = made_by_hand(&bridge.sandbox);
+    // Kibo and Primavera look new users up in a listing once enough of them wait: held
+    // while the users are written, so that all of them wait at once.
+    for target in ["kibo", "primavera"] {
+        bridge.admin_post(&format!("/targets/{target}/pause")).await;
+    }
+    let before = requests(&bridge.sandbox);
+    let mut ids = Vec::new();
+    for n in 0..54 {
+        let created = bridge.app.create_user(&user(&format!("load{n}"))).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let ana = bridge.app.create_user(&user("ana")).await;
+    ids.push(ana["id"].as_str().unwrap().to_owned());
+    bridge.app.planned().await;
+    for target in ["kibo", "primavera"] {
+        bridge
+            .admin_post(&format!("/targets/{target}/resume"))
+            .await;
+    }
+    for id in &ids {
+        bridge.settled(id).await;
+    }
+    // Appgate and VikingCloud create first: 54 creates, and ana's create meets a 409, is
+    // looked up and adopted (updated where it differs). Kibo and Primavera read one page of
+    // accounts, create the 54 it lacks at once, and look ana up alone before adopting her.
+    assert_eq!(
+        since(&before, &bridge.sandbox),
+        [54 + 3, 54 + 3, 1 + 54 + 2, 1 + 54 + 2],
+        "{kinds:?}"
+    );
+    let status = bridge.admin_user(&ids[54]).await;
+    assert_eq!(adoption(&status, "kibo").unwrap()["remote_id"], json!(kibo));
+    assert_eq!(
+        adoption(&status, "primavera").unwrap()["remote_id"],
+        json!(primavera)
+    );
+    for kind in targets::VENDORS {
+        assert_eq!(
+            bridge.live(kind),
+            55,
+            "{kind:?}: no duplicate of ana's account"
+        );
     }
 }

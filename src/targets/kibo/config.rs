@@ -5,8 +5,9 @@ use serde::Deserialize;
 use crate::targets::vendor::{FirstDelivery, SecretSource};
 
 /// Kibo lists 409 among its answers but does not say which fields it keeps unique, so a first
-/// delivery looks the email address up before it creates.
-pub(crate) const FIRST_DELIVERY: FirstDelivery = FirstDelivery::FindFirst;
+/// delivery looks the email address up before it creates: alone, or in one listing of the
+/// accounts when many wait.
+pub(crate) const FIRST_DELIVERY: FirstDelivery = FirstDelivery::ListFirst;
 
 /// Kibo issues application tokens from its home host, apart from the tenant's API host.
 pub(crate) const DEFAULT_AUTH_URL: &str =

@@ -170,6 +170,18 @@ impl Target for KiboTarget {
         AccountPage::at_offset(start, page.items, page.total_count)
     }
 
+    fn listing_page_size(&self) -> Option<usize> {
+        Some(LIST_PAGE_SIZE)
+    }
+
+    /// The email address, in ASCII lower case as `find` compares it.
+    fn lookup_key(&self, fields: &Payload) -> Option<String> {
+        fields
+            .get(payload::EMAIL)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    }
+
     fn marked(&self, account: &RemoteAccount) -> bool {
         payload::carries_mark(&account.fields, &self.mark_field)
     }

@@ -8,8 +8,8 @@ use crate::targets::vendor::{FirstDelivery, SecretSource};
 
 /// Primavera names `userId` and `ldapGuid` as what identifies a user, not the email address
 /// the bridge matches on, and its create call is unconfirmed: a first delivery looks the
-/// address up before it creates.
-pub(crate) const FIRST_DELIVERY: FirstDelivery = FirstDelivery::FindFirst;
+/// address up before it creates: alone, or in one listing of the users when many wait.
+pub(crate) const FIRST_DELIVERY: FirstDelivery = FirstDelivery::ListFirst;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -228,6 +228,18 @@ impl Target for PrimaveraTarget {
         Ok(AccountPage { accounts, next })
     }
 
+    fn listing_page_size(&self) -> Option<usize> {
+        Some(self.list_page_size)
+    }
+
+    /// The email address, in ASCII lower case as `find` compares it.
+    fn lookup_key(&self, fields: &Payload) -> Option<String> {
+        fields
+            .get(EMAIL)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    }
+
     fn marked(&self, account: &RemoteAccount) -> bool {
         payload::carries_mark(&account.fields, &self.mark_field)
     }
