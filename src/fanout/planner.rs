@@ -23,6 +23,10 @@ use crate::scim::service::stored_user;
 /// planned as fast as 64 end to end.
 const BATCH: usize = 16;
 
+/// The planner's pause between two batches while SCIM writes mark users faster than it plans
+/// them.
+const BURST_PAUSE: Duration = Duration::from_millis(25);
+
 /// How long the planner waits before trying again after the ledger refused a batch (a full
 /// disk, say), unless a new write wakes it sooner.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -128,22 +132,28 @@ impl PlanLoop {
 
     /// Plans batches until no mark is left or the planner is stopped.
     async fn drain(&self) -> Result<(), LedgerError> {
+        let mut burst = Burst::default();
         while !self.stopped() {
-            let marked = self
+            let (waiting, marked) = self
                 .db
                 .read(|store| {
-                    store
+                    let waiting = store.planning()?;
+                    let marked = store
                         .marks(BATCH)?
                         .into_iter()
                         .map(|mark| {
                             let user = stored_user(store, &mark.user_id)?;
                             Ok((mark, user))
                         })
-                        .collect::<Result<Vec<_>, LedgerError>>()
+                        .collect::<Result<Vec<_>, LedgerError>>()?;
+                    Ok::<_, LedgerError>((waiting, marked))
                 })
                 .await?;
             if marked.is_empty() {
                 return Ok(());
+            }
+            if burst.in_burst(waiting, marked.len() as u64) {
+                tokio::time::sleep(BURST_PAUSE).await;
             }
             let planner = Arc::clone(&self.planner);
             let planned = tokio::task::spawn_blocking(move || render(&planner, marked))
@@ -182,6 +192,26 @@ impl PlanLoop {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether SCIM writes mark users faster than the planner plans them: as many marks as a
+/// batch arrived between two reads. The planner then pauses between batches, so that the
+/// burst keeps the CPU and its answers stay fast (the accept path's p99, BENCHMARKS.md); the
+/// marks wait in the ledger, and once the burst ends the planner goes at full speed.
+#[derive(Debug, Default)]
+struct Burst {
+    /// The marks waiting at the last read, and how many of them that batch took.
+    last: Option<(u64, u64)>,
+}
+
+impl Burst {
+    fn in_burst(&mut self, waiting: u64, taken: u64) -> bool {
+        let arrived = self
+            .last
+            .map(|(before, planned)| (waiting + planned).saturating_sub(before));
+        self.last = Some((waiting, taken));
+        arrived.is_some_and(|arrived| arrived >= BATCH as u64)
     }
 }
 
@@ -403,6 +433,24 @@ mod tests {
             rows.iter().all(|(_, op)| *op != DeliveryOp::Upsert),
             "{rows:?}"
         );
+    }
+
+    #[test]
+    fn a_burst_is_as_many_marks_as_a_batch_arriving_between_two_reads() {
+        let mut burst = Burst::default();
+        assert!(
+            !burst.in_burst(100, 16),
+            "the first read has nothing to compare with"
+        );
+        // 100 waited, 16 were planned: 84 left, so 84 + 16 waiting now means 16 arrived.
+        assert!(burst.in_burst(100, 16));
+        assert!(!burst.in_burst(99, 16), "15 arrived");
+        // A backlog being worked off, nothing arriving.
+        assert!(!burst.in_burst(83, 16));
+        assert!(!burst.in_burst(67, 16));
+        // The last marks of a quiet spell.
+        assert!(!burst.in_burst(3, 3));
+        assert!(!burst.in_burst(0, 0));
     }
 
     /// The planner is shut down while its first batch waits for the ledger: that batch is
