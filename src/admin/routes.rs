@@ -102,7 +102,11 @@ fn known_target(ops: &Operator, target: &str) -> Result<(), AdminError> {
 
 async fn targets(ops: Ops) -> Reply {
     let (lag, planning) = (ops.lag().await?, ops.planning().await?);
-    Ok(HttpResponse::Ok().json(json!({"targets": lag, "planning": planning})))
+    Ok(HttpResponse::Ok().json(json!({
+        "targets": lag,
+        "planning": planning,
+        "listings": ops.lookups(),
+    })))
 }
 
 async fn pause(ops: Ops, target: web::Path<String>, who: Who) -> Reply {

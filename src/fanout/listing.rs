@@ -13,6 +13,8 @@ use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use crate::targets::{Target, TargetError, TargetResult};
 
 /// The keys of one target's accounts as a listing found them.
@@ -25,6 +27,8 @@ pub(crate) struct Listing {
     /// keys themselves. Two keys sharing a hash only send a user to the look-up request,
     /// never to a create.
     keys: HashSet<u64>,
+    /// Accounts the listing read with a key.
+    listed: usize,
 }
 
 impl Listing {
@@ -33,11 +37,13 @@ impl Listing {
             taken_at,
             max_age_ms: i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX),
             keys: HashSet::new(),
+            listed: 0,
         }
     }
 
     fn add(&mut self, key: &str) {
         self.keys.insert(hash(key));
+        self.listed += 1;
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -82,6 +88,23 @@ impl Lookup {
         }
     }
 
+    /// What an operator sees of it (`GET /admin/targets`).
+    pub(crate) fn status(&self, max_age: Duration) -> LookupStatus {
+        match self {
+            Lookup::Unread => LookupStatus::NotRead,
+            Lookup::Read(listing) => LookupStatus::Read {
+                read_at: listing.taken_at,
+                accounts: listing.listed,
+                fresh_until: listing.taken_at.saturating_add(listing.max_age_ms),
+            },
+            Lookup::Failed { at } => LookupStatus::Failed {
+                at: *at,
+                retry_from: at
+                    .saturating_add(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)),
+            },
+        }
+    }
+
     /// `Listing::claim_missing` of the listing read, if one was.
     pub(crate) fn claim_missing(&mut self, key: &str, now: i64) -> bool {
         match self {
@@ -89,6 +112,23 @@ impl Lookup {
             Lookup::Unread | Lookup::Failed { .. } => false,
         }
     }
+}
+
+/// A `list_first` target's listing as the admin API shows it (times in unix ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub(crate) enum LookupStatus {
+    /// None read yet: too few new users have waited at once.
+    NotRead,
+    /// New users whose key is not among `accounts` are created without a look-up until
+    /// `fresh_until`.
+    Read {
+        read_at: i64,
+        accounts: usize,
+        fresh_until: i64,
+    },
+    /// The target refused the listing; each new user is looked up alone until `retry_from`.
+    Failed { at: i64, retry_from: i64 },
 }
 
 fn hash(key: &str) -> u64 {
@@ -174,6 +214,23 @@ mod tests {
         let read = Lookup::Read(Listing::new(1_000, age));
         assert!(!read.wants_reading(60_999, age));
         assert!(read.wants_reading(61_000, age));
+        // What the admin API shows of each.
+        assert_eq!(Lookup::Unread.status(age), LookupStatus::NotRead);
+        assert_eq!(
+            failed.status(age),
+            LookupStatus::Failed {
+                at: 1_000,
+                retry_from: 61_000
+            }
+        );
+        assert_eq!(
+            read.status(age),
+            LookupStatus::Read {
+                read_at: 1_000,
+                accounts: 0,
+                fresh_until: 61_000
+            }
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ pub mod backoff;
 pub mod circuit;
 pub mod concurrency;
 pub mod guard;
-mod listing;
+pub(crate) mod listing;
 pub mod operator;
 pub mod report;
 pub mod secrets;
@@ -54,6 +54,14 @@ impl Fanout {
                 worker.wake();
             }
         }
+    }
+
+    /// The listing of each target set to `list_first`, by target.
+    pub(crate) fn lookups(&self) -> std::collections::BTreeMap<String, listing::LookupStatus> {
+        self.workers
+            .iter()
+            .filter_map(|worker| Some((worker.name().to_owned(), worker.lookup_status()?)))
+            .collect()
     }
 
     /// Stops taking new deliveries and waits up to `deadline` for those in flight. What is

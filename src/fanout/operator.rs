@@ -113,6 +113,17 @@ impl Operator {
         &self.targets
     }
 
+    /// The listings the running workers look new users up in (`list_first`); none from the
+    /// `ledger` CLI, which runs no workers.
+    pub(crate) fn lookups(
+        &self,
+    ) -> std::collections::BTreeMap<String, crate::fanout::listing::LookupStatus> {
+        self.fanout
+            .as_ref()
+            .map(|fanout| fanout.lookups())
+            .unwrap_or_default()
+    }
+
     pub(crate) async fn lag(&self) -> Result<Vec<TargetLag>, LedgerError> {
         let targets = self.targets.clone();
         self.db

@@ -16,7 +16,7 @@ use crate::fanout::backoff::Backoff;
 use crate::fanout::circuit::{self, Admission, Circuit, Signal, Verdict};
 use crate::fanout::concurrency::{ConcurrencyPolicy, Controller, Response};
 use crate::fanout::guard;
-use crate::fanout::listing::{self, Lookup};
+use crate::fanout::listing::{self, Lookup, LookupStatus};
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
     Adoption, Attempt, AttemptOutcome, CircuitState, Claimed, Db, Delivery, DeliveryOp,
@@ -270,6 +270,14 @@ impl Worker {
             }
         };
         *self.lock_lookup() = lookup;
+    }
+
+    /// The target's listing, when it is set to `list_first`.
+    pub(crate) fn lookup_status(&self) -> Option<LookupStatus> {
+        (self.policy.first_delivery == FirstDelivery::ListFirst).then(|| {
+            let max_age = Duration::from_secs(self.policy.list_first.max_age_secs);
+            self.lock_lookup().status(max_age)
+        })
     }
 
     fn lock_lookup(&self) -> std::sync::MutexGuard<'_, Lookup> {

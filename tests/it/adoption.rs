@@ -53,10 +53,14 @@ impl Takeover {
     }
 
     async fn admin_user(&self, id: &str) -> Value {
+        self.admin_get(&format!("/users/{id}")).await
+    }
+
+    async fn admin_get(&self, path: &str) -> Value {
         let response = self
             .app
             .client
-            .get(format!("{}/admin/users/{id}", self.app.base))
+            .get(format!("{}/admin{path}", self.app.base))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
@@ -689,5 +693,20 @@ async fn an_initial_load_reads_the_listing_targets_once_and_costs_one_request_pe
             55,
             "{kind:?}: no duplicate of ana's account"
         );
+    }
+    // The admin API shows each listing: when it was read, what it held, and until when new
+    // users are created without a look-up. Targets that create first have none.
+    let listings = bridge.admin_get("/targets").await["listings"].clone();
+    let names: Vec<&String> = listings.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["kibo", "primavera"], "{listings}");
+    for target in ["kibo", "primavera"] {
+        let listing = &listings[target];
+        assert_eq!(listing["state"], "read", "{listing}");
+        assert_eq!(
+            listing["accounts"], 1,
+            "ana's account, made by hand: {listing}"
+        );
+        let read_at = listing["read_at"].as_i64().unwrap();
+        assert_eq!(listing["fresh_until"].as_i64(), Some(read_at + 300_000));
     }
 }
