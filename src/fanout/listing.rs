@@ -35,7 +35,7 @@ impl Listing {
     pub(crate) fn new(taken_at: i64, max_age: Duration) -> Listing {
         Listing {
             taken_at,
-            max_age_ms: i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX),
+            max_age_ms: millis(max_age),
             keys: HashSet::new(),
             listed: 0,
         }
@@ -68,28 +68,42 @@ pub(crate) enum Lookup {
     #[default]
     Unread,
     Read(Listing),
-    /// The last listing could not be read (unix ms): until `max_age` passes, each user is
-    /// looked up alone rather than the listing tried at every burst.
+    /// The last listing could not be read at `at` (unix ms): until `retry_from`, each user
+    /// is looked up alone rather than the listing tried at every burst.
     Failed {
         at: i64,
+        retry_from: i64,
     },
 }
 
 impl Lookup {
-    /// Whether a listing may be read at `now`: none stands, and none failed within
-    /// `max_age`.
-    pub(crate) fn wants_reading(&self, now: i64, max_age: Duration) -> bool {
+    /// A listing the target could not give at `now`: tried again after `max_age`, or sooner
+    /// when the target only pushed back (throttling, an outage), after the wait it asked for
+    /// or `RETRY_PUSHED_BACK`.
+    pub(crate) fn failed(now: i64, err: &TargetError, max_age: Duration) -> Lookup {
+        let wait = match err {
+            TargetError::Retryable { retry_after, .. } => {
+                retry_after.unwrap_or(RETRY_PUSHED_BACK).min(max_age)
+            }
+            TargetError::Rejected { .. } | TargetError::Unusable { .. } => max_age,
+        };
+        Lookup::Failed {
+            at: now,
+            retry_from: now.saturating_add(millis(wait)),
+        }
+    }
+
+    /// Whether a listing may be read at `now`: none stands, and no failed one waits.
+    pub(crate) fn wants_reading(&self, now: i64) -> bool {
         match self {
             Lookup::Unread => true,
             Lookup::Read(listing) => !listing.is_fresh(now),
-            Lookup::Failed { at } => {
-                now.saturating_sub(*at) >= i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)
-            }
+            Lookup::Failed { retry_from, .. } => now >= *retry_from,
         }
     }
 
     /// What an operator sees of it (`GET /admin/targets`).
-    pub(crate) fn status(&self, max_age: Duration) -> LookupStatus {
+    pub(crate) fn status(&self) -> LookupStatus {
         match self {
             Lookup::Unread => LookupStatus::NotRead,
             Lookup::Read(listing) => LookupStatus::Read {
@@ -97,10 +111,9 @@ impl Lookup {
                 accounts: listing.listed,
                 fresh_until: listing.taken_at.saturating_add(listing.max_age_ms),
             },
-            Lookup::Failed { at } => LookupStatus::Failed {
+            Lookup::Failed { at, retry_from } => LookupStatus::Failed {
                 at: *at,
-                retry_from: at
-                    .saturating_add(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)),
+                retry_from: *retry_from,
             },
         }
     }
@@ -129,6 +142,13 @@ pub(crate) enum LookupStatus {
     },
     /// The target refused the listing; each new user is looked up alone until `retry_from`.
     Failed { at: i64, retry_from: i64 },
+}
+
+/// The wait before a listing the target pushed back on is tried again, when it named none.
+const RETRY_PUSHED_BACK: Duration = Duration::from_secs(30);
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn hash(key: &str) -> u64 {
@@ -204,27 +224,47 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_listing_is_not_tried_again_before_its_age() {
+    fn a_refused_listing_waits_its_age_and_a_pushed_back_one_the_wait_asked_for() {
         let age = Duration::from_secs(60);
-        assert!(Lookup::Unread.wants_reading(0, age));
-        let mut failed = Lookup::Failed { at: 1_000 };
-        assert!(!failed.wants_reading(60_999, age));
-        assert!(failed.wants_reading(61_000, age));
+        assert!(Lookup::Unread.wants_reading(0));
+        let refused = TargetError::Rejected {
+            status: 403,
+            message: "not allowed".into(),
+        };
+        let mut failed = Lookup::failed(1_000, &refused, age);
+        assert!(!failed.wants_reading(60_999));
+        assert!(failed.wants_reading(61_000));
         assert!(!failed.claim_missing("new@example.com", 2_000));
+        let throttled = |retry_after| TargetError::Retryable {
+            status: Some(429),
+            reason: "slow down".into(),
+            retry_after,
+        };
+        let asked = Lookup::failed(1_000, &throttled(Some(Duration::from_secs(5))), age);
+        assert!(!asked.wants_reading(5_999));
+        assert!(asked.wants_reading(6_000));
+        let unnamed = Lookup::failed(1_000, &throttled(None), age);
+        assert!(!unnamed.wants_reading(30_999));
+        assert!(unnamed.wants_reading(31_000));
+        let too_long = Lookup::failed(1_000, &throttled(Some(Duration::from_secs(600))), age);
+        assert!(
+            too_long.wants_reading(61_000),
+            "never past the listing's age"
+        );
         let read = Lookup::Read(Listing::new(1_000, age));
-        assert!(!read.wants_reading(60_999, age));
-        assert!(read.wants_reading(61_000, age));
+        assert!(!read.wants_reading(60_999));
+        assert!(read.wants_reading(61_000));
         // What the admin API shows of each.
-        assert_eq!(Lookup::Unread.status(age), LookupStatus::NotRead);
+        assert_eq!(Lookup::Unread.status(), LookupStatus::NotRead);
         assert_eq!(
-            failed.status(age),
+            failed.status(),
             LookupStatus::Failed {
                 at: 1_000,
                 retry_from: 61_000
             }
         );
         assert_eq!(
-            read.status(age),
+            read.status(),
             LookupStatus::Read {
                 read_at: 1_000,
                 accounts: 0,

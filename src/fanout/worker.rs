@@ -111,7 +111,13 @@ impl Worker {
             if *stop.borrow() {
                 break;
             }
-            let started = match self.dispatch_due().await {
+            let dispatched = tokio::select! {
+                // A listing (`list_first`) can take many requests: a shutdown does not wait
+                // for it. Nothing is started past the point where it is dropped.
+                _ = stop.changed() => break,
+                dispatched = self.dispatch_due() => dispatched,
+            };
+            let started = match dispatched {
                 Ok(started) => started,
                 Err(err) => {
                     tracing::error!(target_name = self.name(), error = %err, "cannot read due deliveries");
@@ -229,9 +235,8 @@ impl Worker {
         let Some(page_size) = self.target.listing_page_size() else {
             return Ok(None);
         };
-        let max_age = Duration::from_secs(self.policy.list_first.max_age_secs);
         if !due.iter().any(|claimed| is_first(&claimed.delivery))
-            || !self.lock_lookup().wants_reading(now, max_age)
+            || !self.lock_lookup().wants_reading(now)
         {
             return Ok(None);
         }
@@ -260,13 +265,16 @@ impl Worker {
         let lookup = match listing::read(self.target.as_ref(), now, max_age).await {
             Ok(listing) => Lookup::Read(listing),
             Err(err) => {
-                tracing::warn!(
-                    target_name = self.name(),
-                    error = %err,
-                    retry_after_secs = max_age.as_secs(),
-                    "cannot read the target's accounts: each new user is looked up alone"
-                );
-                Lookup::Failed { at: now }
+                let failed = Lookup::failed(now, &err, max_age);
+                if let LookupStatus::Failed { retry_from, .. } = failed.status() {
+                    tracing::warn!(
+                        target_name = self.name(),
+                        error = %err,
+                        retry_after_secs = retry_from.saturating_sub(now) / 1000,
+                        "cannot read the target's accounts: each new user is looked up alone"
+                    );
+                }
+                failed
             }
         };
         *self.lock_lookup() = lookup;
@@ -274,10 +282,8 @@ impl Worker {
 
     /// The target's listing, when it is set to `list_first`.
     pub(crate) fn lookup_status(&self) -> Option<LookupStatus> {
-        (self.policy.first_delivery == FirstDelivery::ListFirst).then(|| {
-            let max_age = Duration::from_secs(self.policy.list_first.max_age_secs);
-            self.lock_lookup().status(max_age)
-        })
+        (self.policy.first_delivery == FirstDelivery::ListFirst)
+            .then(|| self.lock_lookup().status())
     }
 
     fn lock_lookup(&self) -> std::sync::MutexGuard<'_, Lookup> {
@@ -1026,6 +1032,8 @@ mod tests {
         poisoned: Mutex<Option<(String, TargetError)>>,
         /// The accounts a listing shows, two a page; `None`: the target cannot list.
         listed: Option<Vec<RemoteAccount>>,
+        /// A listing never answers.
+        listing_hangs: bool,
     }
 
     impl Scripted {
@@ -1049,6 +1057,7 @@ mod tests {
                 fault: Mutex::new(None),
                 poisoned: Mutex::new(None),
                 listed: None,
+                listing_hangs: false,
             })
         }
 
@@ -1150,6 +1159,9 @@ mod tests {
                 if call.contains(&text) {
                     return Err(err);
                 }
+            }
+            if self.listing_hangs {
+                std::future::pending::<()>().await;
             }
             let start = crate::targets::AccountPage::offset(cursor)?;
             let listed = self.listed.clone().unwrap_or_default();
@@ -2185,6 +2197,30 @@ mod tests {
         let calls = f.target.calls();
         assert_eq!(count(&calls, "list"), 1, "{calls:?}");
         assert_eq!(count(&calls, "find"), 4, "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_does_not_wait_for_a_listing() {
+        let mut target = Arc::into_inner(Scripted::listing(vec![], vec![], Vec::new())).unwrap();
+        target.listing_hangs = true;
+        let f = listing_first(Arc::new(target), 2);
+        f.want_all(&["u1", "u2"]).await;
+        let (stop, stopping) = watch::channel(false);
+        let running = tokio::spawn(f.worker.clone().run(Duration::from_secs(600), stopping));
+        let mut turns = 0;
+        while f.target.calls().is_empty() {
+            turns += 1;
+            assert!(turns < 100_000, "the listing never started");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(f.target.calls(), ["list 0"]);
+        stop.send(true).unwrap();
+        // A bound, not a timing: without the shutdown's precedence this waits forever.
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the worker stopped")
+            .unwrap();
+        assert_eq!(f.target.calls(), ["list 0"], "nothing sent after the stop");
     }
 
     #[tokio::test]

@@ -302,7 +302,8 @@ async fn a_sigkill_mid_load_loses_nothing_and_duplicates_nothing() {
         )
         .await;
         let targets = lag["targets"].as_array().unwrap();
-        if targets.iter().all(|t| t["delivered"] == USERS) {
+        // Every rename planned (the planner may trail a burst), and every target holding it.
+        if lag["planning"] == 0 && targets.iter().all(|t| t["delivered"] == USERS) {
             break;
         }
         if Instant::now() >= deadline {
