@@ -254,7 +254,7 @@ impl Worker {
     }
 
     /// Reads the target's accounts for `list_first`; when they cannot be read, each user is
-    /// looked up alone until the listing's age has passed.
+    /// looked up alone until the listing is tried again (`Lookup::failed`).
     async fn read_listing(&self, waiting: usize, now: i64) {
         tracing::info!(
             target_name = self.name(),
