@@ -345,11 +345,9 @@ async fn marks_left_by_a_sigkill_are_planned_at_restart_and_delivered_once() {
     bridge.child.wait().unwrap();
     assert!(statuses.iter().all(|s| *s == Some(201)), "{statuses:?}");
 
-    let ledger = rusqlite::Connection::open(dir.path().join("bridge.db")).unwrap();
-    let count = |sql: &str| -> i64 { ledger.query_row(sql, [], |r| r.get(0)).unwrap() };
-    let marks = count("SELECT count(*) FROM plan_queue");
-    let unplanned =
-        count("SELECT count(*) FROM users WHERE id NOT IN (SELECT user_id FROM deliveries)");
+    let Left {
+        marks, unplanned, ..
+    } = left_in(dir.path());
     assert!(
         unplanned > 0,
         "the kill came after every user was planned ({marks} marks left)"
@@ -359,11 +357,35 @@ async fn marks_left_by_a_sigkill_are_planned_at_restart_and_delivered_once() {
         marks >= unplanned,
         "{marks} marks, {unplanned} users unplanned"
     );
-    drop(ledger);
 
     // No SCIM write after the restart: only the marks can bring these users to the targets.
     let bridge = Bridge::start(&config_path, port).await;
     planned_and_delivered_once(&client, &bridge, &sandbox, CREATED).await;
+}
+
+/// What a stopped bridge left in its ledger file.
+struct Left {
+    /// Users still marked to be planned.
+    marks: i64,
+    /// Users with no desired state for any target.
+    unplanned: i64,
+    /// Users with desired states for only some of the four targets.
+    partly: i64,
+}
+
+fn left_in(dir: &std::path::Path) -> Left {
+    let ledger = rusqlite::Connection::open(dir.join("bridge.db")).unwrap();
+    let count = |sql: &str| -> i64 { ledger.query_row(sql, [], |r| r.get(0)).unwrap() };
+    Left {
+        marks: count("SELECT count(*) FROM plan_queue"),
+        unplanned: count(
+            "SELECT count(*) FROM users WHERE id NOT IN (SELECT user_id FROM deliveries)",
+        ),
+        partly: count(
+            "SELECT count(*) FROM (SELECT user_id FROM deliveries GROUP BY user_id \
+             HAVING count(*) <> 4)",
+        ),
+    }
 }
 
 /// Waits (bounded) until no mark is left and every target holds `created` users, each as
@@ -439,11 +461,11 @@ async fn sigterm_with_marks_pending_keeps_them_checkpoints_and_the_restart_plans
         assert!(!logged.contains(warning), "logged at shutdown: {warning}");
     }
 
-    let ledger = rusqlite::Connection::open(dir.path().join("bridge.db")).unwrap();
-    let count = |sql: &str| -> i64 { ledger.query_row(sql, [], |r| r.get(0)).unwrap() };
-    let marks = count("SELECT count(*) FROM plan_queue");
-    let unplanned =
-        count("SELECT count(*) FROM users WHERE id NOT IN (SELECT user_id FROM deliveries)");
+    let Left {
+        marks,
+        unplanned,
+        partly,
+    } = left_in(dir.path());
     assert!(
         marks > 0,
         "no mark left: the planner went on after the SIGTERM (or caught up before it)"
@@ -451,12 +473,7 @@ async fn sigterm_with_marks_pending_keeps_them_checkpoints_and_the_restart_plans
     // Each user is planned for every target or still marked: no batch half recorded, and
     // no mark cleared without its desired states.
     assert_eq!(marks, unplanned, "every unplanned user keeps its mark");
-    let partly = count(
-        "SELECT count(*) FROM (SELECT user_id FROM deliveries GROUP BY user_id \
-         HAVING count(*) <> 4)",
-    );
     assert_eq!(partly, 0, "users planned for only some targets");
-    drop(ledger);
 
     kibo.set_faults(Faults::default());
     let bridge = Bridge::start(&config_path, port).await;
