@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::{migrations, resources::Store, LedgerError};
+use super::{migrations, pcache, resources::Store, LedgerError};
 
 /// How many queued writes share one transaction at most. Large enough to amortise the
 /// commit, small enough that one slow batch does not hold every caller back.
@@ -116,6 +116,9 @@ impl Db {
     /// Refuses, saying why, a file the bridge could read but not write: permissions, a
     /// read-only filesystem, or another process holding the lock.
     pub fn open(options: &DbOptions) -> Result<Db, LedgerError> {
+        if !pcache::install() {
+            tracing::debug!("SQLite was initialised before the ledger: default page cache");
+        }
         prepare_file(&options.path)?;
         let path = options.path.display().to_string();
         let mut writer = open_writer(&options.path).map_err(|err| explain(err, &path))?;
