@@ -386,22 +386,12 @@ async fn an_update_before_the_first_delivery_keeps_the_password_the_create_needs
     // create when the identity provider sends none. A PATCH that lands before that create
     // went out must not drop it.
     let synced = SyncedApp::spawn().await;
-    let pause = synced
-        .admin(Method::POST, "/targets/kibo/pause")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pause.status(), 200);
+    synced.admin_ok(Method::POST, "/targets/kibo/pause").await;
     let created = synced.app.create_user(&user("early")).await;
     let path = format!("/Users/{}", created["id"].as_str().unwrap());
     let rename = patch(json!([{"op": "replace", "path": "displayName", "value": "Renamed"}]));
     json_of(synced.app.patch(&path, &rename).await, 200).await;
-    let resume = synced
-        .admin(Method::POST, "/targets/kibo/resume")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resume.status(), 200);
+    synced.admin_ok(Method::POST, "/targets/kibo/resume").await;
     let lag = synced.settle(1).await;
     assert!(
         lag.iter()
@@ -415,12 +405,9 @@ async fn an_update_before_the_first_delivery_keeps_the_password_the_create_needs
 #[tokio::test]
 async fn pause_holds_deliveries_and_resume_releases_them() {
     let synced = SyncedApp::spawn().await;
-    let pause = synced
-        .admin(Method::POST, "/targets/primavera/pause")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pause.status(), 200);
+    synced
+        .admin_ok(Method::POST, "/targets/primavera/pause")
+        .await;
     synced.app.create_user(&user("held")).await;
     synced
         .until_target("appgate", |t| t["delivered"] == 1)
@@ -430,12 +417,9 @@ async fn pause_holds_deliveries_and_resume_releases_them() {
         .await;
     assert_eq!(row["pending"], 1);
     assert!(synced.live_accounts(&targets::primavera::VENDOR).is_empty());
-    let resume = synced
-        .admin(Method::POST, "/targets/primavera/resume")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resume.status(), 200);
+    synced
+        .admin_ok(Method::POST, "/targets/primavera/resume")
+        .await;
     synced
         .until_target("primavera", |t| t["delivered"] == 1)
         .await;
@@ -708,12 +692,7 @@ async fn a_throttling_storm_with_retry_after_is_waited_out_with_one_probe_per_wa
 #[tokio::test]
 async fn resume_and_replay_are_acted_on_at_once_not_at_the_next_poll() {
     let synced = SyncedApp::spawn_with(|settings| settings.fanout.poll_ms = 600_000).await;
-    let pause = synced
-        .admin(Method::POST, "/targets/kibo/pause")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pause.status(), 200);
+    synced.admin_ok(Method::POST, "/targets/kibo/pause").await;
     // A Kibo admin made by hand holds the user name: Kibo refuses the bridge's account.
     let kibo = synced.sandbox.emulator(&targets::kibo::VENDOR).unwrap();
     kibo.insert_account(crate::support::object(json!({
@@ -729,12 +708,7 @@ async fn resume_and_replay_are_acted_on_at_once_not_at_the_next_poll() {
         .until_target("kibo", |t| t["paused"] == true && t["pending"] == 1)
         .await;
 
-    let resume = synced
-        .admin(Method::POST, "/targets/kibo/resume")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resume.status(), 200);
+    synced.admin_ok(Method::POST, "/targets/kibo/resume").await;
     synced.until_target("kibo", |t| t["rejected"] == 1).await;
 
     kibo.reset();

@@ -102,12 +102,7 @@ async fn a_burst_is_held_on_one_target_flows_to_the_others_and_is_released_exact
     assert!(metrics.contains("scim_bridge_guard_held{target=\"appgate\"} 0"));
 
     // What is held, for review.
-    let response = synced
-        .admin(Method::GET, "/targets/kibo/held")
-        .send()
-        .await
-        .unwrap();
-    let held = json_of(response, 200).await;
+    let held = synced.admin_ok(Method::GET, "/targets/kibo/held").await;
     assert_eq!(held["held"], 100);
     let listed = held["deliveries"].as_array().unwrap();
     assert_eq!(listed.len(), 100);
@@ -222,12 +217,10 @@ async fn discarded_deprovisions_are_never_sent_and_a_reactivation_is_an_ordinary
         .await;
     assert_eq!(kibo["delivered"], 23);
 
-    let response = synced
-        .admin(Method::POST, "/targets/kibo/discard")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_of(response, 200).await["discarded"], 2);
+    assert_eq!(
+        synced.admin_ok(Method::POST, "/targets/kibo/discard").await["discarded"],
+        2
+    );
     let kibo = synced.until_target("kibo", |t| t["held"] == 0).await;
     assert_eq!(kibo["pending"], 0);
     assert_eq!(
@@ -235,12 +228,9 @@ async fn discarded_deprovisions_are_never_sent_and_a_reactivation_is_an_ordinary
         1,
         "the discarded two were never sent"
     );
-    let response = synced
-        .admin(Method::GET, &format!("/users/{}", ids[2]))
-        .send()
-        .await
-        .unwrap();
-    let status = json_of(response, 200).await;
+    let status = synced
+        .admin_ok(Method::GET, &format!("/users/{}", ids[2]))
+        .await;
     let kibo_row = status["deliveries"]
         .as_array()
         .unwrap()
@@ -317,12 +307,10 @@ async fn released_deprovisions_are_sent_at_once_not_at_the_next_poll() {
         .await;
     assert_eq!(kibo_inactive(&synced), 1);
 
-    let response = synced
-        .admin(Method::POST, "/targets/kibo/release")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_of(response, 200).await["released"], 2);
+    assert_eq!(
+        synced.admin_ok(Method::POST, "/targets/kibo/release").await["released"],
+        2
+    );
     let kibo = synced
         .until_target("kibo", |t| t["held"] == 0 && t["pending"] == 0)
         .await;

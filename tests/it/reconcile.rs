@@ -14,12 +14,9 @@ use crate::support::{json_of, user, SyncedApp};
 
 /// The target's id for the user's account, from the ledger.
 async fn remote_id(app: &SyncedApp, user_id: &str, target: &str) -> String {
-    let response = app
-        .admin(Method::GET, &format!("/users/{user_id}"))
-        .send()
-        .await
-        .unwrap();
-    let status = json_of(response, 200).await;
+    let status = app
+        .admin_ok(Method::GET, &format!("/users/{user_id}"))
+        .await;
     let row = status["deliveries"]
         .as_array()
         .unwrap()
@@ -42,12 +39,9 @@ async fn reconcile(app: &SyncedApp, body: Value) -> Value {
     let id = started["run"].as_i64().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let response = app
-            .admin(Method::GET, &format!("/reconcile/runs/{id}"))
-            .send()
-            .await
-            .unwrap();
-        let run = json_of(response, 200).await;
+        let run = app
+            .admin_ok(Method::GET, &format!("/reconcile/runs/{id}"))
+            .await;
         if run["status"] != "running" {
             assert_eq!(run["status"], "finished", "{run}");
             return run;
@@ -458,12 +452,9 @@ async fn a_sync_through_the_admin_api_sends_the_user_and_shows_the_answer() {
     )
     .await;
 
-    let response = app
-        .admin(Method::POST, &format!("/users/{id}/sync?target=kibo"))
-        .send()
-        .await
-        .unwrap();
-    let report = json_of(response, 200).await;
+    let report = app
+        .admin_ok(Method::POST, &format!("/users/{id}/sync?target=kibo"))
+        .await;
     let kibo = &report["targets"][0];
     assert_eq!(kibo["finding"]["kind"], "drifted", "{report}");
     assert_eq!(kibo["request"], json!(format!("update {kibo_id}")));
@@ -491,12 +482,8 @@ async fn a_sync_through_the_admin_api_sends_the_user_and_shows_the_answer() {
 
 /// The audit trail's entries for one action, newest first.
 async fn audit_of(app: &SyncedApp, action: &str) -> Vec<Value> {
-    let response = app
-        .admin(Method::GET, &format!("/audit?action={action}"))
-        .send()
-        .await
-        .unwrap();
-    json_of(response, 200).await["entries"]
+    app.admin_ok(Method::GET, &format!("/audit?action={action}"))
+        .await["entries"]
         .as_array()
         .unwrap()
         .clone()

@@ -334,12 +334,10 @@ async fn a_reload_that_adds_a_scope_replans_every_user() {
             out_of_scope: None,
         },
     );
-    let response = synced
-        .admin(Method::POST, "/mappings/reload")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_of(response, 200).await["reloaded"], true);
+    assert_eq!(
+        synced.admin_ok(Method::POST, "/mappings/reload").await["reloaded"],
+        true
+    );
     synced.settle(0).await;
     let enabled =
         |email: &str| live(&synced, vikingcloud, "email", email).fields["enabled"].clone();

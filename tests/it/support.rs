@@ -318,6 +318,12 @@ impl SyncedApp {
             .bearer_auth(ADMIN_TOKEN)
     }
 
+    /// An admin call that must answer 200: its JSON body.
+    pub async fn admin_ok(&self, method: Method, path: &str) -> Value {
+        let response = self.admin(method, path).send().await.unwrap();
+        json_of(response, 200).await
+    }
+
     /// The per-target counts, once every user written so far is planned (a SCIM write is
     /// answered before its desired states are recorded).
     pub async fn lag(&self) -> Vec<Value> {
