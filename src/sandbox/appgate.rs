@@ -222,10 +222,7 @@ fn console_check(accounts: &Accounts, user: &Payload, editing: Option<&str>) -> 
         let message = format!("Request validation error. {}", errors.join("; "));
         return Err((StatusCode::UNPROCESSABLE_ENTITY, message));
     }
-    match accounts.clash(user, UNIQUE, editing) {
-        Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
-        None => Ok(()),
-    }
+    accounts.check_unique(user, UNIQUE, editing)
 }
 
 fn name_of(user: &Payload) -> &str {
@@ -325,17 +322,13 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
     authorize(&state, &req)?;
     let user = accept_user(&state, &req, &body, true)?;
     let now = state.now();
-    let created = state.with_accounts(|accounts| match accounts.clash(&user, UNIQUE, None) {
-        Some(message) => Err(message),
-        None => Ok(store_new(accounts, user, now, Counts::CREATED)
+    let user = state.create_unique(&req, user, UNIQUE, |accounts, user| {
+        store_new(accounts, user, now, Counts::CREATED)
             .fields
-            .clone()),
-    });
-    match created {
-        // Appgate answers a create with 200, not 201.
-        Ok(user) => Ok(HttpResponse::Ok().json(user)),
-        Err(message) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
-    }
+            .clone()
+    })?;
+    // Appgate answers a create with 200, not 201.
+    Ok(HttpResponse::Ok().json(user))
 }
 
 async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {

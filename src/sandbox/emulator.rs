@@ -253,6 +253,19 @@ impl Accounts {
             .map(|(_, message)| *message)
     }
 
+    /// `clash` as a verdict: a 409 with the vendor's message.
+    pub(crate) fn check_unique(
+        &self,
+        account: &Payload,
+        unique: &[(&'static str, &'static str)],
+        except: Option<&str>,
+    ) -> Verdict {
+        match self.clash(account, unique, except) {
+            Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
+            None => Ok(()),
+        }
+    }
+
     fn taken(&self, field: &'static str, value: &str, except: Option<&str>) -> bool {
         let holds = |record: &Record| {
             Some(record.id.as_str()) != except
@@ -525,6 +538,23 @@ impl EmulatorState {
             status,
             body: (self.flavor.error_body)(status, message, req.path(), self.now()),
         }
+    }
+
+    /// A create: `store` keeps the account unless a live one already holds one of its
+    /// `unique` values, which is refused with a 409 in the vendor's words. Answers what was
+    /// stored; the vendor's success status is the caller's.
+    pub(crate) fn create_unique(
+        &self,
+        req: &HttpRequest,
+        account: Payload,
+        unique: &[(&'static str, &'static str)],
+        store: impl FnOnce(&mut Accounts, Payload) -> Payload,
+    ) -> Result<Payload, Refusal> {
+        self.with_accounts(|accounts| match accounts.clash(&account, unique, None) {
+            Some(message) => Err(message),
+            None => Ok(store(accounts, account)),
+        })
+        .map_err(|message| self.refuse(StatusCode::CONFLICT, message, req))
     }
 
     /// `GET .../{id}`: the account, or a 404 in the vendor's words.

@@ -222,10 +222,7 @@ fn console_check(accounts: &Accounts, account: &Payload, editing: Option<&str>) 
     if let Some(message) = violation(&CONTRACT, account, true, true) {
         return Err((StatusCode::BAD_REQUEST, message));
     }
-    match accounts.clash(account, UNIQUE, editing) {
-        Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
-        None => Ok(()),
-    }
+    accounts.check_unique(account, UNIQUE, editing)
 }
 
 /// The fields a body sets that Kibo keeps: roles in the body are ignored, as Kibo changes
@@ -336,16 +333,12 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
     authorize(&state, &req)?;
     let account = accept_account(&state, &req, &body, true)?;
     let now = state.now();
-    let created = state.with_accounts(|accounts| match accounts.clash(&account, UNIQUE, None) {
-        Some(message) => Err(message),
-        None => Ok(store_new(accounts, account, now, Counts::CREATED)
+    let account = state.create_unique(&req, account, UNIQUE, |accounts, account| {
+        store_new(accounts, account, now, Counts::CREATED)
             .fields
-            .clone()),
-    });
-    match created {
-        Ok(account) => Ok(HttpResponse::Ok().json(account)),
-        Err(message) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
-    }
+            .clone()
+    })?;
+    Ok(HttpResponse::Ok().json(account))
 }
 
 async fn read(state: web::Data<EmulatorState>, req: HttpRequest, id: web::Path<String>) -> Reply {

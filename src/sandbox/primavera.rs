@@ -230,10 +230,7 @@ fn console_check(accounts: &Accounts, user: &Payload, editing: Option<&str>) -> 
     if let Some(message) = violation(&CONTRACT, user, true) {
         return Err((StatusCode::BAD_REQUEST, message));
     }
-    match accounts.clash(user, UNIQUE, editing) {
-        Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
-        None => Ok(()),
-    }
+    accounts.check_unique(user, UNIQUE, editing)
 }
 
 /// The body, once it passes every rule.
@@ -365,14 +362,10 @@ async fn create(state: web::Data<EmulatorState>, req: HttpRequest, body: web::By
     authorize(&state, &req)?;
     let user = accept_user(&state, &req, &body, true)?;
     let fields = state.flavor.contract.writable_fields(&user);
-    let created = state.with_accounts(|accounts| match accounts.clash(&fields, UNIQUE, None) {
-        Some(message) => Err(message),
-        None => Ok(store_new(accounts, fields, Counts::CREATED).fields.clone()),
-    });
-    match created {
-        Ok(user) => Ok(HttpResponse::Created().json(user)),
-        Err(message) => Err(state.refuse(StatusCode::CONFLICT, message, &req)),
-    }
+    let user = state.create_unique(&req, fields, UNIQUE, |accounts, fields| {
+        store_new(accounts, fields, Counts::CREATED).fields.clone()
+    })?;
+    Ok(HttpResponse::Created().json(user))
 }
 
 /// `PUT /user`: the body names its user by `userId` or `ldapGuid`; the fields sent are

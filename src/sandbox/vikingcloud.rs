@@ -215,10 +215,7 @@ fn console_check(accounts: &Accounts, user: &Payload, editing: Option<&str>) -> 
     if holder.is_some_and(|holder| Some(holder.as_str()) != editing) {
         return Err((StatusCode::CONFLICT, "User already exists".to_owned()));
     }
-    match accounts.clash(user, UNIQUE_EMAIL, editing) {
-        Some(message) => Err((StatusCode::CONFLICT, message.to_owned())),
-        None => Ok(()),
-    }
+    accounts.check_unique(user, UNIQUE_EMAIL, editing)
 }
 
 fn find_id(accounts: &Accounts, authenticator: &str, username: &str) -> Option<String> {
