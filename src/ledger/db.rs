@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::{migrations, pcache, resources::Store, LedgerError};
+use super::{migrations, resources::Store, sqlite, LedgerError};
 
 /// How many queued writes share one transaction at most. Large enough to amortise the
 /// commit, small enough that one slow batch does not hold every caller back.
@@ -116,8 +116,12 @@ impl Db {
     /// Refuses, saying why, a file the bridge could read but not write: permissions, a
     /// read-only filesystem, or another process holding the lock.
     pub fn open(options: &DbOptions) -> Result<Db, LedgerError> {
-        if !pcache::install() {
-            tracing::debug!("SQLite was initialised before the ledger: default page cache");
+        let setup = sqlite::configure_process();
+        if !(setup.allocator && setup.page_cache) {
+            tracing::debug!(
+                ?setup,
+                "SQLite was initialised before the ledger: its defaults stay"
+            );
         }
         prepare_file(&options.path)?;
         let path = options.path.display().to_string();

@@ -11,11 +11,11 @@ mod deliveries;
 mod held;
 mod lifecycle;
 mod migrations;
-mod pcache;
 mod plan_queue;
 mod reconcile;
 mod resources;
 mod secrets;
+mod sqlite;
 mod views;
 
 pub(crate) use adoptions::Adoption;
@@ -26,11 +26,11 @@ pub use db::{Db, DbOptions};
 pub(crate) use deliveries::{Claimed, Delivery, Desired, Omissions, TargetLag};
 pub(crate) use held::GuardWindow;
 pub(crate) use lifecycle::{DeliveryOp, DeliveryState, StateKey};
-pub use pcache::installed as page_cache_wrapped;
 pub(crate) use plan_queue::Mark;
 pub(crate) use reconcile::{AccountRead, FindingRow, RunRow};
 pub use resources::{fold, GroupMember, Lookup, ResourceKind, ResourceRow, Store};
 pub(crate) use secrets::SealedSecret;
+pub use sqlite::{process_setup, ProcessSetup};
 pub(crate) use views::{FailureGroup, MinuteCount, SearchField, UserHit};
 
 /// Errors of the storage layer. Callers turn them into their own layer's error.

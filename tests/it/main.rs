@@ -1,6 +1,6 @@
 //! The integration tests: the real server on port 0 with a temporary database, the target
 //! compliance suite and the emulator tests, all against sandbox emulators on loopback. One
-//! binary, linked once; only `tests/page_cache.rs` has its own process, as it must be the
+//! binary, linked once; only `tests/sqlite_setup.rs` has its own process, as it must be the
 //! first to open SQLite.
 
 // clippy.toml lets `#[test]` functions unwrap; the helpers they call are test code too.

@@ -1,24 +1,30 @@
-//! The ledger's page cache (`src/ledger/pcache.rs`) in a process of its own, so that the
-//! ledger opens SQLite before anything else does and the wrapper is the cache in use (in
-//! `tests/it`, a test that opens a connection of its own may come first).
+//! The ledger's SQLite setup (`src/ledger/sqlite/`: mimalloc as SQLite's allocator, the
+//! wrapped page cache) in a process of its own, so that the ledger opens SQLite before
+//! anything else does and both are in use (in `tests/it`, a test that opens a connection of
+//! its own may come first).
 
 // clippy.toml lets `#[test]` functions unwrap; the helpers they call are test code too.
 #![allow(clippy::unwrap_used)]
 
 use rusqlite::Connection;
-use scim_bridge::ledger::{page_cache_wrapped, Db, DbOptions};
+use scim_bridge::ledger::{process_setup, Db, DbOptions, ProcessSetup};
 
 #[test]
-fn the_ledger_wraps_the_page_cache_and_databases_stay_whole_through_growth_rollback_and_vacuum() {
+fn the_ledger_sets_sqlite_up_and_databases_stay_whole_through_growth_rollback_and_vacuum() {
     let dir = tempfile::tempdir().unwrap();
+    assert_eq!(process_setup(), None);
     let db = Db::open(&DbOptions {
         path: dir.path().join("ledger.db"),
         readers: 1,
     })
     .unwrap();
-    assert!(
-        page_cache_wrapped(),
-        "Db::open installs the page cache first"
+    assert_eq!(
+        process_setup(),
+        Some(ProcessSetup {
+            allocator: true,
+            page_cache: true
+        }),
+        "Db::open sets SQLite up before its first connection"
     );
     drop(db);
 

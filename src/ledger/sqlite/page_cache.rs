@@ -13,9 +13,7 @@
 //! no-op, as it should be, and only a real truncation (a rolled-back growth, a `VACUUM`)
 //! reaches the default cache's walk.
 //!
-//! SQLite takes a page cache once per process, before its first connection, so `install`
-//! runs once, from `Db::open`. Should SQLite already be initialised (a tool or a test that
-//! opened a connection first), the default cache stays, which is only slower.
+//! Installed by `super::configure_process`, before SQLite's first connection.
 
 #![allow(unsafe_code)]
 
@@ -81,50 +79,39 @@ impl Cache {
     }
 }
 
-/// Whether `install` put the wrapper in place, once it has run.
-static INSTALLED: OnceLock<bool> = OnceLock::new();
-
-/// Whether this process's SQLite connections use the wrapper.
-pub fn installed() -> bool {
-    INSTALLED.get().copied().unwrap_or(false)
-}
-
-/// Installs the wrapper as SQLite's page cache, once per process. Returns whether it is in
-/// place (false when SQLite was already initialised).
+/// Installs the wrapper as SQLite's page cache. Returns whether it is in place (false when
+/// SQLite was already initialised). Called once per process.
 pub(super) fn install() -> bool {
-    *INSTALLED.get_or_init(|| {
-        let mut default = std::mem::MaybeUninit::<ffi::sqlite3_pcache_methods2>::zeroed();
-        // SAFETY: GETPCACHE2 writes the current methods into the pointed-to table; it
-        // fails with SQLITE_MISUSE, writing nothing, once SQLite is initialised.
-        let got =
-            unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_GETPCACHE2, default.as_mut_ptr()) };
-        if got != ffi::SQLITE_OK {
-            return false;
-        }
-        // SAFETY: written by SQLite above.
-        let default = unsafe { default.assume_init() };
-        if default.xCreate.is_none() || DEFAULT.set(Methods(default)).is_err() {
-            return false;
-        }
-        let wrapper = ffi::sqlite3_pcache_methods2 {
-            iVersion: 1,
-            pArg: std::ptr::null_mut(),
-            xInit: Some(init),
-            xShutdown: Some(shutdown),
-            xCreate: Some(create),
-            xCachesize: Some(cache_size),
-            xPagecount: Some(page_count),
-            xFetch: Some(fetch),
-            xUnpin: Some(unpin),
-            xRekey: Some(rekey),
-            xTruncate: Some(truncate),
-            xDestroy: Some(destroy),
-            xShrink: Some(shrink),
-        };
-        // SAFETY: PCACHE2 copies the table; the functions it names live for the process.
-        let set = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE2, &wrapper) };
-        set == ffi::SQLITE_OK
-    })
+    let mut default = std::mem::MaybeUninit::<ffi::sqlite3_pcache_methods2>::zeroed();
+    // SAFETY: GETPCACHE2 writes the current methods into the pointed-to table; it
+    // fails with SQLITE_MISUSE, writing nothing, once SQLite is initialised.
+    let got = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_GETPCACHE2, default.as_mut_ptr()) };
+    if got != ffi::SQLITE_OK {
+        return false;
+    }
+    // SAFETY: written by SQLite above.
+    let default = unsafe { default.assume_init() };
+    if default.xCreate.is_none() || DEFAULT.set(Methods(default)).is_err() {
+        return false;
+    }
+    let wrapper = ffi::sqlite3_pcache_methods2 {
+        iVersion: 1,
+        pArg: std::ptr::null_mut(),
+        xInit: Some(init),
+        xShutdown: Some(shutdown),
+        xCreate: Some(create),
+        xCachesize: Some(cache_size),
+        xPagecount: Some(page_count),
+        xFetch: Some(fetch),
+        xUnpin: Some(unpin),
+        xRekey: Some(rekey),
+        xTruncate: Some(truncate),
+        xDestroy: Some(destroy),
+        xShrink: Some(shrink),
+    };
+    // SAFETY: PCACHE2 copies the table; the functions it names live for the process.
+    let set = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE2, &wrapper) };
+    set == ffi::SQLITE_OK
 }
 
 /// One of the default cache's methods. SQLite only calls the wrapper after `install` filled
