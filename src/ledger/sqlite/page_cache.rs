@@ -6,7 +6,7 @@
 //! at the end of that transaction it believes pages past the end of the file may be cached
 //! and walks every hash bucket and every cached page to drop them, though there are none.
 //! Under a stream of writes most commits rebalance some index, and the walk over the
-//! writer's 16 MiB cache was a third of the writer's CPU (see `BENCHMARKS.md`).
+//! writer's 16 MiB cache took up to a third of the writer's CPU (`BENCHMARKS.md`).
 //!
 //! This wrapper hands every call to the default cache and keeps its own largest key, which
 //! ignores the spare key: a truncation past every page the cache really holds is then a
