@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use scim_bridge::clock::SystemClock;
@@ -15,7 +16,7 @@ use scim_bridge::targets;
 use scim_bridge::targets::kibo::KiboConfig;
 use scim_bridge::targets::vendor::{FirstDelivery, Vendor};
 
-use crate::support::{group, json_of, mappings_dir, object, user, TestApp, ADMIN_TOKEN};
+use crate::support::{group, json_of, mappings_dir, object, user, TestApp};
 
 /// The bridge and its sandbox. `lenient_kibo` makes the Kibo emulator and adapter agree that
 /// a PUT may leave the password out (a tenant unlike Kibo's reference).
@@ -53,19 +54,9 @@ impl Takeover {
     }
 
     async fn admin_user(&self, id: &str) -> Value {
-        self.admin_get(&format!("/users/{id}")).await
-    }
-
-    async fn admin_get(&self, path: &str) -> Value {
-        let response = self
-            .app
-            .client
-            .get(format!("{}/admin{path}", self.app.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
+        self.app
+            .admin_ok(Method::GET, &format!("/users/{id}"))
             .await
-            .unwrap();
-        json_of(response, 200).await
     }
 
     /// Waits (bounded) until no delivery of the user is pending or retrying; returns the
@@ -90,22 +81,6 @@ impl Takeover {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-    }
-
-    async fn admin_post(&self, path: &str) {
-        let response = self
-            .app
-            .client
-            .post(format!("{}/admin{path}", self.app.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
     }
 
     fn account(&self, kind: &Vendor, id: &str) -> AccountSnapshot {
@@ -654,7 +629,8 @@ async fn an_initial_load_reads_the_listing_targets_once_and_costs_one_request_pe
     // Kibo and Primavera look new users up in a listing once enough of them wait: held
     // while the users are written, so that all of them wait at once.
     for target in ["kibo", "primavera"] {
-        bridge.admin_post(&format!("/targets/{target}/pause")).await;
+        let path = format!("/targets/{target}/pause");
+        bridge.app.admin_ok(Method::POST, &path).await;
     }
     let before = requests(&bridge.sandbox);
     let mut ids = Vec::new();
@@ -666,9 +642,8 @@ async fn an_initial_load_reads_the_listing_targets_once_and_costs_one_request_pe
     ids.push(ana["id"].as_str().unwrap().to_owned());
     bridge.app.planned().await;
     for target in ["kibo", "primavera"] {
-        bridge
-            .admin_post(&format!("/targets/{target}/resume"))
-            .await;
+        let path = format!("/targets/{target}/resume");
+        bridge.app.admin_ok(Method::POST, &path).await;
     }
     for id in &ids {
         bridge.settled(id).await;
@@ -696,7 +671,7 @@ async fn an_initial_load_reads_the_listing_targets_once_and_costs_one_request_pe
     }
     // The admin API shows each listing: when it was read, what it held, and until when new
     // users are created without a look-up. Targets that create first have none.
-    let listings = bridge.admin_get("/targets").await["listings"].clone();
+    let listings = bridge.app.admin_ok(Method::GET, "/targets").await["listings"].clone();
     let names: Vec<&String> = listings.as_object().unwrap().keys().collect();
     assert_eq!(names, ["kibo", "primavera"], "{listings}");
     for target in ["kibo", "primavera"] {

@@ -132,6 +132,19 @@ impl TestApp {
         json_of(response, 200).await["planning"].as_u64().unwrap()
     }
 
+    /// A request to the admin API, with its token.
+    pub fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/admin{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// An admin call that must answer 200: its JSON body.
+    pub async fn admin_ok(&self, method: Method, path: &str) -> Value {
+        let response = self.admin(method, path).send().await.unwrap();
+        json_of(response, 200).await
+    }
+
     /// Waits (bounded) until every user written so far is planned: from then on the ledger
     /// holds each target's desired state for them.
     pub async fn planned(&self) {
@@ -312,16 +325,11 @@ impl SyncedApp {
     }
 
     pub fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.app
-            .client
-            .request(method, format!("{}/admin{path}", self.app.base))
-            .bearer_auth(ADMIN_TOKEN)
+        self.app.admin(method, path)
     }
 
-    /// An admin call that must answer 200: its JSON body.
     pub async fn admin_ok(&self, method: Method, path: &str) -> Value {
-        let response = self.admin(method, path).send().await.unwrap();
-        json_of(response, 200).await
+        self.app.admin_ok(method, path).await
     }
 
     /// The per-target counts, once every user written so far is planned (a SCIM write is
