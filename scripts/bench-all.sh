@@ -113,6 +113,8 @@ for name, label in (("e2e", "end to end"), ("e2e-sandbox", "end to end, emulator
     whose = "bridge alone" if name == "e2e-sandbox" else "emulators included"
     row(f"{label}: bridge peak RSS ({whose})", [r["peak_rss_mib"] for r in e2e], "MiB", 1)
     rows(f"{label}: emulator process peak RSS", [r.get("sandbox_peak_rss_mib") for r in e2e], "MiB", 1)
+    rows(f"{label}: bridge CPU per user ({whose})", [r.get("bridge_cpu_ms_per_user") for r in e2e], "ms", 2)
+    rows(f"{label}: emulator process CPU", [r.get("sandbox_cpu_seconds") for r in e2e], "s", 1)
     row(f"{label}: database size at the end, WAL included", [r["database_mib"] for r in e2e], "MiB", 1)
     rows(f"{label}: peak disk (database + WAL)", [r.get("peak_disk_mib") for r in e2e], "MiB", 1)
     rows(f"{label}: checkpointed database", [r.get("checkpointed_mib") for r in e2e], "MiB", 1)

@@ -49,6 +49,10 @@ async fn bench_against_a_running_bridge_creates_patches_and_finds_every_user() {
     // Nothing of its own to report on: no bridge process, no targets.
     assert!(report.targets.is_empty());
     assert_eq!(report.peak_rss_mib, None);
+    assert_eq!(
+        report.bridge_cpu_seconds, None,
+        "not a bridge of the bench's own"
+    );
 
     // The users are really there, patched.
     let filter = "/Users?filter=userName%20eq%20%22bench0000007%40example.com%22";
