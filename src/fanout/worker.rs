@@ -1072,16 +1072,20 @@ mod tests {
             Arc::new(target)
         }
 
-        fn answer(&self, call: String) -> TargetResult<()> {
+        /// Records the call; the standing fault, or the error of a poisoned name it holds.
+        fn refusal(&self, call: String) -> TargetResult<()> {
             self.calls.lock().unwrap().push(call.clone());
             if let Some(fault) = self.fault.lock().unwrap().clone() {
                 return Err(fault);
             }
-            if let Some((name, err)) = self.poisoned.lock().unwrap().clone() {
-                if call.contains(&name) {
-                    return Err(err);
-                }
+            match self.poisoned.lock().unwrap().clone() {
+                Some((name, err)) if call.contains(&name) => Err(err),
+                _ => Ok(()),
             }
+        }
+
+        fn answer(&self, call: String) -> TargetResult<()> {
+            self.refusal(call)?;
             self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()))
         }
 
@@ -1150,16 +1154,7 @@ mod tests {
         }
         async fn list(&self, cursor: Option<&str>) -> TargetResult<crate::targets::AccountPage> {
             // Scripted answers are for the writes; a listing fails only with a fault.
-            let call = format!("list {}", cursor.unwrap_or("0"));
-            self.calls.lock().unwrap().push(call.clone());
-            if let Some(fault) = self.fault.lock().unwrap().clone() {
-                return Err(fault);
-            }
-            if let Some((text, err)) = self.poisoned.lock().unwrap().clone() {
-                if call.contains(&text) {
-                    return Err(err);
-                }
-            }
+            self.refusal(format!("list {}", cursor.unwrap_or("0")))?;
             if self.listing_hangs {
                 std::future::pending::<()>().await;
             }
