@@ -161,11 +161,12 @@ impl Worker {
         // Only this task starts deliveries of this target, so a user not in flight now
         // has its last outcome recorded already, and the read below sees it; a user in
         // flight now may record its outcome after that read, so the read leaves its row for
-        // the next list (its end wakes the worker).
+        // the next list (its end wakes the worker). Read on the writer, whose cache holds the
+        // rows the planner and the outcomes just wrote.
         let in_flight = self.lock_in_flight().clone();
         let due = self
             .db
-            .read(move |s| {
+            .read_on_writer(move |s| {
                 if s.is_paused(&name)? {
                     return Ok(Vec::new());
                 }

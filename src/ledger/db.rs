@@ -68,11 +68,64 @@ pub struct DbOptions {
 /// passwords. SQLite gives the `-wal` and `-shm` files the mode of the database file.
 const FILE_MODE: u32 = 0o600;
 
-/// What the writer thread runs: the caller's closure inside a savepoint. It reports whether
-/// the closure succeeded, and hands back how to answer the caller once the batch commits.
-/// Given an error instead of a connection (no transaction could be opened), it answers its
-/// caller with that error at once.
-type Job = Box<dyn FnOnce(Result<&Connection, &LedgerError>) -> Option<Completion> + Send>;
+/// What the writer thread runs: the caller's closure, inside a savepoint when it writes.
+/// It reports whether the closure succeeded, and hands back how to answer the caller once
+/// the batch commits. Given an error instead of a connection (no transaction could be
+/// opened), it answers its caller with that error at once.
+struct Job {
+    /// Whether the closure may change anything: only then does it get a savepoint, so that
+    /// its failure rolls back its own changes and no one else's. A read has none to undo.
+    writes: bool,
+    run: Box<dyn FnOnce(Result<&Connection, &LedgerError>) -> Option<Completion> + Send>,
+}
+
+impl Job {
+    /// The job running `work`, and where its answer arrives once its batch is committed.
+    fn new<T, E, F>(work: F, how: Enqueue) -> (Job, oneshot::Receiver<Result<T, E>>)
+    where
+        F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LedgerError> + std::error::Error + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T, E>>();
+        let Enqueue { writes, vouches } = how;
+        let run = Box::new(move |conn: Result<&Connection, &LedgerError>| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(refused) => {
+                    let _ = reply.send(Err(E::from(again(refused))));
+                    return None;
+                }
+            };
+            let result = work(&Store::new(conn));
+            Some(Completion {
+                succeeded: result.is_ok(),
+                vouches,
+                storage_failure: result
+                    .as_ref()
+                    .err()
+                    .and_then(|err| storage_failure_in(err)),
+                finish: Box::new(move |commit_error| {
+                    let outcome = match (result, commit_error) {
+                        (Ok(_), Some(err)) => Err(E::from(again(err))),
+                        (result, _) => result,
+                    };
+                    // The caller may have gone away (client disconnected); the write stands.
+                    let _ = reply.send(outcome);
+                }),
+            })
+        });
+        (Job { writes, run }, answer)
+    }
+}
+
+/// How a job joins the writer's queue.
+struct Enqueue {
+    /// See `Job::writes`.
+    writes: bool,
+    /// See `Completion::vouches`.
+    vouches: bool,
+}
 
 /// Answers the caller once the batch is committed (`None`) or failed to commit.
 type Finish = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
@@ -255,39 +308,60 @@ impl Db {
         self.submit(work, false).await
     }
 
+    /// Runs a read on the writer's connection, between two writes, and answers once the
+    /// batch it joined is committed: it sees every write answered before it was asked. For
+    /// small reads of rows the writes have just touched (a worker's due list): their pages
+    /// are in the writer's cache, while a pooled reader, whose cache the last commit
+    /// emptied, reads each one back in from the file (BENCHMARKS.md, "The due list read
+    /// where it was written"). `work` must not write; it runs without a savepoint.
+    pub(crate) async fn read_on_writer<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LedgerError> + std::error::Error + Send + 'static,
+    {
+        self.enqueue(
+            move |store: &Store<'_>| {
+                let before = store.conn().total_changes();
+                let result = work(store);
+                debug_assert_eq!(
+                    store.conn().total_changes(),
+                    before,
+                    "a read on the writer changed the database"
+                );
+                result
+            },
+            Enqueue {
+                writes: false,
+                vouches: false,
+            },
+        )
+        .await
+    }
+
     async fn submit<T, E, F>(&self, work: F, vouches: bool) -> Result<T, E>
     where
         F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<LedgerError> + std::error::Error + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |conn| {
-            let conn = match conn {
-                Ok(conn) => conn,
-                Err(refused) => {
-                    let _ = reply.send(Err(E::from(again(refused))));
-                    return None;
-                }
-            };
-            let result = work(&Store::new(conn));
-            Some(Completion {
-                succeeded: result.is_ok(),
+        self.enqueue(
+            work,
+            Enqueue {
+                writes: true,
                 vouches,
-                storage_failure: result
-                    .as_ref()
-                    .err()
-                    .and_then(|err| storage_failure_in(err)),
-                finish: Box::new(move |commit_error| {
-                    let outcome = match (result, commit_error) {
-                        (Ok(_), Some(err)) => Err(E::from(again(err))),
-                        (result, _) => result,
-                    };
-                    // The caller may have gone away (client disconnected); the write stands.
-                    let _ = reply.send(outcome);
-                }),
-            })
-        });
+            },
+        )
+        .await
+    }
+
+    async fn enqueue<T, E, F>(&self, work: F, how: Enqueue) -> Result<T, E>
+    where
+        F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LedgerError> + std::error::Error + Send + 'static,
+    {
+        let (job, answer) = Job::new(work, how);
         self.jobs
             .send(job)
             .map_err(|_| E::from(LedgerError::WriterGone))?;
@@ -763,18 +837,21 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>)
                 return;
             }
         }
-        if let Err(err) = control(conn, "SAVEPOINT job") {
-            tracing::error!(error = %err, "cannot open a savepoint");
-            job(Err(&LedgerError::from(err)));
-            continue;
+        let Job { writes, run } = job;
+        if writes {
+            if let Err(err) = control(conn, "SAVEPOINT job") {
+                tracing::error!(error = %err, "cannot open a savepoint");
+                run(Err(&LedgerError::from(err)));
+                continue;
+            }
         }
         // A panicking job must not take the writer (and every later write) down with it.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| run(Ok(conn)))) {
             Ok(Some(completion)) => {
                 if completion.storage_failure.is_some() {
                     storage_failure = completion.storage_failure;
                 }
-                if !conn.is_autocommit() {
+                if writes && !conn.is_autocommit() {
                     if let Err(err) = close_savepoint(conn, completion.succeeded) {
                         tracing::error!(error = %err, "cannot close a savepoint");
                     }
@@ -785,6 +862,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>)
                 ));
             }
             Ok(None) => {}
+            Err(_) if !writes => tracing::error!("a read on the writer panicked"),
             Err(_) => {
                 tracing::error!("a database write panicked; its changes were rolled back");
                 if let Err(err) = close_savepoint(conn, false) {
@@ -832,7 +910,7 @@ fn begin(conn: &Connection) -> Result<(), LedgerError> {
 /// Answers jobs that could not run with the reason.
 fn refuse(err: &LedgerError, jobs: impl Iterator<Item = Job>) {
     for job in jobs {
-        job(Err(err));
+        (job.run)(Err(err));
     }
 }
 
@@ -877,6 +955,72 @@ mod tests {
         // EROFS: a read-only mount cannot be made in a test without privileges.
         let read_only = std::io::Error::from_raw_os_error(30);
         assert!(why_not_writable(&read_only).contains("read-only filesystem"));
+    }
+
+    /// One batch as the writer runs it: two writes, a read that fails between them and a
+    /// read after them, each answered after the commit.
+    #[tokio::test]
+    async fn a_read_on_the_writer_sees_the_writes_before_it_and_its_failure_undoes_none() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let insert = |x: i64| {
+            let work = move |s: &Store<'_>| -> Result<usize, LedgerError> {
+                Ok(s.conn().execute("INSERT INTO t VALUES (?1)", [x])?)
+            };
+            Job::new(
+                work,
+                Enqueue {
+                    writes: true,
+                    vouches: true,
+                },
+            )
+        };
+        let read = |sql: &'static str| {
+            let work = move |s: &Store<'_>| -> Result<i64, LedgerError> {
+                Ok(s.conn().query_row(sql, [], |row| row.get(0))?)
+            };
+            Job::new(
+                work,
+                Enqueue {
+                    writes: false,
+                    vouches: false,
+                },
+            )
+        };
+        let (first, first_answer) = insert(1);
+        let (failing, failing_answer) = read("SELECT nothing FROM nowhere");
+        let (second, second_answer) = insert(2);
+        let (sum, sum_answer) = read("SELECT sum(x) FROM t");
+        let health = Mutex::new(None);
+        run_batch(&conn, vec![first, failing, second, sum], &health);
+
+        assert_eq!(first_answer.await.unwrap().unwrap(), 1);
+        assert!(failing_answer.await.unwrap().is_err());
+        assert_eq!(second_answer.await.unwrap().unwrap(), 1);
+        // Both writes, the one after the failed read too, were seen and committed.
+        assert_eq!(sum_answer.await.unwrap().unwrap(), 3);
+        assert!(conn.is_autocommit(), "the batch is committed");
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(stored, 2);
+        assert!(health.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_read_on_the_writer_answers_what_was_committed_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&DbOptions {
+            path: dir.path().join("w.db"),
+            readers: 1,
+        })
+        .unwrap();
+        insert_filler(&db, 1).await.unwrap();
+        let count = db
+            .read_on_writer(|store| store.count(ResourceKind::User))
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
     }
 
     #[test]
