@@ -260,11 +260,13 @@ impl ScimService {
 
     /// PUT and PATCH: `change` turns the stored resource into the requested one.
     ///
-    /// The change is applied and validated on a reader thread, so a large PUT or PATCH does
-    /// not hold the one writer thread every other write waits for. In its transaction the
-    /// writer only checks that the resource is still the one the change was applied to, and
-    /// applies it again if a concurrent write changed it meanwhile, so concurrent writes to
-    /// one resource still apply one after the other.
+    /// The change is applied and validated off the writer thread, so a large PUT or PATCH
+    /// does not hold the one thread every other write waits for. The resource is read on the
+    /// writer's connection, whose cache most likely holds it (a pooled reader's cache is
+    /// emptied by every commit: reading there halved the PATCH rate, BENCHMARKS.md). In its
+    /// transaction the writer only checks that the resource is still the one the change was
+    /// applied to, and applies it again if a concurrent write changed it meanwhile, so
+    /// concurrent writes to one resource still apply one after the other.
     async fn update(
         &self,
         kind: ResourceKind,
@@ -285,13 +287,12 @@ impl ScimService {
                 id.clone(),
                 condition.clone(),
             );
-            self.db
-                .read(move |store| -> Result<_, ScimError> {
-                    let existing = load_for_write(store, kind, &id, condition.as_ref())?;
-                    let computed = changed(&existing.value, &schema, &*change)?;
-                    Ok((existing.value, computed))
-                })
-                .await?
+            let existing = self
+                .db
+                .read_on_writer(move |store| load_for_write(store, kind, &id, condition.as_ref()))
+                .await?;
+            let computed = changed(&existing.value, &schema, &*change)?;
+            (existing.value, computed)
         };
         let written = self
             .db
