@@ -76,8 +76,10 @@ struct Job {
     /// Whether the closure may change anything: only then does it get a savepoint, so that
     /// its failure rolls back its own changes and no one else's. A read has none to undo.
     writes: bool,
-    run: Box<dyn FnOnce(Result<&Connection, &LedgerError>) -> Option<Completion> + Send>,
+    run: RunJob,
 }
+
+type RunJob = Box<dyn FnOnce(Result<&Connection, &LedgerError>) -> Option<Completion> + Send>;
 
 impl Job {
     /// The job running `work`, and where its answer arrives once its batch is committed.
