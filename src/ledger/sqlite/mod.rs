@@ -55,7 +55,9 @@ mod tests {
             "{options:?}"
         );
         assert!(
-            options.iter().any(|o| o == "DISABLE_PAGECACHE_OVERFLOW_STATS"),
+            options
+                .iter()
+                .any(|o| o == "DISABLE_PAGECACHE_OVERFLOW_STATS"),
             "{options:?}"
         );
     }
