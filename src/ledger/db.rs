@@ -294,7 +294,14 @@ impl Db {
         T: Send + 'static,
         E: From<LedgerError> + std::error::Error + Send + 'static,
     {
-        self.submit(work, true).await
+        self.enqueue(
+            work,
+            Enqueue {
+                writes: true,
+                vouches: true,
+            },
+        )
+        .await
     }
 
     /// `write` for work done behind the SCIM writes (the planner's). Its failure for want
@@ -307,7 +314,14 @@ impl Db {
         T: Send + 'static,
         E: From<LedgerError> + std::error::Error + Send + 'static,
     {
-        self.submit(work, false).await
+        self.enqueue(
+            work,
+            Enqueue {
+                writes: true,
+                vouches: false,
+            },
+        )
+        .await
     }
 
     /// Runs a read on the writer's connection, between two writes, and answers once the
@@ -336,22 +350,6 @@ impl Db {
             Enqueue {
                 writes: false,
                 vouches: false,
-            },
-        )
-        .await
-    }
-
-    async fn submit<T, E, F>(&self, work: F, vouches: bool) -> Result<T, E>
-    where
-        F: FnOnce(&Store<'_>) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<LedgerError> + std::error::Error + Send + 'static,
-    {
-        self.enqueue(
-            work,
-            Enqueue {
-                writes: true,
-                vouches,
             },
         )
         .await
