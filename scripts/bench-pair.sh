@@ -2,7 +2,8 @@
 # Two builds of the bridge in turn, N times each, so that both meet the same minutes of a
 # shared machine: the only fair way to judge a change here (see BENCHMARKS.md, "The
 # machine"). One line per run: the hour, the build, users fully delivered per second,
-# creates per second and their p99, the CPU time of the bridge process (`serve`, read
+# creates and patches per second and their p99 (patches `-` with --skip-patch), the CPU
+# time of the bridge process (`serve`, read
 # from /proc every 0.2 s), its peak RSS, the calibration and the load average.
 #
 #   scripts/bench-pair.sh 3 /tmp/old-scim-bridge target/release/scim-bridge --sandbox-process
@@ -39,13 +40,14 @@ one_run() {
         sleep 0.2
     done
     wait "$bench" || { echo "$label: the bench failed:" >&2; cat "$out/report.txt" >&2; exit 1; }
-    local delivered creates cal rss
+    local delivered creates patches cal rss
     delivered=$(grep -o '([0-9]* users/s' "$out/report.txt" | tr -d '(' || echo '-')
     creates=$(awk '/^create \(POST/ {print $8, "p99", $13, "ms"}' "$out/report.txt")
+    patches=$(awk '/^update \(PATCH/ {print $8, "p99", $13, "ms"}' "$out/report.txt")
     cal=$(awk '/^calibration/ {print $2}' "$out/report.txt")
     rss=$(awk '/bridge peak RSS/ {print $4}' "$out/report.txt")
-    printf '%s %-4s %-16s creates %-22s bridge CPU %5.1f s  RSS %s MiB  calibration %s ms  load %s\n' \
-        "$(date -u +%H:%M:%S)" "$label" "${delivered:--}" "$creates" \
+    printf '%s %-4s %-16s creates %-22s patches %-22s bridge CPU %5.1f s  RSS %s MiB  calibration %s ms  load %s\n' \
+        "$(date -u +%H:%M:%S)" "$label" "${delivered:--}" "$creates" "${patches:--}" \
         "$(awk -v t="$serve_ticks" -v hz="$ticks_per_second" 'BEGIN {print t / hz}')" \
         "$rss" "$cal" "$(cut -d' ' -f1 /proc/loadavg)"
 }
