@@ -407,7 +407,7 @@ mod tests {
             5
         );
         let released: Vec<Delivery> =
-            f.db.read(|s| s.due(TARGET, i64::MAX, 100, &HashSet::new()))
+            f.db.read(|s| s.due(TARGET, i64::MAX, 100, &HashSet::new())?.decode())
                 .await
                 .unwrap()
                 .into_iter()

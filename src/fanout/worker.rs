@@ -20,7 +20,7 @@ use crate::fanout::listing::{self, Lookup, LookupStatus};
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
     Adoption, Attempt, AttemptOutcome, CircuitState, Claimed, Db, Delivery, DeliveryOp,
-    DeliveryState, LedgerError, SealedSecret, TargetCircuit,
+    DeliveryState, DueRows, LedgerError, SealedSecret, TargetCircuit,
 };
 use crate::metrics::Metrics;
 use crate::targets::config::{FirstDelivery, GuardConfig, ListFirstConfig};
@@ -168,11 +168,12 @@ impl Worker {
             .db
             .read_on_writer(move |s| {
                 if s.is_paused(&name)? {
-                    return Ok(Vec::new());
+                    return Ok(DueRows::default());
                 }
                 s.due(&name, now, wanted, &in_flight)
             })
-            .await?;
+            .await?
+            .decode()?;
         let probe = admission == Admission::Probe;
         if !probe {
             if let Some(waiting) = self.listing_wanted(&due, now).await? {

@@ -61,6 +61,26 @@ pub(crate) struct Claimed {
     pub sealed: Option<SealedSecret>,
 }
 
+/// Due rows as read, their JSON columns still to decode: `Store::due` runs on the writer's
+/// connection (`Db::read_on_writer`), and the decoding is left to the worker, off the one
+/// thread every write waits for.
+#[derive(Debug, Default)]
+pub(crate) struct DueRows(Vec<(RawDelivery, Option<SealedSecret>)>);
+
+impl DueRows {
+    pub(crate) fn decode(self) -> Result<Vec<Claimed>, LedgerError> {
+        self.0
+            .into_iter()
+            .map(|(delivery, sealed)| {
+                Ok(Claimed {
+                    delivery: finish_delivery(delivery)?,
+                    sealed,
+                })
+            })
+            .collect()
+    }
+}
+
 impl Delivery {
     /// Whether a worker would send this row at `now`.
     #[cfg(test)]
@@ -352,7 +372,7 @@ impl Store<'_> {
         now: i64,
         limit: usize,
         in_flight: &HashSet<String>,
-    ) -> Result<Vec<Claimed>, LedgerError> {
+    ) -> Result<DueRows, LedgerError> {
         let columns = DELIVERY_COLUMNS
             .split(", ")
             .map(|column| format!("d.{}", column.trim()))
@@ -384,14 +404,7 @@ impl Store<'_> {
                 Ok((read_delivery(row)?, sealed))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        raw.into_iter()
-            .map(|(delivery, sealed)| {
-                Ok(Claimed {
-                    delivery: finish_delivery(delivery)?,
-                    sealed,
-                })
-            })
-            .collect()
+        Ok(DueRows(raw))
     }
 
     /// First deliveries of `target` to come, counted up to `cap`: those waiting (an upsert
@@ -575,7 +588,7 @@ mod tests {
     async fn level_triggered_lifecycle() {
         let (db, _dir) = db().await;
         assert!(run(&db, |s| s.set_desired(&desired("h1"), 10)).await);
-        let due = run(&db, |s| s.due("kibo", 10, 10, &HashSet::new())).await;
+        let due = run(&db, |s| s.due("kibo", 10, 10, &HashSet::new())?.decode()).await;
         assert_eq!(due.len(), 1);
         assert_eq!(
             due[0].delivery.desired.create_only,
@@ -587,7 +600,7 @@ mod tests {
             let hash = format!("h{n}");
             run(&db, move |s| s.set_desired(&desired(&hash), 20)).await;
         }
-        let due = run(&db, |s| s.due("kibo", 20, 10, &HashSet::new())).await;
+        let due = run(&db, |s| s.due("kibo", 20, 10, &HashSet::new())?.decode()).await;
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].delivery.desired.hash, StateKey::sample("h11"));
 
@@ -602,9 +615,11 @@ mod tests {
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Delivered);
         assert_eq!(row.remote_id.as_deref(), Some("r1"));
-        assert!(run(&db, |s| s.due("kibo", 40, 10, &HashSet::new()))
-            .await
-            .is_empty());
+        assert!(
+            run(&db, |s| s.due("kibo", 40, 10, &HashSet::new())?.decode())
+                .await
+                .is_empty()
+        );
 
         // The same state again is not sent again.
         assert!(!run(&db, |s| s.set_desired(&desired("h11"), 50)).await);
@@ -647,7 +662,7 @@ mod tests {
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Pending);
         assert_eq!(
-            run(&db, |s| s.due("kibo", 3, 10, &HashSet::new()))
+            run(&db, |s| s.due("kibo", 3, 10, &HashSet::new())?.decode())
                 .await
                 .len(),
             1
@@ -669,13 +684,13 @@ mod tests {
         })
         .await;
         assert!(
-            run(&db, |s| s.due("kibo", 499, 10, &HashSet::new()))
+            run(&db, |s| s.due("kibo", 499, 10, &HashSet::new())?.decode())
                 .await
                 .is_empty(),
             "not before its time"
         );
         assert_eq!(
-            run(&db, |s| s.due("kibo", 500, 10, &HashSet::new()))
+            run(&db, |s| s.due("kibo", 500, 10, &HashSet::new())?.decode())
                 .await
                 .len(),
             1
@@ -701,9 +716,11 @@ mod tests {
             Some("lastName is required")
         );
         assert!(
-            run(&db, |s| s.due("kibo", 10_000, 10, &HashSet::new()))
-                .await
-                .is_empty(),
+            run(&db, |s| s
+                .due("kibo", 10_000, 10, &HashSet::new())?
+                .decode())
+            .await
+            .is_empty(),
             "rejections wait"
         );
 
@@ -713,7 +730,7 @@ mod tests {
         .await;
         assert_eq!(replayed, 1);
         assert_eq!(
-            run(&db, |s| s.due("kibo", 700, 10, &HashSet::new()))
+            run(&db, |s| s.due("kibo", 700, 10, &HashSet::new())?.decode())
                 .await
                 .len(),
             1
@@ -803,7 +820,7 @@ mod tests {
             let db = db.clone();
             async move {
                 let mut due = db
-                    .read(move |s| s.due(target, 10, 10, &HashSet::new()))
+                    .read(move |s| s.due(target, 10, 10, &HashSet::new())?.decode())
                     .await
                     .unwrap();
                 assert_eq!(due.len(), 1, "{target}");

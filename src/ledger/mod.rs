@@ -23,7 +23,7 @@ pub(crate) use attempts::{Attempt, AttemptOutcome};
 pub(crate) use audit::{Actor, AuditAction, AuditEntry, AuditOutcome, AuditQuery, Audited};
 pub(crate) use controls::{CircuitState, TargetCircuit};
 pub use db::{Db, DbOptions};
-pub(crate) use deliveries::{Claimed, Delivery, Desired, Omissions, TargetLag};
+pub(crate) use deliveries::{Claimed, Delivery, Desired, DueRows, Omissions, TargetLag};
 pub(crate) use held::GuardWindow;
 pub(crate) use lifecycle::{DeliveryOp, DeliveryState, StateKey};
 pub(crate) use plan_queue::Mark;
