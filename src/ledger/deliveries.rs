@@ -540,6 +540,14 @@ mod tests {
         db.write(work).await.unwrap()
     }
 
+    /// Kibo's due list at `now`, decoded, as a worker would claim it (up to 10 rows).
+    async fn kibo_due(db: &Db, now: i64) -> Vec<Claimed> {
+        run(db, move |s| {
+            s.due("kibo", now, 10, &HashSet::new())?.decode()
+        })
+        .await
+    }
+
     #[tokio::test]
     async fn waiting_first_deliveries_counts_unlinked_upserts_up_to_a_cap() {
         let (db, _dir) = db().await;
@@ -588,7 +596,7 @@ mod tests {
     async fn level_triggered_lifecycle() {
         let (db, _dir) = db().await;
         assert!(run(&db, |s| s.set_desired(&desired("h1"), 10)).await);
-        let due = run(&db, |s| s.due("kibo", 10, 10, &HashSet::new())?.decode()).await;
+        let due = kibo_due(&db, 10).await;
         assert_eq!(due.len(), 1);
         assert_eq!(
             due[0].delivery.desired.create_only,
@@ -600,7 +608,7 @@ mod tests {
             let hash = format!("h{n}");
             run(&db, move |s| s.set_desired(&desired(&hash), 20)).await;
         }
-        let due = run(&db, |s| s.due("kibo", 20, 10, &HashSet::new())?.decode()).await;
+        let due = kibo_due(&db, 20).await;
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].delivery.desired.hash, StateKey::sample("h11"));
 
@@ -615,11 +623,7 @@ mod tests {
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Delivered);
         assert_eq!(row.remote_id.as_deref(), Some("r1"));
-        assert!(
-            run(&db, |s| s.due("kibo", 40, 10, &HashSet::new())?.decode())
-                .await
-                .is_empty()
-        );
+        assert!(kibo_due(&db, 40).await.is_empty());
 
         // The same state again is not sent again.
         assert!(!run(&db, |s| s.set_desired(&desired("h11"), 50)).await);
@@ -661,12 +665,7 @@ mod tests {
         .await;
         let row = run(&db, |s| s.delivery("u1", "kibo")).await.unwrap();
         assert_eq!(row.state, DeliveryState::Pending);
-        assert_eq!(
-            run(&db, |s| s.due("kibo", 3, 10, &HashSet::new())?.decode())
-                .await
-                .len(),
-            1
-        );
+        assert_eq!(kibo_due(&db, 3).await.len(), 1);
     }
 
     #[tokio::test]
@@ -683,18 +682,8 @@ mod tests {
             s.record_attempt(&attempt(StateKey::sample("h"), 110), &retry)
         })
         .await;
-        assert!(
-            run(&db, |s| s.due("kibo", 499, 10, &HashSet::new())?.decode())
-                .await
-                .is_empty(),
-            "not before its time"
-        );
-        assert_eq!(
-            run(&db, |s| s.due("kibo", 500, 10, &HashSet::new())?.decode())
-                .await
-                .len(),
-            1
-        );
+        assert!(kibo_due(&db, 499).await.is_empty(), "not before its time");
+        assert_eq!(kibo_due(&db, 500).await.len(), 1);
         assert_eq!(run(&db, |s| s.next_due_at("kibo")).await, Some(500));
 
         let rejected = AttemptOutcome::Rejected {
@@ -715,26 +704,14 @@ mod tests {
             failed[0].last_error.as_deref(),
             Some("lastName is required")
         );
-        assert!(
-            run(&db, |s| s
-                .due("kibo", 10_000, 10, &HashSet::new())?
-                .decode())
-            .await
-            .is_empty(),
-            "rejections wait"
-        );
+        assert!(kibo_due(&db, 10_000).await.is_empty(), "rejections wait");
 
         let replayed = run(&db, |s| {
             s.replay(Some("u1"), None, &[DeliveryState::Rejected], 700)
         })
         .await;
         assert_eq!(replayed, 1);
-        assert_eq!(
-            run(&db, |s| s.due("kibo", 700, 10, &HashSet::new())?.decode())
-                .await
-                .len(),
-            1
-        );
+        assert_eq!(kibo_due(&db, 700).await.len(), 1);
     }
 
     #[tokio::test]
