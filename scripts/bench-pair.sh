@@ -3,8 +3,8 @@
 # shared machine: the only fair way to judge a change here (see BENCHMARKS.md, "The
 # machine"). One line per run: the hour, the build, users fully delivered per second,
 # creates and patches per second and their p99 (patches `-` with --skip-patch), the CPU
-# time of the bridge process (`serve`, read
-# from /proc every 0.2 s), its peak RSS, the calibration and the load average.
+# time of the bridge process (`serve`, read from /proc every 0.2 s), how busy the machine's
+# cores were until the last delivery, its peak RSS, the calibration and the load average.
 #
 #   scripts/bench-pair.sh 3 /tmp/old-scim-bridge target/release/scim-bridge --sandbox-process
 #   scripts/bench-pair.sh 5 OLD NEW --pause-deliveries --skip-patch
@@ -46,10 +46,11 @@ one_run() {
     patches=$(awk '/^update \(PATCH/ {print $8, "p99", $13, "ms"}' "$out/report.txt")
     cal=$(awk '/^calibration/ {print $2}' "$out/report.txt")
     rss=$(awk '/bridge peak RSS/ {print $4}' "$out/report.txt")
-    printf '%s %-4s %-16s creates %-22s patches %-22s bridge CPU %5.1f s  RSS %s MiB  calibration %s ms  load %s\n' \
+    busy=$(awk '/^machine busy/ {print $3}' "$out/report.txt")
+    printf '%s %-4s %-16s creates %-22s patches %-22s bridge CPU %5.1f s  busy %-4s RSS %s MiB  calibration %s ms  load %s\n' \
         "$(date -u +%H:%M:%S)" "$label" "${delivered:--}" "$creates" "${patches:--}" \
         "$(awk -v t="$serve_ticks" -v hz="$ticks_per_second" 'BEGIN {print t / hz}')" \
-        "$rss" "$cal" "$(cut -d' ' -f1 /proc/loadavg)"
+        "${busy:--}" "$rss" "$cal" "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 for _ in $(seq "$runs"); do

@@ -132,6 +132,19 @@ pub struct BenchReport {
     pub bridge_cpu_ms_per_user: Option<f64>,
     /// The same as `bridge_cpu_seconds` for the separate emulator process.
     pub sandbox_cpu_seconds: Option<f64>,
+    /// CPU time the bench process itself, the load generator, used from the first create
+    /// until every target held every user.
+    pub load_generator_cpu_seconds: Option<f64>,
+    /// The share of every core's time that something ran over the same span (this run or
+    /// anything else on the machine; time stolen by the hypervisor left out).
+    pub machine_busy_percent: Option<f64>,
+    /// The cores the machine offers.
+    pub cores: usize,
+    /// The users per second this run's work allows with every core busy throughout: the
+    /// users over the CPU time of the bridge, the emulators and the load generator, spread
+    /// over `cores`. No scheduling beats it; only less work per user does. Runs with the
+    /// PATCH phase skipped add an update round to that time, and have none.
+    pub cpu_bound_users_per_second: Option<f64>,
     /// The database and its WAL at the end of the run, before any checkpoint.
     pub database_mib: Option<f64>,
     /// The largest the database and its WAL were together, sampled every 200 ms from the
@@ -236,6 +249,22 @@ impl BenchReport {
         }
         if let Some(cpu) = self.sandbox_cpu_seconds {
             out.push_str(&format!("emulators CPU              {cpu:.1} s\n"));
+        }
+        if let Some(cpu) = self.load_generator_cpu_seconds {
+            out.push_str(&format!("load generator CPU         {cpu:.1} s\n"));
+        }
+        if let Some(busy) = self.machine_busy_percent {
+            out.push_str(&format!(
+                "machine busy               {busy:.0}% of {} cores, first create to last delivery\n",
+                self.cores
+            ));
+        }
+        if let Some(rate) = self.cpu_bound_users_per_second {
+            out.push_str(&format!(
+                "CPU-bound rate             {rate:.0} users/s with every core busy throughout \
+                 (the CPU above over {} cores)\n",
+                self.cores
+            ));
         }
         if let Some(db) = self.database_mib {
             out.push_str(&format!(
@@ -603,9 +632,17 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// The machine's CPU time so far, all of it and the part stolen by the hypervisor, in
-/// clock ticks, where the machine tells it.
-fn cpu_ticks() -> Option<(u64, u64)> {
+/// The machine's CPU time so far, in clock ticks, where the machine tells it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MachineTicks {
+    total: u64,
+    /// Idle, and waiting for I/O with nothing else to run.
+    idle: u64,
+    /// Given by the hypervisor to other guests.
+    stolen: u64,
+}
+
+fn cpu_ticks() -> Option<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     // cpu  user nice system idle iowait irq softirq steal ...
     let fields: Vec<u64> = stat
@@ -617,13 +654,46 @@ fn cpu_ticks() -> Option<(u64, u64)> {
         .map(str::parse)
         .collect::<Result<_, _>>()
         .ok()?;
-    Some((fields.iter().sum(), *fields.get(7)?))
+    Some(MachineTicks {
+        total: fields.iter().sum(),
+        idle: fields.get(3)? + fields.get(4)?,
+        stolen: *fields.get(7)?,
+    })
 }
 
-fn stolen_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
-    let ((total_before, stolen_before), (total_after, stolen_after)) = (before?, after?);
-    let total = total_after.checked_sub(total_before).filter(|t| *t > 0)?;
-    Some(100.0 * stolen_after.saturating_sub(stolen_before) as f64 / total as f64)
+/// The share of the machine's time between two readings that `part` picks out.
+fn share_percent(
+    before: Option<MachineTicks>,
+    after: Option<MachineTicks>,
+    part: fn(&MachineTicks) -> u64,
+) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    let total = after.total.checked_sub(before.total).filter(|t| *t > 0)?;
+    Some(100.0 * part(&after).saturating_sub(part(&before)) as f64 / total as f64)
+}
+
+fn stolen_percent(before: Option<MachineTicks>, after: Option<MachineTicks>) -> Option<f64> {
+    share_percent(before, after, |ticks| ticks.stolen)
+}
+
+/// Every core's time that was not idle (nor stolen: another guest's work is not this run's).
+fn busy_percent(before: Option<MachineTicks>, after: Option<MachineTicks>) -> Option<f64> {
+    share_percent(before, after, |ticks| {
+        ticks.total.saturating_sub(ticks.idle + ticks.stolen)
+    })
+}
+
+/// The CPU time this process (the load generator) has used so far, in seconds.
+fn own_cpu_seconds() -> Option<f64> {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(cpu_ticks_of(&stat)? as f64 / TICKS_PER_SECOND)
+}
+
+/// The users per second a run's CPU time allows when every core is busy from the first
+/// create to the last delivery: what no scheduling can beat, only less work.
+fn cpu_bound_rate(users: usize, cpu_seconds: f64, cores: usize) -> Option<f64> {
+    (cpu_seconds > 0.0 && cores > 0).then(|| users as f64 * cores as f64 / cpu_seconds)
 }
 
 /// The one-minute load average, where the machine tells it.
@@ -903,6 +973,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let concurrency = options.concurrency;
     let limit = options.phase_limit;
     let started = Instant::now();
+    let machine_at_start = cpu_ticks();
+    let own_cpu_at_start = own_cpu_seconds();
     let creates = if options.lookups_only { 0 } else { users };
     // The bench's own bridge has taken no SCIM write yet: its first two creates go alone and
     // are timed, so that a one-off cost of the first write (something loaded on first use)
@@ -1035,6 +1107,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         bridge_cpu_seconds: None,
         bridge_cpu_ms_per_user: None,
         sandbox_cpu_seconds: None,
+        load_generator_cpu_seconds: None,
+        machine_busy_percent: None,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        cpu_bound_users_per_second: None,
         database_mib: None,
         peak_disk_mib: None,
         checkpointed_mib: None,
@@ -1052,6 +1128,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         } else {
             let delivered = wait_for_deliveries(&client, admin, created, limit).await?;
             let seconds = started.elapsed().as_secs_f64();
+            report.machine_busy_percent = busy_percent(machine_at_start, cpu_ticks());
+            report.load_generator_cpu_seconds = own_cpu_seconds()
+                .zip(own_cpu_at_start)
+                .map(|(now, then)| now - then);
             report.delivery_seconds = Some(seconds);
             report.users_delivered_per_second = Some(created as f64 / seconds);
             delivered
@@ -1114,6 +1194,22 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             .filter(|_| options.users > 0)
             .map(|cpu| 1000.0 * cpu / options.users as f64);
         report.sandbox_cpu_seconds = bridge.sandbox_cpu_seconds();
+        if !per_new_user {
+            let machine_cpu = [
+                report.bridge_cpu_seconds,
+                report.sandbox_cpu_seconds,
+                report.load_generator_cpu_seconds,
+            ];
+            // The emulators in-process count in the bridge's figure; apart, in their own.
+            let all_known = report.bridge_cpu_seconds.is_some()
+                && report.load_generator_cpu_seconds.is_some()
+                && (report.sandbox_cpu_seconds.is_some() || !options.sandbox_process);
+            if all_known {
+                let cpu = machine_cpu.iter().flatten().sum();
+                report.cpu_bound_users_per_second =
+                    cpu_bound_rate(created as usize, cpu, report.cores);
+            }
+        }
         report.database_mib = Some(bridge.database_mib());
     }
     report.calibration_end_ms = Some(calibrate().await?);
@@ -1270,9 +1366,43 @@ mod tests {
 
     #[test]
     fn stolen_time_is_a_share_of_all_the_time_that_passed() {
-        assert_eq!(stolen_percent(Some((100, 10)), Some((300, 30))), Some(10.0));
-        assert_eq!(stolen_percent(Some((100, 10)), Some((100, 10))), None);
-        assert_eq!(stolen_percent(None, Some((100, 10))), None);
+        let ticks = |total, idle, stolen| {
+            Some(MachineTicks {
+                total,
+                idle,
+                stolen,
+            })
+        };
+        assert_eq!(
+            stolen_percent(ticks(100, 50, 10), ticks(300, 90, 30)),
+            Some(10.0)
+        );
+        assert_eq!(stolen_percent(ticks(100, 50, 10), ticks(100, 50, 10)), None);
+        assert_eq!(stolen_percent(None, ticks(100, 50, 10)), None);
+    }
+
+    #[test]
+    fn busy_time_leaves_out_idle_and_stolen_time() {
+        let ticks = |total, idle, stolen| {
+            Some(MachineTicks {
+                total,
+                idle,
+                stolen,
+            })
+        };
+        // 200 ticks passed: 40 idle, 20 stolen, 140 of work.
+        assert_eq!(
+            busy_percent(ticks(100, 50, 10), ticks(300, 90, 30)),
+            Some(70.0)
+        );
+        assert_eq!(busy_percent(ticks(100, 50, 10), None), None);
+    }
+
+    #[test]
+    fn the_cpu_bound_rate_spreads_the_runs_cpu_time_over_every_core() {
+        // 20,000 users, 16 s of CPU on 2 cores: 8 s at best, 2,500 users/s.
+        assert_eq!(cpu_bound_rate(20_000, 16.0, 2), Some(2_500.0));
+        assert_eq!(cpu_bound_rate(20_000, 0.0, 2), None);
     }
 
     #[test]
