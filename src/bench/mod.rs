@@ -609,9 +609,18 @@ fn peak_rss_mib(child: &Child) -> Option<f64> {
 
 /// The CPU time a process has used, user and system, all its threads, in seconds.
 fn cpu_seconds(child: &Child) -> Option<f64> {
+    cpu_seconds_in(&format!("/proc/{}/stat", child.id()))
+}
+
+/// The CPU time this process (the load generator) has used so far, in seconds.
+fn own_cpu_seconds() -> Option<f64> {
+    cpu_seconds_in("/proc/self/stat")
+}
+
+fn cpu_seconds_in(stat_file: &str) -> Option<f64> {
     /// /proc counts CPU time in USER_HZ ticks, 100 a second on Linux.
     const TICKS_PER_SECOND: f64 = 100.0;
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+    let stat = std::fs::read_to_string(stat_file).ok()?;
     Some(cpu_ticks_of(&stat)? as f64 / TICKS_PER_SECOND)
 }
 
@@ -681,13 +690,6 @@ fn busy_percent(before: Option<MachineTicks>, after: Option<MachineTicks>) -> Op
     share_percent(before, after, |ticks| {
         ticks.total.saturating_sub(ticks.idle + ticks.stolen)
     })
-}
-
-/// The CPU time this process (the load generator) has used so far, in seconds.
-fn own_cpu_seconds() -> Option<f64> {
-    const TICKS_PER_SECOND: f64 = 100.0;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    Some(cpu_ticks_of(&stat)? as f64 / TICKS_PER_SECOND)
 }
 
 /// The users per second a run's CPU time allows when every core is busy from the first
@@ -1364,15 +1366,16 @@ async fn wait_for_deliveries(
 mod tests {
     use super::*;
 
+    fn ticks(total: u64, idle: u64, stolen: u64) -> Option<MachineTicks> {
+        Some(MachineTicks {
+            total,
+            idle,
+            stolen,
+        })
+    }
+
     #[test]
     fn stolen_time_is_a_share_of_all_the_time_that_passed() {
-        let ticks = |total, idle, stolen| {
-            Some(MachineTicks {
-                total,
-                idle,
-                stolen,
-            })
-        };
         assert_eq!(
             stolen_percent(ticks(100, 50, 10), ticks(300, 90, 30)),
             Some(10.0)
@@ -1383,13 +1386,6 @@ mod tests {
 
     #[test]
     fn busy_time_leaves_out_idle_and_stolen_time() {
-        let ticks = |total, idle, stolen| {
-            Some(MachineTicks {
-                total,
-                idle,
-                stolen,
-            })
-        };
         // 200 ticks passed: 40 idle, 20 stolen, 140 of work.
         assert_eq!(
             busy_percent(ticks(100, 50, 10), ticks(300, 90, 30)),
