@@ -5,6 +5,7 @@
 # creates and patches per second and their p99 (patches `-` with --skip-patch), the CPU
 # time of the bridge process (`serve`, read from /proc every 0.2 s), how busy the machine's
 # cores were until the last delivery, its peak RSS, the calibration and the load average.
+# At the end, the change pair by pair in users/s and in the bridge's CPU.
 #
 #   scripts/bench-pair.sh 3 /tmp/old-scim-bridge target/release/scim-bridge --sandbox-process
 #   scripts/bench-pair.sh 5 OLD NEW --pause-deliveries --skip-patch
@@ -47,13 +48,34 @@ one_run() {
     cal=$(awk '/^calibration/ {print $2}' "$out/report.txt")
     rss=$(awk '/bridge peak RSS/ {print $4}' "$out/report.txt")
     busy=$(awk '/^machine busy/ {print $3}' "$out/report.txt")
+    local cpu
+    cpu=$(awk -v t="$serve_ticks" -v hz="$ticks_per_second" 'BEGIN {print t / hz}')
+    echo "$label ${delivered%% *} $cpu" >>"$out/runs.txt"
     printf '%s %-4s %-16s creates %-22s patches %-22s bridge CPU %5.1f s  busy %-4s RSS %s MiB  calibration %s ms  load %s\n' \
         "$(date -u +%H:%M:%S)" "$label" "${delivered:--}" "$creates" "${patches:--}" \
-        "$(awk -v t="$serve_ticks" -v hz="$ticks_per_second" 'BEGIN {print t / hz}')" \
-        "${busy:--}" "$rss" "$cal" "$(cut -d' ' -f1 /proc/loadavg)"
+        "$cpu" "${busy:--}" "$rss" "$cal" "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 for _ in $(seq "$runs"); do
     one_run "$old" old "$@"
     one_run "$new" new "$@"
 done
+
+# Pair by pair (each new run against the old one just before it): the change in users
+# delivered per second and in the bridge's CPU, as the median and the range over the pairs.
+# A change smaller than that range is not told apart from the machine's noise.
+python3 - "$out/runs.txt" <<'SUMMARY'
+import statistics, sys
+runs = [line.split() for line in open(sys.argv[1])]
+old = [r for r in runs if r[0] == "old"]
+new = [r for r in runs if r[0] == "new"]
+def change(index):
+    pairs = [(float(o[index]), float(n[index])) for o, n in zip(old, new)
+             if o[index] != "-" and n[index] != "-" and float(o[index]) > 0]
+    return [100.0 * (n - o) / o for o, n in pairs]
+for name, index in (("users delivered/s", 1), ("bridge CPU", 2)):
+    values = change(index)
+    if values:
+        print(f"new against old, {name}: median {statistics.median(values):+.1f} %, "
+              f"pairs {min(values):+.1f} % to {max(values):+.1f} % ({len(values)} pairs)")
+SUMMARY
