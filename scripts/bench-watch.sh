@@ -8,6 +8,8 @@
 #
 # Every argument after the build goes to `scim-bridge bench`. Needs curl and python3.
 set -euo pipefail
+# shellcheck source=lib/bench-bridge.sh
+source "$(dirname "$0")/lib/bench-bridge.sh"
 
 if (( $# < 1 )); then
     echo "usage: $0 BINARY [bench arguments...]" >&2
@@ -19,15 +21,8 @@ shift
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 
-"$bin" bench "$@" >"$report" 2>&1 &
-bench=$!
-# The bench's own bridge is its child started as `serve`, listening on a port it chose.
-serve=""
-while [[ -z "$serve" ]] && kill -0 "$bench" 2>/dev/null; do
-    serve=$(pgrep -P "$bench" -f ' serve ' | head -1 || true)
-    sleep 0.05
-done
-[[ -n "$serve" ]] || { echo "the bench started no bridge:" >&2; cat "$report" >&2; exit 1; }
+# The bench's own bridge listens on a port it chose.
+start_bench "$bin" "$report" "$@"
 listen=$(tr '\0' ' ' <"/proc/$serve/cmdline" | grep -o '127.0.0.1:[0-9]*')
 started=$(date +%s.%N)
 

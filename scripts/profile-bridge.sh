@@ -9,6 +9,8 @@
 # Every argument after the build and the output prefix goes to `scim-bridge bench`. Needs
 # `perf` (Debian: linux-perf) and python3; perf slows the run, so its rates are not figures.
 set -euo pipefail
+# shellcheck source=lib/bench-bridge.sh
+source "$(dirname "$0")/lib/bench-bridge.sh"
 
 if (( $# < 2 )); then
     echo "usage: $0 BINARY OUT_PREFIX [bench arguments...]" >&2
@@ -19,14 +21,7 @@ shift 2
 [[ -x "$bin" ]] || { echo "$bin: not an executable" >&2; exit 2; }
 command -v perf >/dev/null || { echo "perf is not installed" >&2; exit 2; }
 
-"$bin" bench "$@" >"$out.report" 2>&1 &
-bench=$!
-serve=""
-while [[ -z "$serve" ]] && kill -0 "$bench" 2>/dev/null; do
-    serve=$(pgrep -P "$bench" -f ' serve ' | head -1 || true)
-    sleep 0.05
-done
-[[ -n "$serve" ]] || { echo "the bench started no bridge:" >&2; cat "$out.report" >&2; exit 1; }
+start_bench "$bin" "$out.report" "$@"
 # Attached once every thread of the bridge exists: perf follows no thread started before.
 sleep 0.6
 perf record -F 499 --call-graph dwarf,16384 -o "$out.data" -p "$serve" 2>/dev/null &
