@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::{migrations, resources::Store, sqlite, LedgerError};
+use super::{counts, migrations, resources::Store, sqlite, LedgerError};
 
 /// How many queued writes share one transaction at most. Large enough to amortise the
 /// commit, small enough that one slow batch does not hold every caller back.
@@ -79,7 +80,7 @@ struct Job {
     run: RunJob,
 }
 
-type RunJob = Box<dyn FnOnce(Result<&Connection, &LedgerError>) -> Option<Completion> + Send>;
+type RunJob = Box<dyn FnOnce(Result<&Store<'_>, &LedgerError>) -> Option<Completion> + Send>;
 
 impl Job {
     /// The job running `work`, and where its answer arrives once its batch is committed.
@@ -91,15 +92,15 @@ impl Job {
     {
         let (reply, answer) = oneshot::channel::<Result<T, E>>();
         let Enqueue { writes, vouches } = how;
-        let run = Box::new(move |conn: Result<&Connection, &LedgerError>| {
-            let conn = match conn {
-                Ok(conn) => conn,
+        let run = Box::new(move |store: Result<&Store<'_>, &LedgerError>| {
+            let store = match store {
+                Ok(store) => store,
                 Err(refused) => {
                     let _ = reply.send(Err(E::from(again(refused))));
                     return None;
                 }
             };
-            let result = work(&Store::new(conn));
+            let result = work(store);
             Some(Completion {
                 succeeded: result.is_ok(),
                 vouches,
@@ -191,6 +192,7 @@ impl Db {
             });
         }
         migrations::run(&mut writer).map_err(|err| explain(err, &path))?;
+        let writer = Writer::counting(writer)?;
 
         // Checkpoints copy pages into the main file and sync it: done on the writer, they
         // stalled every write behind them (a sixth of the writer's time under load).
@@ -523,6 +525,31 @@ fn why_not_writable(err: &std::io::Error) -> String {
     }
 }
 
+/// The writer's connection and its count of the rows it changes. The counter comes first
+/// so that it is dropped, and its hook removed, before the connection closes.
+struct Writer {
+    counter: sqlite::RowCounter,
+    conn: Connection,
+}
+
+/// The audit trail's guard (migration 9), set again on the writer as a TEMP trigger: SQLite
+/// runs TEMP triggers when the main schema's are off.
+const AUDIT_GUARD: &str = "CREATE TEMP TRIGGER audit_append_only BEFORE UPDATE ON main.audit \
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END";
+
+impl Writer {
+    /// Turns the main schema's triggers off on `conn`, a migrated writer connection, and
+    /// counts the rows it changes instead: each counting trigger ran a program and an upsert
+    /// of its own for every row (see `counts.rs`). The triggers stay on for every other
+    /// connection, a tool's too.
+    fn counting(conn: Connection) -> Result<Writer, LedgerError> {
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+        conn.execute_batch(AUDIT_GUARD)?;
+        let counter = sqlite::RowCounter::install(&conn)?;
+        Ok(Writer { counter, conn })
+    }
+}
+
 /// The writer's connection, configured and in WAL mode.
 fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     let writer = Connection::open(path)?;
@@ -651,7 +678,7 @@ struct Ends {
 }
 
 fn write_loop(
-    conn: Connection,
+    writer: Writer,
     inbox: mpsc::Receiver<Job>,
     ends: Ends,
     health: &Mutex<Option<String>>,
@@ -674,7 +701,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        run_batch(&conn, batch, health);
+        run_batch(&writer, batch, health);
         // Full means a checkpoint is already due: nothing to add.
         let _ = commits.try_send(());
     }
@@ -685,7 +712,7 @@ fn write_loop(
         tracing::warn!("the checkpoint thread panicked");
     }
     // Every Db handle is gone: leave the WAL folded into the main file.
-    match checkpoint(&conn, "TRUNCATE") {
+    match checkpoint(&writer.conn, "TRUNCATE") {
         Ok(0) => {}
         Ok(log_pages) => {
             tracing::warn!(
@@ -807,7 +834,9 @@ fn record(health: &Mutex<Option<String>>, outcome: Result<(), String>) {
 }
 
 /// Runs one batch in one transaction.
-fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>) {
+fn run_batch(writer: &Writer, batch: Vec<Job>, health: &Mutex<Option<String>>) {
+    let conn = &writer.conn;
+    let store = Store::on_writer(conn, &writer.counter);
     // Per job: whether it succeeded in a way that vouches for the storage, and its answer.
     let mut finishers: Vec<(bool, Finish)> = Vec::with_capacity(batch.len());
     let mut storage_failure: Option<String> = None;
@@ -832,6 +861,8 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>)
             for (_, finish) in finishers.drain(..) {
                 finish(Some(&lost));
             }
+            // Their rows are gone, and so is what they changed in the counts.
+            writer.counter.take_batch();
             if let Err(err) = begin(conn) {
                 refuse(&err, std::iter::once(job).chain(jobs));
                 return;
@@ -846,10 +877,16 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>)
             }
         }
         // A panicking job must not take the writer (and every later write) down with it.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| run(Ok(conn)))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| run(Ok(&store)))) {
             Ok(Some(completion)) => {
                 if completion.storage_failure.is_some() {
                     storage_failure = completion.storage_failure;
+                }
+                // Undone below with its savepoint when it failed: its rows are not counted.
+                if completion.succeeded {
+                    writer.counter.keep_job();
+                } else {
+                    writer.counter.drop_job();
                 }
                 if writes && !conn.is_autocommit() {
                     if let Err(err) = close_savepoint(conn, completion.succeeded) {
@@ -865,6 +902,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>)
             Err(_) if !writes => tracing::error!("a read on the writer panicked"),
             Err(_) => {
                 tracing::error!("a database write panicked; its changes were rolled back");
+                writer.counter.drop_job();
                 if let Err(err) = close_savepoint(conn, false) {
                     tracing::error!(error = %err, "cannot roll back a savepoint");
                 }
@@ -872,13 +910,16 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, health: &Mutex<Option<String>>)
         }
     }
     let commit_error = if conn.is_autocommit() {
+        writer.counter.take_batch();
         Some(LedgerError::Unavailable(
             storage_failure
                 .clone()
                 .unwrap_or_else(|| "the transaction was rolled back".to_owned()),
         ))
     } else {
-        control(conn, "COMMIT").err().map(LedgerError::from)
+        counts::add_to_counters(conn, writer.counter.take_batch())
+            .and_then(|()| control(conn, "COMMIT").map_err(LedgerError::from))
+            .err()
     };
     if let Some(err) = &commit_error {
         tracing::error!(error = %err, "batch commit failed");
@@ -957,12 +998,41 @@ mod tests {
         assert!(why_not_writable(&read_only).contains("read-only filesystem"));
     }
 
+    /// The writer runs with the main schema's triggers off (`Writer::counting`), so each
+    /// one needs its counterpart there. A new trigger fails this test until it has one.
+    #[test]
+    fn every_trigger_has_its_counterpart_on_the_writer() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::run(&mut conn).unwrap();
+        let triggers = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        assert_eq!(
+            triggers,
+            [
+                "audit_append_only",       // AUDIT_GUARD
+                "delivery_counts_delete",  // the RowCounter
+                "delivery_counts_insert",  // the RowCounter
+                "delivery_counts_update",  // the RowCounter
+                "plan_queue_count_delete", // the RowCounter
+                "plan_queue_count_insert", // the RowCounter
+            ]
+        );
+    }
+
     /// One batch as the writer runs it: two writes, a read that fails between them and a
     /// read after them, each answered after the commit.
     #[tokio::test]
     async fn a_read_on_the_writer_sees_the_writes_before_it_and_its_failure_undoes_none() {
-        let conn = Connection::open_in_memory().unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::run(&mut conn).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let writer = Writer::counting(conn).unwrap();
+        let conn = &writer.conn;
         let insert = |x: i64| {
             let work = move |s: &Store<'_>| -> Result<usize, LedgerError> {
                 Ok(s.conn().execute("INSERT INTO t VALUES (?1)", [x])?)
@@ -992,7 +1062,7 @@ mod tests {
         let (second, second_answer) = insert(2);
         let (sum, sum_answer) = read("SELECT sum(x) FROM t");
         let health = Mutex::new(None);
-        run_batch(&conn, vec![first, failing, second, sum], &health);
+        run_batch(&writer, vec![first, failing, second, sum], &health);
 
         assert_eq!(first_answer.await.unwrap().unwrap(), 1);
         assert!(failing_answer.await.unwrap().is_err());

@@ -121,13 +121,14 @@ impl Store<'_> {
             .optional()?)
     }
 
-    /// How many users wait to be planned, from the counter the triggers keep.
+    /// How many users wait to be planned, from the counter (see `counts.rs`).
     pub(crate) fn planning(&self) -> Result<u64, LedgerError> {
         let count: i64 = self
             .conn()
             .prepare_cached(PLANNING)?
             .query_row([], |row| row.get(0))?;
-        Ok(count.max(0) as u64)
+        let pending = self.counter().map_or(0, |counter| counter.pending_marks());
+        Ok((count + pending).max(0) as u64)
     }
 }
 

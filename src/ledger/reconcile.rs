@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::deliveries::DELIVERY_COLUMNS;
-use super::{Delivery, LedgerError, StateKey, Store};
+use super::{Delivery, DeliveryState, LedgerError, StateKey, Store};
 
 /// One reconcile run as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -309,10 +309,13 @@ impl Store<'_> {
 
     /// How many rows of `target` the ledger holds, for the progress of a run.
     pub(crate) fn ledger_size(&self, target: &str) -> Result<u64, LedgerError> {
-        let count: i64 = self
+        let mut count: i64 = self
             .conn()
             .prepare_cached("SELECT COALESCE(SUM(n), 0) FROM delivery_counts WHERE target = ?1")?
             .query_row([target], |row| row.get(0))?;
+        for state in DeliveryState::ALL {
+            count += self.pending_rows(target, state)?;
+        }
         Ok(count.max(0) as u64)
     }
 

@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
+use super::sqlite::RowCounter;
 use super::LedgerError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,8 @@ pub struct Lookup {
 /// connection.
 pub struct Store<'c> {
     conn: &'c Connection,
+    /// On the writer: the rows its writes changed, to add to the counters (`counts.rs`).
+    counter: Option<&'c RowCounter>,
 }
 
 /// Case-insensitive lookups (userName, emails, displayName) go through this key.
@@ -109,7 +112,23 @@ fn into_resource(
 
 impl<'c> Store<'c> {
     pub(super) fn new(conn: &'c Connection) -> Self {
-        Store { conn }
+        Store {
+            conn,
+            counter: None,
+        }
+    }
+
+    /// The store of a write job: the counting triggers are off on the writer's connection,
+    /// and `counter` notes what they would have counted.
+    pub(super) fn on_writer(conn: &'c Connection, counter: &'c RowCounter) -> Self {
+        Store {
+            conn,
+            counter: Some(counter),
+        }
+    }
+
+    pub(super) fn counter(&self) -> Option<&'c RowCounter> {
+        self.counter
     }
 
     pub(super) fn conn(&self) -> &'c Connection {

@@ -1,5 +1,6 @@
 //! How this process's SQLite is set up, once, before its first connection: the allocator
-//! and no memory statistics (`allocator.rs`), and the page cache (`page_cache.rs`). The
+//! and no memory statistics (`allocator.rs`), and the page cache (`page_cache.rs`); and
+//! the writer's count of the rows it changes (`row_counts.rs`). The
 //! only code of the bridge that speaks to SQLite's C API directly, and so the only place
 //! `unsafe` is allowed. How SQLite is compiled is set in `.cargo/config.toml`.
 //!
@@ -10,6 +11,9 @@
 
 mod allocator;
 mod page_cache;
+mod row_counts;
+
+pub(crate) use row_counts::{RowChanges, RowCounter};
 
 use std::sync::OnceLock;
 
