@@ -45,10 +45,16 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 128 * 1024;
 const WAL_RESTART_MIN_PAGES: i64 = 4 * 1024;
 const WAL_RESTART_MAX_PAGES: i64 = 64 * 1024;
 
-/// How large (bytes) the log file stays once the log starts over: SQLite truncates it to
-/// this at the first commit after a restart. Without it the file kept its largest size
-/// until shutdown.
-const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
+/// How large (bytes) the log file may stay once the log starts over: SQLite truncates it to
+/// this at the first commit after a restart. Set to the largest restart threshold, so that
+/// under load the file keeps the size the log reaches between two restarts and the next
+/// round of commits overwrites blocks it already has. Truncated to 16 MiB, every round gave
+/// the blocks back and had the filesystem allocate them again, about a fifth of the
+/// writer's time in `ext4_da_write_begin` and the truncation; keeping them made end to end
+/// 8 % faster (BENCHMARKS.md, "The log file keeps its size"). The disk this takes is the
+/// log's peak, which it reaches anyway, and a quiet second still empties the file
+/// (`IDLE_BEFORE_TRUNCATE`).
+const WAL_SIZE_LIMIT_BYTES: i64 = WAL_RESTART_MAX_PAGES * 4096;
 
 /// The least time between two background checkpoints while writes keep coming and the log
 /// is well below its restart threshold: each copies every page written since the last one
