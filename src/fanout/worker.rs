@@ -997,10 +997,17 @@ fn cap(policy: &TargetPolicy) -> usize {
 
 /// How many slots must be free before the due list is read again while deliveries are in
 /// flight. Reading it for every finished delivery re-read (and re-parsed) every row in
-/// flight each time: at 64 in flight, 64 rows per delivery. A quarter of the limit keeps the
-/// pipe full at a quarter of the reads; at a limit of 4 or less it is one slot.
+/// flight each time: at 64 in flight, 64 rows per delivery. From 16 in flight, half the
+/// limit: the reads run on the writer, whose time sets the pace of a fast target, and 16
+/// in flight deliver as fast as 200 there (BENCHMARKS.md, "Fewer due reads"). Below, a
+/// slot is a large share of a slow target's pace: a quarter, one slot at a limit of 4 or
+/// less.
 fn refill_at(limit: usize) -> usize {
-    (limit / 4).max(1)
+    if limit >= 16 {
+        limit / 2
+    } else {
+        (limit / 4).max(1)
+    }
 }
 
 fn outcome_name(outcome: &AttemptOutcome) -> &'static str {
@@ -1020,6 +1027,17 @@ mod tests {
     use crate::targets::{FieldKind, FieldSpec, TargetResult, TargetSchema};
     use std::collections::VecDeque;
     use std::time::SystemTime;
+
+    #[test]
+    fn the_due_list_is_read_again_once_enough_slots_are_free() {
+        // A slow target's few slots: one at a time, then a quarter.
+        assert_eq!(refill_at(1), 1);
+        assert_eq!(refill_at(4), 1);
+        assert_eq!(refill_at(12), 3);
+        // A fast target's many: half.
+        assert_eq!(refill_at(16), 8);
+        assert_eq!(refill_at(64), 32);
+    }
 
     /// A target whose answers are scripted; records every call.
     struct Scripted {
