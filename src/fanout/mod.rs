@@ -7,6 +7,7 @@ pub mod concurrency;
 pub mod guard;
 pub(crate) mod listing;
 pub mod operator;
+pub(crate) mod outcomes;
 pub mod report;
 pub mod secrets;
 pub mod worker;

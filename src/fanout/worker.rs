@@ -17,6 +17,7 @@ use crate::fanout::circuit::{self, Admission, Circuit, Signal, Verdict};
 use crate::fanout::concurrency::{ConcurrencyPolicy, Controller, Response};
 use crate::fanout::guard;
 use crate::fanout::listing::{self, Lookup, LookupStatus};
+use crate::fanout::outcomes::{Outcome, Recorder};
 use crate::fanout::secrets::{made_up_for, random_password, SecretBox};
 use crate::ledger::{
     Adoption, Attempt, AttemptOutcome, CircuitState, Claimed, Db, Delivery, DeliveryOp,
@@ -68,6 +69,7 @@ pub(crate) struct Worker {
     circuit: Arc<Circuit>,
     limit: Arc<Mutex<Controller>>,
     lookup: Arc<Mutex<Lookup>>,
+    outcomes: Arc<Recorder>,
 }
 
 impl Worker {
@@ -87,6 +89,7 @@ impl Worker {
             wake: Arc::new(Notify::new()),
             circuit: Arc::new(Circuit::new(policy.circuit_failures, policy.backoff)),
             lookup: Arc::new(Mutex::new(Lookup::Unread)),
+            outcomes: Arc::default(),
             target,
             db,
             clock,
@@ -447,26 +450,19 @@ impl Worker {
             error = attempt.error.as_deref().unwrap_or(""),
             "delivery attempt"
         );
-        let user = delivery.desired.user_id.clone();
         let name = self.name().to_owned();
         // Only a delivery of a target that takes a password can be the last one to need the
         // user's sealed password.
         let may_free_secret = delivery.desired.password_field.is_some()
             || delivery.desired.secret_id.is_some()
             || delivery.desired.retain_secret;
-        let recorded = self
-            .db
-            .write(move |s| {
-                if let Some(circuit) = &circuit {
-                    s.set_circuit(&name, circuit)?;
-                }
-                s.record_attempt(&attempt, &outcome)?;
-                if may_free_secret {
-                    s.erase_secret_if_delivered(&user)?;
-                }
-                Ok::<(), LedgerError>(())
-            })
-            .await;
+        let outcome = Outcome {
+            circuit: circuit.map(|circuit| (name, circuit)),
+            attempt,
+            outcome,
+            may_free_secret,
+        };
+        let recorded = self.outcomes.record(&self.db, outcome).await;
         if let Err(err) = recorded {
             tracing::error!(error = %err, "cannot record a delivery attempt; it will be retried");
         }

@@ -242,7 +242,7 @@ mod tests {
                 target,
                 state,
             } => {
-                upsert(&conn, user, TARGETS[target], STATES[state], at);
+                upsert(conn, user, TARGETS[target], STATES[state], at);
             }
             Step::SetState {
                 user,
@@ -354,10 +354,8 @@ mod tests {
                     })
                 }),
             ));
-            for answer in answers {
-                if let Ok((read, counted)) = answer {
-                    prop_assert_eq!(read, counted);
-                }
+            for (read, counted) in answers.into_iter().flatten() {
+                prop_assert_eq!(read, counted);
             }
             let (kept, counted) = runtime
                 .block_on(db.read(|s| Ok::<_, LedgerError>(kept_and_counted(s.conn()))))

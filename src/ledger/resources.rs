@@ -131,6 +131,13 @@ impl<'c> Store<'c> {
         self.counter
     }
 
+    /// Runs `sql` as it stands, for tests elsewhere that need the ledger in a state no
+    /// build writes (a TEMP trigger that refuses a write, say).
+    #[cfg(test)]
+    pub(crate) fn execute_for_tests(&self, sql: &str) -> Result<(), LedgerError> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+
     pub(super) fn conn(&self) -> &'c Connection {
         self.conn
     }
