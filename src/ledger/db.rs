@@ -8,6 +8,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -44,17 +45,6 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 128 * 1024;
 /// bench peaked at 2.07 times its checkpointed size; a quarter leaves that room.
 const WAL_RESTART_MIN_PAGES: i64 = 4 * 1024;
 const WAL_RESTART_MAX_PAGES: i64 = 64 * 1024;
-
-/// How large (bytes) the log file may stay once the log starts over: SQLite truncates it to
-/// this at the first commit after a restart. Set to the largest restart threshold, so that
-/// under load the file keeps the size the log reaches between two restarts and the next
-/// round of commits overwrites blocks it already has. Truncated to 16 MiB, every round gave
-/// the blocks back and had the filesystem allocate them again, about a fifth of the
-/// writer's time in `ext4_da_write_begin` and the truncation; keeping them made end to end
-/// 8 % faster (BENCHMARKS.md, "The log file keeps its size"). The disk this takes is the
-/// log's peak, which it reaches anyway, and a quiet second still empties the file
-/// (`IDLE_BEFORE_TRUNCATE`).
-const WAL_SIZE_LIMIT_BYTES: i64 = WAL_RESTART_MAX_PAGES * 4096;
 
 /// The least time between two background checkpoints while writes keep coming and the log
 /// is well below its restart threshold: each copies every page written since the last one
@@ -199,6 +189,15 @@ impl Db {
         }
         migrations::run(&mut writer).map_err(|err| explain(err, &path))?;
         let writer = Writer::counting(writer)?;
+        let log_limit = Arc::new(AtomicI64::new(log_file_kept(
+            writer
+                .conn
+                .query_row("PRAGMA page_count", [], |row| row.get(0))?,
+            writer
+                .conn
+                .query_row("PRAGMA page_size", [], |row| row.get(0))?,
+        )));
+        let wanted_limit = Arc::clone(&log_limit);
 
         // Checkpoints copy pages into the main file and sync it: done on the writer, they
         // stalled every write behind them (a sixth of the writer's time under load).
@@ -212,7 +211,14 @@ impl Db {
         let background_gate = Arc::clone(&restarting);
         let checkpoints = std::thread::Builder::new()
             .name("ledger-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, committed, &guard, &background_gate))
+            .spawn(move || {
+                let gates = Gates {
+                    checkpointing: &guard,
+                    restarting: &background_gate,
+                    log_limit: &wanted_limit,
+                };
+                checkpoint_loop(checkpointer, committed, gates)
+            })
             .map_err(|e| LedgerError::Commit(format!("cannot start the checkpoint thread: {e}")))?;
 
         let health = Health::default();
@@ -225,6 +231,7 @@ impl Db {
                     commits,
                     checkpoints,
                     restarting: restart_gate,
+                    log_limit,
                 };
                 write_loop(writer, inbox, ends, &writer_health)
             })
@@ -562,7 +569,6 @@ fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     configure(&writer)?;
     writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     writer.pragma_update(None, "journal_mode", "WAL")?;
-    writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     // Takes the write lock and lets it go: a lock held elsewhere shows here, at start,
     // rather than as failed writes later.
     writer.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
@@ -681,6 +687,19 @@ struct Ends {
     /// Held by the checkpoint thread while it restarts the log; the writer waits for it
     /// between transactions.
     restarting: Arc<Mutex<()>>,
+    /// The log file's size to keep after a restart (`log_file_kept`), as the checkpoint
+    /// thread last worked it out; the writer's `journal_size_limit` follows it.
+    log_limit: Arc<AtomicI64>,
+}
+
+/// What the checkpoint thread shares with the writer and the other checkpoints.
+struct Gates<'a> {
+    /// Held by whoever checkpoints (see `Db::checkpointing`).
+    checkpointing: &'a Mutex<()>,
+    /// Held while the log restarts or is truncated; the writer waits for it.
+    restarting: &'a Mutex<()>,
+    /// See `Ends::log_limit`.
+    log_limit: &'a AtomicI64,
 }
 
 fn write_loop(
@@ -693,13 +712,25 @@ fn write_loop(
         commits,
         checkpoints,
         restarting,
+        log_limit,
     } = ends;
+    let mut kept = None;
     while let Ok(first) = inbox.recv() {
         drop(
             restarting
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
+        let wanted = log_limit.load(Ordering::Relaxed);
+        if kept != Some(wanted) {
+            match writer
+                .conn
+                .pragma_update(None, "journal_size_limit", wanted)
+            {
+                Ok(()) => kept = Some(wanted),
+                Err(err) => tracing::warn!(error = %err, "cannot set the log file's limit"),
+            }
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match inbox.try_recv() {
@@ -736,12 +767,15 @@ fn write_loop(
 /// copies what was committed since the PASSIVE one and syncs the file, so that the next
 /// write starts the log over. After `IDLE_BEFORE_TRUNCATE` without a commit, a TRUNCATE
 /// empties the log file.
-fn checkpoint_loop(
-    conn: Connection,
-    committed: mpsc::Receiver<()>,
-    checkpointing: &Mutex<()>,
-    restarting: &Mutex<()>,
-) {
+fn checkpoint_loop(conn: Connection, committed: mpsc::Receiver<()>, gates: Gates<'_>) {
+    let Gates {
+        checkpointing,
+        restarting,
+        log_limit,
+    } = gates;
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .unwrap_or(4096);
     let mut folded = true;
     loop {
         match committed.recv_timeout(IDLE_BEFORE_TRUNCATE) {
@@ -771,6 +805,9 @@ fn checkpoint_loop(
                 let db_pages = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
                 Ok((log_pages, db_pages))
             });
+            if let Ok((_, db_pages)) = passive {
+                log_limit.store(log_file_kept(db_pages, page_size), Ordering::Relaxed);
+            }
             match passive {
                 Ok((log_pages, db_pages)) if log_pages >= restart_threshold(db_pages) => {
                     // A RESTART needs the write lock, and SQLite's busy handler polls for
@@ -799,6 +836,21 @@ fn checkpoint_loop(
 /// `db_pages`.
 fn restart_threshold(db_pages: i64) -> i64 {
     (db_pages / 4).clamp(WAL_RESTART_MIN_PAGES, WAL_RESTART_MAX_PAGES)
+}
+
+/// How large (bytes) the log file may stay once the log starts over, for a database of
+/// `db_pages` of `page_size` bytes: SQLite truncates it to this at the first commit after a
+/// restart (the writer's `journal_size_limit`, which follows the database's size). The
+/// restart threshold: under load the file keeps the size the log reaches before a restart,
+/// and the next round of commits overwrites blocks it already has. Truncated to a fixed
+/// 16 MiB, every round gave most of them back and had the filesystem allocate them again,
+/// about a fifth of the writer's time in `ext4_da_write_begin` and the truncation (end to
+/// end 8 % slower, BENCHMARKS.md, "The log file keeps its blocks"). Kept at its largest
+/// instead, the file stayed at the overshoot of an early burst beside the grown database:
+/// 2.6 times the checkpointed size on the accept path. A quiet second still empties it
+/// (`IDLE_BEFORE_TRUNCATE`).
+fn log_file_kept(db_pages: i64, page_size: i64) -> i64 {
+    restart_threshold(db_pages) * page_size
 }
 
 /// Whether the log is past half the restart threshold after a PASSIVE checkpoint. Then the
@@ -1282,7 +1334,16 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(limit, WAL_SIZE_LIMIT_BYTES);
+        // A small database keeps 16 MiB of log file, the least restart threshold.
+        assert_eq!(limit, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_log_file_kept_after_a_restart_follows_the_database() {
+        assert_eq!(log_file_kept(1_000, 4096), 16 * 1024 * 1024);
+        // 120 MiB of database: a quarter.
+        assert_eq!(log_file_kept(30_720, 4096), 30 * 1024 * 1024);
+        assert_eq!(log_file_kept(10_000_000, 4096), 256 * 1024 * 1024);
     }
 
     #[test]
