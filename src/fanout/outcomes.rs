@@ -61,11 +61,7 @@ impl Recorder {
     }
 
     /// Records `outcome`, with the others that end meanwhile; returns once it is committed.
-    pub(crate) async fn record(
-        self: &Arc<Self>,
-        db: &Db,
-        outcome: Outcome,
-    ) -> Result<(), LedgerError> {
+    pub(crate) async fn record(&self, db: &Db, outcome: Outcome) -> Result<(), LedgerError> {
         let (answer, answered) = oneshot::channel();
         let leads = {
             let mut queue = self.lock();
