@@ -2,8 +2,8 @@
 //! written go to the ledger together, in one write of the next group.
 //!
 //! One write per outcome cost the writer a savepoint, a copy of every page the write
-//! touched into the savepoint's journal, and an answer each; the writer's time sets the
-//! pace of a fast target (BENCHMARKS.md, "Outcomes recorded in groups"). The first delivery
+//! touched into the savepoint's journal, and an answer each; and every delivery waits for
+//! the writer's round trips (BENCHMARKS.md, "Outcomes recorded in groups"). The first delivery
 //! that finds no group being written writes the group, and the next ones while any wait;
 //! the others wait for their answer. Every delivery still returns only once its own outcome
 //! is committed. Should a group's write fail, each of its outcomes is written alone, so

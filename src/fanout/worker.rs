@@ -994,7 +994,7 @@ fn cap(policy: &TargetPolicy) -> usize {
 /// How many slots must be free before the due list is read again while deliveries are in
 /// flight. Reading it for every finished delivery re-read (and re-parsed) every row in
 /// flight each time: at 64 in flight, 64 rows per delivery. From 16 in flight, half the
-/// limit: the reads run on the writer, whose time sets the pace of a fast target, and 16
+/// limit: the reads run on the writer, whose round trips every delivery waits for, and 16
 /// in flight deliver as fast as 200 there (BENCHMARKS.md, "Fewer due reads"). Below, a
 /// slot is a large share of a slow target's pace: a quarter, one slot at a limit of 4 or
 /// less.
