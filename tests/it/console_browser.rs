@@ -106,13 +106,11 @@ async fn screenshot(browser: &Client, name: &str) {
 async fn until_text(browser: &Client, text: &str) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let body = browser
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default();
+        // While the next page replaces the last one there may be no body yet: not shown yet.
+        let body = match browser.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         if body.contains(text) {
             return;
         }
