@@ -6,10 +6,10 @@
 //! rows it changes in memory (`sqlite/row_counts.rs`) and `add_to_counters` adds a batch's
 //! to them just before it commits; a count read on the writer adds what is still pending.
 
-use super::deliveries::TargetLag;
-use super::lifecycle::DeliveryState;
 use rusqlite::Connection;
 
+use super::deliveries::TargetLag;
+use super::lifecycle::DeliveryState;
 use super::sqlite::RowChanges;
 use super::{LedgerError, Store};
 
@@ -34,9 +34,7 @@ const ADD_TO_COUNT: &str = "INSERT INTO delivery_counts (target, state, n) VALUE
 /// transaction, so they are committed or rolled back with the rows they count.
 pub(super) fn add_to_counters(conn: &Connection, changes: RowChanges) -> Result<(), LedgerError> {
     if changes.unreadable {
-        return Err(LedgerError::Commit(
-            "a changed row of deliveries could not be read to count it".into(),
-        ));
+        return Err(uncountable());
     }
     for (target, state, by) in changes.deliveries.iter().filter(|c| c.2 != 0) {
         conn.prepare_cached(ADD_TO_COUNT)?
@@ -49,6 +47,12 @@ pub(super) fn add_to_counters(conn: &Connection, changes: RowChanges) -> Result<
     Ok(())
 }
 
+/// The writer's hook met a changed row of `deliveries` it could not read: its counts would
+/// be wrong, so neither a count nor the batch is given out.
+fn uncountable() -> LedgerError {
+    LedgerError::Commit("a changed row of deliveries could not be read to count it".into())
+}
+
 impl Store<'_> {
     /// On the writer, the rows of `target` in `state` its batch added or removed and has
     /// not yet counted (`sqlite/row_counts.rs`); 0 on any other connection.
@@ -59,11 +63,9 @@ impl Store<'_> {
     ) -> Result<i64, LedgerError> {
         match self.counter() {
             None => Ok(0),
-            Some(counter) => counter.pending_rows(target, state.as_str()).ok_or_else(|| {
-                LedgerError::Commit(
-                    "a changed row of deliveries could not be read to count it".into(),
-                )
-            }),
+            Some(counter) => counter
+                .pending_rows(target, state.as_str())
+                .ok_or_else(uncountable),
         }
     }
 
