@@ -503,6 +503,9 @@ async fn bench_reconcile_of_many_users_on_one_target() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5_000);
     let app = SyncedApp::spawn_with(|settings| {
+        // The seeding is one client at full speed: past the default 1,000 requests a
+        // second it was answered 429.
+        settings.scim.requests_per_second = 1_000_000;
         let kibo = settings.targets.get_mut("kibo").unwrap();
         kibo.rate_limit_per_second = 100_000;
         kibo.concurrency = 64;
