@@ -529,7 +529,7 @@ pub(crate) fn run(conn: &mut Connection) -> Result<(), LedgerError> {
         tracing::info!(
             from = current,
             to = latest(),
-            "migrating the ledger's schema; rebuilding a table of millions of rows takes tens of seconds"
+            "migrating the ledger's schema; a step that rebuilds a table of millions of rows takes tens of seconds"
         );
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
