@@ -80,11 +80,15 @@ done
 # A quiet second: the log folded back, as before any burst of deliveries.
 sleep 1.5
 
+# The CPU time (utime + stime, in ticks) in a /proc stat file.
+cpu_ticks() {
+    awk '{print $14 + $15}' "$1"
+}
 thread_ticks() {
     local name=$1
     local task
     task=$(grep -l "^$name" /proc/"$bridge"/task/*/comm | head -1)
-    awk '{print $14 + $15}' "${task%/comm}/stat"
+    cpu_ticks "${task%/comm}/stat"
 }
 machine_ticks() {
     awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
@@ -92,7 +96,7 @@ machine_ticks() {
 read -r idle0 total0 < <(machine_ticks)
 writer0=$(thread_ticks ledger-writer)
 checkpoint0=$(thread_ticks ledger-checkp)
-bridge0=$(awk '{print $14 + $15}' "/proc/$bridge/stat")
+bridge0=$(cpu_ticks "/proc/$bridge/stat")
 began=$(date +%s.%N)
 for target in "${targets[@]}"; do
     curl -sf -X POST -H "$auth" "$admin/targets/$target/resume" >/dev/null
@@ -107,7 +111,7 @@ ended=$(date +%s.%N)
 read -r idle1 total1 < <(machine_ticks)
 writer1=$(thread_ticks ledger-writer)
 checkpoint1=$(thread_ticks ledger-checkp)
-bridge1=$(awk '{print $14 + $15}' "/proc/$bridge/stat")
+bridge1=$(cpu_ticks "/proc/$bridge/stat")
 delivered=$(curl -s -H "$auth" "$admin/targets" \
     | python3 -c 'import json, sys; print(sum(t["delivered"] for t in json.load(sys.stdin)["targets"]))')
 
